@@ -1,0 +1,94 @@
+"""Parsing of probe targets written as ``host:port`` (IPv6 as ``[::1]:25``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+_HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
+
+
+class AddressError(ValueError):
+    """A target string that is not a usable ``host:port``."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+    # Set when host is an IP literal, so the hot path never resolves it.
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+
+    def __str__(self) -> str:
+        if self.ip is not None and self.ip.version == 6:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
+    """Parse ``host:port``; ``default_port`` allows the port to be left out."""
+    if not isinstance(text, str) or not text:
+        raise AddressError("empty target")
+    if len(text) > 300:
+        raise AddressError("target is longer than 300 characters")
+    if any(c.isspace() or ord(c) < 0x20 or c == "/" for c in text):
+        raise AddressError(f"target {text!r} contains whitespace, control characters or '/'; expected host:port")
+
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise AddressError(f"target {text!r}: missing ']' after the IPv6 address")
+        host, rest = text[1:close], text[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise AddressError(f"target {text!r}: expected ':port' after ']'")
+        port_text = rest[1:] if rest else None
+        try:
+            ip = ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            raise AddressError(f"target {text!r}: {host!r} is not an IPv6 address") from None
+    else:
+        if text.count(":") > 1:
+            raise AddressError(f"target {text!r}: write IPv6 addresses in brackets, e.g. [{text}]:PORT" if _is_ipv6(text)
+                               else f"target {text!r}: expected host:port")
+        host, sep, port_text = text.partition(":")
+        if not sep:
+            port_text = None
+        ip = _ipv4_or_none(host)
+        if ip is None:
+            _check_hostname(text, host)
+
+    if port_text is None or port_text == "":
+        if default_port is None:
+            raise AddressError(f"target {text!r}: missing port (expected host:port)")
+        port = default_port
+    else:
+        if not port_text.isdigit():
+            raise AddressError(f"target {text!r}: port {port_text!r} is not a number")
+        port = int(port_text)
+        if not 1 <= port <= 65535:
+            raise AddressError(f"target {text!r}: port {port} is out of range 1-65535")
+    return HostPort(host=str(ip) if ip is not None and "%" not in host else host, port=port, ip=ip)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _ipv4_or_none(host: str) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Address(host)
+    except ValueError:
+        return None
+
+
+def _check_hostname(text: str, host: str) -> None:
+    if not host:
+        raise AddressError(f"target {text!r}: missing host")
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in name.split(".")):
+        raise AddressError(f"target {text!r}: {host!r} is not a valid host name or IPv4 address")

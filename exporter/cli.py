@@ -1,0 +1,154 @@
+"""Command line, with Prometheus-style flags; the app factory never sees argv."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import resource
+import signal
+import sys
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, load_config
+from exporter.logs import LEVELS, setup_logging
+
+log = logging.getLogger("exporter")
+
+DEFAULT_PORT = 9816
+DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
+SHUTDOWN_GRACE_SECONDS = 15.0
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connectivity-exporter",
+        description="Prometheus exporter telling open, refused, filtered (timeout), unreachable and "
+                    "unresolvable TCP ports apart, with connect times.")
+    parser.add_argument("--config.file", dest="config_file", default="config.yml", metavar="PATH",
+                        help="configuration file (default: config.yml)")
+    parser.add_argument("--web.listen-address", dest="listen_addresses", action="append", metavar="HOST:PORT",
+                        help=f"address to listen on; repeat for several (default: {DEFAULT_LISTEN_ADDRESS}, "
+                             "all interfaces)")
+    parser.add_argument("--config.check", dest="config_check", action="store_true",
+                        help="validate the configuration, print 'config OK' or every error, and exit 0/1")
+    parser.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info")
+    parser.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
+    parser.add_argument("--runtime.event-loop", dest="event_loop", choices=["auto", "asyncio", "uvloop"],
+                        default="auto", help="event loop: uvloop when installed (auto), or asyncio")
+    parser.add_argument("--version", action="version", version=f"connectivity_exporter {__version__}")
+    return parser
+
+
+def parse_listen_address(text: str) -> tuple[str | None, int]:
+    """``HOST:PORT``, ``:PORT`` (all interfaces) or ``[V6]:PORT``."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = text.rpartition(":")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"--web.listen-address {text!r}: expected HOST:PORT, :PORT or [IPv6]:PORT")
+    return (host or None), int(port_text)
+
+
+def raise_fd_limit(max_concurrency: int) -> None:
+    """Every probe in flight holds a socket: raise the soft fd limit to the hard one, warn if still low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    needed = max_concurrency + 256
+    if soft < needed:
+        log.warning("the open file limit (%d) is below what max_concurrency=%d needs (%d): probes beyond it "
+                    "will fail with state 'error' (EMFILE); raise 'ulimit -n' or lower global.max_concurrency",
+                    soft, max_concurrency, needed)
+
+
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise UsageError("--runtime.event-loop=uvloop: uvloop is not installed "
+                                 "(pip install 'connectivity-exporter[fast]')") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+async def serve(config: Config, addresses: list[tuple[str | None, int]]) -> int:
+    from exporter.app import EXPORTER, create_app
+
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+                           access_log=logging.getLogger("aiohttp.access"))
+    await runner.setup()
+    try:
+        for host, port in addresses:
+            try:
+                await web.TCPSite(runner, host, port, reuse_address=True).start()
+            except OSError as exc:
+                log.error("cannot listen on %s:%d: %s", host or "*", port, exc.strerror or exc)
+                return 1
+            log.info("listening", extra={"address": f"{host or '*'}:{port}"})
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, _reload, app[EXPORTER])
+        await stop.wait()
+        log.info("shutting down: no new connections, in-flight scrapes get up to %gs", SHUTDOWN_GRACE_SECONDS)
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+def _reload(exporter) -> None:
+    try:
+        exporter.reload()
+    except ConfigError as exc:
+        log.error("configuration reload failed; still serving the previous configuration:\n%s", exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        config = load_config(args.config_file)
+    except ConfigError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 1
+    if args.config_check:
+        print("config OK")
+        return 0
+    try:
+        addresses = [parse_listen_address(a) for a in args.listen_addresses or [DEFAULT_LISTEN_ADDRESS]]
+        loop = new_event_loop(args.event_loop)
+    except UsageError as exc:
+        print(f"connectivity-exporter: {exc}", file=sys.stderr)
+        return 2
+    raise_fd_limit(config.settings.max_concurrency)
+    log.info("starting connectivity_exporter", extra={"version": __version__, "config": args.config_file,
+                                                     "event_loop": type(loop).__module__.split(".")[0],
+                                                     "pid": os.getpid()})
+    try:
+        return loop.run_until_complete(serve(config, addresses))
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""Strict loading of the YAML configuration into typed, immutable objects.
+
+Every problem is reported at once, each as one line naming the file, the path
+inside it (``targets[3].module``) and what is wrong; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from exporter.address import AddressError, HostPort, parse_host_port
+from exporter.durations import parse_duration
+
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+MAX_LABEL_VALUE_LENGTH = 1024
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+# Labels the exporter or Prometheus set themselves; a user label of that name would clash.
+RESERVED_LABELS = frozenset({"target", "module", "state", "stage", "capability", "version", "code",
+                             "instance", "job", "le", "quantile"})
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSettings:
+    preferred_ip_protocol: str = "ip4"
+    ip_protocol_fallback: bool = True
+    source_ip_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    name: str
+    prober: str
+    timeout: float = 5.0
+    tcp: TcpSettings = TcpSettings()
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    address: HostPort
+    module: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+DEFAULT_MAX_CONCURRENCY = 512
+DEFAULT_SCRAPE_TIMEOUT_OFFSET = 0.5
+DEFAULT_SCRAPE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalSettings:
+    # Probes in flight at once, across all scrapes (each holds a socket).
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    # Subtracted from Prometheus' scrape timeout so the reply arrives before it gives up.
+    scrape_timeout_offset: float = DEFAULT_SCRAPE_TIMEOUT_OFFSET
+    # Used when a request carries no X-Prometheus-Scrape-Timeout-Seconds header.
+    default_scrape_timeout: float = DEFAULT_SCRAPE_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Config:
+    modules: Mapping[str, Module]
+    targets: tuple[TargetConfig, ...] = ()
+    settings: GlobalSettings = GlobalSettings()
+    source: str = "<config>"
+
+
+def default_port(module: Module) -> int | None:
+    """Port used when a target leaves it out (None: the port is required)."""
+    return None
+
+
+# --- a tiny schema language -------------------------------------------------------------
+
+_REQUIRED = object()
+_INVALID = object()
+
+
+class _Errors:
+    def __init__(self, source: str):
+        self.source = source
+        self.lines: list[str] = []
+
+    def add(self, path: str, problem: str) -> object:
+        self.lines.append(f"{self.source}: {path}: {problem}" if path else f"{self.source}: {problem}")
+        return _INVALID
+
+
+Parser = Callable[[Any, str, _Errors], Any]
+
+
+@dataclass(frozen=True)
+class Field:
+    parse: Parser
+    default: Any = _REQUIRED
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "nothing (null)"}.get(type(value), type(value).__name__)
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _section(raw: Any, path: str, fields: Mapping[str, Field], errs: _Errors) -> dict[str, Any] | object:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return errs.add(path, f"expected a mapping, got {_kind(raw)}")
+    out: dict[str, Any] = {}
+    for key in raw:
+        if key not in fields:
+            errs.add(_join(path, key), f"unknown key (valid keys: {', '.join(fields)})")
+    for key, spec in fields.items():
+        if key in raw:
+            out[key] = spec.parse(raw[key], _join(path, key), errs)
+        elif spec.default is _REQUIRED:
+            out[key] = errs.add(_join(path, key), "missing required key")
+        else:
+            out[key] = spec.default
+    if any(value is _INVALID for value in out.values()):
+        return _INVALID
+    return out
+
+
+def _string(value: Any, path: str, errs: _Errors) -> Any:
+    if not isinstance(value, str) or not value:
+        return errs.add(path, f"expected a non-empty string, got {_kind(value)}")
+    return value
+
+
+def _boolean(value: Any, path: str, errs: _Errors) -> Any:
+    if not isinstance(value, bool):
+        return errs.add(path, f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(value: Any, path: str, errs: _Errors) -> Any:
+        if value not in choices:
+            return errs.add(path, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+    return parse
+
+
+def _duration(minimum: float, maximum: float) -> Parser:
+    def parse(value: Any, path: str, errs: _Errors) -> Any:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            return errs.add(path, str(exc))
+        if not minimum <= seconds <= maximum:
+            return errs.add(path, f"duration {value} is out of range {minimum:g}s to {maximum:g}s")
+        return seconds
+    return parse
+
+
+def _integer(minimum: int, maximum: int) -> Parser:
+    def parse(value: Any, path: str, errs: _Errors) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return errs.add(path, f"expected an integer, got {_kind(value)}")
+        if not minimum <= value <= maximum:
+            return errs.add(path, f"{value} is out of range {minimum} to {maximum}")
+        return value
+    return parse
+
+
+def _ip_address(value: Any, path: str, errs: _Errors) -> Any:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return errs.add(path, f"{value!r} is not an IP address")
+
+
+def _labels(value: Any, path: str, errs: _Errors) -> Any:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        return errs.add(path, f"expected a mapping of label names to values, got {_kind(value)}")
+    labels, ok = [], True
+    for name, label_value in value.items():
+        where = _join(path, name)
+        if not isinstance(name, str) or not LABEL_NAME.match(name) or name.startswith("__"):
+            ok = errs.add(where, f"invalid label name {name!r}: use letters, digits and underscores, "
+                                 "not starting with a digit or '__'") is None
+        elif name in RESERVED_LABELS:
+            ok = errs.add(where, f"label name {name!r} is reserved (set by the exporter or Prometheus)") is None
+        elif isinstance(label_value, bool) or not isinstance(label_value, (str, int)):
+            ok = errs.add(where, f"expected a string label value, got {_kind(label_value)}") is None
+        elif len(str(label_value)) > MAX_LABEL_VALUE_LENGTH:
+            ok = errs.add(where, f"label value is longer than {MAX_LABEL_VALUE_LENGTH} characters") is None
+        else:
+            labels.append((name, str(label_value)))
+    return tuple(labels) if ok else _INVALID
+
+
+TCP_FIELDS = {
+    "preferred_ip_protocol": Field(_choice("ip4", "ip6"), "ip4"),
+    "ip_protocol_fallback": Field(_boolean, True),
+    "source_ip_address": Field(_ip_address, None),
+}
+# Prober name -> the module sections it reads, each with its fields and the class it builds.
+PROBER_SECTIONS: dict[str, dict[str, tuple[Mapping[str, Field], type]]] = {
+    "tcp": {"tcp": (TCP_FIELDS, TcpSettings)},
+}
+MODULE_FIELDS = {
+    "prober": Field(_choice(*PROBER_SECTIONS)),
+    "timeout": Field(_duration(0.001, 600.0), 5.0),
+    **{section: Field(lambda value, path, errs: value, None)
+       for sections in PROBER_SECTIONS.values() for section in sections},
+}
+GLOBAL_FIELDS = {
+    "max_concurrency": Field(_integer(1, 100_000), DEFAULT_MAX_CONCURRENCY),
+    "scrape_timeout_offset": Field(_duration(0.0, 60.0), DEFAULT_SCRAPE_TIMEOUT_OFFSET),
+    "default_scrape_timeout": Field(_duration(0.001, 600.0), DEFAULT_SCRAPE_TIMEOUT),
+}
+TARGET_FIELDS = {
+    "target": Field(_string),
+    "module": Field(_string),
+    "labels": Field(_labels, ()),
+}
+TOP_FIELDS = {
+    "global": Field(lambda value, path, errs: value, None),
+    "modules": Field(lambda value, path, errs: value),
+    "targets": Field(lambda value, path, errs: value, None),
+}
+
+
+def _module(name: Any, raw: Any, errs: _Errors) -> Module | object:
+    path = _join("modules", name)
+    if not isinstance(name, str) or not MODULE_NAME.match(name):
+        return errs.add(path, f"invalid module name {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
+    fields = _section(raw, path, MODULE_FIELDS, errs)
+    if fields is _INVALID:
+        return _INVALID
+    prober = fields["prober"]
+    settings: dict[str, Any] = {}
+    for section in MODULE_FIELDS.keys() - {"prober", "timeout"}:
+        owned = PROBER_SECTIONS[prober].get(section)
+        if owned is None:
+            if fields[section] is not None:
+                errs.add(_join(path, section), f"not used by prober {prober!r}; remove it or change the prober")
+            continue
+        section_fields, cls = owned
+        parsed = _section(fields[section], _join(path, section), section_fields, errs)
+        settings[section] = _INVALID if parsed is _INVALID else _build(cls, parsed, _join(path, section), errs)
+    if any(value is _INVALID for value in settings.values()):
+        return _INVALID
+    return Module(name=name, prober=prober, timeout=fields["timeout"], **settings)
+
+
+def _build(cls: type, values: dict[str, Any], path: str, errs: _Errors) -> Any:
+    """Construct a settings object; its ``__post_init__`` may raise ValueError for cross-field rules."""
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        return errs.add(path, str(exc))
+
+
+def _targets(raw: Any, modules: Mapping[str, Module], modules_ok: bool, errs: _Errors) -> list[TargetConfig]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        errs.add("targets", f"expected a list, got {_kind(raw)}")
+        return []
+    targets: list[TargetConfig] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(raw):
+        path = f"targets[{index}]"
+        fields = _section(item, path, TARGET_FIELDS, errs)
+        if fields is _INVALID:
+            continue
+        module = modules.get(fields["module"])
+        if module is None:
+            if modules_ok:
+                errs.add(f"{path}.module", f"unknown module {fields['module']!r} "
+                                           f"(defined: {', '.join(sorted(modules)) or 'none'})")
+            continue
+        try:
+            address = parse_host_port(fields["target"], default_port(module))
+        except AddressError as exc:
+            errs.add(f"{path}.target", str(exc))
+            continue
+        key = (str(address), module.name)
+        if key in seen:
+            errs.add(path, f"duplicate target {str(address)!r} with module {module.name!r} "
+                           f"(first at targets[{seen[key]}])")
+            continue
+        seen[key] = index
+        targets.append(TargetConfig(address=address, module=module.name, labels=fields["labels"]))
+    return targets
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys instead of keeping the last one silently."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    mapping: dict = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a scalar",
+                                                    key_node.start_mark) from None
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    errs = _Errors(source)
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{source}: {where}invalid YAML: {problem}"]) from None
+    if raw is None:
+        raise ConfigError([f"{source}: the file is empty; it needs at least a 'modules' section"])
+    top = _section(raw, "", TOP_FIELDS, errs)
+    if top is _INVALID:
+        raise ConfigError(errs.lines)
+
+    settings = _section(top["global"], "global", GLOBAL_FIELDS, errs)
+    modules: dict[str, Module] = {}
+    modules_ok = True
+    if not isinstance(top["modules"], dict) or not top["modules"]:
+        errs.add("modules", f"expected a mapping of module names to modules, got {_kind(top['modules'])}"
+                 if not isinstance(top["modules"], dict) else "define at least one module")
+        modules_ok = False
+    else:
+        for name, raw_module in top["modules"].items():
+            module = _module(name, raw_module, errs)
+            if module is _INVALID:
+                modules_ok = False
+            else:
+                modules[name] = module
+    targets = _targets(top["targets"], modules, modules_ok, errs)
+    if errs.lines:
+        raise ConfigError(errs.lines)
+    return Config(modules=MappingProxyType(modules), targets=tuple(targets),
+                  settings=GlobalSettings(**settings), source=source)
+
+
+def load_config(path: str) -> Config:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: the config file is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: the config file is not UTF-8 (byte {exc.start})"]) from None
+    return parse_config(text, source=path)

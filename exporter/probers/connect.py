@@ -1,0 +1,125 @@
+"""The TCP connect step shared by every prober: resolve, connect, classify, time.
+
+The connect is driven by hand (non-blocking connect + a writability callback) rather than
+through asyncio streams: the callback stamps the time the kernel reported the outcome,
+so the connect time is not inflated by however long the event loop takes to resume us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import time
+
+from exporter.address import HostPort
+from exporter.config import Module
+from exporter.probers.resolve import ResolveError, Resolver, literal
+from exporter.probers.result import ProbeResult, TcpState, classify_errno, describe_errno
+
+EXPLANATIONS = {
+    TcpState.OPEN: "the port accepted the connection",
+    TcpState.REFUSED: "the host (or a firewall rejecting with a TCP reset) refused the connection: "
+                      "nothing listens on this port or access is rejected",
+    TcpState.TIMEOUT: "nothing answered before the deadline: a firewall is probably dropping packets, "
+                      "or the host is down, or the network path is broken",
+    TcpState.UNREACHABLE: "an ICMP error came back (host/network unreachable or administratively prohibited): "
+                          "a router or firewall says there is no way through",
+    TcpState.DNS_ERROR: "the name could not be resolved to an address",
+    TcpState.ERROR: "the probe could not be carried out on this machine",
+}
+
+
+async def connect_target(result: ProbeResult, target: HostPort, module: Module, deadline: float,
+                         resolver: Resolver) -> socket.socket | None:
+    """Resolve and connect; fill the DNS/connect fields of ``result``.
+
+    Returns the connected socket (the caller owns and closes it), or None with
+    ``result.tcp_state`` saying why not. Never raises for a network failure.
+    """
+    loop = asyncio.get_running_loop()
+    tcp = module.tcp
+    resolved = literal(target)
+    if resolved is None:
+        result.note(f"Resolving {target.host} ({tcp.preferred_ip_protocol} preferred)...")
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout_at(deadline):
+                resolved = await resolver.resolve(target, tcp)
+        except ResolveError as exc:
+            result.dns_lookup_seconds = time.perf_counter() - started
+            return _failed(result, TcpState.DNS_ERROR, exc.reason)
+        except TimeoutError:
+            result.dns_lookup_seconds = time.perf_counter() - started
+            return _failed(result, TcpState.DNS_ERROR,
+                           f"no answer from the resolver for {target.host} before the deadline")
+        result.dns_lookup_seconds = time.perf_counter() - started
+        result.note(f"Resolved {target.host} to {resolved.ip} in {result.dns_lookup_seconds * 1000:.1f} ms")
+    result.ip_protocol = resolved.ip_protocol
+    result.address = resolved.ip
+    shown = f"[{resolved.ip}]" if resolved.ip_protocol == 6 else resolved.ip
+    result.note(f"Trying {shown}:{target.port}...")
+
+    sock: socket.socket | None = None
+    connected = False
+    try:
+        try:
+            sock = socket.socket(resolved.family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            if tcp.source_ip_address:
+                sock.bind((tcp.source_ip_address, 0))
+            code, seconds = await _connect(loop, sock, resolved.sockaddr, deadline)
+        except OSError as exc:
+            # socket(), bind() or add_writer() failed before any packet left: EMFILE, EADDRNOTAVAIL, ...
+            reason = describe_errno(exc.errno) if exc.errno else str(exc)
+            _failed(result, TcpState.ERROR, f"could not start the connection: {reason}")
+            return None
+        result.connect_seconds = seconds
+        state = TcpState.TIMEOUT if code is None else classify_errno(code)
+        result.tcp_state = result.state = state
+        if state is TcpState.OPEN:
+            connected = True
+            result.note(f"Connected to {shown}:{target.port} in {seconds * 1000:.2f} ms")
+            result.detail = EXPLANATIONS[state]
+            return sock
+        reason = "no answer" if code is None else describe_errno(code)
+        result.note(f"{reason} after {seconds * 1000:.2f} ms")
+        result.detail = f"{EXPLANATIONS[state]} ({reason} from {shown}:{target.port})"
+        return None
+    finally:
+        if sock is not None and not connected:
+            sock.close()
+
+
+def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:
+    result.tcp_state = result.state = state
+    result.note(reason)
+    result.detail = f"{EXPLANATIONS[state]}: {reason}"
+    return None
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: tuple,
+                   deadline: float) -> tuple[int | None, float]:
+    """Return (errno or 0, seconds), or (None, seconds) when the deadline passed first."""
+    started = time.perf_counter()
+    code = sock.connect_ex(sockaddr)
+    if code != errno.EINPROGRESS:
+        return code, time.perf_counter() - started
+    fd = sock.fileno()
+    outcome: asyncio.Future[tuple[int, float]] = loop.create_future()
+
+    def on_writable() -> None:
+        stamp = time.perf_counter()
+        loop.remove_writer(fd)
+        if not outcome.done():
+            outcome.set_result((sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), stamp))
+
+    loop.add_writer(fd, on_writable)
+    try:
+        async with asyncio.timeout_at(deadline):
+            code, stamp = await outcome
+    except TimeoutError:
+        return None, time.perf_counter() - started
+    finally:
+        loop.remove_writer(fd)
+    return code, stamp - started

@@ -1,0 +1,19 @@
+"""The ``tcp`` prober: can a TCP connection be opened, and if not, why not."""
+
+from __future__ import annotations
+
+from exporter.address import HostPort
+from exporter.config import Module
+from exporter.probers.connect import connect_target
+from exporter.probers.resolve import Resolver
+from exporter.probers.result import ProbeResult, TcpState
+
+
+async def probe_tcp(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
+    result = ProbeResult()
+    sock = await connect_target(result, target, module, deadline, resolver)
+    if sock is not None:
+        sock.close()
+        result.note("Connection closed by the prober")
+    result.success = result.tcp_state is TcpState.OPEN
+    return result

@@ -1,0 +1,111 @@
+"""Runs probes: bounded concurrency, deadlines, and one probe at a time per target.
+
+Overlapping scrapes (two Prometheus replicas, or a slow scrape meeting the next) share
+the result of a probe already in flight for the same target and module instead of
+probing it twice at the same moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from exporter.address import HostPort
+from exporter.config import Module
+from exporter.probers.resolve import Resolver
+from exporter.probers.result import ProbeResult, TcpState
+from exporter.probers.table import PROBERS
+
+log = logging.getLogger("exporter.runner")
+
+# Lets a probe that stopped at its own deadline report its classified result before the
+# scrape-level safety net cancels it.
+DEADLINE_GRACE = 0.02
+
+
+def deadline_result(module: Module, waited: float) -> ProbeResult:
+    result = ProbeResult(state=TcpState.TIMEOUT, tcp_state=TcpState.TIMEOUT, duration_seconds=waited,
+                         cut_at_deadline=True)
+    result.detail = ("the probe had not finished when the scrape deadline was reached "
+                     f"(module {module.name}, timeout {module.timeout:g}s)")
+    result.note(result.detail)
+    return result
+
+
+class ProbeRunner:
+    def __init__(self, resolver: Resolver, max_concurrency: int):
+        self.resolver = resolver
+        self.max_concurrency = max_concurrency
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._inflight: dict[tuple[HostPort, Module], asyncio.Future[ProbeResult]] = {}
+
+    async def probe(self, target: HostPort, module: Module, deadline: float) -> ProbeResult:
+        """Probe one target before ``deadline`` (loop time), sharing an in-flight probe of it."""
+        key = (target, module)
+        for _ in range(2):
+            shared = self._inflight.get(key)
+            if shared is None:
+                break
+            try:
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not shared.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The owner was cancelled (its scrape ended), not us: probe ourselves.
+        outcome: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = outcome
+        try:
+            result = await self._run(target, module, deadline)
+        except BaseException:
+            outcome.cancel()
+            raise
+        finally:
+            if self._inflight.get(key) is outcome:
+                del self._inflight[key]
+        outcome.set_result(result)
+        return result
+
+    async def _run(self, target: HostPort, module: Module, deadline: float) -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        async with self._slots:
+            started = time.perf_counter()
+            own_deadline = min(deadline, loop.time() + module.timeout)
+            try:
+                result = await PROBERS[module.prober].probe(target, module, own_deadline, self.resolver)
+            except Exception as exc:  # a bug in a prober must not take the scrape down
+                log.exception("prober %s raised for target %s", module.prober, target)
+                result = ProbeResult(state=TcpState.ERROR, tcp_state=TcpState.ERROR,
+                                     detail=f"internal error in the {module.prober} prober: "
+                                            f"{type(exc).__name__}")
+            result.duration_seconds = time.perf_counter() - started
+            return result
+
+    async def probe_all(self, targets: Sequence[tuple[HostPort, Module]], deadline: float) -> list[ProbeResult]:
+        """Probe every target concurrently; those unfinished at ``deadline`` are reported as timeouts."""
+        loop = asyncio.get_running_loop()
+        results: list[ProbeResult | None] = [None] * len(targets)
+        pending_indices = iter(range(len(targets)))
+        started = loop.time()
+
+        async def worker() -> None:
+            for index in pending_indices:
+                target, module = targets[index]
+                results[index] = await self.probe(target, module, deadline)
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(len(targets), self.max_concurrency))]
+        try:
+            if workers:
+                await asyncio.wait(workers, timeout=max(0.0, deadline - loop.time()) + DEADLINE_GRACE)
+        finally:
+            unfinished = [task for task in workers if not task.done()]
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                # Cancelled probes close their sockets in ``finally``; this returns at once.
+                await asyncio.wait(unfinished, timeout=1.0)
+        waited = loop.time() - started
+        return [result if result is not None else deadline_result(targets[index][1], waited)
+                for index, result in enumerate(results)]

@@ -1,0 +1,123 @@
+"""The exporter's state between requests: the loaded config, the per-target plan
+derived from it once per load, the probe runner and the exporter's own metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter as Tally
+from dataclasses import dataclass
+
+from exporter.address import HostPort
+from exporter.config import Config, ConfigError, Module, load_config
+from exporter.exposition import Family, label_prefix, render
+from exporter.probers.result import ProbeResult
+from exporter.probers.table import PROBERS, families_in_order
+from exporter.runner import ProbeRunner, deadline_result
+from exporter.selfmetrics import ExporterMetrics
+
+log = logging.getLogger("exporter")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTarget:
+    address: HostPort
+    module: Module
+    labels: str  # escaped once here, written as-is on every scrape
+    families: frozenset[Family]
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: Config
+    targets: tuple[PlannedTarget, ...]
+    families: tuple[Family, ...]
+
+
+def build_plan(config: Config) -> Plan:
+    targets = []
+    for target in config.targets:
+        module = config.modules[target.module]
+        labels = label_prefix((("target", str(target.address)), ("module", module.name), *target.labels))
+        targets.append(PlannedTarget(target.address, module, labels, PROBERS[module.prober].family_set))
+    probers = [PROBERS[name] for name in dict.fromkeys(t.module.prober for t in targets)]
+    return Plan(config, tuple(targets), tuple(families_in_order(probers)))
+
+
+class Exporter:
+    def __init__(self, config: Config, metrics: ExporterMetrics):
+        self.metrics = metrics
+        self.runner: ProbeRunner | None = None  # created on the server's loop at startup
+        self.plan = build_plan(config)
+        self._loaded(config)
+
+    @property
+    def config(self) -> Config:
+        return self.plan.config
+
+    def _loaded(self, config: Config) -> None:
+        self.metrics.config_targets.set(len(config.targets))
+        self.metrics.reload_successful.set(1)
+        self.metrics.reload_timestamp.set(time.time())
+
+    def reload(self) -> Config:
+        """Load the config file again; on any error keep serving the old config and raise ConfigError."""
+        try:
+            config = load_config(self.config.source)
+        except ConfigError:
+            self.metrics.reload_successful.set(0)
+            raise
+        self.plan = build_plan(config)
+        self._loaded(config)
+        log.info("configuration reloaded: %d modules, %d targets", len(config.modules), len(config.targets))
+        return config
+
+    def _require_runner(self) -> ProbeRunner:
+        if self.runner is None:
+            raise RuntimeError("the exporter is not started")
+        return self.runner
+
+    async def scrape(self, budget: float) -> str:
+        """Probe every configured target within ``budget`` seconds; return their metrics as text."""
+        plan = self.plan  # a reload during the scrape must not mix two configs
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await self._require_runner().probe_all(
+            [(target.address, target.module) for target in plan.targets], started + budget)
+        self.metrics.scrape_duration.labels("metrics").observe(loop.time() - started)
+        self._count(results, (target.module.name for target in plan.targets))
+        return render([(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
+                      plan.families)
+
+    async def probe(self, address: HostPort, module: Module, budget: float) -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + budget
+        try:
+            async with asyncio.timeout_at(deadline + 0.02):
+                result = await self._require_runner().probe(address, module, deadline)
+        except TimeoutError:
+            result = deadline_result(module, loop.time() - started)
+        self.metrics.scrape_duration.labels("probe").observe(loop.time() - started)
+        self._count([result], [module.name])
+        return result
+
+    def _count(self, results: list[ProbeResult], modules) -> None:
+        tally: Tally = Tally()
+        exceeded = 0
+        for module, result in zip(modules, results):
+            tally[(module, str(result.state))] += 1
+            exceeded += result.cut_at_deadline
+            if not result.success:
+                log.debug("probe failed", extra={"module": module, "state": str(result.state),
+                                                 "detail": result.detail})
+        self.metrics.count_probes(tally)
+        if exceeded:
+            self.metrics.deadline_exceeded.inc(exceeded)
+
+
+def render_single(result: ProbeResult, module: Module) -> str:
+    """Metrics of one /probe request: the same families, without target/module labels."""
+    prober = PROBERS[module.prober]
+    return render([("", result, prober.family_set)], prober.families)

@@ -1,0 +1,61 @@
+"""Shared fixtures: real loopback listeners, closed ports, an app built on an injected registry."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.app import create_app
+from exporter.config import Config, parse_config
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """Port of a real loopback listener (the kernel completes handshakes from the backlog)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def tcp_config(*targets: str, timeout: str = "2s", extra: str = "") -> Config:
+    lines = "\n".join(f"  - {{target: '{t}', module: tcp_connect}}" for t in targets)
+    return parse_config(f"""
+modules:
+  tcp_connect: {{prober: tcp, timeout: {timeout}}}
+{extra}
+targets:
+{lines}
+""", "test.yml")
+
+
+@pytest.fixture
+def make_client(aiohttp_client):
+    """Start the real app for a config on a loopback port and return an HTTP client for it."""
+    async def make(config: Config):
+        return await aiohttp_client(create_app(config, registry=CollectorRegistry()))
+    return make
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (Debian package 'prometheus' provides it; .ci/run installs it)")
+    return path
