@@ -62,13 +62,13 @@ def setup_namespace() -> None:
     subprocess.run(["nft", "-f", "-"], input=NFT_RULES, text=True, check=True, timeout=10)
 
 
-def listening_socket(stack: ExitStack) -> int:
-    """A port in state "open" for the whole run: connections are accepted and closed at once, so the
-    backlog never fills up (a full backlog drops SYNs, and the port would turn into "timeout")."""
+def listening_socket(stack: ExitStack, greeting: bytes = b"") -> int:
+    """A port in state "open" for the whole run: connections are accepted, sent ``greeting`` and closed at
+    once, so the backlog never fills up (a full backlog drops SYNs: the port would turn into "timeout")."""
     sock = stack.enter_context(socket.socket())
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
-    threading.Thread(target=_accept_and_close, args=(sock,), daemon=True).start()
+    threading.Thread(target=_accept_and_close, args=(sock, greeting), daemon=True).start()
     stack.callback(_wake_accept, sock)  # runs before the socket's close (LIFO)
     return sock.getsockname()[1]
 
@@ -80,13 +80,18 @@ def _wake_accept(sock: socket.socket) -> None:
         pass
 
 
-def _accept_and_close(sock: socket.socket) -> None:
+def _accept_and_close(sock: socket.socket, greeting: bytes) -> None:
     while True:
         try:
             connection, _ = sock.accept()
-        except OSError:  # the listening socket was closed: the scenario is over
+        except OSError:  # the listening socket was shut down: the scenario is over
             return
-        connection.close()
+        with connection:
+            if greeting:
+                try:
+                    connection.sendall(greeting)
+                except OSError:
+                    pass  # the prober hung up first
 
 
 def closed_port() -> int:
@@ -110,6 +115,10 @@ def stack_scenario(workdir: Path, netns: bool) -> dict:
         if netns:
             cases |= {"timeout": (DROPPED, "tcp_short"), "unreachable": (PROHIBITED, "tcp_connect"),
                       "dns_error": (UNRESOLVABLE, "tcp_connect")}
+        smtp_modules = ""
+        if report["smtp"]:
+            smtp_cases, smtp_modules = start_smtp_servers(stack, workdir)
+            cases |= smtp_cases
         targets = "\n".join(f"  - {{target: '{target}', module: {module}, labels: {{case: {case}}}}}"
                             for case, (target, module) in cases.items())
         exporter_config = f"""
@@ -117,6 +126,7 @@ global: {{scrape_timeout_offset: 500ms}}
 modules:
   tcp_connect: {{prober: tcp, timeout: 2s}}
   tcp_short: {{prober: tcp, timeout: 300ms}}
+{smtp_modules}
 targets:
 {targets}
 """
@@ -164,6 +174,45 @@ targets:
                                          "health": t["health"], "error": t["lastError"]} for t in api.targets()]
     report["total_seconds"] = round(time.monotonic() - started, 2)
     return report
+
+
+SMTP_SERVER_NAME = "mx.e2e.test"
+BLOCKED_GREETING = b"554 5.7.1 Service unavailable; client host blocked using a test block list\r\n"
+
+
+def start_smtp_servers(stack: ExitStack, workdir: Path) -> tuple[dict, str]:
+    """aiosmtpd with STARTTLS and a certificate from a test CA (state ok, every SMTP/TLS family has data),
+    and a server that greets with 554 (state banner_rejected: the SmtpGreetingRejected alert)."""
+    import ssl
+
+    import trustme
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Sink
+
+    ca = trustme.CA()
+    ca_file = workdir / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(SMTP_SERVER_NAME).configure_cert(context)
+    port = free_port()
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port, server_hostname=SMTP_SERVER_NAME,
+                            tls_context=context)
+    controller.start()
+    stack.callback(controller.stop)
+    blocked_port = listening_socket(stack, greeting=BLOCKED_GREETING)
+    modules = f"""  smtp_starttls:
+    prober: smtp
+    timeout: 3s
+    smtp:
+      ehlo: probe.e2e.test
+      starttls: required
+      tls_config: {{ca_file: '{ca_file}', server_name: {SMTP_SERVER_NAME}}}
+      mail_from: probe@e2e.test
+      rcpt_to: postmaster@e2e.test
+"""
+    cases = {"smtp_ok": (f"127.0.0.1:{port}", "smtp_starttls"),
+             "smtp_blocked": (f"127.0.0.1:{blocked_port}", "smtp_starttls")}
+    return cases, modules
 
 
 def start_alertmanager(processes: Processes, workdir: Path, deadline: float) -> str | None:
@@ -228,6 +277,10 @@ def stack_complete(snapshot: dict, report: dict) -> bool:
               if alert["state"] == "firing"}
     if not all((alert, case) in firing for case, alert in TCP_ALERTS.items() if case in report["cases"]):
         return False
+    if report["smtp"]:
+        smtp_cases = {series.get("case") for series in snapshot["smtp_states"]}
+        if not {"smtp_ok", "smtp_blocked"} <= smtp_cases or ("SmtpGreetingRejected", "smtp_blocked") not in firing:
+            return False
     if any(entry["count"] == 0 for entry in snapshot["dashboard"] if report["smtp"] or not needs_smtp(entry["expr"])):
         return False
     if not all(snapshot["variables"].values()):
