@@ -135,6 +135,28 @@ def test_dashboard_variables_list_the_targets(stack):
     assert set(variables["target"]) >= {stack["cases"]["open"], stack["cases"]["refused"]}
 
 
+# --- SMTP (runs once the smtp prober is part of the build) ---------------------------------------------
+
+@pytest.mark.parametrize("case, state", [("smtp_ok", "ok"), ("smtp_blocked", "banner_rejected")])
+def test_smtp_states_are_stored(stack, case, state):
+    require_smtp(stack)
+    matches = [series for series in stack["smtp_states"] if series.get("case") == case]
+    assert [series["state"] for series in matches] == [state]
+    assert stored_state(stack, case)["state"] == "open"  # the TCP connect itself worked
+
+
+def test_smtp_greeting_rejected_alert_fires_with_the_reply_code(stack):
+    require_smtp(stack)
+    alert = firing(stack, "SmtpGreetingRejected", "smtp_blocked")
+    target = stack["cases"]["smtp_blocked"]
+    assert alert["labels"]["state"] == "banner_rejected"
+    assert alert["annotations"]["summary"] == f"{target} rejects us with 554 at the greeting"
+    assert not [a for a in stack["alerts"] if a["labels"].get("case") == "smtp_ok"], "a healthy server alerts"
+    if stack["alertmanager"]:
+        paths = {note["path"] for note in stack["notifications"] if note["alertname"] == "SmtpGreetingRejected"}
+        assert paths == {"/pager", "/mail"}
+
+
 # --- alerts -------------------------------------------------------------------------------------------
 
 def test_refused_port_alert_fires_with_its_state_and_advice(stack):
