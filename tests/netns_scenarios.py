@@ -1,0 +1,134 @@
+"""Scenarios run by tests/netns.py inside ``unshare -n``; each prints one JSON line.
+
+They drive the real HTTP app (aiohttp test server on lo) against real nftables rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
+from exporter.app import create_app
+from exporter.config import parse_config
+from tests.metrics_text import samples
+
+FIREWALL = """
+table inet test {
+  chain input {
+    type filter hook input priority 0;
+    tcp dport 9001 drop
+    tcp dport 9002 reject with tcp reset
+    tcp dport 9003 reject with icmpx type admin-prohibited
+    tcp dport 9004 reject with icmpx type host-unreachable
+    tcp dport 9007 reject with icmpx type no-route
+    tcp dport 9008 reject with icmpx type port-unreachable
+    tcp dport 10000-10999 drop
+  }
+  chain output {
+    type filter hook output priority 0;
+    tcp dport 9009 drop
+  }
+}
+"""
+
+
+def setup_network() -> None:
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["nft", "-f", "-"], input=FIREWALL, text=True, check=True)
+
+
+def per_target(text: str) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for (name, labels), value in samples(text).items():
+        labels = dict(labels)
+        if "target" not in labels:
+            continue
+        entry = out.setdefault(labels["target"], {})
+        if name == "probe_tcp_state" and value == 1:
+            entry["state"] = labels["state"]
+        elif name in ("probe_tcp_connect_duration_seconds", "probe_success", "probe_ip_protocol"):
+            entry[name] = value
+    return out
+
+
+async def scrape(config_text: str, scrape_timeout: float) -> tuple[str, float]:
+    app = create_app(parse_config(config_text), registry=CollectorRegistry())
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        started = time.monotonic()
+        response = await client.get("/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": str(scrape_timeout)})
+        text = await response.text()
+        return text, time.monotonic() - started
+
+
+def firewall_matrix() -> dict:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 9005))
+    listener.listen(16)
+    targets = [f"127.0.0.1:{port}" for port in (9001, 9002, 9003, 9004, 9005, 9006, 9007, 9008, 9009)]
+    targets.append("no-such-host.invalid:25")
+    v6 = socket.socket(socket.AF_INET6)
+    try:
+        v6.bind(("::1", 9005))
+        v6.listen(16)
+        targets.append("[::1]:9005")
+    except OSError:
+        pass
+    lines = "\n".join(f"  - {{target: '{t}', module: tcp_connect}}" for t in targets)
+    try:
+        text, elapsed = asyncio.run(scrape(f"""
+modules: {{tcp_connect: {{prober: tcp, timeout: 1s}}}}
+targets:
+{lines}
+""", 10))
+    finally:
+        listener.close()
+        v6.close()
+    return {"targets": per_target(text), "elapsed": elapsed}
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def deadline_1000() -> dict:
+    targets = "\n".join(f"  - {{target: '127.0.0.1:{port}', module: tcp_connect}}" for port in range(10000, 11000))
+    config = f"""
+modules: {{tcp_connect: {{prober: tcp, timeout: 30s}}}}
+targets:
+{targets}
+"""
+
+    async def run() -> dict:
+        app = create_app(parse_config(config), registry=CollectorRegistry())
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            await client.get("/-/healthy")  # open the keep-alive connection before counting fds
+            before = open_fds()
+            tasks_before = len(asyncio.all_tasks())
+            started = time.monotonic()
+            response = await client.get("/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "2.5"})
+            text = await response.text()
+            elapsed = time.monotonic() - started
+            after = open_fds()
+            tasks_after = len(asyncio.all_tasks())
+        states = per_target(text)
+        return {"status": response.status, "elapsed": elapsed, "fds_before": before, "fds_after": after,
+                "states": sorted({entry.get("state", "missing") for entry in states.values()}),
+                "count": len(states), "tasks_before": tasks_before, "tasks_after": tasks_after,
+                "min_connect": min(e["probe_tcp_connect_duration_seconds"] for e in states.values()
+                                   if "probe_tcp_connect_duration_seconds" in e)}
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    setup_network()
+    result = {"firewall_matrix": firewall_matrix, "deadline_1000": deadline_1000}[sys.argv[1]]()
+    print(json.dumps(result))
