@@ -97,7 +97,8 @@ class _Errors:
         self.lines: list[str] = []
 
     def add(self, path: str, problem: str) -> object:
-        self.lines.append(f"{self.source}: {path}: {problem}" if path else f"{self.source}: {problem}")
+        line = f"{self.source}: {path}: {problem}" if path else f"{self.source}: {problem}"
+        self.lines.append(line.replace("\r", "\\r").replace("\n", "\\n"))
         return _INVALID
 
 
@@ -115,8 +116,15 @@ def _kind(value: Any) -> str:
             float: "a number", type(None): "nothing (null)"}.get(type(value), type(value).__name__)
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}\Z")
+
+
 def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+    """``path.key``, or ``path['odd key']`` when the key could make the path ambiguous or span lines."""
+    if isinstance(key, str) and _PLAIN_KEY.match(key):
+        return f"{path}.{key}" if path else key
+    shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
+    return f"{path}[{shown}]"
 
 
 def _section(raw: Any, path: str, fields: Mapping[str, Field], errs: _Errors) -> dict[str, Any] | object:

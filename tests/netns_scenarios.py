@@ -31,6 +31,7 @@ table inet test {
     tcp dport 9007 reject with icmpx type no-route
     tcp dport 9008 reject with icmpx type port-unreachable
     tcp dport 10000-10999 drop
+    tcp dport 9010 counter drop
   }
   chain output {
     type filter hook output priority 0;
@@ -128,7 +129,36 @@ targets:
     return asyncio.run(run())
 
 
+def overlap() -> dict:
+    """Two overlapping scrapes of one filtered target: one SYN, one shared result."""
+    config = """
+modules: {tcp_connect: {prober: tcp, timeout: 700ms}}
+targets:
+  - {target: '127.0.0.1:9010', module: tcp_connect}
+"""
+
+    async def run() -> dict:
+        app = create_app(parse_config(config), registry=CollectorRegistry())
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            first = asyncio.ensure_future(client.get("/metrics"))
+            await asyncio.sleep(0.2)  # the second scrape arrives while the first probe is in flight
+            second = asyncio.ensure_future(client.get("/probe", params={"target": "127.0.0.1:9010"}))
+            texts = [await (await request).text() for request in (first, second)]
+        return {"first": per_target(texts[0])["127.0.0.1:9010"],
+                "second_state": [dict(l)["state"] for (n, l), v in samples(texts[1]).items()
+                                 if n == "probe_tcp_state" and v == 1],
+                "second_connect": samples(texts[1])[("probe_tcp_connect_duration_seconds", frozenset())]}
+
+    result = asyncio.run(run())
+    counter = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    rules = [item["rule"] for item in json.loads(counter)["nftables"] if "rule" in item]
+    for rule in rules:
+        if any("counter" in expr for expr in rule["expr"]):
+            result["syn_packets"] = next(expr["counter"]["packets"] for expr in rule["expr"] if "counter" in expr)
+    return result
+
+
 if __name__ == "__main__":
     setup_network()
-    result = {"firewall_matrix": firewall_matrix, "deadline_1000": deadline_1000}[sys.argv[1]]()
+    result = {"firewall_matrix": firewall_matrix, "deadline_1000": deadline_1000, "overlap": overlap}[sys.argv[1]]()
     print(json.dumps(result))
