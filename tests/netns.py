@@ -30,13 +30,18 @@ def netns_unavailable_reason() -> str | None:
     return None
 
 
-def run_in_netns(scenario: str, *args: str, timeout: float = 60) -> dict:
-    """Run ``tests/netns_scenarios.py SCENARIO ARGS`` in a fresh netns; return the JSON it prints."""
+def run_in_netns(scenario: str, *args: str, timeout: float = 60, mount_namespace: bool = False) -> dict:
+    """Run ``tests/netns_scenarios.py SCENARIO ARGS`` in a fresh netns; return the JSON it prints.
+
+    ``mount_namespace`` adds a private mount namespace, so a scenario may bind-mount its own
+    /etc/resolv.conf without touching the host's.
+    """
     reason = netns_unavailable_reason()
     if reason:
         pytest.skip(reason)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run(["unshare", "-n", sys.executable, str(ROOT / "tests" / "netns_scenarios.py"), scenario,
+    flags = ["-n", "-m"] if mount_namespace else ["-n"]
+    done = subprocess.run(["unshare", *flags, sys.executable, str(ROOT / "tests" / "netns_scenarios.py"), scenario,
                            *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     if done.returncode != 0:
         raise AssertionError(f"netns scenario {scenario} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")

@@ -158,7 +158,67 @@ targets:
     return result
 
 
+def faults() -> dict:
+    """A resolver that never answers, and a destination with no route."""
+    # A UDP "DNS server" on loopback that reads queries and never replies.
+    silent_dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent_dns.bind(("127.0.0.53", 53))
+    with open("/tmp/netns-resolv.conf", "w") as handle:
+        handle.write("nameserver 127.0.0.53\noptions timeout:2 attempts:1\n")
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    subprocess.run(["mount", "--bind", "/tmp/netns-resolv.conf", "/etc/resolv.conf"], check=True)
+    config = """
+modules: {tcp_connect: {prober: tcp, timeout: 500ms}}
+targets:
+  - {target: 'slow-dns.example:25', module: tcp_connect}
+  - {target: '192.0.2.1:25', module: tcp_connect}
+"""
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737); the namespace has no route to it, so connect() fails locally.
+    try:
+        text, elapsed = asyncio.run(scrape(config, 10))
+    finally:
+        silent_dns.close()
+    result = per_target(text)
+    result["elapsed"] = elapsed
+    return result
+
+
+def emfile() -> dict:
+    """Probes hitting the file descriptor limit are 'error', and the exporter keeps serving."""
+    import resource
+
+    listener = socket.socket()
+    listener.bind(("0.0.0.0", 0))  # inside the namespace: answers all of 127.0.0.0/8 and nothing else
+    listener.listen(512)
+    port = listener.getsockname()[1]
+    targets = "\n".join(f"  - {{target: '127.0.0.{i}:{port}', module: tcp_connect}}" for i in range(1, 201))
+    config = parse_config(f"""
+modules: {{tcp_connect: {{prober: tcp, timeout: 2s}}}}
+targets:
+{targets}
+""")
+
+    async def run() -> dict:
+        app = create_app(config, registry=CollectorRegistry())
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            await client.get("/-/healthy")
+            # Leave room for only a few dozen probe sockets.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + 40, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            starved = per_target(await (await client.get("/metrics")).text())
+            resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            healthy = (await client.get("/-/healthy")).status
+            recovered = per_target(await (await client.get("/metrics")).text())
+        counts = lambda states: {s: sum(1 for e in states.values() if e["state"] == s)
+                                 for s in {e["state"] for e in states.values()}}
+        return {"starved": counts(starved), "healthy": healthy, "recovered": counts(recovered)}
+
+    try:
+        return asyncio.run(run())
+    finally:
+        listener.close()
+
+
 if __name__ == "__main__":
     setup_network()
-    result = {"firewall_matrix": firewall_matrix, "deadline_1000": deadline_1000, "overlap": overlap}[sys.argv[1]]()
+    result = {"emfile": emfile, "firewall_matrix": firewall_matrix, "deadline_1000": deadline_1000, "overlap": overlap, "faults": faults}[sys.argv[1]]()
     print(json.dumps(result))
