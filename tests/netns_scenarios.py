@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
@@ -218,7 +219,65 @@ targets:
         listener.close()
 
 
+ACCEPT_AND_CLOSE = """
+import socket, sys
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("0.0.0.0", int(sys.argv[1])))
+listener.listen(4096)
+while True:
+    listener.accept()[0].close()
+"""
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+
+
+def soak(total_probes: int) -> dict:
+    """Many probes of mixed outcomes through repeated scrapes: no fd, task or memory growth."""
+    # A separate process accepts and closes, so the backlog never fills and its sockets are not ours.
+    acceptor = subprocess.Popen([sys.executable, "-c", ACCEPT_AND_CLOSE, "9005"])
+    time.sleep(0.3)
+
+    # Per 1,000 targets: open, refused (reset and closed), unreachable, timeout, dns_error.
+    kinds = [(9005, "open"), (9002, "refused"), (9006, "refused"), (9003, "unreachable"), (9001, "timeout")]
+    lines = [f"  - {{target: '127.{i // 250}.{i % 250}.1:{kinds[i % 5][0]}', module: tcp_connect}}" for i in range(990)]
+    lines += [f"  - {{target: 'missing-{i}.invalid:1', module: tcp_connect}}" for i in range(10)]
+    config = parse_config("modules: {tcp_connect: {prober: tcp, timeout: 100ms}}\ntargets:\n" + "\n".join(lines))
+
+    async def run() -> dict:
+        app = create_app(config, registry=CollectorRegistry())
+        states: dict[str, int] = {}
+        rss = []
+        # A plain ClientSession: aiohttp's TestClient keeps every response it returned, which would
+        # look like a leak of ~1 MB per scrape.
+        async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession(server.make_url("")) as client:
+            await client.get("/-/healthy")
+            scrapes = total_probes // len(lines)
+            for index in range(scrapes):
+                async with client.get("/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "5"}) as response:
+                    text = await response.text()
+                if index == 0:
+                    fds_before, tasks_before = open_fds(), len(asyncio.all_tasks())
+                    for entry in per_target(text).values():
+                        states[entry["state"]] = states.get(entry["state"], 0) + 1
+                rss.append(rss_kib())
+            fds_after, tasks_after = open_fds(), len(asyncio.all_tasks())
+        return {"probes": scrapes * len(lines), "states": states, "fds_before": fds_before, "fds_after": fds_after,
+                "tasks_before": tasks_before, "tasks_after": tasks_after,
+                "rss_kib": rss}
+
+    try:
+        return asyncio.run(run())
+    finally:
+        acceptor.kill()
+        acceptor.wait()
+
+
 if __name__ == "__main__":
     setup_network()
-    result = {"emfile": emfile, "firewall_matrix": firewall_matrix, "deadline_1000": deadline_1000, "overlap": overlap, "faults": faults}[sys.argv[1]]()
+    result = {"emfile": emfile, "firewall_matrix": firewall_matrix, "deadline_1000": deadline_1000, "overlap": overlap, "faults": faults,
+              "soak": lambda: soak(int(sys.argv[2]))}[sys.argv[1]]()
     print(json.dumps(result))
