@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import __version__
+from exporter.access import Denied
 from exporter.address import AddressError, parse_host_port
 from exporter.config import Config, ConfigError, GlobalSettings, default_port
 from exporter.exposition import CONTENT_TYPE
@@ -97,6 +98,14 @@ async def probe(request: web.Request) -> web.Response:
         address = parse_host_port(target_text, default_port(module))
     except AddressError as exc:
         raise _bad_request(f"invalid parameter 'target': {exc}") from None
+    try:
+        exporter.gate.check(address, module.name, request.remote or "unknown")
+    except Denied as denied:
+        exporter.metrics.probe_requests_denied.labels(denied.reason).inc()
+        log.info("probe request denied", extra={"client": request.remote, "reason": denied.reason,
+                                                "target": str(address), "module": module.name})
+        refusal = web.HTTPTooManyRequests if denied.status == 429 else web.HTTPForbidden
+        raise refusal(text=denied.message + "\n") from None
     debug = query.get("debug", "false").lower()
     if debug not in ("true", "false"):
         raise _bad_request(f"invalid parameter 'debug' {debug[:20]!r}: expected true or false")

@@ -72,12 +72,29 @@ class GlobalSettings:
     default_scrape_timeout: float = DEFAULT_SCRAPE_TIMEOUT
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    requests_per_second: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAccess:
+    """What GET /probe may be asked to probe. Each restriction applies only when it is set."""
+    allowed_modules: frozenset[str] | None = None
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # glob patterns, lower case
+    allowed_ports: tuple[tuple[int, int], ...] = ()
+    rate_limit: RateLimit | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     modules: Mapping[str, Module]
     targets: tuple[TargetConfig, ...] = ()
     settings: GlobalSettings = GlobalSettings()
     source: str = "<config>"
+    probe_access: ProbeAccess | None = None  # None: /probe may probe anything (blackbox_exporter's default)
 
 
 def default_port(module: Module) -> int | None:
@@ -97,7 +114,8 @@ class _Errors:
         self.lines: list[str] = []
 
     def add(self, path: str, problem: str) -> object:
-        self.lines.append(f"{self.source}: {path}: {problem}" if path else f"{self.source}: {problem}")
+        line = f"{self.source}: {path}: {problem}" if path else f"{self.source}: {problem}"
+        self.lines.append(line.replace("\r", "\\r").replace("\n", "\\n"))
         return _INVALID
 
 
@@ -115,8 +133,15 @@ def _kind(value: Any) -> str:
             float: "a number", type(None): "nothing (null)"}.get(type(value), type(value).__name__)
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}\Z")
+
+
 def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+    """``path.key``, or ``path['odd key']`` when the key could make the path ambiguous or span lines."""
+    if isinstance(key, str) and _PLAIN_KEY.match(key):
+        return f"{path}.{key}" if path else key
+    shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
+    return f"{path}[{shown}]"
 
 
 def _section(raw: Any, path: str, fields: Mapping[str, Field], errs: _Errors) -> dict[str, Any] | object:
@@ -236,11 +261,86 @@ TARGET_FIELDS = {
     "module": Field(_string),
     "labels": Field(_labels, ()),
 }
+def _list_of(item: Parser) -> Parser:
+    def parse(value: Any, path: str, errs: _Errors) -> Any:
+        if not isinstance(value, list) or not value:
+            return errs.add(path, f"expected a non-empty list, got {_kind(value)}")
+        items = [item(element, f"{path}[{index}]", errs) for index, element in enumerate(value)]
+        return _INVALID if any(i is _INVALID for i in items) else tuple(items)
+    return parse
+
+
+def _network(value: Any, path: str, errs: _Errors) -> Any:
+    if not isinstance(value, str):
+        return errs.add(path, f"expected a network such as 10.0.0.0/8 or 2001:db8::/32, got {_kind(value)}")
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return errs.add(path, f"{value!r} is not a network such as 10.0.0.0/8 or 2001:db8::/32")
+        return errs.add(path, f"{value!r} has host bits set; did you mean {loose}?")
+
+
+def _host_pattern(value: Any, path: str, errs: _Errors) -> Any:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.*?-]{1,253}", value):
+        return errs.add(path, f"invalid host name pattern {value!r}: use letters, digits, '.', '-', '_' "
+                              "and the wildcards '*' and '?'")
+    return value.lower()
+
+
+def _port_range(value: Any, path: str, errs: _Errors) -> Any:
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", text) if isinstance(text, str) else None
+    low, high = (int(match.group(1)), int(match.group(2) or match.group(1))) if match else (0, 0)
+    if not match or not 1 <= low <= high <= 65535:
+        return errs.add(path, f"invalid port or port range {value!r}: expected e.g. 25 or \"1024-2048\" within 1-65535")
+    return (low, high)
+
+
+RATE_LIMIT_FIELDS = {
+    "requests_per_second": Field(lambda v, p, e: v if isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 and 0 < v <= 1e6 else e.add(p, f"expected a number above 0, got {v!r}")),
+    "burst": Field(_integer(1, 1_000_000), None),
+}
+PROBE_ACCESS_FIELDS = {
+    "allowed_modules": Field(_list_of(_string), None),
+    "allowed_networks": Field(_list_of(_network), ()),
+    "allowed_hosts": Field(_list_of(_host_pattern), ()),
+    "allowed_ports": Field(_list_of(_port_range), ()),
+    "rate_limit": Field(lambda value, path, errs: value, None),
+}
 TOP_FIELDS = {
     "global": Field(lambda value, path, errs: value, None),
     "modules": Field(lambda value, path, errs: value),
     "targets": Field(lambda value, path, errs: value, None),
+    "probe_access": Field(lambda value, path, errs: value, None),
 }
+
+
+def _probe_access(raw: Any, modules: Mapping[str, Module], modules_ok: bool, errs: _Errors) -> Any:
+    if raw is None:
+        return None
+    fields = _section(raw, "probe_access", PROBE_ACCESS_FIELDS, errs)
+    if fields is _INVALID:
+        return _INVALID
+    rate_limit = None
+    if fields["rate_limit"] is not None:
+        rate = _section(fields["rate_limit"], "probe_access.rate_limit", RATE_LIMIT_FIELDS, errs)
+        if rate is _INVALID:
+            return _INVALID
+        burst = rate["burst"] if rate["burst"] is not None else max(1, int(rate["requests_per_second"]))
+        rate_limit = RateLimit(float(rate["requests_per_second"]), burst)
+    allowed_modules = fields["allowed_modules"]
+    if allowed_modules is not None:
+        for index, name in enumerate(allowed_modules):
+            if modules_ok and name not in modules:
+                errs.add(f"probe_access.allowed_modules[{index}]",
+                         f"unknown module {name!r} (defined: {', '.join(sorted(modules))})")
+        allowed_modules = frozenset(allowed_modules)
+    return ProbeAccess(allowed_modules, fields["allowed_networks"], fields["allowed_hosts"],
+                       fields["allowed_ports"], rate_limit)
 
 
 def _module(name: Any, raw: Any, errs: _Errors) -> Module | object:
@@ -361,10 +461,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             else:
                 modules[name] = module
     targets = _targets(top["targets"], modules, modules_ok, errs)
+    probe_access = _probe_access(top["probe_access"], modules, modules_ok, errs)
     if errs.lines:
         raise ConfigError(errs.lines)
     return Config(modules=MappingProxyType(modules), targets=tuple(targets),
-                  settings=GlobalSettings(**settings), source=source)
+                  settings=GlobalSettings(**settings), source=source, probe_access=probe_access)
 
 
 def load_config(path: str) -> Config:

@@ -71,6 +71,10 @@ class ProbeRunner:
     async def _run(self, target: HostPort, module: Module, deadline: float) -> ProbeResult:
         loop = asyncio.get_running_loop()
         async with self._slots:
+            if loop.time() >= deadline:
+                # The slot came too late: starting a connect now would only report a meaningless
+                # near-zero "connect time" for a target that was never really tried.
+                return deadline_result(module, 0.0)
             started = time.perf_counter()
             own_deadline = min(deadline, loop.time() + module.timeout)
             try:

@@ -35,6 +35,10 @@ class ExporterMetrics:
         self.deadline_exceeded = Counter("connectivity_exporter_deadline_exceeded_probes",
                                          "Probes still unfinished when their scrape's deadline was reached.",
                                          registry=registry)
+        self.probe_requests_denied = Counter("connectivity_exporter_probe_requests_denied",
+                                             "/probe requests refused by probe_access, by reason "
+                                             "(module, network, host, port, rate_limit).",
+                                             ["reason"], registry=registry)
         self.config_targets = Gauge("connectivity_exporter_config_targets",
                                     "Targets in the loaded configuration.", registry=registry)
         self.reload_successful = Gauge("connectivity_exporter_config_last_reload_successful",

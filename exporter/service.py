@@ -9,6 +9,7 @@ import time
 from collections import Counter as Tally
 from dataclasses import dataclass
 
+from exporter.access import ProbeGate
 from exporter.address import HostPort
 from exporter.config import Config, ConfigError, Module, load_config
 from exporter.exposition import Family, label_prefix, render
@@ -50,6 +51,7 @@ class Exporter:
         self.metrics = metrics
         self.runner: ProbeRunner | None = None  # created on the server's loop at startup
         self.plan = build_plan(config)
+        self.gate = ProbeGate(config.probe_access)
         self._loaded(config)
 
     @property
@@ -69,6 +71,7 @@ class Exporter:
             self.metrics.reload_successful.set(0)
             raise
         self.plan = build_plan(config)
+        self.gate = ProbeGate(config.probe_access)
         self._loaded(config)
         log.info("configuration reloaded: %d modules, %d targets", len(config.modules), len(config.targets))
         return config
