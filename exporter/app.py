@@ -18,6 +18,8 @@ from exporter.probers.resolve import Resolver
 from exporter.runner import ProbeRunner
 from exporter.selfmetrics import ExporterMetrics
 from exporter.service import Exporter, render_single
+from exporter.webconfig import WebConfig
+from exporter.webconfig import install as install_web_config
 
 log = logging.getLogger("exporter.http")
 
@@ -28,9 +30,12 @@ MAX_SCRAPE_TIMEOUT = 3600.0
 DNS_WORKERS = 64
 
 
-def create_app(config: Config, *, registry: CollectorRegistry | None = None) -> web.Application:
+def create_app(config: Config, *, registry: CollectorRegistry | None = None,
+               web_config: WebConfig | None = None) -> web.Application:
     """Build the application for ``config``. Pass a fresh ``registry`` in tests to avoid globals."""
     app = web.Application()
+    if web_config is not None:
+        install_web_config(app, web_config)
     app[EXPORTER] = Exporter(config, ExporterMetrics(registry))
     app.cleanup_ctx.append(_probe_runner)
     app.router.add_get("/", landing_page)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections import Counter as Tally
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from exporter.address import HostPort
@@ -86,7 +87,7 @@ class Exporter:
         results = await self._require_runner().probe_all(
             [(target.address, target.module) for target in plan.targets], started + budget)
         self.metrics.scrape_duration.labels("metrics").observe(loop.time() - started)
-        self._count(results, (target.module.name for target in plan.targets))
+        self._count(results, plan.targets)
         return render([(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
                       plan.families)
 
@@ -100,18 +101,20 @@ class Exporter:
         except TimeoutError:
             result = deadline_result(module, loop.time() - started)
         self.metrics.scrape_duration.labels("probe").observe(loop.time() - started)
-        self._count([result], [module.name])
+        self._count([result], [PlannedTarget(address, module, "", frozenset())])
         return result
 
-    def _count(self, results: list[ProbeResult], modules) -> None:
+    def _count(self, results: list[ProbeResult], targets: Iterable[PlannedTarget]) -> None:
         tally: Tally = Tally()
         exceeded = 0
-        for module, result in zip(modules, results):
-            tally[(module, str(result.state))] += 1
+        debug = log.isEnabledFor(logging.DEBUG)  # once per scrape, not per probe
+        for target, result in zip(targets, results):
+            tally[(target.module.name, str(result.state))] += 1
             exceeded += result.cut_at_deadline
-            if not result.success:
-                log.debug("probe failed", extra={"module": module, "state": str(result.state),
-                                                 "detail": result.detail})
+            if debug and not result.success:
+                log.debug("probe failed", extra={"fields": {
+                    "target": str(target.address), "module": target.module.name, "state": str(result.state),
+                    "detail": result.detail}})
         self.metrics.count_probes(tally)
         if exceeded:
             self.metrics.deadline_exceeded.inc(exceeded)
