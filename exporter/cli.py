@@ -9,14 +9,15 @@ import os
 import resource
 import signal
 import sys
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.durations import parse_duration
 from exporter.logs import LEVELS, setup_logging
-from exporter.webconfig import WebConfig, load_web_config
+
+if TYPE_CHECKING:
+    from exporter.webconfig import WebConfig
 
 log = logging.getLogger("exporter")
 
@@ -33,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="connectivity-exporter",
         description="Prometheus exporter telling open, refused, filtered (timeout), unreachable and "
-                    "unresolvable TCP ports apart, with connect times.")
+                    "unresolvable TCP ports apart, with connect times.",
+        epilog="To probe one target now and have the outcome explained: "
+               "connectivity-exporter check HOST:PORT [--module NAME] (see 'check --help').")
     parser.add_argument("--config.file", dest="config_file", default="config.yml", metavar="PATH",
                         help="configuration file (default: config.yml)")
     parser.add_argument("--web.listen-address", dest="listen_addresses", action="append", metavar="HOST:PORT",
@@ -106,6 +109,8 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
 
 async def serve(config: Config, addresses: list[tuple[str | None, int]], web_config: WebConfig | None = None,
                 shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS) -> int:
+    from aiohttp import web
+
     from exporter.app import EXPORTER, create_app
 
     app = create_app(config, web_config=web_config)
@@ -142,6 +147,11 @@ def _reload(exporter) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        from exporter.check import main as check
+
+        return check(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
@@ -151,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     web_config = None
     if args.web_config_file:
+        from exporter.webconfig import load_web_config
+
         try:
             web_config = load_web_config(args.web_config_file)
         except ConfigError as exc:
