@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from exporter.address import HostPort
 from exporter.config import Config, ConfigError, Module, load_config
 from exporter.exposition import Family, label_prefix, render
+from exporter.history import ProbeHistory
 from exporter.probers.result import ProbeResult
 from exporter.probers.table import PROBERS, families_in_order
 from exporter.runner import ProbeRunner, deadline_result
@@ -50,6 +51,7 @@ class Exporter:
     def __init__(self, config: Config, metrics: ExporterMetrics):
         self.metrics = metrics
         self.runner: ProbeRunner | None = None  # created on the server's loop at startup
+        self.history = ProbeHistory()  # for the status page
         self.plan = build_plan(config)
         self._loaded(config)
 
@@ -88,6 +90,7 @@ class Exporter:
             [(target.address, target.module) for target in plan.targets], started + budget)
         self.metrics.scrape_duration.labels("metrics").observe(loop.time() - started)
         self._count(results, plan.targets)
+        self.history.record_scrape(plan.targets, results, time.time())
         return render([(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
                       plan.families)
 
@@ -102,6 +105,7 @@ class Exporter:
             result = deadline_result(module, loop.time() - started)
         self.metrics.scrape_duration.labels("probe").observe(loop.time() - started)
         self._count([result], [PlannedTarget(address, module, "", frozenset())])
+        self.history.record_probe(address, module, result, time.time())
         return result
 
     def _count(self, results: list[ProbeResult], targets: Iterable[PlannedTarget]) -> None:
