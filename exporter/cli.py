@@ -118,10 +118,13 @@ async def serve(config: Config, addresses: list[tuple[str | None, int]], web_con
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout,
                            access_log=logging.getLogger("aiohttp.access"))
     await runner.setup()
+    sites: list[web.TCPSite] = []
     try:
         for host, port in addresses:
             try:
-                await web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context).start()
+                site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+                await site.start()
+                sites.append(site)
             except OSError as exc:
                 reason = os.strerror(exc.errno) if exc.errno else str(exc)
                 log.error("cannot listen on %s:%d: %s", host or "*", port, reason)
@@ -133,6 +136,8 @@ async def serve(config: Config, addresses: list[tuple[str | None, int]], web_con
             loop.add_signal_handler(signum, stop.set)
         loop.add_signal_handler(signal.SIGHUP, _reload, app[EXPORTER])
         await stop.wait()
+        for site in sites:  # closes the listening sockets: new connections are refused from here on
+            await site.stop()
         log.info("shutting down: no new connections, in-flight scrapes get up to %gs", shutdown_timeout)
     finally:
         await runner.cleanup()

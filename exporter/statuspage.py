@@ -8,12 +8,12 @@ way text enters the page.
 from __future__ import annotations
 
 import html
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from exporter.address import HostPort
 from exporter.config import Config, Module
@@ -21,8 +21,8 @@ from exporter.history import Recorded
 from exporter.probers.result import ProbeResult, TcpState
 
 MAX_DETAIL = 300
+MAX_ROWS = 2000
 KNOWN_STATES = frozenset(state.value for state in TcpState)
-_CSS_CLASS = re.compile(r"[^a-z0-9_-]")
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
@@ -55,6 +55,12 @@ def state_class(result: ProbeResult | None) -> str:
         return "s-" + state
     # Other probers' states (e.g. SMTP) get the colour of success or failure.
     return "s-ok" if result.success else "s-fail"
+
+
+def summary_class(state: str) -> str:
+    if state in KNOWN_STATES:
+        return "s-" + state
+    return "s-pending" if state == "not probed yet" else "s-other"
 
 
 def link(path: str, **query: str) -> str:
@@ -96,26 +102,46 @@ def truncated(text: str, limit: int = MAX_DETAIL) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+@lru_cache(maxsize=20_000)
+def target_cells(address: HostPort, module_name: str) -> tuple[str, str]:
+    """The parts of a row that only change with the config: (row start with target and module, link cell)."""
+    target = str(address)
+    probe = f"/probe?target={quote(target, safe=':[]')}&module={quote(module_name, safe='')}&debug=true"
+    return (f"<tr data-target=\"{esc(target)}\" data-module=\"{esc(module_name)}\">"
+            f"<td>{esc(target)}</td><td>{esc(module_name)}</td>",
+            f"<td><a href=\"{esc(probe)}\">probe now</a></td></tr>")
+
+
 def status_table(rows: Iterable[tuple[HostPort, Module, float | None, ProbeResult | None]], now: float,
-                 tally: Counter) -> list[str]:
+                 tally: Counter, max_rows: int = MAX_ROWS) -> list[str]:
+    rows = list(rows)
+    for _, _, _, result in rows:
+        tally["not probed yet" if result is None else str(result.state)] += 1
+    hidden = 0
+    if len(rows) > max_rows:  # problems first, so a cut never hides one
+        failing = [row for row in rows if row[3] is None or not row[3].success]
+        healthy = [row for row in rows if row[3] is not None and row[3].success]
+        hidden = len(rows) - max_rows
+        rows = (failing + healthy)[:max_rows]
     out = ["<table id=targets><thead><tr><th>Target</th><th>Module</th><th>State</th><th>Connect</th>"
            "<th>Banner</th><th>SMTP replies</th><th>Certificate expiry</th><th>Probed</th><th>Detail</th>"
            "<th>Transcript</th></tr></thead><tbody>"]
     for address, module, when, result in rows:
-        state = "not probed yet" if result is None else str(result.state)
-        tally[state] += 1
-        banner, replies, cert = smtp_cells(result, now)
-        target = str(address)
+        start, end = target_cells(address, module.name)
+        if result is None:
+            out.append(f"{start}<td class=\"state s-pending\">not probed yet</td><td></td><td></td><td></td>"
+                       f"<td></td><td>never</td><td></td>{end}")
+            continue
+        banner, replies, cert = smtp_cells(result, now) if result.extra is not None else ("", "", "")
         out.append(
-            f"<tr data-target=\"{esc(target)}\" data-module=\"{esc(module.name)}\">"
-            f"<td>{esc(target)}</td><td>{esc(module.name)}</td>"
-            f"<td class=\"state {state_class(result)}\">{esc(state)}</td>"
-            f"<td class=num>{ms(result.connect_seconds) if result else ''}</td>"
+            f"{start}<td class=\"state {state_class(result)}\">{esc(result.state)}</td>"
+            f"<td class=num>{ms(result.connect_seconds)}</td>"
             f"<td class=num>{banner}</td><td>{replies}</td><td>{cert}</td><td>{age(when, now)}</td>"
-            f"<td class=detail>{esc(truncated(result.detail)) if result else ''}</td>"
-            f"<td><a href=\"{link('/probe', target=target, module=module.name, debug='true')}\">probe now</a></td>"
-            "</tr>")
+            f"<td class=detail>{esc(truncated(result.detail))}</td>{end}")
     out.append("</tbody></table>")
+    if hidden:
+        out.append(f"<p>{hidden} more targets, all succeeding, are not shown (the table shows at most "
+                   f"{max_rows}, failures first); <a href=\"/metrics\">/metrics</a> has them all.</p>")
     return out
 
 
@@ -138,15 +164,15 @@ def history_table(table_id: str, entries: Iterable[Recorded], now: float) -> lis
 def render_status_page(*, version: str, config: Config,
                        rows: Iterable[tuple[HostPort, Module, float | None, ProbeResult | None]],
                        recent: Iterable[Recorded], failures: Iterable[Recorded],
-                       now: float | None = None, refresh: int | None = None) -> str:
+                       now: float | None = None, refresh: int | None = None, max_rows: int = MAX_ROWS) -> str:
     now = time.time() if now is None else now
     example = next(iter(config.targets), None)
     probe_link = (link("/probe", target=str(example.address), module=example.module, debug="true") if example
                   else link("/probe", target="127.0.0.1:22", module="tcp_connect", debug="true"))
     tally: Counter = Counter()
-    table = status_table(rows, now, tally)
-    summary = "".join(f"<span class=\"state {state_class(None) if s == 'not probed yet' else 's-' + _CSS_CLASS.sub('', s)}\">"
-                      f"{esc(s)}: {n}</span>" for s, n in sorted(tally.items()))
+    table = status_table(rows, now, tally, max_rows)
+    summary = "".join(f"<span class=\"state {summary_class(state)}\">{esc(state)}: {count}</span>"
+                      for state, count in sorted(tally.items()))
     head_refresh = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
     parts = [
         "<!doctype html>",

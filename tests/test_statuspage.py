@@ -12,6 +12,7 @@ from exporter.app import EXPORTER
 from exporter.config import Module
 from exporter.history import ProbeHistory
 from exporter.probers.result import ProbeResult, TcpState
+from exporter.statuspage import render_status_page
 from tests.conftest import tcp_config
 
 TCP = Module(name="tcp_connect", prober="tcp")
@@ -125,7 +126,7 @@ async def test_status_page_shows_the_latest_state_of_every_target(make_client, l
     assert rows[f"127.0.0.1:{closed_port}"][3].endswith(" ms")  # the time until the RST came back
     assert "ECONNREFUSED" in rows[f"127.0.0.1:{closed_port}"][8]
     assert 'class="state s-refused"' in html and 'class="state s-open"' in html
-    assert f"/probe?target=127.0.0.1%3A{closed_port}&amp;module=tcp_connect&amp;debug=true" in html
+    assert f"/probe?target=127.0.0.1:{closed_port}&amp;module=tcp_connect&amp;debug=true" in html
     assert len(page.tables["recent"]) == 3 and len(page.tables["failures"]) == 2
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched from elsewhere
     assert "<script" not in html
@@ -170,6 +171,20 @@ async def test_everything_from_servers_is_escaped_and_smtp_data_is_shown(make_cl
     assert row[4] == "12.30 ms"
     assert row[5] == 'banner\xa0220, <ehlo>\xa0554"><b>'
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \(in (9|10) d\)", row[6])
+
+
+def test_a_long_table_is_cut_but_never_hides_a_failure():
+    targets = planned(30)
+    results = [result(i != 17, "open" if i != 17 else "refused") for i in range(30)]
+    history = ProbeHistory()
+    history.record_scrape(targets, results, time.time())
+    page = render_status_page(version="t", config=tcp_config(), rows=history.latest(targets + planned(31)[30:]),
+                              recent=(), failures=(), max_rows=10)
+    rows = Tables(page).tables["targets"][1:]
+    assert len(rows) == 10
+    assert [row[2] for row in rows[:2]] == ["refused", "not probed yet"]
+    assert "21 more targets, all succeeding, are not shown" in page
+    assert '<span class="state s-open">open: 29</span>' in page  # the summary still counts every target
 
 
 async def test_refresh_and_bad_history_ids(make_client):
