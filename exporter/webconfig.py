@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import importlib
 import logging
 import os
 import re
@@ -25,7 +26,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from exporter.config import MAX_CONFIG_BYTES, ConfigError, Field, _Errors, _INVALID, _kind, _section, _StrictLoader
+from exporter.config import (MAX_CONFIG_BYTES, ConfigError, Field, _Errors, _INVALID, _boolean, _choice, _kind, _section,
+                             _StrictLoader)
 
 log = logging.getLogger("exporter.web")
 
@@ -114,19 +116,11 @@ def _secret_string(value: Any, path: str, errs: _Errors) -> Any:
     return value
 
 
-def _choice(choices: Mapping[str, Any] | tuple[str, ...], hint: str = "") -> Callable[[Any, str, _Errors], Any]:
-    def parse(value: Any, path: str, errs: _Errors) -> Any:
-        if value not in choices:
-            return errs.add(path, f"expected one of {', '.join(choices)}, got {value!r}{hint}")
-        return value
-    return parse
-
-
 def _client_auth_type(value: Any, path: str, errs: _Errors) -> Any:
     if value in UNVERIFIED_CLIENT_AUTH_TYPES:
         return errs.add(path, f"{value} (a client certificate accepted without verification) is not supported: "
                               "use RequireAndVerifyClientCert, VerifyClientCertIfGiven or NoClientCert")
-    return _choice(CLIENT_AUTH_TYPES)(value, path, errs)
+    return _choice(*CLIENT_AUTH_TYPES)(value, path, errs)
 
 
 def _string_list(allowed: Mapping[str, Any] | None = None) -> Callable[[Any, str, _Errors], Any]:
@@ -144,12 +138,6 @@ def _string_list(allowed: Mapping[str, Any] | None = None) -> Callable[[Any, str
                     is None
         return tuple(value) if ok else _INVALID
     return parse
-
-
-def _boolean(value: Any, path: str, errs: _Errors) -> Any:
-    if not isinstance(value, bool):
-        return errs.add(path, f"expected true or false, got {_kind(value)}")
-    return value
 
 
 def _unsupported(value: Any, path: str, errs: _Errors) -> Any:
@@ -207,8 +195,8 @@ TLS_FIELDS = {
     "client_ca": Field(_optional_string, None),
     "client_auth_type": Field(_client_auth_type, "NoClientCert"),
     "client_allowed_sans": Field(_string_list(), ()),
-    "min_version": Field(_choice(TLS_VERSIONS), "TLS12"),
-    "max_version": Field(_choice(TLS_VERSIONS), "TLS13"),
+    "min_version": Field(_choice(*TLS_VERSIONS), "TLS12"),
+    "max_version": Field(_choice(*TLS_VERSIONS), "TLS13"),
     "cipher_suites": Field(_string_list(CIPHER_SUITES), ()),
     "prefer_server_cipher_suites": Field(_boolean, True),
     "curve_preferences": Field(_unsupported, None),
@@ -275,7 +263,7 @@ def parse_web_config(text: str, source: str = "<web config>", directory: str = "
         raise ConfigError(errs.lines)
     if top["basic_auth_users"]:
         try:
-            import bcrypt  # noqa: F401
+            importlib.import_module("bcrypt")
         except ImportError:
             errs.add("basic_auth_users", "checking bcrypt hashes needs the Python package 'bcrypt' "
                                          "(pip install bcrypt)")
