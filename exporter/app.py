@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -19,6 +18,9 @@ from exporter.probers.resolve import Resolver
 from exporter.runner import ProbeRunner
 from exporter.selfmetrics import ExporterMetrics
 from exporter.service import Exporter, render_single
+from exporter.statuspage import render_status_page, render_transcript
+from exporter.webconfig import WebConfig
+from exporter.webconfig import install as install_web_config
 
 log = logging.getLogger("exporter.http")
 
@@ -29,14 +31,18 @@ MAX_SCRAPE_TIMEOUT = 3600.0
 DNS_WORKERS = 64
 
 
-def create_app(config: Config, *, registry: CollectorRegistry | None = None) -> web.Application:
+def create_app(config: Config, *, registry: CollectorRegistry | None = None,
+               web_config: WebConfig | None = None) -> web.Application:
     """Build the application for ``config``. Pass a fresh ``registry`` in tests to avoid globals."""
     app = web.Application()
+    if web_config is not None:
+        install_web_config(app, web_config)
     app[EXPORTER] = Exporter(config, ExporterMetrics(registry))
     app.cleanup_ctx.append(_probe_runner)
     app.router.add_get("/", landing_page)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
+    app.router.add_get("/history", recorded_probe)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)
@@ -151,22 +157,28 @@ async def reload(request: web.Request) -> web.Response:
     return web.Response(text=f"config reloaded: {len(config.modules)} modules, {len(config.targets)} targets\n")
 
 
+MAX_REFRESH = 3600
+
+
 async def landing_page(request: web.Request) -> web.Response:
-    config = request.app[EXPORTER].config
-    example = next(iter(config.targets), None)
-    probe_link = (f"/probe?target={example.address}&amp;module={example.module}&amp;debug=true"
-                  if example else "/probe?target=127.0.0.1:22&amp;module=tcp_connect&amp;debug=true")
-    body = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>connectivity_exporter</title></head>
-<body>
-<h1>connectivity_exporter {html.escape(__version__)}</h1>
-<p>{len(config.targets)} configured targets, {len(config.modules)} modules
-(config <code>{html.escape(config.source)}</code>).</p>
-<ul>
-<li><a href="/metrics">Metrics</a>: every configured target, probed now</li>
-<li><a href="{html.escape(probe_link, quote=False)}">Debug probe</a>: one target with its transcript</li>
-<li><a href="/-/healthy">Health</a> and <a href="/-/ready">readiness</a></li>
-</ul>
-</body></html>
-"""
-    return web.Response(text=body, content_type="text/html")
+    """The live status page: latest state of every target, recent probes and failures."""
+    exporter = request.app[EXPORTER]
+    refresh = request.query.get("refresh", "")
+    seconds = int(refresh) if refresh.isdigit() else 0
+    page = render_status_page(version=__version__, config=exporter.config,
+                              rows=exporter.history.latest(exporter.plan.targets),
+                              recent=exporter.history.recent, failures=exporter.history.failures,
+                              refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None)
+    return web.Response(text=page, content_type="text/html")
+
+
+async def recorded_probe(request: web.Request) -> web.Response:
+    """The transcript of a probe from the status page's history (``/history?id=N``)."""
+    raw = request.query.get("id", "")
+    entry = request.app[EXPORTER].history.find(int(raw)) if raw.isdigit() and len(raw) < 20 else None
+    if entry is None:
+        raise web.HTTPNotFound(text=f"no probe {raw[:20]!r} in the history (it keeps the latest "
+                                    "probes and failures only)\n")
+    text = render_transcript(entry, render_single(entry.result, entry.module))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})

@@ -9,12 +9,15 @@ import os
 import resource
 import signal
 import sys
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
+from exporter.durations import parse_duration
 from exporter.logs import LEVELS, setup_logging
+
+if TYPE_CHECKING:
+    from exporter.webconfig import WebConfig
 
 log = logging.getLogger("exporter")
 
@@ -31,12 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="connectivity-exporter",
         description="Prometheus exporter telling open, refused, filtered (timeout), unreachable and "
-                    "unresolvable TCP ports apart, with connect times.")
+                    "unresolvable TCP ports apart, with connect times.",
+        epilog="To probe one target now and have the outcome explained: "
+               "connectivity-exporter check HOST:PORT [--module NAME] (see 'check --help').")
     parser.add_argument("--config.file", dest="config_file", default="config.yml", metavar="PATH",
                         help="configuration file (default: config.yml)")
     parser.add_argument("--web.listen-address", dest="listen_addresses", action="append", metavar="HOST:PORT",
                         help=f"address to listen on; repeat for several (default: {DEFAULT_LISTEN_ADDRESS}, "
                              "all interfaces)")
+    parser.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
+                        help="exporter-toolkit web configuration (TLS, basic auth, headers); read at start only")
+    parser.add_argument("--web.shutdown-timeout", dest="shutdown_timeout", type=_duration,
+                        default=SHUTDOWN_GRACE_SECONDS, metavar="DURATION",
+                        help="on SIGTERM/SIGINT, how long in-flight scrapes may take to finish "
+                             f"(default: {SHUTDOWN_GRACE_SECONDS:g}s)")
     parser.add_argument("--config.check", dest="config_check", action="store_true",
                         help="validate the configuration, print 'config OK' or every error, and exit 0/1")
     parser.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info")
@@ -45,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
                         default="auto", help="event loop: uvloop when installed (auto), or asyncio")
     parser.add_argument("--version", action="version", version=f"connectivity_exporter {__version__}")
     return parser
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_listen_address(text: str) -> tuple[str | None, int]:
@@ -89,28 +107,38 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-async def serve(config: Config, addresses: list[tuple[str | None, int]]) -> int:
+async def serve(config: Config, addresses: list[tuple[str | None, int]], web_config: WebConfig | None = None,
+                shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS) -> int:
+    from aiohttp import web
+
     from exporter.app import EXPORTER, create_app
 
-    app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+    app = create_app(config, web_config=web_config)
+    ssl_context = web_config.ssl_context if web_config is not None else None
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout,
                            access_log=logging.getLogger("aiohttp.access"))
     await runner.setup()
+    sites: list[web.TCPSite] = []
     try:
         for host, port in addresses:
             try:
-                await web.TCPSite(runner, host, port, reuse_address=True).start()
+                site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+                await site.start()
+                sites.append(site)
             except OSError as exc:
-                log.error("cannot listen on %s:%d: %s", host or "*", port, exc.strerror or exc)
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                log.error("cannot listen on %s:%d: %s", host or "*", port, reason)
                 return 1
-            log.info("listening", extra={"address": f"{host or '*'}:{port}"})
+            log.info("listening", extra={"address": f"{host or '*'}:{port}", "tls": ssl_context is not None})
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         loop.add_signal_handler(signal.SIGHUP, _reload, app[EXPORTER])
         await stop.wait()
-        log.info("shutting down: no new connections, in-flight scrapes get up to %gs", SHUTDOWN_GRACE_SECONDS)
+        for site in sites:  # closes the listening sockets: new connections are refused from here on
+            await site.stop()
+        log.info("shutting down: no new connections, in-flight scrapes get up to %gs", shutdown_timeout)
     finally:
         await runner.cleanup()
     return 0
@@ -124,6 +152,11 @@ def _reload(exporter) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["check"]:
+        from exporter.check import main as check
+
+        return check(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     try:
@@ -131,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print("\n".join(exc.errors), file=sys.stderr)
         return 1
+    web_config = None
+    if args.web_config_file:
+        from exporter.webconfig import load_web_config
+
+        try:
+            web_config = load_web_config(args.web_config_file)
+        except ConfigError as exc:
+            print("\n".join(exc.errors), file=sys.stderr)
+            return 1
     if args.config_check:
         print("config OK")
         return 0
@@ -145,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                                                      "event_loop": type(loop).__module__.split(".")[0],
                                                      "pid": os.getpid()})
     try:
-        return loop.run_until_complete(serve(config, addresses))
+        code = loop.run_until_complete(serve(config, addresses, web_config, args.shutdown_timeout))
     finally:
         loop.close()
+    log.info("stopped", extra={"exit_code": code})
+    return code
 
 
 if __name__ == "__main__":

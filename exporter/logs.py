@@ -1,4 +1,8 @@
-"""Log output as logfmt (Prometheus' default) or JSON, one line per record."""
+"""Log output as logfmt (Prometheus' default) or JSON, one line per record.
+
+Fields come from ``extra=``; a field whose name LogRecord reserves (``module``, ``name``, ...) goes in
+``extra={"fields": {...}}`` instead, since ``extra`` may not overwrite a record attribute.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,9 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
         "msg": record.getMessage(),
     }
     for key, value in vars(record).items():
-        if key not in _STANDARD and not key.startswith("_"):
+        if key == "fields" and isinstance(value, dict):
+            fields.update(value)  # names LogRecord reserves, such as "module", pass through here
+        elif key not in _STANDARD and not key.startswith("_"):
             fields[key] = value
     if record.exc_info:
         fields["err"] = logging.Formatter().formatException(record.exc_info)

@@ -7,12 +7,14 @@ import asyncio
 import logging
 import time
 from collections import Counter as Tally
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from exporter.access import ProbeGate
 from exporter.address import HostPort
 from exporter.config import Config, ConfigError, Module, load_config
 from exporter.exposition import Family, label_prefix, render
+from exporter.history import ProbeHistory
 from exporter.probers.result import ProbeResult
 from exporter.probers.table import PROBERS, families_in_order
 from exporter.runner import ProbeRunner, deadline_result
@@ -50,6 +52,7 @@ class Exporter:
     def __init__(self, config: Config, metrics: ExporterMetrics):
         self.metrics = metrics
         self.runner: ProbeRunner | None = None  # created on the server's loop at startup
+        self.history = ProbeHistory()  # for the status page
         self.plan = build_plan(config)
         self.gate = ProbeGate(config.probe_access)
         self._loaded(config)
@@ -89,7 +92,8 @@ class Exporter:
         results = await self._require_runner().probe_all(
             [(target.address, target.module) for target in plan.targets], started + budget)
         self.metrics.scrape_duration.labels("metrics").observe(loop.time() - started)
-        self._count(results, (target.module.name for target in plan.targets))
+        self._count(results, plan.targets)
+        self.history.record_scrape(plan.targets, results, time.time())
         return render([(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
                       plan.families)
 
@@ -103,18 +107,21 @@ class Exporter:
         except TimeoutError:
             result = deadline_result(module, loop.time() - started)
         self.metrics.scrape_duration.labels("probe").observe(loop.time() - started)
-        self._count([result], [module.name])
+        self._count([result], [PlannedTarget(address, module, "", frozenset())])
+        self.history.record_probe(address, module, result, time.time())
         return result
 
-    def _count(self, results: list[ProbeResult], modules) -> None:
+    def _count(self, results: list[ProbeResult], targets: Iterable[PlannedTarget]) -> None:
         tally: Tally = Tally()
         exceeded = 0
-        for module, result in zip(modules, results):
-            tally[(module, str(result.state))] += 1
+        debug = log.isEnabledFor(logging.DEBUG)  # once per scrape, not per probe
+        for target, result in zip(targets, results):
+            tally[(target.module.name, str(result.state))] += 1
             exceeded += result.cut_at_deadline
-            if not result.success:
-                log.debug("probe failed", extra={"module": module, "state": str(result.state),
-                                                 "detail": result.detail})
+            if debug and not result.success:
+                log.debug("probe failed", extra={"fields": {
+                    "target": str(target.address), "module": target.module.name, "state": str(result.state),
+                    "detail": result.detail}})
         self.metrics.count_probes(tally)
         if exceeded:
             self.metrics.deadline_exceeded.inc(exceeded)

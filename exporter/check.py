@@ -1,0 +1,181 @@
+"""``connectivity-exporter check TARGET``: one probe now, explained for a person (better than telnet).
+
+Exit codes: 0 the probe succeeded, 1 it failed, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+import time
+from typing import Any
+
+from exporter.address import AddressError, HostPort, parse_host_port
+from exporter.config import ConfigError, Module, default_port, load_config, parse_config
+from exporter.durations import format_duration
+from exporter.logs import setup_logging
+from exporter.probers.connect import EXPLANATIONS
+from exporter.probers.resolve import Resolver
+from exporter.probers.result import ProbeResult, TcpState
+from exporter.runner import ProbeRunner
+
+EXIT_SUCCESS, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEFAULT_MODULE = "tcp_connect"
+# Usable without any config file. smtp_banner needs the smtp prober; where it is not built in,
+# asking for it is a configuration error (exit 2), not a failed probe.
+BUILTIN_MODULES = {
+    "tcp_connect": "{prober: tcp, timeout: 5s}",
+    "smtp_banner": "{prober: smtp, timeout: 10s}",
+}
+
+
+class UsageError(Exception):
+    """Exit 2 with these lines on stderr."""
+
+    def __init__(self, *lines: str):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connectivity-exporter check",
+        description="Probe one target now and explain the outcome: a telnet-like transcript, a verdict in "
+                    "plain words and its likely causes. Exit 0 on success, 1 on failure, 2 on a usage or "
+                    "configuration error.")
+    parser.add_argument("target", metavar="TARGET", help="HOST:PORT ([IPv6]:PORT)")
+    parser.add_argument("--module", default=DEFAULT_MODULE,
+                        help=f"module to probe with (default: {DEFAULT_MODULE}; built in without a config "
+                             f"file: {', '.join(BUILTIN_MODULES)})")
+    parser.add_argument("--config.file", dest="config_file", metavar="PATH",
+                        help="take modules from this configuration file (built-in ones stay available)")
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    return parser
+
+
+def builtin_module(name: str) -> Module:
+    try:
+        return parse_config(f"modules:\n  {name}: {BUILTIN_MODULES[name]}\n",
+                            source=f"<built-in module {name}>").modules[name]
+    except ConfigError as exc:
+        raise UsageError(f"connectivity-exporter check: the built-in module {name} is not available in this "
+                         "build:", *exc.errors) from None
+
+
+def find_module(name: str, config_file: str | None) -> Module:
+    modules: dict[str, Module] = {}
+    if config_file is not None:
+        try:
+            modules = dict(load_config(config_file).modules)
+        except ConfigError as exc:
+            raise UsageError(*exc.errors) from None
+    if name in modules:
+        return modules[name]
+    if name in BUILTIN_MODULES:
+        return builtin_module(name)
+    known = sorted(set(modules) | set(BUILTIN_MODULES))
+    raise UsageError(f"connectivity-exporter check: unknown module {name!r} (available: {', '.join(known)})")
+
+
+async def run_probe(address: HostPort, module: Module) -> ProbeResult:
+    resolver = Resolver(max_workers=2)
+    try:
+        runner = ProbeRunner(resolver, max_concurrency=1)
+        return await runner.probe(address, module, asyncio.get_running_loop().time() + module.timeout)
+    finally:
+        resolver.close()
+
+
+def printable(text: str) -> str:
+    """Server-sent text shown on a terminal: control characters (escape sequences) made visible."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def verdict(result: ProbeResult, module: Module) -> str:
+    """What happened, in plain words, with the likely causes."""
+    if result.tcp_state is TcpState.TIMEOUT and result.state == TcpState.TIMEOUT:
+        causes = EXPLANATIONS[TcpState.TIMEOUT].partition(": ")[2]
+        waited = "before the scrape deadline" if result.cut_at_deadline else \
+            f"within {format_duration(module.timeout)}"
+        return f"nothing answered {waited}: {causes}"
+    return result.detail or EXPLANATIONS.get(result.tcp_state, "")
+
+
+def smtp_facts(extra: Any) -> list[str]:
+    """Lines for SMTP data a prober attaches to ``result.extra`` (read defensively: any prober may omit it)."""
+    lines = []
+    banner = getattr(extra, "banner_seconds", None)
+    if isinstance(banner, (int, float)):
+        lines.append(f"Banner after: {banner * 1000:.2f} ms")
+    codes = getattr(extra, "reply_codes", None)
+    if isinstance(codes, dict) and codes:
+        lines.append("SMTP replies: " + ", ".join(f"{printable(str(stage))} {printable(str(code))}"
+                                                  for stage, code in codes.items()))
+    expiry = getattr(extra, "cert_expiry", None)
+    if isinstance(expiry, (int, float)):
+        days = (expiry - time.time()) / 86400
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expiry))
+        lines.append(f"Certificate expires: {when} ({'in' if days >= 0 else 'EXPIRED'} {abs(days):.1f} days"
+                     f"{'' if days >= 0 else ' ago'})")
+    explanations = getattr(extra, "explanations", None)
+    if isinstance(explanations, (list, tuple)):
+        lines += [printable(str(line)) for line in explanations]
+    return lines
+
+
+def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
+    lines = [f"Probing {address} with module {module.name} (prober {module.prober}, "
+             f"timeout {format_duration(module.timeout)})", ""]
+    lines += [printable(line) for line in result.transcript]
+    lines.append("")
+    outcome = "SUCCESS" if result.success else "FAILURE"
+    lines.append(f"{outcome}: {result.state}" + ("" if result.state == result.tcp_state
+                                                 else f" (TCP: {result.tcp_state})"))
+    explanation = printable(verdict(result, module))
+    lines.append(explanation[:1].upper() + explanation[1:])
+    lines += smtp_facts(result.extra)
+    timings = [f"total {result.duration_seconds * 1000:.2f} ms"]
+    if result.dns_lookup_seconds:
+        timings.insert(0, f"DNS {result.dns_lookup_seconds * 1000:.2f} ms")
+    if result.connect_seconds is not None:
+        timings.insert(-1, f"connect {result.connect_seconds * 1000:.2f} ms")
+    lines.append("Timings: " + ", ".join(timings))
+    return "\n".join(lines) + "\n"
+
+
+def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "extra"}
+    extra = result.extra
+    document = {
+        "target": str(address),
+        "module": module.name,
+        "prober": module.prober,
+        "timeout_seconds": module.timeout,
+        "verdict": verdict(result, module),
+        **fields,
+        "extra": dataclasses.asdict(extra) if dataclasses.is_dataclass(extra) and not isinstance(extra, type)
+        else None,
+    }
+    return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 on a usage error
+    setup_logging("warn")
+    try:
+        module = find_module(args.module, args.config_file)
+        try:
+            address = parse_host_port(args.target, default_port(module))
+        except AddressError as exc:
+            raise UsageError(f"connectivity-exporter check: {exc}") from None
+    except UsageError as exc:
+        print("\n".join(exc.lines), file=sys.stderr)
+        return EXIT_USAGE
+    result = asyncio.run(run_probe(address, module))
+    sys.stdout.write(json_report(address, module, result) if args.json else human_report(address, module, result))
+    return EXIT_SUCCESS if result.success else EXIT_FAILURE

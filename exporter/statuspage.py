@@ -1,0 +1,218 @@
+"""The live status page (``/``) and the transcript of a recorded probe, rendered on view.
+
+Plain HTML with inline CSS, no scripts and nothing fetched from elsewhere (works offline).
+Every string that came from a config, a server or a client is escaped; ``esc`` is the one
+way text enters the page.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import Counter
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from exporter.address import HostPort
+from exporter.config import Config, Module
+from exporter.history import Recorded
+from exporter.probers.result import ProbeResult, TcpState
+
+MAX_DETAIL = 300
+MAX_ROWS = 2000
+KNOWN_STATES = frozenset(state.value for state in TcpState)
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
+th{background:#f0f0f0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.state{font-weight:bold;white-space:nowrap}
+.s-open,.s-ok{background:#c8f0c8}
+.s-refused{background:#f6b8b8}
+.s-timeout{background:#fcd9a0}
+.s-unreachable{background:#f3b6e6}
+.s-dns_error{background:#d8c8f4}
+.s-error,.s-fail{background:#e6b0b0}
+.s-pending{background:#eee;color:#666}
+.detail{max-width:40em;font-size:90%;color:#444}
+.summary span{margin-right:1em}
+"""
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def state_class(result: ProbeResult | None) -> str:
+    if result is None:
+        return "s-pending"
+    state = str(result.state)
+    if state in KNOWN_STATES:
+        return "s-" + state
+    # Other probers' states (e.g. SMTP) get the colour of success or failure.
+    return "s-ok" if result.success else "s-fail"
+
+
+def summary_class(state: str) -> str:
+    if state in KNOWN_STATES:
+        return "s-" + state
+    return "s-pending" if state == "not probed yet" else "s-other"
+
+
+def link(path: str, **query: str) -> str:
+    return esc(f"{path}?{urlencode(query)}") if query else esc(path)
+
+
+def ms(seconds: Any) -> str:
+    return f"{seconds * 1000:.2f} ms" if isinstance(seconds, (int, float)) else ""
+
+
+def age(when: float | None, now: float) -> str:
+    if when is None:
+        return "never"
+    seconds = max(0.0, now - when)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def smtp_cells(result: ProbeResult | None, now: float) -> tuple[str, str, str]:
+    """(banner time, reply codes, certificate expiry) from ``result.extra``, read defensively."""
+    extra = result.extra if result is not None else None
+    banner = ms(getattr(extra, "banner_seconds", None))
+    codes = getattr(extra, "reply_codes", None)
+    replies = ", ".join(f"{esc(stage)}&nbsp;{esc(code)}" for stage, code in codes.items()) \
+        if isinstance(codes, dict) else ""
+    expiry = getattr(extra, "cert_expiry", None)
+    cert = ""
+    if isinstance(expiry, (int, float)):
+        days = (expiry - now) / 86400
+        cert = esc(time.strftime("%Y-%m-%d", time.gmtime(expiry))) + \
+            (f" (in {days:.0f} d)" if days >= 0 else " <b>(expired)</b>")
+    return banner, replies, cert
+
+
+def truncated(text: str, limit: int = MAX_DETAIL) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+@lru_cache(maxsize=20_000)
+def target_cells(address: HostPort, module_name: str) -> tuple[str, str]:
+    """The parts of a row that only change with the config: (row start with target and module, link cell)."""
+    target = str(address)
+    probe = f"/probe?target={quote(target, safe=':[]')}&module={quote(module_name, safe='')}&debug=true"
+    return (f"<tr data-target=\"{esc(target)}\" data-module=\"{esc(module_name)}\">"
+            f"<td>{esc(target)}</td><td>{esc(module_name)}</td>",
+            f"<td><a href=\"{esc(probe)}\">probe now</a></td></tr>")
+
+
+def status_table(rows: Iterable[tuple[HostPort, Module, float | None, ProbeResult | None]], now: float,
+                 tally: Counter, max_rows: int = MAX_ROWS) -> list[str]:
+    rows = list(rows)
+    for _, _, _, result in rows:
+        tally["not probed yet" if result is None else str(result.state)] += 1
+    hidden = 0
+    if len(rows) > max_rows:  # problems first, so a cut never hides one
+        failing = [row for row in rows if row[3] is None or not row[3].success]
+        healthy = [row for row in rows if row[3] is not None and row[3].success]
+        hidden = len(rows) - max_rows
+        rows = (failing + healthy)[:max_rows]
+    out = ["<table id=targets><thead><tr><th>Target</th><th>Module</th><th>State</th><th>Connect</th>"
+           "<th>Banner</th><th>SMTP replies</th><th>Certificate expiry</th><th>Probed</th><th>Detail</th>"
+           "<th>Transcript</th></tr></thead><tbody>"]
+    for address, module, when, result in rows:
+        start, end = target_cells(address, module.name)
+        if result is None:
+            out.append(f"{start}<td class=\"state s-pending\">not probed yet</td><td></td><td></td><td></td>"
+                       f"<td></td><td>never</td><td></td>{end}")
+            continue
+        banner, replies, cert = smtp_cells(result, now) if result.extra is not None else ("", "", "")
+        out.append(
+            f"{start}<td class=\"state {state_class(result)}\">{esc(result.state)}</td>"
+            f"<td class=num>{ms(result.connect_seconds)}</td>"
+            f"<td class=num>{banner}</td><td>{replies}</td><td>{cert}</td><td>{age(when, now)}</td>"
+            f"<td class=detail>{esc(truncated(result.detail))}</td>{end}")
+    out.append("</tbody></table>")
+    if hidden:
+        out.append(f"<p>{hidden} more targets, all succeeding, are not shown (the table shows at most "
+                   f"{max_rows}, failures first); <a href=\"/metrics\">/metrics</a> has them all.</p>")
+    return out
+
+
+def history_table(table_id: str, entries: Iterable[Recorded], now: float) -> list[str]:
+    out = [f"<table id={table_id}><thead><tr><th>When</th><th>Target</th><th>Module</th><th>State</th>"
+           "<th>Duration</th><th>Detail</th><th>Transcript</th></tr></thead><tbody>"]
+    for entry in entries:
+        result = entry.result
+        out.append(
+            f"<tr><td>{esc(time.strftime('%H:%M:%S', time.localtime(entry.when)))} ({age(entry.when, now)})</td>"
+            f"<td>{esc(entry.address)}</td><td>{esc(entry.module.name)}</td>"
+            f"<td class=\"state {state_class(result)}\">{esc(result.state)}</td>"
+            f"<td class=num>{ms(result.duration_seconds)}</td>"
+            f"<td class=detail>{esc(truncated(result.detail))}</td>"
+            f"<td><a href=\"{link('/history', id=str(entry.id))}\">transcript</a></td></tr>")
+    out.append("</tbody></table>")
+    return out
+
+
+def render_status_page(*, version: str, config: Config,
+                       rows: Iterable[tuple[HostPort, Module, float | None, ProbeResult | None]],
+                       recent: Iterable[Recorded], failures: Iterable[Recorded],
+                       now: float | None = None, refresh: int | None = None, max_rows: int = MAX_ROWS) -> str:
+    now = time.time() if now is None else now
+    example = next(iter(config.targets), None)
+    probe_link = (link("/probe", target=str(example.address), module=example.module, debug="true") if example
+                  else link("/probe", target="127.0.0.1:22", module="tcp_connect", debug="true"))
+    tally: Counter = Counter()
+    table = status_table(rows, now, tally, max_rows)
+    summary = "".join(f"<span class=\"state {summary_class(state)}\">{esc(state)}: {count}</span>"
+                      for state, count in sorted(tally.items()))
+    head_refresh = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
+    parts = [
+        "<!doctype html>",
+        f"<html><head><meta charset=\"utf-8\">{head_refresh}<title>connectivity_exporter</title>"
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>connectivity_exporter {esc(version)}</h1>",
+        f"<p>{len(config.targets)} configured targets, {len(config.modules)} modules "
+        f"(config <code>{esc(config.source)}</code>). "
+        f"Auto-refresh: <a href=\"/\">off</a> · <a href=\"/?refresh=10\">10s</a> · "
+        f"<a href=\"/?refresh=60\">60s</a>.</p>",
+        "<ul>",
+        "<li><a href=\"/metrics\">Metrics</a>: every configured target, probed now</li>",
+        f"<li><a href=\"{probe_link}\">Debug probe</a>: one target with its transcript</li>",
+        "<li><a href=\"/-/healthy\">Health</a> and <a href=\"/-/ready\">readiness</a></li>",
+        "</ul>",
+        "<h2>Targets</h2>",
+        "<p>Latest result of each target, from the last scrape of <code>/metrics</code> or "
+        "<code>/probe</code>.</p>",
+        f"<p class=summary>{summary}</p>",
+        *table,
+        "<h2>Recent probes</h2>",
+        *history_table("recent", reversed(list(recent)), now),
+        "<h2>Recent failures</h2>",
+        "<p>Kept longer than successes, so a flood of successful probes does not hide them.</p>",
+        *history_table("failures", reversed(list(failures)), now),
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def render_transcript(entry: Recorded, metrics_text: str) -> str:
+    """Plain text (served as text/plain with nosniff): what /probe?debug=true shows, for a past probe."""
+    result = entry.result
+    verdict = "SUCCESS" if result.success else "FAILURE"
+    lines = [f"Probe #{entry.id} of {entry.address} with module {entry.module.name}",
+             f"At {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(entry.when))}",
+             f"Verdict: {verdict}, state {result.state}: {result.detail}",
+             f"Duration: {result.duration_seconds * 1000:.2f} ms",
+             "",
+             "Transcript:"]
+    lines += [f"  {line}" for line in result.transcript]
+    lines += ["", "Metrics:", metrics_text]
+    return "\n".join(lines)

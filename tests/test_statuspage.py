@@ -1,0 +1,198 @@
+"""The status page and its bounded history: real scrapes of loopback targets, hostile strings escaped."""
+
+from __future__ import annotations
+
+import re
+import time
+from html.parser import HTMLParser
+from types import SimpleNamespace
+
+from exporter.address import parse_host_port
+from exporter.app import EXPORTER
+from exporter.config import Module
+from exporter.history import ProbeHistory
+from exporter.probers.result import ProbeResult, TcpState
+from exporter.statuspage import render_status_page
+from tests.conftest import tcp_config
+
+TCP = Module(name="tcp_connect", prober="tcp")
+
+
+def result(success: bool, state: str = "open", detail: str = "") -> ProbeResult:
+    return ProbeResult(success=success, state=state, tcp_state=TcpState.OPEN if success else TcpState.REFUSED,
+                       detail=detail)
+
+
+def planned(count: int) -> list[SimpleNamespace]:
+    return [SimpleNamespace(address=parse_host_port(f"127.0.{i // 250}.{i % 250 + 1}:25"), module=TCP)
+            for i in range(count)]
+
+
+class Tables(HTMLParser):
+    """Rows of every <table id=...> as lists of cell texts, plus every href."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.links: list[str] = []
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = attrs.get("id")
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "a":
+            self.links.append(attrs["href"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._table:
+            self.tables[self._table][-1].append("".join(self._cell))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+# --- history --------------------------------------------------------------------------------
+
+def test_failures_outlive_a_flood_of_successes():
+    history = ProbeHistory(recent=10, failures=5)
+    address = parse_host_port("127.0.0.1:1")
+    history.record_probe(address, TCP, result(False, "refused"), 1.0)
+    for i in range(50):
+        history.record_probe(address, TCP, result(True), 2.0 + i)
+    assert len(history.recent) == 10 and all(e.result.success for e in history.recent)
+    assert [e.result.state for e in history.failures] == ["refused"]
+    assert history.find(history.failures[0].id).result.state == "refused"
+    assert history.find(10_000) is None
+
+
+def test_a_large_scrape_keeps_only_its_newest_entries():
+    history = ProbeHistory(recent=100, failures=100)
+    targets = planned(10_000)
+    results = [result(i % 3 != 0, "open" if i % 3 else "refused") for i in range(10_000)]
+    history.record_scrape(targets, results, 5.0)
+    assert [e.address for e in history.recent] == [t.address for t in targets[-100:]]
+    failed = [t.address for t, r in zip(targets, results) if not r.success]
+    assert [e.address for e in history.failures] == failed[-100:]
+    ids = [e.id for e in (*history.recent, *history.failures)]
+    assert len(set(ids)) == len(ids)
+    rows = list(history.latest(targets))
+    assert len(rows) == 10_000 and rows[3] == (targets[3].address, TCP, 5.0, results[3])
+
+
+def test_latest_merges_scrapes_and_ad_hoc_probes_and_bounds_the_ad_hoc_ones():
+    history = ProbeHistory(ad_hoc=4)
+    targets = planned(2)
+    history.record_scrape(targets, [result(True), result(True)], 10.0)
+    for i in range(5):
+        history.record_probe(parse_host_port(f"127.1.0.{i + 1}:25"), TCP, result(True), 11.0 + i)
+    newer = result(False, "refused")
+    history.record_probe(targets[1].address, TCP, newer, 20.0)  # /probe of a configured target
+    older = result(False, "refused")
+    history.record_probe(targets[0].address, TCP, older, 9.0)  # older than the scrape: not shown
+    rows = list(history.latest(targets))
+    assert rows[0][3].success and rows[1][3] is newer and rows[1][2] == 20.0
+    # Configured targets first, then the most recent ad-hoc ones (the bound is 4 /probe keys), newest first.
+    assert [str(r[0]) for r in rows[2:]] == ["127.1.0.5:25", "127.1.0.4:25"]
+    assert list(history.latest(planned(3)))[2][2:] == (None, None)  # configured, never probed
+
+
+# --- the page, served by the real app after real probes ------------------------------------------
+
+async def test_status_page_shows_the_latest_state_of_every_target(make_client, listener, closed_port):
+    client = await make_client(tcp_config(f"127.0.0.1:{listener}", f"127.0.0.1:{closed_port}"))
+    page = Tables(await (await client.get("/")).text())
+    assert [row[2] for row in page.tables["targets"][1:]] == ["not probed yet", "not probed yet"]
+
+    assert (await client.get("/metrics")).status == 200
+    response = await client.get("/")
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    html = await response.text()
+    page = Tables(html)
+    rows = {row[0]: row for row in page.tables["targets"][1:]}
+    assert rows[f"127.0.0.1:{listener}"][2] == "open"
+    assert rows[f"127.0.0.1:{closed_port}"][2] == "refused"
+    assert rows[f"127.0.0.1:{closed_port}"][3].endswith(" ms")  # the time until the RST came back
+    assert "ECONNREFUSED" in rows[f"127.0.0.1:{closed_port}"][8]
+    assert 'class="state s-refused"' in html and 'class="state s-open"' in html
+    assert f"/probe?target=127.0.0.1:{closed_port}&amp;module=tcp_connect&amp;debug=true" in html
+    assert len(page.tables["recent"]) == 3 and len(page.tables["failures"]) == 2
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing fetched from elsewhere
+    assert "<script" not in html
+
+    # The live transcript link and the recorded transcript link both work.
+    live = await client.get(f"/probe?target=127.0.0.1:{closed_port}&module=tcp_connect&debug=true")
+    assert "Verdict: FAILURE, state refused" in await live.text()
+    history_link = next(link for link in page.links if link.startswith("/history?id="))
+    failure_link = [link for link in page.links if link.startswith("/history?id=")][-1]
+    recorded = await client.get(failure_link)
+    assert recorded.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert recorded.headers["X-Content-Type-Options"] == "nosniff"
+    text = await recorded.text()
+    assert f"of 127.0.0.1:{closed_port} with module tcp_connect" in text
+    assert f"Trying 127.0.0.1:{closed_port}..." in text
+    assert 'probe_tcp_state{state="refused"} 1' in text
+    assert (await client.get(history_link)).status == 200
+
+
+async def test_ad_hoc_probes_appear_on_the_page(make_client, listener):
+    client = await make_client(tcp_config())
+    await client.get(f"/probe?target=127.0.0.1:{listener}&module=tcp_connect")
+    rows = Tables(await (await client.get("/")).text()).tables["targets"]
+    assert rows[1][:3] == [f"127.0.0.1:{listener}", "tcp_connect", "open"]
+
+
+async def test_everything_from_servers_is_escaped_and_smtp_data_is_shown(make_client):
+    client = await make_client(tcp_config())
+    exporter = client.server.app[EXPORTER]
+    hostile = ProbeResult(success=False, state="<img src=x onerror=alert(1)>", tcp_state=TcpState.OPEN,
+                          detail='5.7.1 <script>alert("x")</script> & "quotes"',
+                          transcript=["< 554 <script>evil</script>"])
+    hostile.extra = SimpleNamespace(banner_seconds=0.0123, reply_codes={"banner": 220, "<ehlo>": "554\"><b>"},
+                                    cert_expiry=time.time() + 10 * 86400)
+    exporter.history.record_probe(parse_host_port("127.0.0.1:25"), TCP, hostile, time.time())
+    html = await (await client.get("/")).text()
+    assert "<script" not in html and "<img" not in html and "<b>" not in html and "<ehlo>" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;" in html
+    row = Tables(html).tables["targets"][1]
+    assert row[2] == "<img src=x onerror=alert(1)>"  # shown as text, with the colour of a failure
+    assert 'class="state s-fail"' in html
+    assert row[4] == "12.30 ms"
+    assert row[5] == 'banner\xa0220, <ehlo>\xa0554"><b>'
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \(in (9|10) d\)", row[6])
+
+
+def test_a_long_table_is_cut_but_never_hides_a_failure():
+    targets = planned(30)
+    results = [result(i != 17, "open" if i != 17 else "refused") for i in range(30)]
+    history = ProbeHistory()
+    history.record_scrape(targets, results, time.time())
+    page = render_status_page(version="t", config=tcp_config(), rows=history.latest(targets + planned(31)[30:]),
+                              recent=(), failures=(), max_rows=10)
+    rows = Tables(page).tables["targets"][1:]
+    assert len(rows) == 10
+    assert [row[2] for row in rows[:2]] == ["refused", "not probed yet"]
+    assert "21 more targets, all succeeding, are not shown" in page
+    assert '<span class="state s-open">open: 29</span>' in page  # the summary still counts every target
+
+
+async def test_refresh_and_bad_history_ids(make_client):
+    client = await make_client(tcp_config())
+    assert '<meta http-equiv="refresh" content="10">' in await (await client.get("/?refresh=10")).text()
+    assert '<meta http-equiv="refresh" content="5">' in await (await client.get("/?refresh=1")).text()
+    assert "http-equiv" not in await (await client.get("/?refresh=<x>")).text()
+    for raw in ("", "abc", "-1", "99999", "1" * 40):
+        response = await client.get("/history", params={"id": raw})
+        assert response.status == 404
+        assert "in the history" in await response.text()
