@@ -112,7 +112,7 @@ def test_config_errors_exit_1_one_line_each(tmp_path):
     done = run_exporter(f"--config.file={bad}")
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
-        f"{bad}: extra: unknown key (valid keys: global, modules, targets)",
+        f"{bad}: extra: unknown key (valid keys: global, modules, targets, probe_access)",
         f"{bad}: modules.m.timeout: expected a duration such as 250ms, 5s or 1m, got 5 (durations need a unit)"]
     missing = run_exporter(f"--config.file={tmp_path}/nope.yml")
     assert (missing.returncode, missing.stderr) == (1, f"{tmp_path}/nope.yml: cannot read the config file: "
