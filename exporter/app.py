@@ -133,6 +133,11 @@ def debug_report(target: str, module: str, result, metrics_text: str) -> str:
              "",
              "Transcript:"]
     lines += [f"  {line}" for line in result.transcript]
+    # Probers that talk a protocol (smtp) explain each reply code the server sent.
+    explanations = getattr(result.extra, "explanations", None)
+    if explanations:
+        lines += ["", "Reply codes explained:"]
+        lines += [f"  {heading}: {meaning}" for heading, meaning in explanations]
     lines += ["", "Metrics:", metrics_text]
     return "\n".join(lines)
 

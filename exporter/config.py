@@ -6,8 +6,12 @@ inside it (``targets[3].module``) and what is wrong; unknown keys are errors.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
 import re
+import socket
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -23,7 +27,7 @@ MAX_LABEL_VALUE_LENGTH = 1024
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 # Labels the exporter or Prometheus set themselves; a user label of that name would clash.
-RESERVED_LABELS = frozenset({"target", "module", "state", "stage", "capability", "version", "code",
+RESERVED_LABELS = frozenset({"target", "module", "state", "stage", "capability", "mechanism", "version", "code",
                              "instance", "job", "le", "quantile"})
 
 
@@ -43,11 +47,83 @@ class TcpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Secret:
+    """A password read from a file: compared and hashed by value, never shown by ``repr``/``str``."""
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class PemFile:
+    """A CA bundle read (and checked) at load time, so a reload picks up a changed file."""
+    path: str
+    text: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    ca_file: PemFile | None = None       # None: the system's trust store
+    server_name: str | None = None       # None: the target's host
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpAuth:
+    username: str
+    password: Secret
+    mechanism: str = "auto"              # auto | plain | login
+
+
+@functools.cache
+def local_fqdn() -> str:
+    """This host's FQDN, the default EHLO name; looked up once, at the first load that needs it."""
+    return socket.getfqdn() or "localhost"
+
+
+DEFAULT_TEST_SUBJECT = "connectivity_exporter test message"
+DEFAULT_TEST_BODY = "This message was sent by connectivity_exporter to test mail delivery.\n"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    ehlo: str | None = None              # None: this host's FQDN (filled in at load)
+    expect_banner: re.Pattern | None = None
+    starttls: str = "opportunistic"      # no | opportunistic | required (ignored with tls: true)
+    tls: bool = False                    # implicit TLS from the first byte (port 465)
+    tls_config: TlsConfig = TlsConfig()
+    mail_from: str | None = None
+    rcpt_to: str | None = None
+    send_test_message: bool = False
+    subject: str = DEFAULT_TEST_SUBJECT
+    body: str = DEFAULT_TEST_BODY
+    auth: SmtpAuth | None = None
+
+    def __post_init__(self) -> None:
+        if self.ehlo is None:
+            object.__setattr__(self, "ehlo", local_fqdn())
+        if self.rcpt_to and not self.mail_from:
+            raise ValueError("rcpt_to needs mail_from (the envelope starts with MAIL FROM)")
+        if self.send_test_message and not (self.mail_from and self.rcpt_to):
+            raise ValueError("send_test_message needs mail_from and rcpt_to")
+        if self.auth is not None and not (self.tls or self.starttls == "required"):
+            raise ValueError("auth needs an encrypted session: set starttls: required or tls: true")
+
+    @property
+    def encrypted(self) -> bool:
+        return self.tls or self.starttls != "no"
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     name: str
     prober: str
     timeout: float = 5.0
     tcp: TcpSettings = TcpSettings()
+    smtp: SmtpSettings | None = None     # set for prober: smtp
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +173,14 @@ class Config:
     probe_access: ProbeAccess | None = None  # None: /probe may probe anything (blackbox_exporter's default)
 
 
+SMTP_PORT = 25
+SMTPS_PORT = 465
+
+
 def default_port(module: Module) -> int | None:
     """Port used when a target leaves it out (None: the port is required)."""
+    if module.smtp is not None:
+        return SMTPS_PORT if module.smtp.tls else SMTP_PORT
     return None
 
 
@@ -236,14 +318,114 @@ def _labels(value: Any, path: str, errs: _Errors) -> Any:
     return tuple(labels) if ok else _INVALID
 
 
+def _regex(value: Any, path: str, errs: _Errors) -> Any:
+    if not isinstance(value, str) or not value:
+        return errs.add(path, f"expected a regular expression, got {_kind(value)}")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        return errs.add(path, f"invalid regular expression {value!r}: {exc.msg} at position {exc.pos}")
+
+
+def _token(what: str, example: str, pattern: re.Pattern) -> Parser:
+    """A printable-ASCII word sent on an SMTP command line: no spaces, controls or angle brackets."""
+    def parse(value: Any, path: str, errs: _Errors) -> Any:
+        if not isinstance(value, str) or not pattern.match(value):
+            shown = repr(value) if isinstance(value, str) else _kind(value)
+            return errs.add(path, f"expected {what} like {example} (printable ASCII, no spaces or "
+                                  f"angle brackets), got {shown}")
+        return value
+    return parse
+
+
+_SMTP_WORD = re.compile(r"[!-;=?-~]{1,254}\Z")  # printable ASCII minus '<' and '>'
+
+
+def _starttls(value: Any, path: str, errs: _Errors) -> Any:
+    # YAML 1.1 reads an unquoted `no` as false; accept it as the word it was meant to be.
+    return _choice("no", "opportunistic", "required")("no" if value is False else value, path, errs)
+
+
+def _read_small_file(value: Any, path: str, errs: _Errors, what: str) -> str | object:
+    if not isinstance(value, str) or not value:
+        return errs.add(path, f"expected a file path, got {_kind(value)}")
+    location = value
+    if not os.path.isabs(value) and os.path.isfile(errs.source):
+        location = os.path.join(os.path.dirname(errs.source), value)  # relative to the config file, as Prometheus does
+    try:
+        with open(location, "rb") as handle:
+            data = handle.read(1024 * 1024 + 1)
+    except OSError as exc:
+        return errs.add(path, f"cannot read {what} {value!r}: {exc.strerror or exc}")
+    if len(data) > 1024 * 1024:
+        return errs.add(path, f"{what} {value!r} is larger than 1 MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return errs.add(path, f"{what} {value!r} is not UTF-8 text")
+
+
+def _ca_file(value: Any, path: str, errs: _Errors) -> Any:
+    text = _read_small_file(value, path, errs, "CA file")
+    if text is _INVALID:
+        return _INVALID
+    try:
+        ssl.create_default_context(cadata=text)
+    except (ssl.SSLError, ValueError):
+        return errs.add(path, f"CA file {value!r} holds no valid PEM certificate")
+    return PemFile(value, text)
+
+
+def _password_file(value: Any, path: str, errs: _Errors) -> Any:
+    text = _read_small_file(value, path, errs, "password file")
+    if text is _INVALID:
+        return _INVALID
+    password = text.rstrip("\r\n")
+    if not password or "\n" in password:
+        return errs.add(path, f"password file {value!r} must hold the password on one line")
+    return Secret(password)
+
+
+def _subsection(fields: Mapping[str, Field], build: Callable[..., Any]) -> Parser:
+    def parse(value: Any, path: str, errs: _Errors) -> Any:
+        parsed = _section(value, path, fields, errs)
+        return _INVALID if parsed is _INVALID else build(**parsed)
+    return parse
+
+
 TCP_FIELDS = {
     "preferred_ip_protocol": Field(_choice("ip4", "ip6"), "ip4"),
     "ip_protocol_fallback": Field(_boolean, True),
     "source_ip_address": Field(_ip_address, None),
 }
+TLS_CONFIG_FIELDS = {
+    "ca_file": Field(_ca_file, None),
+    "server_name": Field(_string, None),
+    "insecure_skip_verify": Field(_boolean, False),
+}
+AUTH_FIELDS = {
+    "username": Field(_string),
+    "password_file": Field(_password_file),
+    "mechanism": Field(_choice("auto", "plain", "login"), "auto"),
+}
+SMTP_FIELDS = {
+    "ehlo": Field(_token("a host name", "probe.example.com", _SMTP_WORD), None),
+    "expect_banner": Field(_regex, None),
+    "starttls": Field(_starttls, "opportunistic"),
+    "tls": Field(_boolean, False),
+    "tls_config": Field(_subsection(TLS_CONFIG_FIELDS, TlsConfig), TlsConfig()),
+    "mail_from": Field(_token("a mail address", "probe@example.com", _SMTP_WORD), None),
+    "rcpt_to": Field(_token("a mail address", "postmaster@example.com", _SMTP_WORD), None),
+    "send_test_message": Field(_boolean, False),
+    "subject": Field(_string, DEFAULT_TEST_SUBJECT),
+    "body": Field(_string, DEFAULT_TEST_BODY),
+    "auth": Field(_subsection(AUTH_FIELDS, lambda username, password_file, mechanism:
+                              SmtpAuth(username, password_file, mechanism)), None),
+}
 # Prober name -> the module sections it reads, each with its fields and the class it builds.
 PROBER_SECTIONS: dict[str, dict[str, tuple[Mapping[str, Field], type]]] = {
     "tcp": {"tcp": (TCP_FIELDS, TcpSettings)},
+    "smtp": {"tcp": (TCP_FIELDS, TcpSettings), "smtp": (SMTP_FIELDS, SmtpSettings)},
 }
 MODULE_FIELDS = {
     "prober": Field(_choice(*PROBER_SECTIONS)),

@@ -10,6 +10,8 @@ from exporter.config import Module
 from exporter.exposition import COMMON_FAMILIES, TCP_FAMILIES, Family
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult
+from exporter.probers.smtp import probe_smtp
+from exporter.probers.smtp_metrics import SMTP_FAMILIES
 from exporter.probers.tcp import probe_tcp
 
 ProbeFn = Callable[[HostPort, Module, float, Resolver], Awaitable[ProbeResult]]
@@ -28,6 +30,7 @@ class Prober:
 
 PROBERS: dict[str, Prober] = {
     "tcp": Prober(probe_tcp, COMMON_FAMILIES + TCP_FAMILIES),
+    "smtp": Prober(probe_smtp, COMMON_FAMILIES + TCP_FAMILIES + SMTP_FAMILIES),
 }
 
 
