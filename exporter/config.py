@@ -322,7 +322,8 @@ def _regex(value: Any, path: str, errs: _Errors) -> Any:
     if not isinstance(value, str) or not value:
         return errs.add(path, f"expected a regular expression, got {_kind(value)}")
     try:
-        return re.compile(value)
+        # Searched in the whole greeting, one line per reply line: ^ and $ match at each line.
+        return re.compile(value, re.MULTILINE)
     except re.error as exc:
         return errs.add(path, f"invalid regular expression {value!r}: {exc.msg} at position {exc.pos}")
 
