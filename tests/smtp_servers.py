@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import trustme
+from cryptography import x509
 
 from exporter.address import parse_host_port
 from exporter.config import Config, parse_config
@@ -122,6 +123,12 @@ class Pki:
         self.expired = self.ca.issue_cert("mx.test", "127.0.0.1",
                                           not_before=datetime.datetime(2019, 1, 1, tzinfo=datetime.timezone.utc),
                                           not_after=self.expired_not_after)
+
+    @staticmethod
+    def not_after(cert: trustme.LeafCert) -> float:
+        """The leaf's expiry as Unix time, read with cryptography (a dependency of trustme)."""
+        leaf = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
+        return leaf.not_valid_after_utc.timestamp()
 
     @staticmethod
     def server_context(cert: trustme.LeafCert) -> ssl.SSLContext:

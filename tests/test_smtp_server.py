@@ -1,0 +1,175 @@
+"""The SMTP prober against a real SMTP server library (aiosmtpd) on loopback, with test certificates (trustme)."""
+
+from __future__ import annotations
+
+import pytest
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+from tests.smtp_servers import Pki, probe, servers  # noqa: F401 - fixture
+
+
+class Mailbox:
+    """An aiosmtpd handler: refuses recipients starting with 'nobody', keeps delivered messages."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("nobody"):
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope.content)
+        return "250 2.0.0 OK: queued"
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"probe", b"s3cret-pw")
+    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends the 535 itself
+
+
+@pytest.fixture
+def pki(tmp_path) -> Pki:
+    return Pki(tmp_path)
+
+
+async def start_aiosmtpd(servers, cert=None, implicit=False, mailbox=None, **options) -> int:  # noqa: F811
+    context = Pki.server_context(cert) if cert is not None else None
+    mailbox = mailbox or Mailbox()
+
+    def factory():
+        return SMTP(mailbox, hostname="mx.test", tls_context=None if implicit else context,
+                    authenticator=authenticator, auth_require_tls=True, **options)
+    return await servers.serve_protocol(factory, ssl=context if implicit else None)
+
+
+def tls_config(pki: Pki, **extra) -> str:
+    fields = {"ca_file": f"'{pki.ca_file}'", "server_name": "mx.test", **extra}
+    return "{" + ", ".join(f"{key}: {value}" for key, value in fields.items()) + "}"
+
+
+async def test_plain_session(servers):  # noqa: F811
+    result = await probe(await start_aiosmtpd(servers), "{starttls: no, ehlo: probe.example.com}")
+    assert (result.state, result.success) == ("ok", True)
+    details = result.extra
+    assert details.replies["banner"].code == 220 and details.replies["quit"].code == 221
+    assert {"SIZE", "8BITMIME"} <= details.capabilities and "STARTTLS" not in details.capabilities
+    assert details.size_limit == 33554432
+    assert 0 < details.banner_seconds < 1
+    assert "C: EHLO probe.example.com" in result.transcript
+    assert details.tls is None and not details.encrypted
+
+
+async def test_starttls_required_with_a_verified_certificate(servers, pki):  # noqa: F811
+    port = await start_aiosmtpd(servers, pki.valid)
+    result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}}}")
+    assert result.state == "ok", result.detail
+    details = result.extra
+    assert details.encrypted and details.tls.verified is True
+    assert details.tls.version in ("TLS 1.2", "TLS 1.3")
+    assert "STARTTLS" in details.capabilities  # as advertised before TLS
+    assert "AUTH" in details.capabilities  # aiosmtpd offers AUTH only once encrypted: the second EHLO counted
+    leaf_expiry = pki.not_after(pki.valid)
+    assert details.tls.earliest_expiry == leaf_expiry
+    # The verified chain includes the CA, which trustme makes to outlive the leaf.
+    assert details.tls.verified_chain_expiry == leaf_expiry
+    commands = [line.split()[1] for line in result.transcript if line.startswith("C: ")]
+    assert commands == ["EHLO", "STARTTLS", "EHLO", "QUIT"]
+
+
+async def test_wrong_name_fails_when_required(servers, pki):  # noqa: F811
+    port = await start_aiosmtpd(servers, pki.wrong_name)
+    result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}}}")
+    assert result.state == "tls_error"
+    assert "did not verify" in result.detail and "mismatch" in result.detail.lower()
+    assert result.extra.tls.verified is False
+
+
+async def test_wrong_name_is_reported_but_tolerated_when_opportunistic(servers, pki):  # noqa: F811
+    port = await start_aiosmtpd(servers, pki.wrong_name)
+    result = await probe(port, f"{{starttls: opportunistic, tls_config: {tls_config(pki)}}}")
+    assert result.state == "ok", result.detail
+    tls = result.extra.tls
+    assert tls.verified is False and "mismatch" in tls.verify_error.lower()
+    assert tls.earliest_expiry is not None and tls.verified_chain_expiry is None
+    assert any("reconnects and continues without verification" in line for line in result.transcript)
+
+
+async def test_expired_certificate(servers, pki):  # noqa: F811
+    port = await start_aiosmtpd(servers, pki.expired)
+    required = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}}}")
+    assert required.state == "tls_error"
+    assert "expired" in required.detail
+    skipped = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki, insecure_skip_verify='true')}}}")
+    assert skipped.state == "ok"
+    assert skipped.extra.tls.verified is None  # not checked
+    assert skipped.extra.tls.earliest_expiry == pki.expired_not_after.timestamp()
+
+
+async def test_untrusted_ca_without_ca_file(servers, pki):  # noqa: F811
+    port = await start_aiosmtpd(servers, pki.valid)
+    result = await probe(port, "{starttls: required, tls_config: {server_name: mx.test}}")
+    assert result.state == "tls_error"
+    assert "unable to get local issuer certificate" in result.detail
+
+
+async def test_implicit_tls(servers, pki):  # noqa: F811
+    port = await start_aiosmtpd(servers, pki.valid, implicit=True)
+    result = await probe(port, f"{{tls: true, tls_config: {tls_config(pki)}}}")
+    assert result.state == "ok", result.detail
+    assert result.extra.encrypted and result.extra.tls.verified
+    assert "STARTTLS" not in result.extra.capabilities
+    assert result.extra.stage_seconds["tls"] > 0
+    assert not any(line == "C: STARTTLS" for line in result.transcript)
+
+
+async def test_implicit_tls_against_a_plain_server(servers, pki):  # noqa: F811
+    result = await probe(await start_aiosmtpd(servers), f"{{tls: true, tls_config: {tls_config(pki)}}}")
+    assert result.state == "tls_error"
+
+
+async def test_envelope_accepted_and_rejected(servers):  # noqa: F811
+    port = await start_aiosmtpd(servers)
+    accepted = await probe(port, "{mail_from: probe@example.com, rcpt_to: postmaster@example.com}")
+    assert accepted.state == "ok"
+    assert [accepted.extra.replies[s].code for s in ("mail", "rcpt", "rset")] == [250, 250, 250]
+    rejected = await probe(port, "{mail_from: probe@example.com, rcpt_to: nobody@example.com}")
+    assert rejected.state == "recipient_rejected"
+    assert rejected.extra.replies["rcpt"].enhanced == "5.1.1"
+    assert "mailbox does not exist" in rejected.detail
+
+
+@pytest.mark.parametrize("mechanism", ["plain", "login"])
+async def test_auth(servers, pki, tmp_path, mechanism):  # noqa: F811
+    port = await start_aiosmtpd(servers, pki.valid)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text("s3cret-pw\n")
+    bad.write_text("wrong-pw\n")
+    base = f"starttls: required, tls_config: {tls_config(pki)}"
+    ok = await probe(port, f"{{{base}, auth: {{username: probe, password_file: '{good}', mechanism: {mechanism}}}}}")
+    assert ok.state == "ok", ok.detail
+    assert ok.extra.replies["auth"].code == 235
+    failed = await probe(port, f"{{{base}, auth: {{username: probe, password_file: '{bad}', mechanism: {mechanism}}}}}")
+    assert failed.state == "auth_failed"
+    assert failed.extra.replies["auth"].code == 535
+    for result, secret in ((ok, "s3cret-pw"), (failed, "wrong-pw")):
+        text = "\n".join(result.transcript) + result.detail
+        assert secret not in text
+        assert "********" in text
+
+
+async def test_test_message_is_sent_only_when_configured(servers):  # noqa: F811
+    mailbox = Mailbox()
+    port = await start_aiosmtpd(servers, mailbox=mailbox)
+    await probe(port, "{mail_from: probe@example.com, rcpt_to: postmaster@example.com}")
+    assert mailbox.messages == []
+    result = await probe(port, "{mail_from: probe@example.com, rcpt_to: postmaster@example.com, "
+                               "send_test_message: true, subject: 'probe 42', body: \"hello\\n.starts with a dot\\n\"}")
+    assert result.state == "ok", result.detail
+    assert result.extra.replies["data"].code == 250
+    [message] = mailbox.messages
+    assert b"Subject: probe 42" in message
+    assert b"\r\n.starts with a dot" in message  # dot-stuffed on the wire, unstuffed by the server
+    assert b"From: probe@example.com" in message
