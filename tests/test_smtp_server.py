@@ -173,3 +173,30 @@ async def test_test_message_is_sent_only_when_configured(servers):  # noqa: F811
     assert b"Subject: probe 42" in message
     assert b"\r\n.starts with a dot" in message  # dot-stuffed on the wire, unstuffed by the server
     assert b"From: probe@example.com" in message
+
+
+def test_tls_paths_under_uvloop(tmp_path):
+    """The exporter runs on uvloop by default: STARTTLS, the verification fallback and implicit TLS work there too."""
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (pip install '.[fast]')")
+    import asyncio
+
+    from tests.smtp_servers import Servers
+
+    pki = Pki(tmp_path)
+
+    async def scenario():
+        started = Servers()
+        try:
+            states = []
+            for cert, implicit, mode in [(pki.valid, False, "required"), (pki.wrong_name, False, "opportunistic"),
+                                         (pki.valid, True, "no"), (pki.expired, False, "required")]:
+                port = await start_aiosmtpd(started, cert, implicit=implicit)
+                result = await probe(port, f"{{starttls: {mode}, tls: {str(implicit).lower()}, "
+                                           f"tls_config: {tls_config(pki)}}}")
+                states.append((str(result.state), result.extra.tls.verified))
+            return states
+        finally:
+            await started.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(scenario()) == [("ok", True), ("ok", False), ("ok", True), ("tls_error", False)]
