@@ -109,6 +109,8 @@ class SmtpSettings:
             raise ValueError("rcpt_to needs mail_from (the envelope starts with MAIL FROM)")
         if self.send_test_message and not (self.mail_from and self.rcpt_to):
             raise ValueError("send_test_message needs mail_from and rcpt_to")
+        if "\n" in self.subject or "\r" in self.subject:
+            raise ValueError("subject must be a single line")
         if self.auth is not None and not (self.tls or self.starttls == "required"):
             raise ValueError("auth needs an encrypted session: set starttls: required or tls: true")
 

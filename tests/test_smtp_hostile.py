@@ -13,7 +13,10 @@ import tracemalloc
 import pytest
 
 from exporter.probers.smtp_replies import MAX_LINE_BYTES
-from tests.smtp_servers import FloodProcess, Pki, Script, probe, servers  # noqa: F401 - fixture
+from tests import smtp_servers
+from tests.smtp_servers import FloodProcess, Pki, Script, probe
+
+servers = smtp_servers.servers  # the fixture
 
 
 async def timed_probe(port: int, smtp: str = "{}", timeout: str = "2s"):
@@ -38,7 +41,7 @@ async def test_connect_failed_keeps_the_tcp_reason(closed_port):
     (b"554 5.7.1 Service unavailable; client [127.0.0.1] blocked using zen.example\r\n", 554),
     (b"421 4.3.2 Too many connections, try again later\r\n", 421),
 ])
-async def test_banner_rejected_is_its_own_state_and_still_says_quit(servers, greeting, code):  # noqa: F811
+async def test_banner_rejected_is_its_own_state_and_still_says_quit(servers, greeting, code):
     script = Script(greeting=greeting)
     result = await probe(await servers.start(script))
     assert result.state == "banner_rejected"
@@ -48,7 +51,7 @@ async def test_banner_rejected_is_its_own_state_and_still_says_quit(servers, gre
         assert "block list" in result.detail and "rejected by policy" in result.detail
 
 
-async def test_banner_mismatch(servers):  # noqa: F811
+async def test_banner_mismatch(servers):
     port = await servers.start(Script(greeting=b"220-first line\r\n220 other.example ESMTP\r\n"))
     result = await probe(port, "{expect_banner: '^220 mx\\.test'}")
     assert result.state == "banner_mismatch"
@@ -56,7 +59,7 @@ async def test_banner_mismatch(servers):  # noqa: F811
     assert matching.state == "ok"
 
 
-async def test_ehlo_rejected_after_helo_fallback_fails(servers):  # noqa: F811
+async def test_ehlo_rejected_after_helo_fallback_fails(servers):
     script = Script(replies={"EHLO": b"550 5.7.1 go away\r\n", "HELO": b"550 5.7.1 go away\r\n"})
     result = await probe(await servers.start(script))
     assert result.state == "ehlo_rejected"
@@ -64,7 +67,7 @@ async def test_ehlo_rejected_after_helo_fallback_fails(servers):  # noqa: F811
     assert result.extra.replies["helo"].code == 550
 
 
-async def test_ehlo_5xx_falls_back_to_helo(servers):  # noqa: F811
+async def test_ehlo_5xx_falls_back_to_helo(servers):
     script = Script(replies={"EHLO": b"502 5.5.2 Command not implemented\r\n"})
     result = await probe(await servers.start(script), "{starttls: required}")
     # HELO works but offers no extensions, so required STARTTLS is unavailable.
@@ -73,20 +76,20 @@ async def test_ehlo_5xx_falls_back_to_helo(servers):  # noqa: F811
     assert result.extra.capabilities == frozenset()
 
 
-async def test_ehlo_4xx_is_rejected_without_helo(servers):  # noqa: F811
+async def test_ehlo_4xx_is_rejected_without_helo(servers):
     script = Script(replies={"EHLO": b"421 4.7.0 closing\r\n"})
     result = await probe(await servers.start(script))
     assert result.state == "ehlo_rejected"
     assert b"HELO" not in sent(script)
 
 
-async def test_starttls_unavailable_when_required_but_not_offered(servers):  # noqa: F811
+async def test_starttls_unavailable_when_required_but_not_offered(servers):
     port = await servers.start(Script())
     assert (await probe(port, "{starttls: required}")).state == "starttls_unavailable"
     assert (await probe(port, "{starttls: opportunistic}")).state == "ok"
 
 
-async def test_starttls_refused(servers):  # noqa: F811
+async def test_starttls_refused(servers):
     script = Script(replies={"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n", "STARTTLS": b"454 4.7.0 TLS not available\r\n"})
     port = await servers.start(script)
     required = await probe(port, "{starttls: required}")
@@ -96,7 +99,7 @@ async def test_starttls_refused(servers):  # noqa: F811
     assert opportunistic.state == "ok" and opportunistic.extra.encrypted is False
 
 
-async def test_auth_failed(servers, tmp_path):  # noqa: F811
+async def test_auth_failed(servers, tmp_path):
     pki = Pki(tmp_path)
     (tmp_path / "password").write_text("s3cret-pw\n")
     script = Script(replies={"EHLO": b"250-mx.test\r\n250-AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n",
@@ -112,7 +115,7 @@ async def test_auth_failed(servers, tmp_path):  # noqa: F811
     assert "s3cret-pw" not in everything and "czNjcmV0LXB3" not in everything
 
 
-async def test_sender_rejected(servers):  # noqa: F811
+async def test_sender_rejected(servers):
     script = Script(replies={"MAIL": b"553 5.1.8 Sender address domain does not exist\r\n"})
     result = await probe(await servers.start(script), "{mail_from: probe@example.com, rcpt_to: pm@example.com}")
     assert result.state == "sender_rejected"
@@ -120,14 +123,14 @@ async def test_sender_rejected(servers):  # noqa: F811
     assert "sender's domain is wrong" in result.detail
 
 
-async def test_recipient_rejected(servers):  # noqa: F811
+async def test_recipient_rejected(servers):
     script = Script(replies={"RCPT": b"550 5.1.1 <nobody@example.com>: Recipient address rejected\r\n"})
     result = await probe(await servers.start(script), "{mail_from: probe@example.com, rcpt_to: nobody@example.com}")
     assert result.state == "recipient_rejected"
     assert result.extra.replies["rcpt"].enhanced == "5.1.1"
 
 
-async def test_envelope_test_ends_with_rset_and_sends_no_message(servers):  # noqa: F811
+async def test_envelope_test_ends_with_rset_and_sends_no_message(servers):
     script = Script()
     result = await probe(await servers.start(script), "{mail_from: probe@example.com, rcpt_to: pm@example.com}")
     assert result.state == "ok"
@@ -136,7 +139,7 @@ async def test_envelope_test_ends_with_rset_and_sends_no_message(servers):  # no
 
 @pytest.mark.parametrize("replies", [{"DATA": b"554 5.5.1 No valid recipients\r\n"},
                                      {".": b"554 5.6.0 Message rejected as spam\r\n"}])
-async def test_data_rejected(servers, replies):  # noqa: F811
+async def test_data_rejected(servers, replies):
     script = Script(replies=replies)
     result = await probe(await servers.start(script),
                          "{mail_from: a@example.com, rcpt_to: b@example.com, send_test_message: true}")
@@ -144,7 +147,7 @@ async def test_data_rejected(servers, replies):  # noqa: F811
     assert result.extra.replies["data"].code == 554
 
 
-async def test_timeout_after_the_greeting(servers):  # noqa: F811
+async def test_timeout_after_the_greeting(servers):
     async def stall_after_greeting(reader, writer):
         writer.write(b"220 mx.test\r\n")
         await reader.readline()
@@ -157,7 +160,7 @@ async def test_timeout_after_the_greeting(servers):  # noqa: F811
 
 # --- hostile behaviour -------------------------------------------------------------------------
 
-async def test_greeting_that_never_comes(servers):  # noqa: F811
+async def test_greeting_that_never_comes(servers):
     async def silent(reader, writer):
         await asyncio.sleep(3600)
 
@@ -167,7 +170,7 @@ async def test_greeting_that_never_comes(servers):  # noqa: F811
     assert 0.15 < took < 0.5
 
 
-async def test_greeting_trickling_a_byte_at_a_time(servers):  # noqa: F811
+async def test_greeting_trickling_a_byte_at_a_time(servers):
     async def trickle(reader, writer):
         for byte in b"220 mx.test a very slow greeting\r\n":
             writer.write(bytes([byte]))
@@ -194,7 +197,7 @@ async def test_one_mebibyte_line_without_newline():
     assert peak < 600 * 1024, f"peak {peak} bytes: the line was buffered"
 
 
-async def test_endless_continuation_lines(servers):  # noqa: F811
+async def test_endless_continuation_lines(servers):
     async def endless(reader, writer):
         writer.write(b"220 mx.test\r\n")
         await reader.readline()
@@ -210,7 +213,7 @@ async def test_endless_continuation_lines(servers):  # noqa: F811
     assert len(result.transcript) <= 201
 
 
-async def test_invalid_utf8_and_control_characters_are_escaped(servers):  # noqa: F811
+async def test_invalid_utf8_and_control_characters_are_escaped(servers):
     script = Script(greeting=b"220 mx.test \xff\xfe\x00\x1b[31m \"q\" \\ evil\r\n")
     result = await probe(await servers.start(script))
     assert result.state == "ok"  # the code is valid; the text is the server's business
@@ -219,13 +222,13 @@ async def test_invalid_utf8_and_control_characters_are_escaped(servers):  # noqa
     assert all(ord(ch) >= 0x20 for line in result.transcript for ch in line)
 
 
-async def test_garbage_instead_of_a_greeting(servers):  # noqa: F811
+async def test_garbage_instead_of_a_greeting(servers):
     result = await probe(await servers.start(Script(greeting=b"SSH-2.0-OpenSSH_9.2\r\n")))
     assert result.state == "protocol_error"
     assert "not an SMTP reply line" in result.detail
 
 
-async def test_server_closing_mid_dialogue(servers):  # noqa: F811
+async def test_server_closing_mid_dialogue(servers):
     async def hang_up_after_ehlo(reader, writer):
         writer.write(b"220 mx.test\r\n")
         await reader.readline()
@@ -237,7 +240,7 @@ async def test_server_closing_mid_dialogue(servers):  # noqa: F811
     assert "closed the connection" in result.detail
 
 
-async def test_close_right_after_accept(servers):  # noqa: F811
+async def test_close_right_after_accept(servers):
     async def hang_up(reader, writer):
         pass
 
@@ -245,7 +248,7 @@ async def test_close_right_after_accept(servers):  # noqa: F811
     assert result.state == "protocol_error"
 
 
-async def test_starttls_as_the_last_ehlo_line_is_seen(servers, tmp_path):  # noqa: F811
+async def test_starttls_as_the_last_ehlo_line_is_seen(servers, tmp_path):
     pki = Pki(tmp_path)
     script = Script(replies={"EHLO": b"250-mx.test\r\n250-SIZE 1000\r\n250 STARTTLS\r\n"},
                     tls_context=Pki.server_context(pki.valid))
@@ -257,7 +260,7 @@ async def test_starttls_as_the_last_ehlo_line_is_seen(servers, tmp_path):  # noq
     assert sent(script)[:2] == [b"EHLO", b"STARTTLS"]
 
 
-async def test_starttls_handshake_failure(servers):  # noqa: F811
+async def test_starttls_handshake_failure(servers):
     async def fake_tls(reader, writer):
         writer.write(b"220 mx.test\r\n")
         await reader.readline()
@@ -275,7 +278,7 @@ async def test_starttls_handshake_failure(servers):  # noqa: F811
     assert took < 1.0
 
 
-async def test_starttls_handshake_that_stalls(servers):  # noqa: F811
+async def test_starttls_handshake_that_stalls(servers):
     async def no_tls(reader, writer):
         writer.write(b"220 mx.test\r\n")
         await reader.readline()
@@ -290,7 +293,7 @@ async def test_starttls_handshake_that_stalls(servers):  # noqa: F811
     assert took < 0.5
 
 
-async def test_data_pushed_after_starttls_reply_is_refused(servers):  # noqa: F811
+async def test_data_pushed_after_starttls_reply_is_refused(servers):
     script = Script(replies={"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n",
                              "STARTTLS": b"220 go ahead\r\n250 injected before TLS\r\n"})
     result = await probe(await servers.start(script), "{starttls: required}")
@@ -298,7 +301,7 @@ async def test_data_pushed_after_starttls_reply_is_refused(servers):  # noqa: F8
     assert "before the TLS handshake" in result.detail
 
 
-async def test_transcript_is_bounded_per_line(servers):  # noqa: F811
+async def test_transcript_is_bounded_per_line(servers):
     long_text = b"x" * 1500
     result = await probe(await servers.start(Script(greeting=b"220 " + long_text + b"\r\n")))
     assert result.state == "ok"

@@ -7,7 +7,10 @@ import subprocess
 from exporter.config import parse_config
 from tests.conftest import require_binary
 from tests.metrics_text import samples, state_of, value
-from tests.smtp_servers import Script, servers  # noqa: F401 - fixture
+from tests import smtp_servers
+from tests.smtp_servers import Script
+
+servers = smtp_servers.servers  # the fixture
 
 HOSTILE_GREETING = b'220 mx.test "quoted" back\\slash \x00 nul \xff\xfe invalid utf-8 {a="b"} \x1b[0m\r\n'
 
@@ -29,7 +32,7 @@ targets:
 """, "test.yml")
 
 
-async def test_debug_explains_a_blocked_greeting(make_client, servers):  # noqa: F811
+async def test_debug_explains_a_blocked_greeting(make_client, servers):
     port = await servers.start(Script(greeting=b"554 5.7.1 Service unavailable; client host blocked\r\n"))
     client = await make_client(smtp_app_config())
     response = await client.get("/probe", params={"target": f"127.0.0.1:{port}", "module": "smtp_banner",
@@ -46,7 +49,7 @@ async def test_debug_explains_a_blocked_greeting(make_client, servers):  # noqa:
     assert 'probe_smtp_enhanced_status_code_info{stage="banner",code="5.7.1"} 1' in text
 
 
-async def test_debug_explains_every_reply_of_an_envelope_test(make_client, servers):  # noqa: F811
+async def test_debug_explains_every_reply_of_an_envelope_test(make_client, servers):
     script = Script(replies={"RCPT": b"550 5.1.1 <nobody@example.com>: Recipient address rejected\r\n"})
     port = await servers.start(script)
     client = await make_client(smtp_app_config())
@@ -65,7 +68,7 @@ async def test_default_port_is_25(make_client):
     assert "Trying 127.0.0.1:25..." in text
 
 
-async def test_metrics_with_smtp_targets_pass_promtool(make_client, servers, closed_port):  # noqa: F811
+async def test_metrics_with_smtp_targets_pass_promtool(make_client, servers, closed_port):
     promtool = require_binary("promtool")
     good = await servers.start(Script())
     hostile = await servers.start(Script(greeting=HOSTILE_GREETING))

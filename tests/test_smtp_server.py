@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from tests.smtp_servers import Pki, probe, servers  # noqa: F401 - fixture
+from tests import smtp_servers
+from tests.smtp_servers import Pki, probe
+
+servers = smtp_servers.servers  # the fixture
 
 
 class Mailbox:
@@ -35,7 +38,7 @@ def pki(tmp_path) -> Pki:
     return Pki(tmp_path)
 
 
-async def start_aiosmtpd(servers, cert=None, implicit=False, mailbox=None, **options) -> int:  # noqa: F811
+async def start_aiosmtpd(servers, cert=None, implicit=False, mailbox=None, **options) -> int:
     context = Pki.server_context(cert) if cert is not None else None
     mailbox = mailbox or Mailbox()
 
@@ -50,7 +53,7 @@ def tls_config(pki: Pki, **extra) -> str:
     return "{" + ", ".join(f"{key}: {value}" for key, value in fields.items()) + "}"
 
 
-async def test_plain_session(servers):  # noqa: F811
+async def test_plain_session(servers):
     result = await probe(await start_aiosmtpd(servers), "{starttls: no, ehlo: probe.example.com}")
     assert (result.state, result.success) == ("ok", True)
     details = result.extra
@@ -62,7 +65,7 @@ async def test_plain_session(servers):  # noqa: F811
     assert details.tls is None and not details.encrypted
 
 
-async def test_starttls_required_with_a_verified_certificate(servers, pki):  # noqa: F811
+async def test_starttls_required_with_a_verified_certificate(servers, pki):
     port = await start_aiosmtpd(servers, pki.valid)
     result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}}}")
     assert result.state == "ok", result.detail
@@ -79,7 +82,7 @@ async def test_starttls_required_with_a_verified_certificate(servers, pki):  # n
     assert commands == ["EHLO", "STARTTLS", "EHLO", "QUIT"]
 
 
-async def test_wrong_name_fails_when_required(servers, pki):  # noqa: F811
+async def test_wrong_name_fails_when_required(servers, pki):
     port = await start_aiosmtpd(servers, pki.wrong_name)
     result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}}}")
     assert result.state == "tls_error"
@@ -87,7 +90,7 @@ async def test_wrong_name_fails_when_required(servers, pki):  # noqa: F811
     assert result.extra.tls.verified is False
 
 
-async def test_wrong_name_is_reported_but_tolerated_when_opportunistic(servers, pki):  # noqa: F811
+async def test_wrong_name_is_reported_but_tolerated_when_opportunistic(servers, pki):
     port = await start_aiosmtpd(servers, pki.wrong_name)
     result = await probe(port, f"{{starttls: opportunistic, tls_config: {tls_config(pki)}}}")
     assert result.state == "ok", result.detail
@@ -97,7 +100,7 @@ async def test_wrong_name_is_reported_but_tolerated_when_opportunistic(servers, 
     assert any("reconnects and continues without verification" in line for line in result.transcript)
 
 
-async def test_expired_certificate(servers, pki):  # noqa: F811
+async def test_expired_certificate(servers, pki):
     port = await start_aiosmtpd(servers, pki.expired)
     required = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}}}")
     assert required.state == "tls_error"
@@ -108,14 +111,14 @@ async def test_expired_certificate(servers, pki):  # noqa: F811
     assert skipped.extra.tls.earliest_expiry == pki.expired_not_after.timestamp()
 
 
-async def test_untrusted_ca_without_ca_file(servers, pki):  # noqa: F811
+async def test_untrusted_ca_without_ca_file(servers, pki):
     port = await start_aiosmtpd(servers, pki.valid)
     result = await probe(port, "{starttls: required, tls_config: {server_name: mx.test}}")
     assert result.state == "tls_error"
     assert "unable to get local issuer certificate" in result.detail
 
 
-async def test_implicit_tls(servers, pki):  # noqa: F811
+async def test_implicit_tls(servers, pki):
     port = await start_aiosmtpd(servers, pki.valid, implicit=True)
     result = await probe(port, f"{{tls: true, tls_config: {tls_config(pki)}}}")
     assert result.state == "ok", result.detail
@@ -125,12 +128,12 @@ async def test_implicit_tls(servers, pki):  # noqa: F811
     assert not any(line == "C: STARTTLS" for line in result.transcript)
 
 
-async def test_implicit_tls_against_a_plain_server(servers, pki):  # noqa: F811
+async def test_implicit_tls_against_a_plain_server(servers, pki):
     result = await probe(await start_aiosmtpd(servers), f"{{tls: true, tls_config: {tls_config(pki)}}}")
     assert result.state == "tls_error"
 
 
-async def test_envelope_accepted_and_rejected(servers):  # noqa: F811
+async def test_envelope_accepted_and_rejected(servers):
     port = await start_aiosmtpd(servers)
     accepted = await probe(port, "{mail_from: probe@example.com, rcpt_to: postmaster@example.com}")
     assert accepted.state == "ok"
@@ -142,7 +145,7 @@ async def test_envelope_accepted_and_rejected(servers):  # noqa: F811
 
 
 @pytest.mark.parametrize("mechanism", ["plain", "login"])
-async def test_auth(servers, pki, tmp_path, mechanism):  # noqa: F811
+async def test_auth(servers, pki, tmp_path, mechanism):
     port = await start_aiosmtpd(servers, pki.valid)
     good, bad = tmp_path / "good", tmp_path / "bad"
     good.write_text("s3cret-pw\n")
@@ -160,7 +163,7 @@ async def test_auth(servers, pki, tmp_path, mechanism):  # noqa: F811
         assert "********" in text
 
 
-async def test_test_message_is_sent_only_when_configured(servers):  # noqa: F811
+async def test_test_message_is_sent_only_when_configured(servers):
     mailbox = Mailbox()
     port = await start_aiosmtpd(servers, mailbox=mailbox)
     await probe(port, "{mail_from: probe@example.com, rcpt_to: postmaster@example.com}")
