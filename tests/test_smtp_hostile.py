@@ -12,6 +12,7 @@ import tracemalloc
 
 import pytest
 
+from exporter.probers import smtp
 from exporter.probers.smtp_replies import MAX_LINE_BYTES
 from tests import smtp_servers
 from tests.smtp_servers import FloodProcess, Pki, Script, probe
@@ -307,3 +308,19 @@ async def test_transcript_is_bounded_per_line(servers):
     assert result.state == "ok"
     line = next(line for line in result.transcript if line.startswith("S: 220"))
     assert len(line) < 600 and line.endswith("more characters)")
+
+
+async def test_silence_after_quit_does_not_hold_a_finished_probe(servers, monkeypatch):
+    monkeypatch.setattr(smtp, "QUIT_WAIT", 0.1)
+
+    async def mute_at_quit(reader, writer):
+        writer.write(b"220 mx.test\r\n")
+        await reader.readline()
+        writer.write(b"250 mx.test\r\n")
+        await reader.readline()  # QUIT
+        await asyncio.sleep(3600)
+
+    result, took = await timed_probe(await servers.start(mute_at_quit), "{starttls: no}", timeout="5s")
+    assert result.state == "ok"
+    assert any(line.startswith("No clean reply to QUIT") for line in result.transcript)
+    assert took < 0.5

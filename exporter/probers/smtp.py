@@ -38,6 +38,8 @@ MAX_TRANSCRIPT_LINE = 512
 MASK = "********"
 # The graceful close (a TLS close_notify) may take this long before the connection is dropped.
 CLOSE_GRACE = 0.25
+# A server that does not answer QUIT must not hold a finished probe until its deadline.
+QUIT_WAIT = 1.0
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SIZE = re.compile(r"\d{1,15}\Z")
 
@@ -119,7 +121,7 @@ class _Session:
         finally:
             if self.writer is None:
                 sock.close()
-            await self._quit_and_close(clean and result.state != SmtpState.BANNER_TIMEOUT)
+            await self._quit_and_close(clean)
         if result.state is not SmtpState.OK:
             result.note(f"Outcome: {result.state}: {result.detail}")
 
@@ -338,10 +340,10 @@ class _Session:
 
     # --- sending and receiving ------------------------------------------------------------
 
-    async def _command(self, stage: str, line: str, shown: str | None = None) -> Reply:
+    async def _command(self, stage: str, line: str, shown: str | None = None, deadline: float | None = None) -> Reply:
         started = time.perf_counter()
         await self._send(line.encode("ascii"), shown if shown is not None else line)
-        reply = await self._reply(stage)
+        reply = await self._reply(stage, deadline)
         self.details.stage_seconds[stage] = time.perf_counter() - started
         return reply
 
@@ -357,9 +359,9 @@ class _Session:
         except OSError as exc:
             raise ConnectionClosed(f"the connection was lost while sending ({type(exc).__name__})") from None
 
-    async def _reply(self, stage: str) -> Reply:
+    async def _reply(self, stage: str, deadline: float | None = None) -> Reply:
         assert self.replies is not None
-        reply = await self.replies.read(self.deadline)
+        reply = await self.replies.read(self.deadline if deadline is None else deadline)
         for raw in reply.raw_lines:
             self._log(f"S: {decode(raw)}")
         self.details.replies[stage] = reply
@@ -375,18 +377,19 @@ class _Session:
         writer = self.writer
         if writer is None:
             return
+        now = asyncio.get_running_loop().time
         try:
             if not writer.is_closing():
-                if wait_for_reply and asyncio.get_running_loop().time() < self.deadline:
+                if wait_for_reply and now() < self.deadline:
                     try:
-                        await self._command("quit", "QUIT")
+                        await self._command("quit", "QUIT", deadline=min(self.deadline, now() + QUIT_WAIT))
                     except (ReplyTimeout, ConnectionClosed, MalformedReply) as exc:
                         self.result.note(f"No clean reply to QUIT: {printable(str(exc))}")
                 else:
                     self._log("C: QUIT")
                     writer.write(b"QUIT\r\n")
             writer.close()
-            grace = min(CLOSE_GRACE, self.deadline - asyncio.get_running_loop().time())
+            grace = min(CLOSE_GRACE, self.deadline - now())
             if grace > 0:
                 async with asyncio.timeout(grace):
                     await writer.wait_closed()
