@@ -123,8 +123,9 @@ def smtp_facts(extra: Any) -> list[str]:
         lines.append(f"Certificate expires: {when} ({'in' if days >= 0 else 'EXPIRED'} {abs(days):.1f} days"
                      f"{'' if days >= 0 else ' ago'})")
     explanations = getattr(extra, "explanations", None)
-    if isinstance(explanations, (list, tuple)):
-        lines += [printable(str(line)) for line in explanations]
+    if isinstance(explanations, (list, tuple)) and explanations:
+        lines.append("Reply codes explained:")
+        lines += [f"  {printable(str(heading))}: {printable(str(meaning))}" for heading, meaning in explanations]
     return lines
 
 

@@ -12,7 +12,6 @@ import sys
 import pytest
 
 from exporter.check import printable
-from exporter.probers.table import PROBERS
 from tests.exporter_process import REPO
 
 DROPPED_PORT = 9001
@@ -99,14 +98,9 @@ def test_usage_and_config_errors_exit_2(args, message):
 
 def test_smtp_banner_is_built_in(closed_port):
     done = check(f"127.0.0.1:{closed_port}", "--module", "smtp_banner")
-    if "smtp" not in PROBERS:
-        # This build has no smtp prober yet: a configuration error, never a failed probe.
-        assert done.returncode == 2
-        assert "the built-in module smtp_banner is not available in this build" in done.stderr
-    else:
-        assert done.returncode == 1
-        assert "with module smtp_banner (prober smtp, timeout 10s)" in done.stdout
-        assert "refused the connection" in done.stdout
+    assert done.returncode == 1
+    assert "with module smtp_banner (prober smtp, timeout 10s)" in done.stdout
+    assert "refused the connection" in done.stdout
 
 
 def test_control_characters_from_a_server_are_made_visible():

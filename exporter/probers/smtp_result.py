@@ -51,3 +51,13 @@ class SmtpDetails:
     tls: TlsInfo | None = None
     # (what was answered, e.g. "rcpt 550 5.1.1", plain-language meaning) for each distinct reply.
     explanations: list[tuple[str, str]] = field(default_factory=list)
+
+    # The read-only view the status page and `check` show (stage -> "550 5.1.1", certificate expiry).
+    @property
+    def reply_codes(self) -> dict[str, str]:
+        return {stage: f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
+                for stage, reply in self.replies.items()}
+
+    @property
+    def cert_expiry(self) -> float | None:
+        return self.tls.earliest_expiry if self.tls is not None else None
