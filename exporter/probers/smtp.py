@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import email.message
 import email.policy
 import email.utils
@@ -364,7 +365,7 @@ class _Session:
         reply = await self.replies.read(self.deadline if deadline is None else deadline)
         for raw in reply.raw_lines:
             self._log(f"S: {decode(raw)}")
-        self.details.replies[stage] = reply
+        self.details.replies[stage] = self._scrubbed(reply)
         key = (stage, reply.code, reply.enhanced)
         if key not in self.explained:
             self.explained.add(key)
@@ -409,6 +410,14 @@ class _Session:
             transcript.append(line)
         elif len(transcript) == MAX_TRANSCRIPT_LINES:
             transcript.append(f"... transcript truncated at {MAX_TRANSCRIPT_LINES} lines")
+
+    def _scrubbed(self, reply: Reply) -> Reply:
+        """The reply as kept in the result: a server echoing the credentials back must not
+        put them where the JSON output, the status page or anything else could show them."""
+        if not self.secrets or not any(secret.encode() in raw for secret in self.secrets for raw in reply.raw_lines):
+            return reply
+        return dataclasses.replace(reply, lines=tuple(self._mask(line) for line in reply.lines),
+                                   raw_lines=tuple(self._mask(decode(raw)).encode() for raw in reply.raw_lines))
 
     def _mask(self, text: str) -> str:
         for secret in self.secrets:
