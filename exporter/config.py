@@ -616,15 +616,35 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
-    errs = _Errors(source)
+def load_yaml(text: str, source: str) -> Any:
+    """Parse YAML safely and strictly (duplicate keys are errors); a syntax error is one ConfigError line."""
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError([f"{source}: {where}invalid YAML: {problem}"]) from None
+
+
+def read_config_text(path: str, what: str = "config file") -> str:
+    """The file's text, bounded in size and required to be UTF-8; problems are one ConfigError line."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the {what}: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: the {what} is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: the {what} is not UTF-8 (byte {exc.start})"]) from None
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    errs = _Errors(source)
+    raw = load_yaml(text, source)
     if raw is None:
         raise ConfigError([f"{source}: the file is empty; it needs at least a 'modules' section"])
     top = _section(raw, "", TOP_FIELDS, errs)
@@ -654,15 +674,4 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
 
 def load_config(path: str) -> Config:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError([f"{path}: the config file is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB"])
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: the config file is not UTF-8 (byte {exc.start})"]) from None
-    return parse_config(text, source=path)
+    return parse_config(read_config_text(path), source=path)

@@ -23,11 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from aiohttp import web
 
-from exporter.config import (MAX_CONFIG_BYTES, ConfigError, Field, _Errors, _INVALID, _boolean, _choice, _kind, _section,
-                             _StrictLoader)
+from exporter.config import (ConfigError, Field, _Errors, _INVALID, _boolean, _choice, _kind, _section, load_yaml,
+                             read_config_text)
 
 log = logging.getLogger("exporter.web")
 
@@ -251,13 +250,7 @@ def _tls(raw: Any, errs: _Errors, directory: str) -> TlsSettings | None | object
 def parse_web_config(text: str, source: str = "<web config>", directory: str = ".") -> WebConfig:
     """Parse and validate; also build the SSL context, so unreadable certificates fail at start."""
     errs = _Errors(source)
-    try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError([f"{source}: {where}invalid YAML: {problem}"]) from None
+    raw = load_yaml(text, source)
     top = _section(raw, "", TOP_FIELDS, errs)
     if top is _INVALID:
         raise ConfigError(errs.lines)
@@ -279,15 +272,7 @@ def parse_web_config(text: str, source: str = "<web config>", directory: str = "
 
 
 def load_web_config(path: str) -> WebConfig:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the web config file: {exc.strerror or exc}"]) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: the web config file is not UTF-8 (byte {exc.start})"]) from None
+    text = read_config_text(path, "web config file")
     return parse_web_config(text, source=path, directory=os.path.dirname(os.path.abspath(path)))
 
 
