@@ -1,0 +1,428 @@
+"""connectivity_exporter benchmark: against this machine's limit and against blackbox_exporter.
+
+    python3 bench/run.py [--quick] [--json PATH]
+
+Everything runs on loopback. As root the whole run happens inside a private network namespace
+(``unshare -n``) that also holds the firewall rules for the dropped-port sections; without root
+those sections are skipped with a printed reason. See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import tools  # noqa: E402
+from tools import BenchError, Proc  # noqa: E402
+
+IN_NETNS = "CONNECTIVITY_BENCH_NETNS"
+OPEN_PORT, CLOSED_PORT, DELAYED_PORT = 18000, 18001, 21000
+DROPPED_PORTS = "20000-20999"
+EXPORTER_PORT, BLACKBOX_PORT = 19816, 19115
+PROBE_CONCURRENCY = 64
+RESULTS = tools.BENCH / "results"
+
+FIREWALL = f"""
+table inet connectivity_bench {{
+  set seen_syn {{
+    type ipv4_addr . inet_service
+    flags dynamic, timeout
+    timeout 5s
+  }}
+  chain input {{
+    type filter hook input priority 0;
+    tcp dport {DROPPED_PORTS} drop
+    tcp dport {DELAYED_PORT} tcp flags & (syn | ack) == syn ip daddr . tcp sport @seen_syn accept
+    tcp dport {DELAYED_PORT} tcp flags & (syn | ack) == syn add @seen_syn {{ ip daddr . tcp sport }} drop
+  }}
+}}
+"""
+
+
+# --- small helpers ------------------------------------------------------------------------------------
+
+def spread(values: list[float]) -> dict:
+    """Median and spread (min, max) of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def target_address(index: int, block: int = 1) -> str:
+    """Distinct loopback addresses 127.B.x.y, so thousands of targets need one listener."""
+    return f"127.{block + index // 62500}.{index // 250 % 250 + 1}.{index % 250 + 1}"
+
+
+def exporter_config(targets: list[str], max_concurrency: int = 512, offset: str = "500ms") -> str:
+    lines = [f"  - {{target: '{t}', module: tcp_connect, labels: {{site: site-{i % 50}, tier: bench}}}}"
+             for i, t in enumerate(targets)]
+    return (f"global: {{max_concurrency: {max_concurrency}, scrape_timeout_offset: {offset}}}\n"
+            "modules:\n  tcp_connect: {prober: tcp, timeout: 5s}\n"
+            "targets:\n" + ("\n".join(lines) if lines else "  []") + "\n")
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- sections -----------------------------------------------------------------------------------------
+
+def raw_limit(native: tools.NativeTools, reps: int, seconds: float) -> dict:
+    rates = []
+    for _ in range(reps):
+        out = subprocess.run(native.connect_loop + [str(OPEN_PORT), str(seconds)], capture_output=True, text=True,
+                             check=True, timeout=seconds + 30)
+        connects, failures, elapsed = out.stdout.split()
+        if int(failures):
+            raise BenchError(f"the connect loop saw {failures} failed connects to the loopback acceptor")
+        rates.append(int(connects) / float(elapsed))
+    return {"tool": native.label, "connects_per_second": spread(rates)}
+
+
+def scrape_section(sizes: list[int], loops: list[str], reps: int, workdir: Path) -> list[dict]:
+    rows = []
+    for event_loop in loops:
+        for n in sizes:
+            targets = [f"{target_address(i)}:{CLOSED_PORT if i % 5 == 4 else OPEN_PORT}" for i in range(n)]
+            expected_refused = sum(1 for i in range(n) if i % 5 == 4)
+            proc = tools.start_exporter(exporter_config(targets), EXPORTER_PORT, event_loop, workdir)
+            try:
+                idle = proc.memory_mb()["rss_mb"]
+                walls, cpus, wrong = [], [], 0
+                for rep in range(reps + 1):  # the first scrape warms up and is not counted
+                    cpu_before = proc.cpu_seconds()
+                    status, body, wall = tools.http_get(EXPORTER_PORT, "/metrics",
+                                                        {"X-Prometheus-Scrape-Timeout-Seconds": "60"})
+                    cpu = proc.cpu_seconds() - cpu_before
+                    if status != 200:
+                        raise BenchError(f"/metrics answered {status}")
+                    opened = body.count(b'state="open"} 1\n')
+                    refused = body.count(b'state="refused"} 1\n')
+                    wrong = max(wrong, n - opened - refused + abs(refused - expected_refused))
+                    if rep:
+                        walls.append(wall)
+                        cpus.append(cpu)
+                memory = proc.memory_mb()
+            finally:
+                proc.stop()
+            row = {"targets": n, "event_loop": event_loop, "wall_seconds": spread(walls),
+                   "cpu_seconds": spread(cpus), "probes_per_second": spread([n / w for w in walls]),
+                   "idle_rss_mb": idle, "peak_rss_mb": memory["peak_rss_mb"], "misclassified": wrong,
+                   "body_bytes": len(body)}
+            rows.append(row)
+            log(f"  scrape {n:>6} targets ({event_loop}): {row['probes_per_second']['median']:,.0f} probes/s, "
+                f"peak RSS {row['peak_rss_mb']:.0f} MB, misclassified {wrong}")
+    return rows
+
+
+def probe_section(loops: list[str], reps: int, seconds: float, warmup: float, workdir: Path) -> dict:
+    contenders: list[tuple[str, Proc, int, str]] = []
+    started: list[Proc] = []
+    try:
+        for event_loop in loops:
+            port = EXPORTER_PORT + len(started)
+            proc = tools.start_exporter(exporter_config([]), port, event_loop, workdir)
+            started.append(proc)
+            contenders.append((f"connectivity_exporter ({event_loop})", proc, port,
+                               f"/probe?target=127.0.0.1:{OPEN_PORT}&module=tcp_connect"))
+        binary = tools.blackbox_binary()
+        skipped = None
+        if binary is None:
+            skipped = "prometheus-blackbox-exporter is not installed (apt-get install prometheus-blackbox-exporter)"
+            log(f"  SKIP blackbox_exporter: {skipped}")
+        else:
+            proc = tools.start_blackbox(binary, BLACKBOX_PORT, workdir)
+            started.append(proc)
+            contenders.append(("blackbox_exporter", proc, BLACKBOX_PORT,
+                               f"/probe?target=127.0.0.1:{OPEN_PORT}&module=tcp_connect"))
+        runs: dict[str, list[dict]] = {name: [] for name, *_ in contenders}
+        for name, proc, port, path in contenders:
+            tools.run_wrk(f"http://127.0.0.1:{port}{path}", PROBE_CONCURRENCY, warmup)
+        for _ in range(reps):  # interleaved, so drift in the machine affects every contender alike
+            for name, proc, port, path in contenders:
+                cpu_before = proc.cpu_seconds()
+                run = tools.run_wrk(f"http://127.0.0.1:{port}{path}", PROBE_CONCURRENCY, seconds)
+                run["cpu_us_per_request"] = (proc.cpu_seconds() - cpu_before) / max(run["requests"], 1) * 1e6
+                status, body, _ = tools.http_get(port, path)
+                run["probe_success_after"] = status == 200 and b"\nprobe_success 1" in b"\n" + body
+                runs[name].append(run)
+        out = {"concurrency": PROBE_CONCURRENCY, "seconds": seconds, "skipped_blackbox": skipped, "contenders": {}}
+        for name, proc, *_ in contenders:
+            rs = runs[name]
+            out["contenders"][name] = {
+                "requests_per_second": spread([r["requests_per_second"] for r in rs]),
+                "p50_ms": spread([r["p50_ms"] for r in rs]), "p99_ms": spread([r["p99_ms"] for r in rs]),
+                "cpu_us_per_request": spread([r["cpu_us_per_request"] for r in rs]),
+                "errors": sum(r["errors"] for r in rs),
+                "all_succeeded": all(r["probe_success_after"] for r in rs),
+                "peak_rss_mb": proc.memory_mb()["peak_rss_mb"]}
+            log(f"  /probe {name}: {out['contenders'][name]['requests_per_second']['median']:,.0f} req/s, "
+                f"p99 {out['contenders'][name]['p99_ms']['median']:.1f} ms")
+        return out
+    finally:
+        for proc in started:
+            proc.stop()
+
+
+def kernel_rtt_truth(loops: list[str], reps: int, targets: int) -> dict:
+    out = {}
+    for event_loop in loops:
+        done = subprocess.run([sys.executable, str(tools.BENCH / "timing_truth.py"), "--port", str(OPEN_PORT),
+                               "--targets", str(targets), "--reps", str(reps), f"--event-loop={event_loop}"],
+                              capture_output=True, text=True, check=True, timeout=300)
+        result = json.loads(done.stdout)
+        rs = result["reps"]
+        out[event_loop] = {"targets": targets,
+                           "median_excess_us": spread([r["median_diff_us"] for r in rs]),
+                           "p99_excess_us": spread([r["p99_diff_us"] for r in rs]),
+                           "median_kernel_rtt_us": spread([r["median_kernel_rtt_us"] for r in rs]),
+                           "connected": min(r["connected"] for r in rs)}
+        log(f"  timing truth vs tcpi_rtt ({event_loop}): median excess "
+            f"{out[event_loop]['median_excess_us']['median']:,.0f} µs")
+    return out
+
+
+def enter_netns() -> str | None:
+    """Re-run this benchmark inside a private network namespace; return why not, or exit with its status."""
+    if os.environ.get(IN_NETNS):
+        return None
+    if os.geteuid() != 0:
+        return "not root: the dropped-port sections need a private network namespace and nftables"
+    for binary in ("unshare", "nft", "ip"):
+        if shutil.which(binary) is None:
+            return f"{binary} is not installed"
+    env = dict(os.environ, **{IN_NETNS: "1"})
+    sys.exit(subprocess.run(["unshare", "-n", "--", sys.executable, *sys.argv], env=env).returncode)
+
+
+def setup_netns() -> None:
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["nft", "-f", "-"], input=FIREWALL, text=True, check=True)
+
+
+def deadline_section(reps: int, targets: int, timeout: float, workdir: Path) -> dict:
+    addresses = [f"{target_address(i, block=30)}:{20000 + i % 1000}" for i in range(targets)]
+    proc = tools.start_exporter(exporter_config(addresses, offset="0s"), EXPORTER_PORT, "auto", workdir)
+    try:
+        late, timed_out = [], targets
+        for rep in range(reps + 1):
+            status, body, wall = tools.http_get(EXPORTER_PORT, "/metrics",
+                                                {"X-Prometheus-Scrape-Timeout-Seconds": f"{timeout:g}"})
+            if status != 200:
+                raise BenchError(f"/metrics answered {status}")
+            timed_out = min(timed_out, body.count(b'state="timeout"} 1\n'))
+            if rep:
+                late.append((wall - timeout) * 1000)
+    finally:
+        proc.stop()
+    log(f"  deadline: {targets} dropped targets, {timeout:g}s timeout: returned "
+        f"{statistics.median(late):+.0f} ms after the deadline (worst {max(late):+.0f} ms)")
+    return {"targets": targets, "scrape_timeout_seconds": timeout, "ms_past_deadline": spread(late),
+            "reported_timeout": timed_out}
+
+
+def blocking_connect_seconds(address: str, port: int, out: list[float]) -> None:
+    import socket
+    sock = socket.socket()
+    try:
+        started = time.perf_counter()
+        sock.connect((address, port))
+        out.append(time.perf_counter() - started)
+    finally:
+        sock.close()
+
+
+def injected_delay_truth(reps: int, targets: int, workdir: Path) -> dict:
+    """Connects whose first SYN the firewall drops take one initial RTO (~1 s): the truth is measured by
+    a few plain blocking connects in threads; the exporter's figure comes from a /metrics scrape."""
+    truth: list[float] = []
+    threads = [threading.Thread(target=blocking_connect_seconds,
+                                args=(target_address(i, block=40), DELAYED_PORT, truth)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    if not truth:
+        raise BenchError("no reference connect through the first-SYN-drop rule succeeded")
+    reference = statistics.median(truth)
+    addresses = [f"{target_address(i, block=50)}:{DELAYED_PORT}" for i in range(targets)]
+    proc = tools.start_exporter(exporter_config(addresses, max_concurrency=targets + 24), EXPORTER_PORT, "auto",
+                                workdir)
+    pattern = re.compile(rb'^probe_tcp_connect_duration_seconds\{[^}]*\} (\S+)$', re.M)
+    medians, p99s, counts = [], [], []
+    try:
+        for rep in range(reps):
+            time.sleep(0.2)
+            status, body, _ = tools.http_get(EXPORTER_PORT, "/metrics", {"X-Prometheus-Scrape-Timeout-Seconds": "10"})
+            reported = [float(v) for v in pattern.findall(body)]
+            excess = [(r - reference) * 1e6 for r in reported]
+            medians.append(statistics.median(excess))
+            p99s.append(percentile(excess, 99))
+            counts.append(body.count(b'state="open"} 1\n'))
+    finally:
+        proc.stop()
+    log(f"  timing truth vs injected {reference:.3f}s delay: median excess {statistics.median(medians):,.0f} µs")
+    return {"targets": targets, "reference_seconds": reference, "reference_samples": truth,
+            "median_excess_us": spread(medians), "p99_excess_us": spread(p99s), "open": min(counts)}
+
+
+# --- output -------------------------------------------------------------------------------------------
+
+def fmt(stat: dict, scale: float = 1.0, digits: int = 0) -> str:
+    return (f"{stat['median'] * scale:,.{digits}f} ({stat['min'] * scale:,.{digits}f}–"
+            f"{stat['max'] * scale:,.{digits}f})")
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}, "
+             f"uvloop {m['uvloop']}, {m['blackbox']}, {m['wrk']}. {report['date']}"
+             f"{' (quick run)' if report['quick'] else ''}. Figures: median (min–max) of {report['reps']} runs.",
+             "", "| Measure | Result | Goal |", "|---|---|---|"]
+    raw = report["raw_limit"]
+    lines.append(f"| Raw limit: loopback connects/s, one at a time, {raw['tool']} | "
+                 f"{fmt(raw['connects_per_second'])} | (ceiling) |")
+    for row in report["scrape"]:
+        goal = "≥ 8,000 probes/s, ≤ 100 MB" if row["targets"] == 10000 else ""
+        lines.append(f"| Scrape of {row['targets']:,} targets ({row['event_loop']}): probes/s · wall s · CPU s · "
+                     f"peak RSS | {fmt(row['probes_per_second'])} · {fmt(row['wall_seconds'], digits=3)} · "
+                     f"{row['cpu_seconds']['median']:.2f} · {row['peak_rss_mb']:.0f} MB"
+                     f"{'' if not row['misclassified'] else ' · ' + str(row['misclassified']) + ' WRONG'} | {goal} |")
+    probe = report["probe"]
+    contenders = probe["contenders"]
+    for name, c in contenders.items():
+        lines.append(f"| `/probe` {name}, concurrency {probe['concurrency']}: req/s · p50 · p99 · CPU/request | "
+                     f"{fmt(c['requests_per_second'])} · {c['p50_ms']['median']:.2f} ms · "
+                     f"{c['p99_ms']['median']:.2f} ms · {c['cpu_us_per_request']['median']:.0f} µs"
+                     f"{'' if c['all_succeeded'] and not c['errors'] else ' · ERRORS'} | |")
+    blackbox = contenders.get("blackbox_exporter")
+    for name, c in contenders.items():
+        if blackbox is not None and name != "blackbox_exporter":
+            ratio = c["requests_per_second"]["median"] / blackbox["requests_per_second"]["median"]
+            p99 = c["p99_ms"]["median"] / blackbox["p99_ms"]["median"]
+            lines.append(f"| **`/probe` {name} ÷ blackbox_exporter**: throughput · p99 | "
+                         f"**{ratio:.2f}×** · {p99:.2f}× | ≥ 2.0× · ≤ 1.0× |")
+    if "deadline" in report:
+        d = report["deadline"]
+        lines.append(f"| Deadline: {d['targets']:,} dropped targets, {d['scrape_timeout_seconds']:g} s scrape timeout: "
+                     f"ms past the deadline | {fmt(d['ms_past_deadline'])} (all timeout: "
+                     f"{d['reported_timeout'] == d['targets']}) | ≤ +100 ms |")
+    for event_loop, t in report["timing_truth_kernel_rtt"].items():
+        lines.append(f"| Timing truth: reported − kernel `tcpi_rtt`, {t['targets']:,} concurrent probes "
+                     f"({event_loop}): median · p99 | {fmt(t['median_excess_us'])} µs · "
+                     f"{t['p99_excess_us']['median']:,.0f} µs | median ≤ 1,000 µs |")
+    if "timing_truth_injected" in report:
+        t = report["timing_truth_injected"]
+        lines.append(f"| Timing truth: reported − injected delay ({t['reference_seconds'] * 1000:.0f} ms, first SYN "
+                     f"dropped), {t['targets']:,} concurrent probes: median · p99 | {fmt(t['median_excess_us'])} µs · "
+                     f"{t['p99_excess_us']['median']:,.0f} µs | |")
+    for section, reason in report["skipped"].items():
+        lines.append(f"| {section} | skipped: {reason} | |")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        import uvloop
+        uv = uvloop.__version__
+    except ImportError:
+        uv = "not installed"
+    binary = tools.blackbox_binary()
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+            "uvloop": uv, "blackbox": tools.version_of([binary, "--version"]).split(" (")[0] if binary else "none",
+            "wrk": tools.version_of(["wrk", "--version"]).split(" [")[0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (about a minute)")
+    parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="where to write the results")
+    parser.add_argument("--sections", default="raw,scrape,probe,deadline,truth",
+                        help="comma-separated subset of raw,scrape,probe,deadline,truth")
+    args = parser.parse_args()
+    netns_skip = enter_netns()
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    sections = set(args.sections.split(","))
+    reps = 2 if args.quick else 5
+    loops = ["uvloop", "asyncio"]
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        loops = ["asyncio"]
+    report: dict = {"date": datetime.date.today().isoformat(), "quick": args.quick, "reps": reps,
+                    "machine": machine(), "skipped": {}}
+    if netns_skip is None:
+        setup_netns()
+    with tools.scratch_dir() as scratch:
+        workdir = Path(scratch)
+        native = tools.build_native(workdir)
+        acceptors = [tools.start_acceptor(native, port) for port in (OPEN_PORT, DELAYED_PORT)]
+        try:
+            if "raw" in sections:
+                log("raw limit ...")
+                report["raw_limit"] = raw_limit(native, reps, 1.0 if args.quick else 2.0)
+            if "scrape" in sections:
+                log("scrapes ...")
+                sizes = [100, 1000, 10000]
+                report["scrape"] = scrape_section(sizes, loops, reps, workdir)
+            if "probe" in sections:
+                log("/probe throughput ...")
+                report["probe"] = probe_section(loops, 2 if args.quick else 3, 3.0 if args.quick else 10.0,
+                                                1.0 if args.quick else 2.0, workdir)
+            if "truth" in sections:
+                log("timing truth ...")
+                report["timing_truth_kernel_rtt"] = kernel_rtt_truth(loops, reps, 1000)
+            if netns_skip is not None:
+                for section in ("deadline", "timing truth with an injected delay"):
+                    report["skipped"][section] = netns_skip
+                    log(f"  SKIP {section}: {netns_skip}")
+            else:
+                if "deadline" in sections:
+                    log("deadline ...")
+                    report["deadline"] = deadline_section(reps, 1000, 2.0, workdir)
+                if "truth" in sections:
+                    report["timing_truth_injected"] = injected_delay_truth(reps, 1000, workdir)
+        finally:
+            for proc in acceptors:
+                proc.stop()
+    report.setdefault("raw_limit", None)
+    table = markdown(report) if all(k in report for k in ("raw_limit", "scrape", "probe",
+                                                           "timing_truth_kernel_rtt")) and report["raw_limit"] else ""
+    print(table or json.dumps(report, indent=1))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    report["table"] = table
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    log(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        sys.exit(1)
