@@ -250,10 +250,10 @@ def blocking_connect_seconds(address: str, port: int, out: list[float]) -> None:
 
 def injected_delay_truth(reps: int, targets: int, workdir: Path) -> dict:
     """Connects whose first SYN the firewall drops take one initial RTO (~1 s): the truth is measured by
-    a few plain blocking connects in threads; the exporter's figure comes from a /metrics scrape."""
+    100 plain blocking connects in threads; the exporter's figure comes from a /metrics scrape."""
     truth: list[float] = []
     threads = [threading.Thread(target=blocking_connect_seconds,
-                                args=(target_address(i, block=40), DELAYED_PORT, truth)) for i in range(8)]
+                                args=(target_address(i, block=40), DELAYED_PORT, truth)) for i in range(100)]
     for thread in threads:
         thread.start()
     for thread in threads:
