@@ -39,11 +39,14 @@ class ProbeRunner:
         self.resolver = resolver
         self.max_concurrency = max_concurrency
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._inflight: dict[tuple[HostPort, Module], asyncio.Future[ProbeResult]] = {}
+        # Keyed by (host, port, id(module)): hashing the HostPort and Module dataclasses themselves
+        # (an ipaddress object and nested settings) cost more than the rest of the bookkeeping.
+        # The module object is alive while its probe is in flight, so its id cannot be reused.
+        self._inflight: dict[tuple[str, int, int], asyncio.Future[ProbeResult]] = {}
 
     async def probe(self, target: HostPort, module: Module, deadline: float) -> ProbeResult:
         """Probe one target before ``deadline`` (loop time), sharing an in-flight probe of it."""
-        key = (target, module)
+        key = (target.host, target.port, id(module))
         for _ in range(2):
             shared = self._inflight.get(key)
             if shared is None:
@@ -96,6 +99,8 @@ class ProbeRunner:
 
         async def worker() -> None:
             for index in pending_indices:
+                if loop.time() >= deadline:
+                    return  # this and the remaining targets were never started: filled in below
                 target, module = targets[index]
                 results[index] = await self.probe(target, module, deadline)
 
@@ -111,5 +116,15 @@ class ProbeRunner:
                 # Cancelled probes close their sockets in ``finally``; this returns at once.
                 await asyncio.wait(unfinished, timeout=1.0)
         waited = loop.time() - started
-        return [result if result is not None else deadline_result(targets[index][1], waited)
-                for index, result in enumerate(results)]
+        # Every target of a module cut at the deadline gets the same (read-only) result object:
+        # with 10,000 targets behind a dead path, building one each would delay the reply.
+        cut: dict[int, ProbeResult] = {}
+        out = []
+        for index, result in enumerate(results):
+            if result is None:
+                module = targets[index][1]
+                result = cut.get(id(module))
+                if result is None:
+                    result = cut[id(module)] = deadline_result(module, waited)
+            out.append(result)
+        return out

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from exporter.access import ProbeGate
@@ -21,6 +21,8 @@ from exporter.runner import ProbeRunner, deadline_result
 from exporter.selfmetrics import ExporterMetrics
 
 log = logging.getLogger("exporter")
+
+FINISH_SECONDS_PER_TARGET = 10e-6  # measured: ~6-10 µs per target to tally and render, on 2 cores
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,8 @@ class Exporter:
         self.metrics.config_targets.set(len(config.targets))
         self.metrics.reload_successful.set(1)
         self.metrics.reload_timestamp.set(time.time())
+        # Time to tally and render a scrape, measured on each one; a first guess until then.
+        self._finish_seconds = FINISH_SECONDS_PER_TARGET * len(config.targets)
 
     def reload(self) -> Config:
         """Load the config file again; on any error keep serving the old config and raise ConfigError."""
@@ -89,13 +93,19 @@ class Exporter:
         plan = self.plan  # a reload during the scrape must not mix two configs
         loop = asyncio.get_running_loop()
         started = loop.time()
+        # Stop probing early enough to write the reply by the deadline: as long before it as
+        # tallying and rendering took last time (with 10,000 targets, ~0.1 s), at most a quarter.
+        reserve = min(self._finish_seconds, budget / 4)
         results = await self._require_runner().probe_all(
-            [(target.address, target.module) for target in plan.targets], started + budget)
-        self.metrics.scrape_duration.labels("metrics").observe(loop.time() - started)
+            [(target.address, target.module) for target in plan.targets], started + budget - reserve)
+        probed = loop.time()
+        self.metrics.scrape_duration.labels("metrics").observe(probed - started)
         self._count(results, plan.targets)
         self.history.record_scrape(plan.targets, results, time.time())
-        return render([(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
+        text = render([(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
                       plan.families)
+        self._finish_seconds = loop.time() - probed
+        return text
 
     async def probe(self, address: HostPort, module: Module, budget: float) -> ProbeResult:
         loop = asyncio.get_running_loop()
@@ -111,20 +121,22 @@ class Exporter:
         self.history.record_probe(address, module, result, time.time())
         return result
 
-    def _count(self, results: list[ProbeResult], targets: Iterable[PlannedTarget]) -> None:
+    def _count(self, results: list[ProbeResult], targets: Sequence[PlannedTarget]) -> None:
+        # Tallied in C (a Counter over pairs), states stringified per distinct pair, not per probe.
         tally: Tally = Tally()
-        exceeded = 0
-        debug = log.isEnabledFor(logging.DEBUG)  # once per scrape, not per probe
-        for target, result in zip(targets, results):
-            tally[(target.module.name, str(result.state))] += 1
-            exceeded += result.cut_at_deadline
-            if debug and not result.success:
-                log.debug("probe failed", extra={"fields": {
-                    "target": str(target.address), "module": target.module.name, "state": str(result.state),
-                    "detail": result.detail}})
+        pairs = Tally(zip([target.module.name for target in targets], [result.state for result in results]))
+        for (module, state), count in pairs.items():
+            tally[(module, str(state))] += count
         self.metrics.count_probes(tally)
+        exceeded = sum(1 for result in results if result.cut_at_deadline)
         if exceeded:
             self.metrics.deadline_exceeded.inc(exceeded)
+        if log.isEnabledFor(logging.DEBUG):  # once per scrape, not per probe
+            for target, result in zip(targets, results):
+                if not result.success:
+                    log.debug("probe failed", extra={"fields": {
+                        "target": str(target.address), "module": target.module.name, "state": str(result.state),
+                        "detail": result.detail}})
 
 
 def render_single(result: ProbeResult, module: Module) -> str:

@@ -1,7 +1,7 @@
 """Profile the exporter under the benchmark's loads with pyinstrument (pip install pyinstrument).
 
-    python3 bench/profile.py scrape [--targets 10000] [--scrapes 3]
-    python3 bench/profile.py probe  [--seconds 10]
+    python3 bench/profile_exporter.py scrape [--targets 10000] [--scrapes 3]
+    python3 bench/profile_exporter.py probe  [--seconds 10]
 
 Runs the exporter as a subprocess under ``python -m pyinstrument`` on loopback targets, applies
 the load, stops the exporter with SIGTERM and prints pyinstrument's text report (also written to
