@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tools  # noqa: E402
-from run import CLOSED_PORT, EXPORTER_PORT, OPEN_PORT, RESULTS, exporter_config, target_address  # noqa: E402
+from run import CLOSED_PORT, EXPORTER_PORT, OPEN_PORT, PROBE_TARGETS, RESULTS, exporter_config, target_address  # noqa: E402
 
 
 def main() -> int:
@@ -53,8 +53,7 @@ def main() -> int:
                                                         {"X-Prometheus-Scrape-Timeout-Seconds": "60"})
                     print(f"scrape: {status}, {wall:.3f} s, {len(body):,} bytes", file=sys.stderr)
             else:
-                run = tools.run_wrk(f"http://127.0.0.1:{EXPORTER_PORT}/probe?target=127.0.0.1:{OPEN_PORT}"
-                                    "&module=tcp_connect", 64, args.seconds)
+                run = tools.run_wrk(f"http://127.0.0.1:{EXPORTER_PORT}/", 64, args.seconds, (OPEN_PORT, PROBE_TARGETS))
                 print(f"probe: {run['requests_per_second']:,.0f} req/s (under the profiler)", file=sys.stderr)
         finally:
             proc.stop()

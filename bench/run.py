@@ -33,6 +33,7 @@ OPEN_PORT, CLOSED_PORT, DELAYED_PORT = 18000, 18001, 21000
 DROPPED_PORTS = "20000-20999"
 EXPORTER_PORT, BLACKBOX_PORT = 19816, 19115
 PROBE_CONCURRENCY = 64
+PROBE_TARGETS = 1000  # /probe requests rotate over this many distinct open targets
 RESULTS = tools.BENCH / "results"
 
 FIREWALL = f"""
@@ -151,33 +152,49 @@ def probe_section(loops: list[str], reps: int, seconds: float, warmup: float, wo
             started.append(proc)
             contenders.append(("blackbox_exporter", proc, BLACKBOX_PORT,
                                f"/probe?target=127.0.0.1:{OPEN_PORT}&module=tcp_connect"))
-        runs: dict[str, list[dict]] = {name: [] for name, *_ in contenders}
-        for name, proc, port, path in contenders:
-            tools.run_wrk(f"http://127.0.0.1:{port}{path}", PROBE_CONCURRENCY, warmup)
-        for _ in range(reps):  # interleaved, so drift in the machine affects every contender alike
-            for name, proc, port, path in contenders:
-                cpu_before = proc.cpu_seconds()
-                run = tools.run_wrk(f"http://127.0.0.1:{port}{path}", PROBE_CONCURRENCY, seconds)
-                run["cpu_us_per_request"] = (proc.cpu_seconds() - cpu_before) / max(run["requests"], 1) * 1e6
-                status, body, _ = tools.http_get(port, path)
-                run["probe_success_after"] = status == 200 and b"\nprobe_success 1" in b"\n" + body
-                runs[name].append(run)
-        out = {"concurrency": PROBE_CONCURRENCY, "seconds": seconds, "skipped_blackbox": skipped, "contenders": {}}
-        for name, proc, *_ in contenders:
-            rs = runs[name]
-            out["contenders"][name] = {
-                "requests_per_second": spread([r["requests_per_second"] for r in rs]),
-                "p50_ms": spread([r["p50_ms"] for r in rs]), "p99_ms": spread([r["p99_ms"] for r in rs]),
-                "cpu_us_per_request": spread([r["cpu_us_per_request"] for r in rs]),
-                "errors": sum(r["errors"] for r in rs),
-                "all_succeeded": all(r["probe_success_after"] for r in rs),
-                "peak_rss_mb": proc.memory_mb()["peak_rss_mb"]}
-            log(f"  /probe {name}: {out['contenders'][name]['requests_per_second']['median']:,.0f} req/s, "
-                f"p99 {out['contenders'][name]['p99_ms']['median']:.1f} ms")
-        return out
+        workloads = []
+        for label, rotate in ((f"{PROBE_TARGETS:,} open targets in turn", (OPEN_PORT, PROBE_TARGETS)),
+                              ("one open target", None)):
+            workloads.append(probe_workload(label, rotate, contenders, reps, seconds, warmup))
+        return {"concurrency": PROBE_CONCURRENCY, "seconds": seconds, "skipped_blackbox": skipped,
+                "workloads": workloads}
     finally:
         for proc in started:
             proc.stop()
+
+
+def probe_workload(label: str, rotate: tuple[int, int] | None, contenders: list, reps: int, seconds: float,
+                   warmup: float) -> dict:
+    """wrk at fixed concurrency against each contender in turn. ``rotate``: each request probes the next
+    of many distinct targets; None: every request probes the same target."""
+    def url(port: int, path: str) -> str:
+        return f"http://127.0.0.1:{port}{'/' if rotate else path}"
+
+    runs: dict[str, list[dict]] = {name: [] for name, *_ in contenders}
+    for name, proc, port, path in contenders:
+        tools.run_wrk(url(port, path), PROBE_CONCURRENCY, warmup, rotate)
+    for _ in range(reps):  # interleaved, so drift in the machine affects every contender alike
+        for name, proc, port, path in contenders:
+            cpu_before = proc.cpu_seconds()
+            run = tools.run_wrk(url(port, path), PROBE_CONCURRENCY, seconds, rotate)
+            run["cpu_us_per_request"] = (proc.cpu_seconds() - cpu_before) / max(run["requests"], 1) * 1e6
+            status, body, _ = tools.http_get(port, path)
+            run["probe_success_after"] = status == 200 and b"\nprobe_success 1" in b"\n" + body
+            runs[name].append(run)
+    out = {"workload": label, "contenders": {}}
+    for name, proc, *_ in contenders:
+        rs = runs[name]
+        out["contenders"][name] = {
+            "requests_per_second": spread([r["requests_per_second"] for r in rs]),
+            "p50_ms": spread([r["p50_ms"] for r in rs]), "p99_ms": spread([r["p99_ms"] for r in rs]),
+            "cpu_us_per_request": spread([r["cpu_us_per_request"] for r in rs]),
+            "errors": sum(r["errors"] for r in rs),
+            "all_succeeded": all(r["probe_success_after"] for r in rs),
+            "peak_rss_mb": proc.memory_mb()["peak_rss_mb"]}
+        log(f"  /probe {label}, {name}: {out['contenders'][name]['requests_per_second']['median']:,.0f} req/s, "
+            f"p99 {out['contenders'][name]['p99_ms']['median']:.1f} ms, "
+            f"{out['contenders'][name]['cpu_us_per_request']['median']:.0f} µs CPU/request")
+    return out
 
 
 def kernel_rtt_truth(loops: list[str], reps: int, targets: int) -> dict:
@@ -305,19 +322,22 @@ def markdown(report: dict) -> str:
                      f"{row['cpu_seconds']['median']:.2f} · {row['peak_rss_mb']:.0f} MB"
                      f"{'' if not row['misclassified'] else ' · ' + str(row['misclassified']) + ' WRONG'} | {goal} |")
     probe = report["probe"]
-    contenders = probe["contenders"]
-    for name, c in contenders.items():
-        lines.append(f"| `/probe` {name}, concurrency {probe['concurrency']}: req/s · p50 · p99 · CPU/request | "
-                     f"{fmt(c['requests_per_second'])} · {c['p50_ms']['median']:.2f} ms · "
-                     f"{c['p99_ms']['median']:.2f} ms · {c['cpu_us_per_request']['median']:.0f} µs"
-                     f"{'' if c['all_succeeded'] and not c['errors'] else ' · ERRORS'} | |")
-    blackbox = contenders.get("blackbox_exporter")
-    for name, c in contenders.items():
-        if blackbox is not None and name != "blackbox_exporter":
-            ratio = c["requests_per_second"]["median"] / blackbox["requests_per_second"]["median"]
-            p99 = c["p99_ms"]["median"] / blackbox["p99_ms"]["median"]
-            lines.append(f"| **`/probe` {name} ÷ blackbox_exporter**: throughput · p99 | "
-                         f"**{ratio:.2f}×** · {p99:.2f}× | ≥ 2.0× · ≤ 1.0× |")
+    for workload in probe["workloads"]:
+        contenders = workload["contenders"]
+        for name, c in contenders.items():
+            lines.append(f"| `/probe`, {workload['workload']}, concurrency {probe['concurrency']}, {name}: "
+                         f"req/s · p50 · p99 · CPU/request | {fmt(c['requests_per_second'])} · "
+                         f"{c['p50_ms']['median']:.1f} ms · {c['p99_ms']['median']:.1f} ms · "
+                         f"{c['cpu_us_per_request']['median']:.0f} µs"
+                         f"{'' if c['all_succeeded'] and not c['errors'] else ' · ERRORS'} | |")
+        blackbox = contenders.get("blackbox_exporter")
+        for name, c in contenders.items():
+            if blackbox is not None and name != "blackbox_exporter":
+                ratio = c["requests_per_second"]["median"] / blackbox["requests_per_second"]["median"]
+                p99 = c["p99_ms"]["median"] / blackbox["p99_ms"]["median"]
+                cpu = blackbox["cpu_us_per_request"]["median"] / c["cpu_us_per_request"]["median"]
+                lines.append(f"| **`/probe`, {workload['workload']}: {name} ÷ blackbox_exporter**: throughput · "
+                             f"p99 · CPU efficiency | **{ratio:.2f}×** · {p99:.2f}× · {cpu:.2f}× | ≥ 2.0× · ≤ 1.0× · |")
     for d in report.get("deadline", []):
         lines.append(f"| Deadline: {d['targets']:,} dropped targets, {d['scrape_timeout_seconds']:g} s scrape timeout: "
                      f"ms past the deadline | {fmt(d['ms_past_deadline'])} (all timeout: "

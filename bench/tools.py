@@ -167,10 +167,12 @@ def version_of(argv: list[str]) -> str:
     return text[0] if text else "unknown"
 
 
-def run_wrk(url: str, connections: int, seconds: float) -> dict:
-    """One wrk run (1 thread: it needs little CPU at these rates); figures in requests/s and ms."""
+def run_wrk(url: str, connections: int, seconds: float, rotate: tuple[int, int] | None = None) -> dict:
+    """One wrk run (1 thread: it needs little CPU at these rates); figures in requests/s and ms.
+    ``rotate=(port, count)``: each request probes the next of ``count`` distinct loopback targets."""
+    extra = ["--", str(rotate[0]), str(rotate[1])] if rotate else []
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
-                          "-s", str(BENCH / "wrk_report.lua"), url],
+                          "-s", str(BENCH / "wrk_report.lua"), url, *extra],
                          capture_output=True, text=True, timeout=seconds + 60)
     line = next((l for l in out.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
     if line is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -29,6 +30,9 @@ SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
 DEFAULT_PROBE_MODULE = "tcp_connect"
 MAX_SCRAPE_TIMEOUT = 3600.0
 DNS_WORKERS = 64
+# /probe is usually called for the same few targets again and again: parse each once (HostPort is
+# immutable; invalid input raises and is not cached).
+parse_target = functools.lru_cache(maxsize=4096)(parse_host_port)
 
 
 def create_app(config: Config, *, registry: CollectorRegistry | None = None,
@@ -101,7 +105,7 @@ async def probe(request: web.Request) -> web.Response:
     if not target_text:
         raise _bad_request("missing parameter 'target' (expected target=HOST:PORT)")
     try:
-        address = parse_host_port(target_text, default_port(module))
+        address = parse_target(target_text, default_port(module))
     except AddressError as exc:
         raise _bad_request(f"invalid parameter 'target': {exc}") from None
     try:

@@ -4,6 +4,7 @@ derived from it once per load, the probe runner and the exporter's own metrics."
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter as Tally
@@ -141,5 +142,11 @@ class Exporter:
 
 def render_single(result: ProbeResult, module: Module) -> str:
     """Metrics of one /probe request: the same families, without target/module labels."""
-    prober = PROBERS[module.prober]
-    return render([("", result, prober.family_set)], prober.families)
+    families, present = _single_layout(module.prober)
+    return render([("", result, present)], families)
+
+
+@functools.cache
+def _single_layout(prober_name: str) -> tuple[tuple[Family, ...], frozenset[Family]]:
+    prober = PROBERS[prober_name]
+    return prober.families, prober.family_set
