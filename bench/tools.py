@@ -73,6 +73,15 @@ class Proc:
                     values[key] = int(rest.split()[0]) / 1024
         return {"rss_mb": values["VmRSS"], "peak_rss_mb": values["VmHWM"]}
 
+    def reset_peak_memory(self) -> bool:
+        """Reset VmHWM to the current RSS (Linux clear_refs "5"), so a later peak is the load's alone."""
+        try:
+            with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            return False
+        return True
+
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
             raise BenchError(f"{self.name} exited with status {self.popen.returncode}")
