@@ -85,12 +85,19 @@ def scrape_budget(request: web.Request, settings: GlobalSettings) -> float:
     return max(timeout - settings.scrape_timeout_offset, timeout / 2)
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
     exporter = request.app[EXPORTER]
     budget = scrape_budget(request, exporter.config.settings)
-    targets_text = await exporter.scrape(budget)
-    body = generate_latest(exporter.metrics.registry) + targets_text.encode()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    target_chunks = await exporter.scrape(budget)
+    # The exporter's own metrics after the probes, so they already count this scrape.
+    chunks = [generate_latest(exporter.metrics.registry), *target_chunks]
+    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+    response.content_length = sum(map(len, chunks))
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 async def probe(request: web.Request) -> web.Response:

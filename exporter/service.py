@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from exporter.access import ProbeGate
 from exporter.address import HostPort
 from exporter.config import Config, ConfigError, Module, load_config
-from exporter.exposition import Family, label_prefix, render
+from exporter.exposition import Family, label_prefix, render, render_chunks
 from exporter.history import ProbeHistory
 from exporter.probers.result import ProbeResult
 from exporter.probers.table import PROBERS, families_in_order
@@ -89,8 +89,9 @@ class Exporter:
             raise RuntimeError("the exporter is not started")
         return self.runner
 
-    async def scrape(self, budget: float) -> str:
-        """Probe every configured target within ``budget`` seconds; return their metrics as text."""
+    async def scrape(self, budget: float) -> list[bytes]:
+        """Probe every configured target within ``budget`` seconds; return their metrics, encoded,
+        one chunk per family (10,000 targets make ~12 MB: never held as text and bytes at once)."""
         plan = self.plan  # a reload during the scrape must not mix two configs
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -104,10 +105,11 @@ class Exporter:
         self.metrics.scrape_duration.labels("metrics").observe(probed - started)
         self._count(results, plan.targets)
         self.history.record_scrape(plan.targets, results, time.time())
-        text = render([(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
-                      plan.families)
+        chunks = [chunk.encode() for chunk in render_chunks(
+            [(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
+            plan.families)]
         self._finish_seconds = loop.time() - probed
-        return text
+        return chunks
 
     async def probe(self, address: HostPort, module: Module, budget: float) -> ProbeResult:
         loop = asyncio.get_running_loop()
