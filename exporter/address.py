@@ -43,8 +43,10 @@ def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
         if rest and not rest.startswith(":"):
             raise AddressError(f"target {text!r}: expected ':port' after ']'")
         port_text = rest[1:] if rest else None
+        if "%" in host:
+            raise AddressError(f"target {text!r}: IPv6 zone identifiers (%interface) are not supported")
         try:
-            ip = ipaddress.IPv6Address(host.split("%")[0])
+            ip = ipaddress.IPv6Address(host)
         except ValueError:
             raise AddressError(f"target {text!r}: {host!r} is not an IPv6 address") from None
     else:
@@ -63,12 +65,12 @@ def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
             raise AddressError(f"target {text!r}: missing port (expected host:port)")
         port = default_port
     else:
-        if not port_text.isdigit():
+        if not (port_text.isascii() and port_text.isdigit()):
             raise AddressError(f"target {text!r}: port {port_text!r} is not a number")
         port = int(port_text)
         if not 1 <= port <= 65535:
             raise AddressError(f"target {text!r}: port {port} is out of range 1-65535")
-    return HostPort(host=str(ip) if ip is not None and "%" not in host else host, port=port, ip=ip)
+    return HostPort(host=str(ip) if ip is not None else host, port=port, ip=ip)
 
 
 def _is_ipv6(text: str) -> bool:
@@ -86,9 +88,14 @@ def _ipv4_or_none(host: str) -> ipaddress.IPv4Address | None:
         return None
 
 
+def is_host_name(host: str) -> bool:
+    """A DNS name of 1-63 character labels (letters, digits, '-', '_'), 253 characters at most."""
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_HOSTNAME_LABEL.match(label) for label in name.split("."))
+
+
 def _check_hostname(text: str, host: str) -> None:
     if not host:
         raise AddressError(f"target {text!r}: missing host")
-    name = host[:-1] if host.endswith(".") else host
-    if len(name) > 253 or not all(_HOSTNAME_LABEL.match(label) for label in name.split(".")):
+    if not is_host_name(host):
         raise AddressError(f"target {text!r}: {host!r} is not a valid host name or IPv4 address")

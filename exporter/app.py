@@ -180,7 +180,7 @@ async def landing_page(request: web.Request) -> web.Response:
     """The live status page: latest state of every target, recent probes and failures."""
     exporter = request.app[EXPORTER]
     refresh = request.query.get("refresh", "")
-    seconds = int(refresh) if refresh.isdigit() else 0
+    seconds = int(refresh) if refresh.isascii() and refresh.isdigit() else 0
     page = render_status_page(version=__version__, config=exporter.config,
                               rows=exporter.history.latest(exporter.plan.targets),
                               recent=exporter.history.recent, failures=exporter.history.failures,
@@ -191,7 +191,7 @@ async def landing_page(request: web.Request) -> web.Response:
 async def recorded_probe(request: web.Request) -> web.Response:
     """The transcript of a probe from the status page's history (``/history?id=N``)."""
     raw = request.query.get("id", "")
-    entry = request.app[EXPORTER].history.find(int(raw)) if raw.isdigit() and len(raw) < 20 else None
+    entry = request.app[EXPORTER].history.find(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) < 20 else None
     if entry is None:
         raise web.HTTPNotFound(text=f"no probe {raw[:20]!r} in the history (it keeps the latest "
                                     "probes and failures only)\n")

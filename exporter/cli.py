@@ -72,7 +72,7 @@ def parse_listen_address(text: str) -> tuple[str | None, int]:
         port_text = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port_text = text.rpartition(":")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise UsageError(f"--web.listen-address {text!r}: expected HOST:PORT, :PORT or [IPv6]:PORT")
     return (host or None), int(port_text)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from exporter.address import AddressError, HostPort, parse_host_port
+from exporter.address import AddressError, HostPort, is_host_name, parse_host_port
 from exporter import yamlload
 from exporter.durations import parse_duration
 
@@ -397,6 +397,20 @@ def _subsection(fields: Mapping[str, Field], build: Callable[..., Any]) -> Parse
     return parse
 
 
+def _server_name(value: Any, path: str, errs: _Errors) -> Any:
+    if isinstance(value, str) and (is_host_name(value) or _is_ip(value)):
+        return value
+    return errs.add(path, f"{value!r} is not a host name or IP address to verify the certificate against")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 TCP_FIELDS = {
     "preferred_ip_protocol": Field(_choice("ip4", "ip6"), "ip4"),
     "ip_protocol_fallback": Field(_boolean, True),
@@ -404,7 +418,7 @@ TCP_FIELDS = {
 }
 TLS_CONFIG_FIELDS = {
     "ca_file": Field(_ca_file, None),
-    "server_name": Field(_string, None),
+    "server_name": Field(_server_name, None),
     "insecure_skip_verify": Field(_boolean, False),
 }
 AUTH_FIELDS = {

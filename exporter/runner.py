@@ -42,31 +42,38 @@ class ProbeRunner:
         # Keyed by (host, port, id(module)): hashing the HostPort and Module dataclasses themselves
         # (an ipaddress object and nested settings) cost more than the rest of the bookkeeping.
         # The module object is alive while its probe is in flight, so its id cannot be reused.
-        self._inflight: dict[tuple[str, int, int], asyncio.Future[ProbeResult]] = {}
+        # Each in-flight probe with the deadline it runs to.
+        self._inflight: dict[tuple[str, int, int], tuple[asyncio.Future[ProbeResult], float]] = {}
 
     async def probe(self, target: HostPort, module: Module, deadline: float) -> ProbeResult:
         """Probe one target before ``deadline`` (loop time), sharing an in-flight probe of it."""
         key = (target.host, target.port, id(module))
-        for _ in range(2):
-            shared = self._inflight.get(key)
-            if shared is None:
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            entry = self._inflight.get(key)
+            if entry is None:
                 break
+            shared, owner_deadline = entry
             try:
-                return await asyncio.shield(shared)
+                result = await asyncio.shield(shared)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not shared.cancelled() or (task is not None and task.cancelling()):
                     raise
-                # The owner was cancelled (its scrape ended), not us: probe ourselves.
-        outcome: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = outcome
+                continue  # the owner was cancelled (its scrape ended), not us: probe ourselves
+            if owner_deadline < deadline and loop.time() >= owner_deadline - 0.001:
+                # The owner ran out of its shorter time: its timeout says nothing about ours.
+                continue
+            return result
+        outcome: asyncio.Future[ProbeResult] = loop.create_future()
+        self._inflight[key] = (outcome, deadline)
         try:
             result = await self._run(target, module, deadline)
         except BaseException:
             outcome.cancel()
             raise
         finally:
-            if self._inflight.get(key) is outcome:
+            if self._inflight.get(key, (None,))[0] is outcome:
                 del self._inflight[key]
         outcome.set_result(result)
         return result

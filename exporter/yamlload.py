@@ -147,5 +147,10 @@ def _scalar(loader: Any, event: ScalarEvent) -> Any:
     construct = loader.yaml_constructors.get(tag)
     if construct is None:
         raise ConstructorError(None, None, f"unsupported tag {tag!r} in a configuration file", event.start_mark)
-    return construct(loader, node)
+    try:
+        return construct(loader, node)
+    except (ValueError, KeyError, AttributeError, TypeError, OverflowError):
+        # e.g. "!!float x", "!!bool maybe", "!!timestamp never": PyYAML's constructors raise plain errors.
+        raise ConstructorError(None, None, f"{event.value[:50]!r} is not a valid {tag.rsplit(':', 1)[-1]}",
+                               event.start_mark) from None
 

@@ -69,6 +69,10 @@ async def connect_target(result: ProbeResult, target: HostPort, module: Module, 
             pause = _pacer(loop).turn()
             if pause is not None:
                 await pause
+            if loop.time() >= deadline:
+                # A connect started now would report a meaningless near-zero connect time.
+                _failed(result, TcpState.TIMEOUT, "the deadline passed before the connect could start")
+                return None
             # SOCK_NONBLOCK: non-blocking from birth, one syscall fewer than setblocking(False).
             sock = socket.socket(resolved.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             if tcp.source_ip_address:
