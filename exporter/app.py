@@ -165,7 +165,7 @@ async def ready(request: web.Request) -> web.Response:
 
 async def reload(request: web.Request) -> web.Response:
     try:
-        config = request.app[EXPORTER].reload()
+        config = await request.app[EXPORTER].reload()
     except ConfigError as exc:
         log.error("configuration reload failed; still serving the previous configuration:\n%s", exc)
         raise web.HTTPBadRequest(text="reload failed, the previous configuration stays in use:\n"

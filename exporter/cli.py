@@ -134,7 +134,8 @@ async def serve(config: Config, addresses: list[tuple[str | None, int]], web_con
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, _reload, app[EXPORTER])
+        reloads: set[asyncio.Task] = set()  # referenced until done, so they are not collected mid-way
+        loop.add_signal_handler(signal.SIGHUP, _start_reload, app[EXPORTER], reloads)
         await stop.wait()
         for site in sites:  # closes the listening sockets: new connections are refused from here on
             await site.stop()
@@ -144,9 +145,15 @@ async def serve(config: Config, addresses: list[tuple[str | None, int]], web_con
     return 0
 
 
-def _reload(exporter) -> None:
+def _start_reload(exporter, reloads: set[asyncio.Task]) -> None:
+    task = asyncio.ensure_future(_reload(exporter))
+    reloads.add(task)
+    task.add_done_callback(reloads.discard)
+
+
+async def _reload(exporter) -> None:
     try:
-        exporter.reload()
+        await exporter.reload()
     except ConfigError as exc:
         log.error("configuration reload failed; still serving the previous configuration:\n%s", exc)
 

@@ -58,6 +58,7 @@ class Exporter:
         self.history = ProbeHistory()  # for the status page
         self.plan = build_plan(config)
         self.gate = ProbeGate(config.probe_access)
+        self._reloading = asyncio.Lock()
         self._loaded(config)
 
     @property
@@ -71,16 +72,25 @@ class Exporter:
         # Time to tally and render a scrape, measured on each one; a first guess until then.
         self._finish_seconds = FINISH_SECONDS_PER_TARGET * len(config.targets)
 
-    def reload(self) -> Config:
+    async def reload(self) -> Config:
         """Load the config file again; on any error keep serving the old config and raise ConfigError."""
-        try:
-            config = load_config(self.config.source)
-        except ConfigError:
-            self.metrics.reload_successful.set(0)
-            raise
-        self.plan = build_plan(config)
-        self.gate = ProbeGate(config.probe_access)
-        self._loaded(config)
+        async with self._reloading:  # two SIGHUPs in a row load one after the other
+            try:
+                # In a thread: a large file takes most of a second to parse, and a stalled event loop
+                # would inflate the connect times of every probe in flight (they are stamped by callbacks).
+                plan = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: build_plan(load_config(self.config.source)))
+            except ConfigError:
+                self.metrics.reload_successful.set(0)
+                raise
+            config = plan.config
+            if config.probe_access != self.config.probe_access:  # keep rate-limit buckets otherwise
+                self.gate = ProbeGate(config.probe_access)
+            if self.runner is not None and config.settings.max_concurrency != self.runner.max_concurrency:
+                # Probes in flight finish on the old runner; new ones use the new limit.
+                self.runner = ProbeRunner(self.runner.resolver, config.settings.max_concurrency)
+            self.plan = plan
+            self._loaded(config)
         log.info("configuration reloaded: %d modules, %d targets", len(config.modules), len(config.targets))
         return config
 
