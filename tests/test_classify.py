@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import errno
-import socket
 
 import pytest
 
-from exporter.probers.result import TcpState, classify_errno, classify_exception
+from exporter.probers.result import TcpState, classify_errno
 
 
 @pytest.mark.parametrize("code, state", [
@@ -23,16 +22,3 @@ from exporter.probers.result import TcpState, classify_errno, classify_exception
 ])
 def test_errno(code, state):
     assert classify_errno(code) is state
-
-
-@pytest.mark.parametrize("exc, state", [
-    (ConnectionRefusedError(errno.ECONNREFUSED, "whatever the text says"), TcpState.REFUSED),
-    (TimeoutError(), TcpState.TIMEOUT),
-    (OSError(errno.ETIMEDOUT, "refused"), TcpState.TIMEOUT),  # the text lies; the errno decides
-    (OSError(errno.EHOSTUNREACH, "timed out"), TcpState.UNREACHABLE),
-    (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), TcpState.DNS_ERROR),
-    (OSError(errno.EMFILE, "Too many open files"), TcpState.ERROR),
-    (ValueError("connection refused"), TcpState.ERROR),
-])
-def test_exception(exc, state):
-    assert classify_exception(exc) is state

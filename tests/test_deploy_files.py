@@ -89,10 +89,7 @@ def test_exporter_config_loads():
 
 
 def test_commented_smtp_modules_are_valid(tmp_path):
-    """The SMTP examples ship commented out (not every build has the prober); uncommented they must load."""
-    from exporter.probers.table import PROBERS
-    if "smtp" not in PROBERS:
-        pytest.skip("this build has no smtp prober yet (branch smtp not merged)")
+    """The SMTP examples ship commented out (they need real mail servers as targets); uncommented they must load."""
     text = re.sub(r"^  # (smtp_|  )", r"  \1", EXPORTER_CONFIG.read_text(), flags=re.M)
     (tmp_path / "config.yml").write_text(text)
     modules = load_config(str(tmp_path / "config.yml")).modules
@@ -157,8 +154,7 @@ def test_compose_builds_the_exporter_from_the_repository():
     build = compose()["services"]["exporter"]["build"]
     context = (DEPLOY / build["context"]).resolve()
     assert (context / "pyproject.toml").exists(), "the build context is not the repository root"
-    if not (context / build["dockerfile"]).exists():
-        pytest.skip("no Dockerfile in this checkout yet (the lead adds it); the compose file expects one")
+    assert (context / build["dockerfile"]).exists(), "the compose file builds from a Dockerfile that is missing"
 
 
 def test_docker_compose_config():
@@ -247,10 +243,8 @@ def test_state_table_maps_every_tcp_state_the_exporter_has():
 
 
 def test_smtp_state_mapping_matches_the_prober():
-    try:
-        from exporter.probers.smtp_result import SmtpState
-    except ImportError:
-        pytest.skip("this build has no smtp prober yet (branch smtp not merged)")
+    from exporter.probers.smtp_result import SmtpState
+
     table = next(panel for panel in all_panels() if panel["title"] == "State per target")
     expr = next(target["expr"] for target in table["targets"] if "probe_smtp_state" in target["expr"])
     codes = {int(code): state for state, code in re.findall(r'state="(\w+)"\} \* (\d+)', expr)}

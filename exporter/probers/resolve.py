@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -78,7 +77,3 @@ class Resolver:
                                "and ip_protocol_fallback is off")
         family, _, _, _, sockaddr = chosen
         return Resolved(family, sockaddr, sockaddr[0])
-
-
-def now() -> float:
-    return time.perf_counter()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -36,19 +35,6 @@ def classify_errno(code: int) -> TcpState:
         return TcpState.TIMEOUT
     if code in _UNREACHABLE_ERRNOS:
         return TcpState.UNREACHABLE
-    return TcpState.ERROR
-
-
-def classify_exception(exc: BaseException) -> TcpState:
-    """Classify by exception type first, then errno; never by message text."""
-    if isinstance(exc, socket.gaierror):
-        return TcpState.DNS_ERROR
-    if isinstance(exc, TimeoutError):
-        return TcpState.TIMEOUT
-    if isinstance(exc, ConnectionRefusedError):
-        return TcpState.REFUSED
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return classify_errno(exc.errno)
     return TcpState.ERROR
 
 

@@ -29,7 +29,7 @@ from exporter.probers.connect import connect_target
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_explain import explain
-from exporter.probers.smtp_replies import (ConnectionClosed, MalformedReply, Reply, ReplyReader, ReplyTimeout,
+from exporter.probers.smtp_replies import (ConnectionClosed, MalformedReply, Reply, ReplyCode, ReplyReader, ReplyTimeout,
                                            decode, open_stream)
 from exporter.probers.smtp_result import SmtpDetails, SmtpState
 from exporter.probers.smtp_tls import TlsInfo, client_context, describe, server_name, verify_failure
@@ -150,7 +150,7 @@ class _Session:
     def _check_greeting(self, greeting: Reply) -> None:
         if greeting.code >= 400:  # 421 busy, 554 blocked: the server will not talk to us
             raise _Stop(SmtpState.BANNER_REJECTED, self._rejection("the greeting", greeting))
-        if greeting.code != 220:
+        if greeting.code != ReplyCode.SERVICE_READY:
             raise _Stop(SmtpState.PROTOCOL_ERROR, f"the greeting has code {greeting.code}, expected 220")
         pattern = self.settings.expect_banner
         if pattern is not None:
@@ -162,14 +162,14 @@ class _Session:
     async def _hello(self) -> None:
         name = self.settings.ehlo
         reply = await self._command("ehlo", f"EHLO {name}")
-        if reply.code == 250:
+        if reply.code == ReplyCode.OK:
             self._capabilities(reply)
             return
         command = "EHLO"
         if reply.permanent:  # an old server without ESMTP: try the original greeting
             command = "HELO"
             reply = await self._command("helo", f"HELO {name}")
-            if reply.code == 250:
+            if reply.code == ReplyCode.OK:
                 self.result.note("EHLO refused, HELO accepted: the server offers no extensions")
                 self.details.capabilities = frozenset()
                 return
@@ -209,7 +209,7 @@ class _Session:
             self.result.note("STARTTLS is not offered: continuing unencrypted (starttls: opportunistic)")
             return
         reply = await self._command("starttls", "STARTTLS")
-        if reply.code != 220:
+        if reply.code != ReplyCode.SERVICE_READY:
             if required:
                 raise _Stop(SmtpState.STARTTLS_UNAVAILABLE, self._rejection("STARTTLS", reply))
             self.result.note("STARTTLS was refused: continuing unencrypted (starttls: opportunistic)")
@@ -283,24 +283,24 @@ class _Session:
             token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
             self.secrets += [password, token]
             reply = await self._command("auth", f"AUTH PLAIN {token}", shown=f"AUTH PLAIN {MASK}")
-            if reply.code == 334:  # a server that wants the credentials on their own line
+            if reply.code == ReplyCode.AUTH_CONTINUE:  # a server that wants the credentials on their own line
                 reply = await self._command("auth", token, shown=MASK)
         else:
             user_token = base64.b64encode(user.encode()).decode()
             password_token = base64.b64encode(password.encode()).decode()
             self.secrets += [password, password_token]
             reply = await self._command("auth", "AUTH LOGIN")
-            if reply.code == 334:
+            if reply.code == ReplyCode.AUTH_CONTINUE:
                 reply = await self._command("auth", user_token, shown=f"{user_token} (user name)")
-            if reply.code == 334:
+            if reply.code == ReplyCode.AUTH_CONTINUE:
                 reply = await self._command("auth", password_token, shown=MASK)
-        if reply.code != 235:
+        if reply.code != ReplyCode.AUTH_SUCCEEDED:
             raise _Stop(SmtpState.AUTH_FAILED, self._rejection(f"AUTH {mechanism} as {user}", reply))
 
     async def _envelope(self) -> None:
         settings = self.settings
         reply = await self._command("mail", f"MAIL FROM:<{settings.mail_from}>")
-        if reply.code != 250:
+        if reply.code != ReplyCode.OK:
             raise _Stop(SmtpState.SENDER_REJECTED, self._rejection(f"MAIL FROM:<{settings.mail_from}>", reply))
         if settings.rcpt_to:
             reply = await self._command("rcpt", f"RCPT TO:<{settings.rcpt_to}>")
@@ -314,13 +314,13 @@ class _Session:
 
     async def _send_message(self) -> None:
         reply = await self._command("data", "DATA")
-        if reply.code != 354:
+        if reply.code != ReplyCode.START_MAIL_INPUT:
             raise _Stop(SmtpState.DATA_REJECTED, self._rejection("DATA", reply))
         started = time.perf_counter()
         await self._send(self._message(), f"<test message, subject {self.settings.subject!r}>")
         reply = await self._reply("data")
         self.details.stage_seconds["data"] += time.perf_counter() - started
-        if reply.code != 250:
+        if reply.code != ReplyCode.OK:
             raise _Stop(SmtpState.DATA_REJECTED, self._rejection("the test message", reply))
 
     def _message(self) -> bytes:
