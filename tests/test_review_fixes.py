@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from exporter.address import AddressError, parse_host_port
 from exporter.config import parse_config
