@@ -16,6 +16,7 @@ from exporter.address import AddressError, parse_host_port
 from exporter.config import Config, ConfigError, GlobalSettings, default_port
 from exporter.exposition import CONTENT_TYPE
 from exporter.probers.resolve import Resolver
+from exporter.report import debug_report
 from exporter.runner import ProbeRunner
 from exporter.selfmetrics import ExporterMetrics
 from exporter.service import Exporter, render_single
@@ -131,26 +132,9 @@ async def probe(request: web.Request) -> web.Response:
     result = await exporter.probe(address, module, budget)
     text = render_single(result, module)
     if debug == "true":
-        return web.Response(text=debug_report(str(address), module.name, result, text),
+        return web.Response(text=debug_report([f"Probe of {address} with module {module.name}"], result, text),
                             content_type="text/plain", charset="utf-8")
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
-
-
-def debug_report(target: str, module: str, result, metrics_text: str) -> str:
-    verdict = "SUCCESS" if result.success else "FAILURE"
-    lines = [f"Probe of {target} with module {module}",
-             f"Verdict: {verdict}, state {result.state}: {result.detail}",
-             f"Duration: {result.duration_seconds * 1000:.2f} ms",
-             "",
-             "Transcript:"]
-    lines += [f"  {line}" for line in result.transcript]
-    # Probers that talk a protocol (smtp) explain each reply code the server sent.
-    explanations = getattr(result.extra, "explanations", None)
-    if explanations:
-        lines += ["", "Reply codes explained:"]
-        lines += [f"  {heading}: {meaning}" for heading, meaning in explanations]
-    lines += ["", "Metrics:", metrics_text]
-    return "\n".join(lines)
 
 
 async def healthy(request: web.Request) -> web.Response:

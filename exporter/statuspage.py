@@ -19,6 +19,7 @@ from exporter.address import HostPort
 from exporter.config import Config, Module
 from exporter.history import Recorded
 from exporter.probers.result import ProbeResult, TcpState
+from exporter.report import debug_report
 
 MAX_DETAIL = 300
 MAX_ROWS = 2000
@@ -205,14 +206,6 @@ def render_status_page(*, version: str, config: Config,
 
 def render_transcript(entry: Recorded, metrics_text: str) -> str:
     """Plain text (served as text/plain with nosniff): what /probe?debug=true shows, for a past probe."""
-    result = entry.result
-    verdict = "SUCCESS" if result.success else "FAILURE"
-    lines = [f"Probe #{entry.id} of {entry.address} with module {entry.module.name}",
-             f"At {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(entry.when))}",
-             f"Verdict: {verdict}, state {result.state}: {result.detail}",
-             f"Duration: {result.duration_seconds * 1000:.2f} ms",
-             "",
-             "Transcript:"]
-    lines += [f"  {line}" for line in result.transcript]
-    lines += ["", "Metrics:", metrics_text]
-    return "\n".join(lines)
+    return debug_report([f"Probe #{entry.id} of {entry.address} with module {entry.module.name}",
+                         f"At {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(entry.when))}"],
+                        entry.result, metrics_text)

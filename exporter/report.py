@@ -1,0 +1,22 @@
+"""The plain-text report of one probe, as /probe?debug=true and the status page's history show it."""
+
+from __future__ import annotations
+
+from exporter.probers.result import ProbeResult
+
+
+def debug_report(heading: list[str], result: ProbeResult, metrics_text: str) -> str:
+    verdict = "SUCCESS" if result.success else "FAILURE"
+    lines = [*heading,
+             f"Verdict: {verdict}, state {result.state}: {result.detail}",
+             f"Duration: {result.duration_seconds * 1000:.2f} ms",
+             "",
+             "Transcript:"]
+    lines += [f"  {line}" for line in result.transcript]
+    # Probers that talk a protocol (smtp) explain each reply code the server sent.
+    explanations = getattr(result.extra, "explanations", None)
+    if explanations:
+        lines += ["", "Reply codes explained:"]
+        lines += [f"  {heading}: {meaning}" for heading, meaning in explanations]
+    lines += ["", "Metrics:", metrics_text]
+    return "\n".join(lines)
