@@ -23,6 +23,7 @@ from exporter.service import Exporter, render_single
 from exporter.statuspage import render_status_page, render_transcript
 from exporter.webconfig import WebConfig
 from exporter.webconfig import install as install_web_config
+from exporter.workerpool import WorkerOptions, WorkerPool
 
 log = logging.getLogger("exporter.http")
 
@@ -36,14 +37,20 @@ DNS_WORKERS = 64
 parse_target = functools.lru_cache(maxsize=4096)(parse_host_port)
 
 
+WORKERS = web.AppKey("workers", WorkerOptions)
+
+
 def create_app(config: Config, *, registry: CollectorRegistry | None = None,
-               web_config: WebConfig | None = None) -> web.Application:
-    """Build the application for ``config``. Pass a fresh ``registry`` in tests to avoid globals."""
+               web_config: WebConfig | None = None, workers: WorkerOptions | None = None) -> web.Application:
+    """Build the application for ``config``. Pass a fresh ``registry`` in tests to avoid globals;
+    ``workers`` with ``processes`` > 1 splits scrapes over that many processes."""
     app = web.Application()
     if web_config is not None:
         install_web_config(app, web_config)
     app[EXPORTER] = Exporter(config, ExporterMetrics(registry))
+    app[WORKERS] = workers or WorkerOptions()
     app.cleanup_ctx.append(_probe_runner)
+    app.cleanup_ctx.append(_probe_workers)
     app.router.add_get("/", landing_page)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
@@ -63,6 +70,22 @@ async def _probe_runner(app: web.Application) -> AsyncIterator[None]:
     finally:
         exporter.runner = None
         resolver.close()
+
+
+async def _probe_workers(app: web.Application) -> AsyncIterator[None]:
+    options = app[WORKERS]
+    if options.processes <= 1:
+        yield
+        return
+    exporter = app[EXPORTER]
+    pool = WorkerPool(options, exporter.metrics)
+    await pool.start(exporter.plan)
+    exporter.pool = pool
+    try:
+        yield
+    finally:
+        exporter.pool = None
+        await pool.close()
 
 
 def _bad_request(reason: str) -> web.HTTPBadRequest:

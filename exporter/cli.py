@@ -18,12 +18,14 @@ from exporter.logs import LEVELS, setup_logging
 
 if TYPE_CHECKING:
     from exporter.webconfig import WebConfig
+    from exporter.workerpool import WorkerOptions
 
 log = logging.getLogger("exporter")
 
 DEFAULT_PORT = 9816
 DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
 SHUTDOWN_GRACE_SECONDS = 15.0
+MAX_PROBE_PROCESSES = 64
 
 
 class UsageError(Exception):
@@ -54,8 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
     parser.add_argument("--runtime.event-loop", dest="event_loop", choices=["auto", "asyncio", "uvloop"],
                         default="auto", help="event loop: uvloop when installed (auto), or asyncio")
+    parser.add_argument("--runtime.probe-processes", dest="probe_processes", type=_process_count, default=1,
+                        metavar="N",
+                        help="processes that share each scrape of the configured targets, this one included "
+                             f"(1-{MAX_PROBE_PROCESSES}; default 1). One process uses one core: raise it when "
+                             "a large scrape is CPU-bound. Each extra process costs ~30-40 MB.")
     parser.add_argument("--version", action="version", version=f"connectivity_exporter {__version__}")
     return parser
+
+
+def _process_count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PROBE_PROCESSES:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number from 1 to {MAX_PROBE_PROCESSES}")
+    return int(text)
 
 
 def _duration(text: str) -> float:
@@ -108,12 +121,12 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
 
 
 async def serve(config: Config, addresses: list[tuple[str | None, int]], web_config: WebConfig | None = None,
-                shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS) -> int:
+                shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS, workers: WorkerOptions | None = None) -> int:
     from aiohttp import web
 
     from exporter.app import EXPORTER, create_app
 
-    app = create_app(config, web_config=web_config)
+    app = create_app(config, web_config=web_config, workers=workers)
     ssl_context = web_config.ssl_context if web_config is not None else None
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout,
                            access_log=logging.getLogger("aiohttp.access"))
@@ -194,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                                                      "event_loop": type(loop).__module__.split(".")[0],
                                                      "pid": os.getpid()})
     try:
-        code = loop.run_until_complete(serve(config, addresses, web_config, args.shutdown_timeout))
+        from exporter.workerpool import WorkerOptions
+
+        workers = WorkerOptions(args.probe_processes, args.event_loop, args.log_level, args.log_format)
+        code = loop.run_until_complete(serve(config, addresses, web_config, args.shutdown_timeout, workers))
     finally:
         loop.close()
     log.info("stopped", extra={"exit_code": code})

@@ -34,6 +34,23 @@ def deadline_result(module: Module, waited: float) -> ProbeResult:
     return result
 
 
+def fill_cut(results: list[ProbeResult | None], targets: Sequence[tuple[HostPort, Module]],
+             waited: float) -> list[ProbeResult]:
+    """``results`` with every missing entry (a probe cut at the deadline) filled with a timeout result."""
+    # Every target of a module cut at the deadline gets the same (read-only) result object:
+    # with 10,000 targets behind a dead path, building one each would delay the reply.
+    cut: dict[int, ProbeResult] = {}
+    out = []
+    for index, result in enumerate(results):
+        if result is None:
+            module = targets[index][1]
+            result = cut.get(id(module))
+            if result is None:
+                result = cut[id(module)] = deadline_result(module, waited)
+        out.append(result)
+    return out
+
+
 class ProbeRunner:
     def __init__(self, resolver: Resolver, max_concurrency: int):
         self.resolver = resolver
@@ -122,16 +139,4 @@ class ProbeRunner:
             if unfinished:
                 # Cancelled probes close their sockets in ``finally``; this returns at once.
                 await asyncio.wait(unfinished, timeout=1.0)
-        waited = loop.time() - started
-        # Every target of a module cut at the deadline gets the same (read-only) result object:
-        # with 10,000 targets behind a dead path, building one each would delay the reply.
-        cut: dict[int, ProbeResult] = {}
-        out = []
-        for index, result in enumerate(results):
-            if result is None:
-                module = targets[index][1]
-                result = cut.get(id(module))
-                if result is None:
-                    result = cut[id(module)] = deadline_result(module, waited)
-            out.append(result)
-        return out
+        return fill_cut(results, targets, loop.time() - started)

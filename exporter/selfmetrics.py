@@ -46,6 +46,12 @@ class ExporterMetrics:
                                        registry=registry)
         self.reload_timestamp = Gauge("connectivity_exporter_config_last_reload_success_timestamp_seconds",
                                       "Unix time of the last successful configuration load.", registry=registry)
+        self.probe_workers = Gauge("connectivity_exporter_probe_workers",
+                                   "Probe worker processes running beside the serving process "
+                                   "(--runtime.probe-processes minus one when all are up).", registry=registry)
+        self.worker_exits = Counter("connectivity_exporter_probe_worker_exits",
+                                    "Probe worker processes that exited unexpectedly (each is started again).",
+                                    registry=registry)
         build = Gauge("connectivity_exporter_build_info", "Version of the exporter and of Python, always 1.",
                       ["version", "python_version"], registry=registry)
         build.labels(__version__, platform.python_version()).set(1)

@@ -20,6 +20,7 @@ from exporter.probers.result import ProbeResult
 from exporter.probers.table import PROBERS, families_in_order
 from exporter.runner import ProbeRunner, deadline_result
 from exporter.selfmetrics import ExporterMetrics
+from exporter.workerpool import WorkerPool
 
 log = logging.getLogger("exporter")
 
@@ -55,6 +56,7 @@ class Exporter:
     def __init__(self, config: Config, metrics: ExporterMetrics):
         self.metrics = metrics
         self.runner: ProbeRunner | None = None  # created on the server's loop at startup
+        self.pool: WorkerPool | None = None  # probe worker processes, when there are any
         self.history = ProbeHistory()  # for the status page
         self.plan = build_plan(config)
         self.gate = ProbeGate(config.probe_access)
@@ -90,6 +92,8 @@ class Exporter:
                 # Probes in flight finish on the old runner; new ones use the new limit.
                 self.runner = ProbeRunner(self.runner.resolver, config.settings.max_concurrency)
             self.plan = plan
+            if self.pool is not None:
+                self.pool.set_plan(plan)
             self._loaded(config)
         log.info("configuration reloaded: %d modules, %d targets", len(config.modules), len(config.targets))
         return config
@@ -109,8 +113,12 @@ class Exporter:
         # tallying and rendering took last time (sending the reply takes about as long again;
         # with 10,000 targets ~0.1 s each), at most a quarter of the budget.
         reserve = min(2 * self._finish_seconds, budget / 4)
-        results = await self._require_runner().probe_all(
-            [(target.address, target.module) for target in plan.targets], started + budget - reserve)
+        deadline = started + budget - reserve
+        if self.pool is not None:
+            results = await self.pool.probe_all(plan, self._require_runner(), deadline)
+        else:
+            results = await self._require_runner().probe_all(
+                [(target.address, target.module) for target in plan.targets], deadline)
         probed = loop.time()
         self.metrics.scrape_duration.labels("metrics").observe(probed - started)
         self._count(results, plan.targets)
