@@ -20,7 +20,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -97,56 +99,99 @@ def raw_limit(native: tools.NativeTools, reps: int, seconds: float) -> dict:
     return {"tool": native.label, "connects_per_second": spread(rates)}
 
 
-def scrape_section(sizes: list[int], loops: list[str], reps: int, workdir: Path) -> list[dict]:
+def scrape_section(setups: list[tuple[str, int, list[int]]], reps: int, workdir: Path) -> list[dict]:
+    """``setups``: (event loop, --runtime.probe-processes, target counts)."""
     rows = []
-    for event_loop in loops:
+    for event_loop, processes, sizes in setups:
         for n in sizes:
-            targets = [f"{target_address(i)}:{CLOSED_PORT if i % 5 == 4 else OPEN_PORT}" for i in range(n)]
-            expected_refused = sum(1 for i in range(n) if i % 5 == 4)
-            proc = tools.start_exporter(exporter_config(targets), EXPORTER_PORT, event_loop, workdir)
-            try:
-                loaded = proc.memory_mb()  # after reading the config: its peak is the YAML parser's
-                reset = proc.reset_peak_memory()
-                walls, cpus, wrong = [], [], 0
-                for rep in range(reps + 1):  # the first scrape warms up and is not counted
-                    cpu_before = proc.cpu_seconds()
-                    status, body, wall = tools.http_get(EXPORTER_PORT, "/metrics",
-                                                        {"X-Prometheus-Scrape-Timeout-Seconds": "60"})
-                    cpu = proc.cpu_seconds() - cpu_before
-                    if status != 200:
-                        raise BenchError(f"/metrics answered {status}")
-                    opened = body.count(b'state="open"} 1\n')
-                    refused = body.count(b'state="refused"} 1\n')
-                    wrong = max(wrong, n - opened - refused + abs(refused - expected_refused))
-                    if rep:
-                        walls.append(wall)
-                        cpus.append(cpu)
-                scraping = proc.memory_mb()
-            finally:
-                proc.stop()
-            row = {"targets": n, "event_loop": event_loop, "wall_seconds": spread(walls),
-                   "cpu_seconds": spread(cpus), "probes_per_second": spread([n / w for w in walls]),
-                   "rss_after_config_load_mb": loaded["rss_mb"], "peak_rss_at_config_load_mb": loaded["peak_rss_mb"],
-                   "peak_rss_scraping_mb": scraping["peak_rss_mb"] if reset else None,
-                   "peak_rss_mb": max(loaded["peak_rss_mb"], scraping["peak_rss_mb"]), "misclassified": wrong,
-                   "body_bytes": len(body)}
-            rows.append(row)
-            log(f"  scrape {n:>6} targets ({event_loop}): {row['probes_per_second']['median']:,.0f} probes/s, "
-                f"peak RSS {row['peak_rss_mb']:.0f} MB (config load {loaded['peak_rss_mb']:.0f}, scraping "
-                f"{scraping['peak_rss_mb']:.0f}), misclassified {wrong}")
+            rows.append(scrape_row(n, event_loop, processes, reps, workdir))
     return rows
 
 
+def scrape_row(n: int, event_loop: str, processes: int, reps: int, workdir: Path) -> dict:
+    targets = [f"{target_address(i)}:{CLOSED_PORT if i % 5 == 4 else OPEN_PORT}" for i in range(n)]
+    expected_refused = sum(1 for i in range(n) if i % 5 == 4)
+    proc = tools.start_exporter(exporter_config(targets), EXPORTER_PORT, event_loop, workdir, processes)
+    try:
+        loaded = proc.memory_mb()  # after reading the config: its peak is the YAML parser's
+        reset = proc.reset_peak_memory()
+        wait_for_workers(proc, processes - 1)
+        walls, cpus, wrong = [], [], 0
+        for rep in range(reps + 1):  # the first scrape warms up and is not counted
+            cpu_before = proc.tree_cpu_seconds()
+            status, body, wall = tools.http_get(EXPORTER_PORT, "/metrics",
+                                                {"X-Prometheus-Scrape-Timeout-Seconds": "60"})
+            cpu = proc.tree_cpu_seconds() - cpu_before
+            if status != 200:
+                raise BenchError(f"/metrics answered {status}")
+            opened = body.count(b'state="open"} 1\n')
+            refused = body.count(b'state="refused"} 1\n')
+            wrong = max(wrong, n - opened - refused + abs(refused - expected_refused))
+            if rep:
+                walls.append(wall)
+                cpus.append(cpu)
+        scraping = proc.memory_mb()
+        workers_mb = proc.children_peak_memory_mb()
+    finally:
+        proc.stop()
+    row = {"targets": n, "event_loop": event_loop, "processes": processes, "wall_seconds": spread(walls),
+           "cpu_seconds": spread(cpus), "probes_per_second": spread([n / w for w in walls]),
+           "rss_after_config_load_mb": loaded["rss_mb"], "peak_rss_at_config_load_mb": loaded["peak_rss_mb"],
+           "peak_rss_scraping_mb": scraping["peak_rss_mb"] if reset else None,
+           "peak_rss_mb": max(loaded["peak_rss_mb"], scraping["peak_rss_mb"]),
+           "workers_peak_rss_mb": workers_mb, "misclassified": wrong, "body_bytes": len(body)}
+    log(f"  scrape {n:>6} targets ({event_loop}, {processes} process{'es' if processes > 1 else ''}): "
+        f"{row['probes_per_second']['median']:,.0f} probes/s, peak RSS {row['peak_rss_mb']:.0f} MB "
+        f"(config load {loaded['peak_rss_mb']:.0f}, scraping {scraping['peak_rss_mb']:.0f}, workers "
+        f"{workers_mb:.0f}), misclassified {wrong}")
+    return row
+
+
+def wait_for_workers(proc: tools.Proc, workers: int, seconds: float = 30.0) -> None:
+    """Until the exporter reports its workers running (each /metrics here is also a warm-up scrape)."""
+    if workers == 0:
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        _, body, _ = tools.http_get(EXPORTER_PORT, "/metrics", {"X-Prometheus-Scrape-Timeout-Seconds": "60"})
+        if f"\nconnectivity_exporter_probe_workers {workers}.0\n".encode() in body:
+            return
+        time.sleep(0.2)
+    raise BenchError(f"{proc.name}: its {workers} probe workers did not start within {seconds:g}s")
+
+
+@dataclass
+class Contender:
+    """One or several servers answering /probe; several split wrk's connections between them, as
+    Prometheus' hashmod sharding splits the targets between exporters."""
+    name: str
+    procs: list[Proc]
+    ports: list[int]
+    path: str
+
+    def cpu_seconds(self) -> float:
+        return sum(proc.cpu_seconds() for proc in self.procs)
+
+
 def probe_section(loops: list[str], reps: int, seconds: float, warmup: float, workdir: Path) -> dict:
-    contenders: list[tuple[str, Proc, int, str]] = []
+    contenders: list[Contender] = []
     started: list[Proc] = []
+    path = f"/probe?target=127.0.0.1:{OPEN_PORT}&module=tcp_connect"
     try:
         for event_loop in loops:
             port = EXPORTER_PORT + len(started)
             proc = tools.start_exporter(exporter_config([]), port, event_loop, workdir)
             started.append(proc)
-            contenders.append((f"connectivity_exporter ({event_loop})", proc, port,
-                               f"/probe?target=127.0.0.1:{OPEN_PORT}&module=tcp_connect"))
+            contenders.append(Contender(f"connectivity_exporter ({event_loop})", [proc], [port], path))
+        # The multi-core deployment for /probe: one exporter per core, targets sharded by Prometheus.
+        shards = []
+        for _ in range(2):
+            port = EXPORTER_PORT + len(started)
+            proc = tools.start_exporter(exporter_config([]), port, loops[0], workdir)
+            started.append(proc)
+            shards.append((proc, port))
+        contenders.append(Contender(f"connectivity_exporter ({loops[0]}), 2 exporters sharded",
+                                    [p for p, _ in shards], [port for _, port in shards], path))
         binary = tools.blackbox_binary()
         skipped = None
         if binary is None:
@@ -155,8 +200,7 @@ def probe_section(loops: list[str], reps: int, seconds: float, warmup: float, wo
         else:
             proc = tools.start_blackbox(binary, BLACKBOX_PORT, workdir)
             started.append(proc)
-            contenders.append(("blackbox_exporter", proc, BLACKBOX_PORT,
-                               f"/probe?target=127.0.0.1:{OPEN_PORT}&module=tcp_connect"))
+            contenders.append(Contender("blackbox_exporter", [proc], [BLACKBOX_PORT], path))
         workloads = []
         for label, rotate in ((f"{PROBE_TARGETS:,} open targets in turn", (OPEN_PORT, PROBE_TARGETS)),
                               ("one open target", None)):
@@ -168,37 +212,60 @@ def probe_section(loops: list[str], reps: int, seconds: float, warmup: float, wo
             proc.stop()
 
 
-def probe_workload(label: str, rotate: tuple[int, int] | None, contenders: list, reps: int, seconds: float,
-                   warmup: float) -> dict:
+def run_wrk_split(contender: Contender, rotate: tuple[int, int] | None, seconds: float) -> dict:
+    """wrk with PROBE_CONCURRENCY connections in all, split evenly over the contender's servers."""
+    def url(port: int) -> str:
+        return f"http://127.0.0.1:{port}{'/' if rotate else contender.path}"
+
+    share = PROBE_CONCURRENCY // len(contender.ports)
+    runs: list[dict] = [{}] * len(contender.ports)
+
+    def one(i: int) -> None:
+        runs[i] = tools.run_wrk(url(contender.ports[i]), share, seconds, rotate)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(contender.ports))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if not all(runs):
+        raise BenchError(f"wrk failed against {contender.name}")
+    # Latency percentiles: the worst server's (conservative); throughput and errors: the sum.
+    return {"requests_per_second": sum(r["requests_per_second"] for r in runs),
+            "p50_ms": max(r["p50_ms"] for r in runs), "p99_ms": max(r["p99_ms"] for r in runs),
+            "requests": sum(r["requests"] for r in runs), "errors": sum(r["errors"] for r in runs)}
+
+
+def probe_workload(label: str, rotate: tuple[int, int] | None, contenders: list[Contender], reps: int,
+                   seconds: float, warmup: float) -> dict:
     """wrk at fixed concurrency against each contender in turn. ``rotate``: each request probes the next
     of many distinct targets; None: every request probes the same target."""
-    def url(port: int, path: str) -> str:
-        return f"http://127.0.0.1:{port}{'/' if rotate else path}"
-
-    runs: dict[str, list[dict]] = {name: [] for name, *_ in contenders}
-    for name, proc, port, path in contenders:
-        tools.run_wrk(url(port, path), PROBE_CONCURRENCY, warmup, rotate)
+    runs: dict[str, list[dict]] = {c.name: [] for c in contenders}
+    for contender in contenders:
+        run_wrk_split(contender, rotate, warmup)
     for _ in range(reps):  # interleaved, so drift in the machine affects every contender alike
-        for name, proc, port, path in contenders:
-            cpu_before = proc.cpu_seconds()
-            run = tools.run_wrk(url(port, path), PROBE_CONCURRENCY, seconds, rotate)
-            run["cpu_us_per_request"] = (proc.cpu_seconds() - cpu_before) / max(run["requests"], 1) * 1e6
-            status, body, _ = tools.http_get(port, path)
-            run["probe_success_after"] = status == 200 and b"\nprobe_success 1" in b"\n" + body
-            runs[name].append(run)
+        for contender in contenders:
+            cpu_before = contender.cpu_seconds()
+            run = run_wrk_split(contender, rotate, seconds)
+            run["cpu_us_per_request"] = (contender.cpu_seconds() - cpu_before) / max(run["requests"], 1) * 1e6
+            run["probe_success_after"] = True
+            for port in contender.ports:
+                status, body, _ = tools.http_get(port, contender.path)
+                run["probe_success_after"] &= status == 200 and b"\nprobe_success 1" in b"\n" + body
+            runs[contender.name].append(run)
     out = {"workload": label, "contenders": {}}
-    for name, proc, *_ in contenders:
-        rs = runs[name]
-        out["contenders"][name] = {
+    for contender in contenders:
+        rs = runs[contender.name]
+        out["contenders"][contender.name] = {
             "requests_per_second": spread([r["requests_per_second"] for r in rs]),
             "p50_ms": spread([r["p50_ms"] for r in rs]), "p99_ms": spread([r["p99_ms"] for r in rs]),
             "cpu_us_per_request": spread([r["cpu_us_per_request"] for r in rs]),
             "errors": sum(r["errors"] for r in rs),
             "all_succeeded": all(r["probe_success_after"] for r in rs),
-            "peak_rss_mb": proc.memory_mb()["peak_rss_mb"]}
-        log(f"  /probe {label}, {name}: {out['contenders'][name]['requests_per_second']['median']:,.0f} req/s, "
-            f"p99 {out['contenders'][name]['p99_ms']['median']:.1f} ms, "
-            f"{out['contenders'][name]['cpu_us_per_request']['median']:.0f} µs CPU/request")
+            "peak_rss_mb": sum(proc.memory_mb()["peak_rss_mb"] for proc in contender.procs)}
+        c = out["contenders"][contender.name]
+        log(f"  /probe {label}, {contender.name}: {c['requests_per_second']['median']:,.0f} req/s, "
+            f"p99 {c['p99_ms']['median']:.1f} ms, {c['cpu_us_per_request']['median']:.0f} µs CPU/request")
     return out
 
 
@@ -323,11 +390,14 @@ def markdown(report: dict) -> str:
     for row in report["scrape"]:
         goal = "≥ 8,000 probes/s, ≤ 100 MB" if row["targets"] == 10000 else ""
         scraping = row["peak_rss_scraping_mb"]
-        lines.append(f"| Scrape of {row['targets']:,} targets ({row['event_loop']}): probes/s · wall s · CPU s · "
+        processes = row.get("processes", 1)
+        setup = row["event_loop"] + (f", {processes} processes" if processes > 1 else "")
+        workers = f" + workers {row['workers_peak_rss_mb']:.0f} MB" if processes > 1 else ""
+        lines.append(f"| Scrape of {row['targets']:,} targets ({setup}): probes/s · wall s · CPU s · "
                      f"peak RSS (config load · scraping) | {fmt(row['probes_per_second'])} · "
                      f"{fmt(row['wall_seconds'], digits=3)} · {row['cpu_seconds']['median']:.2f} · "
                      f"{row['peak_rss_mb']:.0f} MB ({row['peak_rss_at_config_load_mb']:.0f} · "
-                     f"{'?' if scraping is None else format(scraping, '.0f')})"
+                     f"{'?' if scraping is None else format(scraping, '.0f')}){workers}"
                      f"{'' if not row['misclassified'] else ' · ' + str(row['misclassified']) + ' WRONG'} | {goal} |")
     probe = report["probe"]
     for workload in probe["workloads"]:
@@ -411,8 +481,9 @@ def main() -> int:
                 report["raw_limit"] = raw_limit(native, reps, 1.0 if args.quick else 2.0)
             if "scrape" in sections:
                 log("scrapes ...")
-                sizes = [100, 1000, 10000]
-                report["scrape"] = scrape_section(sizes, loops, reps, workdir)
+                setups = [(loop, 1, [100, 1000, 10000]) for loop in loops]
+                setups.append((loops[0], 2, [1000, 10000]))
+                report["scrape"] = scrape_section(setups, reps, workdir)
             if "probe" in sections:
                 log("/probe throughput ...")
                 report["probe"] = probe_section(loops, 2 if args.quick else 3, 3.0 if args.quick else 10.0,

@@ -73,6 +73,37 @@ class Proc:
                     values[key] = int(rest.split()[0]) / 1024
         return {"rss_mb": values["VmRSS"], "peak_rss_mb": values["VmHWM"]}
 
+    def children(self) -> list[int]:
+        """Pids of the process's direct children (the exporter's probe workers)."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                return [int(pid) for pid in f.read().split()]
+        except OSError:
+            return []
+
+    def tree_cpu_seconds(self) -> float:
+        """CPU time of the process and of its live children."""
+        total = self.cpu_seconds()
+        for pid in self.children():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            except OSError:
+                pass
+        return total
+
+    def children_peak_memory_mb(self) -> float:
+        """Sum of the children's peak resident memory (VmHWM), an upper bound of their simultaneous peak."""
+        total = 0.0
+        for pid in self.children():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    total += next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+            except (OSError, StopIteration):
+                pass
+        return total
+
     def reset_peak_memory(self) -> bool:
         """Reset VmHWM to the current RSS (Linux clear_refs "5"), so a later peak is the load's alone."""
         try:
@@ -132,13 +163,13 @@ def wait_ready(proc: Proc, port: int, path: str, seconds: float = 20.0) -> None:
     raise BenchError(f"{proc.name} did not answer {path} on port {port} within {seconds:g}s")
 
 
-def start_exporter(config_text: str, port: int, event_loop: str, workdir: Path) -> Proc:
+def start_exporter(config_text: str, port: int, event_loop: str, workdir: Path, processes: int = 1) -> Proc:
     config = workdir / f"exporter-{port}.yml"
     config.write_text(config_text)
     proc = Proc(f"connectivity_exporter ({event_loop})",
                 [sys.executable, "-m", "exporter", f"--config.file={config}",
                  f"--web.listen-address=127.0.0.1:{port}", f"--runtime.event-loop={event_loop}",
-                 "--log.level=warn"],
+                 f"--runtime.probe-processes={processes}", "--log.level=warn"],
                 cwd=REPO, stdout=subprocess.DEVNULL)
     wait_ready(proc, port, "/-/ready")
     return proc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter.address import HostPort
 from exporter.config import Module
@@ -22,10 +22,11 @@ class Prober:
     probe: ProbeFn
     # Every family this prober's results are written with, common ones included, in order.
     families: tuple[Family, ...]
+    # Built once: every planned target refers to it (one set per target cost ~360 bytes each).
+    family_set: frozenset[Family] = field(init=False)
 
-    @property
-    def family_set(self) -> frozenset[Family]:
-        return frozenset(self.families)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "family_set", frozenset(self.families))
 
 
 PROBERS: dict[str, Prober] = {
