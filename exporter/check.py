@@ -17,7 +17,7 @@ from exporter.address import AddressError, HostPort, parse_host_port
 from exporter.config import ConfigError, Module, default_port, load_config, parse_config
 from exporter.durations import format_duration
 from exporter.logs import setup_logging
-from exporter.probers.connect import EXPLANATIONS
+from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.runner import ProbeRunner
@@ -99,10 +99,9 @@ def printable(text: str) -> str:
 def verdict(result: ProbeResult, module: Module) -> str:
     """What happened, in plain words, with the likely causes."""
     if result.tcp_state is TcpState.TIMEOUT and result.state == TcpState.TIMEOUT:
-        causes = EXPLANATIONS[TcpState.TIMEOUT].partition(": ")[2]
         waited = "before the scrape deadline" if result.cut_at_deadline else \
             f"within {format_duration(module.timeout)}"
-        return f"nothing answered {waited}: {causes}"
+        return f"nothing answered {waited}: {TIMEOUT_CAUSES}"
     return result.detail or EXPLANATIONS.get(result.tcp_state, "")
 
 

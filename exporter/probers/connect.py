@@ -19,12 +19,14 @@ from exporter.config import Module
 from exporter.probers.resolve import ResolveError, Resolver, literal
 from exporter.probers.result import ProbeResult, TcpState, classify_errno, describe_errno
 
+# Kept apart so `check` can say how long it waited before giving the same causes.
+TIMEOUT_CAUSES = ("a firewall is probably dropping packets, or the host is down, "
+                  "or the network path is broken")
 EXPLANATIONS = {
     TcpState.OPEN: "the port accepted the connection",
     TcpState.REFUSED: "the host (or a firewall rejecting with a TCP reset) refused the connection: "
                       "nothing listens on this port or access is rejected",
-    TcpState.TIMEOUT: "nothing answered before the deadline: a firewall is probably dropping packets, "
-                      "or the host is down, or the network path is broken",
+    TcpState.TIMEOUT: f"nothing answered before the deadline: {TIMEOUT_CAUSES}",
     TcpState.UNREACHABLE: "an ICMP error came back (host/network unreachable or administratively prohibited): "
                           "a router or firewall says there is no way through",
     TcpState.DNS_ERROR: "the name could not be resolved to an address",
