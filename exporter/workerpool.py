@@ -36,6 +36,7 @@ log = logging.getLogger("exporter.workers")
 
 STALLS_BEFORE_KILL = 3
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
+HEALTHY_SECONDS = 60.0
 STOP_SECONDS = 5.0
 # Below this much time left a dead worker's share is reported as cut rather than started late.
 MIN_FALLBACK_SECONDS = 0.05
@@ -70,10 +71,12 @@ class ProbeWorker:
         self._next_id = 0
         self._reader: asyncio.Task | None = None
         self.exited: asyncio.Future[int] | None = None
+        self.started_at = 0.0
 
     async def start(self) -> None:
         self.ready = False
         self.stalls = 0
+        self.started_at = asyncio.get_running_loop().time()
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "exporter.probeworker",
             f"--runtime.event-loop={self._options.event_loop}",
@@ -126,14 +129,26 @@ class ProbeWorker:
                 if not reply.done():
                     reply.set_exception(WorkerGone(f"probe worker {self.number} gone: {reason}"))
             if process.returncode is None:
-                process.kill()
+                try:
+                    process.kill()
+                except ProcessLookupError:  # it exited between the check and the signal
+                    pass
             code = await process.wait()
             if not exited.done():
                 exited.set_result(code)
 
     def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:
-            self.process.kill()
+            try:
+                self.process.kill()
+            except ProcessLookupError:
+                pass
+
+    def failed_to_start(self) -> None:
+        """Record a start that did not happen, so the pool's watcher retries it after its back-off."""
+        self.ready = False
+        self.exited = asyncio.get_running_loop().create_future()
+        self.exited.set_result(None)
 
     async def stop(self) -> None:
         process = self.process
@@ -183,8 +198,13 @@ class WorkerPool:
         worker.send(("plan", version, plan.config.settings.max_concurrency, targets))
 
     async def _launch(self, worker: ProbeWorker) -> None:
-        await worker.start()
-        self._send_plan(worker)
+        try:
+            await worker.start()
+        except OSError as exc:  # e.g. out of processes or memory: serve anyway, probing here
+            log.error("probe worker %d could not be started: %s", worker.number, exc)
+            worker.failed_to_start()
+        else:
+            self._send_plan(worker)
         self._set_alive()
         watcher = asyncio.ensure_future(self._watch(worker))
         self._watchers.add(watcher)
@@ -199,6 +219,8 @@ class WorkerPool:
             self._set_alive()
             if self._closing:
                 return
+            if asyncio.get_running_loop().time() - worker.started_at > HEALTHY_SECONDS:
+                failures = 0  # it had been running fine: a new failure starts the back-off over
             if self._metrics is not None:
                 self._metrics.worker_exits.inc()
             delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]
@@ -212,8 +234,7 @@ class WorkerPool:
                 await worker.start()
             except OSError as exc:
                 log.error("probe worker %d could not be started: %s", worker.number, exc)
-                worker.exited = asyncio.get_running_loop().create_future()
-                worker.exited.set_result(None)
+                worker.failed_to_start()
                 continue
             self._send_plan(worker)
             self._set_alive()
