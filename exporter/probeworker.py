@@ -75,8 +75,12 @@ class Worker:
             self._writer.write(frames.encode(("results", request_id, None)))
             return
         deadline = loop.time() + budget - reply_margin(len(targets))
-        results = await self._runner.probe_all(targets, deadline)
-        self._writer.write(frames.encode(("results", request_id, results)))
+        try:
+            reply = frames.encode(("results", request_id, await self._runner.probe_all(targets, deadline)))
+        except Exception:  # a bug, or a result that cannot be pickled: the serving process probes instead
+            log.exception("probe worker: request %d failed", request_id)
+            reply = frames.encode(("results", request_id, None))
+        self._writer.write(reply)
 
     def close(self) -> None:
         for task in self._tasks:
