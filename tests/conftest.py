@@ -26,6 +26,19 @@ def listener() -> Iterator[int]:
 
 
 @pytest.fixture
+def config_file(tmp_path, listener, closed_port):
+    """A config with an open (listener) and a refused (closed_port) loopback target."""
+    path = tmp_path / "config.yml"
+    path.write_text(f"""modules:
+  tcp_connect: {{prober: tcp, timeout: 2s}}
+targets:
+  - {{target: "127.0.0.1:{listener}", module: tcp_connect}}
+  - {{target: "127.0.0.1:{closed_port}", module: tcp_connect}}
+""")
+    return path
+
+
+@pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on (bound once, then released)."""
     sock = socket.socket()

@@ -17,18 +17,6 @@ def run_exporter(*args: str, timeout: float = 20) -> subprocess.CompletedProcess
                           timeout=timeout)
 
 
-@pytest.fixture
-def config_file(tmp_path, listener, closed_port):
-    path = tmp_path / "config.yml"
-    path.write_text(f"""modules:
-  tcp_connect: {{prober: tcp, timeout: 2s}}
-targets:
-  - {{target: "127.0.0.1:{listener}", module: tcp_connect}}
-  - {{target: "127.0.0.1:{closed_port}", module: tcp_connect}}
-""")
-    return path
-
-
 def test_json_logs_have_one_debug_line_per_failed_probe(config_file, closed_port):
     port = free_port()
     process = start_exporter(f"--config.file={config_file}", f"--web.listen-address=127.0.0.1:{port}",

@@ -42,16 +42,9 @@ def browser():
 
 
 @pytest.fixture
-def exporter_url(tmp_path, listener, closed_port):
-    config = tmp_path / "config.yml"
-    config.write_text(f"""modules:
-  tcp_connect: {{prober: tcp, timeout: 2s}}
-targets:
-  - {{target: "127.0.0.1:{listener}", module: tcp_connect}}
-  - {{target: "127.0.0.1:{closed_port}", module: tcp_connect}}
-""")
+def exporter_url(config_file):
     port = free_port()
-    process = start_exporter(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}")
+    process = start_exporter(f"--config.file={config_file}", f"--web.listen-address=127.0.0.1:{port}")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
