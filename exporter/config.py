@@ -22,6 +22,7 @@ import yaml
 from exporter.address import AddressError, HostPort, is_host_name, parse_host_port
 from exporter import yamlload
 from exporter.durations import parse_duration
+from exporter.probers import tcp_config
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_LABEL_VALUE_LENGTH = 1024
@@ -45,6 +46,13 @@ class TcpSettings:
     preferred_ip_protocol: str = "ip4"
     ip_protocol_fallback: bool = True
     source_ip_address: str | None = None
+    # blackbox_exporter's dialogue and TLS keys (prober: tcp only; parsed by exporter.probers.tcp_config).
+    query_response: tuple[tcp_config.DialogueStep, ...] = ()
+    tls: bool = False
+    tls_config: tcp_config.TcpTlsConfig = tcp_config.TcpTlsConfig()
+
+    def __post_init__(self) -> None:
+        tcp_config.check_tcp_settings(self.query_response, self.tls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +182,10 @@ class Config:
     settings: GlobalSettings = GlobalSettings()
     source: str = "<config>"
     probe_access: ProbeAccess | None = None  # None: /probe may probe anything (blackbox_exporter's default)
+    # Modules of blackbox_exporter probers this exporter does not implement: name -> prober. Skipped with
+    # one warning line each (``warnings``), so an unchanged blackbox.yml loads; /probe answers 400 for them.
+    unsupported_modules: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    warnings: tuple[str, ...] = ()
 
 
 SMTP_PORT = 25
@@ -440,9 +452,16 @@ SMTP_FIELDS = {
     "auth": Field(_subsection(AUTH_FIELDS, lambda username, password_file, mechanism:
                               SmtpAuth(username, password_file, mechanism)), None),
 }
+# The tcp prober's section also takes blackbox_exporter's dialogue and TLS keys.
+TCP_PROBER_FIELDS = {
+    **TCP_FIELDS,
+    "query_response": Field(tcp_config.parse_query_response, ()),
+    "tls": Field(_boolean, False),
+    "tls_config": Field(tcp_config.parse_tls_config, tcp_config.TcpTlsConfig()),
+}
 # Prober name -> the module sections it reads, each with its fields and the class it builds.
 PROBER_SECTIONS: dict[str, dict[str, tuple[Mapping[str, Field], type]]] = {
-    "tcp": {"tcp": (TCP_FIELDS, TcpSettings)},
+    "tcp": {"tcp": (TCP_PROBER_FIELDS, TcpSettings)},
     "smtp": {"tcp": (TCP_FIELDS, TcpSettings), "smtp": (SMTP_FIELDS, SmtpSettings)},
 }
 MODULE_FIELDS = {
@@ -543,10 +562,41 @@ def _probe_access(raw: Any, modules: Mapping[str, Module], modules_ok: bool, err
                        fields["allowed_ports"], rate_limit)
 
 
+# --- blackbox_exporter's other probers: their modules load with a warning and are not probed ---------
+
+BLACKBOX_ONLY_PROBERS = ("http", "icmp", "dns", "grpc", "unix", "websocket")
+BLACKBOX_MODULE_KEYS = ("prober", "timeout", "http", "tcp", "icmp", "dns", "grpc", "unix", "websocket")
+
+
+@dataclass(frozen=True, slots=True)
+class UnsupportedModule:
+    name: str
+    prober: str
+
+
+def unsupported_reason(name: str, prober: str) -> str:
+    """One line for a person: why a module of another blackbox_exporter prober is not probed."""
+    return (f"module {name!r} uses blackbox_exporter's {prober} prober, which connectivity_exporter does not "
+            f"implement (supported probers: {', '.join(PROBER_SECTIONS)})")
+
+
+def _blackbox_only_module(name: str, raw: Any, path: str, errs: _Errors) -> UnsupportedModule | object | None:
+    """For a module of another blackbox_exporter prober, the marker (its keys checked by name only); else None."""
+    if not isinstance(raw, dict) or raw.get("prober") not in BLACKBOX_ONLY_PROBERS:
+        return None
+    unknown = [key for key in raw if key not in BLACKBOX_MODULE_KEYS]
+    for key in unknown:
+        errs.add(_join(path, key), f"unknown key (valid keys: {', '.join(BLACKBOX_MODULE_KEYS)})")
+    return _INVALID if unknown else UnsupportedModule(name, raw["prober"])
+
+
 def _module(name: Any, raw: Any, errs: _Errors) -> Module | object:
     path = _join("modules", name)
     if not isinstance(name, str) or not MODULE_NAME.match(name):
         return errs.add(path, f"invalid module name {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
+    other = _blackbox_only_module(name, raw, path, errs)
+    if other is not None:
+        return other
     fields = _section(raw, path, MODULE_FIELDS, errs)
     if fields is _INVALID:
         return _INVALID
@@ -574,7 +624,8 @@ def _build(cls: type, values: dict[str, Any], path: str, errs: _Errors) -> Any:
         return errs.add(path, str(exc))
 
 
-def _targets(raw: Any, modules: Mapping[str, Module], modules_ok: bool, errs: _Errors) -> list[TargetConfig]:
+def _targets(raw: Any, modules: Mapping[str, Module], modules_ok: bool, errs: _Errors,
+             unsupported: Mapping[str, str] = MappingProxyType({})) -> list[TargetConfig]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -588,6 +639,9 @@ def _targets(raw: Any, modules: Mapping[str, Module], modules_ok: bool, errs: _E
         if fields is _INVALID:
             continue
         module = modules.get(fields["module"])
+        if module is None and fields["module"] in unsupported:
+            errs.add(f"{path}.module", unsupported_reason(fields["module"], unsupported[fields["module"]]))
+            continue
         if module is None:
             if modules_ok:
                 errs.add(f"{path}.module", f"unknown module {fields['module']!r} "
@@ -645,6 +699,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 
     settings = _section(top["global"], "global", GLOBAL_FIELDS, errs)
     modules: dict[str, Module] = {}
+    unsupported: dict[str, str] = {}
     modules_ok = True
     if not isinstance(top["modules"], dict) or not top["modules"]:
         errs.add("modules", f"expected a mapping of module names to modules, got {_kind(top['modules'])}"
@@ -655,14 +710,21 @@ def parse_config(text: str, source: str = "<config>") -> Config:
             module = _module(name, raw_module, errs)
             if module is _INVALID:
                 modules_ok = False
+            elif isinstance(module, UnsupportedModule):
+                unsupported[name] = module.prober
             else:
                 modules[name] = module
-    targets = _targets(top["targets"], modules, modules_ok, errs)
+    if modules_ok and unsupported and not modules:
+        errs.add("modules", f"no module uses a supported prober ({', '.join(PROBER_SECTIONS)})")
+    targets = _targets(top["targets"], modules, modules_ok, errs, unsupported)
     probe_access = _probe_access(top["probe_access"], modules, modules_ok, errs)
     if errs.lines:
         raise ConfigError(errs.lines)
+    warnings = tuple(f"{source}: {_join('modules', name)}: skipped: {unsupported_reason(name, prober)}"
+                     for name, prober in unsupported.items())
     return Config(modules=MappingProxyType(modules), targets=tuple(targets),
-                  settings=GlobalSettings(**settings), source=source, probe_access=probe_access)
+                  settings=GlobalSettings(**settings), source=source, probe_access=probe_access,
+                  unsupported_modules=MappingProxyType(unsupported), warnings=warnings)
 
 
 def load_config(path: str) -> Config:
