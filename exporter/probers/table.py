@@ -12,7 +12,8 @@ from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult
 from exporter.probers.smtp import probe_smtp
 from exporter.probers.smtp_metrics import SMTP_FAMILIES
-from exporter.probers.tcp import probe_tcp
+from exporter.probers.tcp import DIALOGUE_FAMILIES, probe_tcp
+from exporter.probers.tls import TLS_FAMILIES, share_tls_families
 
 ProbeFn = Callable[[HostPort, Module, float, Resolver], Awaitable[ProbeResult]]
 
@@ -30,8 +31,9 @@ class Prober:
 
 
 PROBERS: dict[str, Prober] = {
-    "tcp": Prober(probe_tcp, COMMON_FAMILIES + TCP_FAMILIES),
-    "smtp": Prober(probe_smtp, COMMON_FAMILIES + TCP_FAMILIES + SMTP_FAMILIES),
+    # The TLS families are one set shared by both probers (one HELP/TYPE per name in an exposition).
+    "tcp": Prober(probe_tcp, COMMON_FAMILIES + TCP_FAMILIES + DIALOGUE_FAMILIES + TLS_FAMILIES),
+    "smtp": Prober(probe_smtp, COMMON_FAMILIES + TCP_FAMILIES + share_tls_families(SMTP_FAMILIES)),
 }
 
 

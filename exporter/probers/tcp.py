@@ -1,19 +1,110 @@
-"""The ``tcp`` prober: can a TCP connection be opened, and if not, why not."""
+"""The ``tcp`` prober: can a TCP connection be opened, and if not, why not; then, when the module has
+one, blackbox_exporter's ``query_response`` dialogue, over TLS with ``tls: true`` or after ``starttls``.
+
+A module without a dialogue or TLS keeps the plain connect probe (``result.state`` is the TCP state);
+with one, ``result.state`` is a ``DialogueState`` and ``result.extra`` the ``DialogueDetails``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from exporter.address import HostPort
 from exporter.config import Module
+from exporter.exposition import Family, escape_label_value, single
 from exporter.probers.connect import connect_target
+from exporter.probers.dialogue import (DialogueDetails, DialogueState, close_quietly, open_streams,
+                                       run_dialogue)
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 
 
 async def probe_tcp(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
     result = ProbeResult()
+    tcp = module.tcp
     sock = await connect_target(result, target, module, deadline, resolver)
-    if sock is not None:
-        sock.close()
-        result.note("Connection closed by the prober")
-    result.success = result.tcp_state is TcpState.OPEN
-    return result
+    if not (tcp.query_response or tcp.tls):
+        if sock is not None:
+            sock.close()
+            result.note("Connection closed by the prober")
+        result.success = result.tcp_state is TcpState.OPEN
+        return result
+    details = result.extra = DialogueDetails(steps=len(tcp.query_response))
+    if sock is None:
+        result.state = DialogueState.CONNECT_FAILED
+        return result
+    writer = None
+    try:
+        streams = await open_streams(sock, tcp.tls, tcp.tls_config, target.host, deadline, details, result)
+        if streams is None:
+            return result
+        reader, writer = streams
+        if await run_dialogue(reader, writer, tcp.query_response, tcp.tls_config, target.host, deadline,
+                              details, result):
+            result.state = DialogueState.OK
+            result.success = True
+            if tcp.query_response:
+                result.detail = f"the dialogue's {len(tcp.query_response)} steps succeeded"
+            result.note("Connection closed by the prober")
+        return result
+    finally:
+        if writer is not None:
+            close_quietly(writer)
+        else:
+            sock.close()
+
+
+# --- the tcp prober's own metric families (besides the common, TCP and TLS ones) --------------
+
+def _details(result: ProbeResult) -> DialogueDetails | None:
+    extra = result.extra
+    return extra if isinstance(extra, DialogueDetails) else None
+
+
+_DIALOGUE_STATES = [(state.value, f'state="{state.value}"') for state in DialogueState]
+
+
+def _state(result: ProbeResult) -> Iterable[tuple[str, float]]:
+    if _details(result) is None:
+        return ()
+    return [(text, 1 if value == result.state else 0) for value, text in _DIALOGUE_STATES]
+
+
+def _step_durations(result: ProbeResult) -> Iterable[tuple[str, float]]:
+    details = _details(result)
+    if details is None:
+        return ()
+    return [(f'step="{index}"', seconds) for index, seconds in enumerate(details.step_seconds)]
+
+
+def _expect_info(result: ProbeResult) -> Iterable[tuple[str, float]]:
+    details = _details(result)
+    if details is None:
+        return ()
+    return [(",".join(f'{name}="{escape_label_value(value)}"' for name, value in labels), 1)
+            for labels in details.expect_labels]
+
+
+DIALOGUE_FAMILIES = (
+    # blackbox_exporter's two flags: present for every tcp probe (0 unless that cause failed it).
+    Family("probe_failed_due_to_regex", "gauge",
+           "Whether the probe failed because no received line matched an expect before the server closed "
+           "the connection (1) or not (0).",
+           single(lambda r: int(d.failed_due_to_regex) if (d := _details(r)) else 0)),
+    Family("probe_failed_due_to_bytes", "gauge",
+           "Whether the probe failed because the bytes received differ from expect_bytes (1) or not (0).",
+           single(lambda r: int(d.failed_due_to_bytes) if (d := _details(r)) else 0)),
+    Family("probe_expect_info", "gauge",
+           "Labels of a query_response step, expanded from what its expect matched; always 1.",
+           _expect_info),
+    Family("probe_dialogue_state", "gauge",
+           "Outcome of a module's query_response dialogue or TLS: exactly one state is 1 (absent for a "
+           "plain connect).",
+           _state),
+    Family("probe_dialogue_failed_step", "gauge",
+           "Index in query_response of the step at which the dialogue failed (absent when none failed).",
+           single(lambda r: d.failed_step if (d := _details(r)) else None)),
+    Family("probe_dialogue_step_duration_seconds", "gauge",
+           "Time of each query_response step that ran, by its index.",
+           _step_durations),
+)
