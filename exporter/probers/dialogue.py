@@ -93,7 +93,7 @@ def masked(line: bytes) -> str:
     """A sent line for the transcript: its first word; the rest (possibly a password) as a byte count."""
     word, _, rest = line.partition(b" ")
     shown = printable(word, 60)
-    return f"{shown} [{len(rest) + 1} more bytes]" if rest else shown
+    return f"{shown} [{len(rest)} more bytes]" if rest else shown
 
 
 def expand(template: bytes, pattern, match) -> bytes:
