@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter import __version__
 from exporter.access import Denied
 from exporter.address import AddressError, parse_host_port
-from exporter.config import Config, ConfigError, GlobalSettings, default_port
+from exporter.config import Config, ConfigError, GlobalSettings, default_port, unsupported_reason
 from exporter.exposition import CONTENT_TYPE
 from exporter.probers.resolve import Resolver
 from exporter.report import debug_report
@@ -130,6 +130,8 @@ async def probe(request: web.Request) -> web.Response:
     query = request.query
     module_name = query.get("module", DEFAULT_PROBE_MODULE)
     module = config.modules.get(module_name)
+    if module is None and module_name in config.unsupported_modules:
+        raise _bad_request(unsupported_reason(module_name, config.unsupported_modules[module_name]))
     if module is None:
         raise _bad_request(f"unknown module {module_name[:100]!r} (defined: {', '.join(sorted(config.modules))})")
     target_text = query.get("target")

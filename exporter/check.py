@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from exporter.address import AddressError, HostPort, parse_host_port
-from exporter.config import ConfigError, Module, default_port, load_config, parse_config
+from exporter.config import ConfigError, Module, default_port, load_config, parse_config, unsupported_reason
 from exporter.durations import format_duration
 from exporter.logs import setup_logging
 from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
@@ -69,9 +69,13 @@ def find_module(name: str, config_file: str | None) -> Module:
     modules: dict[str, Module] = {}
     if config_file is not None:
         try:
-            modules = dict(load_config(config_file).modules)
+            config = load_config(config_file)
         except ConfigError as exc:
             raise UsageError(*exc.errors) from None
+        modules = dict(config.modules)
+        if name in config.unsupported_modules:
+            raise UsageError(f"connectivity-exporter check: "
+                             f"{unsupported_reason(name, config.unsupported_modules[name])}")
     if name in modules:
         return modules[name]
     if name in BUILTIN_MODULES:
@@ -128,6 +132,28 @@ def smtp_facts(extra: Any) -> list[str]:
     return lines
 
 
+def dialogue_facts(extra: Any) -> list[str]:
+    """Lines for a tcp dialogue (``query_response``): the failed step, what came instead, step times."""
+    lines = []
+    steps = getattr(extra, "step_seconds", None)
+    if not isinstance(steps, list) or getattr(extra, "steps", None) is None:
+        return lines
+    if extra.steps:
+        lines.append("Dialogue steps: " + ", ".join(f"#{index} {seconds * 1000:.2f} ms"
+                                                     for index, seconds in enumerate(steps)) +
+                     f" ({len(steps)} of {extra.steps} run)")
+    if extra.failed_step is not None:
+        lines.append(f"Failed at step: {extra.failed_step}")
+        if extra.received:
+            lines.append("Received instead: " + " | ".join(printable(str(line)) for line in extra.received))
+    expiry = getattr(getattr(extra, "tls", None), "earliest_expiry", None)
+    if isinstance(expiry, (int, float)):
+        days = (expiry - time.time()) / 86400
+        lines.append(f"Certificate expires: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(expiry))} "
+                     f"({'in' if days >= 0 else 'EXPIRED'} {abs(days):.1f} days{'' if days >= 0 else ' ago'})")
+    return lines
+
+
 def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     lines = [f"Probing {address} with module {module.name} (prober {module.prober}, "
              f"timeout {format_duration(module.timeout)})", ""]
@@ -139,6 +165,7 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     explanation = printable(verdict(result, module))
     lines.append(explanation[:1].upper() + explanation[1:])
     lines += smtp_facts(result.extra)
+    lines += dialogue_facts(result.extra)
     timings = [f"total {result.duration_seconds * 1000:.2f} ms"]
     if result.dns_lookup_seconds:
         timings.insert(0, f"DNS {result.dns_lookup_seconds * 1000:.2f} ms")

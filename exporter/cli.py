@@ -193,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print("\n".join(exc.errors), file=sys.stderr)
             return 1
+    for warning in config.warnings:  # e.g. a blackbox_exporter module of a prober not implemented here
+        if args.config_check:
+            print(f"warning: {warning}", file=sys.stderr)
+        else:
+            log.warning(warning)
     if args.config_check:
         print("config OK")
         return 0

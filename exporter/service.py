@@ -96,6 +96,8 @@ class Exporter:
                 self.pool.set_plan(plan)
             self._loaded(config)
         log.info("configuration reloaded: %d modules, %d targets", len(config.modules), len(config.targets))
+        for warning in config.warnings:
+            log.warning(warning)
         return config
 
     def _require_runner(self) -> ProbeRunner:

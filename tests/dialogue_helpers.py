@@ -50,3 +50,26 @@ async def probe(module, port: int, host: str = "127.0.0.1"):
     finally:
         resolver.close()
     return result, render_single(result, module)
+
+
+class ThreadedServers:
+    """Scripted servers on an event loop in a background thread, for tests that make blocking HTTP calls."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._stack = contextlib.AsyncExitStack()
+
+    def start(self, handler: Handler, ssl=None) -> int:
+        async def enter() -> int:
+            return await self._stack.enter_async_context(scripted_server(handler, ssl))
+        return asyncio.run_coroutine_threadsafe(enter(), self.loop).result(30)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._stack.aclose(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
+        self.loop.close()
