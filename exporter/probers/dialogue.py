@@ -74,6 +74,11 @@ class DialogueDetails:
     received: list[str] = field(default_factory=list)  # what came instead, in the failed step
     encrypted: bool = False
 
+    @property
+    def cert_expiry(self) -> float | None:
+        """For the status page and ``check`` (the name the SMTP details use too)."""
+        return self.tls.earliest_expiry if self.tls is not None else None
+
 
 class _Failed(Exception):
     def __init__(self, state: DialogueState, reason: str):
