@@ -323,3 +323,19 @@ def test_printable_and_masked():
     assert len(printable(b"x" * 10_000)) == 200
     assert masked(b"a1 LOGIN user secret") == "a1 [17 more bytes]"
     assert masked(b"SSH-2.0-probe") == "SSH-2.0-probe"
+
+
+async def test_source_ip_address_applies_to_dialogues():
+    peers = asyncio.Queue()
+
+    async def handler(reader, writer):
+        await peers.put(writer.get_extra_info("peername")[0])
+        writer.write(b"SSH-2.0-x\r\nbye\r\n")
+        await writer.drain()
+        await reader.read()
+
+    module = module_from(SSH.replace("    tcp:\n", "    tcp:\n      source_ip_address: 127.0.0.2\n"))
+    async with scripted_server(handler) as port:
+        result, _ = await probe(module, port)
+    assert result.success, result.detail
+    assert await peers.get() == "127.0.0.2"
