@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 
 import pytest
 
@@ -339,3 +340,41 @@ async def test_source_ip_address_applies_to_dialogues():
         result, _ = await probe(module, port)
     assert result.success, result.detail
     assert await peers.get() == "127.0.0.2"
+
+
+async def test_client_certificate_from_cert_file_and_key_file(tmp_path):
+    pki = Pki(tmp_path)
+    client = pki.ca.issue_cert("probe.test")
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    client.cert_chain_pems[0].write_to_path(str(cert))
+    client.private_key_pem.write_to_path(str(key))
+    server_context = Pki.server_context(pki.valid)
+    server_context.verify_mode = ssl.CERT_REQUIRED  # refuse clients without a certificate from the CA
+    pki.ca.configure_trust(server_context)
+    peers = asyncio.Queue()
+
+    async def handler(reader, writer):
+        await peers.put(writer.get_extra_info("peercert"))
+        writer.write(b"+OK hello\r\n")
+        await writer.drain()
+        await reader.read()
+
+    def config(extra: str) -> str:
+        return f"""
+modules:
+  m:
+    prober: tcp
+    timeout: 5s
+    tcp:
+      tls: true
+      tls_config: {{ca_file: {pki.ca_file}, server_name: mx.test, max_version: TLS12{extra}}}
+      query_response: [{{expect: "^[+]OK"}}]
+"""
+    async with scripted_server(handler, ssl=server_context) as port:
+        with_cert, _ = await probe(module_from(config(f", cert_file: {cert}, key_file: {key}")), port)
+        without, _ = await probe(module_from(config("")), port)
+    assert with_cert.success, with_cert.detail
+    assert ("DNS", "probe.test") in (await peers.get())["subjectAltName"]  # the server saw our certificate
+    assert not without.success
+    # TLS 1.2: the server refuses the missing certificate inside the handshake (with 1.3 only after it).
+    assert without.state == DialogueState.TLS_ERROR, without.detail
