@@ -47,12 +47,13 @@ class DialogueStep:
     labels: tuple[tuple[str, bytes], ...] = ()   # (name, value template)
     send: bytes | None = None
     starttls: bool = False
+    expect_text: str | None = None               # the regex as written (``expect`` may be translated from Go)
 
     def describe(self) -> str:
         """What the step waits for or does, for a person (the regex as written)."""
         parts = []
         if self.expect is not None:
-            parts.append(f"expect {self.expect.pattern.decode('utf-8', 'backslashreplace')!r}")
+            parts.append(f"expect {self.expect_text!r}")
         if self.expect_bytes is not None:
             parts.append(f"expect_bytes ({len(self.expect_bytes)} bytes)")
         if self.send is not None:
@@ -147,6 +148,10 @@ def _step(value: Any, path: str, errs: Any) -> Any:
     parsed: dict[str, Any] = {}
     if "expect" in value:
         parsed["expect"] = _expect(value["expect"], f"{path}.expect", errs)
+        if isinstance(parsed["expect"], re.Pattern):
+            written = value["expect"]
+            parsed["expect_text"] = written if isinstance(written, str) else \
+                bytes(written).decode("utf-8", "backslashreplace") if isinstance(written, bytes) else str(written)
     if "expect_bytes" in value:
         parsed["expect_bytes"] = _payload(value["expect_bytes"], f"{path}.expect_bytes", errs, "bytes to expect")
     if "send" in value:
