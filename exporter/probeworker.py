@@ -23,7 +23,7 @@ import signal
 import sys
 
 from exporter import frames
-from exporter.cli import new_event_loop, raise_fd_limit
+from exporter.runtime import new_event_loop, raise_fd_limit
 from exporter.logs import LEVELS, setup_logging
 from exporter.probers.resolve import Resolver
 from exporter.runner import ProbeRunner

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 from exporter.address import HostPort
-from exporter.config import Module
+from exporter.model import Module
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.probers.table import PROBERS
@@ -26,8 +26,8 @@ DEADLINE_GRACE = 0.02
 
 
 def deadline_result(module: Module, waited: float) -> ProbeResult:
-    result = ProbeResult(state=TcpState.TIMEOUT, tcp_state=TcpState.TIMEOUT, duration_seconds=waited,
-                         cut_at_deadline=True)
+    result = ProbeResult(state=PROBERS[module.prober].cut_state, tcp_state=TcpState.TIMEOUT,
+                         duration_seconds=waited, cut_at_deadline=True)
     result.detail = ("the probe had not finished when the scrape deadline was reached "
                      f"(module {module.name}, timeout {module.timeout:g}s)")
     result.note(result.detail)
@@ -108,7 +108,7 @@ class ProbeRunner:
                 result = await PROBERS[module.prober].probe(target, module, own_deadline, self.resolver)
             except Exception as exc:  # a bug in a prober must not take the scrape down
                 log.exception("prober %s raised for target %s", module.prober, target)
-                result = ProbeResult(state=TcpState.ERROR, tcp_state=TcpState.ERROR,
+                result = ProbeResult(state=PROBERS[module.prober].error_state, tcp_state=TcpState.ERROR,
                                      detail=f"internal error in the {module.prober} prober: "
                                             f"{type(exc).__name__}")
             result.duration_seconds = time.perf_counter() - started

@@ -86,6 +86,8 @@ class Exporter:
                 self.metrics.reload_successful.set(0)
                 raise
             config = plan.config
+            for warning in config.warnings:
+                log.warning(warning)
             if config.probe_access != self.config.probe_access:  # keep rate-limit buckets otherwise
                 self.gate = ProbeGate(config.probe_access)
             if self.runner is not None and config.settings.max_concurrency != self.runner.max_concurrency:

@@ -25,8 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.config import (ConfigError, Field, _Errors, _INVALID, _boolean, _choice, _kind, _section, load_yaml,
-                             read_config_text)
+from exporter.configfile import ConfigError, load_yaml, read_config_text
+from exporter.schema import INVALID, Errors, Field, boolean, choice, kind, section
 
 log = logging.getLogger("exporter.web")
 
@@ -99,15 +99,15 @@ class WebConfig:
 
 # --- parsing ------------------------------------------------------------------------------
 
-def _optional_string(value: Any, path: str, errs: _Errors) -> Any:
+def _optional_string(value: Any, path: str, errs: Errors) -> Any:
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        return errs.add(path, f"expected a non-empty string, got {_kind(value)}")
+        return errs.add(path, f"expected a non-empty string, got {kind(value)}")
     return value
 
 
-def _secret_string(value: Any, path: str, errs: _Errors) -> Any:
+def _secret_string(value: Any, path: str, errs: Errors) -> Any:
     if value is None:
         return None
     if not isinstance(value, str) or not value:
@@ -115,62 +115,62 @@ def _secret_string(value: Any, path: str, errs: _Errors) -> Any:
     return value
 
 
-def _client_auth_type(value: Any, path: str, errs: _Errors) -> Any:
+def _client_auth_type(value: Any, path: str, errs: Errors) -> Any:
     if value in UNVERIFIED_CLIENT_AUTH_TYPES:
         return errs.add(path, f"{value} (a client certificate accepted without verification) is not supported: "
                               "use RequireAndVerifyClientCert, VerifyClientCertIfGiven or NoClientCert")
-    return _choice(*CLIENT_AUTH_TYPES)(value, path, errs)
+    return choice(*CLIENT_AUTH_TYPES)(value, path, errs)
 
 
-def _string_list(allowed: Mapping[str, Any] | None = None) -> Callable[[Any, str, _Errors], Any]:
-    def parse(value: Any, path: str, errs: _Errors) -> Any:
+def _string_list(allowed: Mapping[str, Any] | None = None) -> Callable[[Any, str, Errors], Any]:
+    def parse(value: Any, path: str, errs: Errors) -> Any:
         if value is None:
             return ()
         if not isinstance(value, list):
-            return errs.add(path, f"expected a list of strings, got {_kind(value)}")
+            return errs.add(path, f"expected a list of strings, got {kind(value)}")
         ok = True
         for index, item in enumerate(value):
             if not isinstance(item, str) or not item:
-                ok = errs.add(f"{path}[{index}]", f"expected a non-empty string, got {_kind(item)}") is None
+                ok = errs.add(f"{path}[{index}]", f"expected a non-empty string, got {kind(item)}") is None
             elif allowed is not None and item not in allowed:
                 ok = errs.add(f"{path}[{index}]", f"unknown cipher suite {item!r} (known: {', '.join(allowed)})") \
                     is None
-        return tuple(value) if ok else _INVALID
+        return tuple(value) if ok else INVALID
     return parse
 
 
-def _unsupported(value: Any, path: str, errs: _Errors) -> Any:
+def _unsupported(value: Any, path: str, errs: Errors) -> Any:
     if value is None:
         return None
     return errs.add(path, NOT_SUPPORTED)
 
 
-def _headers(value: Any, path: str, errs: _Errors) -> Any:
+def _headers(value: Any, path: str, errs: Errors) -> Any:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        return errs.add(path, f"expected a mapping of header names to values, got {_kind(value)}")
+        return errs.add(path, f"expected a mapping of header names to values, got {kind(value)}")
     headers, ok = {}, True
     for name, header_value in value.items():
         where = f"{path}.{name}"
         if name not in HEADER_RULES:
             ok = errs.add(where, f"unknown header (valid: {', '.join(HEADER_RULES)})") is None
         elif not isinstance(header_value, str) or any(c in header_value for c in "\r\n"):
-            ok = errs.add(where, f"expected a one-line string, got {_kind(header_value)}") is None
+            ok = errs.add(where, f"expected a one-line string, got {kind(header_value)}") is None
         elif not header_value:
             continue  # blank means unset, as in exporter-toolkit
         elif HEADER_RULES[name] is not None and header_value.lower() not in HEADER_RULES[name]:
             ok = errs.add(where, f"expected one of {', '.join(HEADER_RULES[name])}, got {header_value!r}") is None
         else:
             headers[name] = header_value
-    return headers if ok else _INVALID
+    return headers if ok else INVALID
 
 
-def _users(value: Any, path: str, errs: _Errors) -> Any:
+def _users(value: Any, path: str, errs: Errors) -> Any:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        return errs.add(path, f"expected a mapping of user names to bcrypt hashes, got {_kind(value)}")
+        return errs.add(path, f"expected a mapping of user names to bcrypt hashes, got {kind(value)}")
     users, ok = {}, True
     for name, hashed in value.items():
         where = f"{path}.{name}"
@@ -182,7 +182,7 @@ def _users(value: Any, path: str, errs: _Errors) -> Any:
                                  "then 53 characters, e.g. from 'htpasswd -nBC 10 \"\" | tr -d :')") is None
         else:
             users[name] = hashed.encode()
-    return users if ok else _INVALID
+    return users if ok else INVALID
 
 
 TLS_FIELDS = {
@@ -194,15 +194,15 @@ TLS_FIELDS = {
     "client_ca": Field(_optional_string, None),
     "client_auth_type": Field(_client_auth_type, "NoClientCert"),
     "client_allowed_sans": Field(_string_list(), ()),
-    "min_version": Field(_choice(*TLS_VERSIONS), "TLS12"),
-    "max_version": Field(_choice(*TLS_VERSIONS), "TLS13"),
+    "min_version": Field(choice(*TLS_VERSIONS), "TLS12"),
+    "max_version": Field(choice(*TLS_VERSIONS), "TLS13"),
     "cipher_suites": Field(_string_list(CIPHER_SUITES), ()),
-    "prefer_server_cipher_suites": Field(_boolean, True),
+    "prefer_server_cipher_suites": Field(boolean, True),
     "curve_preferences": Field(_unsupported, None),
 }
 HTTP_FIELDS = {
     # Only HTTP/1.1 is served; accepted so that toolkit files work unchanged.
-    "http2": Field(_boolean, True),
+    "http2": Field(boolean, True),
     "headers": Field(_headers, {}),
 }
 TOP_FIELDS = {
@@ -213,12 +213,12 @@ TOP_FIELDS = {
 }
 
 
-def _tls(raw: Any, errs: _Errors, directory: str) -> TlsSettings | None | object:
+def _tls(raw: Any, errs: Errors, directory: str) -> TlsSettings | None | object:
     if raw is None:
         return None
-    fields = _section(raw, "tls_server_config", TLS_FIELDS, errs)
-    if fields is _INVALID:
-        return _INVALID
+    fields = section(raw, "tls_server_config", TLS_FIELDS, errs)
+    if fields is INVALID:
+        return INVALID
     fields.pop("curve_preferences")
     ok = True
     for inline, file in (("cert", "cert_file"), ("key", "key_file"), ("client_ca", "client_ca_file")):
@@ -244,15 +244,15 @@ def _tls(raw: Any, errs: _Errors, directory: str) -> TlsSettings | None | object
     if TLS_VERSIONS[fields["min_version"]] > TLS_VERSIONS[fields["max_version"]]:
         ok = errs.add("tls_server_config.min_version",
                       f"{fields['min_version']} is above max_version {fields['max_version']}") is None
-    return TlsSettings(**fields) if ok else _INVALID
+    return TlsSettings(**fields) if ok else INVALID
 
 
 def parse_web_config(text: str, source: str = "<web config>", directory: str = ".") -> WebConfig:
     """Parse and validate; also build the SSL context, so unreadable certificates fail at start."""
-    errs = _Errors(source)
+    errs = Errors(source)
     raw = load_yaml(text, source)
-    top = _section(raw, "", TOP_FIELDS, errs)
-    if top is _INVALID:
+    top = section(raw, "", TOP_FIELDS, errs)
+    if top is INVALID:
         raise ConfigError(errs.lines)
     if top["basic_auth_users"]:
         try:
@@ -261,7 +261,7 @@ def parse_web_config(text: str, source: str = "<web config>", directory: str = "
             errs.add("basic_auth_users", "checking bcrypt hashes needs the Python package 'bcrypt' "
                                          "(pip install bcrypt)")
     tls = _tls(top["tls_server_config"], errs, directory)
-    http = _section(top["http_server_config"], "http_server_config", HTTP_FIELDS, errs)
+    http = section(top["http_server_config"], "http_server_config", HTTP_FIELDS, errs)
     if errs.lines:
         raise ConfigError(errs.lines)
     context = build_ssl_context(tls, errs) if tls is not None else None
@@ -286,7 +286,7 @@ def _ssl_problem(exc: Exception) -> str:
     return str(exc)
 
 
-def build_ssl_context(tls: TlsSettings, errs: _Errors) -> ssl.SSLContext | None:
+def build_ssl_context(tls: TlsSettings, errs: Errors) -> ssl.SSLContext | None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[tls.min_version]
     context.maximum_version = TLS_VERSIONS[tls.max_version]

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from exporter import frames
 from exporter.address import HostPort
-from exporter.cli import MAX_PROBE_PROCESSES
-from exporter.config import Module
+from exporter.model import Module
+from exporter.runtime import MAX_PROBE_PROCESSES
 from exporter.probers.result import ProbeResult
 from exporter.probeworker import reply_margin
 from exporter.runner import DEADLINE_GRACE, ProbeRunner, fill_cut
