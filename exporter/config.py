@@ -121,13 +121,15 @@ TOP_FIELDS = {
     "targets": Field(schema.raw, None),
     "probe_access": Field(schema.raw, None),
 }
-# Every section name some prober reads: a module may carry only its own prober's.
-SECTION_NAMES = tuple(dict.fromkeys(name for prober in PROBERS.values() for name in prober.section_names))
-MODULE_FIELDS = {
-    "prober": Field(schema.choice(*PROBERS)),
-    "timeout": Field(schema.duration(0.001, 600.0), 5.0),
-    **{name: Field(schema.raw, None) for name in SECTION_NAMES},
-}
+
+
+def _module_fields() -> dict[str, Field]:
+    """A module's keys: the prober, the timeout, and every section some prober in the table reads."""
+    return {
+        "prober": Field(schema.choice(*PROBERS)),
+        "timeout": Field(schema.duration(0.001, 600.0), 5.0),
+        **{name: Field(schema.raw, None) for prober in PROBERS.values() for name in prober.section_names},
+    }
 
 
 class _Modules:
@@ -146,17 +148,17 @@ class _Modules:
         return module
 
 
-def _module(name: Any, raw: Any, errs: Errors) -> Module | object:
+def _module(name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Errors) -> Module | object:
     path = join("modules", name)
     if not isinstance(name, str) or not MODULE_NAME.match(name):
         return errs.add(path, f"invalid module name {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
-    fields = section(raw, path, MODULE_FIELDS, errs)
+    fields = section(raw, path, module_fields, errs)
     if fields is INVALID:
         return INVALID
     prober = PROBERS[fields["prober"]]
-    for name_ in SECTION_NAMES:
-        if name_ not in prober.section_names and fields[name_] is not None:
-            errs.add(join(path, name_), f"not used by prober {prober.name!r}; remove it or change the prober")
+    for key, value in fields.items():
+        if key not in ("prober", "timeout", *prober.section_names) and value is not None:
+            errs.add(join(path, key), f"not used by prober {prober.name!r}; remove it or change the prober")
     tcp = prober.tcp_section.parse(fields["tcp"], join(path, "tcp"), errs)
     settings = None
     if prober.section is not None:
@@ -181,8 +183,9 @@ def _modules(raw: Any, errs: Errors) -> _Modules:
         else:
             errs.add("modules", "define at least one module")
         return modules
+    module_fields = _module_fields()
     for name, raw_module in raw.items():
-        module = _module(name, raw_module, errs)
+        module = _module(name, raw_module, module_fields, errs)
         if isinstance(module, Module):
             modules.loaded[name] = module
         elif isinstance(name, str):
