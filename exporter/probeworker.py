@@ -41,7 +41,9 @@ def reply_margin(targets: int) -> float:
     return 0.01 + 8e-6 * targets
 
 
-class Worker:
+class WorkerServer:
+    """The child side: holds its shares of the plans and answers probe requests from the serving process."""
+
     def __init__(self, writer: asyncio.StreamWriter):
         self._writer = writer
         self._resolver = Resolver(max_workers=DNS_WORKERS)
@@ -94,7 +96,7 @@ async def serve(stdin, stdout) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdout)
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
-    worker = Worker(writer)
+    worker = WorkerServer(writer)
     writer.write(frames.encode(("ready", os.getpid())))
     try:
         while True:
