@@ -22,7 +22,7 @@ from exporter.selfmetrics import ExporterMetrics
 from exporter.service import Exporter, render_single
 from exporter.statuspage import render_status_page, render_transcript
 from exporter.webconfig import WebConfig
-from exporter.webconfig import install as install_web_config
+from exporter.webguard import install as install_web_config
 from exporter.workerpool import WorkerOptions, WorkerPool
 
 log = logging.getLogger("exporter.http")
