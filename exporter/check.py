@@ -15,6 +15,7 @@ import time
 from exporter.address import AddressError, HostPort, parse_host_port
 from exporter.config import ConfigError, Module, default_port, load_config, parse_config
 from exporter.probers.table import PROBERS
+from exporter.deadline import Deadline
 from exporter.durations import format_duration
 from exporter.logs import setup_logging
 from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
@@ -79,7 +80,7 @@ async def run_probe(address: HostPort, module: Module) -> ProbeResult:
     resolver = Resolver(max_workers=2)
     try:
         runner = ProbeRunner(resolver, max_concurrency=1)
-        return await runner.probe(address, module, asyncio.get_running_loop().time() + module.timeout)
+        return await runner.probe(address, module, Deadline.after(module.timeout))
     finally:
         resolver.close()
 

@@ -24,6 +24,7 @@ import sys
 
 from exporter import frames
 from exporter.runtime import new_event_loop, raise_fd_limit
+from exporter.deadline import Deadline
 from exporter.logs import LEVELS, setup_logging
 from exporter.probers.resolve import Resolver
 from exporter.runner import ProbeRunner
@@ -70,13 +71,12 @@ class WorkerServer:
             log.error("probe worker: unknown message %r ignored", str(kind)[:40])
 
     async def _probe(self, request_id: int, version: int, budget: float) -> None:
-        loop = asyncio.get_running_loop()
         targets = self._plans.get(version)
         if targets is None or self._runner is None:
             # The serving process probes this share itself on a None reply.
             self._writer.write(frames.encode(("results", request_id, None)))
             return
-        deadline = loop.time() + budget - reply_margin(len(targets))
+        deadline = Deadline.after(budget).earlier(reply_margin(len(targets)))
         try:
             reply = frames.encode(("results", request_id, await self._runner.probe_all(targets, deadline)))
         except Exception:  # a bug, or a result that cannot be pickled: the serving process probes instead

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 
 from exporter.address import HostPort
+from exporter.deadline import Deadline
 from exporter.model import Module
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
@@ -62,7 +63,7 @@ class ProbeRunner:
         # Each in-flight probe with the deadline it runs to.
         self._inflight: dict[tuple[str, int, int], tuple[asyncio.Future[ProbeResult], float]] = {}
 
-    async def probe(self, target: HostPort, module: Module, deadline: float) -> ProbeResult:
+    async def probe(self, target: HostPort, module: Module, deadline: Deadline) -> ProbeResult:
         """Probe one target before ``deadline`` (loop time), sharing an in-flight probe of it."""
         key = (target.host, target.port, id(module))
         loop = asyncio.get_running_loop()
@@ -95,15 +96,14 @@ class ProbeRunner:
         outcome.set_result(result)
         return result
 
-    async def _run(self, target: HostPort, module: Module, deadline: float) -> ProbeResult:
-        loop = asyncio.get_running_loop()
+    async def _run(self, target: HostPort, module: Module, deadline: Deadline) -> ProbeResult:
         async with self._slots:
-            if loop.time() >= deadline:
+            if deadline.passed():
                 # The slot came too late: starting a connect now would only report a meaningless
                 # near-zero "connect time" for a target that was never really tried.
                 return deadline_result(module, 0.0)
             started = time.perf_counter()
-            own_deadline = min(deadline, loop.time() + module.timeout)
+            own_deadline = deadline.within(module.timeout)
             try:
                 result = await PROBERS[module.prober].probe(target, module, own_deadline, self.resolver)
             except Exception as exc:  # a bug in a prober must not take the scrape down
@@ -114,7 +114,7 @@ class ProbeRunner:
             result.duration_seconds = time.perf_counter() - started
             return result
 
-    async def probe_all(self, targets: Sequence[tuple[HostPort, Module]], deadline: float) -> list[ProbeResult]:
+    async def probe_all(self, targets: Sequence[tuple[HostPort, Module]], deadline: Deadline) -> list[ProbeResult]:
         """Probe every target concurrently; those unfinished at ``deadline`` are reported as timeouts."""
         loop = asyncio.get_running_loop()
         results: list[ProbeResult | None] = [None] * len(targets)

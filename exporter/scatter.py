@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from exporter.address import HostPort
+from exporter.deadline import Deadline
 from exporter.model import Module
 from exporter.probeworker import reply_margin
 from exporter.probers.result import ProbeResult
@@ -39,11 +40,11 @@ class Worker(Protocol):
 
 
 class Runner(Protocol):
-    async def probe_all(self, targets: Targets, deadline: float) -> list[ProbeResult]: ...
+    async def probe_all(self, targets: Targets, deadline: Deadline) -> list[ProbeResult]: ...
 
 
 async def scatter_gather(targets: Targets, shares: Sequence[Sequence[int]], version: int,
-                         workers: Sequence[Worker], runner: Runner, deadline: float) -> list[ProbeResult]:
+                         workers: Sequence[Worker], runner: Runner, deadline: Deadline) -> list[ProbeResult]:
     """The results of every target, in order: share 0 probed here by ``runner``, share k by worker k.
 
     ``version`` names the plan the workers were given; an answer of the wrong length means a worker
@@ -54,7 +55,7 @@ async def scatter_gather(targets: Targets, shares: Sequence[Sequence[int]], vers
     asked: list[tuple[Worker, Sequence[int], asyncio.Future]] = []
     for worker in workers:
         share = shares[worker.number]
-        reply = worker.request(version, deadline - loop.time()) if share else None
+        reply = worker.request(version, deadline.remaining()) if share else None
         if reply is None:
             local.extend(share)
         else:
@@ -79,7 +80,7 @@ async def scatter_gather(targets: Targets, shares: Sequence[Sequence[int]], vers
             worker.stalls = 0
         if answer is None or len(answer) != len(share):
             # Gone, or it did not hold this plan: probe its share here if there is time left.
-            if deadline - loop.time() > MIN_FALLBACK_SECONDS:
+            if deadline.remaining() > MIN_FALLBACK_SECONDS:
                 answer = await runner.probe_all([targets[i] for i in share], deadline)
             else:
                 continue

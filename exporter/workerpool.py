@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from exporter.deadline import Deadline
 from exporter.probers.result import ProbeResult
 from exporter.runner import ProbeRunner
 from exporter.runtime import MAX_PROBE_PROCESSES
@@ -110,7 +111,7 @@ class WorkerPool:
             alive = sum(1 for w in self._workers if w.process is not None and w.process.returncode is None)
             self._metrics.probe_workers.set(alive)
 
-    async def probe_all(self, plan: Plan, runner: ProbeRunner, deadline: float) -> list[ProbeResult]:
+    async def probe_all(self, plan: Plan, runner: ProbeRunner, deadline: Deadline) -> list[ProbeResult]:
         """The results of every target of ``plan``, in order, as ``ProbeRunner.probe_all`` would give."""
         targets = [(target.address, target.module) for target in plan.targets]
         held = next((entry for entry in self._plans if entry[0] is plan), None)

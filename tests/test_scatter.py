@@ -7,6 +7,7 @@ import asyncio
 
 from exporter.address import parse_host_port
 from exporter.config import Module
+from exporter.deadline import Deadline
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.scatter import STALLS_BEFORE_KILL, scatter_gather
 from exporter.workerhandle import WorkerGone
@@ -59,7 +60,7 @@ class FakeWorker:
 async def gather(*behaviours: str, budget: float = 5.0, runner: LocalRunner | None = None):
     runner = runner or LocalRunner()
     workers = [FakeWorker(number, behaviour) for number, behaviour in enumerate(behaviours, start=1)]
-    deadline = asyncio.get_running_loop().time() + budget
+    deadline = Deadline.after(budget)
     results = await scatter_gather(TARGETS, SHARES, 7, workers, runner, deadline)
     return results, workers, runner
 
@@ -87,7 +88,7 @@ async def test_a_gone_worker_or_one_without_the_plan_is_covered_here():
 async def test_a_silent_worker_costs_only_its_share_and_is_killed_after_repeated_stalls():
     workers = [FakeWorker(1, "silent"), FakeWorker(2, "ok")]
     for scrape in range(STALLS_BEFORE_KILL):
-        deadline = asyncio.get_running_loop().time() + 0.05
+        deadline = Deadline.after(0.05)
         results = await scatter_gather(TARGETS, SHARES, 7, workers, LocalRunner(), deadline)
         cut = [r for r in results if r.cut_at_deadline]
         assert len(cut) == 2 and all(r.state == TcpState.TIMEOUT for r in cut)
@@ -99,9 +100,9 @@ async def test_a_silent_worker_costs_only_its_share_and_is_killed_after_repeated
 async def test_an_answer_resets_the_stall_count():
     worker = FakeWorker(1, "silent")
     await scatter_gather(TARGETS, SHARES, 7, [worker, FakeWorker(2, "ok")], LocalRunner(),
-                         asyncio.get_running_loop().time() + 0.05)
+                         Deadline.after(0.05))
     assert worker.stalls == 1
     worker.behaviour = "ok"
     await scatter_gather(TARGETS, SHARES, 7, [worker, FakeWorker(2, "ok")], LocalRunner(),
-                         asyncio.get_running_loop().time() + 5)
+                         Deadline.after(5))
     assert worker.stalls == 0

@@ -20,6 +20,7 @@ from exporter.schema import Section
 
 if TYPE_CHECKING:
     from exporter.address import HostPort
+    from exporter.deadline import Deadline
     from exporter.model import Module
     from exporter.probers.resolve import Resolver
     from exporter.probers.result import ProbeResult
@@ -32,7 +33,8 @@ class Fact:
     text: str
 
 
-ProbeFn = Callable[["HostPort", "Module", float, "Resolver"], Awaitable["ProbeResult"]]
+# (target, module, deadline: the loop-clock moment the probe must be done by, resolver) -> result
+ProbeFn = Callable[["HostPort", "Module", "Deadline", "Resolver"], Awaitable["ProbeResult"]]
 
 
 def _no_port(module: Module) -> int | None:
