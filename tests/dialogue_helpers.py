@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from exporter.address import parse_host_port
 from exporter.config import parse_config
+from exporter.deadline import Deadline
 from exporter.probers.resolve import Resolver
 from exporter.runner import ProbeRunner
 from exporter.service import render_single
@@ -45,8 +46,7 @@ async def probe(module, port: int, host: str = "127.0.0.1"):
     resolver = Resolver(max_workers=1)
     try:
         runner = ProbeRunner(resolver, max_concurrency=1)
-        loop = asyncio.get_running_loop()
-        result = await runner.probe(parse_host_port(f"{host}:{port}"), module, loop.time() + module.timeout)
+        result = await runner.probe(parse_host_port(f"{host}:{port}"), module, Deadline.after(module.timeout))
     finally:
         resolver.close()
     return result, render_single(result, module)

@@ -65,7 +65,7 @@ async def test_no_match_before_eof_fails_due_to_regex_and_shows_what_came_instea
     assert value(text, "probe_failed_due_to_regex") == 1
     assert value(text, "probe_dialogue_failed_step") == 0
     assert state_of(text, "probe_dialogue_state") == "expect_mismatch"
-    assert result.extra.received == ["HTTP/1.1 400 Bad Request", "", "not ssh"]
+    assert result.details.received == ["HTTP/1.1 400 Bad Request", "", "not ssh"]
     assert "received instead: HTTP/1.1 400 Bad Request" in result.detail
 
 
@@ -127,7 +127,7 @@ async def test_binary_garbage_is_shown_printable_and_bounded():
     async with scripted_server(handler) as port:
         result, text = await probe(module_from(SSH), port)
     assert result.state == DialogueState.EXPECT_MISMATCH
-    for line in result.transcript + result.extra.received + [result.detail]:
+    for line in result.transcript + result.details.received + [result.detail]:
         assert line.isprintable() and len(line) < 2000
     assert "\\x1b[2J" in " ".join(result.transcript)
     samples(text)  # the exposition still parses

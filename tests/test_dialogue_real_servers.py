@@ -77,7 +77,7 @@ modules:
     assert not result.success
     assert value(text, "probe_dialogue_failed_step") == 0
     assert state_of(text, "probe_dialogue_state") == "timeout"
-    assert result.extra.received and result.extra.received[0].startswith("* OK [CAPABILITY")
+    assert result.details.received and result.details.received[0].startswith("* OK [CAPABILITY")
 
 
 @pytest.mark.parametrize("verify", [True, False])

@@ -26,7 +26,7 @@ from enum import StrEnum
 
 from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_tls import TlsInfo
-from exporter.probers.tcp_config import DialogueStep, TcpTlsConfig, client_context
+from exporter.probers.dialogue_config import DialogueStep, TcpTlsConfig, client_context
 from exporter.probers.tls import LeafIdentity, describe_session, handshake_failure
 
 MAX_LINE_BYTES = 64 * 1024          # Go's bufio.MaxScanTokenSize
@@ -62,7 +62,7 @@ STATE_EXPLANATIONS = {
 
 @dataclass(slots=True)
 class DialogueDetails:
-    """What the tcp prober records about a dialogue or TLS (``ProbeResult.extra``)."""
+    """What the tcp prober records about a dialogue or TLS (``ProbeResult.details``)."""
     steps: int = 0
     failed_step: int | None = None            # index in query_response
     step_seconds: list[float] = field(default_factory=list)

@@ -2,25 +2,33 @@
 one, blackbox_exporter's ``query_response`` dialogue, over TLS with ``tls: true`` or after ``starttls``.
 
 A module without a dialogue or TLS keeps the plain connect probe (``result.state`` is the TCP state);
-with one, ``result.state`` is a ``DialogueState`` and ``result.extra`` the ``DialogueDetails``.
+with one, ``result.state`` is a ``DialogueState`` and ``result.details`` the ``DialogueDetails``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from dataclasses import asdict
+from enum import StrEnum
+from typing import Any
 
 from exporter.address import HostPort
-from exporter.config import Module
+from exporter.deadline import Deadline
 from exporter.exposition import Family, escape_label_value, single
+from exporter.model import Module
+from exporter.probers.base import Fact, Prober
 from exporter.probers.connect import connect_target
+from exporter.probers.connect_metrics import CONNECT_FAMILIES
 from exporter.probers.dialogue import (DialogueDetails, DialogueState, close_quietly, open_streams,
                                        run_dialogue)
+from exporter.probers.dialogue_config import TCP_PROBER_SECTION
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
-from exporter.probers.tls import DetailLines
+from exporter.probers.tls import TLS_FAMILIES, DetailLines
 
 
-async def probe_tcp(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
+async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     result = ProbeResult()
     tcp = module.tcp
     sock = await connect_target(result, target, module, deadline, resolver)
@@ -30,7 +38,7 @@ async def probe_tcp(target: HostPort, module: Module, deadline: float, resolver:
             result.note("Connection closed by the prober")
         result.success = result.tcp_state is TcpState.OPEN
         return result
-    details = result.extra = DialogueDetails(steps=len(tcp.query_response))
+    details = result.details = DialogueDetails(steps=len(tcp.query_response))
     if sock is None:
         result.state = DialogueState.CONNECT_FAILED
         return result
@@ -58,8 +66,8 @@ async def probe_tcp(target: HostPort, module: Module, deadline: float, resolver:
 # --- the tcp prober's own metric families (besides the common, TCP and TLS ones) --------------
 
 def _details(result: ProbeResult) -> DialogueDetails | None:
-    extra = result.extra
-    return extra if isinstance(extra, DialogueDetails) else None
+    details = result.details
+    return details if isinstance(details, DialogueDetails) else None
 
 
 _DIALOGUE_STATES = [(state.value, f'state="{state.value}"') for state in DialogueState]
@@ -109,4 +117,57 @@ DIALOGUE_FAMILIES = (
     Family("probe_dialogue_step_duration_seconds", "gauge",
            "Time of each query_response step that ran, by its index.",
            DetailLines(_step_durations)),
+)
+
+
+# --- what people read, and the plugin -------------------------------------------------------
+
+DIALOGUE, RECEIVED, STEP_TIMES, CERTIFICATE = "Dialogue", "Received instead", "Step times", "Certificate expires"
+
+
+def _expiry_words(expiry: float, now: float) -> str:
+    days = (expiry - now) / 86400
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expiry))
+    return f"{when} (in {days:.1f} days)" if days >= 0 else f"{when} (EXPIRED {-days:.1f} days ago)"
+
+
+def facts(result: ProbeResult, now: float) -> list[Fact]:
+    details = _details(result)
+    if details is None:
+        return []
+    out = []
+    if details.failed_step is not None:
+        out.append(Fact(DIALOGUE, f"{result.state} at step {details.failed_step} of {details.steps}"))
+        if details.received:
+            out.append(Fact(RECEIVED, " | ".join(details.received)))
+    elif details.steps:
+        out.append(Fact(DIALOGUE, f"{result.state}, {len(details.step_seconds)} of {details.steps} steps run"))
+    if details.step_seconds:
+        out.append(Fact(STEP_TIMES, ", ".join(f"#{index} {seconds * 1000:.2f} ms"
+                                             for index, seconds in enumerate(details.step_seconds))))
+    if details.cert_expiry is not None:
+        out.append(Fact(CERTIFICATE, _expiry_words(details.cert_expiry, now)))
+    return out
+
+
+def details_json(result: ProbeResult) -> dict[str, Any] | None:
+    details = _details(result)
+    return asdict(details) if details is not None else None
+
+
+# Every state a tcp probe reports: the connect's, and (for a module with a dialogue or TLS) the dialogue's.
+TcpProberState = StrEnum("TcpProberState", {state.name: state.value for enum in (TcpState, DialogueState)
+                                            for state in enum})
+
+PROBER = Prober(
+    name="tcp",
+    probe=probe_tcp,
+    states=TcpProberState,
+    error_state=TcpState.ERROR,
+    cut_state=TcpState.TIMEOUT,
+    families=CONNECT_FAMILIES + DIALOGUE_FAMILIES + TLS_FAMILIES,
+    tcp_section=TCP_PROBER_SECTION,
+    facts=facts,
+    details_json=details_json,
+    columns=(DIALOGUE, CERTIFICATE),
 )

@@ -122,7 +122,7 @@ def _escape(value: str) -> str:
 # --- metric families shared by the probers that record TLS ------------------------------------
 
 class DetailLines:
-    """Labelled samples read from ``result.extra``, with a fast writer for ``exposition.render``: a result
+    """Labelled samples read from ``result.details``, with a fast writer for ``exposition.render``: a result
     without details (a plain connect, most targets of a large scrape) costs one attribute test."""
 
     __slots__ = ("samples",)
@@ -131,13 +131,13 @@ class DetailLines:
         self.samples = samples
 
     def __call__(self, result: ProbeResult) -> Iterable[tuple[str, float]]:
-        return self.samples(result) if result.extra is not None else ()
+        return self.samples(result) if result.details is not None else ()
 
     def writer(self, name: str):
         samples = self.samples
 
         def write(prefix: str, result: ProbeResult) -> str:
-            if result.extra is None:
+            if result.details is None:
                 return ""
             lines = []
             for extra, value in samples(result):
@@ -149,7 +149,7 @@ class DetailLines:
 
 
 def _tls(result: ProbeResult) -> TlsInfo | None:
-    tls = getattr(result.extra, "tls", None)
+    tls = getattr(result.details, "tls", None)
     return tls if isinstance(tls, TlsInfo) else None
 
 
@@ -161,7 +161,7 @@ def _tls_version(result: ProbeResult) -> Iterable[tuple[str, float]]:
 
 
 def _chain_info(result: ProbeResult) -> Iterable[tuple[str, float]]:
-    leaf = getattr(result.extra, "leaf", None)
+    leaf = getattr(result.details, "leaf", None)
     if not isinstance(leaf, LeafIdentity):
         return ()
     labels = ",".join(f'{name}="{escape_label_value(getattr(leaf, name))}"' for name in LeafIdentity.__slots__)
