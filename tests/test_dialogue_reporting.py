@@ -54,7 +54,7 @@ modules:
         servers.close()
     assert done.returncode == 1, done.stderr
     assert "FAILURE: expect_mismatch (TCP: open)" in done.stdout
-    assert "Failed at step: 0" in done.stdout
+    assert "Dialogue: expect_mismatch at step 0 of 2" in done.stdout
     assert "Received instead: HTTP/1.1 400 Bad Request | " in done.stdout
     assert "< HTTP/1.1 400 Bad Request" in done.stdout
     assert unsupported.returncode == 2

@@ -1,7 +1,7 @@
 """TLS for the tcp prober (``tls: true`` and a dialogue's ``starttls``), and the TLS metric families.
 
 The handshake itself runs in asyncio (``open_connection(ssl=...)`` / ``StreamWriter.start_tls``),
-verified by OpenSSL with the context from ``tls_config`` (``exporter.probers.tcp_config``), as
+verified by OpenSSL with the context from ``tls_config`` (``exporter.probers.dialogue_config``), as
 blackbox_exporter verifies with Go's crypto/tls: chain and host name (``server_name``, else the
 target's host) unless ``insecure_skip_verify``. What a finished handshake tells is read with the
 SMTP prober's helpers (``smtp_tls.describe``), plus the leaf's identity for
