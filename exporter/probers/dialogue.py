@@ -248,7 +248,7 @@ def _record_tls(writer: asyncio.StreamWriter, details: DialogueDetails, result: 
     details.tls, details.leaf = describe_session(ssl_object, verified or None)
     details.tls.handshake_seconds = seconds
     details.encrypted = True
-    who = f", {details.leaf.subject}" if details.leaf and details.leaf.subject else ""
+    who = f", {printable(details.leaf.subject.encode())}" if details.leaf and details.leaf.subject else ""
     result.note(f"TLS handshake done in {seconds * 1000:.2f} ms: {details.tls.version}"
                 f"{', certificate verified' if verified else ', certificate not checked'}{who}")
 
