@@ -22,7 +22,7 @@ from exporter.probers.connect import connect_target
 from exporter.probers.connect_metrics import CONNECT_FAMILIES
 from exporter.probers.dialogue import (DialogueDetails, DialogueState, close_quietly, open_streams,
                                        run_dialogue)
-from exporter.probers.dialogue_config import TCP_PROBER_SECTION
+from exporter.probers.dialogue_config import TCP_PROBER_SECTION, TcpProberSettings
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.probers.tls import TLS_FAMILIES, DetailLines
@@ -32,7 +32,8 @@ async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolv
     result = ProbeResult()
     tcp = module.tcp
     sock = await connect_target(result, target, module, deadline, resolver)
-    if not (tcp.query_response or tcp.tls):
+    # A Module built in code may carry the connect step's plain TcpSettings: no dialogue then.
+    if not isinstance(tcp, TcpProberSettings) or not (tcp.query_response or tcp.tls):
         if sock is not None:
             sock.close()
             result.note("Connection closed by the prober")
