@@ -153,7 +153,11 @@ def facts(result: ProbeResult, now: float) -> list[Fact]:
 
 def details_json(result: ProbeResult) -> dict[str, Any] | None:
     details = _details(result)
-    return asdict(details) if details is not None else None
+    if details is None:
+        return None
+    document = asdict(details)
+    document["expect_labels"] = [dict(labels) for labels in details.expect_labels]
+    return document
 
 
 # Every state a tcp probe reports: the connect's, and (for a module with a dialogue or TLS) the dialogue's.
