@@ -81,3 +81,21 @@ modules:
     assert steps[0].send == b"\x00\x00\x00\x08\x04\xd2\x16\x2f"
     assert steps[1].expect_bytes == b"N"
     assert steps[2].send == b"42"
+
+
+def test_exporter_serves_an_unchanged_blackbox_yml():
+    from tests.exporter_process import free_port, http, start_exporter
+
+    path = Path(__file__).parent / "configs" / "blackbox" / "debian-blackbox.yml"
+    port = free_port()
+    exporter = start_exporter(f"--config.file={path}", f"--web.listen-address=127.0.0.1:{port}")
+    try:
+        status, body, _ = http("GET", f"http://127.0.0.1:{port}/probe?module=icmp&target=127.0.0.1:1")
+        assert status == 400 and body.count("\n") == 1
+        assert "module 'icmp' uses blackbox_exporter's icmp prober" in body
+        status, body, _ = http("GET", f"http://127.0.0.1:{port}/probe?module=ssh_banner&target=127.0.0.1:{free_port()}")
+        assert status == 200 and "probe_success 0" in body and 'probe_tcp_state{state="refused"} 1' in body
+    finally:
+        exporter.stop()
+    for name in ("http_2xx", "http_post_2xx", "grpc", "grpc_plain", "icmp", "icmp_ttl5"):
+        assert sum(f"modules.{name}: skipped" in line for line in exporter.lines) == 1, exporter.log
