@@ -15,7 +15,7 @@ from typing import Any
 
 from exporter.address import HostPort
 from exporter.deadline import Deadline
-from exporter.exposition import Family, escape_label_value, single
+from exporter.exposition import Family, escape_label_value
 from exporter.model import Module
 from exporter.probers.base import Fact, Prober
 from exporter.probers.connect import connect_target
@@ -25,7 +25,7 @@ from exporter.probers.dialogue import (DialogueDetails, DialogueState, close_qui
 from exporter.probers.dialogue_config import TCP_PROBER_SECTION, TcpProberSettings
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
-from exporter.probers.tls import TLS_FAMILIES, DetailLines
+from exporter.probers.tls import TLS_FAMILIES, DetailLines, DetailValue
 
 
 async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
@@ -101,10 +101,10 @@ DIALOGUE_FAMILIES = (
     Family("probe_failed_due_to_regex", "gauge",
            "Whether the probe failed because no received line matched an expect before the server closed "
            "the connection (1) or not (0).",
-           single(lambda r: int(d.failed_due_to_regex) if (d := _details(r)) else None)),
+           DetailValue(lambda r: int(d.failed_due_to_regex) if (d := _details(r)) else None)),
     Family("probe_failed_due_to_bytes", "gauge",
            "Whether the probe failed because the bytes received differ from expect_bytes (1) or not (0).",
-           single(lambda r: int(d.failed_due_to_bytes) if (d := _details(r)) else None)),
+           DetailValue(lambda r: int(d.failed_due_to_bytes) if (d := _details(r)) else None)),
     Family("probe_expect_info", "gauge",
            "Labels of a query_response step, expanded from what its expect matched; always 1.",
            DetailLines(_expect_info)),
@@ -114,7 +114,7 @@ DIALOGUE_FAMILIES = (
            DetailLines(_state)),
     Family("probe_dialogue_failed_step", "gauge",
            "Index in query_response of the step at which the dialogue failed (absent when none failed).",
-           single(lambda r: d.failed_step if (d := _details(r)) else None)),
+           DetailValue(lambda r: d.failed_step if (d := _details(r)) else None)),
     Family("probe_dialogue_step_duration_seconds", "gauge",
            "Time of each query_response step that ran, by its index.",
            DetailLines(_step_durations)),

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.exposition import Family, Samples, escape_label_value, format_value, single
+from exporter.exposition import Family, Samples, escape_label_value, format_value
 from exporter.probers import smtp_tls
 from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_tls import TLS_VERSIONS, TlsInfo
@@ -121,6 +121,32 @@ def _escape(value: str) -> str:
 
 # --- metric families shared by the probers that record TLS ------------------------------------
 
+class DetailValue:
+    """One unlabelled sample read from ``result.details`` (left out when ``get`` returns None), with a
+    fast writer: a result without details (a plain connect) costs one attribute test."""
+
+    __slots__ = ("get",)
+
+    def __init__(self, get: Callable[[ProbeResult], float | None]):
+        self.get = get
+
+    def __call__(self, result: ProbeResult) -> Iterable[tuple[str, float]]:
+        value = self.get(result) if result.details is not None else None
+        return () if value is None else (("", value),)
+
+    def writer(self, name: str):
+        get, labelled, bare = self.get, name + "{", name + " "
+
+        def write(prefix: str, result: ProbeResult) -> str:
+            if result.details is None:
+                return ""
+            value = get(result)
+            if value is None:
+                return ""
+            return f"{labelled}{prefix}}} {format_value(value)}\n" if prefix else f"{bare}{format_value(value)}\n"
+        return write
+
+
 class DetailLines:
     """Labelled samples read from ``result.details``, with a fast writer for ``exposition.render``: a result
     without details (a plain connect, most targets of a large scrape) costs one attribute test."""
@@ -175,20 +201,20 @@ def _bool(value: bool | None) -> int | None:
 TLS_FAMILIES = (
     Family("probe_tls_handshake_duration_seconds", "gauge",
            "Time of the TLS handshake.",
-           single(lambda r: t.handshake_seconds if (t := _tls(r)) else None)),
+           DetailValue(lambda r: t.handshake_seconds if (t := _tls(r)) else None)),
     Family("probe_tls_version_info", "gauge",
            "The TLS version negotiated: the series with value 1.",
            DetailLines(_tls_version)),
     Family("probe_tls_certificate_verified", "gauge",
            "Whether the server's certificate chain verified for the server name (1) or not (0); "
            "absent when not checked (insecure_skip_verify) or no TLS.",
-           single(lambda r: _bool(t.verified) if (t := _tls(r)) else None)),
+           DetailValue(lambda r: _bool(t.verified) if (t := _tls(r)) else None)),
     Family("probe_ssl_earliest_cert_expiry", "gauge",
            "Earliest expiry of the certificates the server sent, in Unix time.",
-           single(lambda r: t.earliest_expiry if (t := _tls(r)) else None)),
+           DetailValue(lambda r: t.earliest_expiry if (t := _tls(r)) else None)),
     Family("probe_ssl_last_chain_expiry_timestamp_seconds", "gauge",
            "Earliest expiry in the verified certificate chain, in Unix time (only when the chain verified).",
-           single(lambda r: t.verified_chain_expiry if (t := _tls(r)) else None)),
+           DetailValue(lambda r: t.verified_chain_expiry if (t := _tls(r)) else None)),
     Family("probe_ssl_last_chain_info", "gauge",
            "The server's leaf certificate: SHA-256 fingerprint, subject, issuer, DNS names, serial; always 1.",
            DetailLines(_chain_info)),
