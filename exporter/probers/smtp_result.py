@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from enum import StrEnum
 
 from exporter.probers.smtp_replies import Reply
@@ -23,7 +24,12 @@ class SmtpState(StrEnum):
     RECIPIENT_REJECTED = "recipient_rejected"    # RCPT TO refused
     DATA_REJECTED = "data_rejected"              # DATA or the message refused
     PROTOCOL_ERROR = "protocol_error"            # garbage, unexpected close, overlong reply
-    TIMEOUT = "timeout"                          # the dialogue stalled after the greeting
+    TIMEOUT = "timeout"                          # a command after the greeting (or the TLS handshake) got no
+                                                 # reply before the deadline; the detail names it
+    # Added later: kept at the end so the dashboard's numeric codes of the states above stay put.
+    CLIENT_REJECTED = "client_rejected"          # this client (IP, name, reputation) refused after the greeting,
+                                                 # e.g. Postfix's delayed "Client host rejected" at RCPT
+    STARTTLS_FAILED = "starttls_failed"          # STARTTLS advertised, then refused (454): broken server TLS
 
 
 # Stages with a reply code (the label values of probe_smtp_reply_code), in dialogue order.
@@ -51,6 +57,12 @@ class SmtpDetails:
     tls: TlsInfo | None = None
     # (what was answered, e.g. "rcpt 550 5.1.1", plain-language meaning) for each distinct reply.
     explanations: list[tuple[str, str]] = field(default_factory=list)
+    # For a rejection: what the server refused (smtp_explain.Party: client, sender, recipient, relay, ...).
+    refused: str | None = None
+    greylisted: bool = False                 # a 4xx whose own words say greylisting
+    starttls_refused: bool = False           # STARTTLS was advertised and then refused (opportunistic: went on)
+    # The command (as shown in the transcript) that got no reply before the deadline, for ``timeout``.
+    stalled_at: str | None = None
 
     # The read-only view the status page and `check` show (stage -> "550 5.1.1", certificate expiry).
     @property
@@ -61,3 +73,28 @@ class SmtpDetails:
     @property
     def cert_expiry(self) -> float | None:
         return self.tls.earliest_expiry if self.tls is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-native view (lists, strings, numbers, null): the stable schema documented in docs/smtp.md."""
+        tls = self.tls
+        return {
+            "banner_seconds": self.banner_seconds,
+            "stage_seconds": dict(self.stage_seconds),
+            "replies": {stage: {"code": reply.code, "enhanced": reply.enhanced, "lines": list(reply.lines)}
+                        for stage, reply in self.replies.items()},
+            "capabilities": sorted(self.capabilities) if self.capabilities is not None else None,
+            "auth_mechanisms": sorted(self.auth_mechanisms),
+            "size_limit": self.size_limit,
+            "encrypted": self.encrypted,
+            "tls": None if tls is None else {
+                "handshake_seconds": tls.handshake_seconds, "version": tls.version, "cipher": tls.cipher,
+                "verified": tls.verified, "verify_error": tls.verify_error,
+                "earliest_expiry": tls.earliest_expiry, "verified_chain_expiry": tls.verified_chain_expiry,
+                "subject": tls.subject,
+            },
+            "explanations": [{"reply": heading, "meaning": meaning} for heading, meaning in self.explanations],
+            "refused": self.refused,
+            "greylisted": self.greylisted,
+            "starttls_refused": self.starttls_refused,
+            "stalled_at": self.stalled_at,
+        }
