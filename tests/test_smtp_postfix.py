@@ -52,11 +52,13 @@ def envelope(rcpt: str, extra: str = "") -> str:
 
 
 async def test_greeting_rejection(postfix):
-    # smtpd_delay_reject=no: Postfix refuses the client at its first command; the prober must see a client refusal.
+    # smtpd_delay_reject=no: Postfix refuses the client in place of its 220 greeting.
     result = await probe(postfix.ports["greeting_reject"], envelope(f"postmaster@{mta.DOMAIN}"), timeout="10s")
-    assert result.state in ("banner_rejected", "client_rejected", "ehlo_rejected"), result.detail
-    assert result.extra.refused == "client", result.detail
-    assert "Client host rejected" in result.detail
+    assert result.state == "banner_rejected", result.detail
+    assert (result.extra.replies["banner"].code, result.extra.replies["banner"].enhanced) == (554, "5.7.1")
+    assert result.extra.refused == "client"
+    assert "refuses this connection" in result.detail and "Client host rejected" in result.detail
+    assert "mailbox" not in result.detail  # nothing about an envelope that does not exist yet
 
 
 async def test_client_block_answered_at_rcpt_is_a_client_rejection(postfix):

@@ -257,19 +257,24 @@ _PARTY_PREFIXES = (
                                  r"no such user", re.IGNORECASE)),
     (Party.RELAY, re.compile(r"relay(ing)? (access )?(denied|not permitted|prohibited|not allowed)|"
                              r"unable to relay|not permitted to relay|relay not permitted", re.IGNORECASE)),
+    (Party.TLS, re.compile(r"must issue a starttls|starttls (command )?(is )?required|encryption required",
+                           re.IGNORECASE)),
+    (Party.AUTH, re.compile(r"authentication required|not authenticated", re.IGNORECASE)),
 )
 _PARTY_WORDS = (
     (Party.CLIENT, re.compile(r"blocked using|(is|are) (listed )?(in|on) (a |the )?(black|block|deny)\s?list|"
                               r"(black|block)listed|\bdnsbl\b|\brbl\b|reverse (dns|hostname)|"
                               r"cannot find your hostname|your (ip|ip address|host)\b", re.IGNORECASE)),
-    (Party.SENDER, re.compile(r"\bspf\b|unverifiable sender|sender .*(denied|refused)", re.IGNORECASE)),
+    (Party.SENDER, re.compile(r"\bspf\b|unverifiable sender|sender .*(denied|refused)|send as this sender",
+                              re.IGNORECASE)),
     (Party.RECIPIENT, re.compile(r"mailbox (unavailable|not found|full)|does not exist", re.IGNORECASE)),
 )
 # Enhanced subject.detail -> what was refused (when the words do not say).
 _DETAIL_PARTY = {
     "1.1": Party.RECIPIENT, "1.2": Party.RECIPIENT, "1.3": Party.RECIPIENT, "1.4": Party.RECIPIENT,
     "1.6": Party.RECIPIENT, "1.10": Party.RECIPIENT, "2.1": Party.RECIPIENT, "2.2": Party.RECIPIENT,
-    "2.3": Party.MESSAGE, "1.7": Party.SENDER, "1.8": Party.SENDER, "7.23": Party.SENDER, "7.24": Party.SENDER,
+    "2.3": Party.MESSAGE, "3.4": Party.MESSAGE, "1.7": Party.SENDER, "1.8": Party.SENDER, "7.23": Party.SENDER,
+    "7.24": Party.SENDER,
     "7.26": Party.SENDER, "7.27": Party.SENDER, "7.25": Party.CLIENT, "7.8": Party.AUTH, "7.9": Party.AUTH,
     "7.11": Party.AUTH, "7.12": Party.AUTH, "7.13": Party.AUTH, "7.10": Party.TLS,
 }
@@ -281,8 +286,8 @@ _STAGE_PARTY = {
     "message": Party.MESSAGE,
 }
 _PARTY_WORDING = {
-    Party.CLIENT: "the server refuses this client (its address, host name, EHLO name, or reputation such as a "
-                  "block list listing), not a particular message or address",
+    Party.CLIENT: "the server refuses this client (its address, host name, the name it introduced itself with, "
+                  "or reputation such as a block list listing), not a particular message or address",
     Party.SENDER: "the server refuses the sender address",
     Party.RECIPIENT: "the server refuses the recipient address",
     Party.RELAY: "relaying denied: this server does not accept mail for the recipient's domain from this client",
@@ -359,11 +364,13 @@ def explain_enhanced(status: str) -> str:
     key = f"{subject}.{detail}"
     if klass == "2":
         about = _SUCCESS.get(key)
-        return f"success: {about}" if about else f"success (concerning {_SUBJECTS.get(subject, 'other')})"
+        if about:
+            return f"success: {about}"
+        return "success" if subject == "0" else f"success (concerning {_SUBJECTS.get(subject, 'other')})"
     what = _DETAILS.get(key)
     if what is None:
-        what = (f"a {_SUBJECTS.get(subject, 'unknown subject')} matter, detail {detail} (a code outside the IANA "
-                "registry: the server's own)")
+        what = (f"detail {detail} concerning {_SUBJECTS.get(subject, 'an unknown subject')} (a code outside the "
+                "IANA registry: the server's own)")
     return f"{_CLASSES.get(klass, 'unknown class')}: {what}"
 
 
@@ -386,11 +393,17 @@ class Explanation:
             parts.append(f"{self.enhanced}: {self.enhanced_meaning}")
         if self.greylisting:
             parts.append(GREYLISTING_ADVICE)
-        elif self.refused is not None and self.refused is not _STAGE_PARTY.get(self.stage):
-            parts.append(_PARTY_WORDING[self.refused])
-        elif self.refused in (Party.CLIENT, Party.RELAY):
+        elif self._names_party():
             parts.append(_PARTY_WORDING[self.refused])
         return "; ".join(parts)
+
+    def _names_party(self) -> bool:
+        """Whether to say what was refused: when the stage alone does not say it (a client refused at RCPT)."""
+        if self.refused is None or self.greylisting:
+            return False
+        if self.refused is not _STAGE_PARTY.get(self.stage):
+            return True
+        return self.refused is Party.RELAY or (self.refused is Party.CLIENT and self.stage != "banner")
 
     @property
     def summary(self) -> str:
@@ -404,8 +417,7 @@ class Explanation:
                 parts.append(specific)
         if self.greylisting:
             parts.append(GREYLISTING_ADVICE)
-        elif self.refused is not None and (self.refused is not _STAGE_PARTY.get(self.stage)
-                                           or self.refused in (Party.CLIENT, Party.RELAY)):
+        elif self._names_party():
             parts.append(_PARTY_WORDING[self.refused])
         return "; ".join(parts)
 
