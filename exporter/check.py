@@ -158,7 +158,9 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
         "timeout_seconds": module.timeout,
         "verdict": verdict(result, module),
         **fields,
-        "extra": dataclasses.asdict(extra) if dataclasses.is_dataclass(extra) and not isinstance(extra, type)
+        # A prober's details with a to_json() give their documented JSON schema (SMTP: docs/smtp.md).
+        "extra": extra.to_json() if callable(getattr(extra, "to_json", None))
+        else dataclasses.asdict(extra) if dataclasses.is_dataclass(extra) and not isinstance(extra, type)
         else None,
     }
     return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"

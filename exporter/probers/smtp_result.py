@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 from enum import StrEnum
+from typing import Any
 
 from exporter.probers.smtp_replies import Reply
 from exporter.probers.smtp_tls import TlsInfo
@@ -98,3 +98,51 @@ class SmtpDetails:
             "starttls_refused": self.starttls_refused,
             "stalled_at": self.stalled_at,
         }
+
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_STRING_OR_NULL = {"type": ["string", "null"]}
+# The JSON Schema (draft 2020-12) of ``SmtpDetails.to_json()``: `check --json`'s "extra" for the smtp prober.
+# A contract: fields may be added, none removed or retyped.
+SMTP_DETAILS_JSON_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "connectivity_exporter smtp probe details",
+    "type": "object",
+    "required": ["banner_seconds", "stage_seconds", "replies", "capabilities", "auth_mechanisms", "size_limit",
+                 "encrypted", "tls", "explanations", "refused", "greylisted", "starttls_refused", "stalled_at"],
+    "properties": {
+        "banner_seconds": _NUMBER_OR_NULL,
+        "stage_seconds": {"type": "object", "propertyNames": {"enum": list(TIMED_STAGES)},
+                          "additionalProperties": {"type": "number", "minimum": 0}},
+        "replies": {"type": "object", "propertyNames": {"enum": list(REPLY_STAGES)},
+                    "additionalProperties": {
+                        "type": "object", "required": ["code", "enhanced", "lines"],
+                        "properties": {
+                            "code": {"type": "integer", "minimum": 200, "maximum": 599},
+                            "enhanced": {"type": ["string", "null"], "pattern": r"^[245]\.\d{1,3}\.\d{1,3}$"},
+                            "lines": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                        }}},
+        "capabilities": {"type": ["array", "null"], "items": {"type": "string"}, "uniqueItems": True},
+        "auth_mechanisms": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+        "size_limit": {"type": ["integer", "null"], "minimum": 0},
+        "encrypted": {"type": "boolean"},
+        "tls": {"oneOf": [{"type": "null"}, {
+            "type": "object",
+            "required": ["handshake_seconds", "version", "cipher", "verified", "verify_error", "earliest_expiry",
+                         "verified_chain_expiry", "subject"],
+            "properties": {
+                "handshake_seconds": _NUMBER_OR_NULL, "version": _STRING_OR_NULL, "cipher": _STRING_OR_NULL,
+                "verified": {"type": ["boolean", "null"]}, "verify_error": _STRING_OR_NULL,
+                "earliest_expiry": _NUMBER_OR_NULL, "verified_chain_expiry": _NUMBER_OR_NULL,
+                "subject": _STRING_OR_NULL,
+            }}]},
+        "explanations": {"type": "array", "items": {
+            "type": "object", "required": ["reply", "meaning"],
+            "properties": {"reply": {"type": "string"}, "meaning": {"type": "string"}}}},
+        "refused": {"enum": [None, "client", "sender", "recipient", "relay", "policy", "message", "auth", "tls",
+                             "service", "command"]},
+        "greylisted": {"type": "boolean"},
+        "starttls_refused": {"type": "boolean"},
+        "stalled_at": _STRING_OR_NULL,
+    },
+}
