@@ -87,6 +87,7 @@ async def test_wrong_name_fails_when_required(servers, pki):
     result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}}}")
     assert result.state == "tls_error"
     assert "did not verify" in result.detail and "mismatch" in result.detail.lower()
+    assert "does not name this server" in result.detail
     assert result.extra.tls.verified is False
 
 
@@ -116,6 +117,7 @@ async def test_untrusted_ca_without_ca_file(servers, pki):
     result = await probe(port, "{starttls: required, tls_config: {server_name: mx.test}}")
     assert result.state == "tls_error"
     assert "unable to get local issuer certificate" in result.detail
+    assert "the issuer of the certificate is not known here" in result.detail
 
 
 async def test_implicit_tls(servers, pki):
@@ -131,6 +133,8 @@ async def test_implicit_tls(servers, pki):
 async def test_implicit_tls_against_a_plain_server(servers, pki):
     result = await probe(await start_aiosmtpd(servers), f"{{tls: true, tls_config: {tls_config(pki)}}}")
     assert result.state == "tls_error"
+    assert "the server spoke plain text where TLS was expected" in result.detail
+    assert "(OpenSSL: WRONG_VERSION_NUMBER)" in result.detail
 
 
 async def test_envelope_accepted_and_rejected(servers):
