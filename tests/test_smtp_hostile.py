@@ -49,7 +49,8 @@ async def test_banner_rejected_is_its_own_state_and_still_says_quit(servers, gre
     assert result.extra.replies["banner"].code == code
     assert sent(script) == [b"QUIT"]
     if code == 554:
-        assert "block list" in result.detail and result.extra.refused == "client"
+        assert "no SMTP service for this client" in result.detail and result.extra.refused == "client"
+        assert "block list" in dict(result.extra.explanations)["banner 554 5.7.1"]
 
 
 async def test_banner_mismatch(servers):

@@ -88,8 +88,7 @@ _STAGE_CODES = {
         421: "the server will not serve this connection now and closes it (busy, in maintenance, or limiting "
              "connections from this client's address); temporary",
         554: "the server refuses this connection: no SMTP service for this client (RFC 5321 section 3.1); "
-             "permanent. Usual causes: this client's address is on a block list or has a poor reputation, or "
-             "the server takes no mail from outside",
+             "permanent",
         521: "this host never accepts mail (RFC 7504)",
     },
     "ehlo": {
@@ -148,6 +147,12 @@ _STAGE_CODES = {
         554: "the message was refused (transaction failed); permanent",
     },
     "quit": {221: "the server is closing the connection (the normal answer)"},
+}
+# Likely causes, where the code alone does not decide (said as causes that remain, not as the meaning).
+_CAUSES = {
+    ("banner", 554): "usual causes: this client's address is on a block list or has a poor reputation, or the "
+                     "server takes no mail from outside",
+    ("banner", 421): "usual causes: too many connections (from this address or in total), or maintenance",
 }
 _FIRST_DIGIT = {
     "2": "the command succeeded",
@@ -389,6 +394,9 @@ class Explanation:
     def meaning(self) -> str:
         """The explanation without the server's words: code, enhanced code, what was refused, advice."""
         parts = [self.code_meaning]
+        causes = _CAUSES.get((self.stage, self.code))
+        if causes is not None:
+            parts.append(causes)
         if self.enhanced:
             parts.append(f"{self.enhanced}: {self.enhanced_meaning}")
         if self.greylisting:
