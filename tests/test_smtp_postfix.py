@@ -70,6 +70,8 @@ async def test_client_block_answered_at_rcpt_is_a_client_rejection(postfix):
     # Without rcpt_to the same server looks healthy: the envelope test is what catches it.
     banner_only = await probe(postfix.ports["client_block"], "{ehlo: probe.example.com, starttls: no}", timeout="10s")
     assert banner_only.state == "ok"
+    assert any(line.startswith("No envelope was tested") for line in banner_only.transcript)
+    assert not any(line.startswith("No envelope was tested") for line in result.transcript)
 
 
 async def test_greylisting(postfix):

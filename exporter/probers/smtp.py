@@ -45,6 +45,10 @@ WITHHELD = "(text withheld: this reply answers a line that carried credentials)"
 CLOSE_GRACE = 0.25
 # A server that does not answer QUIT must not hold a finished probe until its deadline.
 QUIT_WAIT = 1.0
+# Said after a dialogue without RCPT TO: Postfix's default smtpd_delay_reject answers a client block only there.
+ENVELOPE_HINT = ("No envelope was tested (no rcpt_to): a server that refuses every message from this address may "
+                 "still greet and answer EHLO (Postfix, by default, says so only at RCPT TO). To catch that, use a "
+                 "module with mail_from and rcpt_to (e.g. postmaster@ the domain; RSET follows, nothing is sent)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SIZE = re.compile(r"\d{1,15}\Z")
 
@@ -169,6 +173,8 @@ class _Session:
             await self._authenticate()
         if settings.mail_from:
             await self._envelope()
+        if not settings.rcpt_to:
+            self.result.note(ENVELOPE_HINT)
 
     def _check_greeting(self, greeting: Reply) -> None:
         if greeting.code >= 400:  # 421 busy, 554 blocked: the server will not talk to us
