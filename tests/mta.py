@@ -36,6 +36,8 @@ POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOMAIN = "mx.test"
 USER, PASSWORD = "probe", "Pf-s3cret-word"
+# What postgrey answers a first attempt (Postfix prefixes "<address>: Recipient address rejected: ").
+GREYLISTED = f"450 4.2.0 Greylisted, see http://postgrey.schweikert.ch/help/{DOMAIN}.html"
 
 
 def missing() -> str | None:
@@ -126,7 +128,7 @@ default_transport = error:no outgoing mail in tests
 relay_transport = error:no outgoing mail in tests
 # Restriction lists for the listeners of master.cf (referenced there with -o name=$list).
 test_client_block = check_client_access inline:{{ 127.0.0.1=REJECT }}
-test_greylist = check_recipient_access inline:{{ {{grey@{DOMAIN}=450 4.2.0 Greylisted, see http://postgrey.schweikert.ch/help/{DOMAIN}.html}} }}
+test_greylist = check_recipient_access inline:{{ {{grey@{DOMAIN}={GREYLISTED}}} }}
 {sasl}"""
 
     def _master_cf(self) -> str:

@@ -51,8 +51,8 @@ async def test_no_cipher_in_common(tls_server, tmp_path):
     context.set_ciphers("PSK")  # pre-shared-key suites only: nothing this client offers
     result = await probe(tls_server(context), settings(pki))
     assert result.state == "tls_error"
-    assert result.detail == ("the TLS handshake failed: the server refused the handshake (TLS alert handshake_failure): "
-                             "no cipher or key exchange in common, or the server has no usable certificate "
+    assert result.detail == ("the TLS handshake failed: the server refused the handshake (TLS alert "
+                             "handshake_failure): no cipher or key exchange in common, or the server has no usable certificate "
                              "(OpenSSL: SSLV3_ALERT_HANDSHAKE_FAILURE)")
 
 
