@@ -69,4 +69,7 @@ async def test_no_tls_version_in_common(tls_server, tmp_path):
         pytest.skip("this OpenSSL cannot serve TLS 1.1")
     result = await probe(tls_server(context), settings(pki))
     assert result.state == "tls_error"
-    assert "no TLS version in common" in result.detail, result.detail
+    # Which check fails first depends on the interpreter's OpenSSL policy: Debian's Python 3.11.2 gets as far as
+    # refusing the server's legacy signature algorithm, a reason its ssl module has no name for.
+    assert ("no TLS version in common" in result.detail
+            or result.detail.endswith("(OpenSSL: legacy sigalg disallowed or unsupported)")), result.detail

@@ -9,7 +9,10 @@ the free-text message. Shared by every prober that speaks TLS; the OpenSSL name 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
+
+_OPENSSL_LOCATION = re.compile(r"\s*\(_ssl\.c:\d+\)")
 
 # OpenSSL reason names (library SSL) -> what they mean for the person running the probe.
 _REASONS = {
@@ -89,7 +92,13 @@ def describe_handshake_failure(exc: BaseException) -> str:
         if reason and reason.startswith(("SSLV3_ALERT_", "TLSV1_ALERT_", "TLSV13_ALERT_")):
             alert = reason.split("_ALERT_", 1)[1].lower()
             return f"the server aborted the handshake with TLS alert {alert} (OpenSSL: {reason})"
-        return f"the TLS handshake failed (OpenSSL: {reason or type(exc).__name__})"
+        if reason:
+            return f"the TLS handshake failed (OpenSSL: {reason})"
+        # An OpenSSL error this Python build has no name for (older builds lack newer reason names): show
+        # OpenSSL's own text, for a person to search; nothing is decided from it.
+        text = _OPENSSL_LOCATION.sub("", str(exc.args[1]) if len(exc.args) > 1 else "").strip()
+        text = text.removeprefix("[SSL]").strip()
+        return f"the TLS handshake failed (OpenSSL: {text[:200] or type(exc).__name__})"
     if isinstance(exc, ConnectionResetError):
         return "the server reset the connection during the handshake"
     if isinstance(exc, ConnectionError):
