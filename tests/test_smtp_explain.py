@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from exporter.probers.smtp_explain import GREYLISTING_ADVICE, STAGE_NAMES, explain, explain_code, explain_enhanced
+from exporter.probers.smtp_explain import GREYLISTING_ADVICE, explain, explain_code, explain_enhanced
 
 CASES = [
     # --- Postfix ---------------------------------------------------------------------------------------
@@ -160,7 +160,3 @@ def test_enhanced_codes():
     assert explain_enhanced("4.9.99") == ("temporary failure (a retry may succeed): detail 99 concerning an unknown "
                                           "subject (a code outside the IANA registry: the server's own)")
     assert "detail 606 concerning security or policy" in explain_enhanced("5.7.606")
-
-
-def test_every_stage_has_a_name_for_people():
-    assert set(STAGE_NAMES) == set(STAGE_WORDS)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests import mta, smtp_servers
+from tests import mta
 from tests.smtp_servers import probe
 
 pytestmark = pytest.mark.skipif(mta.missing() is not None, reason=f"Postfix tests: {mta.missing()}")
@@ -137,6 +137,3 @@ async def test_auth_good_and_bad(postfix, tmp_path, mechanism):
         assert "********" in text
     # Masking by what was sent: the server's own words (which contain "server") are never blanked.
     assert "The ******** said" not in failed.detail and "The server said" in failed.detail
-
-
-servers = smtp_servers.servers  # not used here; keeps the shared fixture module imported the same way

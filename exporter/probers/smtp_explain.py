@@ -38,13 +38,6 @@ class Party(StrEnum):
     COMMAND = "command"        # the command's syntax or sequence
 
 
-# How each stage is named in text for a person.
-STAGE_NAMES = {
-    "banner": "the greeting", "ehlo": "EHLO", "helo": "HELO", "starttls": "STARTTLS", "auth": "AUTH",
-    "mail": "MAIL FROM", "rcpt": "RCPT TO", "rset": "RSET", "data": "DATA",
-    "message": "the message (end of DATA)", "quit": "QUIT",
-}
-
 # --- basic reply codes -------------------------------------------------------------------------
 # Meanings valid at any stage (RFC 5321 4.2.2/4.2.3 wording), without naming any command.
 _CODES = {
