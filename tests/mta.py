@@ -1,7 +1,8 @@
 """A real Postfix (Debian's package) on loopback for end-to-end SMTP tests.
 
-One Postfix instance with its own config directory, queue and log (``postfix -c DIR start``; the
-package's own service is never touched), and one ``smtpd`` listener per behaviour on
+One Postfix instance with its own config directory, queue and log (its ``master`` run in the foreground
+with ``-c DIR``; the package's own service and /etc/postfix are never touched), and one ``smtpd`` listener
+per behaviour on
 127.0.0.1:<free port>, each with ``-o`` overrides in master.cf. Postfix must run as root (its master
 drops privileges to the ``postfix`` user). Nothing here sends traffic anywhere but loopback; the
 addresses in ``mynetworks`` are documentation addresses that are only configuration.
@@ -32,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+MASTER = "/usr/lib/postfix/sbin/master"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOMAIN = "mx.test"
 USER, PASSWORD = "probe", "Pf-s3cret-word"
@@ -44,7 +45,7 @@ def missing() -> str | None:
     """Why the Postfix tests cannot run here, or None."""
     if os.geteuid() != 0:
         return "needs root (Postfix's master process runs as root and drops to the postfix user)"
-    if not os.path.exists(POSTFIX) or not os.path.exists("/usr/lib/postfix/sbin/smtpd"):
+    if not os.path.exists(MASTER) or not os.path.exists("/usr/lib/postfix/sbin/smtpd"):
         return "Debian's postfix package is not installed (apt-get install postfix)"
     try:
         pwd.getpwnam("postfix")
@@ -80,6 +81,7 @@ def wait_for_port(port: int, seconds: float = 30.0) -> None:
 class Postfix:
     root: Path
     cert_file: Path | None = None        # PEM with the key and the chain, for tls_auth
+    ca_file: Path | None = None          # the CA that issued cert_file, for the prober's tls_config
     ports: dict[str, int] = field(default_factory=dict)
     dovecot: subprocess.Popen | None = None
     master: subprocess.Popen | None = None
@@ -232,7 +234,7 @@ service anvil {{
         # not used: it insists that DIR be listed in the machine's default main.cf (alternate_config_directories).
         # Its own session: on SIGTERM the master signals its whole process group.
         with open(self.root / "maillog", "wb") as log:
-            self.master = subprocess.Popen(["/usr/lib/postfix/sbin/master", "-c", str(self.config_dir), "-d"],
+            self.master = subprocess.Popen([MASTER, "-c", str(self.config_dir), "-d"],
                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                            env={**os.environ, "MAIL_CONFIG": str(self.config_dir)})
         try:

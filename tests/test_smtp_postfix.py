@@ -32,14 +32,13 @@ def postfix():
     cert_file.chmod(0o600)
     ca_file = root / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    server = mta.Postfix(root, cert_file=cert_file)
+    server = mta.Postfix(root, cert_file=cert_file, ca_file=ca_file)
     try:
         server.start(with_auth=mta.dovecot_missing() is None)
     except Exception:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
         raise
-    server.ca_file = ca_file
     try:
         yield server
     finally:
