@@ -136,11 +136,20 @@ class Exporter:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = Deadline.after(budget)
+        # The probe runs as its own task, waited for rather than cancelled from here: when the loop wakes late
+        # (a loaded machine), a timeout on this same task fires together with the prober's own and cancels it
+        # twice, which hides the prober's classification (an SMTP probe out of time during DNS is dns_error,
+        # not the dialogue's `timeout`). probe_all waits for its workers the same way.
+        task = asyncio.ensure_future(self._require_runner().probe(address, module, deadline))
         try:
-            async with asyncio.timeout_at(deadline + 0.02):
-                result = await self._require_runner().probe(address, module, deadline)
-        except TimeoutError:
-            result = deadline_result(module, loop.time() - started)
+            await asyncio.wait({task}, timeout=deadline.remaining() + 0.02)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)  # a cancelled probe closes its sockets at once
+        # Cancelled here at the deadline: cut; otherwise its result (or its exception, as before).
+        cut = not task.done() or task.cancelled()
+        result = deadline_result(module, loop.time() - started) if cut else task.result()
         self.metrics.scrape_duration.labels("probe").observe(loop.time() - started)
         self._count([result], [PlannedTarget(address, module, "", frozenset())])
         self.history.record_probe(address, module, result, time.time())

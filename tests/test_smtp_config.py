@@ -61,3 +61,14 @@ def test_password_file_with_two_lines_is_refused(tmp_path):
         load_config(str(path))
     assert caught.value.errors == [f"{path}: modules.mx.smtp.auth.password_file: password file 'password' must hold "
                                    "the password on one line"]
+
+
+def test_the_example_config_shows_an_envelope_test():
+    """Issue 14: without rcpt_to, a server that refuses every message from this address looks ok."""
+    from pathlib import Path
+
+    from exporter.config import load_config
+
+    config = load_config(str(Path(__file__).resolve().parent.parent / "config.example.yml"))
+    envelope = config.modules["smtp_envelope"].settings
+    assert envelope.mail_from and envelope.rcpt_to and not envelope.send_test_message

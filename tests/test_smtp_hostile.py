@@ -49,7 +49,8 @@ async def test_banner_rejected_is_its_own_state_and_still_says_quit(servers, gre
     assert result.details.replies["banner"].code == code
     assert sent(script) == [b"QUIT"]
     if code == 554:
-        assert "block list" in result.detail and "rejected by policy" in result.detail
+        assert "no SMTP service for this client" in result.detail and result.details.refused == "client"
+        assert "block list" in dict(result.details.explanations)["banner 554 5.7.1"]
 
 
 async def test_banner_mismatch(servers):
@@ -94,10 +95,17 @@ async def test_starttls_refused(servers):
     script = Script(replies={"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n", "STARTTLS": b"454 4.7.0 TLS not available\r\n"})
     port = await servers.start(script)
     required = await probe(port, "{starttls: required}")
-    assert required.state == "starttls_unavailable"
+    assert required.state == "starttls_failed"
     assert required.details.replies["starttls"].code == 454
-    opportunistic = await probe(port, "{starttls: opportunistic}")
-    assert opportunistic.state == "ok" and opportunistic.details.encrypted is False
+    assert sent(script)[-2:] == [b"STARTTLS", b"QUIT"]
+    # Advertised, then refused, is a broken server in any mode; opportunistic goes on in plain text and says so.
+    opportunistic = await probe(port, "{starttls: opportunistic, mail_from: a@example.com, rcpt_to: b@example.com}")
+    assert opportunistic.state == "starttls_failed" and opportunistic.details.encrypted is False
+    assert opportunistic.details.starttls_refused is True
+    assert opportunistic.details.replies["rcpt"].code == 250  # the rest of the dialogue still ran
+    assert any("continuing UNENCRYPTED" in line for line in opportunistic.transcript)
+    assert "advertised STARTTLS and then refused it" in opportunistic.detail
+    assert "TLS not available due to a temporary reason (RFC 3207)" in opportunistic.detail
 
 
 async def test_auth_failed(servers, tmp_path):
@@ -121,7 +129,7 @@ async def test_sender_rejected(servers):
     result = await probe(await servers.start(script), "{mail_from: probe@example.com, rcpt_to: pm@example.com}")
     assert result.state == "sender_rejected"
     assert sent(script) == [b"EHLO", b"MAIL", b"QUIT"]
-    assert "sender's domain is wrong" in result.detail
+    assert "sender's system address is invalid" in result.detail and result.details.refused == "sender"
 
 
 async def test_recipient_rejected(servers):
@@ -157,6 +165,9 @@ async def test_timeout_after_the_greeting(servers):
     result, took = await timed_probe(await servers.start(stall_after_greeting), timeout="200ms")
     assert result.state == "timeout"
     assert took < 0.5
+    # The verdict names the command that got no answer.
+    assert result.detail.startswith("the server did not answer EHLO ")
+    assert result.details.stalled_at.startswith("EHLO ")
 
 
 # --- hostile behaviour -------------------------------------------------------------------------
@@ -276,6 +287,7 @@ async def test_starttls_handshake_failure(servers):
     result, took = await timed_probe(await servers.start(fake_tls), "{starttls: opportunistic}")
     assert result.state == "tls_error"
     assert "TLS handshake failed" in result.detail
+    assert "not TLS where TLS was expected" in result.detail or "plain text where TLS" in result.detail
     assert took < 1.0
 
 
@@ -290,7 +302,7 @@ async def test_starttls_handshake_that_stalls(servers):
 
     result, took = await timed_probe(await servers.start(no_tls), "{starttls: required}", timeout="200ms")
     assert result.state == "timeout"
-    assert "TLS handshake" in result.detail
+    assert result.detail.startswith("the server did not answer the TLS handshake after STARTTLS")
     assert took < 0.5
 
 

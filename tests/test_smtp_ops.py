@@ -41,6 +41,12 @@ async def test_check_explains_a_reputation_block():
     assert "SMTP replies: banner 554 5.7.1, quit 221 2.0.0" in text
     assert "Reply codes explained:" in text
     assert "block list" in text
+    # Issue 11 item 7: the long explanation appeared three times (transcript, verdict, explanations).
+    # Now: the verdict is one short line, the full explanation comes once, under "Reply codes explained".
+    for long_part in ("5.7.1: permanent failure (the same attempt will fail again)", "usual causes:"):
+        assert text.count(long_part) == 1, text
+    assert text.count("no SMTP service for this client") == 2, text  # the verdict's summary and the explanation
+    assert "Outcome: banner_rejected\n" in text
 
 
 async def test_status_page_shows_smtp_reply_codes(make_client):

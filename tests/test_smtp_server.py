@@ -87,6 +87,7 @@ async def test_wrong_name_fails_when_required(servers, pki):
     result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}}}")
     assert result.state == "tls_error"
     assert "did not verify" in result.detail and "mismatch" in result.detail.lower()
+    assert "does not name this server" in result.detail
     assert result.details.tls.verified is False
 
 
@@ -116,6 +117,7 @@ async def test_untrusted_ca_without_ca_file(servers, pki):
     result = await probe(port, "{starttls: required, tls_config: {server_name: mx.test}}")
     assert result.state == "tls_error"
     assert "unable to get local issuer certificate" in result.detail
+    assert "the issuer of the certificate is not known here" in result.detail
 
 
 async def test_implicit_tls(servers, pki):
@@ -131,6 +133,8 @@ async def test_implicit_tls(servers, pki):
 async def test_implicit_tls_against_a_plain_server(servers, pki):
     result = await probe(await start_aiosmtpd(servers), f"{{tls: true, tls_config: {tls_config(pki)}}}")
     assert result.state == "tls_error"
+    assert "the server spoke plain text where TLS was expected" in result.detail
+    assert "(OpenSSL: WRONG_VERSION_NUMBER)" in result.detail
 
 
 async def test_envelope_accepted_and_rejected(servers):
@@ -203,3 +207,25 @@ def test_tls_paths_under_uvloop(tmp_path):
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(scenario()) == [("ok", True), ("ok", False), ("ok", True), ("tls_error", False)]
+
+
+@pytest.mark.parametrize("password", ["server", "wrong", "Authentication"])
+async def test_masking_is_by_what_was_sent_not_by_searching_server_text(servers, pki, tmp_path, password):
+    """Issue 14: with the password `server`, the output read "The ******** said"; with `wrong`, "********
+    user name or password": the blanked word gave the password away."""
+    port = await start_aiosmtpd(servers, pki.valid)
+    (tmp_path / "pw").write_text(password + "\n")
+    for mechanism in ("plain", "login"):
+        result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}, auth: {{username: probe, "
+                                   f"password_file: '{tmp_path / 'pw'}', mechanism: {mechanism}}}}}")
+        assert result.state == "auth_failed"
+        # Only the lines the prober sent with the credentials are masked ...
+        masked = [line for line in result.transcript if "********" in line]
+        assert masked and all(line.startswith("C: ") for line in masked), masked
+        # ... and the server's words are shown as they came, never blanked where they match the password.
+        assert "The server said" in result.detail
+        everything = "\n".join(result.transcript) + result.detail + "".join(m for _, m in result.details.explanations)
+        assert "********" not in everything.replace("C: AUTH PLAIN ********", "").replace("C: ********", "")
+        # The reply to the credentials keeps its codes; its text (which could echo them) is withheld.
+        assert result.details.replies["auth"].code == 535
+        assert "text withheld" in result.details.replies["auth"].lines[0]
