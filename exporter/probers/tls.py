@@ -14,13 +14,12 @@ exposition with smtp and tcp modules has each family once.
 from __future__ import annotations
 
 import hashlib
-import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from exporter.exposition import Family, Samples, escape_label_value, format_value
-from exporter.probers import smtp_tls
+from exporter.probers import smtp_tls, tls_errors
 from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_tls import TLS_VERSIONS, TlsInfo
 
@@ -39,16 +38,10 @@ class LeafIdentity:
 
 
 def handshake_failure(exc: BaseException) -> str:
-    """A short reason for a failed handshake, chosen by exception type (OpenSSL's own words inside)."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"the certificate did not verify: {smtp_tls.verify_failure(exc)}"
-    if isinstance(exc, ssl.SSLError):
-        return f"the TLS handshake failed: {exc.reason or type(exc).__name__}"
+    """What a failed handshake means, in the words every TLS-speaking prober uses (``tls_errors``)."""
     if isinstance(exc, TimeoutError):
         return "the TLS handshake did not finish before the deadline"
-    if isinstance(exc, (ConnectionError, EOFError)) or isinstance(exc, OSError):
-        return "the server closed the connection during the TLS handshake"
-    return f"the TLS handshake failed ({type(exc).__name__})"
+    return tls_errors.describe_handshake_failure(exc)
 
 
 def describe_session(ssl_object: Any, verified: bool | None) -> tuple[TlsInfo, LeafIdentity | None]:
