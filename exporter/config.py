@@ -102,8 +102,14 @@ class SmtpSettings:
     subject: str = DEFAULT_TEST_SUBJECT
     body: str = DEFAULT_TEST_BODY
     auth: SmtpAuth | None = None
+    # --- mail domains (issue 16; exporter/probers/maildomain.py) ---
+    mx: bool = False                     # the target is a mail domain: probe its MX hosts (RFC 5321 5.1)
+    mx_max_hosts: int = 5                # at most this many MX hosts probed, the module's timeout shared among them
+    relay_check_rcpt_to: str | None = None  # RCPT TO this foreign address must be refused (open-relay check)
 
     def __post_init__(self) -> None:
+        if self.relay_check_rcpt_to and not self.mail_from:
+            raise ValueError("relay_check_rcpt_to needs mail_from (the relay check starts with MAIL FROM)")
         if self.ehlo is None:
             object.__setattr__(self, "ehlo", local_fqdn())
         if self.rcpt_to and not self.mail_from:
@@ -439,6 +445,11 @@ SMTP_FIELDS = {
     "body": Field(_string, DEFAULT_TEST_BODY),
     "auth": Field(_subsection(AUTH_FIELDS, lambda username, password_file, mechanism:
                               SmtpAuth(username, password_file, mechanism)), None),
+    # mail domains (issue 16; exporter/probers/maildomain.py)
+    "mx": Field(_boolean, False),
+    "mx_max_hosts": Field(_integer(1, 20), 5),
+    "relay_check_rcpt_to": Field(_token("a mail address in a domain the server must not relay to",
+                                        "relay-test@example.net", _SMTP_WORD), None),
 }
 # Prober name -> the module sections it reads, each with its fields and the class it builds.
 PROBER_SECTIONS: dict[str, dict[str, tuple[Mapping[str, Field], type]]] = {

@@ -31,6 +31,7 @@ from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_explain import explain
 from exporter.probers.smtp_replies import (ConnectionClosed, MalformedReply, Reply, ReplyCode, ReplyReader, ReplyTimeout,
                                            decode, open_stream)
+from exporter.probers.smtp_relay import check_relay  # maildomain hook (issue 16)
 from exporter.probers.smtp_result import SmtpDetails, SmtpState
 from exporter.probers.smtp_tls import TlsInfo, client_context, describe, server_name, verify_failure
 
@@ -146,6 +147,9 @@ class _Session:
             await self._authenticate()
         if settings.mail_from:
             await self._envelope()
+        # maildomain hook (issue 16): the open-relay check, in its own transaction (exporter/probers/smtp_relay.py).
+        if (relay_stop := await check_relay(self)) is not None:
+            raise _Stop(*relay_stop)
 
     def _check_greeting(self, greeting: Reply) -> None:
         if greeting.code >= 400:  # 421 busy, 554 blocked: the server will not talk to us

@@ -24,6 +24,7 @@ class SmtpState(StrEnum):
     DATA_REJECTED = "data_rejected"              # DATA or the message refused
     PROTOCOL_ERROR = "protocol_error"            # garbage, unexpected close, overlong reply
     TIMEOUT = "timeout"                          # the dialogue stalled after the greeting
+    OPEN_RELAY = "open_relay"                    # RCPT TO a foreign domain accepted (relay_check_rcpt_to; smtp_relay.py)
 
 
 # Stages with a reply code (the label values of probe_smtp_reply_code), in dialogue order.
