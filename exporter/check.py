@@ -18,6 +18,7 @@ from exporter.config import ConfigError, Module, default_port, load_config, pars
 from exporter.durations import format_duration
 from exporter.logs import setup_logging
 from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
+from exporter.probers.maildomain import mail_domain, render_text as mail_domain_text  # issue 16
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.runner import ProbeRunner
@@ -139,6 +140,7 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     explanation = printable(verdict(result, module))
     lines.append(explanation[:1].upper() + explanation[1:])
     lines += smtp_facts(result.extra)
+    lines += mail_domain_text(result.extra)  # mail domains (issue 16): the MX table and the verdict
     timings = [f"total {result.duration_seconds * 1000:.2f} ms"]
     if result.dns_lookup_seconds:
         timings.insert(0, f"DNS {result.dns_lookup_seconds * 1000:.2f} ms")
@@ -161,6 +163,8 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
         "extra": dataclasses.asdict(extra) if dataclasses.is_dataclass(extra) and not isinstance(extra, type)
         else None,
     }
+    if (domain := mail_domain(result)) is not None:  # mail domains (issue 16): a contract
+        document["mail_domain"] = domain.contract()
     return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from exporter.probers.maildomain import render_text as mail_domain_text  # issue 16
 from exporter.probers.result import ProbeResult
 
 
@@ -18,5 +19,7 @@ def debug_report(heading: list[str], result: ProbeResult, metrics_text: str) -> 
     if explanations:
         lines += ["", "Reply codes explained:"]
         lines += [f"  {heading}: {meaning}" for heading, meaning in explanations]
+    if domain_lines := mail_domain_text(result.extra):  # mail domains (issue 16): the MX table and verdict
+        lines += ["", *domain_lines]
     lines += ["", "Metrics:", metrics_text]
     return "\n".join(lines)

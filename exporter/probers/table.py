@@ -10,7 +10,7 @@ from exporter.config import Module
 from exporter.exposition import COMMON_FAMILIES, TCP_FAMILIES, Family
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult
-from exporter.probers.smtp import probe_smtp
+from exporter.probers.maildomain import MAIL_DOMAIN_FAMILIES, probe_smtp_target  # mail domains (issue 16)
 from exporter.probers.smtp_metrics import SMTP_FAMILIES
 from exporter.probers.tcp import probe_tcp
 
@@ -31,7 +31,8 @@ class Prober:
 
 PROBERS: dict[str, Prober] = {
     "tcp": Prober(probe_tcp, COMMON_FAMILIES + TCP_FAMILIES),
-    "smtp": Prober(probe_smtp, COMMON_FAMILIES + TCP_FAMILIES + SMTP_FAMILIES),
+    # probe_smtp_target: probe_smtp, or with smtp.mx the mail domain's MX hosts (issue 16).
+    "smtp": Prober(probe_smtp_target, COMMON_FAMILIES + TCP_FAMILIES + SMTP_FAMILIES + MAIL_DOMAIN_FAMILIES),
 }
 
 
