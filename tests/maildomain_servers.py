@@ -4,6 +4,7 @@ SPEC is JSON: a list of ``[kind, address, port]``. Kinds:
 - ``accept``: aiosmtpd, every recipient accepted.
 - ``greylist``: aiosmtpd, every recipient answered 450 4.2.0 (greylisting).
 - ``block554``: a scripted server (tests/smtp_servers.Script) greeting with 554 5.7.1 (a blocklisted client).
+- ``silent``: accepts the connection and never greets (a hung server: the probe's time runs out).
 - ``dns_servfail``: a UDP server answering SERVFAIL to every query (an upstream for dnsmasq).
 - ``dns_silent``: a UDP socket that reads queries and never answers (a resolver timeout).
 Prints "ready" once everything listens; runs until terminated.
@@ -43,6 +44,15 @@ class ServFail(asyncio.DatagramProtocol):
             self.transport.sendto(data[:2] + flags + data[4:], addr)
 
 
+async def _hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while await reader.read(4096):  # bounded by the client: it hangs up at its deadline
+            pass
+    except ConnectionError:
+        pass
+    writer.close()
+
+
 async def main(spec: list[list]) -> None:
     loop = asyncio.get_running_loop()
     keep = []
@@ -55,6 +65,8 @@ async def main(spec: list[list]) -> None:
         elif kind == "block554":
             script = Script(greeting=b"554 5.7.1 Service unavailable; client host blocked using a DNSBL\r\n")
             keep.append(await asyncio.start_server(script, address, port))
+        elif kind == "silent":
+            keep.append(await asyncio.start_server(_hold, address, port))
         elif kind == "dns_servfail":
             keep.append(await loop.create_datagram_endpoint(ServFail, local_addr=(address, port)))
         elif kind == "dns_silent":

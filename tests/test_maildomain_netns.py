@@ -22,7 +22,7 @@ from tests.exporter_process import start_exporter
 
 pytestmark = pytest.mark.netns
 
-MX_A, MX_DOWN, MX_BLOCK, MX_GREY = "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"
+MX_A, MX_DOWN, MX_BLOCK, MX_GREY, MX_SILENT = "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14", "192.0.2.15"
 EXIM_OPEN, EXIM_CLOSED = "192.0.2.21", "192.0.2.22"
 DNS_SERVFAIL, DNS_SILENT = "192.0.2.97", "192.0.2.98"
 MX_A6 = "2001:db8::11"
@@ -54,6 +54,7 @@ DNS_RECORDS = [
     f"--host-record=mx-down.example.test,{MX_DOWN}",
     f"--host-record=mx-block.example.test,{MX_BLOCK}",
     f"--host-record=mx-grey.example.test,{MX_GREY}",
+    f"--host-record=mx-silent.example.test,{MX_SILENT}",
     f"--host-record=exim-open.example.test,{EXIM_OPEN}",
     f"--host-record=exim-closed.example.test,{EXIM_CLOSED}",
     # primary accepts, backup down
@@ -67,6 +68,10 @@ DNS_RECORDS = [
     # nothing accepts: down, greylisted, blocked
     "--mx-host=allfail.test,mx-down.example.test,10", "--mx-host=allfail.test,mx-grey.example.test,20",
     "--mx-host=allfail.test,mx-block.example.test,30",
+    # nothing accepts, but only temporarily: down and greylisted
+    "--mx-host=retry.test,mx-down.example.test,10", "--mx-host=retry.test,mx-grey.example.test,20",
+    # the primary hangs without a greeting: its share of the deadline runs out, the backup still gets its own
+    "--mx-host=stall.test,mx-silent.example.test,10", "--mx-host=stall.test,mx-a.example.test,20",
     # four hosts, for the cap
     "--mx-host=many.test,mx-a.example.test,10", "--mx-host=many.test,exim-closed.example.test,20",
     "--mx-host=many.test,mx-grey.example.test,30", "--mx-host=many.test,mx-block.example.test,40",
@@ -92,9 +97,9 @@ def lab(tmp_path_factory):
     lab = MailLab(tmp)
     exim_dir = exim_workdir()
     try:
-        lab.create([MX_A, MX_DOWN, MX_BLOCK, MX_GREY, EXIM_OPEN, EXIM_CLOSED, DNS_SERVFAIL, DNS_SILENT, MX_A6])
+        lab.create([MX_A, MX_DOWN, MX_BLOCK, MX_GREY, MX_SILENT, EXIM_OPEN, EXIM_CLOSED, DNS_SERVFAIL, DNS_SILENT, MX_A6])
         lab.start_dns(*DNS_RECORDS)
-        spec = [["accept", MX_A, 25], ["block554", MX_BLOCK, 25], ["greylist", MX_GREY, 25],
+        spec = [["accept", MX_A, 25], ["block554", MX_BLOCK, 25], ["greylist", MX_GREY, 25], ["silent", MX_SILENT, 25],
                 ["dns_servfail", DNS_SERVFAIL, 53], ["dns_silent", DNS_SILENT, 53]]
         servers = lab.popen([sys.executable, "-m", "tests.maildomain_servers", json.dumps(spec)],
                             stdout=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -104,7 +109,7 @@ def lab(tmp_path_factory):
             with open(tmp / f"{name}.out", "w") as out:
                 lab.popen(exim_command(root, exim_dir / name, address, name, "example.test", open_relay),
                           stdout=out, stderr=subprocess.STDOUT)
-        for address in (MX_A, MX_BLOCK, MX_GREY, EXIM_OPEN, EXIM_CLOSED):
+        for address in (MX_A, MX_BLOCK, MX_GREY, MX_SILENT, EXIM_OPEN, EXIM_CLOSED):
             lab.wait_for(f"import socket; socket.create_connection(('{address}', 25), timeout=2).close()")
         (tmp / "config.yml").write_text(CONFIG)
         lab.config = tmp / "config.yml"
@@ -166,7 +171,24 @@ def test_no_host_accepts(lab):
     assert hosts(doc) == [(10, "mx-down.example.test", "connect_failed"),
                           (20, "mx-grey.example.test", "recipient_rejected"),
                           (30, "mx-block.example.test", "banner_rejected")]
-    assert "no MX host of allfail.test accepts mail" in doc["mail_domain"]["verdict"]
+    verdict = doc["mail_domain"]["verdict"]
+    assert verdict.startswith("no MX host of allfail.test accepts mail (3 MX host(s) tried)")  # 554: not temporary
+    assert ("mx-down.example.test: connect_failed (refused); mx-grey.example.test: recipient_rejected "
+            "(450 4.2.0, temporary); mx-block.example.test: banner_rejected (554 5.7.1, permanent)") in verdict
+
+
+def test_only_temporary_failures_are_called_temporary(lab):
+    code, doc = check(lab, "retry.test")
+    assert code == 1 and doc["mail_domain"]["state"] == "all_mx_failed"
+    assert "every failure is temporary (senders queue and retry" in doc["mail_domain"]["verdict"]
+
+
+def test_hung_primary_gets_its_share_and_the_backup_still_answers(lab):
+    # mx_short: 3 s for two hosts. The silent primary may use its half; the backup is probed after it.
+    code, doc = check(lab, "stall.test", "mx_short")
+    assert hosts(doc) == [(10, "mx-silent.example.test", "banner_timeout"), (20, "mx-a.example.test", "ok")]
+    assert code == 0 and doc["mail_domain"]["state"] == "degraded"
+    # Without the fair share the primary would have used all 3 s and the backup would be "not_probed".
 
 
 def test_cap_on_hosts_probed(lab):
@@ -214,6 +236,8 @@ def test_relay_check_tells_open_exim_from_closed_exim(lab):
     assert hosts(doc) == [(10, "exim-open.example.test", "open_relay")]
     assert doc["mail_domain"]["mx"][0]["reply_codes"]["relay_rcpt"].startswith("250")
     assert "open relay" in doc["mail_domain"]["mx"][0]["detail"]
+    assert "open relay (accepted a foreign recipient)" in doc["mail_domain"]["verdict"]
+    assert "temporary" not in doc["mail_domain"]["verdict"]
     code, doc = check(lab, "closedrelay.test", "mx_relay")
     assert code == 0 and hosts(doc) == [(10, "exim-closed.example.test", "ok")]
     assert doc["mail_domain"]["mx"][0]["reply_codes"]["relay_rcpt"] == "550"
@@ -225,12 +249,12 @@ def test_check_prints_the_mx_table_and_verdict(lab):
                     "--config.file", str(lab.config)], timeout=90)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "Mail domain degraded.test: DEGRADED" in out
+    assert "Mail domain degraded.test: DEGRADED (a preferred MX host fails, a backup accepts" in out
     table = out[out.index("PREF  MX HOST"):].splitlines()
     assert table[1].split()[:4] == ["10", "mx-block.example.test", MX_BLOCK, "banner_rejected"]
     assert "554 Service unavailable" in table[1] or "554 5.7.1 Service unavailable" in table[1]
     assert table[2].split()[:4] == ["20", "exim-closed.example.test", EXIM_CLOSED, "ok"]
-    assert "Verdict: Mail to degraded.test is delayed, not lost" in out
+    assert "Mail to degraded.test is delayed, not lost: mx-block.example.test (preference 10) fails" in out
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian package prometheus)")
@@ -261,5 +285,5 @@ def test_exporter_probe_metrics_and_debug_page(lab, tmp_path):
     (tmp_path / "metrics.txt").write_text(metrics)
     lint = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True, timeout=60)
     assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr
-    assert "Mail domain primary-ok.test: OK" in debug and "mx-down.example.test" in debug
+    assert "Mail domain primary-ok.test: OK (mail to the domain is accepted now)" in debug and "mx-down.example.test" in debug
     assert "PREF  MX HOST" in debug

@@ -74,6 +74,18 @@ DOMAIN_REPLY_MEANINGS = {
 }
 
 
+# The verdicts in a few words (the MX table's heading); the full sentence is the probe's detail.
+STATE_WORDS = {
+    MailDomainState.OK: "mail to the domain is accepted now",
+    MailDomainState.DEGRADED: "a preferred MX host fails, a backup accepts: mail is delayed, not lost",
+    MailDomainState.ALL_MX_FAILED: "no MX host accepts mail now",
+    MailDomainState.NULL_MX: "the domain accepts no mail (RFC 7505 null MX)",
+    MailDomainState.NO_SUCH_DOMAIN: "the domain does not exist (NXDOMAIN): mail to it bounces",
+    MailDomainState.DNS_ERROR: "the MX lookup failed for now: senders queue mail and retry",
+    MailDomainState.NO_MAIL_HOST: "neither MX nor address records: the domain takes no mail",
+}
+
+
 @dataclass(slots=True)
 class MxHost:
     host: str
@@ -300,21 +312,39 @@ def _verdict_words(details: MailDomainDetails) -> str:
              if (reply := host.reply(stage)) is not None}
     if codes == {521}:
         return f"every MX host of {domain} answers 521: {DOMAIN_REPLY_MEANINGS[521]}"
-    temporary = all(_temporary(host) for host in tried)
-    reasons = "; ".join(f"{host.host}: {host.state}" + (f" ({host.detail})" if host.detail else "")
-                        for host in tried)
-    if temporary:
-        return (f"no MX host of {domain} accepts mail now, but every refusal is temporary "
+    reasons = "; ".join(f"{host.host}: {_short(host)}" for host in tried)
+    if all(_temporary(host) for host in tried):
+        return (f"no MX host of {domain} accepts mail now, but every failure is temporary "
                 f"(senders queue and retry; mail is delayed): {reasons}")
     return f"no MX host of {domain} accepts mail ({kind} tried): {reasons}"
 
 
-def _temporary(host: MxHost) -> bool:
-    if host.smtp is None:
-        return host.tcp_state != TcpState.DNS_ERROR  # unreachable now: senders retry
+def _failing_reply(host: MxHost):
+    """The reply that ended the host's dialogue (the last one of 400 or more), if any."""
     replies = [host.reply(stage) for stage in REPLY_STAGES]
-    last = next((reply for reply in reversed(replies) if reply is not None and reply.code >= 400), None)
-    return last is None or 400 <= last.code < 500
+    replies += [host.reply("relay_rcpt")]
+    return next((reply for reply in reversed(replies) if reply is not None and reply.code >= 400), None)
+
+
+def _short(host: MxHost) -> str:
+    """A host's failure in a few words: its state, and the reply code or TCP outcome behind it."""
+    if host.state == SmtpState.OPEN_RELAY:
+        return "open relay (accepted a foreign recipient)"
+    reply = _failing_reply(host)
+    if reply is not None:
+        code = f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
+        return f"{host.state} ({code}, {'temporary' if reply.code < 500 else 'permanent'})"
+    if host.state == SmtpState.CONNECT_FAILED:
+        return f"connect_failed ({host.tcp_state})"
+    return host.state
+
+
+def _temporary(host: MxHost) -> bool:
+    """Whether a sender would queue and retry this host (as opposed to bouncing or never trying)."""
+    if host.state in (SmtpState.CONNECT_FAILED, SmtpState.BANNER_TIMEOUT, SmtpState.TIMEOUT):
+        return host.tcp_state != TcpState.DNS_ERROR or "temporary" in host.detail
+    reply = _failing_reply(host)
+    return reply is not None and reply.code < 500
 
 
 def _finish(result: ProbeResult, details: MailDomainDetails) -> ProbeResult:
@@ -328,7 +358,7 @@ def _finish(result: ProbeResult, details: MailDomainDetails) -> ProbeResult:
         result.address = deciding.address
         if deciding.address:
             result.ip_protocol = 6 if ":" in deciding.address else 4
-    result.note(f"Mail domain {details.domain}: {details.state}: {details.verdict}")
+    result.note(f"Mail domain {details.domain}: {details.state}")
     return result
 
 
@@ -424,7 +454,7 @@ def render_text(extra: Any) -> list[str]:
     """The MX table and the verdict in words; [] for results that are not a mail domain's."""
     if not isinstance(extra, MailDomainDetails):
         return []
-    lines = [f"Mail domain {extra.domain}: {str(extra.state).upper()}"]
+    lines = [f"Mail domain {extra.domain}: {str(extra.state).upper()} ({STATE_WORDS[extra.state]})"]
     if extra.mx:
         rows = [("PREF", "MX HOST", "ADDRESSES", "STATE", "GREETING")]
         for host in extra.mx:
@@ -437,6 +467,4 @@ def render_text(extra: Any) -> list[str]:
         widths = [max(len(row[column]) for row in rows) for column in range(4)]
         lines += ["  " + "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
                   for row in rows]
-    verdict = extra.verdict
-    lines.append("Verdict: " + verdict[:1].upper() + verdict[1:])
     return lines
