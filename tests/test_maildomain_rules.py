@@ -63,3 +63,18 @@ def test_every_alert_has_a_firing_and_a_silent_case():
 def test_prometheus_loads_the_rules():
     for config in PROMETHEUS_CONFIGS:
         assert "rules/maildomain.rules.yml" in yaml.safe_load(config.read_text())["rule_files"], config.name
+
+
+def test_dashboard_mail_domain_panels_use_families_the_exporter_writes():
+    import json
+    import re
+
+    from exporter.probers.maildomain import MAIL_DOMAIN_FAMILIES
+
+    board = json.loads((RULES_DIR.parent.parent / "grafana" / "dashboards" / "connectivity.json").read_text())
+    titles = [panel["title"] for panel in board["panels"]]
+    row = titles.index("Mail domains")
+    assert {"Mail domain verdict", "MX hosts", "MX host history"} <= set(titles[row:])
+    used = {name for panel in board["panels"][row:] for target in panel.get("targets", [])
+            for name in re.findall(r"\b(probe_(?:mx|mail_domain)_\w+)\{", target["expr"])}
+    assert used and used <= {family.name for family in MAIL_DOMAIN_FAMILIES}
