@@ -193,3 +193,15 @@ async def test_no_relay_check_unless_configured(servers):
     server = Script()
     result = await probe(await servers.start(server), "{starttls: no, mail_from: probe@example.org}")
     assert result.state == "ok" and b"RCPT" not in b"".join(server.received)
+
+
+def test_replies_are_explained_per_host_with_rfc_7504_domain_wording():
+    smtp = SmtpDetails(explanations=[("banner 220", "the server is ready"),
+                                     ("rcpt 556 5.1.10", "the recipient's domain does not accept mail")])
+    details = MailDomainDetails("example.test", mx=[MxHost("mx1.example.test", 10, state="recipient_rejected",
+                                                           smtp=smtp)])
+    explained = dict(details.explanations)
+    assert explained["mx1.example.test: banner 220"] == "the server is ready"
+    assert explained["mx1.example.test: rcpt 556 5.1.10"].startswith(
+        "556 (RFC 7504): the recipient's domain does not accept mail")
+    assert "must not retry" in explained["mx1.example.test: rcpt 556 5.1.10"]

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.netns
 MX_A, MX_DOWN, MX_BLOCK, MX_GREY, MX_SILENT = "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14", "192.0.2.15"
 EXIM_OPEN, EXIM_CLOSED = "192.0.2.21", "192.0.2.22"
 DNS_SERVFAIL, DNS_SILENT = "192.0.2.97", "192.0.2.98"
-MX_A6 = "2001:db8::11"
+MX_A6, MX_DOWN6 = "2001:db8::11", "2001:db8::12"
 
 ENVELOPE = "starttls: no, ehlo: probe.example.org, mail_from: probe@example.org, rcpt_to: postmaster@example.test"
 CONFIG = textwrap.dedent(f"""\
@@ -42,6 +42,11 @@ CONFIG = textwrap.dedent(f"""\
         prober: smtp
         timeout: 10s
         smtp: {{mx: true, relay_check_rcpt_to: relay-test@elsewhere.example, {ENVELOPE}}}
+      mx_ip6:
+        prober: smtp
+        timeout: 10s
+        tcp: {{preferred_ip_protocol: ip6}}
+        smtp: {{mx: true, {ENVELOPE}}}
       mx_short:
         prober: smtp
         timeout: 3s
@@ -55,6 +60,7 @@ DNS_RECORDS = [
     f"--host-record=mx-block.example.test,{MX_BLOCK}",
     f"--host-record=mx-grey.example.test,{MX_GREY}",
     f"--host-record=mx-silent.example.test,{MX_SILENT}",
+    f"--host-record=mx-dual.example.test,{MX_A},{MX_DOWN6}",  # IPv6: nothing listens; IPv4: accepts
     f"--host-record=exim-open.example.test,{EXIM_OPEN}",
     f"--host-record=exim-closed.example.test,{EXIM_CLOSED}",
     # primary accepts, backup down
@@ -75,6 +81,7 @@ DNS_RECORDS = [
     # four hosts, for the cap
     "--mx-host=many.test,mx-a.example.test,10", "--mx-host=many.test,exim-closed.example.test,20",
     "--mx-host=many.test,mx-grey.example.test,30", "--mx-host=many.test,mx-block.example.test,40",
+    "--mx-host=dual.test,mx-dual.example.test,10",
     "--mx-host=null.test,.,0",                                   # RFC 7505 null MX
     f"--host-record=implicit.test,{MX_A}",                       # no MX: the implicit MX
     "--txt-record=nomail.test,no mail here",                     # exists, neither MX nor address
@@ -97,7 +104,7 @@ def lab(tmp_path_factory):
     lab = MailLab(tmp)
     exim_dir = exim_workdir()
     try:
-        lab.create([MX_A, MX_DOWN, MX_BLOCK, MX_GREY, MX_SILENT, EXIM_OPEN, EXIM_CLOSED, DNS_SERVFAIL, DNS_SILENT, MX_A6])
+        lab.create([MX_A, MX_DOWN, MX_BLOCK, MX_GREY, MX_SILENT, EXIM_OPEN, EXIM_CLOSED, DNS_SERVFAIL, DNS_SILENT, MX_A6, MX_DOWN6])
         lab.start_dns(*DNS_RECORDS)
         spec = [["accept", MX_A, 25], ["block554", MX_BLOCK, 25], ["greylist", MX_GREY, 25], ["silent", MX_SILENT, 25],
                 ["dns_servfail", DNS_SERVFAIL, 53], ["dns_silent", DNS_SILENT, 53]]
@@ -195,6 +202,27 @@ def test_cap_on_hosts_probed(lab):
     code, doc = check(lab, "many.test", "mx_cap2")
     assert code == 0 and doc["mail_domain"]["mx_records"] == 4
     assert [mx["state"] for mx in doc["mail_domain"]["mx"]] == ["ok", "ok", "not_probed", "not_probed"]
+
+
+def test_preferred_family_first_then_the_other_address(lab):
+    code, doc = check(lab, "dual.test", "mx_ip6")
+    assert code == 0 and hosts(doc) == [(10, "mx-dual.example.test", "ok")]
+    mx = doc["mail_domain"]["mx"][0]
+    assert mx["addresses"] == [MX_DOWN6, MX_A] and mx["address"] == MX_A
+    assert "ECONNREFUSED" in "\n".join(doc["transcript"]) and doc["ip_protocol"] == 4
+    code, doc = check(lab, "dual.test")  # ip4 preferred: the IPv4 address answers at once
+    assert doc["mail_domain"]["mx"][0]["addresses"] == [MX_A, MX_DOWN6]
+    assert "ECONNREFUSED" not in "\n".join(doc["transcript"])
+
+
+def test_no_resolver_configured_is_a_dns_error_not_a_crash(lab):
+    script = (f"mount --bind /dev/null /etc/resolv.conf && exec {sys.executable} -m exporter check primary-ok.test "
+              f"--module mx --config.file {lab.config} --json")
+    done = lab.run(["unshare", "-m", "sh", "-c", script], timeout=90)
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["mail_domain"]["state"] == "dns_error"
+    assert doc["verdict"].startswith("no DNS resolver to ask for the MX records")
 
 
 def test_null_mx(lab):

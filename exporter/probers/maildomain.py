@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import dns.exception
+
 from exporter.address import HostPort
 from exporter.config import Module
 from exporter.exposition import Family, escape_label_value
@@ -102,6 +104,7 @@ class MxHost:
     connect_seconds: float | None = None
     duration_seconds: float = 0.0
     smtp: SmtpDetails | None = None
+    dns_temporary: bool = False        # no address because a lookup failed for now
 
     @property
     def probed(self) -> bool:
@@ -175,7 +178,12 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: float, r
         details.verdict = (f"{target.host} is an IP address, not a mail domain: a module with mx: true needs a "
                            "domain name (probe a single server with a module without mx)")
         return _finish(result, details)
-    dns_resolver = new_resolver()
+    try:
+        dns_resolver = new_resolver()
+    except dns.exception.DNSException as exc:  # no resolv.conf, or one without a nameserver
+        details.state = MailDomainState.DNS_ERROR
+        details.verdict = f"no DNS resolver to ask for the MX records: {exc}"
+        return _finish(result, details)
     result.note(f"Looking up the MX records of {target.host}")
     answer = await lookup_mx(target.host, deadline, module.tcp, dns_resolver)
     details.lookup_seconds = result.dns_lookup_seconds = answer.seconds
@@ -218,7 +226,7 @@ async def _probe_host(host: MxHost, port: int, module: Module, deadline: float, 
                 (", ".join(found.addresses) if found.addresses else (found.error or "no address")))
     if not found.addresses:
         host.state, host.tcp_state = SmtpState.CONNECT_FAILED, TcpState.DNS_ERROR
-        host.detail = (found.error or "no address").removeprefix("temporary: ")
+        host.detail, host.dns_temporary = found.error or "no address", found.temporary
         host.duration_seconds = time.perf_counter() - started
         return
     host_module = _module_for(module, host.host)
@@ -342,7 +350,7 @@ def _short(host: MxHost) -> str:
 def _temporary(host: MxHost) -> bool:
     """Whether a sender would queue and retry this host (as opposed to bouncing or never trying)."""
     if host.state in (SmtpState.CONNECT_FAILED, SmtpState.BANNER_TIMEOUT, SmtpState.TIMEOUT):
-        return host.tcp_state != TcpState.DNS_ERROR or "temporary" in host.detail
+        return host.tcp_state != TcpState.DNS_ERROR or host.dns_temporary
     reply = _failing_reply(host)
     return reply is not None and reply.code < 500
 

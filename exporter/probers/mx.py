@@ -65,6 +65,7 @@ class HostAddresses:
     addresses: list[str]       # in the order to try: preferred family first
     error: str | None = None   # why there is none
     seconds: float = 0.0
+    temporary: bool = False    # the error is a temporary DNS failure (not "no such address")
 
 
 def printable_name(name: dns.name.Name) -> str:
@@ -147,8 +148,8 @@ async def _implicit(domain: str, name: dns.name.Name, resolver: dns.asyncresolve
         answer.notes.append(f"{domain} has no MX record: its own address is the mail host "
                             "(the implicit MX of RFC 5321 section 5.1)")
         return answer
-    if found.error and found.error.startswith("temporary:"):
-        return MxAnswer(MxLookup.DNS_ERROR, count=0, reason=found.error.removeprefix("temporary: "))
+    if found.temporary:
+        return MxAnswer(MxLookup.DNS_ERROR, count=0, reason=found.error or "")
     return MxAnswer(MxLookup.NO_MAIL_HOST, count=0,
                     reason=f"{domain} exists but has neither MX nor address records: it takes no mail")
 
@@ -165,14 +166,13 @@ async def lookup_addresses(host: str, deadline: float, tcp: TcpSettings,
                            resolver: dns.asyncresolver.Resolver | None = None) -> HostAddresses:
     """The host's addresses of the families the module may use, the preferred family first.
 
-    ``error`` starts with "temporary:" when a lookup failed for a temporary reason and nothing
-    was found (so "no address" is not claimed on a SERVFAIL).
+    When nothing was found because a lookup failed temporarily, ``temporary`` is set (so "no
+    address" is not claimed on a SERVFAIL).
     """
     started = time.perf_counter()
     try:
-        if host.replace(".", "").isdigit() or ":" in host:
-            ipaddress.ip_address(host)
-            return HostAddresses([host])  # an IP address given as a name: nothing to look up
+        ipaddress.ip_address(host)
+        return HostAddresses([host])  # an implicit MX of an IP-literal target: nothing to look up
     except ValueError:
         pass
     try:
@@ -201,6 +201,6 @@ async def lookup_addresses(host: str, deadline: float, tcp: TcpSettings,
     if nxdomain:
         return HostAddresses([], f"{host} does not exist (NXDOMAIN)", seconds)
     if temporary is not None:
-        return HostAddresses([], "temporary: " + _describe_failure(host, temporary), seconds)
+        return HostAddresses([], _describe_failure(host, temporary), seconds, temporary=True)
     wanted = " or ".join(rdtypes)
     return HostAddresses([], f"{host} has no {wanted} record", seconds)
