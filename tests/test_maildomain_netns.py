@@ -82,6 +82,7 @@ DNS_RECORDS = [
     "--mx-host=many.test,mx-a.example.test,10", "--mx-host=many.test,exim-closed.example.test,20",
     "--mx-host=many.test,mx-grey.example.test,30", "--mx-host=many.test,mx-block.example.test,40",
     "--mx-host=dual.test,mx-dual.example.test,10",
+    "--mx-host=twice.test,mx-a.example.test,20", "--mx-host=twice.test,mx-a.example.test,10",
     "--mx-host=null.test,.,0",                                   # RFC 7505 null MX
     f"--host-record=implicit.test,{MX_A}",                       # no MX: the implicit MX
     "--txt-record=nomail.test,no mail here",                     # exists, neither MX nor address
@@ -223,6 +224,12 @@ def test_no_resolver_configured_is_a_dns_error_not_a_crash(lab):
     doc = json.loads(done.stdout)
     assert doc["mail_domain"]["state"] == "dns_error"
     assert doc["verdict"].startswith("no DNS resolver to ask for the MX records")
+
+
+def test_a_host_listed_twice_is_probed_once_at_its_better_preference(lab):
+    code, doc = check(lab, "twice.test")
+    assert code == 0 and doc["mail_domain"]["mx_records"] == 2
+    assert hosts(doc) == [(10, "mx-a.example.test", "ok")]
 
 
 def test_null_mx(lab):

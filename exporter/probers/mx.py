@@ -135,8 +135,13 @@ async def _lookup_mx(domain: str, deadline: float, tcp: TcpSettings,
     if len(real) != len(records):
         notes.append("the domain publishes a null MX next to other MX records, which RFC 7505 forbids; "
                      "the null MX is ignored")
-    unique = sorted({(preference, printable_name(exchange).lower()) for preference, exchange in real})
-    return MxAnswer(MxLookup.MX, [MxRecord(host, preference) for preference, host in unique],
+    # A host listed twice (at two preferences) is one host: a sender reaches it at the better one.
+    best: dict[str, int] = {}
+    for preference, exchange in real:
+        host = printable_name(exchange).lower()
+        best[host] = min(preference, best.get(host, preference))
+    ordered = sorted((preference, host) for host, preference in best.items())  # equal preferences: by name
+    return MxAnswer(MxLookup.MX, [MxRecord(host, preference) for preference, host in ordered],
                     count=len(records), notes=notes)
 
 
