@@ -322,3 +322,34 @@ def test_exporter_probe_metrics_and_debug_page(lab, tmp_path):
     assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr
     assert "Mail domain primary-ok.test: OK (mail to the domain is accepted now)" in debug and "mx-down.example.test" in debug
     assert "PREF  MX HOST" in debug
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian package prometheus)")
+def test_metrics_scrape_of_domain_targets_through_probe_workers(lab, tmp_path):
+    """Configured domain targets on /metrics, probed in a worker process (results cross a pipe)."""
+    from tests.exporter_process import free_port
+    config = tmp_path / "targets.yml"
+    config.write_text(CONFIG + textwrap.dedent("""\
+        targets:
+          - {target: primary-ok.test, module: mx, labels: {site: lab}}
+          - {target: degraded.test, module: mx}
+          - {target: null.test, module: mx}
+        """))
+    port = free_port()
+    exporter = start_exporter("--config.file", str(config), f"--web.listen-address=127.0.0.1:{port}",
+                              "--runtime.probe-processes=2", prefix=tuple(lab.command([])))
+    try:
+        fetch = ("import sys, urllib.request\n"
+                 "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=60).read().decode())")
+        metrics = lab.run([sys.executable, "-c", fetch, f"http://127.0.0.1:{port}/metrics"]).stdout
+    finally:
+        exporter.stop()
+    lines = metrics.splitlines()
+    assert 'probe_mail_domain_state{target="primary-ok.test:25",module="mx",site="lab",state="ok"} 1' in lines
+    assert 'probe_mail_domain_state{target="degraded.test:25",module="mx",state="degraded"} 1' in lines
+    assert 'probe_mail_domain_state{target="null.test:25",module="mx",state="null_mx"} 1' in lines
+    assert ('probe_mx_success{target="degraded.test:25",module="mx",mx="exim-closed.example.test",'
+            'preference="20"} 1') in lines
+    assert 'probe_success{target="null.test:25",module="mx"} 0' in lines
+    lint = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
