@@ -353,3 +353,57 @@ def test_metrics_scrape_of_domain_targets_through_probe_workers(lab, tmp_path):
     assert 'probe_success{target="null.test:25",module="mx"} 0' in lines
     lint = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True, timeout=60)
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_path):
+    """The dashboard's Mail domains row, queried in a real Prometheus scraping the exporter in the lab."""
+    import time
+
+    import yaml
+
+    from tests.e2e_stack import binary, dashboard_queries
+    from tests.exporter_process import free_port
+    prometheus = binary("prometheus")
+    if prometheus is None:
+        pytest.skip("prometheus is not installed (Debian package prometheus)")
+    queries = [query for query in dashboard_queries() if "probe_mx_" in query["expr"]
+               or "probe_mail_domain_" in query["expr"]]
+    assert len(queries) >= 4
+    config = tmp_path / "targets.yml"
+    config.write_text(CONFIG + "targets:\n  - {target: primary-ok.test, module: mx}\n"
+                               "  - {target: degraded.test, module: mx}\n")
+    port, prometheus_port = free_port(), free_port()
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "connectivity", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}))
+    exporter = start_exporter("--config.file", str(config), f"--web.listen-address=127.0.0.1:{port}",
+                              prefix=tuple(lab.command([])))
+    server = lab.popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+                        f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                        "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ask = ("import json, sys, urllib.parse, urllib.request\n"
+           "base = sys.argv[1]\n"
+           "out = {}\n"
+           "for expr in sys.argv[2:]:\n"
+           "    url = base + '/api/v1/query?' + urllib.parse.urlencode({'query': expr})\n"
+           "    out[expr] = json.load(urllib.request.urlopen(url, timeout=10))['data']['result']\n"
+           "print(json.dumps(out))\n")
+    try:
+        results: dict = {}
+        for _ in range(120):  # bounded: Prometheus starts, scrapes every second
+            done = lab.run([sys.executable, "-c", ask, f"http://127.0.0.1:{prometheus_port}",
+                            *[query["promql"] for query in queries]])
+            if done.returncode == 0:
+                results = json.loads(done.stdout)
+                if all(results.values()):
+                    break
+            time.sleep(0.5)
+    finally:
+        exporter.stop()
+        server.terminate()
+        server.wait(timeout=20)
+    empty = [query["panel"] for query in queries if not results.get(query["promql"])]
+    assert not empty, f"mail-domain panels without data: {empty}"
+    verdicts = {series["metric"]["target"]: series["metric"]["state"]
+                for query in queries if query["panel"] == "Mail domain verdict" for series in results[query["promql"]]}
+    assert verdicts == {"primary-ok.test:25": "ok", "degraded.test:25": "degraded"}
