@@ -76,7 +76,8 @@ def exim_workdir() -> Path:
     return work
 
 
-def exim_command(root: Path, work: Path, address: str, hostname: str, local_domains: str, open_relay: bool) -> list[str]:
+def exim_command(root: Path, work: Path, address: str, hostname: str, local_domains: str,
+                 open_relay: bool) -> list[str]:
     """A command line (to run inside the lab's namespace) starting an Exim daemon on ADDRESS:25.
 
     ``open_relay``: accept every recipient from anywhere (the misconfiguration to detect);

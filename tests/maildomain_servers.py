@@ -44,6 +44,18 @@ class ServFail(asyncio.DatagramProtocol):
             self.transport.sendto(data[:2] + flags + data[4:], addr)
 
 
+def _quietly(handler):
+    """A client hanging up early (the readiness check does) is not an error worth a traceback."""
+    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+    return run
+
+
 async def _hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while await reader.read(4096):  # bounded by the client: it hangs up at its deadline
@@ -64,7 +76,7 @@ async def main(spec: list[list]) -> None:
                 address, port))
         elif kind == "block554":
             script = Script(greeting=b"554 5.7.1 Service unavailable; client host blocked using a DNSBL\r\n")
-            keep.append(await asyncio.start_server(script, address, port))
+            keep.append(await asyncio.start_server(_quietly(script), address, port))
         elif kind == "silent":
             keep.append(await asyncio.start_server(_hold, address, port))
         elif kind == "dns_servfail":

@@ -85,7 +85,8 @@ def _remaining(deadline: float) -> float:
 
 def _describe_failure(name: str, exc: BaseException) -> str:
     if isinstance(exc, (dns.exception.Timeout, TimeoutError)):
-        return f"no DNS answer for {name} before the deadline (the resolver or the domain's name servers are slow or unreachable)"
+        return (f"no DNS answer for {name} before the deadline (the resolver or the domain's name servers are "
+                "slow or unreachable)")
     if isinstance(exc, dns.resolver.NoNameservers):
         return (f"the DNS servers gave no usable answer for {name} (SERVFAIL or REFUSED): a temporary failure, "
                 "often broken or unreachable name servers of the domain, or a DNSSEC validation failure")
