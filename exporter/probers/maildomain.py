@@ -81,8 +81,8 @@ STATE_WORDS = {
     MailDomainState.OK: "mail to the domain is accepted now",
     MailDomainState.DEGRADED: "a preferred MX host fails, a backup accepts: mail is delayed, not lost",
     MailDomainState.ALL_MX_FAILED: "no MX host accepts mail now",
-    MailDomainState.NULL_MX: "the domain accepts no mail (RFC 7505 null MX)",
-    MailDomainState.NO_SUCH_DOMAIN: "the domain does not exist (NXDOMAIN): mail to it bounces",
+    MailDomainState.NULL_MX: "a null MX, RFC 7505: the domain accepts no mail",
+    MailDomainState.NO_SUCH_DOMAIN: "NXDOMAIN, the domain does not exist: mail to it bounces",
     MailDomainState.DNS_ERROR: "the MX lookup failed for now: senders queue mail and retry",
     MailDomainState.NO_MAIL_HOST: "neither MX nor address records: the domain takes no mail",
 }
