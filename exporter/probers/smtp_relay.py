@@ -1,8 +1,9 @@
 """The open-relay check: after the envelope, ask the server to take mail for a foreign domain.
 
 A mail server that accepts ``RCPT TO`` an address in a domain it neither hosts nor is allowed to
-relay for, from an unauthenticated stranger, is an *open relay* (RFC 2505 section 2.1, RFC 5321
-section 7.1 "Mail Security and Spoofing"): spammers use it and blocklists list it within hours.
+relay for, from an unauthenticated stranger, is an *open relay* (RFC 2505, the anti-spam
+recommendations for MTAs, asks that unauthorised relaying be refused): spammers use it and block
+lists list it within hours.
 Here acceptance is the failure. The check runs in its own transaction (MAIL FROM, RCPT TO, RSET)
 after the configured envelope, so a test message (DATA) never goes to the foreign address.
 
