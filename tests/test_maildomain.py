@@ -73,7 +73,7 @@ def domain_result(mx: list[MxHost], domain: str = "example.test") -> ProbeResult
     details = MailDomainDetails(domain, mx_records=len(mx), mx=mx)
     details.state = _verdict(mx)
     details.verdict = _verdict_words(details)
-    return _finish(ProbeResult(extra=details), details)
+    return _finish(ProbeResult(details=details), details)
 
 
 def test_top_level_series_follow_the_accepting_host():
@@ -114,13 +114,13 @@ async def test_single_host_smtp_results_carry_no_mail_domain_series(servers):
 def test_a_domain_result_survives_the_trip_to_a_probe_worker():
     result = domain_result([host("a", 10), host("b", 20, "connect_failed", "refused")])
     copy = pickle.loads(pickle.dumps(result))
-    assert copy.extra.contract() == result.extra.contract() and copy.extra.state is MailDomainState.OK
+    assert copy.details.contract() == result.details.contract() and copy.details.state is MailDomainState.OK
 
 
 def test_the_mx_table():
     result = domain_result([host("a.example.test", 10, "connect_failed", "refused"), host("b.example.test", 20),
                             MxHost("c.example.test", 30)])
-    lines = render_text(result.extra)
+    lines = render_text(result.details)
     assert lines[0] == ("Mail domain example.test: DEGRADED (a preferred MX host fails, a backup accepts: "
                         "mail is delayed, not lost)")
     assert lines[1].split() == ["PREF", "MX", "HOST", "ADDRESSES", "STATE", "GREETING"]
@@ -137,7 +137,7 @@ async def test_an_ip_address_is_not_a_mail_domain():
                                          asyncio.get_running_loop().time() + 2, resolver)
     finally:
         resolver.close()
-    assert result.success is False and result.extra.state is MailDomainState.DNS_ERROR
+    assert result.success is False and result.details.state is MailDomainState.DNS_ERROR
     assert "is an IP address, not a mail domain" in result.detail
 
 
@@ -178,7 +178,7 @@ async def test_relay_check_refused_with_550_passes(servers):
     port = await servers.start(answering_rcpt(b"250 2.1.5 OK\r\n", b"550 5.7.1 Relaying denied\r\n"))
     result = await probe(port, RELAY)
     assert (result.state, result.success) == ("ok", True), result.detail
-    assert result.extra.replies["relay_rcpt"].code == 550
+    assert result.details.replies["relay_rcpt"].code == 550
     assert any("Open-relay check passed" in line for line in result.transcript)
 
 

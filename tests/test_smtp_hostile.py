@@ -46,7 +46,7 @@ async def test_banner_rejected_is_its_own_state_and_still_says_quit(servers, gre
     script = Script(greeting=greeting)
     result = await probe(await servers.start(script))
     assert result.state == "banner_rejected"
-    assert result.extra.replies["banner"].code == code
+    assert result.details.replies["banner"].code == code
     assert sent(script) == [b"QUIT"]
     if code == 554:
         assert "block list" in result.detail and "rejected by policy" in result.detail
@@ -65,7 +65,7 @@ async def test_ehlo_rejected_after_helo_fallback_fails(servers):
     result = await probe(await servers.start(script))
     assert result.state == "ehlo_rejected"
     assert sent(script) == [b"EHLO", b"HELO", b"QUIT"]
-    assert result.extra.replies["helo"].code == 550
+    assert result.details.replies["helo"].code == 550
 
 
 async def test_ehlo_5xx_falls_back_to_helo(servers):
@@ -74,7 +74,7 @@ async def test_ehlo_5xx_falls_back_to_helo(servers):
     # HELO works but offers no extensions, so required STARTTLS is unavailable.
     assert result.state == "starttls_unavailable"
     assert sent(script) == [b"EHLO", b"HELO", b"QUIT"]
-    assert result.extra.capabilities == frozenset()
+    assert result.details.capabilities == frozenset()
 
 
 async def test_ehlo_4xx_is_rejected_without_helo(servers):
@@ -95,9 +95,9 @@ async def test_starttls_refused(servers):
     port = await servers.start(script)
     required = await probe(port, "{starttls: required}")
     assert required.state == "starttls_unavailable"
-    assert required.extra.replies["starttls"].code == 454
+    assert required.details.replies["starttls"].code == 454
     opportunistic = await probe(port, "{starttls: opportunistic}")
-    assert opportunistic.state == "ok" and opportunistic.extra.encrypted is False
+    assert opportunistic.state == "ok" and opportunistic.details.encrypted is False
 
 
 async def test_auth_failed(servers, tmp_path):
@@ -110,7 +110,7 @@ async def test_auth_failed(servers, tmp_path):
     result = await probe(port, f"{{starttls: required, tls_config: {{ca_file: '{pki.ca_file}', server_name: mx.test}},"
                                f" auth: {{username: probe, password_file: '{tmp_path / 'password'}'}}}}")
     assert result.state == "auth_failed"
-    assert result.extra.replies["auth"].enhanced == "5.7.8"
+    assert result.details.replies["auth"].enhanced == "5.7.8"
     assert "C: AUTH PLAIN ********" in result.transcript
     everything = "\n".join(result.transcript) + result.detail + repr(result)
     assert "s3cret-pw" not in everything and "czNjcmV0LXB3" not in everything
@@ -128,7 +128,7 @@ async def test_recipient_rejected(servers):
     script = Script(replies={"RCPT": b"550 5.1.1 <nobody@example.com>: Recipient address rejected\r\n"})
     result = await probe(await servers.start(script), "{mail_from: probe@example.com, rcpt_to: nobody@example.com}")
     assert result.state == "recipient_rejected"
-    assert result.extra.replies["rcpt"].enhanced == "5.1.1"
+    assert result.details.replies["rcpt"].enhanced == "5.1.1"
 
 
 async def test_envelope_test_ends_with_rset_and_sends_no_message(servers):
@@ -145,7 +145,7 @@ async def test_data_rejected(servers, replies):
     result = await probe(await servers.start(script),
                          "{mail_from: a@example.com, rcpt_to: b@example.com, send_test_message: true}")
     assert result.state == "data_rejected"
-    assert result.extra.replies["data"].code == 554
+    assert result.details.replies["data"].code == 554
 
 
 async def test_timeout_after_the_greeting(servers):
@@ -256,8 +256,8 @@ async def test_starttls_as_the_last_ehlo_line_is_seen(servers, tmp_path):
     result = await probe(await servers.start(script),
                          f"{{starttls: required, tls_config: {{ca_file: '{pki.ca_file}', server_name: mx.test}}}}")
     assert result.state == "ok", result.detail
-    assert result.extra.encrypted and result.extra.tls.verified
-    assert "STARTTLS" in result.extra.capabilities
+    assert result.details.encrypted and result.details.tls.verified
+    assert "STARTTLS" in result.details.capabilities
     assert sent(script)[:2] == [b"EHLO", b"STARTTLS"]
 
 

@@ -52,9 +52,9 @@ targets:
   - {{target: "127.0.0.1:{port}", module: smtp_banner}}
 """))
         await client.get("/metrics")
-        rows = Tables(await (await client.get("/")).text()).tables["targets"]
+        rows = Tables(await (await client.get("/")).text()).rows("targets")
     finally:
         server.close()
-    row = rows[1]
-    assert row[:3] == [f"127.0.0.1:{port}", "smtp_banner", "banner_rejected"]
-    assert row[5] == "banner\xa0554 5.7.1, quit\xa0221 2.0.0"
+    row = rows[0]
+    assert [row[k] for k in ("Target", "Module", "State")] == [f"127.0.0.1:{port}", "smtp_banner", "banner_rejected"]
+    assert row["SMTP replies"] == "banner 554 5.7.1, quit 221 2.0.0"

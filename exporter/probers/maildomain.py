@@ -33,8 +33,10 @@ from typing import Any
 import dns.exception
 
 from exporter.address import HostPort
-from exporter.config import Module
+from exporter.deadline import Deadline
+from exporter.model import Module
 from exporter.exposition import Family, escape_label_value
+from exporter.probers.base import Fact, Prober
 from exporter.probers.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
@@ -155,24 +157,45 @@ class MailDomainDetails:
 
 
 def mail_domain(result: ProbeResult) -> MailDomainDetails | None:
-    extra = result.extra
-    return extra if isinstance(extra, MailDomainDetails) else None
+    details = result.details
+    return details if isinstance(details, MailDomainDetails) else None
 
 
 # --- the probe ------------------------------------------------------------------------------
 
 async def probe_smtp_target(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
     """The smtp prober's entry in the prober table: a mail domain with ``mx: true``, else one host."""
-    if module.smtp is not None and module.smtp.mx:
+    if module.settings is not None and module.settings.mx:
         return await probe_mail_domain(target, module, deadline, resolver)
     return await probe_smtp(target, module, deadline, resolver)
 
 
+def with_mail_domains(smtp: Prober) -> Prober:
+    """The smtp prober plugin extended with ``smtp.mx``: mail-domain results get their own families,
+    facts, explanations and JSON; everything else goes to the smtp plugin's own functions."""
+    def facts(result: ProbeResult, now: float) -> list[Fact]:
+        details = mail_domain(result)
+        if details is None:
+            return smtp.facts(result, now)
+        return [Fact("Mail domain", f"{details.state} ({STATE_WORDS[details.state]})")]
+
+    def explanations(result: ProbeResult) -> list[tuple[str, str]]:
+        details = mail_domain(result)
+        return details.explanations if details is not None else smtp.explanations(result)
+
+    def details_json(result: ProbeResult) -> dict[str, Any] | None:
+        details = mail_domain(result)
+        return details.contract() if details is not None else smtp.details_json(result)
+
+    return dataclasses.replace(smtp, probe=probe_smtp_target, families=smtp.families + MAIL_DOMAIN_FAMILIES,
+                               facts=facts, explanations=explanations, details_json=details_json)
+
+
 async def probe_mail_domain(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
-    settings = module.smtp
+    settings = module.settings
     assert settings is not None
     details = MailDomainDetails(domain=target.host)
-    result = ProbeResult(state=SmtpState.CONNECT_FAILED, tcp_state=TcpState.DNS_ERROR, extra=details)
+    result = ProbeResult(state=SmtpState.CONNECT_FAILED, tcp_state=TcpState.DNS_ERROR, details=details)
     if target.ip is not None:
         details.state = MailDomainState.DNS_ERROR
         details.verdict = (f"{target.host} is an IP address, not a mail domain: a module with mx: true needs a "
@@ -208,7 +231,7 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: float, r
         if remaining <= 0.01:
             result.note(f"No time left for MX {host.host}: not probed")
             break
-        share = loop.time() + remaining / (len(probed) - index)
+        share = Deadline(loop.time() + remaining / (len(probed) - index))
         await _probe_host(host, target.port, module, share, resolver, dns_resolver, result)
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)
@@ -236,7 +259,7 @@ async def _probe_host(host: MxHost, port: int, module: Module, deadline: float, 
         remaining = deadline - loop.time()
         if remaining <= 0:
             break
-        own_deadline = loop.time() + remaining / (len(candidates) - index)
+        own_deadline = Deadline(loop.time() + remaining / (len(candidates) - index))
         outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
         _record(host, address, outcome, result)
         if outcome.state != SmtpState.CONNECT_FAILED:
@@ -250,12 +273,12 @@ def _literal(address: str, port: int) -> HostPort:
 
 def _module_for(module: Module, host: str) -> Module:
     """The module as one MX host is probed: its certificate is checked against the MX host's name."""
-    smtp = module.smtp
+    smtp = module.settings
     assert smtp is not None
     tls_config = smtp.tls_config
     if tls_config.server_name is None:
         tls_config = dataclasses.replace(tls_config, server_name=host)
-    return dataclasses.replace(module, smtp=dataclasses.replace(smtp, mx=False, tls_config=tls_config))
+    return dataclasses.replace(module, settings=dataclasses.replace(smtp, mx=False, tls_config=tls_config))
 
 
 def _record(host: MxHost, address: str, outcome: ProbeResult, result: ProbeResult) -> None:
@@ -265,7 +288,7 @@ def _record(host: MxHost, address: str, outcome: ProbeResult, result: ProbeResul
     host.success = outcome.success
     host.detail = outcome.detail
     host.connect_seconds = outcome.connect_seconds
-    host.smtp = outcome.extra if isinstance(outcome.extra, SmtpDetails) else None
+    host.smtp = outcome.details if isinstance(outcome.details, SmtpDetails) else None
     banner = host.reply("banner")
     if banner is not None and banner.lines:
         text = printable(banner.lines[0])
@@ -458,14 +481,14 @@ MAIL_DOMAIN_FAMILIES = (
 
 # --- text for people (check, /probe?debug=true) ---------------------------------------------
 
-def render_text(extra: Any) -> list[str]:
+def render_text(details: Any) -> list[str]:
     """The MX table and the verdict in words; [] for results that are not a mail domain's."""
-    if not isinstance(extra, MailDomainDetails):
+    if not isinstance(details, MailDomainDetails):
         return []
-    lines = [f"Mail domain {extra.domain}: {str(extra.state).upper()} ({STATE_WORDS[extra.state]})"]
-    if extra.mx:
+    lines = [f"Mail domain {details.domain}: {str(details.state).upper()} ({STATE_WORDS[details.state]})"]
+    if details.mx:
         rows = [("PREF", "MX HOST", "ADDRESSES", "STATE", "GREETING")]
-        for host in extra.mx:
+        for host in details.mx:
             addresses = ", ".join(host.addresses) or "-"
             state = host.state
             if host.probed and host.tcp_state not in (None, TcpState.OPEN):

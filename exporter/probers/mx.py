@@ -29,7 +29,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from exporter.config import TcpSettings
+from exporter.probers.tcp_config import TcpSettings
 
 # A host name as it may appear in a label or a line of text (DNS names are at most 253 characters).
 MAX_NAME = 253

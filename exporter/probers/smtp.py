@@ -24,7 +24,8 @@ import ssl
 import time
 
 from exporter.address import HostPort
-from exporter.config import Module, SmtpSettings
+from exporter.model import Module
+from exporter.probers.smtp_config import SmtpSettings, ehlo_fallback_problem
 from exporter.probers.connect import connect_target
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult
@@ -65,7 +66,7 @@ def printable(text: str) -> str:
 
 
 async def probe_smtp(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
-    settings = module.smtp
+    settings = module.settings
     assert settings is not None  # the config loader sets it for every smtp module
     result = ProbeResult(state=SmtpState.CONNECT_FAILED)
     tls_config = settings.tls_config
@@ -82,13 +83,13 @@ async def probe_smtp(target: HostPort, module: Module, deadline: float, resolver
 
 
 class _Session:
-    """One connection's dialogue; writes its findings into ``result`` and ``result.extra``."""
+    """One connection's dialogue; writes its findings into ``result`` and ``result.details``."""
 
     def __init__(self, result: ProbeResult, target: HostPort, settings: SmtpSettings, deadline: float,
                  verify: bool):
         self.result = result
         self.details = SmtpDetails()
-        result.extra = self.details
+        result.details = self.details
         self.target = target
         self.settings = settings
         self.deadline = deadline
@@ -164,7 +165,9 @@ class _Session:
                                                        f"{pattern.pattern!r}: {self._quote(greeting)}")
 
     async def _hello(self) -> None:
-        name = self.settings.ehlo
+        name = self.settings.ehlo_name
+        if self.settings.ehlo is None and (problem := ehlo_fallback_problem(name)):
+            self.result.note(f"Warning: {problem}")
         reply = await self._command("ehlo", f"EHLO {name}")
         if reply.code == ReplyCode.OK:
             self._capabilities(reply)
@@ -334,7 +337,7 @@ class _Session:
         message["To"] = settings.rcpt_to
         message["Subject"] = settings.subject
         message["Date"] = email.utils.formatdate()
-        message["Message-ID"] = email.utils.make_msgid(domain=settings.ehlo)
+        message["Message-ID"] = email.utils.make_msgid(domain=settings.ehlo_name)
         message["X-Mailer"] = "connectivity_exporter"
         message.set_content(settings.body)
         lines = message.as_bytes().split(b"\r\n")

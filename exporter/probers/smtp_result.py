@@ -1,4 +1,4 @@
-"""What the SMTP prober records: its outcome states and the dialogue's details (``ProbeResult.extra``)."""
+"""What the SMTP prober records: its outcome states and the dialogue's details (``ProbeResult.details``)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class SmtpState(StrEnum):
     DATA_REJECTED = "data_rejected"              # DATA or the message refused
     PROTOCOL_ERROR = "protocol_error"            # garbage, unexpected close, overlong reply
     TIMEOUT = "timeout"                          # the dialogue stalled after the greeting
+    ERROR = "error"                              # the exporter itself failed (a bug; logged)
     OPEN_RELAY = "open_relay"                    # RCPT TO a foreign domain accepted (relay_check_rcpt_to; smtp_relay.py)
 
 
@@ -62,3 +63,23 @@ class SmtpDetails:
     @property
     def cert_expiry(self) -> float | None:
         return self.tls.earliest_expiry if self.tls is not None else None
+
+    def to_json(self) -> dict:
+        """JSON-native types only: lists, strings, numbers, booleans, null."""
+        tls = self.tls
+        return {
+            "banner_seconds": self.banner_seconds,
+            "stage_seconds": dict(self.stage_seconds),
+            "replies": {stage: {"code": reply.code, "enhanced": reply.enhanced, "lines": list(reply.lines)}
+                        for stage, reply in self.replies.items()},
+            "capabilities": sorted(self.capabilities) if self.capabilities is not None else None,
+            "auth_mechanisms": sorted(self.auth_mechanisms),
+            "size_limit": self.size_limit,
+            "encrypted": self.encrypted,
+            "tls": None if tls is None else {
+                "handshake_seconds": tls.handshake_seconds, "version": tls.version, "cipher": tls.cipher,
+                "verified": tls.verified, "verify_error": tls.verify_error,
+                "earliest_expiry": tls.earliest_expiry, "verified_chain_expiry": tls.verified_chain_expiry,
+                "subject": tls.subject},
+            "explanations": [{"reply": heading, "meaning": meaning} for heading, meaning in self.explanations],
+        }
