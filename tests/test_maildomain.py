@@ -14,8 +14,8 @@ import subprocess
 import pytest
 
 from exporter.address import parse_host_port
-from exporter.probers.maildomain import (MailDomainDetails, MailDomainState, MxHost, _finish, _verdict,
-                                         _verdict_words, probe_mail_domain, render_text)
+from exporter.probers.maildomain import (MAIL_DOMAIN_FAMILIES, MailDomainDetails, MailDomainState, MxHost, _finish,
+                                         _verdict, _verdict_words, probe_mail_domain, render_text)
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_replies import Reply
@@ -121,12 +121,12 @@ def test_the_mx_table():
     result = domain_result([host("a.example.test", 10, "connect_failed", "refused"), host("b.example.test", 20),
                             MxHost("c.example.test", 30)])
     lines = render_text(result.details)
-    assert lines[0] == ("Mail domain example.test: DEGRADED (a preferred MX host fails, a backup accepts: "
-                        "mail is delayed, not lost)")
+    assert lines[0] == "MX hosts of example.test, in the order tried:"
     assert lines[1].split() == ["PREF", "MX", "HOST", "ADDRESSES", "STATE", "GREETING"]
     assert lines[2].split()[:5] == ["10", "a.example.test", "192.0.2.1", "connect_failed", "(refused)"]
     assert lines[4].split() == ["30", "c.example.test", "-", "not_probed", "-"]
     assert render_text(None) == [] and render_text(SmtpDetails()) == []
+    assert render_text(MailDomainDetails("null.test", MailDomainState.NULL_MX)) == []
 
 
 async def test_an_ip_address_is_not_a_mail_domain():
@@ -205,3 +205,16 @@ def test_replies_are_explained_per_host_with_rfc_7504_domain_wording():
     assert explained["mx1.example.test: rcpt 556 5.1.10"].startswith(
         "556 (RFC 7504): the recipient's domain does not accept mail")
     assert "must not retry" in explained["mx1.example.test: rcpt 556 5.1.10"]
+
+
+async def test_the_smtp_plugin_serves_both_kinds_of_result(servers):
+    from exporter.probers.table import PROBERS
+    smtp = PROBERS["smtp"]
+    domain = domain_result([host("a", 10), host("b", 20, "connect_failed", "refused")])
+    assert smtp.details_json(domain) == domain.details.contract()
+    assert [(fact.label, fact.text) for fact in smtp.facts(domain, 0.0)] == [
+        ("Mail domain", "ok (mail to the domain is accepted now)")]
+    assert set(MAIL_DOMAIN_FAMILIES) <= smtp.family_set
+    single = await probe(await servers.start(Script()), "{starttls: no}")
+    assert smtp.details_json(single) == single.details.to_json()
+    assert [fact.label for fact in smtp.facts(single, 0.0)][:1] == ["Banner after"]

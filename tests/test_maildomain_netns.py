@@ -285,7 +285,8 @@ def test_check_prints_the_mx_table_and_verdict(lab):
                     "--config.file", str(lab.config)], timeout=90)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "Mail domain degraded.test: DEGRADED (a preferred MX host fails, a backup accepts" in out
+    assert "Mail domain: degraded (a preferred MX host fails, a backup accepts: mail is delayed, not lost)" in out
+    assert "MX hosts of degraded.test, in the order tried:" in out
     table = out[out.index("PREF  MX HOST"):].splitlines()
     assert table[1].split()[:4] == ["10", "mx-block.example.test", MX_BLOCK, "banner_rejected"]
     assert "554 Service unavailable" in table[1] or "554 5.7.1 Service unavailable" in table[1]
@@ -321,7 +322,8 @@ def test_exporter_probe_metrics_and_debug_page(lab, tmp_path):
     (tmp_path / "metrics.txt").write_text(metrics)
     lint = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True, timeout=60)
     assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr
-    assert "Mail domain primary-ok.test: OK (mail to the domain is accepted now)" in debug
+    assert "Mail domain: ok (mail to the domain is accepted now)" in debug
+    assert "MX hosts of primary-ok.test, in the order tried:" in debug
     assert "mx-down.example.test" in debug
     assert "PREF  MX HOST" in debug
 

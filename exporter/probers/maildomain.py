@@ -482,20 +482,20 @@ MAIL_DOMAIN_FAMILIES = (
 # --- text for people (check, /probe?debug=true) ---------------------------------------------
 
 def render_text(details: Any) -> list[str]:
-    """The MX table and the verdict in words; [] for results that are not a mail domain's."""
-    if not isinstance(details, MailDomainDetails):
+    """The MX table, in the order tried; [] for results that are not a mail domain's or have no MX host.
+    (The verdict is the probe's detail and the plugin's "Mail domain" fact.)"""
+    if not isinstance(details, MailDomainDetails) or not details.mx:
         return []
-    lines = [f"Mail domain {details.domain}: {str(details.state).upper()} ({STATE_WORDS[details.state]})"]
-    if details.mx:
-        rows = [("PREF", "MX HOST", "ADDRESSES", "STATE", "GREETING")]
-        for host in details.mx:
-            addresses = ", ".join(host.addresses) or "-"
-            state = host.state
-            if host.probed and host.tcp_state not in (None, TcpState.OPEN):
-                state += f" ({host.tcp_state})"
-            rows.append((str(host.preference), host.host + (" (implicit)" if host.implicit else ""),
-                         addresses, state, host.greeting or "-"))
-        widths = [max(len(row[column]) for row in rows) for column in range(4)]
-        lines += ["  " + "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
-                  for row in rows]
+    lines = [f"MX hosts of {details.domain}, in the order tried:"]
+    rows = [("PREF", "MX HOST", "ADDRESSES", "STATE", "GREETING")]
+    for host in details.mx:
+        addresses = ", ".join(host.addresses) or "-"
+        state = host.state
+        if host.probed and host.tcp_state not in (None, TcpState.OPEN):
+            state += f" ({host.tcp_state})"
+        rows.append((str(host.preference), host.host + (" (implicit)" if host.implicit else ""),
+                     addresses, state, host.greeting or "-"))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    lines += ["  " + "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
+              for row in rows]
     return lines
