@@ -30,6 +30,7 @@ MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 # Labels the exporter or Prometheus set themselves; a user label of that name would clash.
 RESERVED_LABELS = frozenset({"target", "module", "state", "stage", "capability", "mechanism", "version", "code",
                              "instance", "job", "le", "quantile"})
+RESERVED_LABELS = RESERVED_LABELS | {"mx", "preference"}  # per-MX series of mail domains (issue 16)
 
 
 def default_port(module: Module) -> int | None:
