@@ -1,0 +1,109 @@
+"""The multi-site deploy files (deploy/vantage/), checked and unit-tested by the real promtool and amtool.
+
+promtool's own unit tests (deploy/vantage/rules/vantage.rules.test.yml) hold the expected labels and
+rendered annotations; the tests here run them, make sure every alert has a firing and a silent case, and
+that a changed rule fails them (the expectations are compared for real)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import require_binary
+
+VANTAGE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "vantage"
+RULES_DIR = VANTAGE_DIR / "rules"
+RULES = RULES_DIR / "vantage.rules.yml"
+RULE_TESTS = RULES_DIR / "vantage.rules.test.yml"
+CONTRACT_ALERTS = {"TargetDownEverywhere", "TargetDownFromSite"}
+
+
+def rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+
+
+def alert_tests() -> list[dict]:
+    return [case for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+            for case in group.get("alert_rule_test", [])]
+
+
+def run(tool: str, *args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess:
+    return subprocess.run([require_binary(tool), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_promtool_check_rules():
+    result = run("promtool", "check", "rules", RULES.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules())} rules found" in result.stdout
+
+
+def test_contract_alert_names_exist():
+    assert CONTRACT_ALERTS <= {rule.get("alert") for rule in rules()}
+
+
+def test_promtool_unit_tests_pass():
+    result = run("promtool", "test", "rules", RULE_TESTS.name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_firing_and_a_silent_case():
+    cases = alert_tests()
+    for rule in rules():
+        if "alert" not in rule:
+            continue
+        mine = [case for case in cases if case["alertname"] == rule["alert"]]
+        assert any(case["exp_alerts"] for case in mine), f"{rule['alert']}: no firing case"
+        assert any(not case["exp_alerts"] for case in mine), f"{rule['alert']}: no silent case"
+
+
+def test_a_changed_quorum_fails_the_unit_tests(tmp_path):
+    """With "at least two vantage points" raised to four, the tests of TargetDownEverywhere fail."""
+    shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
+    text = RULES.read_text()
+    changed = text.replace("target:probe_vantage_points:count >= 2", "target:probe_vantage_points:count >= 4")
+    assert changed != text
+    (tmp_path / RULES.name).write_text(changed)
+    result = run("promtool", "test", "rules", RULE_TESTS.name, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "alertname: TargetDownEverywhere" in result.stdout + result.stderr
+
+
+def test_a_blind_site_counted_as_failing_fails_the_unit_tests(tmp_path):
+    """If stale (blind) sites counted as failing, "down from site" would fire for them: the tests catch it."""
+    shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
+    text = RULES.read_text()
+    changed = text.replace('expr: count by (vantage) (target_vantage:probe_success:max)\n',
+                           'expr: count by (vantage) (max_over_time(target_vantage:probe_success:max[1h]))\n')
+    assert changed != text
+    (tmp_path / RULES.name).write_text(changed)
+    result = run("promtool", "test", "rules", RULE_TESTS.name, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "alertname: SiteBlind" in result.stdout + result.stderr
+
+
+def test_site_agent_and_central_configs_are_valid():
+    agent = run("promtool", "check", "config", "--agent", "site-agent.yml", cwd=VANTAGE_DIR)
+    assert agent.returncode == 0, agent.stdout + agent.stderr
+    central = run("promtool", "check", "config", "central.yml", cwd=VANTAGE_DIR)
+    assert central.returncode == 0, central.stdout + central.stderr
+    assert "SUCCESS: 2 rule files found" in central.stdout
+
+
+def test_site_agent_names_its_vantage_point_and_remote_writes():
+    agent = yaml.safe_load((VANTAGE_DIR / "site-agent.yml").read_text())
+    assert set(agent["global"]["external_labels"]) == {"vantage"}
+    assert agent["remote_write"][0]["url"].endswith("/api/v1/write")
+    assert "rule_files" not in agent and "alerting" not in agent  # agent mode evaluates nothing
+
+
+def test_alertmanager_config_is_valid_and_inhibits_by_cause():
+    result = run("amtool", "check-config", "alertmanager.yml", cwd=VANTAGE_DIR)
+    assert result.returncode == 0, result.stdout + result.stderr
+    inhibit = yaml.safe_load((VANTAGE_DIR / "alertmanager.yml").read_text())["inhibit_rules"]
+    sources = {rule["source_matchers"][0] for rule in inhibit}
+    assert sources == {'alertname="TargetDownEverywhere"', 'alertname="TargetDownFromSite"',
+                       'alertname="SiteNetworkDown"', 'alertname="SiteBlind"'}
