@@ -107,3 +107,69 @@ def test_alertmanager_config_is_valid_and_inhibits_by_cause():
     sources = {rule["source_matchers"][0] for rule in inhibit}
     assert sources == {'alertname="TargetDownEverywhere"', 'alertname="TargetDownFromSite"',
                        'alertname="SiteNetworkDown"', 'alertname="SiteBlind"'}
+
+
+# --- the dashboard's queries, evaluated by promtool on series shaped like the central Prometheus' -------
+
+DASHBOARD = VANTAGE_DIR / "grafana" / "vantage.json"
+ALL = {"vantage": ".*", "target": ".*"}  # what Grafana sends for "All" (allValue)
+
+
+def dashboard_queries() -> dict[str, str]:
+    """{panel title + refId: PromQL with the variables set to "All"}."""
+    import json
+    import re
+
+    out = {}
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        for query in panel.get("targets", []):
+            expr = re.sub(r"\$(\w+)", lambda m: ALL.get(m.group(1), m.group(0)), query["expr"])
+            out[f"{panel['title']} {query['refId']}"] = expr
+    return out
+
+
+def matrix_query() -> str:
+    return next(expr for title, expr in dashboard_queries().items() if title.startswith("Reachability matrix"))
+
+
+def test_dashboard_matrix_shows_state_and_path_verdict_per_cell(tmp_path):
+    """Cells read "timeout · <verdict>" where the exporter diagnosed the path, the bare state elsewhere."""
+    def state(target, vantage, on):
+        return [{"series": f'probe_tcp_state{{job="connectivity",target="{target}",module="tcp_connect",'
+                           f'vantage="{vantage}",state="{name}"}}', "values": f"{int(name == on)}x5"}
+                for name in ("open", "refused", "timeout")]
+    series = [*state("db:5432", "fra1", "timeout"), *state("db:5432", "nyc", "open"),
+              *state("web:443", "fra1", "open"), *state("web:443", "nyc", "refused"),
+              {"series": 'probe_path_diagnosis{job="connectivity",target="db:5432",module="tcp_connect",'
+                         'vantage="fra1",verdict="dropped_on_path"}', "values": "1x5"},
+              {"series": 'probe_path_diagnosis{job="connectivity",target="db:5432",module="tcp_connect",'
+                         'vantage="fra1",verdict="host_firewall"}', "values": "0x5"}]
+
+    def cell(target, vantage, state, shown, verdict=None):
+        labels = {"target": target, "module": "tcp_connect", "vantage": vantage, "state": state, "cell": shown,
+                  "row": f"{target} · tcp_connect", **({"verdict": verdict} if verdict else {})}
+        return {"labels": "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}", "value": 1}
+    expected = [cell("db:5432", "fra1", "timeout", "timeout · dropped_on_path", "dropped_on_path"),
+                cell("db:5432", "nyc", "open", "open"), cell("web:443", "fra1", "open", "open"),
+                cell("web:443", "nyc", "refused", "refused")]
+    spec = {"rule_files": [], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series,
+                       "promql_expr_test": [{"expr": matrix_query(), "eval_time": "2m", "exp_samples": expected}]}]}
+    (tmp_path / "dashboard.test.yml").write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    result = run("promtool", "test", "rules", "dashboard.test.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_queries_parse_and_use_only_its_variables():
+    import json
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "connectivity-vantage"
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert variables == {"DS_PROMETHEUS", "vantage", "target"}
+    matrix = next(p for p in dashboard["panels"] if p["title"].startswith("Reachability matrix"))
+    assert matrix["transformations"][0]["options"] | {"emptyValue": None} == {
+        "columnField": "vantage", "rowField": "row", "valueField": "cell", "emptyValue": None}
+    assert "probe_path_diagnosis" in matrix["targets"][0]["expr"]
+    for title, expr in dashboard_queries().items():
+        assert "$" not in expr.replace('"$1"', ""), f"{title}: unknown variable in {expr}"
