@@ -218,7 +218,12 @@ def metric_values(url: str) -> dict[str, float]:
 
 
 def agent_metric(site: str, name: str) -> float:
-    values = metric_values(f"http://{site_ip(site)}:{AGENT_PORT}/metrics")
+    return agent_metric_at(f"http://{site_ip(site)}:{AGENT_PORT}", name)
+
+
+def agent_metric_at(base: str, name: str) -> float:
+    """A Prometheus' own metric, summed over its label sets (e.g. over remote-write queues)."""
+    values = metric_values(f"{base}/metrics")
     return sum(value for key, value in values.items() if re.fullmatch(rf"{name}(\{{.*\}})?", key))
 
 
