@@ -145,3 +145,19 @@ async def test_status_page_names_the_vantage_and_links_to_the_central_view(aioht
 async def test_status_page_without_site_has_no_central_link(aiohttp_client, listener):
     page = await scrape(aiohttp_client, parse_config(config_text(listener, 1)), None, "/")
     assert "Central view" not in page and "Vantage point" not in page
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("https://grafana.example/d/connectivity-vantage?orgId=1", None),
+    ("http://10.0.0.1:3000/", None),
+    ("", "expected an http:// or https:// URL"),
+    ("grafana.example/d/x", "'grafana.example/d/x' is not an absolute http:// or https:// URL"),
+    ("javascript:alert(1)", "'javascript:alert(1)' is not an absolute http:// or https:// URL"),
+    ("https://a.example/x y", "URL contains spaces or control characters"),
+    ("https://a.example/\n", "URL contains spaces or control characters"),
+    ("https://a.example/" + "x" * 2048, "URL is longer than 2048 characters"),
+])
+def test_central_urls(url, problem):
+    from exporter.vantage import central_url_problem
+
+    assert central_url_problem(url) == problem

@@ -99,6 +99,13 @@ def test_dashboard_matrix_shows_each_sites_state(report):
         row(DOWN_FROM_A): {"a": "timeout", "b": "open", "c": "open"}}
 
 
+def test_every_dashboard_query_and_variable_returns_data(report):
+    results = report["three_sites"]["dashboard"]
+    assert len(results) == 9  # 7 panel queries, 2 variables
+    assert [name for name, count in results.items() if count == 0] == []
+    assert results["variable vantage"] == 3 and results["variable target"] == 3
+
+
 def test_down_everywhere_and_down_from_one_site_fire_and_nothing_else(report):
     assert report["three_sites"]["firing"] == sorted([
         ["TargetDownEverywhere", DOWN_EVERYWHERE, ""], ["TargetDownFromSite", DOWN_FROM_A, "a"],

@@ -283,6 +283,24 @@ def dashboard_cells(base: str) -> dict[str, dict[str, str]]:
     return cells
 
 
+def dashboard_results(base: str) -> dict[str, int]:
+    """Every query of the dashboard (variables at "All") -> how many series it returns now; and each
+    ``label_values(selector, label)`` variable -> how many values it offers."""
+    dashboard = json.loads((VANTAGE / "grafana" / "vantage.json").read_text())
+    out = {}
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = re.sub(r"\$(vantage|target)\b", ".*", target["expr"])
+            out[f"{panel['title']} / {target['refId']}"] = len(query(base, expr))
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            selector, label = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable["query"]["query"]).groups()
+            selector = re.sub(r"\$(vantage|target)\b", ".*", selector)
+            values = get_json(f"{base}/api/v1/label/{label}/values?{urllib.parse.urlencode({'match[]': selector})}")
+            out[f"variable {variable['name']}"] = len(values["data"])
+    return out
+
+
 def phase(report: dict, name: str, central: str, alertmanager: str, blind_c: bool, processes: Processes) -> None:
     report[name] = {}
     want = expected_firing(blind_c)
@@ -300,6 +318,7 @@ def phase(report: dict, name: str, central: str, alertmanager: str, blind_c: boo
     report[name]["failing"] = by_target(central, "target:probe_vantage_points_failing:count")
     report[name]["reporting"] = by_target(central, "target:probe_vantage_points:count")
     report[name]["cells"] = dashboard_cells(central)
+    report[name]["dashboard"] = dashboard_results(central)
 
 
 def measure(report: dict, central: str) -> None:
