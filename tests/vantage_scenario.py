@@ -341,7 +341,7 @@ def measure(report: dict, central: str) -> None:
         report["remote_write"][site] = {"bytes": sent_bytes, "samples": samples}
 
 
-def backfill(report: dict, prefix: str, workdir: Path, central_port: int, alertmanager_port: int,
+def backfill(report: dict, workdir: Path, central_port: int, alertmanager_port: int,
              processes: Processes) -> None:
     """Stop the central Prometheus, let the agents buffer, start it again: the gap must fill in."""
     central_process = processes.started.pop("central")[0]
@@ -406,7 +406,7 @@ def scenario(prefix: str, workdir: Path) -> dict:
         phase(report, "site_c_back", central, alertmanager, blind_c=False, processes=processes)
 
         measure(report, central)
-        backfill(report, prefix, workdir, central_port, alertmanager_port, processes)
+        backfill(report, workdir, central_port, alertmanager_port, processes)
     return report
 
 
