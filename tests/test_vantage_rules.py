@@ -136,25 +136,31 @@ def matrix_query() -> str:
 
 
 def test_dashboard_matrix_shows_state_and_path_verdict_per_cell(tmp_path):
-    """Cells read "timeout · <verdict>" where the exporter diagnosed the path, the bare state elsewhere."""
-    def state(target, vantage, on):
-        return [{"series": f'probe_tcp_state{{job="connectivity",target="{target}",module="tcp_connect",'
+    """Cells read "timeout · <verdict>" where the exporter diagnosed the path, the bare state elsewhere; a mail
+    server that was connected shows its SMTP state (a 554 greeting is no "open"), one that was not its TCP state."""
+    def state(target, vantage, on, family="tcp", module="tcp_connect"):
+        names = ("open", "refused", "timeout") if family == "tcp" else ("ok", "connect_failed", "banner_rejected")
+        return [{"series": f'probe_{family}_state{{job="connectivity",target="{target}",module="{module}",'
                            f'vantage="{vantage}",state="{name}"}}', "values": f"{int(name == on)}x5"}
-                for name in ("open", "refused", "timeout")]
+                for name in names]
     series = [*state("db:5432", "fra1", "timeout"), *state("db:5432", "nyc", "open"),
               *state("web:443", "fra1", "open"), *state("web:443", "nyc", "refused"),
+              *state("mx:25", "fra1", "open", module="smtp"), *state("mx:25", "fra1", "banner_rejected", "smtp", "smtp"),
+              *state("mx:25", "nyc", "timeout", module="smtp"), *state("mx:25", "nyc", "connect_failed", "smtp", "smtp"),
               {"series": 'probe_path_diagnosis{job="connectivity",target="db:5432",module="tcp_connect",'
                          'vantage="fra1",verdict="dropped_on_path"}', "values": "1x5"},
               {"series": 'probe_path_diagnosis{job="connectivity",target="db:5432",module="tcp_connect",'
                          'vantage="fra1",verdict="host_firewall"}', "values": "0x5"}]
 
-    def cell(target, vantage, state, shown, verdict=None):
-        labels = {"target": target, "module": "tcp_connect", "vantage": vantage, "state": state, "cell": shown,
-                  "row": f"{target} · tcp_connect", **({"verdict": verdict} if verdict else {})}
+    def cell(target, vantage, state, shown, verdict=None, module="tcp_connect"):
+        labels = {"target": target, "module": module, "vantage": vantage, "state": state, "cell": shown,
+                  "row": f"{target} · {module}", **({"verdict": verdict} if verdict else {})}
         return {"labels": "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}", "value": 1}
     expected = [cell("db:5432", "fra1", "timeout", "timeout · dropped_on_path", "dropped_on_path"),
                 cell("db:5432", "nyc", "open", "open"), cell("web:443", "fra1", "open", "open"),
-                cell("web:443", "nyc", "refused", "refused")]
+                cell("web:443", "nyc", "refused", "refused"),
+                cell("mx:25", "fra1", "banner_rejected", "banner_rejected", module="smtp"),
+                cell("mx:25", "nyc", "timeout", "timeout", module="smtp")]
     spec = {"rule_files": [], "evaluation_interval": "1m",
             "tests": [{"interval": "1m", "input_series": series,
                        "promql_expr_test": [{"expr": matrix_query(), "eval_time": "2m", "exp_samples": expected}]}]}
