@@ -1,0 +1,126 @@
+"""A routed test network of four namespaces: client — r1 — r2 — server, IPv4 and IPv6.
+
+Built with ``ip netns`` and veth pairs; every name carries "pd" and this process's pid so
+concurrent sessions never collide, and ``Topology.close`` removes everything. Addresses are
+private ones that exist only inside these namespaces; nothing here can reach another network.
+
+    client 10.61.1.2 ── 10.61.1.1 r1 10.61.2.1 ── 10.61.2.2 r2 10.61.3.1 ── 10.61.3.2 server
+           fd61:1::2    fd61:1::1    fd61:2::1    fd61:2::2    fd61:3::1    fd61:3::2
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+SERVER4, SERVER6 = "10.61.3.2", "fd61:3::2"
+R1_4, R1_6 = "10.61.1.1", "fd61:1::1"        # r1 as the client sees it (the address its ICMP comes from)
+R2_4, R2_6 = "10.61.2.2", "fd61:2::2"        # r2 as the client sees it
+CLIENT4, CLIENT6 = "10.61.1.2", "fd61:1::2"
+
+
+def topology_unavailable_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces (ip netns) and load nftables rules"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (Debian packages iproute2, nftables; .ci/run installs them)"
+    return None
+
+
+def run(*argv: str, check: bool = True, timeout: float = 30, input: str | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[:500]}")
+    return done
+
+
+@dataclass
+class Topology:
+    tag: str = field(default_factory=lambda: f"pd{os.getpid()}")
+    created: list[str] = field(default_factory=list)
+
+    def ns(self, role: str) -> str:
+        return f"{self.tag}{role}"
+
+    @property
+    def client(self) -> str:
+        return self.ns("c")
+
+    @property
+    def r1(self) -> str:
+        return self.ns("r1")
+
+    @property
+    def r2(self) -> str:
+        return self.ns("r2")
+
+    @property
+    def server(self) -> str:
+        return self.ns("s")
+
+    def exec(self, role_ns: str, *argv: str, check: bool = True, timeout: float = 30,
+             input: str | None = None) -> subprocess.CompletedProcess:
+        return run("ip", "netns", "exec", role_ns, *argv, check=check, timeout=timeout, input=input)
+
+    def build(self) -> "Topology":
+        try:
+            for name in (self.client, self.r1, self.r2, self.server):
+                run("ip", "netns", "add", name)
+                self.created.append(name)
+                self.exec(name, "ip", "link", "set", "lo", "up")
+                self.exec(name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+            self._link(self.client, "c0", "10.61.1.2/24", "fd61:1::2/64", self.r1, "a0", "10.61.1.1/24", "fd61:1::1/64")
+            self._link(self.r1, "b0", "10.61.2.1/24", "fd61:2::1/64", self.r2, "a0", "10.61.2.2/24", "fd61:2::2/64")
+            self._link(self.r2, "b0", "10.61.3.1/24", "fd61:3::1/64", self.server, "s0", "10.61.3.2/24", "fd61:3::2/64")
+            for router in (self.r1, self.r2):
+                self.exec(router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+            self.exec(self.client, "ip", "route", "add", "default", "via", "10.61.1.1")
+            self.exec(self.client, "ip", "-6", "route", "add", "default", "via", "fd61:1::1")
+            self.exec(self.r1, "ip", "route", "add", "10.61.3.0/24", "via", "10.61.2.2")
+            self.exec(self.r1, "ip", "-6", "route", "add", "fd61:3::/64", "via", "fd61:2::2")
+            self.exec(self.r2, "ip", "route", "add", "10.61.1.0/24", "via", "10.61.2.1")
+            self.exec(self.r2, "ip", "-6", "route", "add", "fd61:1::/64", "via", "fd61:2::1")
+            self.exec(self.server, "ip", "route", "add", "default", "via", "10.61.3.1")
+            self.exec(self.server, "ip", "-6", "route", "add", "default", "via", "fd61:3::1")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _link(self, left: str, left_dev: str, left4: str, left6: str,
+              right: str, right_dev: str, right4: str, right6: str) -> None:
+        run("ip", "link", "add", f"{self.tag}x", "netns", left, "type", "veth", "peer", "name", f"{self.tag}y",
+            "netns", right)
+        self.exec(left, "ip", "link", "set", f"{self.tag}x", "name", left_dev)
+        self.exec(right, "ip", "link", "set", f"{self.tag}y", "name", right_dev)
+        for ns, dev, v4, v6 in ((left, left_dev, left4, left6), (right, right_dev, right4, right6)):
+            self.exec(ns, "ip", "addr", "add", v4, "dev", dev)
+            self.exec(ns, "ip", "-6", "addr", "add", v6, "dev", dev, "nodad")
+            self.exec(ns, "ip", "link", "set", dev, "up")
+
+    def nft(self, role_ns: str, ruleset: str) -> None:
+        """Replace the test table of one namespace with ``ruleset`` (a full ``table inet pd { … }``)."""
+        self.exec(role_ns, "nft", "delete", "table", "inet", "pd", check=False)
+        if ruleset.strip():
+            self.exec(role_ns, "nft", "-f", "-", input=ruleset)
+
+    def reset(self) -> None:
+        """Back to the plain topology: no firewall rules, links up, default ICMP rate limits."""
+        for name in (self.client, self.r1, self.r2, self.server):
+            self.exec(name, "nft", "delete", "table", "inet", "pd", check=False)
+        self.exec(self.r2, "ip", "link", "set", "b0", "up")
+        self.exec(self.server, "ip", "link", "set", "s0", "up")
+        self.exec(self.r2, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=1000", "net.ipv4.icmp_msgs_per_sec=1000",
+                  "net.ipv4.icmp_msgs_burst=50", "net.ipv6.icmp.ratelimit=1000")
+        self.exec(self.r1, "ip", "route", "replace", "10.61.3.0/24", "via", "10.61.2.2")
+        self.exec(self.r1, "ip", "-6", "route", "replace", "fd61:3::/64", "via", "fd61:2::2")
+        for name in (self.r1, self.r2):  # forget neighbours that failed while a link was down
+            self.exec(name, "ip", "neigh", "flush", "all", check=False)
+            self.exec(name, "ip", "-6", "neigh", "flush", "all", check=False)
+
+    def close(self) -> None:
+        while self.created:
+            run("ip", "netns", "del", self.created.pop(), check=False)
