@@ -21,6 +21,10 @@ from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.runner import ProbeRunner
+# --- path diagnosis (issue 13) ---
+from exporter.pathdiag.hooks import diagnosable, diagnose_inline
+from exporter.pathdiag.render import hop_table, path_json
+from exporter.pathdiag.trace import DEFAULT_SETTINGS as PATH_SETTINGS
 
 EXIT_SUCCESS, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODULE = "tcp_connect"
@@ -53,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config.file", dest="config_file", metavar="PATH",
                         help="take modules from this configuration file (built-in ones stay available)")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    parser.add_argument("--no-diagnose", dest="diagnose", action="store_false",
+                        help="skip the path diagnosis (TCP traceroute and UDP probes of the host, up to "
+                             f"{PATH_SETTINGS.max_packets} packets and {PATH_SETTINGS.max_seconds:g} s)")
     return parser
 
 
@@ -80,13 +87,17 @@ def find_module(name: str, config_file: str | None) -> Module:
     raise UsageError(f"connectivity-exporter check: unknown module {name!r} (available: {', '.join(known)})")
 
 
-async def run_probe(address: HostPort, module: Module) -> ProbeResult:
+async def run_probe(address: HostPort, module: Module, diagnose: bool = False) -> ProbeResult:
     resolver = Resolver(max_workers=2)
     try:
         runner = ProbeRunner(resolver, max_concurrency=1)
-        return await runner.probe(address, module, asyncio.get_running_loop().time() + module.timeout)
+        result = await runner.probe(address, module, asyncio.get_running_loop().time() + module.timeout)
     finally:
         resolver.close()
+    if diagnose and diagnosable(result):  # inline, within its own budget (issue 13)
+        await diagnose_inline(result, address.port, asyncio.get_running_loop().time() + PATH_SETTINGS.max_seconds,
+                              source=module.tcp.source_ip_address)
+    return result
 
 
 def printable(text: str) -> str:
@@ -145,11 +156,14 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     if result.connect_seconds is not None:
         timings.insert(-1, f"connect {result.connect_seconds * 1000:.2f} ms")
     lines.append("Timings: " + ", ".join(timings))
+    if result.path is not None:
+        lines += ["", *hop_table(result.path)]
     return "\n".join(lines) + "\n"
 
 
 def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
-    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "extra"}
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
+              if f.name not in ("extra", "icmp", "path")}
     extra = result.extra
     document = {
         "target": str(address),
@@ -160,6 +174,12 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
         **fields,
         "extra": dataclasses.asdict(extra) if dataclasses.is_dataclass(extra) and not isinstance(extra, type)
         else None,
+        # --- path diagnosis (issue 13) ---
+        "icmp": None if result.icmp is None else {
+            "type": result.icmp.type, "code": result.icmp.code, "sender": result.icmp.sender,
+            "description": result.icmp.description,
+            "by": "host" if result.address and result.icmp.sent_by_host(result.address) else "network"},
+        "path": None if result.path is None else path_json(result.path),
     }
     return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"
 
@@ -176,6 +196,6 @@ def main(argv: list[str]) -> int:
     except UsageError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return EXIT_USAGE
-    result = asyncio.run(run_probe(address, module))
+    result = asyncio.run(run_probe(address, module, diagnose=args.diagnose))
     sys.stdout.write(json_report(address, module, result) if args.json else human_report(address, module, result))
     return EXIT_SUCCESS if result.success else EXIT_FAILURE

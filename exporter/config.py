@@ -45,6 +45,9 @@ class TcpSettings:
     preferred_ip_protocol: str = "ip4"
     ip_protocol_fallback: bool = True
     source_ip_address: str | None = None
+    # --- path diagnosis (issue 13) ---
+    diagnose: str = "never"              # never | on_failure: extra packets towards the target's path
+    diagnose_interval: float = 600.0     # at most one diagnosis per target per interval (/metrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +142,7 @@ class TargetConfig:
 DEFAULT_MAX_CONCURRENCY = 512
 DEFAULT_SCRAPE_TIMEOUT_OFFSET = 0.5
 DEFAULT_SCRAPE_TIMEOUT = 10.0
+DEFAULT_MAX_DIAGNOSES_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,8 @@ class GlobalSettings:
     scrape_timeout_offset: float = DEFAULT_SCRAPE_TIMEOUT_OFFSET
     # Used when a request carries no X-Prometheus-Scrape-Timeout-Seconds header.
     default_scrape_timeout: float = DEFAULT_SCRAPE_TIMEOUT
+    # Path diagnoses running at once in the background (issue 13).
+    max_diagnoses_in_flight: int = DEFAULT_MAX_DIAGNOSES_IN_FLIGHT
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +421,9 @@ TCP_FIELDS = {
     "preferred_ip_protocol": Field(_choice("ip4", "ip6"), "ip4"),
     "ip_protocol_fallback": Field(_boolean, True),
     "source_ip_address": Field(_ip_address, None),
+    # path diagnosis (issue 13)
+    "diagnose": Field(_choice("never", "on_failure"), "never"),
+    "diagnose_interval": Field(_duration(1.0, 7 * 86400.0), 600.0),
 }
 TLS_CONFIG_FIELDS = {
     "ca_file": Field(_ca_file, None),
@@ -455,6 +464,7 @@ GLOBAL_FIELDS = {
     "max_concurrency": Field(_integer(1, 100_000), DEFAULT_MAX_CONCURRENCY),
     "scrape_timeout_offset": Field(_duration(0.0, 60.0), DEFAULT_SCRAPE_TIMEOUT_OFFSET),
     "default_scrape_timeout": Field(_duration(0.001, 600.0), DEFAULT_SCRAPE_TIMEOUT),
+    "max_diagnoses_in_flight": Field(_integer(1, 256), DEFAULT_MAX_DIAGNOSES_IN_FLIGHT),
 }
 TARGET_FIELDS = {
     "target": Field(_string),

@@ -40,7 +40,7 @@ def test_a_closed_port_exits_1_and_says_why(closed_port):
     assert done.returncode == 1
     assert "FAILURE: refused" in done.stdout
     assert ("The host (or a firewall rejecting with a TCP reset) refused the connection: nothing listens on this "
-            "port or access is rejected (ECONNREFUSED (Connection refused) from 127.0.0.1:") in done.stdout
+            "port or access is rejected (ECONNREFUSED (Connection refused) connecting to 127.0.0.1:") in done.stdout
 
 
 def test_json_has_the_full_result(listener):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 
 SERVER4, SERVER6 = "10.61.3.2", "fd61:3::2"
@@ -65,41 +66,61 @@ class Topology:
              input: str | None = None) -> subprocess.CompletedProcess:
         return run("ip", "netns", "exec", role_ns, *argv, check=check, timeout=timeout, input=input)
 
+    # (namespace role, device, IPv4, IPv6) of every link end, and the static routes: build applies
+    # them, reset re-applies them (a link taken down loses its IPv6 addresses and its routes).
+    def _ends(self) -> list[tuple[str, str, str, str]]:
+        return [(self.client, "c0", "10.61.1.2/24", "fd61:1::2/64"), (self.r1, "a0", "10.61.1.1/24", "fd61:1::1/64"),
+                (self.r1, "b0", "10.61.2.1/24", "fd61:2::1/64"), (self.r2, "a0", "10.61.2.2/24", "fd61:2::2/64"),
+                (self.r2, "b0", "10.61.3.1/24", "fd61:3::1/64"), (self.server, "s0", "10.61.3.2/24", "fd61:3::2/64")]
+
+    def _routes(self) -> list[tuple[str, ...]]:
+        return [(self.client, "ip", "route", "replace", "default", "via", "10.61.1.1"),
+                (self.client, "ip", "-6", "route", "replace", "default", "via", "fd61:1::1"),
+                (self.r1, "ip", "route", "replace", "10.61.3.0/24", "via", "10.61.2.2"),
+                (self.r1, "ip", "-6", "route", "replace", "fd61:3::/64", "via", "fd61:2::2"),
+                (self.r2, "ip", "route", "replace", "10.61.1.0/24", "via", "10.61.2.1"),
+                (self.r2, "ip", "-6", "route", "replace", "fd61:1::/64", "via", "fd61:2::1"),
+                (self.server, "ip", "route", "replace", "default", "via", "10.61.3.1"),
+                (self.server, "ip", "-6", "route", "replace", "default", "via", "fd61:3::1")]
+
     def build(self) -> "Topology":
         try:
             for name in (self.client, self.r1, self.r2, self.server):
                 run("ip", "netns", "add", name)
                 self.created.append(name)
                 self.exec(name, "ip", "link", "set", "lo", "up")
-                self.exec(name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
-            self._link(self.client, "c0", "10.61.1.2/24", "fd61:1::2/64", self.r1, "a0", "10.61.1.1/24", "fd61:1::1/64")
-            self._link(self.r1, "b0", "10.61.2.1/24", "fd61:2::1/64", self.r2, "a0", "10.61.2.2/24", "fd61:2::2/64")
-            self._link(self.r2, "b0", "10.61.3.1/24", "fd61:3::1/64", self.server, "s0", "10.61.3.2/24", "fd61:3::2/64")
+                self.exec(name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+                          "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.keep_addr_on_down=1",
+                          "net.ipv6.conf.default.keep_addr_on_down=1")
+            for (left, left_dev, *_), (right, right_dev, *_) in zip(self._ends()[0::2], self._ends()[1::2]):
+                run("ip", "link", "add", f"{self.tag}x", "netns", left, "type", "veth", "peer", "name",
+                    f"{self.tag}y", "netns", right)
+                self.exec(left, "ip", "link", "set", f"{self.tag}x", "name", left_dev)
+                self.exec(right, "ip", "link", "set", f"{self.tag}y", "name", right_dev)
             for router in (self.r1, self.r2):
                 self.exec(router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
-            self.exec(self.client, "ip", "route", "add", "default", "via", "10.61.1.1")
-            self.exec(self.client, "ip", "-6", "route", "add", "default", "via", "fd61:1::1")
-            self.exec(self.r1, "ip", "route", "add", "10.61.3.0/24", "via", "10.61.2.2")
-            self.exec(self.r1, "ip", "-6", "route", "add", "fd61:3::/64", "via", "fd61:2::2")
-            self.exec(self.r2, "ip", "route", "add", "10.61.1.0/24", "via", "10.61.2.1")
-            self.exec(self.r2, "ip", "-6", "route", "add", "fd61:1::/64", "via", "fd61:2::1")
-            self.exec(self.server, "ip", "route", "add", "default", "via", "10.61.3.1")
-            self.exec(self.server, "ip", "-6", "route", "add", "default", "via", "fd61:3::1")
+            self._apply()
         except BaseException:
             self.close()
             raise
         return self
 
-    def _link(self, left: str, left_dev: str, left4: str, left6: str,
-              right: str, right_dev: str, right4: str, right6: str) -> None:
-        run("ip", "link", "add", f"{self.tag}x", "netns", left, "type", "veth", "peer", "name", f"{self.tag}y",
-            "netns", right)
-        self.exec(left, "ip", "link", "set", f"{self.tag}x", "name", left_dev)
-        self.exec(right, "ip", "link", "set", f"{self.tag}y", "name", right_dev)
-        for ns, dev, v4, v6 in ((left, left_dev, left4, left6), (right, right_dev, right4, right6)):
-            self.exec(ns, "ip", "addr", "add", v4, "dev", dev)
-            self.exec(ns, "ip", "-6", "addr", "add", v6, "dev", dev, "nodad")
+    def _apply(self) -> None:
+        for ns, dev, v4, v6 in self._ends():
             self.exec(ns, "ip", "link", "set", dev, "up")
+            self.exec(ns, "ip", "addr", "replace", v4, "dev", dev)
+            self.exec(ns, "ip", "-6", "addr", "replace", v6, "dev", dev, "nodad")
+        for ns, *argv in self._routes():
+            self.exec(ns, *argv)
+
+    def warm_up(self) -> None:
+        """Resolve every neighbour once (ARP/ND), so a first probe is not lost to a pending lookup."""
+        script = ("import socket, time\n"
+                  f"for family, address in ((socket.AF_INET, {SERVER4!r}), (socket.AF_INET6, {SERVER6!r})):\n"
+                  "    with socket.socket(family, socket.SOCK_DGRAM) as sock:\n"
+                  "        sock.sendto(b'warm-up', (address, 9))\n"
+                  "time.sleep(0.3)\n")
+        self.exec(self.client, sys.executable, "-c", script, check=False)
 
     def nft(self, role_ns: str, ruleset: str) -> None:
         """Replace the test table of one namespace with ``ruleset`` (a full ``table inet pd { … }``)."""
@@ -111,13 +132,10 @@ class Topology:
         """Back to the plain topology: no firewall rules, links up, default ICMP rate limits."""
         for name in (self.client, self.r1, self.r2, self.server):
             self.exec(name, "nft", "delete", "table", "inet", "pd", check=False)
-        self.exec(self.r2, "ip", "link", "set", "b0", "up")
-        self.exec(self.server, "ip", "link", "set", "s0", "up")
         self.exec(self.r2, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=1000", "net.ipv4.icmp_msgs_per_sec=1000",
                   "net.ipv4.icmp_msgs_burst=50", "net.ipv6.icmp.ratelimit=1000")
-        self.exec(self.r1, "ip", "route", "replace", "10.61.3.0/24", "via", "10.61.2.2")
-        self.exec(self.r1, "ip", "-6", "route", "replace", "fd61:3::/64", "via", "fd61:2::2")
-        for name in (self.r1, self.r2):  # forget neighbours that failed while a link was down
+        self._apply()
+        for name in (self.client, self.r1, self.r2):  # forget neighbours that failed while a link was down
             self.exec(name, "ip", "neigh", "flush", "all", check=False)
             self.exec(name, "ip", "-6", "neigh", "flush", "all", check=False)
 

@@ -111,6 +111,19 @@ def describe(version: int, icmp_type: int, code: int) -> str:
     return f"{name} type {icmp_type} code {code}"
 
 
+def who_sent(reply: IcmpReply, target: str) -> str:
+    """Whose answer an ICMP error is, in words: the host itself, or a device on the way."""
+    if reply.sent_by_host(target):
+        if reply.kind is IcmpKind.PROHIBITED:
+            return "the host's own firewall, not the network"
+        return "the host itself, not the network"
+    if reply.kind is IcmpKind.PROHIBITED or reply.kind is IcmpKind.PORT_UNREACHABLE:
+        return "a network firewall, not the host"
+    if reply.kind is IcmpKind.TIME_EXCEEDED:
+        return "a router on the way, not the host"
+    return "a router on the way, not the host"
+
+
 def _same_address(left: str, right: str) -> bool:
     if left == right:
         return True
