@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
@@ -24,6 +25,9 @@ from exporter.statuspage import render_status_page, render_transcript
 from exporter.webconfig import WebConfig
 from exporter.webconfig import install as install_web_config
 from exporter.workerpool import WorkerOptions, WorkerPool
+# --- path diagnosis (issue 13) ---
+from exporter.pathdiag.hooks import diagnose_inline, wants_diagnosis
+from exporter.pathdiag.metrics import render_path_families
 
 log = logging.getLogger("exporter.http")
 
@@ -69,6 +73,7 @@ async def _probe_runner(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         exporter.runner = None
+        await exporter.diagnoses.close()  # background path diagnoses (issue 13)
         resolver.close()
 
 
@@ -152,8 +157,14 @@ async def probe(request: web.Request) -> web.Response:
         raise _bad_request(f"invalid parameter 'debug' {debug[:20]!r}: expected true or false")
 
     budget = min(scrape_budget(request, config.settings), module.timeout)
+    # Path diagnosis (issue 13) runs inline, in what the scrape timeout leaves after the probe.
+    diagnosis_deadline = asyncio.get_running_loop().time() + scrape_budget(request, config.settings)
     result = await exporter.probe(address, module, budget)
+    if wants_diagnosis(result, module.tcp.diagnose):
+        await diagnose_inline(result, address.port, diagnosis_deadline, source=module.tcp.source_ip_address)
     text = render_single(result, module)
+    if result.path is not None:
+        text += "".join(render_path_families([("", result.path)]))
     if debug == "true":
         return web.Response(text=debug_report([f"Probe of {address} with module {module.name}"], result, text),
                             content_type="text/plain", charset="utf-8")
@@ -189,10 +200,21 @@ async def landing_page(request: web.Request) -> web.Response:
     refresh = request.query.get("refresh", "")
     seconds = int(refresh) if refresh.isascii() and refresh.isdigit() else 0
     page = render_status_page(version=__version__, config=exporter.config,
+                              path_words=path_words(exporter),  # issue 13
                               rows=exporter.history.latest(exporter.plan.targets),
                               recent=exporter.history.recent, failures=exporter.history.failures,
                               refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None)
     return web.Response(text=page, content_type="text/html")
+
+
+def path_words(exporter: Exporter):
+    """The status page's words for a target's latest path diagnosis (issue 13)."""
+    from exporter.pathdiag.render import summary
+
+    def words(address, module) -> str | None:
+        diagnosis = exporter.diagnoses.latest((str(address), module.name))
+        return None if diagnosis is None else summary(diagnosis)
+    return words
 
 
 async def recorded_probe(request: web.Request) -> web.Response:

@@ -29,7 +29,8 @@ LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 # Labels the exporter or Prometheus set themselves; a user label of that name would clash.
 RESERVED_LABELS = frozenset({"target", "module", "state", "stage", "capability", "mechanism", "version", "code",
-                             "instance", "job", "le", "quantile"})
+                             "instance", "job", "le", "quantile",
+                             "verdict", "address", "by"})  # path diagnosis labels (issue 13)
 
 
 class ConfigError(Exception):

@@ -18,5 +18,8 @@ def debug_report(heading: list[str], result: ProbeResult, metrics_text: str) -> 
     if explanations:
         lines += ["", "Reply codes explained:"]
         lines += [f"  {heading}: {meaning}" for heading, meaning in explanations]
+    if result.path is not None:  # issue 13: the path diagnosis run for this probe
+        from exporter.pathdiag.render import hop_table
+        lines += ["", *hop_table(result.path)]
     lines += ["", "Metrics:", metrics_text]
     return "\n".join(lines)

@@ -21,6 +21,9 @@ from exporter.probers.table import PROBERS, families_in_order
 from exporter.runner import ProbeRunner, deadline_result
 from exporter.selfmetrics import ExporterMetrics
 from exporter.workerpool import WorkerPool
+# --- path diagnosis (issue 13) ---
+from exporter.pathdiag.metrics import render_path_families
+from exporter.pathdiag.scheduler import DiagnosisScheduler
 
 log = logging.getLogger("exporter")
 
@@ -60,6 +63,8 @@ class Exporter:
         self.history = ProbeHistory()  # for the status page
         self.plan = build_plan(config)
         self.gate = ProbeGate(config.probe_access)
+        # Path diagnoses of failed targets, in the background (issue 13).
+        self.diagnoses = DiagnosisScheduler(config.settings.max_diagnoses_in_flight)
         self._reloading = asyncio.Lock()
         self._loaded(config)
 
@@ -92,6 +97,9 @@ class Exporter:
                 # Probes in flight finish on the old runner; new ones use the new limit.
                 self.runner = ProbeRunner(self.runner.resolver, config.settings.max_concurrency)
             self.plan = plan
+            # Path diagnosis (issue 13): the new cap; diagnoses of removed targets are forgotten.
+            self.diagnoses.max_in_flight = config.settings.max_diagnoses_in_flight
+            self.diagnoses.retain({(str(t.address), t.module.name) for t in plan.targets})
             if self.pool is not None:
                 self.pool.set_plan(plan)
             self._loaded(config)
@@ -126,6 +134,9 @@ class Exporter:
         chunks = [chunk.encode() for chunk in render_chunks(
             [(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
             plan.families)]
+        # Path diagnosis (issue 13): failures go to the background; the latest diagnoses are shown.
+        self.diagnoses.after_scrape(plan.targets, results)
+        chunks += [chunk.encode() for chunk in render_path_families(self.diagnoses.entries(plan.targets))]
         self._finish_seconds = loop.time() - probed
         return chunks
 

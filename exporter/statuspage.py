@@ -20,6 +20,7 @@ from exporter.config import Config, Module
 from exporter.history import Recorded
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.report import debug_report
+from exporter.pathdiag.render import summary  # issue 13
 
 MAX_DETAIL = 300
 MAX_ROWS = 2000
@@ -114,7 +115,7 @@ def target_cells(address: HostPort, module_name: str) -> tuple[str, str]:
 
 
 def status_table(rows: Iterable[tuple[HostPort, Module, float | None, ProbeResult | None]], now: float,
-                 tally: Counter, max_rows: int = MAX_ROWS) -> list[str]:
+                 tally: Counter, max_rows: int = MAX_ROWS, path_words=None) -> list[str]:
     rows = list(rows)
     for _, _, _, result in rows:
         tally["not probed yet" if result is None else str(result.state)] += 1
@@ -138,12 +139,21 @@ def status_table(rows: Iterable[tuple[HostPort, Module, float | None, ProbeResul
             f"{start}<td class=\"state {state_class(result)}\">{esc(result.state)}</td>"
             f"<td class=num>{ms(result.connect_seconds)}</td>"
             f"<td class=num>{banner}</td><td>{replies}</td><td>{cert}</td><td>{age(when, now)}</td>"
-            f"<td class=detail>{esc(truncated(result.detail))}</td>{end}")
+            f"<td class=detail>{esc(truncated(result.detail))}{_path_cell(address, module, result, path_words)}"
+            f"</td>{end}")
     out.append("</tbody></table>")
     if hidden:
         out.append(f"<p>{hidden} more targets, all succeeding, are not shown (the table shows at most "
                    f"{max_rows}, failures first); <a href=\"/metrics\">/metrics</a> has them all.</p>")
     return out
+
+
+def _path_cell(address: HostPort, module: Module, result: ProbeResult, path_words) -> str:
+    """Issue 13: the words of the target's latest path diagnosis, under the detail."""
+    if result.success:
+        return ""
+    words = summary(result.path) if result.path is not None else (path_words(address, module) if path_words else None)
+    return f"<br><span class=path>{esc(words)}</span>" if words else ""
 
 
 def history_table(table_id: str, entries: Iterable[Recorded], now: float) -> list[str]:
@@ -165,13 +175,14 @@ def history_table(table_id: str, entries: Iterable[Recorded], now: float) -> lis
 def render_status_page(*, version: str, config: Config,
                        rows: Iterable[tuple[HostPort, Module, float | None, ProbeResult | None]],
                        recent: Iterable[Recorded], failures: Iterable[Recorded],
-                       now: float | None = None, refresh: int | None = None, max_rows: int = MAX_ROWS) -> str:
+                       now: float | None = None, refresh: int | None = None, max_rows: int = MAX_ROWS,
+                       path_words=None) -> str:
     now = time.time() if now is None else now
     example = next(iter(config.targets), None)
     probe_link = (link("/probe", target=str(example.address), module=example.module, debug="true") if example
                   else link("/probe", target="127.0.0.1:22", module="tcp_connect", debug="true"))
     tally: Counter = Counter()
-    table = status_table(rows, now, tally, max_rows)
+    table = status_table(rows, now, tally, max_rows, path_words)
     summary = "".join(f"<span class=\"state {summary_class(state)}\">{esc(state)}: {count}</span>"
                       for state, count in sorted(tally.items()))
     head_refresh = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""

@@ -32,7 +32,7 @@ def wants_diagnosis(result: ProbeResult, diagnose_setting: str) -> bool:
 async def diagnose_inline(result: ProbeResult, port: int, deadline: float, *, source: str | None = None,
                           settings: DiagnosisSettings = DEFAULT_SETTINGS) -> PathDiagnosis | None:
     """Diagnose the path of ``result`` (its resolved address) before ``deadline`` (loop time); attach
-    it to the result and note it in the transcript. None when there is no time left or no address."""
+    it to the result. None when there is no time left or no address."""
     loop = asyncio.get_running_loop()
     if result.address is None or deadline - loop.time() < MIN_INLINE_SECONDS:
         if result.address is not None:
@@ -43,8 +43,5 @@ async def diagnose_inline(result: ProbeResult, port: int, deadline: float, *, so
     except Exception:  # a bug here must not take the probe's answer down
         log.exception("path diagnosis of %s port %d failed", result.address, port)
         return None
-    result.path = diagnosis
-    result.note(f"Path diagnosis: {diagnosis.verdict} after {diagnosis.packets} probe packets in "
-                f"{diagnosis.seconds:.1f} s")
-    result.note(diagnosis.decision.words)
+    result.path = diagnosis  # shown with its hop table by check, /probe?debug=true and the status page
     return diagnosis

@@ -13,6 +13,7 @@ from exporter.probers.result import ProbeResult
 from exporter.probers.smtp import probe_smtp
 from exporter.probers.smtp_metrics import SMTP_FAMILIES
 from exporter.probers.tcp import probe_tcp
+from exporter.pathdiag.metrics import TCP_REJECTED_BY  # issue 13
 
 ProbeFn = Callable[[HostPort, Module, float, Resolver], Awaitable[ProbeResult]]
 
@@ -30,8 +31,8 @@ class Prober:
 
 
 PROBERS: dict[str, Prober] = {
-    "tcp": Prober(probe_tcp, COMMON_FAMILIES + TCP_FAMILIES),
-    "smtp": Prober(probe_smtp, COMMON_FAMILIES + TCP_FAMILIES + SMTP_FAMILIES),
+    "tcp": Prober(probe_tcp, COMMON_FAMILIES + TCP_FAMILIES + (TCP_REJECTED_BY,)),
+    "smtp": Prober(probe_smtp, COMMON_FAMILIES + TCP_FAMILIES + (TCP_REJECTED_BY,) + SMTP_FAMILIES),
 }
 
 
