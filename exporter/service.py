@@ -23,7 +23,7 @@ from exporter.selfmetrics import ExporterMetrics
 from exporter.workerpool import WorkerPool
 # --- path diagnosis (issue 13) ---
 from exporter.pathdiag.metrics import render_path_families
-from exporter.pathdiag.scheduler import DiagnosisScheduler
+from exporter.pathdiag.scheduler import DiagnosisScheduler, SchedulerCollector
 
 log = logging.getLogger("exporter")
 
@@ -65,6 +65,7 @@ class Exporter:
         self.gate = ProbeGate(config.probe_access)
         # Path diagnoses of failed targets, in the background (issue 13).
         self.diagnoses = DiagnosisScheduler(config.settings.max_diagnoses_in_flight)
+        metrics.registry.register(SchedulerCollector(self.diagnoses))
         self._reloading = asyncio.Lock()
         self._loaded(config)
 

@@ -142,3 +142,76 @@ class Topology:
     def close(self) -> None:
         while self.created:
             run("ip", "netns", "del", self.created.pop(), check=False)
+
+
+# --- running the exporter's own commands inside the client namespace ------------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def in_client(topology: Topology, *argv: str, timeout: float = 120, user: int | None = None,
+              python: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``python ARGV`` in the client namespace (as ``user`` without any capability, if given)."""
+    prefix = ["ip", "netns", "exec", topology.client]
+    if user is not None:
+        prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([*prefix, python or sys.executable, *argv], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+def check_json(topology: Topology, target: str, config: str, module: str = "diag") -> dict:
+    import json
+    done = in_client(topology, "-m", "exporter.cli", "check", "--json", "--config.file", config, "--module", module,
+                     target)
+    if done.returncode not in (0, 1):
+        raise AssertionError(f"check {target} failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    return json.loads(done.stdout)
+
+
+def check_text(topology: Topology, target: str, config: str, module: str = "diag") -> str:
+    done = in_client(topology, "-m", "exporter.cli", "check", "--config.file", config, "--module", module, target)
+    if done.returncode not in (0, 1):
+        raise AssertionError(f"check {target} failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+FETCH = ("import sys, urllib.request\n"
+         "request = urllib.request.Request(sys.argv[1], headers={'X-Prometheus-Scrape-Timeout-Seconds': sys.argv[2]})\n"
+         "sys.stdout.write(urllib.request.urlopen(request, timeout=120).read().decode())\n")
+
+
+class ClientExporter:
+    """The exporter serving inside the client namespace on 127.0.0.1:``port``."""
+
+    def __init__(self, topology: Topology, config: str, port: int = 19115):
+        self.topology, self.port = topology, port
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.process = subprocess.Popen(
+            ["ip", "netns", "exec", topology.client, sys.executable, "-m", "exporter.cli", "--config.file", config,
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        import time
+        for _ in range(300):  # bounded: up to ~30 s for the process to start serving
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the exporter exited: {self.process.stderr.read()[:2000]}")
+            if in_client(topology, "-c", FETCH, f"http://127.0.0.1:{port}/-/ready", "5", timeout=30).returncode == 0:
+                return
+            time.sleep(0.1)
+        self.close()
+        raise RuntimeError("the exporter did not become ready in 30 s")
+
+    def get(self, path: str, scrape_timeout: float = 10) -> str:
+        done = in_client(self.topology, "-c", FETCH, f"http://127.0.0.1:{self.port}{path}", str(scrape_timeout))
+        if done.returncode != 0:
+            raise AssertionError(f"GET {path} failed: {done.stderr[-2000:]}")
+        return done.stdout
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=20)

@@ -142,3 +142,27 @@ class DiagnosisScheduler:
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
         self._waiting.clear()
+
+
+class SchedulerCollector:
+    """The scheduler's counters as the exporter's own metrics (what the diagnosis traffic costs)."""
+
+    def __init__(self, scheduler: DiagnosisScheduler):
+        self.scheduler = scheduler
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        s = self.scheduler
+        yield CounterMetricFamily("connectivity_exporter_path_diagnoses_started",
+                                  "Background path diagnoses started.", value=s.started)
+        yield CounterMetricFamily("connectivity_exporter_path_diagnoses_finished",
+                                  "Background path diagnoses finished.", value=s.finished)
+        yield CounterMetricFamily("connectivity_exporter_path_diagnosis_packets",
+                                  "Probe packets sent by finished background path diagnoses.", value=s.packets)
+        yield CounterMetricFamily("connectivity_exporter_path_diagnoses_skipped",
+                                  "Path diagnoses not queued because the queue was full.", value=s.dropped)
+        yield GaugeMetricFamily("connectivity_exporter_path_diagnoses_in_flight",
+                                "Background path diagnoses running now.", value=s.in_flight)
+        yield GaugeMetricFamily("connectivity_exporter_path_diagnoses_in_flight_max",
+                                "Most background path diagnoses that ran at once since the exporter started.",
+                                value=s.peak_in_flight)
