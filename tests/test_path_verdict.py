@@ -212,6 +212,7 @@ def test_families_one_hot_and_bounded():
     assert value(text, "probe_path_blocked_by_info", target="a:25", address=R2) == 1
     assert value(text, "probe_path_last_responding_hop", target="a:25") == 2
     assert value(text, "probe_path_hops_to_host", target="a:25") == 3
+    assert value(text, "probe_path_blocked_at_hop", target="a:25") == 2
     assert value(text, "probe_path_diagnosis_timestamp_seconds", target="a:25") == 1_800_000_000.0
     assert 'target="b:25"' not in text
 

@@ -24,6 +24,7 @@ PATH_FAMILIES = (
     ("probe_path_hops_to_host", "Hops to the target host, when the diagnosis saw the host answer."),
     ("probe_path_blocked_by_info", "The device that rejected the connection, or the last one that answered "
                                    "before the SYN was dropped (value always 1)."),
+    ("probe_path_blocked_at_hop", "Hop (TTL) of the device in probe_path_blocked_by_info, when known."),
     ("probe_path_diagnosis_timestamp_seconds", "Unix time the latest path diagnosis finished."),
 )
 
@@ -44,6 +45,9 @@ def _lines(name: str, prefix: str, diagnosis: PathDiagnosis) -> Iterator[str]:
     elif name == "probe_path_blocked_by_info":
         if decision.blocked_by is not None:
             yield f'{head}address="{escape_label_value(decision.blocked_by)}"}} 1\n'
+    elif name == "probe_path_blocked_at_hop":
+        if decision.blocked_at_hop is not None:
+            yield f"{bare}{decision.blocked_at_hop}\n"
     elif name == "probe_path_diagnosis_timestamp_seconds":
         yield f"{bare}{format_value(float(diagnosis.finished_at))}\n"
 
