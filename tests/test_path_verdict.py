@@ -325,3 +325,44 @@ async def test_probe_runs_the_diagnosis_inline(aiohttp_client, closed_port):
     assert "The host 127.0.0.1 itself answered with a TCP reset" in debug
     plain = await (await client.get(f"/probe?target=127.0.0.1:{closed_port}&module=tcp_connect")).text()
     assert "probe_path_diagnosis" not in plain  # diagnose: never (the default)
+
+
+async def test_a_target_cut_at_the_scrape_deadline_is_still_diagnosed_by_its_ip_literal(closed_port):
+    from exporter.runner import deadline_result
+    from exporter.service import build_plan
+    plan = build_plan(diagnosing_config(f"127.0.0.1:{closed_port}", f"[::1]:{closed_port}"))
+    cut = deadline_result(plan.targets[0].module, 2.0)  # no address: it never got an outcome
+    scheduler = DiagnosisScheduler(max_in_flight=2)
+    assert scheduler.after_scrape(plan.targets, [cut, cut]) == 2
+    async with asyncio.timeout(60):
+        while scheduler.finished < 2:
+            await asyncio.sleep(0.05)
+    assert scheduler.latest((f"127.0.0.1:{closed_port}", "diag")).target == "127.0.0.1"
+    assert scheduler.latest((f"[::1]:{closed_port}", "diag")).target == "::1"
+    assert len(scheduler.entries(plan.targets)) == 2
+    await scheduler.close()
+
+
+async def test_connected_socket_drops_ip_recverr_and_a_refusal_has_no_icmp(listener, closed_port):
+    from exporter.address import parse_host_port
+    from exporter.probers.connect import connect_target
+    from exporter.probers.resolve import Resolver
+    from exporter.probers.result import ProbeResult
+    module = diagnosing_config().modules["tcp_connect"]
+    resolver = Resolver(max_workers=1)
+    try:
+        loop = asyncio.get_running_loop()
+        result = ProbeResult()
+        sock = await connect_target(result, parse_host_port(f"127.0.0.1:{listener}"), module, loop.time() + 5,
+                                    resolver)
+        assert sock is not None
+        assert sock.getsockopt(socket.IPPROTO_IP, IP_RECVERR) == 0  # an established session rides out ICMP
+        sock.close()
+        refused = ProbeResult()
+        assert await connect_target(refused, parse_host_port(f"127.0.0.1:{closed_port}"), module,
+                                    loop.time() + 5, resolver) is None
+        assert refused.icmp is None  # a TCP reset, not ICMP
+        assert f"connecting to 127.0.0.1:{closed_port}" in refused.detail
+        assert " from 127.0.0.1" not in refused.detail
+    finally:
+        resolver.close()

@@ -147,6 +147,13 @@ def enable_recverr(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
 
 
+def disable_recverr(sock: socket.socket) -> None:
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 0)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 0)
+
+
 def set_ttl(sock: socket.socket, ttl: int) -> None:
     if sock.family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)

@@ -8,6 +8,7 @@ result is shown by the following scrapes. A target that succeeds again loses its
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import deque
@@ -31,6 +32,13 @@ class _Job:
     address: str
     port: int
     source: str | None
+
+
+def _ip_literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
 
 
 class DiagnosisScheduler:
@@ -64,8 +72,17 @@ class DiagnosisScheduler:
             if result.success:
                 self._latest.pop(key, None)
                 continue
+            address = result.address
+            if address is None and result.cut_at_deadline:
+                # Cut at the scrape deadline before any outcome: an IP literal can still be diagnosed.
+                address = _ip_literal(target.address.host)
+                if address is None:
+                    continue
+                if self.submit(key, address, target.address.port, tcp.diagnose_interval, tcp.source_ip_address):
+                    submitted += 1
+                continue
             if wants_diagnosis(result, tcp.diagnose) and self.submit(
-                    key, result.address, target.address.port, tcp.diagnose_interval, tcp.source_ip_address):
+                    key, address, target.address.port, tcp.diagnose_interval, tcp.source_ip_address):
                 submitted += 1
         return submitted
 
@@ -91,8 +108,9 @@ class DiagnosisScheduler:
         latest = self._latest
         if not latest:
             return []
-        return [(target.labels, diagnosis) for target in targets
-                if (diagnosis := latest.get((str(target.address), target.module.name))) is not None]
+        # A module whose diagnose setting was turned off by a reload shows none.
+        return [(target.labels, diagnosis) for target in targets if target.module.tcp.diagnose == "on_failure"
+                and (diagnosis := latest.get((str(target.address), target.module.name))) is not None]
 
     def retain(self, keys: set[Key]) -> None:
         """After a reload: forget targets that are no longer configured."""

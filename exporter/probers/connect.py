@@ -16,7 +16,7 @@ from collections import deque
 
 from exporter.address import HostPort
 from exporter.config import Module
-from exporter.pathdiag.icmp import enable_recverr, read_icmp_errors, who_sent
+from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
 from exporter.probers.resolve import ResolveError, Resolver, literal
 from exporter.probers.result import ProbeResult, TcpState, classify_errno, describe_errno
 
@@ -93,6 +93,9 @@ async def connect_target(result: ProbeResult, target: HostPort, module: Module, 
         result.tcp_state = result.state = state
         if state is TcpState.OPEN:
             connected = True
+            # Connected: from now on an ICMP error would abort the session outright with IP_RECVERR set
+            # (instead of being a soft error TCP rides out), so the option ends with the connect.
+            disable_recverr(sock)
             result.note(f"Connected to {shown}:{target.port} in {seconds * 1000:.2f} ms")
             result.detail = EXPLANATIONS[state]
             return sock
