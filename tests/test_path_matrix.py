@@ -136,12 +136,14 @@ def outcomes(network, tmp_path_factory):
     """Every case through check --json, check (words) and a scrape, all at once."""
     targets = [target for case in CASES for target in (case[1], case[2])]
     config = config_file(tmp_path_factory, targets)
-    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        as_json = dict(zip(targets, pool.map(lambda t: check_json(network, t, config), targets)))
-        as_text = dict(zip(targets, pool.map(lambda t: check_text(network, t, config), targets)))
     exporter = ClientExporter(network, config)
     try:
-        exporter.get("/metrics")  # the scrape that submits the failures
+        exporter.get("/metrics")  # the scrape that submits the failures; diagnoses run meanwhile
+        with ThreadPoolExecutor(max_workers=2 * len(targets)) as pool:
+            json_runs = [pool.submit(check_json, network, target, config) for target in targets]
+            text_runs = [pool.submit(check_text, network, target, config) for target in targets]
+            as_json = {target: run.result() for target, run in zip(targets, json_runs)}
+            as_text = {target: run.result() for target, run in zip(targets, text_runs)}
         deadline = time.monotonic() + 120
         while True:  # diagnoses appear on later scrapes; bounded wait
             text = exporter.get("/metrics")

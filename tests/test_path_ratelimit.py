@@ -60,11 +60,13 @@ def network():
         topology.close()
 
 
-@pytest.mark.parametrize("sysctls", [
-    ("net.ipv4.icmp_ratelimit=2000", "net.ipv6.icmp.ratelimit=2000"),      # per peer: one per 2 s after a burst
-    ("net.ipv4.icmp_msgs_per_sec=1", "net.ipv4.icmp_msgs_burst=1"),         # the whole router: one per second
-], ids=["per-peer ratelimit 2s", "global 1 msg per s"])
-@pytest.mark.parametrize("server", [SERVER4, SERVER6], ids=["IPv4", "IPv6"])
+@pytest.mark.parametrize("sysctls, server", [
+    # per peer: one ICMP error per 2 s after a burst (IPv4 and IPv6)
+    (("net.ipv4.icmp_ratelimit=2000", "net.ipv6.icmp.ratelimit=2000"), SERVER4),
+    (("net.ipv4.icmp_ratelimit=2000", "net.ipv6.icmp.ratelimit=2000"), SERVER6),
+    # the whole router: about one ICMP message per second
+    (("net.ipv4.icmp_msgs_per_sec=1", "net.ipv4.icmp_msgs_burst=1"), SERVER4),
+], ids=["per-peer ratelimit 2s, IPv4", "per-peer ratelimit 2s, IPv6", "global 1 msg per s, IPv4"])
 def test_rate_limited_router_does_not_change_dropped_at_last_hop(network, sysctls, server):
     network.reset()
     network.nft(network.server, SERVER_DROPS_8106)
