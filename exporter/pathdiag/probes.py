@@ -51,16 +51,25 @@ def _sockaddr(family: int, address: str, port: int) -> tuple:
     return (address, port, 0, 0) if family == socket.AF_INET6 else (address, port)
 
 
+def _syns_sent(sock: socket.socket) -> int:
+    """1 + the kernel's SYN retransmissions so far (``tcpi_retransmits`` of TCP_INFO)."""
+    try:
+        return 1 + sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[2]
+    except OSError:
+        return 2  # cannot tell: count the retransmission that may have happened
+
+
 async def tcp_probe(family: int, address: str, port: int, ttl: int, wait: float,
-                    source: str | None = None) -> tuple[Answer, float]:
-    """One SYN with ``ttl``; (its answer, seconds the socket lived). The socket is closed after
-    ``wait`` at the latest: keep ``wait`` under the kernel's first SYN retransmission (1 s)."""
+                    source: str | None = None) -> tuple[Answer, int]:
+    """One SYN with ``ttl``; (its answer, SYNs that left, retransmissions included). The socket is
+    closed after ``wait`` at the latest: keep ``wait`` under the kernel's first SYN retransmission (1 s)."""
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:
         sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     except OSError:
-        return Answer(Reply.ERROR), 0.0
+        return Answer(Reply.ERROR), 0
+    sent = 0
     try:
         enable_recverr(sock)
         set_ttl(sock, ttl)
@@ -68,6 +77,7 @@ async def tcp_probe(family: int, address: str, port: int, ttl: int, wait: float,
             sock.bind((source, 0))
         started = time.perf_counter()
         code = sock.connect_ex(_sockaddr(family, address, port))
+        sent = 1
         stamp = time.perf_counter()
         if code == errno.EINPROGRESS:
             done: asyncio.Future[float] = loop.create_future()
@@ -77,13 +87,14 @@ async def tcp_probe(family: int, address: str, port: int, ttl: int, wait: float,
                 async with asyncio.timeout(wait):
                     stamp = await done
             except TimeoutError:
-                return Answer(Reply.SILENCE), time.perf_counter() - started
+                return Answer(Reply.SILENCE), _syns_sent(sock)
             finally:
                 loop.remove_writer(fd)
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        return tcp_answer(code, read_icmp_errors(sock), address, stamp - started), time.perf_counter() - started
+            sent = _syns_sent(sock)
+        return tcp_answer(code, read_icmp_errors(sock), address, stamp - started), sent
     except OSError:
-        return Answer(Reply.ERROR), time.perf_counter() - started
+        return Answer(Reply.ERROR), sent
     finally:
         sock.close()
 

@@ -24,8 +24,8 @@ from exporter.pathdiag.verdict import decide
 @dataclass(frozen=True, slots=True)
 class DiagnosisSettings:
     max_hops: int = 30
-    # Probe packets per diagnosis, SYN retransmissions included (a TCP probe that lived past the
-    # kernel's 1 s initial RTO is counted twice).
+    # Probe packets per diagnosis, SYN retransmissions included (counted from TCP_INFO; a probe's
+    # socket normally closes before the kernel's first one, at 1 s).
     max_packets: int = 48
     max_seconds: float = 15.0
     tcp_wait: float = 0.9          # under the kernel's first SYN retransmission (1 s)
@@ -34,10 +34,6 @@ class DiagnosisSettings:
     retries: int = 2               # extra tries at a TTL whose answer is in doubt
     pace: float = 1.1              # seconds between tries that ask the same router for an ICMP error
     silent_hops: int = 2           # consecutive hops silent to every probe before giving up
-
-    @property
-    def packets_per_tcp_probe(self) -> int:
-        return 1
 
 
 DEFAULT_SETTINGS = DiagnosisSettings()
@@ -89,8 +85,8 @@ class _Trace:
         settings = self.settings
         if not self._allowed(2, settings.tcp_wait):
             return None
-        answer, lived = await tcp_probe(self.family, self.target, self.port, ttl, settings.tcp_wait, self.source)
-        self.packets += 2 if lived >= 0.98 else 1
+        answer, sent = await tcp_probe(self.family, self.target, self.port, ttl, settings.tcp_wait, self.source)
+        self.packets += sent
         self._noted(answer)
         self.hop(ttl).record("tcp", answer)
         return answer
