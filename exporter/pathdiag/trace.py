@@ -37,6 +37,8 @@ class DiagnosisSettings:
 
 
 DEFAULT_SETTINGS = DiagnosisSettings()
+# Seconds kept at the end of the time budget for an ICMP echo (where unprivileged ping is permitted).
+ECHO_RESERVE = 1.0
 
 
 class _Trace:
@@ -146,8 +148,8 @@ class _Trace:
             if answer.reply in TERMINAL_TCP:
                 terminal = answer
                 break
-            # Silence. Does this hop answer at all?
-            udp = await self.udp_tries(ttl, 1 + settings.retries)
+            # Silence. Does this hop answer at all? (A paced second try gets past a drained ICMP bucket.)
+            udp = await self.udp_tries(ttl, settings.retries)
             if udp is None:
                 return
             if udp.answered:
@@ -188,10 +190,11 @@ class _Trace:
                 return
             ttl += 1
 
-    async def collect_late(self) -> None:
-        """Take answers that arrive late (a router giving up on ARP), within the time budget."""
+    async def collect_late(self, reserve: float) -> None:
+        """Take answers that arrive late (a router giving up on ARP), within the time budget less
+        ``reserve`` seconds."""
         for ttl, probe in self.pending:
-            remaining = self.deadline - self.loop.time()
+            remaining = self.deadline - reserve - self.loop.time()
             if remaining > 0 and not probe.answer.done():
                 try:
                     await asyncio.wait_for(asyncio.shield(probe.answer), remaining)
@@ -220,12 +223,12 @@ async def diagnose(address: str, port: int, *, deadline: float | None = None,
         decision = decide(address, port, list(trace.hops.values()), cut_short=trace.cut_short)
         if decision.verdict is Verdict.UNKNOWN and decision.hops_to_host is None and loop.time() + 1.0 < end:
             # The pending UDP answers may still settle it (e.g. a router's ARP failure, ~3 s).
-            await trace.collect_late()
+            await trace.collect_late(reserve=ECHO_RESERVE)
             decision = decide(address, port, list(trace.hops.values()), cut_short=trace.cut_short)
         echo = None
         if decision.verdict is Verdict.UNKNOWN and Verdict.HOST_DOWN in decision.remaining \
-                and trace.packets < settings.max_packets and loop.time() + 1.0 < end:
-            echo = await echo_probe(family, address, min(1.0, end - loop.time()))
+                and trace.packets < settings.max_packets and loop.time() + 0.5 < end:
+            echo = await echo_probe(family, address, min(ECHO_RESERVE, end - loop.time()))
             if echo is not None:
                 trace.packets += 1
                 decision = decide(address, port, list(trace.hops.values()), host_echo=echo,
