@@ -27,7 +27,7 @@ CASES = [
     ("open port", f"{SERVER4}:8080", f"[{SERVER6}]:8080", "reached", None, None,
      "accepted the connection, 3 hops away; the path is clear"),
     ("closed port", f"{SERVER4}:8107", f"[{SERVER6}]:8107", "reached", SERVER4, SERVER6,
-     "itself answered with a TCP reset from its own hop (3 away)"),
+     "itself answered with a TCP reset from its own hop (3 hops away)"),
     ("drop in r1's forward chain", f"{SERVER4}:8101", f"[{SERVER6}]:8101", "dropped_in_network", R1_4, R1_6,
      "Dropped after {by} (hop 1)"),
     ("drop in r2's forward chain", f"{SERVER4}:8102", f"[{SERVER6}]:8102", "dropped_at_last_hop", R2_4, R2_6,

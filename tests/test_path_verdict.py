@@ -366,3 +366,24 @@ async def test_connected_socket_drops_ip_recverr_and_a_refusal_has_no_icmp(liste
         assert " from 127.0.0.1" not in refused.detail
     finally:
         resolver.close()
+
+
+def run_check(*argv: str) -> subprocess.CompletedProcess:
+    import sys
+    return subprocess.run([sys.executable, "-m", "exporter.cli", "check", *argv], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_check_diagnoses_by_default_and_no_diagnose_skips_it(closed_port):
+    import json
+    diagnosed = json.loads(run_check(f"127.0.0.1:{closed_port}", "--json").stdout)
+    assert diagnosed["path"]["verdict"] == "reached" and diagnosed["path"]["hops_to_host"] == 1
+    assert diagnosed["path"]["hops"][0] == {**diagnosed["path"]["hops"][0], "ttl": 1, "address": "127.0.0.1",
+                                            "reply": "reset"}
+    skipped = json.loads(run_check(f"127.0.0.1:{closed_port}", "--json", "--no-diagnose").stdout)
+    assert skipped["path"] is None
+    text = run_check(f"127.0.0.1:{closed_port}").stdout
+    assert "Path verdict: reached (rejected by 127.0.0.1 (hop 1))" not in text  # a reset by the host is no rejection
+    assert "Path verdict: reached (reached the host)" in text
+    assert "The host 127.0.0.1 itself answered with a TCP reset from its own hop (1 hop away)" in text
+    assert "Path to" not in run_check(f"127.0.0.1:{closed_port}", "--no-diagnose").stdout

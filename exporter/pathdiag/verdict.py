@@ -24,6 +24,10 @@ POSSIBILITIES = {
 }
 
 
+def _hops(count: int) -> str:
+    return f"{count} hop" if count == 1 else f"{count} hops"
+
+
 def _hop_name(address: str | None, ttl: int | None) -> str:
     if address is None:
         return f"hop {ttl}" if ttl else "an unknown device"
@@ -100,7 +104,7 @@ def decide(target: str, port: int, hops: Sequence[HopEvidence], *, host_echo: bo
                             (Verdict.REACHED, Verdict.NETWORK_REJECTED), host_up, common, cut_short)
         if ttl >= hops_to_host:
             return Decision(Verdict.REACHED, f"the host {target} itself answered with a TCP reset from its own hop "
-                            f"({hops_to_host} away): it is up and reachable, but nothing listens on port {port} or "
+                            f"({_hops(hops_to_host)} away): it is up and reachable, but nothing listens on port {port} or "
                             "its own firewall rejects with a reset", blocked_by=target, blocked_at_hop=hops_to_host,
                             **common)
         before = ttl - 1
