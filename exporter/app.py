@@ -14,7 +14,10 @@ from exporter import __version__
 from exporter.access import Denied
 from exporter.address import AddressError, parse_host_port
 from exporter.config import Config, ConfigError, GlobalSettings, default_port, unsupported_reason
+from exporter.deadline import Deadline
 from exporter.exposition import CONTENT_TYPE
+from exporter.pathdiag.hooks import diagnose_inline, wants_diagnosis
+from exporter.pathdiag.render import summary as path_summary
 from exporter.probers.resolve import Resolver
 from exporter.report import debug_report
 from exporter.runner import ProbeRunner
@@ -72,6 +75,7 @@ async def _probe_runner(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         exporter.runner = None
+        await exporter.diagnoses.close()  # background path diagnoses (issue 13)
         resolver.close()
 
 
@@ -157,7 +161,11 @@ async def probe(request: web.Request) -> web.Response:
         raise _bad_request(f"invalid parameter 'debug' {debug[:20]!r}: expected true or false")
 
     budget = min(scrape_budget(request, config.settings), module.timeout)
+    # Path diagnosis (issue 13) runs inline, in what the scrape timeout leaves after the probe.
+    diagnosis_deadline = Deadline.after(scrape_budget(request, config.settings))
     result = await exporter.probe(address, module, budget)
+    if wants_diagnosis(result, module.tcp.diagnose):
+        await diagnose_inline(result, address.port, diagnosis_deadline, source=module.tcp.source_ip_address)
     text = render_single(result, module, exporter.vantage)
     if debug == "true":
         report = debug_report([f"Probe of {address} with module {module.name}"], result, module, text)
@@ -194,12 +202,21 @@ async def landing_page(request: web.Request) -> web.Response:
     refresh = request.query.get("refresh", "")
     seconds = int(refresh) if refresh.isascii() and refresh.isdigit() else 0
     page = render_status_page(version=__version__, config=exporter.config,
+                              path_words=path_words(exporter),
                               rows=exporter.history.latest(exporter.plan.targets),
                               ad_hoc=exporter.history.ad_hoc(exporter.plan.targets),
                               recent=exporter.history.recent, failures=exporter.history.failures,
                               refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None,
                               vantage=exporter.vantage, central_url=exporter.central_url)
     return web.Response(text=page, content_type="text/html")
+
+
+def path_words(exporter: Exporter):
+    """The status page's words for a target's latest path diagnosis (made in the background)."""
+    def words(address, module) -> str | None:
+        diagnosis = exporter.diagnoses.latest((str(address), module.name))
+        return None if diagnosis is None else path_summary(diagnosis)
+    return words
 
 
 async def recorded_probe(request: web.Request) -> web.Response:

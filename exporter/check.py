@@ -21,8 +21,10 @@ from exporter.logs import setup_logging
 from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
-from exporter.probers.maildomain import mail_domain, render_text as mail_domain_text  # issue 16
 from exporter.runner import ProbeRunner
+from exporter.pathdiag.hooks import diagnosable, diagnose_inline
+from exporter.pathdiag.render import hop_table, path_json
+from exporter.pathdiag.trace import DEFAULT_SETTINGS as PATH_SETTINGS
 
 EXIT_SUCCESS, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODULE = "tcp_connect"
@@ -54,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config.file", dest="config_file", metavar="PATH",
                         help="take modules from this configuration file (built-in ones stay available)")
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+    parser.add_argument("--no-diagnose", dest="diagnose", action="store_false",
+                        help="skip the path diagnosis (TCP traceroute and UDP probes of the host, up to "
+                             f"{PATH_SETTINGS.max_packets} packets and {PATH_SETTINGS.max_seconds:g} s)")
     return parser
 
 
@@ -81,13 +86,17 @@ def find_module(name: str, config_file: str | None) -> Module:
     raise UsageError(f"connectivity-exporter check: unknown module {name!r} (available: {', '.join(known)})")
 
 
-async def run_probe(address: HostPort, module: Module) -> ProbeResult:
+async def run_probe(address: HostPort, module: Module, diagnose: bool = False) -> ProbeResult:
     resolver = Resolver(max_workers=2)
     try:
         runner = ProbeRunner(resolver, max_concurrency=1)
-        return await runner.probe(address, module, Deadline.after(module.timeout))
+        result = await runner.probe(address, module, Deadline.after(module.timeout))
     finally:
         resolver.close()
+    if diagnose and diagnosable(result):  # inline, within its own budget (issue 13)
+        await diagnose_inline(result, address.port, asyncio.get_running_loop().time() + PATH_SETTINGS.max_seconds,
+                              source=module.tcp.source_ip_address)
+    return result
 
 
 def printable(text: str) -> str:
@@ -128,18 +137,21 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     explanation = printable(verdict(result, module))
     lines.append(explanation[:1].upper() + explanation[1:])
     lines += prober_lines(result, module)
-    lines += mail_domain_text(result.details)  # mail domains (issue 16): the MX table
+    lines += PROBERS[module.prober].report_lines(result)
     timings = [f"total {result.duration_seconds * 1000:.2f} ms"]
     if result.dns_lookup_seconds:
         timings.insert(0, f"DNS {result.dns_lookup_seconds * 1000:.2f} ms")
     if result.connect_seconds is not None:
         timings.insert(-1, f"connect {result.connect_seconds * 1000:.2f} ms")
     lines.append("Timings: " + ", ".join(timings))
+    if result.path is not None:
+        lines += ["", *hop_table(result.path)]
     return "\n".join(lines) + "\n"
 
 
 def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
-    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "details"}
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
+              if f.name not in ("details", "icmp", "path")}
     document = {
         "target": str(address),
         "module": module.name,
@@ -148,9 +160,13 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
         "verdict": verdict(result, module),
         **fields,
         "details": PROBERS[module.prober].details_json(result),
+                "icmp": None if result.icmp is None else {
+            "type": result.icmp.type, "code": result.icmp.code, "sender": result.icmp.sender,
+            "description": result.icmp.description,
+            "by": "host" if result.address and result.icmp.sent_by_host(result.address) else "network"},
+        "path": None if result.path is None else path_json(result.path),
     }
-    if (domain := mail_domain(result)) is not None:  # mail domains (issue 16): a contract
-        document["mail_domain"] = domain.contract()
+    document.update(PROBERS[module.prober].json_sections(result))
     return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"
 
 
@@ -166,6 +182,6 @@ def main(argv: list[str]) -> int:
     except UsageError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return EXIT_USAGE
-    result = asyncio.run(run_probe(address, module))
+    result = asyncio.run(run_probe(address, module, diagnose=args.diagnose))
     sys.stdout.write(json_report(address, module, result) if args.json else human_report(address, module, result))
     return EXIT_SUCCESS if result.success else EXIT_FAILURE

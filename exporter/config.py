@@ -16,8 +16,9 @@ from typing import Any
 from exporter import schema
 from exporter.address import AddressError, parse_host_port
 from exporter.configfile import ConfigError, load_yaml, read_config_text
-from exporter.model import (DEFAULT_MAX_CONCURRENCY, DEFAULT_SCRAPE_TIMEOUT, DEFAULT_SCRAPE_TIMEOUT_OFFSET, Config,
-                            GlobalSettings, Module, ProbeAccess, RateLimit, TargetConfig)
+from exporter.model import (DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_DIAGNOSES_IN_FLIGHT, DEFAULT_SCRAPE_TIMEOUT,
+                            DEFAULT_SCRAPE_TIMEOUT_OFFSET, Config, GlobalSettings, Module, ProbeAccess, RateLimit,
+                            TargetConfig)
 from exporter.probers.table import PROBERS
 from exporter.schema import INVALID, Errors, Field, join, kind, section
 from exporter.vantage import VANTAGE_LABEL, central_url_problem, vantage_problem
@@ -30,7 +31,8 @@ LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 # Labels the exporter or Prometheus set themselves; a user label of that name would clash.
 RESERVED_LABELS = frozenset({"target", "module", "state", "stage", "capability", "mechanism", "version", "code",
-                             "instance", "job", "le", "quantile", "mx", "preference", VANTAGE_LABEL})
+                             "instance", "job", "le", "quantile", "mx", "preference", VANTAGE_LABEL,
+                             "verdict", "address", "by"})
 
 
 def _checked(problem_of: Callable[[Any], str | None], value: Any, path: str, errs: Errors) -> Any:
@@ -117,6 +119,7 @@ GLOBAL_FIELDS = {
     "default_scrape_timeout": Field(schema.duration(0.001, 600.0), DEFAULT_SCRAPE_TIMEOUT),
     "vantage": Field(lambda value, path, errs: _checked(vantage_problem, value, path, errs), None),
     "central_url": Field(lambda value, path, errs: _checked(central_url_problem, value, path, errs), None),
+    "max_diagnoses_in_flight": Field(schema.integer(1, 256), DEFAULT_MAX_DIAGNOSES_IN_FLIGHT),  # issue 13
 }
 TARGET_FIELDS = {
     "target": Field(schema.string),

@@ -32,6 +32,7 @@ class TargetConfig:
 DEFAULT_MAX_CONCURRENCY = 512
 DEFAULT_SCRAPE_TIMEOUT_OFFSET = 0.5
 DEFAULT_SCRAPE_TIMEOUT = 10.0
+DEFAULT_MAX_DIAGNOSES_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ class GlobalSettings:
     vantage: str | None = None
     # The central (multi-site) view the status page links to (--web.central-url wins).
     central_url: str | None = None
+    # Path diagnoses running at once in the background (issue 13).
+    max_diagnoses_in_flight: int = DEFAULT_MAX_DIAGNOSES_IN_FLIGHT
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,9 @@ from exporter.runner import ProbeRunner, deadline_result
 from exporter.selfmetrics import ExporterMetrics
 from exporter.vantage import VANTAGE_LABEL, Site
 from exporter.workerpool import WorkerPool
+# --- path diagnosis (issue 13) ---
+from exporter.pathdiag.metrics import render_path_families
+from exporter.pathdiag.scheduler import DiagnosisScheduler, SchedulerCollector
 
 log = logging.getLogger("exporter")
 
@@ -66,6 +69,9 @@ class Exporter:
         self.history = ProbeHistory()  # for the status page
         self.plan = self._build_plan(config)
         self.gate = ProbeGate(config.probe_access)
+        # Path diagnoses of failed targets, in the background (issue 13).
+        self.diagnoses = DiagnosisScheduler(config.settings.max_diagnoses_in_flight)
+        metrics.registry.register(SchedulerCollector(self.diagnoses))
         self._reloading = asyncio.Lock()
         self._loaded(config)
 
@@ -111,6 +117,9 @@ class Exporter:
                 # Probes in flight finish on the old runner; new ones use the new limit.
                 self.runner = ProbeRunner(self.runner.resolver, config.settings.max_concurrency)
             self.plan = plan
+            # Path diagnosis (issue 13): the new cap; diagnoses of removed targets are forgotten.
+            self.diagnoses.max_in_flight = config.settings.max_diagnoses_in_flight
+            self.diagnoses.retain({(str(t.address), t.module.name) for t in plan.targets})
             if self.pool is not None:
                 self.pool.set_plan(plan)
             self._loaded(config)
@@ -145,6 +154,9 @@ class Exporter:
         chunks = [chunk.encode() for chunk in render_chunks(
             [(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
             plan.families)]
+        # Path diagnosis (issue 13): failures go to the background; the latest diagnoses are shown.
+        self.diagnoses.after_scrape(plan.targets, results)
+        chunks += [chunk.encode() for chunk in render_path_families(self.diagnoses.entries(plan.targets))]
         self._finish_seconds = loop.time() - probed
         return chunks
 
@@ -193,7 +205,11 @@ def render_single(result: ProbeResult, module: Module, vantage: str | None = Non
     """Metrics of one /probe request: the same families, without target/module labels
     (with the ``vantage`` label when the exporter has one)."""
     families, present = _single_layout(module.prober)
-    return render([(label_prefix(((VANTAGE_LABEL, vantage),)) if vantage else "", result, present)], families)
+    prefix = label_prefix(((VANTAGE_LABEL, vantage),)) if vantage else ""
+    text = render([(prefix, result, present)], families)
+    if result.path is not None:  # a diagnosis run inline for this request
+        text += "".join(render_path_families([(prefix, result.path)]))
+    return text
 
 
 @functools.cache

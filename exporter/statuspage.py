@@ -21,6 +21,7 @@ from exporter.model import Config
 from exporter.probers.table import PROBERS
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.report import debug_report
+from exporter.pathdiag.render import summary as path_summary  # issue 13
 
 MAX_DETAIL = 300
 MAX_ROWS = 2000
@@ -117,7 +118,7 @@ def state_cell(result: ProbeResult) -> str:
 
 
 def status_table(table_id: str, rows: Iterable[Row], now: float, tally: Counter,
-                 max_rows: int = MAX_ROWS) -> list[str]:
+                 max_rows: int = MAX_ROWS, path_words=None) -> list[str]:
     rows = list(rows)
     for _, _, _, result in rows:
         tally[("not probed yet", False) if result is None else (str(result.state), result.success)] += 1
@@ -143,12 +144,22 @@ def status_table(table_id: str, rows: Iterable[Row], now: float, tally: Counter,
         out.append(
             f"{start}{state_cell(result)}"
             f"<td class=num>{ms(result.connect_seconds)}</td>{cells}<td>{age(when, now)}</td>"
-            f"<td class=detail>{esc(truncated(result.detail))}</td>{end}")
+            f"<td class=detail>{esc(truncated(result.detail))}{_path_cell(address, module, result, path_words)}"
+            f"</td>{end}")
     out.append("</tbody></table>")
     if hidden:
         out.append(f"<p>{hidden} more targets, all succeeding, are not shown (the table shows at most "
                    f"{max_rows}, failures first); <a href=\"/metrics\">/metrics</a> has them all.</p>")
     return out
+
+
+def _path_cell(address: HostPort, module, result: ProbeResult, path_words) -> str:
+    """Issue 13: the words of the target's latest path diagnosis, under the detail."""
+    if result.success:
+        return ""
+    words = path_summary(result.path) if result.path is not None else (
+        path_words(address, module) if path_words else None)
+    return f"<br><span class=path>{esc(words)}</span>" if words else ""
 
 
 def summary(tally: Counter) -> str:
@@ -176,13 +187,13 @@ def render_status_page(*, version: str, config: Config,
                        rows: Iterable[Row], ad_hoc: Iterable[Row] = (),
                        recent: Iterable[Recorded], failures: Iterable[Recorded],
                        now: float | None = None, refresh: int | None = None, max_rows: int = MAX_ROWS,
-                       vantage: str | None = None, central_url: str | None = None) -> str:
+                       vantage: str | None = None, central_url: str | None = None, path_words=None) -> str:
     now = time.time() if now is None else now
     example = next(iter(config.targets), None)
     probe_link = (link("/probe", target=str(example.address), module=example.module, debug="true") if example
                   else link("/probe", target="127.0.0.1:22", module="tcp_connect", debug="true"))
     tally: Counter = Counter()
-    table = status_table("targets", rows, now, tally, max_rows)
+    table = status_table("targets", rows, now, tally, max_rows, path_words)
     ad_hoc_tally: Counter = Counter()
     ad_hoc = list(ad_hoc)
     ad_hoc_table = status_table("adhoc", ad_hoc, now, ad_hoc_tally, max_rows) if ad_hoc else []

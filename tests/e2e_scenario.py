@@ -125,7 +125,7 @@ def stack_scenario(workdir: Path, netns: bool) -> dict:
         exporter_config = f"""
 global: {{scrape_timeout_offset: 500ms}}
 modules:
-  tcp_connect: {{prober: tcp, timeout: 2s}}
+  tcp_connect: {{prober: tcp, timeout: 2s, tcp: {{diagnose: on_failure}}}}  # the dashboard's path columns
   tcp_short: {{prober: tcp, timeout: 300ms}}
 {smtp_modules}
 targets:

@@ -57,6 +57,14 @@ def _no_json(result: ProbeResult) -> dict[str, Any] | None:
     return None
 
 
+def _no_blocks(result: ProbeResult) -> list[str]:
+    return []
+
+
+def _no_sections(result: ProbeResult) -> dict[str, Any]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Prober:
     name: str
@@ -84,6 +92,10 @@ class Prober:
     explanations: Callable[[ProbeResult], list[tuple[str, str]]] = _no_explanations
     # The details as JSON-native types for ``check --json`` (a documented, stable schema).
     details_json: Callable[[ProbeResult], dict[str, Any] | None] = _no_json
+    # Longer text a person reads in ``check`` and the debug report, as lines (e.g. a table of MX hosts).
+    report_lines: Callable[[ProbeResult], list[str]] = _no_blocks
+    # Top-level objects of ``check --json`` beside "details" (e.g. "mail_domain"): documented contracts.
+    json_sections: Callable[[ProbeResult], dict[str, Any]] = _no_sections
     # Fact labels the status page shows as columns.
     columns: tuple[str, ...] = ()
     # Built once: every planned target refers to it.

@@ -16,6 +16,7 @@ from collections import deque
 
 from exporter.address import HostPort
 from exporter.model import Module
+from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
 from exporter.probers.resolve import ResolveError, Resolver, literal
 from exporter.probers.result import ProbeResult, TcpState, classify_errno, describe_errno
 
@@ -77,6 +78,8 @@ async def connect_target(result: ProbeResult, target: HostPort, module: Module, 
                 return None
             # SOCK_NONBLOCK: non-blocking from birth, one syscall fewer than setblocking(False).
             sock = socket.socket(resolved.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            # ICMP errors for this SYN are queued with their sender: who rejected (host or network).
+            enable_recverr(sock)
             if tcp.source_ip_address:
                 sock.bind((tcp.source_ip_address, 0))
             code, seconds = await _connect(loop, sock, resolved.sockaddr, deadline)
@@ -90,12 +93,23 @@ async def connect_target(result: ProbeResult, target: HostPort, module: Module, 
         result.tcp_state = result.state = state
         if state is TcpState.OPEN:
             connected = True
+            # Connected: from now on an ICMP error would abort the session outright with IP_RECVERR set
+            # (instead of being a soft error TCP rides out), so the option ends with the connect.
+            disable_recverr(sock)
             result.note(f"Connected to {shown}:{target.port} in {seconds * 1000:.2f} ms")
             result.detail = EXPLANATIONS[state]
             return sock
         reason = "no answer" if code is None else describe_errno(code)
         result.note(f"{reason} after {seconds * 1000:.2f} ms")
-        result.detail = f"{EXPLANATIONS[state]} ({reason} from {shown}:{target.port})"
+        icmp = read_icmp_errors(sock)[:1] if code else []
+        if icmp:
+            result.icmp = icmp[0]
+            sender = f"[{icmp[0].sender}]" if ":" in icmp[0].sender else icmp[0].sender
+            words = f"{icmp[0].description} by {sender} — {who_sent(icmp[0], resolved.ip)}"
+            result.note(f"ICMP {words}")
+            result.detail = f"{EXPLANATIONS[state]}: {words} ({reason} connecting to {shown}:{target.port})"
+        else:
+            result.detail = f"{EXPLANATIONS[state]} ({reason} connecting to {shown}:{target.port})"
         return None
     finally:
         if sock is not None and not connected:

@@ -187,8 +187,13 @@ def with_mail_domains(smtp: Prober) -> Prober:
         details = mail_domain(result)
         return details.contract() if details is not None else smtp.details_json(result)
 
+    def json_sections(result: ProbeResult) -> dict[str, Any]:
+        details = mail_domain(result)
+        return {"mail_domain": details.contract()} if details is not None else smtp.json_sections(result)
+
     return dataclasses.replace(smtp, probe=probe_smtp_target, families=smtp.families + MAIL_DOMAIN_FAMILIES,
-                               facts=facts, explanations=explanations, details_json=details_json)
+                               facts=facts, explanations=explanations, details_json=details_json,
+                               report_lines=lambda result: render_text(result.details), json_sections=json_sections)
 
 
 async def probe_mail_domain(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:

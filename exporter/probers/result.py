@@ -6,7 +6,11 @@ import errno
 import os
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # path diagnosis types (issue 13); annotations only, so no import cost or cycle
+    from exporter.pathdiag.icmp import IcmpReply
+    from exporter.pathdiag.model import PathDiagnosis
 
 
 class TcpState(StrEnum):
@@ -65,6 +69,11 @@ class ProbeResult:
     # The prober's own typed details (e.g. the SMTP dialogue's ``SmtpDetails``); its plugin
     # (``exporter.probers.base.Prober``) is what formats them for metrics and people.
     details: Any = None
+    # --- path diagnosis (issue 13) ---
+    # The ICMP error that ended the connect, with its sender (read from the socket's error queue).
+    icmp: IcmpReply | None = None
+    # A path diagnosis run for this probe (/probe and check run it inline).
+    path: PathDiagnosis | None = None
 
     def note(self, line: str) -> None:
         self.transcript.append(line)

@@ -1,0 +1,85 @@
+"""The diagnosis needs no privileges: ``check`` run as an unprivileged user with no capabilities at
+all (as the Docker image runs: uid 65532), inside the client namespace of the routed test network,
+still reads the ICMP errors with their senders and reaches the right verdicts."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import pytest
+
+from tests.topology import R2_4, R2_6, SERVER4, SERVER6, Topology, in_client, topology_unavailable_reason
+
+pytestmark = pytest.mark.netns
+NOBODY = 65532
+FIREWALL = """table inet pd {
+  chain forward {
+    type filter hook forward priority 0;
+    tcp dport 8103 reject with icmpx type admin-prohibited
+  }
+}
+"""
+SERVER_FIREWALL = """table inet pd {
+  chain input {
+    type filter hook input priority 0;
+    tcp dport 8106 drop
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def network():
+    reason = topology_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    topology = Topology(tag=Topology().tag + "u").build()
+    try:
+        topology.nft(topology.r2, FIREWALL)
+        topology.nft(topology.server, SERVER_FIREWALL)
+        topology.warm_up()
+        yield topology
+    finally:
+        topology.close()
+
+
+@pytest.fixture(scope="module")
+def readable_config():
+    directory = tempfile.mkdtemp(prefix="pd-unpriv-")
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "config.yml")
+    with open(path, "w") as handle:
+        handle.write("modules:\n  diag: {prober: tcp, timeout: 2s, tcp: {diagnose: on_failure}}\n")
+    os.chmod(path, 0o644)
+    yield path
+    os.unlink(path)
+    os.rmdir(directory)
+
+
+def unprivileged(network: Topology, *argv: str):
+    probe = in_client(network, "-c", "import os; print(os.geteuid(), open('/proc/self/status').read()"
+                                     ".split('CapEff:')[1].split()[0])", user=NOBODY)
+    if probe.returncode != 0:
+        pytest.skip(f"this test's Python cannot run as uid {NOBODY} (install it where that user can read it): "
+                    f"{probe.stderr.strip()[:200]}")
+    assert probe.stdout.split() == [str(NOBODY), "0000000000000000"], probe.stdout  # no capability at all
+    return in_client(network, *argv, user=NOBODY)
+
+
+@pytest.mark.parametrize("target, verdict, blocked_by", [
+    (f"{SERVER4}:8103", "network_rejected", R2_4),
+    (f"[{SERVER6}]:8103", "network_rejected", R2_6),
+    (f"{SERVER4}:8106", "dropped_at_last_hop", R2_4),
+    (f"[{SERVER6}]:8106", "dropped_at_last_hop", R2_6),
+])
+def test_check_diagnoses_without_privileges(network, readable_config, target, verdict, blocked_by):
+    done = unprivileged(network, "-m", "exporter.cli", "check", "--json", "--config.file", readable_config,
+                        "--module", "diag", target)
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["path"]["verdict"], result["path"]["blocked_by"]) == (verdict, blocked_by), result["path"]
+    assert result["path"]["hops"][0]["reply"] == "time_exceeded"  # TTL-limited SYNs and their ICMP answers
+    if verdict == "network_rejected":
+        assert result["icmp"]["by"] == "network" and result["icmp"]["sender"] == blocked_by
