@@ -15,8 +15,8 @@ import zlib
 
 from aiohttp import web
 
-# Level 1: bench/config_and_gzip.py on a 10,000-target reply (docs/performance.md) -- level 1
-# already takes the reply down by ~15x for the least CPU; higher levels cost several times the
+# Level 1: bench/config_and_gzip.py on a 10,000-target reply (docs/performance.md): 12.2 MB -> 690 kB in 23 ms;
+# level 6 (zlib's default) gives 554 kB for 72 ms, level 9 546 kB for 210 ms: higher levels cost several times the
 # CPU for a few percent fewer bytes.
 GZIP_LEVEL = 1
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer, not a raw zlib stream
