@@ -72,13 +72,15 @@ class GreetsFromTheSecondConnection:
             self.server.close()
 
 
-SMTP_MODULE = "modules: {{smtp_banner: {{prober: smtp, timeout: 30s, smtp: {{ehlo: probe.test}}}}}}\n"
+def smtp_config(port: int):
+    return parse_config("modules: {smtp_banner: {prober: smtp, timeout: 30s, smtp: {ehlo: probe.test}}}\n"
+                        f"targets: [{{target: '127.0.0.1:{port}', module: smtp_banner}}]\n")
 
 
 async def test_a_longer_deadline_joining_a_shorter_probe_still_gets_its_own_answer():
     server = GreetsFromTheSecondConnection()
     port = await server.start()
-    config = parse_config(SMTP_MODULE.format() + f"targets: [{{target: '127.0.0.1:{port}', module: smtp_banner}}]\n")
+    config = smtp_config(port)
     module, target = config.modules["smtp_banner"], parse_host_port(f"127.0.0.1:{port}")
     resolver = Resolver(max_workers=1)
     runner = ProbeRunner(resolver, max_concurrency=4)
@@ -106,8 +108,7 @@ async def test_a_metrics_scrape_is_not_decided_by_a_shorter_probe_request_in_fli
     server = GreetsFromTheSecondConnection()
     port = await server.start()
     try:
-        client = await make_client(parse_config(
-            SMTP_MODULE.format() + f"targets: [{{target: '127.0.0.1:{port}', module: smtp_banner}}]\n"))
+        client = await make_client(smtp_config(port))
         # Budget 2 s (2.5 s less the 0.5 s offset): a window for the scrape to arrive while it is in flight.
         short = asyncio.ensure_future(client.get("/probe", params={"target": f"127.0.0.1:{port}", "module": "smtp_banner"},
                                                  headers={"X-Prometheus-Scrape-Timeout-Seconds": "2.5"}))
