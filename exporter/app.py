@@ -23,7 +23,7 @@ from exporter.selfmetrics import ExporterMetrics
 from exporter.service import Exporter, render_single
 from exporter.statuspage import render_status_page, render_transcript
 from exporter.webconfig import WebConfig
-from exporter.webconfig import install as install_web_config
+from exporter.webguard import install as install_web_config
 from exporter.workerpool import WorkerOptions, WorkerPool
 
 log = logging.getLogger("exporter.http")
@@ -159,8 +159,8 @@ async def probe(request: web.Request) -> web.Response:
     result = await exporter.probe(address, module, budget)
     text = render_single(result, module)
     if debug == "true":
-        return web.Response(text=debug_report([f"Probe of {address} with module {module.name}"], result, text),
-                            content_type="text/plain", charset="utf-8")
+        report = debug_report([f"Probe of {address} with module {module.name}"], result, module, text)
+        return web.Response(text=report, content_type="text/plain", charset="utf-8")
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -194,6 +194,7 @@ async def landing_page(request: web.Request) -> web.Response:
     seconds = int(refresh) if refresh.isascii() and refresh.isdigit() else 0
     page = render_status_page(version=__version__, config=exporter.config,
                               rows=exporter.history.latest(exporter.plan.targets),
+                              ad_hoc=exporter.history.ad_hoc(exporter.plan.targets),
                               recent=exporter.history.recent, failures=exporter.history.failures,
                               refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None)
     return web.Response(text=page, content_type="text/html")

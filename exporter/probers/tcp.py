@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from exporter.address import HostPort
-from exporter.config import Module
+from exporter.model import Module
+from exporter.probers.base import Prober
 from exporter.probers.connect import connect_target
+from exporter.probers.connect_metrics import CONNECT_FAMILIES
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
+from exporter.probers.tcp_config import TCP_SECTION
 
 
 async def probe_tcp(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
@@ -17,3 +20,14 @@ async def probe_tcp(target: HostPort, module: Module, deadline: float, resolver:
         result.note("Connection closed by the prober")
     result.success = result.tcp_state is TcpState.OPEN
     return result
+
+
+PROBER = Prober(
+    name="tcp",
+    probe=probe_tcp,
+    states=TcpState,
+    error_state=TcpState.ERROR,
+    cut_state=TcpState.TIMEOUT,
+    families=CONNECT_FAMILIES,
+    tcp_section=TCP_SECTION,
+)
