@@ -9,6 +9,7 @@ import asyncio
 
 from exporter.address import parse_host_port
 from exporter.config import parse_config
+from exporter.deadline import Deadline
 from exporter.probers.connect import connect_target
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
@@ -23,7 +24,7 @@ async def test_no_connect_starts_after_the_deadline(listener):
     resolver = Resolver(max_workers=1)
     try:
         loop = asyncio.get_running_loop()
-        sock = await connect_target(result, parse_host_port(f"127.0.0.1:{listener}"), module, loop.time() - 0.001,
+        sock = await connect_target(result, parse_host_port(f"127.0.0.1:{listener}"), module, Deadline(loop.time() - 0.001),
                                     resolver)
     finally:
         resolver.close()
@@ -84,12 +85,11 @@ async def test_a_longer_deadline_joining_a_shorter_probe_still_gets_its_own_answ
     module, target = config.modules["smtp_banner"], parse_host_port(f"127.0.0.1:{port}")
     resolver = Resolver(max_workers=1)
     runner = ProbeRunner(resolver, max_concurrency=4)
-    loop = asyncio.get_running_loop()
     try:
-        short = asyncio.ensure_future(runner.probe(target, module, loop.time() + 2))
+        short = asyncio.ensure_future(runner.probe(target, module, Deadline.after(2)))
         server.first_done = short.done
         await asyncio.wait_for(server.first_connected.wait(), 30)
-        long = asyncio.ensure_future(runner.probe(target, module, loop.time() + 30))
+        long = asyncio.ensure_future(runner.probe(target, module, Deadline.after(30)))
         await asyncio.sleep(0)  # the long probe runs up to its first await: it has joined the shared probe
         assert not short.done()
         short_result = await short
