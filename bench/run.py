@@ -457,7 +457,8 @@ def machine() -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (about a minute)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer, shorter runs (about 2.5 minutes on 2 cores; the full run about 8)")
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="where to write the results")
     parser.add_argument("--sections", default="raw,scrape,probe,deadline,truth",
                         help="comma-separated subset of raw,scrape,probe,deadline,truth")

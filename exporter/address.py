@@ -51,8 +51,7 @@ def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
             raise AddressError(f"target {text!r}: {host!r} is not an IPv6 address") from None
     else:
         if text.count(":") > 1:
-            raise AddressError(f"target {text!r}: write IPv6 addresses in brackets, e.g. [{text}]:PORT" if _is_ipv6(text)
-                               else f"target {text!r}: expected host:port")
+            raise AddressError(_unbracketed_ipv6_hint(text))
         host, sep, port_text = text.partition(":")
         if not sep:
             port_text = None
@@ -71,6 +70,21 @@ def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
         if not 1 <= port <= 65535:
             raise AddressError(f"target {text!r}: port {port} is out of range 1-65535")
     return HostPort(host=str(ip) if ip is not None else host, port=port, ip=ip)
+
+
+def _unbracketed_ipv6_hint(text: str) -> str:
+    """The message for 'a:b:c' without brackets. '::1:9816' is ambiguous: port 9816 of ::1 (what
+    someone who wrote host:port meant) or the address ::1:9816 itself; name both readings."""
+    address, _, last = text.rpartition(":")
+    as_port = last.isascii() and last.isdigit() and 1 <= int(last) <= 65535 and _is_ipv6(address)
+    if as_port and _is_ipv6(text):
+        return (f"target {text!r}: write IPv6 addresses in brackets: [{address}]:{last} for port {last} of "
+                f"{address}, or [{text}]:PORT")
+    if as_port:
+        return f"target {text!r}: write IPv6 addresses in brackets, e.g. [{address}]:{last}"
+    if _is_ipv6(text):
+        return f"target {text!r}: write IPv6 addresses in brackets, e.g. [{text}]:PORT"
+    return f"target {text!r}: expected host:port"
 
 
 def _is_ipv6(text: str) -> bool:

@@ -16,6 +16,7 @@ from exporter.address import AddressError, parse_host_port
 from exporter.config import Config, ConfigError, GlobalSettings, default_port, unsupported_reason
 from exporter.deadline import Deadline
 from exporter.exposition import CONTENT_TYPE
+from exporter.httpgzip import accepts_gzip, write_gzip
 from exporter.pathdiag.hooks import diagnose_inline, wants_diagnosis
 from exporter.pathdiag.render import summary as path_summary
 from exporter.probers.resolve import Resolver
@@ -122,7 +123,10 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     target_chunks = await exporter.scrape(budget)
     # The exporter's own metrics after the probes, so they already count this scrape.
     chunks = [exporter.metrics.exposition(exporter.vantage), *target_chunks]
-    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"})
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        await write_gzip(request, response, chunks)
+        return response
     response.content_length = sum(map(len, chunks))
     await response.prepare(request)
     for chunk in chunks:

@@ -1,4 +1,5 @@
-"""Log output as logfmt (Prometheus' default) or JSON, one line per record.
+"""Log output as logfmt (Prometheus' default) or JSON, one line per record (a message of several
+lines is several records).
 
 Fields come from ``extra=``; a field whose name LogRecord reserves (``module``, ``name``, ...) goes in
 ``extra={"fields": {...}}`` instead, since ``extra`` may not overwrite a record attribute.
@@ -42,14 +43,30 @@ def _logfmt_value(value: object) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _records(record: logging.LogRecord) -> list[dict[str, object]]:
+    """The fields of one log line per line of the message. A message of several lines (a summary
+    ending in ':' and one problem per line, as a failed reload logs them) becomes one record per
+    problem, each with the summary as ``msg`` and the problem as ``detail``: readable, and each
+    line found by grepping for the summary, instead of one line with literal "\\n" inside."""
+    fields = _fields(record)
+    message = str(fields["msg"])
+    if "\n" not in message:
+        return [fields]
+    summary, *details = message.split("\n")
+    summary = summary.rstrip().removesuffix(":")
+    details = [line for line in details if line.strip()] or [""]
+    return [{**fields, "msg": summary, "detail": line} for line in details]
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in _fields(record).items())
+        return "\n".join(" ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
+                         for fields in _records(record))
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_fields(record), default=str, ensure_ascii=False)
+        return "\n".join(json.dumps(fields, default=str, ensure_ascii=False) for fields in _records(record))
 
 
 def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:

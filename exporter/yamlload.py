@@ -3,10 +3,15 @@
 PyYAML's loaders first build a node tree of the whole file (with two position marks per
 node), then Python objects from it: for a 10,000-target config that tree peaks at ~40 MB,
 memory the process keeps for the rest of its life. Building objects event by event keeps
-the peak near the size of the result. Semantics are those of ``yaml.safe_load`` (same
-resolver and scalar constructors, anchors, aliases, merge keys), with two differences that
-suit a config file: a key given twice in one mapping is an error (a merged-in key may be
-overridden), and collection tags such as ``!!set`` are refused.
+the peak near the size of the result (bench/config_and_gzip.py: 10,000 targets load in 0.3 s
+and leave 37 MB of RSS, against 0.6 s and 78 MB for libyaml's CSafeLoader with a strict
+constructor). Semantics are those of ``yaml.safe_load`` (same resolver and scalar
+constructors, anchors, aliases), with three differences that suit a config file: a key given
+twice in one mapping is an error (a merged-in key may be overridden), collection tags such as
+``!!set`` are refused, and merge keys follow the YAML merge-key specification
+(https://yaml.org/type/merge.html) whatever PyYAML version is installed: explicit keys win over
+merged ones, and in ``<<: [*a, *b]`` the earlier mapping wins (PyYAML 6.0.4's ``safe_load``
+lets the later one win).
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def main() -> None:
             violations.append(f"status {status}: {path} {params!r} {headers!r}: {body[:200]!r}")
         if 400 <= status < 500 and (not body.endswith("\n") or "\n" in body[:-1] or "Traceback" in body):
             violations.append(f"reason is not one line: {path} {params!r}: {body[:300]!r}")
-        if elapsed > 3:
+        if elapsed > 8:  # every module times out after 300 ms; the hang guard is 10 s
             violations.append(f"slow ({elapsed:.1f}s): {path} {params!r} {headers!r}")
 
     try:

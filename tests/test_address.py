@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 
 from exporter.address import AddressError, parse_host_port
+from tests.conftest import tcp_config
 
 
 @pytest.mark.parametrize("text, host, port, version", [
@@ -43,6 +44,12 @@ def test_str_round_trips():
     ("db:http", "target 'db:http': port 'http' is not a number"),
     ("db", "target 'db': missing port (expected host:port)"),
     ("::1", "target '::1': write IPv6 addresses in brackets, e.g. [::1]:PORT"),
+    # '::1:9816' is also an IPv6 address: both readings are named, the host:port one first.
+    ("::1:9816", "target '::1:9816': write IPv6 addresses in brackets: [::1]:9816 for port 9816 of ::1, "
+                 "or [::1:9816]:PORT"),
+    ("1:2:3:4:5:6:7:8:25", "target '1:2:3:4:5:6:7:8:25': write IPv6 addresses in brackets, e.g. [1:2:3:4:5:6:7:8]:25"),
+    ("::ffff:192.0.2.1:25", "target '::ffff:192.0.2.1:25': write IPv6 addresses in brackets, e.g. [::ffff:192.0.2.1]:25"),
+    ("a:b:c", "target 'a:b:c': expected host:port"),
     ("[::1:25", "target '[::1:25': missing ']' after the IPv6 address"),
     ("[nothost]:25", "target '[nothost]:25': 'nothost' is not an IPv6 address"),
     ("a b:1", "target 'a b:1' contains whitespace, control characters or '/'; expected host:port"),
@@ -55,3 +62,11 @@ def test_invalid_targets(text, message):
     with pytest.raises(AddressError) as caught:
         parse_host_port(text)
     assert str(caught.value) == message
+
+
+async def test_probe_query_with_an_unbracketed_ipv6_target_suggests_the_brackets(make_client):
+    client = await make_client(tcp_config())
+    response = await client.get("/probe", params={"target": "::1:9816"})
+    assert response.status == 400
+    text = await response.text()
+    assert text.count("\n") == 1 and "[::1]:9816 for port 9816 of ::1" in text

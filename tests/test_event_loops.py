@@ -106,10 +106,10 @@ def test_open_and_refused_on_both_loops(run, listener, closed_port):
 
     opened, refused = run(go)
     assert opened.success and opened.tcp_state is TcpState.OPEN
-    assert 0 < opened.connect_seconds < 1
+    assert 0 < opened.connect_seconds < 2  # within the deadline: answered, not timed out
     assert opened.transcript[-2].startswith(f"Connected to 127.0.0.1:{listener} in ")
     assert not refused.success and refused.tcp_state is TcpState.REFUSED
-    assert 0 < refused.connect_seconds < 1
+    assert 0 < refused.connect_seconds < 2
     assert "ECONNREFUSED" in refused.detail
 
 
@@ -126,7 +126,7 @@ def test_deadline_gives_timeout_and_leaves_no_socket_or_writer(run, full_listene
     result, sock, before, after = run(go)
     assert sock is None
     assert result.tcp_state is TcpState.TIMEOUT
-    assert 0.04 < result.connect_seconds < 1.0
+    assert 0.04 < result.connect_seconds < 4.0  # the probe's 50 ms deadline, not the test's 5 s guard
     assert result.transcript[-1].startswith("no answer after ")
     assert after == before
 

@@ -23,14 +23,19 @@ SCRIPT = r"""
 set -eu
 mount --make-rprivate /
 ip link set lo up
-# The interpreter may live under a home directory only root can enter (pyenv in /root):
-# in this mount namespace only, lay a world-readable /root over it with the interpreter bound back in.
-if [ -n "$HIDDEN_PREFIX" ]; then
-  mkdir -p "$STAGE/prefix"
-  mount --bind "$HIDDEN_PREFIX" "$STAGE/prefix"
+# The interpreter, the venv or the clone may live under /root, which only root can enter (pyenv,
+# a clone in root's home): in this mount namespace only, lay a world-readable /root over it with
+# each of those directories bound back in.
+if [ -n "$HIDDEN_PATHS" ]; then
+  n=0
+  for path in $HIDDEN_PATHS; do
+    n=$((n + 1)); mkdir -p "$STAGE/hidden$n"; mount --bind "$path" "$STAGE/hidden$n"
+  done
   mount -t tmpfs -o mode=755 tmpfs /root
-  mkdir -p "$HIDDEN_PREFIX"
-  mount --bind "$STAGE/prefix" "$HIDDEN_PREFIX"
+  n=0
+  for path in $HIDDEN_PATHS; do
+    n=$((n + 1)); mkdir -p "$path"; mount --bind "$STAGE/hidden$n" "$path"
+  done
 fi
 mount -o remount,bind,ro /
 if touch /probe-write-test 2>/dev/null; then echo "root is still writable" >&2; exit 3; fi
@@ -57,18 +62,43 @@ kill -TERM $pid; wait $pid; echo "exit=$?" >&2
 """
 
 
+def needed_paths() -> list[Path]:
+    """Every directory the unprivileged exporter reads: the real interpreter (a venv's python is a
+    symlink to it; sys.prefix names the venv, not where the interpreter lives), its standard
+    library, the venv's packages and the clone."""
+    interpreter = Path(os.path.realpath(sys.executable)).parent
+    return [interpreter, Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), ROOT]
+
+
+def hidden_under_root(paths: list[Path]) -> list[str]:
+    """The paths under /root (mode 700), outermost only: each is bound back over a readable /root."""
+    under = sorted({path for path in paths if Path("/root") in path.parents}, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for path in under:
+        if not any(outer == path or outer in path.parents for outer in kept):
+            kept.append(path)
+    return [str(path) for path in kept]
+
+
+def test_venv_under_another_prefix_still_finds_the_interpreter_under_root():
+    venv_python_in_work = [Path("/root/.pyenv/versions/3.11.7/bin"), Path("/root/.pyenv/versions/3.11.7"),
+                           Path("/work/venvs/x"), Path("/work/clone")]
+    assert hidden_under_root(venv_python_in_work) == ["/root/.pyenv/versions/3.11.7"]
+    clone_in_root = [Path("/usr/bin"), Path("/usr"), Path("/root/ci/clone/.venv"), Path("/root/ci/clone")]
+    assert hidden_under_root(clone_in_root) == ["/root/ci/clone"]
+
+
 def test_serves_unprivileged_on_a_read_only_root(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root to make mount and network namespaces and to drop to uid 65532")
     for tool in ("unshare", "setpriv", "ip"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (util-linux / iproute2)")
-    prefix = Path(sys.prefix)
-    hidden = ""
-    if str(prefix).startswith("/root/"):
-        hidden = str(prefix)
+    hidden = hidden_under_root(needed_paths())
+    if any(" " in path or "\n" in path for path in hidden):
+        pytest.skip(f"a path under /root contains a space: {hidden}")
     os.chmod(tmp_path, 0o755)
-    env = dict(os.environ, HIDDEN_PREFIX=hidden, STAGE=str(tmp_path), UID_=str(UID), REPO=str(ROOT),
+    env = dict(os.environ, HIDDEN_PATHS="\n".join(hidden), STAGE=str(tmp_path), UID_=str(UID), REPO=str(ROOT),
                PYTHON=sys.executable)
     # The client's PID lookup needs the server's pid: pass it through the environment.
     script = SCRIPT.replace('"$PYTHON" - <<', 'PID=$pid "$PYTHON" - <<')

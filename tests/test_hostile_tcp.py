@@ -41,11 +41,11 @@ async def floods(reader, writer):
 async def test_hostile_server_is_open_and_fast(make_client, handler):
     server, port = await start(handler)
     try:
-        client = await make_client(tcp_config())
-        response = await asyncio.wait_for(client.get("/probe", params={"target": f"127.0.0.1:{port}"}), 5)
+        client = await make_client(tcp_config(timeout="20s"))
+        response = await asyncio.wait_for(client.get("/probe", params={"target": f"127.0.0.1:{port}"}), 60)
         text = await response.text()
     finally:
         server.close()
     assert response.status == 200
     assert state_of(text) == "open"
-    assert value(text, "probe_duration_seconds") < 0.5
+    assert value(text, "probe_duration_seconds") < 5  # the connect's answer, not the 20 s module timeout

@@ -72,7 +72,7 @@ targets:
     try:
         auth = aiohttp.BasicAuth("admin", WEB_PASSWORD)
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            for _ in range(100):  # bounded wait for the listener
+            for _ in range(600):  # bounded wait for the listener (30 s: a loaded machine starts slowly)
                 try:
                     async with http.get("/-/healthy", auth=auth) as response:
                         break

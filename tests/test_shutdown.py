@@ -41,8 +41,9 @@ def test_sigterm_lets_an_in_flight_probe_finish_then_exits_0():
     assert outcome["reply"]["status"] == 200, outcome
     assert 'probe_tcp_state{state="timeout"} 1' in outcome["reply"]["body"]
     assert outcome["exit_code"] == 0
-    assert outcome["reply_after"] < 1.5 + 0.5
-    assert outcome["exit_after"] < 1.5 + 2.0  # the probe's remainder, not the 10 s grace period
+    # The probe's remainder (1.5 s), not the 10 s grace period; generous for a loaded machine.
+    assert outcome["reply_after"] < 1.5 + 5
+    assert outcome["exit_after"] < 1.5 + 6
     assert "msg=\"shutting down: no new connections, in-flight scrapes get up to 10s\"" in outcome["log"]
 
 
@@ -50,6 +51,6 @@ def test_the_grace_period_bounds_the_wait_for_a_slow_scrape():
     outcome = run_scenario(grace="300ms", probe_timeout="20s")
     assert outcome["in_flight"], outcome["log"]
     assert outcome["exit_code"] == 0
-    assert outcome["exit_after"] < 0.3 + 2.0  # far below the probe's 20 s
+    assert outcome["exit_after"] < 0.3 + 8  # the 300 ms grace period, far below the probe's 20 s
     assert "status" not in outcome["reply"]  # the unfinished scrape was cut, not answered with a result
     assert "error" in outcome["reply"]

@@ -20,6 +20,12 @@ from tests.smtp_servers import FloodProcess, Pki, Script, probe
 servers = smtp_servers.servers  # the fixture
 
 
+# Wall-clock bounds here only tell "ended by the deadline (or at once)" from "waited for the hostile
+# server" (which stalls for an hour) or "waited for a much longer module timeout": they are many
+# times the expected time, so a loaded machine cannot make them fail.
+FAR_BELOW = 10.0  # seconds; the module timeout is 60 s where a test shows that the probe did not wait for it
+
+
 async def timed_probe(port: int, smtp: str = "{}", timeout: str = "2s"):
     started = time.perf_counter()
     result = await probe(port, smtp, timeout)
@@ -164,7 +170,7 @@ async def test_timeout_after_the_greeting(servers):
 
     result, took = await timed_probe(await servers.start(stall_after_greeting), timeout="200ms")
     assert result.state == "timeout"
-    assert took < 0.5
+    assert 0.15 < took < FAR_BELOW  # at the 200 ms deadline, not after the server's hour
     # The verdict names the command that got no answer.
     assert result.detail.startswith("the server did not answer EHLO ")
     assert result.details.stalled_at.startswith("EHLO ")
@@ -179,7 +185,7 @@ async def test_greeting_that_never_comes(servers):
     result, took = await timed_probe(await servers.start(silent), timeout="200ms")
     assert result.state == "banner_timeout"
     assert result.tcp_state == "open"
-    assert 0.15 < took < 0.5
+    assert 0.15 < took < FAR_BELOW
 
 
 async def test_greeting_trickling_a_byte_at_a_time(servers):
@@ -187,24 +193,24 @@ async def test_greeting_trickling_a_byte_at_a_time(servers):
         for byte in b"220 mx.test a very slow greeting\r\n":
             writer.write(bytes([byte]))
             await writer.drain()
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(1)  # the whole greeting would take over 30 s
 
     result, took = await timed_probe(await servers.start(trickle), timeout="200ms")
     assert result.state == "banner_timeout"
-    assert took < 0.5
+    assert took < FAR_BELOW
 
 
 async def test_one_mebibyte_line_without_newline():
     with FloodProcess(b"220 " + b"A" * (1024 * 1024)) as port:
         tracemalloc.start()
         try:
-            result, took = await timed_probe(port, timeout="2s")
+            result, took = await timed_probe(port, timeout="60s")
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
     assert result.state == "protocol_error"
     assert f"longer than {MAX_LINE_BYTES} bytes" in result.detail
-    assert took < 0.5
+    assert took < FAR_BELOW  # at once, not at the 60 s deadline
     # One socket read (asyncio reads up to 256 KiB at once) plus the line bound, not the whole line.
     assert peak < 600 * 1024, f"peak {peak} bytes: the line was buffered"
 
@@ -218,10 +224,10 @@ async def test_endless_continuation_lines(servers):
             await writer.drain()
             await asyncio.sleep(0)  # loopback never pushes back, so let the prober run
 
-    result, took = await timed_probe(await servers.start(endless))
+    result, took = await timed_probe(await servers.start(endless), timeout="60s")
     assert result.state == "protocol_error"
     assert "more than 100 lines" in result.detail
-    assert took < 0.5
+    assert took < FAR_BELOW  # at once, not at the 60 s deadline
     assert len(result.transcript) <= 201
 
 
@@ -284,11 +290,11 @@ async def test_starttls_handshake_failure(servers):
         writer.write(b"this is not TLS at all\r\n" * 4)
         await writer.drain()
 
-    result, took = await timed_probe(await servers.start(fake_tls), "{starttls: opportunistic}")
+    result, took = await timed_probe(await servers.start(fake_tls), "{starttls: opportunistic}", timeout="60s")
     assert result.state == "tls_error"
     assert "TLS handshake failed" in result.detail
     assert "not TLS where TLS was expected" in result.detail or "plain text where TLS" in result.detail
-    assert took < 1.0
+    assert took < FAR_BELOW  # at once, not at the 60 s deadline
 
 
 async def test_starttls_handshake_that_stalls(servers):
@@ -303,7 +309,7 @@ async def test_starttls_handshake_that_stalls(servers):
     result, took = await timed_probe(await servers.start(no_tls), "{starttls: required}", timeout="200ms")
     assert result.state == "timeout"
     assert result.detail.startswith("the server did not answer the TLS handshake after STARTTLS")
-    assert took < 0.5
+    assert 0.15 < took < FAR_BELOW  # at the 200 ms deadline, not after the server's hour
 
 
 async def test_data_pushed_after_starttls_reply_is_refused(servers):
@@ -332,7 +338,7 @@ async def test_silence_after_quit_does_not_hold_a_finished_probe(servers, monkey
         await reader.readline()  # QUIT
         await asyncio.sleep(3600)
 
-    result, took = await timed_probe(await servers.start(mute_at_quit), "{starttls: no}", timeout="5s")
+    result, took = await timed_probe(await servers.start(mute_at_quit), "{starttls: no}", timeout="60s")
     assert result.state == "ok"
     assert any(line.startswith("No clean reply to QUIT") for line in result.transcript)
-    assert took < 0.5
+    assert took < FAR_BELOW  # QUIT_WAIT after QUIT, not the 60 s deadline

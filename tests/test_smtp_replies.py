@@ -96,7 +96,7 @@ async def test_deadline_bounds_a_silent_server(servers):
         await read_from(servers, b"220-first\r\n", timeout=0.2, close=False)
     assert isinstance(caught.value, TimeoutError)  # catchable as the built-in too
     assert "got 1 complete lines" in str(caught.value)
-    assert loop.time() - started < 1.0
+    assert loop.time() - started < 5.0  # the 200 ms deadline: the server stays silent for good
 
 
 def test_parse_line():

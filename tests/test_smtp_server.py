@@ -60,7 +60,7 @@ async def test_plain_session(servers):
     assert details.replies["banner"].code == 220 and details.replies["quit"].code == 221
     assert {"SIZE", "8BITMIME"} <= details.capabilities and "STARTTLS" not in details.capabilities
     assert details.size_limit == 33554432
-    assert 0 < details.banner_seconds < 1
+    assert 0 < details.banner_seconds < 5  # measured, and below the module timeout
     assert "C: EHLO probe.example.com" in result.transcript
     assert details.tls is None and not details.encrypted
 
