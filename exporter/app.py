@@ -51,6 +51,7 @@ def create_app(config: Config, *, registry: CollectorRegistry | None = None,
     app[WORKERS] = workers or WorkerOptions()
     app.cleanup_ctx.append(_probe_runner)
     app.cleanup_ctx.append(_probe_workers)
+    app.cleanup_ctx.append(_continuous_probing)
     app.router.add_get("/", landing_page)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
@@ -86,6 +87,16 @@ async def _probe_workers(app: web.Application) -> AsyncIterator[None]:
     finally:
         exporter.pool = None
         await pool.close()
+
+
+async def _continuous_probing(app: web.Application) -> AsyncIterator[None]:
+    """Background probing of targets with an interval (exporter/continuous.py), after the runner."""
+    exporter = app[EXPORTER]
+    exporter.continuous.start(lambda: exporter.runner)
+    try:
+        yield
+    finally:
+        await exporter.continuous.stop()
 
 
 def _bad_request(reason: str) -> web.HTTPBadRequest:

@@ -22,6 +22,8 @@ import yaml
 from exporter.address import AddressError, HostPort, is_host_name, parse_host_port
 from exporter import yamlload
 from exporter.durations import parse_duration
+from exporter.histogram import (DEFAULT_BANNER_BUCKETS, DEFAULT_CONNECT_BUCKETS, DEFAULT_DURATION_BUCKETS,
+                                MAX_BUCKETS, HistogramBuckets)
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_LABEL_VALUE_LENGTH = 1024
@@ -127,6 +129,9 @@ class Module:
     timeout: float = 5.0
     tcp: TcpSettings = TcpSettings()
     smtp: SmtpSettings | None = None     # set for prober: smtp
+    # Continuous probing (docs/continuous.md): probe every `interval` seconds in the background.
+    interval: float | None = None
+    histogram_buckets: HistogramBuckets | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +139,7 @@ class TargetConfig:
     address: HostPort
     module: str
     labels: tuple[tuple[str, str], ...] = ()
+    interval: float | None = None        # continuous probing; overrides the module's interval
 
 
 DEFAULT_MAX_CONCURRENCY = 512
@@ -445,9 +451,56 @@ PROBER_SECTIONS: dict[str, dict[str, tuple[Mapping[str, Field], type]]] = {
     "tcp": {"tcp": (TCP_FIELDS, TcpSettings)},
     "smtp": {"tcp": (TCP_FIELDS, TcpSettings), "smtp": (SMTP_FIELDS, SmtpSettings)},
 }
+
+
+# --- continuous probing (docs/continuous.md) ---------------------------------------------------
+
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 86400.0
+
+
+def _bucket_bounds(value: Any, path: str, errs: _Errors) -> Any:
+    if not isinstance(value, list) or not value:
+        return errs.add(path, "expected a non-empty list of increasing upper bounds in seconds, "
+                              f"such as [0.001, 0.01, 0.1], got {_kind(value)}")
+    if len(value) > MAX_BUCKETS:
+        return errs.add(path, f"{len(value)} buckets are more than {MAX_BUCKETS} (each costs a series per target)")
+    bounds: list[float] = []
+    for index, bound in enumerate(value):
+        where = f"{path}[{index}]"
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound < float("inf"):
+            return errs.add(where, f"expected a number of seconds above 0, got {bound!r}")
+        if bounds and bound <= bounds[-1]:
+            return errs.add(where, f"{bound!r} is not above the previous bound {bounds[-1]!r} (bounds must increase)")
+        bounds.append(float(bound))
+    return tuple(bounds)
+
+
+HISTOGRAM_BUCKET_FIELDS = {
+    "connect": Field(_bucket_bounds, DEFAULT_CONNECT_BUCKETS),
+    "banner": Field(_bucket_bounds, DEFAULT_BANNER_BUCKETS),
+    "duration": Field(_bucket_bounds, DEFAULT_DURATION_BUCKETS),
+}
+CONTINUOUS_MODULE_FIELDS = {
+    "interval": Field(_duration(MIN_INTERVAL, MAX_INTERVAL), None),
+    "histogram_buckets": Field(lambda value, path, errs: value, None),
+}
+
+
+def _histogram_buckets(raw: Any, prober: str, path: str, errs: _Errors) -> Any:
+    if raw is None:
+        return None
+    if isinstance(raw, dict) and "banner" in raw and prober != "smtp":
+        return errs.add(_join(path, "banner"), f"not used by prober {prober!r} (only the smtp prober reads a banner)")
+    fields = _section(raw, path, HISTOGRAM_BUCKET_FIELDS, errs)
+    return _INVALID if fields is _INVALID else HistogramBuckets(**fields)
+
+# --- end of continuous probing -------------------------------------------------------------------
+
+
 MODULE_FIELDS = {
     "prober": Field(_choice(*PROBER_SECTIONS)),
     "timeout": Field(_duration(0.001, 600.0), 5.0),
+    **CONTINUOUS_MODULE_FIELDS,
     **{section: Field(lambda value, path, errs: value, None)
        for sections in PROBER_SECTIONS.values() for section in sections},
 }
@@ -460,6 +513,7 @@ TARGET_FIELDS = {
     "target": Field(_string),
     "module": Field(_string),
     "labels": Field(_labels, ()),
+    "interval": Field(_duration(MIN_INTERVAL, MAX_INTERVAL), None),  # continuous probing
 }
 def _list_of(item: Parser) -> Parser:
     def parse(value: Any, path: str, errs: _Errors) -> Any:
@@ -552,7 +606,7 @@ def _module(name: Any, raw: Any, errs: _Errors) -> Module | object:
         return _INVALID
     prober = fields["prober"]
     settings: dict[str, Any] = {}
-    for section in MODULE_FIELDS.keys() - {"prober", "timeout"}:
+    for section in MODULE_FIELDS.keys() - {"prober", "timeout", *CONTINUOUS_MODULE_FIELDS}:
         owned = PROBER_SECTIONS[prober].get(section)
         if owned is None:
             if fields[section] is not None:
@@ -561,9 +615,11 @@ def _module(name: Any, raw: Any, errs: _Errors) -> Module | object:
         section_fields, cls = owned
         parsed = _section(fields[section], _join(path, section), section_fields, errs)
         settings[section] = _INVALID if parsed is _INVALID else _build(cls, parsed, _join(path, section), errs)
-    if any(value is _INVALID for value in settings.values()):
+    buckets = _histogram_buckets(fields["histogram_buckets"], prober, _join(path, "histogram_buckets"), errs)
+    if buckets is _INVALID or any(value is _INVALID for value in settings.values()):
         return _INVALID
-    return Module(name=name, prober=prober, timeout=fields["timeout"], **settings)
+    return Module(name=name, prober=prober, timeout=fields["timeout"], interval=fields["interval"],
+                  histogram_buckets=buckets, **settings)
 
 
 def _build(cls: type, values: dict[str, Any], path: str, errs: _Errors) -> Any:
@@ -604,7 +660,8 @@ def _targets(raw: Any, modules: Mapping[str, Module], modules_ok: bool, errs: _E
                            f"(first at targets[{seen[key]}])")
             continue
         seen[key] = index
-        targets.append(TargetConfig(address=address, module=module.name, labels=fields["labels"]))
+        targets.append(TargetConfig(address=address, module=module.name, labels=fields["labels"],
+                                    interval=fields["interval"]))
     return targets
 
 

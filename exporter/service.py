@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from exporter.access import ProbeGate
 from exporter.address import HostPort
 from exporter.config import Config, ConfigError, Module, load_config
+from exporter.continuous import ContinuousProber
 from exporter.exposition import Family, label_prefix, render, render_chunks
 from exporter.history import ProbeHistory
 from exporter.probers.result import ProbeResult
@@ -38,18 +39,27 @@ class PlannedTarget:
 @dataclass(frozen=True)
 class Plan:
     config: Config
-    targets: tuple[PlannedTarget, ...]
+    targets: tuple[PlannedTarget, ...]  # probed when scraped
     families: tuple[Family, ...]
+    # Probed in the background every interval seconds (exporter/continuous.py); a scrape reads them.
+    continuous: tuple[tuple[PlannedTarget, float], ...] = ()
 
 
 def build_plan(config: Config) -> Plan:
     targets = []
+    continuous = []
     for target in config.targets:
         module = config.modules[target.module]
         labels = label_prefix((("target", str(target.address)), ("module", module.name), *target.labels))
-        targets.append(PlannedTarget(target.address, module, labels, PROBERS[module.prober].family_set))
-    probers = [PROBERS[name] for name in dict.fromkeys(t.module.prober for t in targets)]
-    return Plan(config, tuple(targets), tuple(families_in_order(probers)))
+        planned = PlannedTarget(target.address, module, labels, PROBERS[module.prober].family_set)
+        interval = target.interval if target.interval is not None else module.interval
+        if interval is None:
+            targets.append(planned)
+        else:
+            continuous.append((planned, interval))
+    modules = [t.module for t in targets] + [t.module for t, _ in continuous]
+    probers = [PROBERS[name] for name in dict.fromkeys(module.prober for module in modules)]
+    return Plan(config, tuple(targets), tuple(families_in_order(probers)), tuple(continuous))
 
 
 class Exporter:
@@ -60,6 +70,8 @@ class Exporter:
         self.history = ProbeHistory()  # for the status page
         self.plan = build_plan(config)
         self.gate = ProbeGate(config.probe_access)
+        self.continuous = ContinuousProber(metrics.registry)  # started by the app (cleanup context)
+        self.continuous.update(self.plan.continuous)
         self._reloading = asyncio.Lock()
         self._loaded(config)
 
@@ -92,6 +104,7 @@ class Exporter:
                 # Probes in flight finish on the old runner; new ones use the new limit.
                 self.runner = ProbeRunner(self.runner.resolver, config.settings.max_concurrency)
             self.plan = plan
+            self.continuous.update(plan.continuous)  # keeps the counters of unchanged targets
             if self.pool is not None:
                 self.pool.set_plan(plan)
             self._loaded(config)
@@ -123,9 +136,13 @@ class Exporter:
         self.metrics.scrape_duration.labels("metrics").observe(probed - started)
         self._count(results, plan.targets)
         self.history.record_scrape(plan.targets, results, time.time())
+        # Continuous targets are only read: their latest result joins the gauges (a family's lines
+        # must stay together), then their counters and histograms follow.
+        self.metrics.count_probes(self.continuous.take_outcomes())
         chunks = [chunk.encode() for chunk in render_chunks(
-            [(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
-            plan.families)]
+            [(target.labels, result, target.families) for target, result in zip(plan.targets, results)]
+            + self.continuous.latest_results(), plan.families)]
+        chunks.extend(chunk.encode() for chunk in self.continuous.render())
         self._finish_seconds = loop.time() - probed
         return chunks
 
