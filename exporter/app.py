@@ -14,6 +14,7 @@ from exporter import __version__
 from exporter.access import Denied
 from exporter.address import AddressError, parse_host_port
 from exporter.config import Config, ConfigError, GlobalSettings, default_port
+from exporter.continuous_status import continuous_section
 from exporter.exposition import CONTENT_TYPE
 from exporter.probers.resolve import Resolver
 from exporter.report import debug_report
@@ -200,7 +201,9 @@ async def landing_page(request: web.Request) -> web.Response:
     refresh = request.query.get("refresh", "")
     seconds = int(refresh) if refresh.isascii() and refresh.isdigit() else 0
     page = render_status_page(version=__version__, config=exporter.config,
-                              rows=exporter.history.latest(exporter.plan.targets),
+                              rows=[*exporter.history.latest(exporter.plan.targets),
+                                    *exporter.continuous.latest_rows()],
+                              sections=continuous_section(exporter.continuous),
                               recent=exporter.history.recent, failures=exporter.history.failures,
                               refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None)
     return web.Response(text=page, content_type="text/html")

@@ -276,6 +276,11 @@ class ContinuousProber:
         """(labels, latest result, families) of every target probed at least once, for the gauges."""
         return [(entry.labels, entry.latest, entry.families) for entry in self.targets if entry.latest is not None]
 
+    def latest_rows(self) -> Iterator[tuple[HostPort, Module, float | None, ProbeResult | None]]:
+        """Status page rows (address, module, when, latest result), as ``ProbeHistory.latest`` gives."""
+        for entry in self.targets:
+            yield entry.address, entry.module, entry.latest_at, entry.latest
+
     def render(self) -> Iterator[str]:
         return render_tallies([(entry.labels, entry.tally) for entry in self.targets])
 

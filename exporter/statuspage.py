@@ -165,7 +165,9 @@ def history_table(table_id: str, entries: Iterable[Recorded], now: float) -> lis
 def render_status_page(*, version: str, config: Config,
                        rows: Iterable[tuple[HostPort, Module, float | None, ProbeResult | None]],
                        recent: Iterable[Recorded], failures: Iterable[Recorded],
-                       now: float | None = None, refresh: int | None = None, max_rows: int = MAX_ROWS) -> str:
+                       now: float | None = None, refresh: int | None = None, max_rows: int = MAX_ROWS,
+                       sections: Iterable[str] = ()) -> str:
+    """``sections``: more HTML after the targets table (the continuous targets' section)."""
     now = time.time() if now is None else now
     example = next(iter(config.targets), None)
     probe_link = (link("/probe", target=str(example.address), module=example.module, debug="true") if example
@@ -191,9 +193,10 @@ def render_status_page(*, version: str, config: Config,
         "</ul>",
         "<h2>Targets</h2>",
         "<p>Latest result of each target, from the last scrape of <code>/metrics</code> or "
-        "<code>/probe</code>.</p>",
+        "<code>/probe</code> (continuous targets: their latest background probe).</p>",
         f"<p class=summary>{summary}</p>",
         *table,
+        *sections,
         "<h2>Recent probes</h2>",
         *history_table("recent", reversed(list(recent)), now),
         "<h2>Recent failures</h2>",
