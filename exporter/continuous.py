@@ -153,7 +153,7 @@ class ContinuousProber:
                 entry = ContinuousTarget(item, interval, TargetTally(layout))
             else:
                 if entry.tally.layout is not layout:
-                    entry.tally = TargetTally(layout)
+                    entry.tally = entry.tally.relaid(layout)
                     entry.snapshots = [(time.time(), entry.tally.window_counts())]
                 if entry.interval != interval:
                     entry.tick = 0.0  # rescheduled on its phase for the new interval

@@ -104,6 +104,15 @@ class TargetTally:
         self.counts[layout.hist_base[which] + bisect_left(layout.bounds[which], value)] += 1
         self.sums[which] += value
 
+    def relaid(self, layout: Layout) -> TargetTally:
+        """A tally for new buckets: the state counters carry over (same states), the histograms restart."""
+        fresh = TargetTally(layout)
+        if layout.states == self.layout.states:
+            keep = len(layout.states) + 2
+            fresh.counts[:keep] = self.counts[:keep]
+            fresh.last_state, fresh.consecutive_failures = self.last_state, self.consecutive_failures
+        return fresh
+
     def skip(self) -> None:
         self.counts[len(self.layout.states) + 1] += 1
 
