@@ -468,7 +468,10 @@ def _bucket_bounds(value: Any, path: str, errs: _Errors) -> Any:
     for index, bound in enumerate(value):
         where = f"{path}[{index}]"
         if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound < float("inf"):
-            return errs.add(where, f"expected a number of seconds above 0, got {bound!r}")
+            hint = ""
+            if isinstance(bound, str) and re.fullmatch(r"[0-9]+[eE][-+]?[0-9]+", bound):
+                hint = " (YAML reads an exponent without a decimal point as text: write 0.00002, not 2e-05)"
+            return errs.add(where, f"expected a number of seconds above 0, got {bound!r}{hint}")
         if bounds and bound <= bounds[-1]:
             return errs.add(where, f"{bound!r} is not above the previous bound {bounds[-1]!r} (bounds must increase)")
         bounds.append(float(bound))
