@@ -357,3 +357,42 @@ targets:
         assert value(text, "connectivity_exporter_probes_total", module="on_scrape", state="open") == expected
     assert value(text, "probe_success", module="on_scrape") == 1
     assert not [key for key in samples(text) if key[0] == "probe_results_total" and ("module", "on_scrape") in key[1]]
+
+
+def test_with_probe_workers_continuous_targets_run_in_the_serving_process(tmp_path, listener, closed_port):
+    """--runtime.probe-processes=2: scrape-time targets go to the worker, continuous ones keep running here."""
+    import signal
+    import time
+
+    from tests.exporter_process import free_port, http, start_exporter
+
+    config = tmp_path / "config.yml"
+    config.write_text(f"""modules:
+  on_scrape: {{prober: tcp, timeout: 2s}}
+  fast: {{prober: tcp, timeout: 2s, interval: 200ms}}
+targets:
+  - {{target: "127.0.0.1:{listener}", module: on_scrape}}
+  - {{target: "127.0.0.1:{closed_port}", module: on_scrape}}
+  - {{target: "127.0.0.1:{closed_port}", module: fast}}
+""")
+    port = free_port()
+    process = start_exporter(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
+                             "--runtime.probe-processes=2")
+    try:
+        process.wait_for_log("probe worker 1 ready")
+        deadline = time.monotonic() + 30
+        while True:
+            status, text, _ = http("GET", f"http://127.0.0.1:{port}/metrics")
+            assert status == 200
+            if results_total(text) >= 5 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert value(text, "probe_results_total", state="refused") == results_total(text) >= 5
+        assert value(text, "probe_success", target=f"127.0.0.1:{listener}") == 1
+        assert value(text, "probe_tcp_state", target=f"127.0.0.1:{closed_port}", module="on_scrape",
+                     state="refused") == 1
+        assert value(text, "connectivity_exporter_probe_workers") == 1
+        process.signal(signal.SIGTERM)
+        assert process.wait() == 0
+    finally:
+        process.stop()
