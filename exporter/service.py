@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
 from collections import Counter as Tally
@@ -139,10 +140,14 @@ class Exporter:
         # Continuous targets are only read: their latest result joins the gauges (a family's lines
         # must stay together), then their counters and histograms follow.
         self.metrics.count_probes(self.continuous.take_outcomes())
-        chunks = [chunk.encode() for chunk in render_chunks(
+        pieces = render_chunks(
             [(target.labels, result, target.families) for target, result in zip(plan.targets, results)]
-            + self.continuous.latest_results(), plan.families)]
-        chunks.extend(chunk.encode() for chunk in self.continuous.render())
+            + self.continuous.latest_results(), plan.families)
+        if self.continuous.targets:
+            # Rendering 10,000 continuous targets takes ~0.5 s: let their ticks fire between pieces.
+            chunks = await self.continuous.encode_yielding(itertools.chain(pieces, self.continuous.render()))
+        else:
+            chunks = [chunk.encode() for chunk in pieces]
         self._finish_seconds = loop.time() - probed
         return chunks
 
