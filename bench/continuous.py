@@ -117,6 +117,7 @@ def measure(native: tools.NativeTools, count: int, seconds: float, workdir: Path
         exporter = tools.start_exporter(config_text(count, target_port), exporter_port, "auto", workdir)
         startup = time.monotonic() - started
         time.sleep(INTERVAL + 2)  # warm-up: every target probed once
+        rss_before_scrapes = exporter.memory_mb()["rss_mb"]  # the targets' state, before any scrape's text
         _, body, _ = tools.http_get(exporter_port, "/metrics")
         before, cpu_before, t_before = read_counts(body), exporter.cpu_seconds(), time.monotonic()
         acceptor_cpu_before = acceptor.cpu_seconds()
@@ -156,6 +157,8 @@ def measure(native: tools.NativeTools, count: int, seconds: float, workdir: Path
         "rss_mb_max": round(max(rss), 1) if rss else None,
         "probes_per_second": round(ran / window, 1), "ran_share": round(ran / scheduled, 4),
         "failed": ran - results.get("open", 0.0),
+        "failed_by_state": {state: n for state, n in results.items() if n and state != "open"},
+        "rss_mb_before_scrapes": round(rss_before_scrapes, 1),
         "skipped": after["skipped"] - before["skipped"], "missed_ticks": after["missed"] - before["missed"],
         "late_p50_ms": round(1000 * (quantile(0.5, lateness_bounds, late) or 0), 2),
         "late_p99_ms": round(1000 * (quantile(0.99, lateness_bounds, late) or 0), 2),
