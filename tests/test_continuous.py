@@ -212,12 +212,13 @@ async def test_a_scrape_of_continuous_targets_never_probes(make_client):
     server = CountingServer()
     port = await server.start()
     try:
-        # An hour's interval: the first background tick is (almost surely) far away.
+        # A day's interval: the first tick is at a hashed phase of the day, within these few seconds
+        # with a chance of ~1 in 40,000.
         client = await make_client(parse_config(f"""
 modules:
-  hourly: {{prober: tcp, interval: 1h}}
+  daily: {{prober: tcp, interval: 1d}}
 targets:
-  - {{target: "127.0.0.1:{port}", module: hourly}}
+  - {{target: "127.0.0.1:{port}", module: daily}}
 """))
         texts = [await scrape(client) for _ in range(3)]
         assert server.accepted == 0
@@ -225,7 +226,7 @@ targets:
         assert results_total(text) == 0
         assert value(text, "probe_results_total", state="open") == 0
         assert value(text, "probe_tcp_connect_time_seconds_count") == 0
-        assert ("probe_success", frozenset({("target", f"127.0.0.1:{port}"), ("module", "hourly")})) \
+        assert ("probe_success", frozenset({("target", f"127.0.0.1:{port}"), ("module", "daily")})) \
             not in samples(text)  # no latest result yet: no gauges rather than invented ones
         assert value(text, "connectivity_exporter_continuous_targets") == 1
     finally:
