@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import socket
 import statistics
@@ -24,14 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.address import HostPort, parse_host_port  # noqa: E402
-from exporter.cli import new_event_loop  # noqa: E402
 from exporter.config import Module  # noqa: E402
-from exporter.exposition import COMMON_FAMILIES, TCP_FAMILIES  # noqa: E402
+from exporter.deadline import Deadline  # noqa: E402
 from exporter.probers.connect import connect_target  # noqa: E402
 from exporter.probers.resolve import Resolver  # noqa: E402
 from exporter.probers.result import ProbeResult  # noqa: E402
-from exporter.probers.table import PROBERS, Prober  # noqa: E402
+from exporter.probers.table import PROBERS  # noqa: E402
 from exporter.runner import ProbeRunner  # noqa: E402
+from exporter.runtime import new_event_loop  # noqa: E402
 
 TCPI_RTT_OFFSET = 68  # struct tcp_info: 8 one-byte fields, then 15 u32 before tcpi_rtt (microseconds)
 
@@ -43,7 +44,7 @@ async def probe_with_kernel_rtt(target: HostPort, module: Module, deadline: floa
     if sock is not None:
         try:
             info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-            result.extra = struct.unpack_from("I", info, TCPI_RTT_OFFSET)[0] / 1e6
+            result.details = struct.unpack_from("I", info, TCPI_RTT_OFFSET)[0] / 1e6
         finally:
             sock.close()
     return result
@@ -55,15 +56,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(port: int, targets: int, reps: int) -> dict:
-    PROBERS["bench_kernel_rtt"] = Prober(probe_with_kernel_rtt, COMMON_FAMILIES + TCP_FAMILIES)
+    PROBERS["bench_kernel_rtt"] = dataclasses.replace(PROBERS["tcp"], name="bench_kernel_rtt", probe=probe_with_kernel_rtt)
     module = Module(name="bench", prober="bench_kernel_rtt", timeout=10.0)
     addresses = [parse_host_port(f"127.60.{i // 250}.{i % 250 + 1}:{port}") for i in range(targets)]
     runner = ProbeRunner(Resolver(), max_concurrency=targets)
     loop = asyncio.get_running_loop()
     reps_out = []
     for _ in range(reps + 1):  # the first round warms up and is not counted
-        results = await runner.probe_all([(a, module) for a in addresses], loop.time() + 10.0)
-        pairs = [(r.connect_seconds, r.extra) for r in results if r.extra is not None]
+        results = await runner.probe_all([(a, module) for a in addresses], Deadline.after(10.0))
+        pairs = [(r.connect_seconds, r.details) for r in results if r.details is not None]
         diffs = [(reported - rtt) * 1e6 for reported, rtt in pairs]
         reps_out.append({"connected": len(pairs), "targets": targets,
                          "median_diff_us": statistics.median(diffs) if diffs else None,

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from exporter.address import HostPort
-from exporter.config import ProbeAccess, RateLimit
+from exporter.model import ProbeAccess, RateLimit
 
 MAX_TRACKED_CLIENTS = 10_000
 

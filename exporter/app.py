@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter import __version__
 from exporter.access import Denied
 from exporter.address import AddressError, parse_host_port
-from exporter.config import Config, ConfigError, GlobalSettings, default_port
+from exporter.config import Config, ConfigError, GlobalSettings, default_port, unsupported_reason
 from exporter.continuous_status import continuous_section
 from exporter.exposition import CONTENT_TYPE
 from exporter.probers.resolve import Resolver
@@ -23,7 +23,7 @@ from exporter.selfmetrics import ExporterMetrics
 from exporter.service import Exporter, render_single
 from exporter.statuspage import render_status_page, render_transcript
 from exporter.webconfig import WebConfig
-from exporter.webconfig import install as install_web_config
+from exporter.webguard import install as install_web_config
 from exporter.workerpool import WorkerOptions, WorkerPool
 
 log = logging.getLogger("exporter.http")
@@ -142,6 +142,8 @@ async def probe(request: web.Request) -> web.Response:
     query = request.query
     module_name = query.get("module", DEFAULT_PROBE_MODULE)
     module = config.modules.get(module_name)
+    if module is None and module_name in config.unsupported_modules:
+        raise _bad_request(unsupported_reason(module_name, config.unsupported_modules[module_name]))
     if module is None:
         raise _bad_request(f"unknown module {module_name[:100]!r} (defined: {', '.join(sorted(config.modules))})")
     target_text = query.get("target")
@@ -167,8 +169,8 @@ async def probe(request: web.Request) -> web.Response:
     result = await exporter.probe(address, module, budget)
     text = render_single(result, module)
     if debug == "true":
-        return web.Response(text=debug_report([f"Probe of {address} with module {module.name}"], result, text),
-                            content_type="text/plain", charset="utf-8")
+        report = debug_report([f"Probe of {address} with module {module.name}"], result, module, text)
+        return web.Response(text=report, content_type="text/plain", charset="utf-8")
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -203,6 +205,8 @@ async def landing_page(request: web.Request) -> web.Response:
     page = render_status_page(version=__version__, config=exporter.config,
                               rows=[*exporter.history.latest(exporter.plan.targets),
                                     *exporter.continuous.latest_rows()],
+                              ad_hoc=exporter.history.ad_hoc([*exporter.plan.targets,
+                                                               *(t for t, _ in exporter.plan.continuous)]),
                               sections=continuous_section(exporter.continuous),
                               recent=exporter.history.recent, failures=exporter.history.failures,
                               refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None)

@@ -11,10 +11,11 @@ import dataclasses
 import json
 import sys
 import time
-from typing import Any
 
 from exporter.address import AddressError, HostPort, parse_host_port
-from exporter.config import ConfigError, Module, default_port, load_config, parse_config
+from exporter.config import ConfigError, Module, default_port, load_config, parse_config, unsupported_reason
+from exporter.probers.table import PROBERS
+from exporter.deadline import Deadline
 from exporter.durations import format_duration
 from exporter.logs import setup_logging
 from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
@@ -24,8 +25,7 @@ from exporter.runner import ProbeRunner
 
 EXIT_SUCCESS, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODULE = "tcp_connect"
-# Usable without any config file. smtp_banner needs the smtp prober; where it is not built in,
-# asking for it is a configuration error (exit 2), not a failed probe.
+# Usable without any config file.
 BUILTIN_MODULES = {
     "tcp_connect": "{prober: tcp, timeout: 5s}",
     "smtp_banner": "{prober: smtp, timeout: 10s}",
@@ -57,21 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def builtin_module(name: str) -> Module:
-    try:
-        return parse_config(f"modules:\n  {name}: {BUILTIN_MODULES[name]}\n",
-                            source=f"<built-in module {name}>").modules[name]
-    except ConfigError as exc:
-        raise UsageError(f"connectivity-exporter check: the built-in module {name} is not available in this "
-                         "build:", *exc.errors) from None
+    return parse_config(f"modules:\n  {name}: {BUILTIN_MODULES[name]}\n",
+                        source=f"<built-in module {name}>").modules[name]
 
 
 def find_module(name: str, config_file: str | None) -> Module:
     modules: dict[str, Module] = {}
     if config_file is not None:
         try:
-            modules = dict(load_config(config_file).modules)
+            config = load_config(config_file)
         except ConfigError as exc:
             raise UsageError(*exc.errors) from None
+        modules = dict(config.modules)
+        if name in config.unsupported_modules:  # a blackbox_exporter module of another prober
+            raise UsageError(f"connectivity-exporter check: "
+                             f"{unsupported_reason(name, config.unsupported_modules[name])}")
     if name in modules:
         return modules[name]
     if name in BUILTIN_MODULES:
@@ -84,7 +84,7 @@ async def run_probe(address: HostPort, module: Module) -> ProbeResult:
     resolver = Resolver(max_workers=2)
     try:
         runner = ProbeRunner(resolver, max_concurrency=1)
-        return await runner.probe(address, module, asyncio.get_running_loop().time() + module.timeout)
+        return await runner.probe(address, module, Deadline.after(module.timeout))
     finally:
         resolver.close()
 
@@ -105,26 +105,14 @@ def verdict(result: ProbeResult, module: Module) -> str:
     return result.detail or EXPLANATIONS.get(result.tcp_state, "")
 
 
-def smtp_facts(extra: Any) -> list[str]:
-    """Lines for SMTP data a prober attaches to ``result.extra`` (read defensively: any prober may omit it)."""
-    lines = []
-    banner = getattr(extra, "banner_seconds", None)
-    if isinstance(banner, (int, float)):
-        lines.append(f"Banner after: {banner * 1000:.2f} ms")
-    codes = getattr(extra, "reply_codes", None)
-    if isinstance(codes, dict) and codes:
-        lines.append("SMTP replies: " + ", ".join(f"{printable(str(stage))} {printable(str(code))}"
-                                                  for stage, code in codes.items()))
-    expiry = getattr(extra, "cert_expiry", None)
-    if isinstance(expiry, (int, float)):
-        days = (expiry - time.time()) / 86400
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expiry))
-        lines.append(f"Certificate expires: {when} ({'in' if days >= 0 else 'EXPIRED'} {abs(days):.1f} days"
-                     f"{'' if days >= 0 else ' ago'})")
-    explanations = getattr(extra, "explanations", None)
-    if isinstance(explanations, (list, tuple)) and explanations:
+def prober_lines(result: ProbeResult, module: Module) -> list[str]:
+    """The prober's own facts and reply explanations, as lines of the report."""
+    prober = PROBERS[module.prober]
+    lines = [f"{fact.label}: {printable(fact.text)}" for fact in prober.facts(result, time.time())]
+    explanations = prober.explanations(result)
+    if explanations:
         lines.append("Reply codes explained:")
-        lines += [f"  {printable(str(heading))}: {printable(str(meaning))}" for heading, meaning in explanations]
+        lines += [f"  {printable(heading)}: {printable(meaning)}" for heading, meaning in explanations]
     return lines
 
 
@@ -138,7 +126,7 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
                                                  else f" (TCP: {result.tcp_state})"))
     explanation = printable(verdict(result, module))
     lines.append(explanation[:1].upper() + explanation[1:])
-    lines += smtp_facts(result.extra)
+    lines += prober_lines(result, module)
     timings = [f"total {result.duration_seconds * 1000:.2f} ms"]
     if result.dns_lookup_seconds:
         timings.insert(0, f"DNS {result.dns_lookup_seconds * 1000:.2f} ms")
@@ -149,8 +137,7 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
 
 
 def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
-    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "extra"}
-    extra = result.extra
+    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "details"}
     document = {
         "target": str(address),
         "module": module.name,
@@ -158,8 +145,7 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
         "timeout_seconds": module.timeout,
         "verdict": verdict(result, module),
         **fields,
-        "extra": dataclasses.asdict(extra) if dataclasses.is_dataclass(extra) and not isinstance(extra, type)
-        else None,
+        "details": PROBERS[module.prober].details_json(result),
     }
     return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"
 

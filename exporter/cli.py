@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import resource
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.durations import parse_duration
 from exporter.logs import LEVELS, setup_logging
+from exporter.runtime import MAX_PROBE_PROCESSES, EventLoopUnavailable, new_event_loop, raise_fd_limit
 
 if TYPE_CHECKING:
     from exporter.webconfig import WebConfig
@@ -25,7 +25,6 @@ log = logging.getLogger("exporter")
 DEFAULT_PORT = 9816
 DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
 SHUTDOWN_GRACE_SECONDS = 15.0
-MAX_PROBE_PROCESSES = 64
 
 
 class UsageError(Exception):
@@ -88,36 +87,6 @@ def parse_listen_address(text: str) -> tuple[str | None, int]:
     if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise UsageError(f"--web.listen-address {text!r}: expected HOST:PORT, :PORT or [IPv6]:PORT")
     return (host or None), int(port_text)
-
-
-def raise_fd_limit(max_concurrency: int) -> None:
-    """Every probe in flight holds a socket: raise the soft fd limit to the hard one, warn if still low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    needed = max_concurrency + 256
-    if soft < needed:
-        log.warning("the open file limit (%d) is below what max_concurrency=%d needs (%d): probes beyond it "
-                    "will fail with state 'error' (EMFILE); raise 'ulimit -n' or lower global.max_concurrency",
-                    soft, max_concurrency, needed)
-
-
-def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
-    if choice in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if choice == "uvloop":
-                raise UsageError("--runtime.event-loop=uvloop: uvloop is not installed "
-                                 "(pip install 'connectivity-exporter[fast]')") from None
-        else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
 
 
 async def serve(config: Config, addresses: list[tuple[str | None, int]], web_config: WebConfig | None = None,
@@ -194,12 +163,16 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(exc.errors), file=sys.stderr)
             return 1
     if args.config_check:
+        for warning in config.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print("config OK")
         return 0
+    for warning in config.warnings:
+        log.warning(warning)
     try:
         addresses = [parse_listen_address(a) for a in args.listen_addresses or [DEFAULT_LISTEN_ADDRESS]]
         loop = new_event_loop(args.event_loop)
-    except UsageError as exc:
+    except (UsageError, EventLoopUnavailable) as exc:
         print(f"connectivity-exporter: {exc}", file=sys.stderr)
         return 2
     raise_fd_limit(config.settings.max_concurrency)

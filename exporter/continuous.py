@@ -27,13 +27,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter.address import HostPort
 from exporter.histogram import HistogramBuckets, Layout, TargetTally, render_tallies
+from exporter.continuous_config import BANNER_PROBERS
+from exporter.deadline import Deadline
 from exporter.probers.result import ProbeResult, TcpState
-from exporter.probers.smtp_result import SmtpState
+from exporter.probers.table import PROBERS
 from exporter.runner import deadline_result
 from exporter.schedule import first_tick, following_tick, phase
 
 if TYPE_CHECKING:
-    from exporter.config import Module
+    from exporter.model import Module
     from exporter.runner import ProbeRunner
 
 log = logging.getLogger("exporter.continuous")
@@ -47,20 +49,13 @@ EARLY = 0.0005
 WINDOW_STEP = 150.0
 LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
-# Outcome states per prober, the label values of probe_results_total (every one is written, 0 until
-# seen, so rate() sees a target's first failure). "error" is the runner's state for a prober bug.
-PROBER_STATES: dict[str, tuple[str, ...]] = {
-    "tcp": tuple(state.value for state in TcpState),
-    "smtp": (*(state.value for state in SmtpState), TcpState.ERROR.value),
-}
-
-SUCCESS_STATES = frozenset({TcpState.OPEN.value, SmtpState.OK.value})
-
-
 @functools.cache
-def layout_for(prober: str, buckets: HistogramBuckets) -> Layout:
-    states = PROBER_STATES.get(prober, PROBER_STATES["tcp"])
-    return Layout(states, buckets, with_banner=prober == "smtp", fallback_state=TcpState.ERROR.value)
+def layout_for(prober_name: str, buckets: HistogramBuckets) -> Layout:
+    """Every target of a prober and buckets shares one layout. The label values of probe_results_total
+    are the prober's states, every one written (0 until seen, so rate() sees a first failure)."""
+    prober = PROBERS[prober_name]
+    return Layout([state.value for state in prober.states], buckets, with_banner=prober_name in BANNER_PROBERS,
+                  fallback_state=prober.error_state)
 
 
 def module_buckets(module: Module) -> HistogramBuckets:
@@ -99,10 +94,9 @@ class ContinuousTarget:
     def record(self, result: ProbeResult, when: float) -> None:
         self.latest = result
         self.latest_at = when
-        extra = result.extra
         self.tally.observe(str(result.state), result.success,
                            result.connect_seconds if result.tcp_state is TcpState.OPEN else None,
-                           getattr(extra, "banner_seconds", None), result.duration_seconds)
+                           getattr(result.details, "banner_seconds", None), result.duration_seconds)
 
 
 @dataclass(frozen=True)
@@ -246,7 +240,7 @@ class ContinuousProber:
             runner = self._runner()
             if runner is None:
                 return
-            deadline = started + module.timeout
+            deadline = Deadline(started + module.timeout)
             try:
                 async with asyncio.timeout_at(deadline + DEADLINE_SAFETY):
                     result = await runner.probe(entry.address, module, deadline)
@@ -303,5 +297,5 @@ class ContinuousProber:
         when, old = entry.snapshots[0]
         delta = [a - b for a, b in zip(current, old)]  # type: ignore[call-overload]
         probes = sum(delta[:states])
-        failures = probes - sum(delta[i] for i, state in enumerate(layout.states) if state in SUCCESS_STATES)
+        failures = probes - delta[states + 2]
         return WindowStats(now - when, probes, failures, delta[base:])

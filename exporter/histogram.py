@@ -42,7 +42,7 @@ def _le(bound: float) -> str:
 class Layout:
     """Where each count lives in a target's arrays, for one set of states and buckets.
 
-    counts: [state 0 .. state S-1, state changes, skipped ticks, connect buckets + overflow,
+    counts: [state 0 .. state S-1, state changes, skipped ticks, successes, connect buckets + overflow,
     banner buckets + overflow, duration buckets + overflow]; sums: [connect, banner, duration].
     """
 
@@ -56,7 +56,7 @@ class Layout:
         self.fallback_state = self.state_index[fallback_state]
         self.with_banner = with_banner
         self.bounds = (buckets.connect, buckets.banner, buckets.duration)
-        bases, offset = [], len(self.states) + 2
+        bases, offset = [], len(self.states) + 3
         for bounds in self.bounds:
             bases.append(offset)
             offset += len(bounds) + 1
@@ -66,8 +66,6 @@ class Layout:
         self.state_texts = tuple(f'state="{escape_label_value(state)}"' for state in self.states)
 
 
-CHANGES = -2  # offsets from len(states)
-SKIPPED = -1
 CONNECT, BANNER, DURATION = 0, 1, 2
 
 
@@ -91,7 +89,11 @@ class TargetTally:
         if self.last_state >= 0 and index != self.last_state:
             counts[len(layout.states)] += 1
         self.last_state = index
-        self.consecutive_failures = 0 if success else self.consecutive_failures + 1
+        if success:
+            counts[len(layout.states) + 2] += 1
+            self.consecutive_failures = 0
+        else:
+            self.consecutive_failures += 1
         if connect is not None:
             self._observe(CONNECT, connect)
         if banner is not None and layout.with_banner:
@@ -108,7 +110,7 @@ class TargetTally:
         """A tally for new buckets: the state counters carry over (same states), the histograms restart."""
         fresh = TargetTally(layout)
         if layout.states == self.layout.states:
-            keep = len(layout.states) + 2
+            keep = len(layout.states) + 3
             fresh.counts[:keep] = self.counts[:keep]
             fresh.last_state, fresh.consecutive_failures = self.last_state, self.consecutive_failures
         return fresh

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from exporter.address import HostPort
-from exporter.config import Module
+from exporter.model import Module
 from exporter.probers.result import ProbeResult
 
 DEFAULT_RECENT = 100
@@ -38,6 +38,9 @@ class Recorded:
     address: HostPort
     module: Module
     result: ProbeResult
+
+
+Row = tuple[HostPort, Module, float | None, ProbeResult | None]
 
 
 class ProbeHistory:
@@ -87,10 +90,7 @@ class ProbeHistory:
                     return entry
         return None
 
-    def latest(self, configured: Sequence[Probed]) -> Iterator[tuple[HostPort, Module, float | None,
-                                                                      ProbeResult | None]]:
-        """(address, module, when, result) for every configured target in order, then for targets only
-        ever probed through /probe; ``when``/``result`` are None for a target not probed yet."""
+    def _latest_results(self) -> dict[tuple[HostPort, str], tuple[float, ProbeResult]]:
         latest: dict[tuple[HostPort, str], tuple[float, ProbeResult]] = {}
         if self._scrape is not None:
             when, targets, results = self._scrape
@@ -100,13 +100,19 @@ class ProbeHistory:
             seen = latest.get(key)
             if seen is None or seen[0] <= entry.when:
                 latest[key] = (entry.when, entry.result)
-        shown = set()
+        return latest
+
+    def latest(self, configured: Sequence[Probed]) -> Iterator[Row]:
+        """(address, module, when, result) for every configured target in order; ``when``/``result`` are
+        None for a target not probed yet."""
+        latest = self._latest_results()
         for target in configured:
-            key = (target.address, target.module.name)
-            shown.add(key)
-            when, result = latest.get(key, (None, None))
+            when, result = latest.get((target.address, target.module.name), (None, None))
             yield target.address, target.module, when, result
+
+    def ad_hoc(self, configured: Sequence[Probed]) -> Iterator[Row]:
+        """The same for targets only ever probed through /probe (not configured), newest first."""
+        shown = {(target.address, target.module.name) for target in configured}
         for key, entry in reversed(self._ad_hoc.items()):
             if key not in shown:
-                when, result = latest[key]
-                yield entry.address, entry.module, when, result
+                yield entry.address, entry.module, entry.when, entry.result

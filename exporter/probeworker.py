@@ -23,7 +23,8 @@ import signal
 import sys
 
 from exporter import frames
-from exporter.cli import new_event_loop, raise_fd_limit
+from exporter.runtime import new_event_loop, raise_fd_limit
+from exporter.deadline import Deadline
 from exporter.logs import LEVELS, setup_logging
 from exporter.probers.resolve import Resolver
 from exporter.runner import ProbeRunner
@@ -41,7 +42,9 @@ def reply_margin(targets: int) -> float:
     return 0.01 + 8e-6 * targets
 
 
-class Worker:
+class WorkerServer:
+    """The child side: holds its shares of the plans and answers probe requests from the serving process."""
+
     def __init__(self, writer: asyncio.StreamWriter):
         self._writer = writer
         self._resolver = Resolver(max_workers=DNS_WORKERS)
@@ -68,13 +71,12 @@ class Worker:
             log.error("probe worker: unknown message %r ignored", str(kind)[:40])
 
     async def _probe(self, request_id: int, version: int, budget: float) -> None:
-        loop = asyncio.get_running_loop()
         targets = self._plans.get(version)
         if targets is None or self._runner is None:
             # The serving process probes this share itself on a None reply.
             self._writer.write(frames.encode(("results", request_id, None)))
             return
-        deadline = loop.time() + budget - reply_margin(len(targets))
+        deadline = Deadline.after(budget).earlier(reply_margin(len(targets)))
         try:
             reply = frames.encode(("results", request_id, await self._runner.probe_all(targets, deadline)))
         except Exception:  # a bug, or a result that cannot be pickled: the serving process probes instead
@@ -94,7 +96,7 @@ async def serve(stdin, stdout) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdout)
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
-    worker = Worker(writer)
+    worker = WorkerServer(writer)
     writer.write(frames.encode(("ready", os.getpid())))
     try:
         while True:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import time
+
+from exporter.model import Module
 from exporter.probers.result import ProbeResult
+from exporter.probers.table import PROBERS
 
 
-def debug_report(heading: list[str], result: ProbeResult, metrics_text: str) -> str:
+def debug_report(heading: list[str], result: ProbeResult, module: Module, metrics_text: str) -> str:
+    prober = PROBERS[module.prober]
     verdict = "SUCCESS" if result.success else "FAILURE"
     lines = [*heading,
              f"Verdict: {verdict}, state {result.state}: {result.detail}",
              f"Duration: {result.duration_seconds * 1000:.2f} ms",
+             *(f"{fact.label}: {fact.text}" for fact in prober.facts(result, time.time())),
              "",
              "Transcript:"]
     lines += [f"  {line}" for line in result.transcript]
-    # Probers that talk a protocol (smtp) explain each reply code the server sent.
-    explanations = getattr(result.extra, "explanations", None)
+    explanations = prober.explanations(result)
     if explanations:
         lines += ["", "Reply codes explained:"]
         lines += [f"  {heading}: {meaning}" for heading, meaning in explanations]

@@ -13,7 +13,8 @@ import time
 from collections.abc import Sequence
 
 from exporter.address import HostPort
-from exporter.config import Module
+from exporter.deadline import Deadline
+from exporter.model import Module
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.probers.table import PROBERS
@@ -26,8 +27,8 @@ DEADLINE_GRACE = 0.02
 
 
 def deadline_result(module: Module, waited: float) -> ProbeResult:
-    result = ProbeResult(state=TcpState.TIMEOUT, tcp_state=TcpState.TIMEOUT, duration_seconds=waited,
-                         cut_at_deadline=True)
+    result = ProbeResult(state=PROBERS[module.prober].cut_state, tcp_state=TcpState.TIMEOUT,
+                         duration_seconds=waited, cut_at_deadline=True)
     result.detail = ("the probe had not finished when the scrape deadline was reached "
                      f"(module {module.name}, timeout {module.timeout:g}s)")
     result.note(result.detail)
@@ -62,7 +63,7 @@ class ProbeRunner:
         # Each in-flight probe with the deadline it runs to.
         self._inflight: dict[tuple[str, int, int], tuple[asyncio.Future[ProbeResult], float]] = {}
 
-    async def probe(self, target: HostPort, module: Module, deadline: float) -> ProbeResult:
+    async def probe(self, target: HostPort, module: Module, deadline: Deadline) -> ProbeResult:
         """Probe one target before ``deadline`` (loop time), sharing an in-flight probe of it."""
         key = (target.host, target.port, id(module))
         loop = asyncio.get_running_loop()
@@ -95,26 +96,25 @@ class ProbeRunner:
         outcome.set_result(result)
         return result
 
-    async def _run(self, target: HostPort, module: Module, deadline: float) -> ProbeResult:
-        loop = asyncio.get_running_loop()
+    async def _run(self, target: HostPort, module: Module, deadline: Deadline) -> ProbeResult:
         async with self._slots:
-            if loop.time() >= deadline:
+            if deadline.passed():
                 # The slot came too late: starting a connect now would only report a meaningless
                 # near-zero "connect time" for a target that was never really tried.
                 return deadline_result(module, 0.0)
             started = time.perf_counter()
-            own_deadline = min(deadline, loop.time() + module.timeout)
+            own_deadline = deadline.within(module.timeout)
             try:
                 result = await PROBERS[module.prober].probe(target, module, own_deadline, self.resolver)
             except Exception as exc:  # a bug in a prober must not take the scrape down
                 log.exception("prober %s raised for target %s", module.prober, target)
-                result = ProbeResult(state=TcpState.ERROR, tcp_state=TcpState.ERROR,
+                result = ProbeResult(state=PROBERS[module.prober].error_state, tcp_state=TcpState.ERROR,
                                      detail=f"internal error in the {module.prober} prober: "
                                             f"{type(exc).__name__}")
             result.duration_seconds = time.perf_counter() - started
             return result
 
-    async def probe_all(self, targets: Sequence[tuple[HostPort, Module]], deadline: float) -> list[ProbeResult]:
+    async def probe_all(self, targets: Sequence[tuple[HostPort, Module]], deadline: Deadline) -> list[ProbeResult]:
         """Probe every target concurrently; those unfinished at ``deadline`` are reported as timeouts."""
         loop = asyncio.get_running_loop()
         results: list[ProbeResult | None] = [None] * len(targets)

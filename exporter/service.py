@@ -16,6 +16,7 @@ from exporter.access import ProbeGate
 from exporter.address import HostPort
 from exporter.config import Config, ConfigError, Module, load_config
 from exporter.continuous import ContinuousProber
+from exporter.deadline import Deadline
 from exporter.exposition import Family, label_prefix, render, render_chunks
 from exporter.history import ProbeHistory
 from exporter.probers.result import ProbeResult
@@ -99,6 +100,8 @@ class Exporter:
                 self.metrics.reload_successful.set(0)
                 raise
             config = plan.config
+            for warning in config.warnings:
+                log.warning(warning)
             if config.probe_access != self.config.probe_access:  # keep rate-limit buckets otherwise
                 self.gate = ProbeGate(config.probe_access)
             if self.runner is not None and config.settings.max_concurrency != self.runner.max_concurrency:
@@ -127,7 +130,7 @@ class Exporter:
         # tallying and rendering took last time (sending the reply takes about as long again;
         # with 10,000 targets ~0.1 s each), at most a quarter of the budget.
         reserve = min(2 * self._finish_seconds, budget / 4)
-        deadline = started + budget - reserve
+        deadline = Deadline.after(budget).earlier(reserve)
         if self.pool is not None:
             results = await self.pool.probe_all(plan, self._require_runner(), deadline)
         else:
@@ -154,12 +157,21 @@ class Exporter:
     async def probe(self, address: HostPort, module: Module, budget: float) -> ProbeResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline = started + budget
+        deadline = Deadline.after(budget)
+        # The probe runs as its own task, waited for rather than cancelled from here: when the loop wakes late
+        # (a loaded machine), a timeout on this same task fires together with the prober's own and cancels it
+        # twice, which hides the prober's classification (an SMTP probe out of time during DNS is dns_error,
+        # not the dialogue's `timeout`). probe_all waits for its workers the same way.
+        task = asyncio.ensure_future(self._require_runner().probe(address, module, deadline))
         try:
-            async with asyncio.timeout_at(deadline + 0.02):
-                result = await self._require_runner().probe(address, module, deadline)
-        except TimeoutError:
-            result = deadline_result(module, loop.time() - started)
+            await asyncio.wait({task}, timeout=deadline.remaining() + 0.02)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)  # a cancelled probe closes its sockets at once
+        # Cancelled here at the deadline: cut; otherwise its result (or its exception, as before).
+        cut = not task.done() or task.cancelled()
+        result = deadline_result(module, loop.time() - started) if cut else task.result()
         self.metrics.scrape_duration.labels("probe").observe(loop.time() - started)
         self._count([result], [PlannedTarget(address, module, "", frozenset())])
         self.history.record_probe(address, module, result, time.time())

@@ -16,8 +16,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from exporter.address import HostPort
-from exporter.config import Config, Module
-from exporter.history import Recorded
+from exporter.history import Recorded, Row
+from exporter.model import Config
+from exporter.probers.table import PROBERS
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.report import debug_report
 
@@ -40,6 +41,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .s-error,.s-fail{background:#e6b0b0}
 .s-pending{background:#eee;color:#666}
 .detail{max-width:40em;font-size:90%;color:#444}
+.why{font-weight:normal}
 .summary span{margin-right:1em}
 """
 
@@ -58,10 +60,13 @@ def state_class(result: ProbeResult | None) -> str:
     return "s-ok" if result.success else "s-fail"
 
 
-def summary_class(state: str) -> str:
+def summary_class(state: str, success: bool) -> str:
     if state in KNOWN_STATES:
         return "s-" + state
-    return "s-pending" if state == "not probed yet" else "s-other"
+    if state == "not probed yet":
+        return "s-pending"
+    # Other probers' states (e.g. SMTP's connect_failed) get the colour of success or failure.
+    return "s-ok" if success else "s-fail"
 
 
 def link(path: str, **query: str) -> str:
@@ -83,22 +88,6 @@ def age(when: float | None, now: float) -> str:
     return f"{seconds / 3600:.1f}h ago"
 
 
-def smtp_cells(result: ProbeResult | None, now: float) -> tuple[str, str, str]:
-    """(banner time, reply codes, certificate expiry) from ``result.extra``, read defensively."""
-    extra = result.extra if result is not None else None
-    banner = ms(getattr(extra, "banner_seconds", None))
-    codes = getattr(extra, "reply_codes", None)
-    replies = ", ".join(f"{esc(stage)}&nbsp;{esc(code)}" for stage, code in codes.items()) \
-        if isinstance(codes, dict) else ""
-    expiry = getattr(extra, "cert_expiry", None)
-    cert = ""
-    if isinstance(expiry, (int, float)):
-        days = (expiry - now) / 86400
-        cert = esc(time.strftime("%Y-%m-%d", time.gmtime(expiry))) + \
-            (f" (in {days:.0f} d)" if days >= 0 else " <b>(expired)</b>")
-    return banner, replies, cert
-
-
 def truncated(text: str, limit: int = MAX_DETAIL) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -113,37 +102,58 @@ def target_cells(address: HostPort, module_name: str) -> tuple[str, str]:
             f"<td><a href=\"{esc(probe)}\">probe now</a></td></tr>")
 
 
-def status_table(rows: Iterable[tuple[HostPort, Module, float | None, ProbeResult | None]], now: float,
-                 tally: Counter, max_rows: int = MAX_ROWS) -> list[str]:
+def columns_for(rows: list[Row]) -> list[str]:
+    """The fact columns the probers of these rows declare, each once, in first-seen order."""
+    names = dict.fromkeys(module.prober for _, module, _, _ in rows)
+    return list(dict.fromkeys(column for name in names for column in PROBERS[name].columns))
+
+
+def state_cell(result: ProbeResult) -> str:
+    """The state, and for a prober whose dialogue never started, the TCP outcome that stopped it."""
+    shown = esc(result.state)
+    if result.tcp_state is not TcpState.OPEN and str(result.state) != str(result.tcp_state):
+        shown += f" <span class=why>(TCP: {esc(result.tcp_state)})</span>"
+    return f"<td class=\"state {state_class(result)}\">{shown}</td>"
+
+
+def status_table(table_id: str, rows: Iterable[Row], now: float, tally: Counter,
+                 max_rows: int = MAX_ROWS) -> list[str]:
     rows = list(rows)
     for _, _, _, result in rows:
-        tally["not probed yet" if result is None else str(result.state)] += 1
+        tally[("not probed yet", False) if result is None else (str(result.state), result.success)] += 1
     hidden = 0
     if len(rows) > max_rows:  # problems first, so a cut never hides one
         failing = [row for row in rows if row[3] is None or not row[3].success]
         healthy = [row for row in rows if row[3] is not None and row[3].success]
         hidden = len(rows) - max_rows
         rows = (failing + healthy)[:max_rows]
-    out = ["<table id=targets><thead><tr><th>Target</th><th>Module</th><th>State</th><th>Connect</th>"
-           "<th>Banner</th><th>SMTP replies</th><th>Certificate expiry</th><th>Probed</th><th>Detail</th>"
-           "<th>Transcript</th></tr></thead><tbody>"]
+    columns = columns_for(rows)
+    out = [f"<table id={table_id}><thead><tr><th>Target</th><th>Module</th><th>State</th><th>Connect</th>"
+           + "".join(f"<th>{esc(column)}</th>" for column in columns)
+           + "<th>Probed</th><th>Detail</th><th>Transcript</th></tr></thead><tbody>"]
+    empty_facts = "<td></td>" * len(columns)
     for address, module, when, result in rows:
         start, end = target_cells(address, module.name)
         if result is None:
-            out.append(f"{start}<td class=\"state s-pending\">not probed yet</td><td></td><td></td><td></td>"
-                       f"<td></td><td>never</td><td></td>{end}")
+            out.append(f"{start}<td class=\"state s-pending\">not probed yet</td><td></td>{empty_facts}"
+                       f"<td>never</td><td></td>{end}")
             continue
-        banner, replies, cert = smtp_cells(result, now) if result.extra is not None else ("", "", "")
+        facts = {fact.label: fact.text for fact in PROBERS[module.prober].facts(result, now)}
+        cells = "".join(f"<td>{esc(facts.get(column, ''))}</td>" for column in columns)
         out.append(
-            f"{start}<td class=\"state {state_class(result)}\">{esc(result.state)}</td>"
-            f"<td class=num>{ms(result.connect_seconds)}</td>"
-            f"<td class=num>{banner}</td><td>{replies}</td><td>{cert}</td><td>{age(when, now)}</td>"
+            f"{start}{state_cell(result)}"
+            f"<td class=num>{ms(result.connect_seconds)}</td>{cells}<td>{age(when, now)}</td>"
             f"<td class=detail>{esc(truncated(result.detail))}</td>{end}")
     out.append("</tbody></table>")
     if hidden:
         out.append(f"<p>{hidden} more targets, all succeeding, are not shown (the table shows at most "
                    f"{max_rows}, failures first); <a href=\"/metrics\">/metrics</a> has them all.</p>")
     return out
+
+
+def summary(tally: Counter) -> str:
+    return "".join(f"<span class=\"state {summary_class(state, success)}\">{esc(state)}: {count}</span>"
+                   for (state, success), count in sorted(tally.items()))
 
 
 def history_table(table_id: str, entries: Iterable[Recorded], now: float) -> list[str]:
@@ -163,7 +173,7 @@ def history_table(table_id: str, entries: Iterable[Recorded], now: float) -> lis
 
 
 def render_status_page(*, version: str, config: Config,
-                       rows: Iterable[tuple[HostPort, Module, float | None, ProbeResult | None]],
+                       rows: Iterable[Row], ad_hoc: Iterable[Row] = (),
                        recent: Iterable[Recorded], failures: Iterable[Recorded],
                        now: float | None = None, refresh: int | None = None, max_rows: int = MAX_ROWS,
                        sections: Iterable[str] = ()) -> str:
@@ -173,9 +183,10 @@ def render_status_page(*, version: str, config: Config,
     probe_link = (link("/probe", target=str(example.address), module=example.module, debug="true") if example
                   else link("/probe", target="127.0.0.1:22", module="tcp_connect", debug="true"))
     tally: Counter = Counter()
-    table = status_table(rows, now, tally, max_rows)
-    summary = "".join(f"<span class=\"state {summary_class(state)}\">{esc(state)}: {count}</span>"
-                      for state, count in sorted(tally.items()))
+    table = status_table("targets", rows, now, tally, max_rows)
+    ad_hoc_tally: Counter = Counter()
+    ad_hoc = list(ad_hoc)
+    ad_hoc_table = status_table("adhoc", ad_hoc, now, ad_hoc_tally, max_rows) if ad_hoc else []
     head_refresh = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
     parts = [
         "<!doctype html>",
@@ -194,9 +205,13 @@ def render_status_page(*, version: str, config: Config,
         "<h2>Targets</h2>",
         "<p>Latest result of each target, from the last scrape of <code>/metrics</code> or "
         "<code>/probe</code> (continuous targets: their latest background probe).</p>",
-        f"<p class=summary>{summary}</p>",
+        f"<p class=summary>{summary(tally)}</p>",
         *table,
         *sections,
+        *(["<h2>Targets probed through /probe</h2>",
+            "<p>Not in the configuration: probed on request (Prometheus' multi-target pattern or by hand); "
+            "the latest result of each.</p>",
+            f"<p class=summary>{summary(ad_hoc_tally)}</p>", *ad_hoc_table] if ad_hoc else []),
         "<h2>Recent probes</h2>",
         *history_table("recent", reversed(list(recent)), now),
         "<h2>Recent failures</h2>",
@@ -211,4 +226,4 @@ def render_transcript(entry: Recorded, metrics_text: str) -> str:
     """Plain text (served as text/plain with nosniff): what /probe?debug=true shows, for a past probe."""
     return debug_report([f"Probe #{entry.id} of {entry.address} with module {entry.module.name}",
                          f"At {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(entry.when))}"],
-                        entry.result, metrics_text)
+                        entry.result, entry.module, metrics_text)

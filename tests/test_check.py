@@ -54,7 +54,7 @@ def test_json_has_the_full_result(listener):
     assert 0 < result["connect_seconds"] <= result["duration_seconds"]
     assert result["transcript"][0] == f"Trying 127.0.0.1:{listener}..."
     assert result["verdict"] == "the port accepted the connection"
-    assert result["extra"] is None
+    assert result["details"] is None
 
 
 def test_ipv6_literal(tmp_path):

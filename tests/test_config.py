@@ -81,4 +81,4 @@ def test_non_utf8_file(tmp_path):
     path.write_bytes(b"modules: {m: {prober: tcp}}\n# caf\xe9\n")
     with pytest.raises(ConfigError) as caught:
         load_config(str(path))
-    assert caught.value.errors == [f"{path}: the config file is not UTF-8 (byte 33)"]
+    assert caught.value.errors == [f"{path}: the config file is not UTF-8 text (byte 33)"]

@@ -94,7 +94,7 @@ def test_commented_smtp_modules_are_valid(tmp_path):
     (tmp_path / "config.yml").write_text(text)
     modules = load_config(str(tmp_path / "config.yml")).modules
     assert {"smtp_starttls", "smtp_rcpt"} <= set(modules)
-    assert modules["smtp_rcpt"].smtp.rcpt_to == "postmaster@example.org"
+    assert modules["smtp_rcpt"].settings.rcpt_to == "postmaster@example.org"
 
 
 def test_file_sd_targets_are_valid_and_name_existing_modules():

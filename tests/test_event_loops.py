@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from exporter.address import parse_host_port
-from exporter.cli import new_event_loop
+from exporter.deadline import Deadline
+from exporter.runtime import new_event_loop
 from exporter.config import Module
 from exporter.probers import connect
 from exporter.probers.connect import CONNECTS_PER_ITERATION, connect_target
@@ -96,7 +97,7 @@ def test_open_and_refused_on_both_loops(run, listener, closed_port):
     async def go():
         resolver = Resolver(max_workers=2)
         try:
-            deadline = asyncio.get_running_loop().time() + 2
+            deadline = Deadline.after(2)
             opened = await probe_tcp(parse_host_port(f"127.0.0.1:{listener}"), MODULE, deadline, resolver)
             refused = await probe_tcp(parse_host_port(f"127.0.0.1:{closed_port}"), MODULE, deadline, resolver)
             return opened, refused
@@ -155,7 +156,7 @@ def test_many_concurrent_probes_through_the_runner(run, draining_listener, close
         targets = [(parse_host_port(f"127.0.0.1:{closed_port if i % 3 == 0 else draining_listener}"),
                     Module(name=f"tcp_{i}", prober="tcp", timeout=2.0)) for i in range(300)]
         try:
-            return await runner.probe_all(targets, asyncio.get_running_loop().time() + 5)
+            return await runner.probe_all(targets, Deadline.after(5))
         finally:
             resolver.close()
 

@@ -11,7 +11,8 @@ import subprocess
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.exposition import (COMMON_FAMILIES, TCP_FAMILIES, Family, format_value, label_prefix, one_hot,
+from exporter.probers.connect_metrics import COMMON_FAMILIES, TCP_FAMILIES
+from exporter.exposition import (Family, format_value, label_prefix, one_hot,
                                  render, single)
 from exporter.probers.result import ProbeResult, TcpState
 from tests.conftest import require_binary
@@ -21,7 +22,7 @@ FAMILIES = COMMON_FAMILIES + TCP_FAMILIES
 # A one-hot family whose current value can fall outside its set (then every series is 0).
 ODD = Family("probe_test_phase", "gauge", "Test family.", one_hot("phase", ["a", 'q"uote', "back\\slash"],
                                                                   lambda r: r.detail or None))
-SPARSE = Family("probe_test_optional", "gauge", "Left out when None.", single(lambda r: r.extra))
+SPARSE = Family("probe_test_optional", "gauge", "Left out when None.", single(lambda r: r.details))
 ALL = (*FAMILIES, ODD, SPARSE)
 
 
@@ -43,7 +44,7 @@ label_values = st.text(max_size=20)
 def _result(success, state, connect, duration, protocol, phase, optional) -> ProbeResult:
     result = ProbeResult(success=success, state=state, tcp_state=state, connect_seconds=connect,
                          duration_seconds=duration, ip_protocol=protocol, detail=phase)
-    result.extra = optional
+    result.details = optional
     return result
 
 

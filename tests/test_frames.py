@@ -48,12 +48,12 @@ async def test_a_real_starttls_probe_result_crosses_unchanged(servers, tmp_path)
     pki = Pki(tmp_path)
     port = await start_aiosmtpd(servers, pki.valid)
     result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}}}")
-    assert result.state == "ok" and result.extra.tls.verified, result.detail
+    assert result.state == "ok" and result.details.tls.verified, result.detail
     crossed = await frames.read(reader_with(frames.encode(("results", 1, [result]))))
     received = crossed[2][0]
     module = smtp_config().modules["m"]
     # Everything the exporter makes of a result is the same on both sides of the pipe.
     assert render_single(received, module) == render_single(result, module)
-    assert debug_report(["x"], received, "") == debug_report(["x"], result, "")
-    assert received.extra.reply_codes == result.extra.reply_codes
-    assert received.extra.cert_expiry == result.extra.cert_expiry
+    assert debug_report(["x"], received, module, "") == debug_report(["x"], result, module, "")
+    assert received.details.reply_codes == result.details.reply_codes
+    assert received.details.cert_expiry == result.details.cert_expiry

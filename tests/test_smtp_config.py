@@ -20,8 +20,8 @@ targets:
   - {target: mx.example.com, module: smtps}
   - {target: "mx.example.com:587", module: plain}
 """)
-    plain, smtps = config.modules["plain"].smtp, config.modules["smtps"].smtp
-    assert plain.ehlo == socket.getfqdn()
+    plain, smtps = config.modules["plain"].settings, config.modules["smtps"].settings
+    assert plain.ehlo is None and plain.ehlo_name == socket.getfqdn()  # looked up when probing, not at load
     assert (plain.starttls, plain.tls, plain.mail_from, plain.auth) == ("opportunistic", False, None, None)
     assert smtps.starttls == "no"  # YAML reads an unquoted `no` as false; it means the word
     assert [t.address.port for t in config.targets] == [25, 465, 587]
@@ -41,7 +41,7 @@ modules:
       tls_config: {ca_file: ca.pem, server_name: mx.example.com}
       auth: {username: probe, password_file: password}
 """)
-    smtp = load_config(str(path)).modules["mx"].smtp
+    smtp = load_config(str(path)).modules["mx"].settings
     assert smtp.auth.password.value == "hunter2"
     assert "hunter2" not in repr(smtp) and "hunter2" not in str(smtp.auth.password)
     assert smtp.tls_config.ca_file.text.startswith("-----BEGIN CERTIFICATE-----")
@@ -49,7 +49,7 @@ modules:
 
 
 def test_expect_banner_matches_any_line_of_the_greeting():
-    smtp = parse_config("modules: {mx: {prober: smtp, smtp: {expect_banner: '^220 mx'}}}").modules["mx"].smtp
+    smtp = parse_config("modules: {mx: {prober: smtp, smtp: {expect_banner: '^220 mx'}}}").modules["mx"].settings
     assert smtp.expect_banner.search("220-first\n220 mx.example.com")
 
 
@@ -61,3 +61,14 @@ def test_password_file_with_two_lines_is_refused(tmp_path):
         load_config(str(path))
     assert caught.value.errors == [f"{path}: modules.mx.smtp.auth.password_file: password file 'password' must hold "
                                    "the password on one line"]
+
+
+def test_the_example_config_shows_an_envelope_test():
+    """Issue 14: without rcpt_to, a server that refuses every message from this address looks ok."""
+    from pathlib import Path
+
+    from exporter.config import load_config
+
+    config = load_config(str(Path(__file__).resolve().parent.parent / "config.example.yml"))
+    envelope = config.modules["smtp_envelope"].settings
+    assert envelope.mail_from and envelope.rcpt_to and not envelope.send_test_message

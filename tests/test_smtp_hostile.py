@@ -46,10 +46,11 @@ async def test_banner_rejected_is_its_own_state_and_still_says_quit(servers, gre
     script = Script(greeting=greeting)
     result = await probe(await servers.start(script))
     assert result.state == "banner_rejected"
-    assert result.extra.replies["banner"].code == code
+    assert result.details.replies["banner"].code == code
     assert sent(script) == [b"QUIT"]
     if code == 554:
-        assert "block list" in result.detail and "rejected by policy" in result.detail
+        assert "no SMTP service for this client" in result.detail and result.details.refused == "client"
+        assert "block list" in dict(result.details.explanations)["banner 554 5.7.1"]
 
 
 async def test_banner_mismatch(servers):
@@ -65,7 +66,7 @@ async def test_ehlo_rejected_after_helo_fallback_fails(servers):
     result = await probe(await servers.start(script))
     assert result.state == "ehlo_rejected"
     assert sent(script) == [b"EHLO", b"HELO", b"QUIT"]
-    assert result.extra.replies["helo"].code == 550
+    assert result.details.replies["helo"].code == 550
 
 
 async def test_ehlo_5xx_falls_back_to_helo(servers):
@@ -74,7 +75,7 @@ async def test_ehlo_5xx_falls_back_to_helo(servers):
     # HELO works but offers no extensions, so required STARTTLS is unavailable.
     assert result.state == "starttls_unavailable"
     assert sent(script) == [b"EHLO", b"HELO", b"QUIT"]
-    assert result.extra.capabilities == frozenset()
+    assert result.details.capabilities == frozenset()
 
 
 async def test_ehlo_4xx_is_rejected_without_helo(servers):
@@ -94,10 +95,17 @@ async def test_starttls_refused(servers):
     script = Script(replies={"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n", "STARTTLS": b"454 4.7.0 TLS not available\r\n"})
     port = await servers.start(script)
     required = await probe(port, "{starttls: required}")
-    assert required.state == "starttls_unavailable"
-    assert required.extra.replies["starttls"].code == 454
-    opportunistic = await probe(port, "{starttls: opportunistic}")
-    assert opportunistic.state == "ok" and opportunistic.extra.encrypted is False
+    assert required.state == "starttls_failed"
+    assert required.details.replies["starttls"].code == 454
+    assert sent(script)[-2:] == [b"STARTTLS", b"QUIT"]
+    # Advertised, then refused, is a broken server in any mode; opportunistic goes on in plain text and says so.
+    opportunistic = await probe(port, "{starttls: opportunistic, mail_from: a@example.com, rcpt_to: b@example.com}")
+    assert opportunistic.state == "starttls_failed" and opportunistic.details.encrypted is False
+    assert opportunistic.details.starttls_refused is True
+    assert opportunistic.details.replies["rcpt"].code == 250  # the rest of the dialogue still ran
+    assert any("continuing UNENCRYPTED" in line for line in opportunistic.transcript)
+    assert "advertised STARTTLS and then refused it" in opportunistic.detail
+    assert "TLS not available due to a temporary reason (RFC 3207)" in opportunistic.detail
 
 
 async def test_auth_failed(servers, tmp_path):
@@ -110,7 +118,7 @@ async def test_auth_failed(servers, tmp_path):
     result = await probe(port, f"{{starttls: required, tls_config: {{ca_file: '{pki.ca_file}', server_name: mx.test}},"
                                f" auth: {{username: probe, password_file: '{tmp_path / 'password'}'}}}}")
     assert result.state == "auth_failed"
-    assert result.extra.replies["auth"].enhanced == "5.7.8"
+    assert result.details.replies["auth"].enhanced == "5.7.8"
     assert "C: AUTH PLAIN ********" in result.transcript
     everything = "\n".join(result.transcript) + result.detail + repr(result)
     assert "s3cret-pw" not in everything and "czNjcmV0LXB3" not in everything
@@ -121,14 +129,14 @@ async def test_sender_rejected(servers):
     result = await probe(await servers.start(script), "{mail_from: probe@example.com, rcpt_to: pm@example.com}")
     assert result.state == "sender_rejected"
     assert sent(script) == [b"EHLO", b"MAIL", b"QUIT"]
-    assert "sender's domain is wrong" in result.detail
+    assert "sender's system address is invalid" in result.detail and result.details.refused == "sender"
 
 
 async def test_recipient_rejected(servers):
     script = Script(replies={"RCPT": b"550 5.1.1 <nobody@example.com>: Recipient address rejected\r\n"})
     result = await probe(await servers.start(script), "{mail_from: probe@example.com, rcpt_to: nobody@example.com}")
     assert result.state == "recipient_rejected"
-    assert result.extra.replies["rcpt"].enhanced == "5.1.1"
+    assert result.details.replies["rcpt"].enhanced == "5.1.1"
 
 
 async def test_envelope_test_ends_with_rset_and_sends_no_message(servers):
@@ -145,7 +153,7 @@ async def test_data_rejected(servers, replies):
     result = await probe(await servers.start(script),
                          "{mail_from: a@example.com, rcpt_to: b@example.com, send_test_message: true}")
     assert result.state == "data_rejected"
-    assert result.extra.replies["data"].code == 554
+    assert result.details.replies["data"].code == 554
 
 
 async def test_timeout_after_the_greeting(servers):
@@ -157,6 +165,9 @@ async def test_timeout_after_the_greeting(servers):
     result, took = await timed_probe(await servers.start(stall_after_greeting), timeout="200ms")
     assert result.state == "timeout"
     assert took < 0.5
+    # The verdict names the command that got no answer.
+    assert result.detail.startswith("the server did not answer EHLO ")
+    assert result.details.stalled_at.startswith("EHLO ")
 
 
 # --- hostile behaviour -------------------------------------------------------------------------
@@ -256,8 +267,8 @@ async def test_starttls_as_the_last_ehlo_line_is_seen(servers, tmp_path):
     result = await probe(await servers.start(script),
                          f"{{starttls: required, tls_config: {{ca_file: '{pki.ca_file}', server_name: mx.test}}}}")
     assert result.state == "ok", result.detail
-    assert result.extra.encrypted and result.extra.tls.verified
-    assert "STARTTLS" in result.extra.capabilities
+    assert result.details.encrypted and result.details.tls.verified
+    assert "STARTTLS" in result.details.capabilities
     assert sent(script)[:2] == [b"EHLO", b"STARTTLS"]
 
 
@@ -276,6 +287,7 @@ async def test_starttls_handshake_failure(servers):
     result, took = await timed_probe(await servers.start(fake_tls), "{starttls: opportunistic}")
     assert result.state == "tls_error"
     assert "TLS handshake failed" in result.detail
+    assert "not TLS where TLS was expected" in result.detail or "plain text where TLS" in result.detail
     assert took < 1.0
 
 
@@ -290,7 +302,7 @@ async def test_starttls_handshake_that_stalls(servers):
 
     result, took = await timed_probe(await servers.start(no_tls), "{starttls: required}", timeout="200ms")
     assert result.state == "timeout"
-    assert "TLS handshake" in result.detail
+    assert result.detail.startswith("the server did not answer the TLS handshake after STARTTLS")
     assert took < 0.5
 
 

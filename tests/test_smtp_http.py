@@ -44,7 +44,7 @@ async def test_debug_explains_a_blocked_greeting(make_client, servers):
     assert "C: QUIT" in text
     explained = text.split("Reply codes explained:")[1].split("Metrics:")[0]
     assert "banner 554 5.7.1: " in explained
-    assert "block list" in explained and "rejected by policy" in explained
+    assert "block list" in explained and "not authorized" in explained
     assert 'probe_smtp_state{state="banner_rejected"} 1' in text
     assert 'probe_smtp_enhanced_status_code_info{stage="banner",code="5.7.1"} 1' in text
 

@@ -41,6 +41,12 @@ async def test_check_explains_a_reputation_block():
     assert "SMTP replies: banner 554 5.7.1, quit 221 2.0.0" in text
     assert "Reply codes explained:" in text
     assert "block list" in text
+    # Issue 11 item 7: the long explanation appeared three times (transcript, verdict, explanations).
+    # Now: the verdict is one short line, the full explanation comes once, under "Reply codes explained".
+    for long_part in ("5.7.1: permanent failure (the same attempt will fail again)", "usual causes:"):
+        assert text.count(long_part) == 1, text
+    assert text.count("no SMTP service for this client") == 2, text  # the verdict's summary and the explanation
+    assert "Outcome: banner_rejected\n" in text
 
 
 async def test_status_page_shows_smtp_reply_codes(make_client):
@@ -52,9 +58,9 @@ targets:
   - {{target: "127.0.0.1:{port}", module: smtp_banner}}
 """))
         await client.get("/metrics")
-        rows = Tables(await (await client.get("/")).text()).tables["targets"]
+        rows = Tables(await (await client.get("/")).text()).rows("targets")
     finally:
         server.close()
-    row = rows[1]
-    assert row[:3] == [f"127.0.0.1:{port}", "smtp_banner", "banner_rejected"]
-    assert row[5] == "banner\xa0554 5.7.1, quit\xa0221 2.0.0"
+    row = rows[0]
+    assert [row[k] for k in ("Target", "Module", "State")] == [f"127.0.0.1:{port}", "smtp_banner", "banner_rejected"]
+    assert row["SMTP replies"] == "banner 554 5.7.1, quit 221 2.0.0"

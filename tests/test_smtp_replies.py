@@ -7,13 +7,11 @@ import socket
 
 import pytest
 
-from exporter.probers.smtp_explain import explain, explain_code, explain_enhanced
 from exporter.probers.smtp_replies import (MAX_LINE_BYTES, ConnectionClosed, MalformedReply, ReplyCode, ReplyReader,
                                            ReplyTimeout, ReplyTooLong, enhanced_code, open_stream, parse_line)
 from tests import smtp_servers
 
 servers = smtp_servers.servers  # the fixture
-
 
 
 async def read_from(servers, payload: bytes, timeout: float = 1.0, close: bool = True):
@@ -118,14 +116,3 @@ def test_parse_line():
 ])
 def test_enhanced_code(code, text, expected):
     assert enhanced_code(code, text) == expected
-
-
-def test_explanations_are_plain_language():
-    assert "block list" in explain_code(554)
-    assert "greylisting" in explain_code(450)
-    assert explain_code(299) == "the command succeeded"
-    assert explain_enhanced("5.7.1").startswith("permanent failure")
-    assert "rejected by policy" in explain_enhanced("5.7.1")
-    assert "reputation" in explain(554, "5.7.1")
-    assert explain_enhanced("4.9.99") == "temporary failure (retrying later may work): unknown problem, detail 99"
-    assert "mailbox does not exist" in explain(550, "5.1.1")

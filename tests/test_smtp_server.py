@@ -56,7 +56,7 @@ def tls_config(pki: Pki, **extra) -> str:
 async def test_plain_session(servers):
     result = await probe(await start_aiosmtpd(servers), "{starttls: no, ehlo: probe.example.com}")
     assert (result.state, result.success) == ("ok", True)
-    details = result.extra
+    details = result.details
     assert details.replies["banner"].code == 220 and details.replies["quit"].code == 221
     assert {"SIZE", "8BITMIME"} <= details.capabilities and "STARTTLS" not in details.capabilities
     assert details.size_limit == 33554432
@@ -69,7 +69,7 @@ async def test_starttls_required_with_a_verified_certificate(servers, pki):
     port = await start_aiosmtpd(servers, pki.valid)
     result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}}}")
     assert result.state == "ok", result.detail
-    details = result.extra
+    details = result.details
     assert details.encrypted and details.tls.verified is True
     assert details.tls.version in ("TLS 1.2", "TLS 1.3")
     assert "STARTTLS" in details.capabilities  # as advertised before TLS
@@ -87,14 +87,15 @@ async def test_wrong_name_fails_when_required(servers, pki):
     result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}}}")
     assert result.state == "tls_error"
     assert "did not verify" in result.detail and "mismatch" in result.detail.lower()
-    assert result.extra.tls.verified is False
+    assert "does not name this server" in result.detail
+    assert result.details.tls.verified is False
 
 
 async def test_wrong_name_is_reported_but_tolerated_when_opportunistic(servers, pki):
     port = await start_aiosmtpd(servers, pki.wrong_name)
     result = await probe(port, f"{{starttls: opportunistic, tls_config: {tls_config(pki)}}}")
     assert result.state == "ok", result.detail
-    tls = result.extra.tls
+    tls = result.details.tls
     assert tls.verified is False and "mismatch" in tls.verify_error.lower()
     assert tls.earliest_expiry is not None and tls.verified_chain_expiry is None
     assert any("reconnects and continues without verification" in line for line in result.transcript)
@@ -107,8 +108,8 @@ async def test_expired_certificate(servers, pki):
     assert "expired" in required.detail
     skipped = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki, insecure_skip_verify='true')}}}")
     assert skipped.state == "ok"
-    assert skipped.extra.tls.verified is None  # not checked
-    assert skipped.extra.tls.earliest_expiry == pki.expired_not_after.timestamp()
+    assert skipped.details.tls.verified is None  # not checked
+    assert skipped.details.tls.earliest_expiry == pki.expired_not_after.timestamp()
 
 
 async def test_untrusted_ca_without_ca_file(servers, pki):
@@ -116,31 +117,34 @@ async def test_untrusted_ca_without_ca_file(servers, pki):
     result = await probe(port, "{starttls: required, tls_config: {server_name: mx.test}}")
     assert result.state == "tls_error"
     assert "unable to get local issuer certificate" in result.detail
+    assert "the issuer of the certificate is not known here" in result.detail
 
 
 async def test_implicit_tls(servers, pki):
     port = await start_aiosmtpd(servers, pki.valid, implicit=True)
     result = await probe(port, f"{{tls: true, tls_config: {tls_config(pki)}}}")
     assert result.state == "ok", result.detail
-    assert result.extra.encrypted and result.extra.tls.verified
-    assert "STARTTLS" not in result.extra.capabilities
-    assert result.extra.stage_seconds["tls"] > 0
+    assert result.details.encrypted and result.details.tls.verified
+    assert "STARTTLS" not in result.details.capabilities
+    assert result.details.stage_seconds["tls"] > 0
     assert not any(line == "C: STARTTLS" for line in result.transcript)
 
 
 async def test_implicit_tls_against_a_plain_server(servers, pki):
     result = await probe(await start_aiosmtpd(servers), f"{{tls: true, tls_config: {tls_config(pki)}}}")
     assert result.state == "tls_error"
+    assert "the server spoke plain text where TLS was expected" in result.detail
+    assert "(OpenSSL: WRONG_VERSION_NUMBER)" in result.detail
 
 
 async def test_envelope_accepted_and_rejected(servers):
     port = await start_aiosmtpd(servers)
     accepted = await probe(port, "{mail_from: probe@example.com, rcpt_to: postmaster@example.com}")
     assert accepted.state == "ok"
-    assert [accepted.extra.replies[s].code for s in ("mail", "rcpt", "rset")] == [250, 250, 250]
+    assert [accepted.details.replies[s].code for s in ("mail", "rcpt", "rset")] == [250, 250, 250]
     rejected = await probe(port, "{mail_from: probe@example.com, rcpt_to: nobody@example.com}")
     assert rejected.state == "recipient_rejected"
-    assert rejected.extra.replies["rcpt"].enhanced == "5.1.1"
+    assert rejected.details.replies["rcpt"].enhanced == "5.1.1"
     assert "mailbox does not exist" in rejected.detail
 
 
@@ -153,10 +157,10 @@ async def test_auth(servers, pki, tmp_path, mechanism):
     base = f"starttls: required, tls_config: {tls_config(pki)}"
     ok = await probe(port, f"{{{base}, auth: {{username: probe, password_file: '{good}', mechanism: {mechanism}}}}}")
     assert ok.state == "ok", ok.detail
-    assert ok.extra.replies["auth"].code == 235
+    assert ok.details.replies["auth"].code == 235
     failed = await probe(port, f"{{{base}, auth: {{username: probe, password_file: '{bad}', mechanism: {mechanism}}}}}")
     assert failed.state == "auth_failed"
-    assert failed.extra.replies["auth"].code == 535
+    assert failed.details.replies["auth"].code == 535
     for result, secret in ((ok, "s3cret-pw"), (failed, "wrong-pw")):
         text = "\n".join(result.transcript) + result.detail
         assert secret not in text
@@ -171,7 +175,7 @@ async def test_test_message_is_sent_only_when_configured(servers):
     result = await probe(port, "{mail_from: probe@example.com, rcpt_to: postmaster@example.com, "
                                "send_test_message: true, subject: 'probe 42', body: \"hello\\n.starts with a dot\\n\"}")
     assert result.state == "ok", result.detail
-    assert result.extra.replies["data"].code == 250
+    assert result.details.replies["data"].code == 250
     [message] = mailbox.messages
     assert b"Subject: probe 42" in message
     assert b"\r\n.starts with a dot" in message  # dot-stuffed on the wire, unstuffed by the server
@@ -196,10 +200,32 @@ def test_tls_paths_under_uvloop(tmp_path):
                 port = await start_aiosmtpd(started, cert, implicit=implicit)
                 result = await probe(port, f"{{starttls: {mode}, tls: {str(implicit).lower()}, "
                                            f"tls_config: {tls_config(pki)}}}")
-                states.append((str(result.state), result.extra.tls.verified))
+                states.append((str(result.state), result.details.tls.verified))
             return states
         finally:
             await started.close()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(scenario()) == [("ok", True), ("ok", False), ("ok", True), ("tls_error", False)]
+
+
+@pytest.mark.parametrize("password", ["server", "wrong", "Authentication"])
+async def test_masking_is_by_what_was_sent_not_by_searching_server_text(servers, pki, tmp_path, password):
+    """Issue 14: with the password `server`, the output read "The ******** said"; with `wrong`, "********
+    user name or password": the blanked word gave the password away."""
+    port = await start_aiosmtpd(servers, pki.valid)
+    (tmp_path / "pw").write_text(password + "\n")
+    for mechanism in ("plain", "login"):
+        result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}, auth: {{username: probe, "
+                                   f"password_file: '{tmp_path / 'pw'}', mechanism: {mechanism}}}}}")
+        assert result.state == "auth_failed"
+        # Only the lines the prober sent with the credentials are masked ...
+        masked = [line for line in result.transcript if "********" in line]
+        assert masked and all(line.startswith("C: ") for line in masked), masked
+        # ... and the server's words are shown as they came, never blanked where they match the password.
+        assert "The server said" in result.detail
+        everything = "\n".join(result.transcript) + result.detail + "".join(m for _, m in result.details.explanations)
+        assert "********" not in everything.replace("C: AUTH PLAIN ********", "").replace("C: ********", "")
+        # The reply to the credentials keeps its codes; its text (which could echo them) is withheld.
+        assert result.details.replies["auth"].code == 535
+        assert "text withheld" in result.details.replies["auth"].lines[0]

@@ -9,9 +9,12 @@ from types import SimpleNamespace
 
 from exporter.address import parse_host_port
 from exporter.app import EXPORTER
-from exporter.config import Module
+from exporter.config import Module, parse_config
 from exporter.history import ProbeHistory
 from exporter.probers.result import ProbeResult, TcpState
+from exporter.probers.smtp_replies import Reply
+from exporter.probers.smtp_result import SmtpDetails
+from exporter.probers.smtp_tls import TlsInfo
 from exporter.statuspage import render_status_page
 from tests.conftest import tcp_config
 
@@ -50,6 +53,11 @@ class Tables(HTMLParser):
             self._cell = []
         elif tag == "a":
             self.links.append(attrs["href"])
+
+    def rows(self, table_id: str) -> list[dict[str, str]]:
+        """The table's rows as {column heading: cell text} (columns depend on the probers shown)."""
+        heading, *rows = self.tables[table_id]
+        return [dict(zip(heading, row)) for row in rows]
 
     def handle_endtag(self, tag):
         if tag in ("td", "th") and self._cell is not None and self._table:
@@ -102,9 +110,9 @@ def test_latest_merges_scrapes_and_ad_hoc_probes_and_bounds_the_ad_hoc_ones():
     older = result(False, "refused")
     history.record_probe(targets[0].address, TCP, older, 9.0)  # older than the scrape: not shown
     rows = list(history.latest(targets))
-    assert rows[0][3].success and rows[1][3] is newer and rows[1][2] == 20.0
+    assert len(rows) == 2 and rows[0][3].success and rows[1][3] is newer and rows[1][2] == 20.0
     # Configured targets first, then the most recent ad-hoc ones (the bound is 4 /probe keys), newest first.
-    assert [str(r[0]) for r in rows[2:]] == ["127.1.0.5:25", "127.1.0.4:25"]
+    assert [str(r[0]) for r in history.ad_hoc(targets)] == ["127.1.0.5:25", "127.1.0.4:25"]
     assert list(history.latest(planned(3)))[2][2:] == (None, None)  # configured, never probed
 
 
@@ -113,18 +121,19 @@ def test_latest_merges_scrapes_and_ad_hoc_probes_and_bounds_the_ad_hoc_ones():
 async def test_status_page_shows_the_latest_state_of_every_target(make_client, listener, closed_port):
     client = await make_client(tcp_config(f"127.0.0.1:{listener}", f"127.0.0.1:{closed_port}"))
     page = Tables(await (await client.get("/")).text())
-    assert [row[2] for row in page.tables["targets"][1:]] == ["not probed yet", "not probed yet"]
+    assert [row["State"] for row in page.rows("targets")] == ["not probed yet", "not probed yet"]
 
     assert (await client.get("/metrics")).status == 200
     response = await client.get("/")
     assert response.headers["Content-Type"] == "text/html; charset=utf-8"
     html = await response.text()
     page = Tables(html)
-    rows = {row[0]: row for row in page.tables["targets"][1:]}
-    assert rows[f"127.0.0.1:{listener}"][2] == "open"
-    assert rows[f"127.0.0.1:{closed_port}"][2] == "refused"
-    assert rows[f"127.0.0.1:{closed_port}"][3].endswith(" ms")  # the time until the RST came back
-    assert "ECONNREFUSED" in rows[f"127.0.0.1:{closed_port}"][8]
+    rows = {row["Target"]: row for row in page.rows("targets")}
+    assert rows[f"127.0.0.1:{listener}"]["State"] == "open"
+    assert rows[f"127.0.0.1:{closed_port}"]["State"] == "refused"
+    assert rows[f"127.0.0.1:{closed_port}"]["Connect"].endswith(" ms")  # the time until the RST came back
+    assert "ECONNREFUSED" in rows[f"127.0.0.1:{closed_port}"]["Detail"]
+    assert "Banner after" not in page.tables["targets"][0]  # no SMTP columns without an SMTP module
     assert 'class="state s-refused"' in html and 'class="state s-open"' in html
     assert f"/probe?target=127.0.0.1:{closed_port}&amp;module=tcp_connect&amp;debug=true" in html
     assert len(page.tables["recent"]) == 3 and len(page.tables["failures"]) == 2
@@ -149,28 +158,47 @@ async def test_status_page_shows_the_latest_state_of_every_target(make_client, l
 async def test_ad_hoc_probes_appear_on_the_page(make_client, listener):
     client = await make_client(tcp_config())
     await client.get(f"/probe?target=127.0.0.1:{listener}&module=tcp_connect")
-    rows = Tables(await (await client.get("/")).text()).tables["targets"]
-    assert rows[1][:3] == [f"127.0.0.1:{listener}", "tcp_connect", "open"]
+    page = Tables(await (await client.get("/")).text())
+    assert page.rows("targets") == []  # /probe-only targets are listed apart from the configured ones
+    assert [page.rows("adhoc")[0][k] for k in ("Target", "Module", "State")] == \
+        [f"127.0.0.1:{listener}", "tcp_connect", "open"]
 
 
 async def test_everything_from_servers_is_escaped_and_smtp_data_is_shown(make_client):
-    client = await make_client(tcp_config())
+    config = parse_config("modules: {mx: {prober: smtp, smtp: {ehlo: probe.test}}}\n"
+                          "targets: [{target: '127.0.0.1:25', module: mx}]")
+    client = await make_client(config)
     exporter = client.server.app[EXPORTER]
     hostile = ProbeResult(success=False, state="<img src=x onerror=alert(1)>", tcp_state=TcpState.OPEN,
                           detail='5.7.1 <script>alert("x")</script> & "quotes"',
                           transcript=["< 554 <script>evil</script>"])
-    hostile.extra = SimpleNamespace(banner_seconds=0.0123, reply_codes={"banner": 220, "<ehlo>": "554\"><b>"},
-                                    cert_expiry=time.time() + 10 * 86400)
-    exporter.history.record_probe(parse_host_port("127.0.0.1:25"), TCP, hostile, time.time())
+    hostile.details = SmtpDetails(
+        banner_seconds=0.0123, tls=TlsInfo(earliest_expiry=time.time() + 10 * 86400),
+        replies={"banner": Reply(220, ("<b>mx</b>",), (b"220 <b>mx</b>",)),
+                 "ehlo": Reply(554, ('5.7.1 "><b>',), (b'554 5.7.1 "><b>',), "5.7.1")})
+    exporter.history.record_probe(parse_host_port("127.0.0.1:25"), config.modules["mx"], hostile, time.time())
     html = await (await client.get("/")).text()
-    assert "<script" not in html and "<img" not in html and "<b>" not in html and "<ehlo>" not in html
+    assert "<script" not in html and "<img" not in html and "<b>" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;quotes&quot;" in html
-    row = Tables(html).tables["targets"][1]
-    assert row[2] == "<img src=x onerror=alert(1)>"  # shown as text, with the colour of a failure
+    row = Tables(html).rows("targets")[0]
+    assert row["State"] == "<img src=x onerror=alert(1)>"  # shown as text, with the colour of a failure
     assert 'class="state s-fail"' in html
-    assert row[4] == "12.30 ms"
-    assert row[5] == 'banner\xa0220, <ehlo>\xa0554"><b>'
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \(in (9|10) d\)", row[6])
+    assert row["Banner after"] == "12.30 ms"
+    assert row["SMTP replies"] == "banner 220, ehlo 554 5.7.1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in (9|10)\.\d days\)", row["Certificate expires"])
+
+
+async def test_probe_only_targets_are_listed_apart_and_tcp_causes_shown(make_client, closed_port):
+    config = parse_config("modules: {mx: {prober: smtp, timeout: 2s, smtp: {ehlo: probe.test}}}")
+    client = await make_client(config)
+    await client.get(f"/probe?target=127.0.0.1:{closed_port}&module=mx")
+    page = Tables(await (await client.get("/")).text())
+    assert page.rows("targets") == []
+    [row] = page.rows("adhoc")
+    assert row["Target"] == f"127.0.0.1:{closed_port}"
+    assert row["State"] == "connect_failed (TCP: refused)"
+    html = await (await client.get("/")).text()
+    assert '<span class="state s-fail">connect_failed: 1</span>' in html
 
 
 def test_a_long_table_is_cut_but_never_hides_a_failure():
@@ -180,9 +208,9 @@ def test_a_long_table_is_cut_but_never_hides_a_failure():
     history.record_scrape(targets, results, time.time())
     page = render_status_page(version="t", config=tcp_config(), rows=history.latest(targets + planned(31)[30:]),
                               recent=(), failures=(), max_rows=10)
-    rows = Tables(page).tables["targets"][1:]
+    rows = Tables(page).rows("targets")
     assert len(rows) == 10
-    assert [row[2] for row in rows[:2]] == ["refused", "not probed yet"]
+    assert [row["State"] for row in rows[:2]] == ["refused", "not probed yet"]
     assert "21 more targets, all succeeding, are not shown" in page
     assert '<span class="state s-open">open: 29</span>' in page  # the summary still counts every target
 

@@ -15,7 +15,7 @@ import weakref
 from collections import deque
 
 from exporter.address import HostPort
-from exporter.config import Module
+from exporter.model import Module
 from exporter.probers.resolve import ResolveError, Resolver, literal
 from exporter.probers.result import ProbeResult, TcpState, classify_errno, describe_errno
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from exporter.address import HostPort
-from exporter.config import TcpSettings
+from exporter.probers.tcp_config import TcpSettings
 
 
 @dataclass(frozen=True, slots=True)

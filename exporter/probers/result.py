@@ -62,8 +62,9 @@ class ProbeResult:
     transcript: list[str] = field(default_factory=list)
     # True when the handler gave up on the probe at the scrape deadline.
     cut_at_deadline: bool = False
-    # Prober-specific details (e.g. the SMTP dialogue), formatted by that prober's metric families.
-    extra: Any = None
+    # The prober's own typed details (e.g. the SMTP dialogue's ``SmtpDetails``); its plugin
+    # (``exporter.probers.base.Prober``) is what formats them for metrics and people.
+    details: Any = None
 
     def note(self, line: str) -> None:
         self.transcript.append(line)

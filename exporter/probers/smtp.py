@@ -24,23 +24,32 @@ import ssl
 import time
 
 from exporter.address import HostPort
-from exporter.config import Module, SmtpSettings
+from exporter.model import Module
+from exporter.probers.smtp_config import SmtpSettings, ehlo_fallback_problem
 from exporter.probers.connect import connect_target
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult
-from exporter.probers.smtp_explain import explain
+from exporter.probers.smtp_explain import Explanation, Party, explain
 from exporter.probers.smtp_replies import (ConnectionClosed, MalformedReply, Reply, ReplyCode, ReplyReader, ReplyTimeout,
                                            decode, open_stream)
 from exporter.probers.smtp_result import SmtpDetails, SmtpState
-from exporter.probers.smtp_tls import TlsInfo, client_context, describe, server_name, verify_failure
+from exporter.probers.smtp_tls import TlsInfo, client_context, describe, server_name
+from exporter.probers.tls_errors import describe_handshake_failure, describe_verify_failure
 
 MAX_TRANSCRIPT_LINES = 200
 MAX_TRANSCRIPT_LINE = 512
 MASK = "********"
+# A reply to a line that carried credentials may echo them: its text is withheld (by position, not by
+# searching it for the secret, which would reveal the secret through what got blanked).
+WITHHELD = "(text withheld: this reply answers a line that carried credentials)"
 # The graceful close (a TLS close_notify) may take this long before the connection is dropped.
 CLOSE_GRACE = 0.25
 # A server that does not answer QUIT must not hold a finished probe until its deadline.
 QUIT_WAIT = 1.0
+# Said after a dialogue without RCPT TO: Postfix's default smtpd_delay_reject answers a client block only there.
+ENVELOPE_HINT = ("No envelope was tested (no rcpt_to): a server that refuses every message from this address may "
+                 "still greet and answer EHLO (Postfix, by default, says so only at RCPT TO). To catch that, use a "
+                 "module with mail_from and rcpt_to (e.g. postmaster@ the domain; RSET follows, nothing is sent)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SIZE = re.compile(r"\d{1,15}\Z")
 
@@ -54,6 +63,15 @@ class _Stop(Exception):
         self.detail = detail
 
 
+def abort_transport(transport: asyncio.BaseTransport) -> None:
+    """Drop the connection now. On CPython before 3.11.7 (Debian 12 ships 3.11.2), ``abort()`` on an SSL
+    transport whose connection is already lost raises AttributeError (its protocol reference is gone);
+    such a transport has nothing left to drop."""
+    if getattr(transport, "_ssl_protocol", True) is None:
+        return
+    transport.abort()
+
+
 class _Unverified(Exception):
     """The certificate did not verify and the policy says: carry on without verification."""
 
@@ -64,7 +82,7 @@ def printable(text: str) -> str:
 
 
 async def probe_smtp(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
-    settings = module.smtp
+    settings = module.settings
     assert settings is not None  # the config loader sets it for every smtp module
     result = ProbeResult(state=SmtpState.CONNECT_FAILED)
     tls_config = settings.tls_config
@@ -81,22 +99,23 @@ async def probe_smtp(target: HostPort, module: Module, deadline: float, resolver
 
 
 class _Session:
-    """One connection's dialogue; writes its findings into ``result`` and ``result.extra``."""
+    """One connection's dialogue; writes its findings into ``result`` and ``result.details``."""
 
     def __init__(self, result: ProbeResult, target: HostPort, settings: SmtpSettings, deadline: float,
                  verify: bool):
         self.result = result
         self.details = SmtpDetails()
-        result.extra = self.details
+        result.details = self.details
         self.target = target
         self.settings = settings
         self.deadline = deadline
         self.verify = verify
-        self.secrets: list[str] = []
         self.replies: ReplyReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.greeted = False
         self.explained: set[tuple[str, int, str | None]] = set()
+        self.waiting_for = "the greeting"  # what the server owes a reply to, for a timeout's verdict
+        self.starttls_refusal = ""         # the verdict when STARTTLS was refused and the dialogue went on
 
     # --- the dialogue -------------------------------------------------------------------
 
@@ -109,22 +128,31 @@ class _Session:
         clean = False  # whether the stream is still in step, so QUIT can wait for its reply
         try:
             await self._dialogue(sock, verify_error)
-            result.state, result.detail, clean = SmtpState.OK, self._success(), True
+            if self.details.starttls_refused:
+                result.state, result.detail = SmtpState.STARTTLS_FAILED, self.starttls_refusal
+            else:
+                result.state, result.detail = SmtpState.OK, self._success()
+            clean = True
         except _Stop as stop:
-            result.state, result.detail = stop.state, self._mask(stop.detail)
+            result.state, result.detail = stop.state, stop.detail
             clean = stop.state not in (SmtpState.PROTOCOL_ERROR, SmtpState.TIMEOUT, SmtpState.TLS_ERROR)
         except ReplyTimeout as exc:
-            state = SmtpState.TIMEOUT if self.greeted else SmtpState.BANNER_TIMEOUT
-            where = "after the greeting" if self.greeted else "waiting for the greeting"
-            result.state, result.detail = state, f"the server stalled {where}: {exc}"
+            if self.greeted:
+                self.details.stalled_at = self.waiting_for
+                result.state = SmtpState.TIMEOUT
+                result.detail = f"the server did not answer {self.waiting_for} before the deadline: {exc}"
+            else:
+                result.state = SmtpState.BANNER_TIMEOUT
+                result.detail = f"the server stalled waiting for the greeting: {exc}"
         except (ConnectionClosed, MalformedReply) as exc:
-            result.state, result.detail = SmtpState.PROTOCOL_ERROR, self._mask(printable(str(exc)))
+            result.state, result.detail = SmtpState.PROTOCOL_ERROR, printable(str(exc))
         finally:
             if self.writer is None:
                 sock.close()
             await self._quit_and_close(clean)
         if result.state is not SmtpState.OK:
-            result.note(f"Outcome: {result.state}: {result.detail}")
+            # The verdict itself is printed once, by whoever shows the result; the transcript only marks the end.
+            result.note(f"Outcome: {result.state}")
 
     async def _dialogue(self, sock, verify_error: str | None) -> None:
         settings = self.settings
@@ -146,10 +174,12 @@ class _Session:
             await self._authenticate()
         if settings.mail_from:
             await self._envelope()
+        if not settings.rcpt_to:
+            self.result.note(ENVELOPE_HINT)
 
     def _check_greeting(self, greeting: Reply) -> None:
         if greeting.code >= 400:  # 421 busy, 554 blocked: the server will not talk to us
-            raise _Stop(SmtpState.BANNER_REJECTED, self._rejection("the greeting", greeting))
+            raise _Stop(SmtpState.BANNER_REJECTED, self._rejection("banner", "the greeting", greeting))
         if greeting.code != ReplyCode.SERVICE_READY:
             raise _Stop(SmtpState.PROTOCOL_ERROR, f"the greeting has code {greeting.code}, expected 220")
         pattern = self.settings.expect_banner
@@ -160,7 +190,9 @@ class _Session:
                                                        f"{pattern.pattern!r}: {self._quote(greeting)}")
 
     async def _hello(self) -> None:
-        name = self.settings.ehlo
+        name = self.settings.ehlo_name
+        if self.settings.ehlo is None and (problem := ehlo_fallback_problem(name)):
+            self.result.note(f"Warning: {problem}")
         reply = await self._command("ehlo", f"EHLO {name}")
         if reply.code == ReplyCode.OK:
             self._capabilities(reply)
@@ -173,7 +205,7 @@ class _Session:
                 self.result.note("EHLO refused, HELO accepted: the server offers no extensions")
                 self.details.capabilities = frozenset()
                 return
-        raise _Stop(SmtpState.EHLO_REJECTED, self._rejection(f"{command} {name}", reply))
+        raise self._refusal(SmtpState.EHLO_REJECTED, command.lower(), f"{command} {name}", reply)
 
     def _capabilities(self, reply: Reply) -> None:
         """Extension keywords from every line after the first (RFC 5321 4.1.1.1), the last one included."""
@@ -210,9 +242,15 @@ class _Session:
             return
         reply = await self._command("starttls", "STARTTLS")
         if reply.code != ReplyCode.SERVICE_READY:
+            # Advertised, then refused: the server's TLS is broken (often an unreadable certificate or key).
+            refusal = (f"{self._rejection('starttls', 'STARTTLS', reply)}. The server advertised STARTTLS and then "
+                       "refused it: its TLS setup is broken, and senders that need TLS cannot deliver")
             if required:
-                raise _Stop(SmtpState.STARTTLS_UNAVAILABLE, self._rejection("STARTTLS", reply))
-            self.result.note("STARTTLS was refused: continuing unencrypted (starttls: opportunistic)")
+                raise _Stop(SmtpState.STARTTLS_FAILED, refusal)
+            self.details.starttls_refused = True
+            self.starttls_refusal = refusal + " (starttls: opportunistic, so the dialogue went on unencrypted)"
+            self.result.note("STARTTLS was advertised but refused: continuing UNENCRYPTED, as RFC 3207 allows "
+                             "(starttls: opportunistic); the probe will report starttls_failed")
             return
         assert self.replies is not None
         if self.replies.buffered():
@@ -241,18 +279,18 @@ class _Session:
                     await self.writer.start_tls(context, server_hostname=hostname)
         except ssl.SSLCertVerificationError as exc:
             info.handshake_seconds = time.perf_counter() - started
-            info.verified, info.verify_error = False, verify_failure(exc)
+            info.verified, info.verify_error = False, describe_verify_failure(exc)
             if not self.settings.tls and self.settings.starttls == "opportunistic":
                 raise _Unverified(info.verify_error) from None
             raise _Stop(SmtpState.TLS_ERROR, f"the server's certificate did not verify for {hostname}: "
                                              f"{info.verify_error}") from None
         except TimeoutError:
             info.handshake_seconds = time.perf_counter() - started
-            raise ReplyTimeout("the TLS handshake did not finish before the deadline") from None
+            self.waiting_for = "the TLS handshake" + ("" if sock is not None else " after STARTTLS")
+            raise ReplyTimeout("the TLS handshake did not finish") from None
         except (ssl.SSLError, OSError, EOFError, asyncio.IncompleteReadError) as exc:
             info.handshake_seconds = time.perf_counter() - started
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            raise _Stop(SmtpState.TLS_ERROR, f"the TLS handshake failed: {printable(str(reason))}") from None
+            raise _Stop(SmtpState.TLS_ERROR, f"the TLS handshake failed: {describe_handshake_failure(exc)}") from None
         info.handshake_seconds = self.details.stage_seconds["tls"] = time.perf_counter() - started
         assert self.writer is not None
         describe(info, self.writer.get_extra_info("ssl_object"), True if self.verify else None)
@@ -279,49 +317,59 @@ class _Session:
             raise _Stop(SmtpState.AUTH_FAILED, f"the server does not offer AUTH {mechanism or 'PLAIN or LOGIN'} "
                                                f"(offered: {printable(shown[:200])})")
         user, password = auth.username, auth.password.value
+        # Every line that carries the password is shown as MASK, and the server's reply to it keeps its
+        # codes but not its text (it might echo the credentials): masking by what was sent.
         if mechanism == "PLAIN":
             token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-            self.secrets += [password, token]
-            reply = await self._command("auth", f"AUTH PLAIN {token}", shown=f"AUTH PLAIN {MASK}")
+            reply = await self._command("auth", f"AUTH PLAIN {token}", shown=f"AUTH PLAIN {MASK}", secret=True)
             if reply.code == ReplyCode.AUTH_CONTINUE:  # a server that wants the credentials on their own line
-                reply = await self._command("auth", token, shown=MASK)
+                reply = await self._command("auth", token, shown=MASK, secret=True)
         else:
             user_token = base64.b64encode(user.encode()).decode()
             password_token = base64.b64encode(password.encode()).decode()
-            self.secrets += [password, password_token]
             reply = await self._command("auth", "AUTH LOGIN")
             if reply.code == ReplyCode.AUTH_CONTINUE:
                 reply = await self._command("auth", user_token, shown=f"{user_token} (user name)")
             if reply.code == ReplyCode.AUTH_CONTINUE:
-                reply = await self._command("auth", password_token, shown=MASK)
+                reply = await self._command("auth", password_token, shown=MASK, secret=True)
         if reply.code != ReplyCode.AUTH_SUCCEEDED:
-            raise _Stop(SmtpState.AUTH_FAILED, self._rejection(f"AUTH {mechanism} as {user}", reply))
+            raise self._refusal(SmtpState.AUTH_FAILED, "auth", f"AUTH {mechanism} as {user}", reply)
 
     async def _envelope(self) -> None:
+        """MAIL FROM, then RCPT TO (each refusal classified by what was refused), then RSET or DATA."""
         settings = self.settings
-        reply = await self._command("mail", f"MAIL FROM:<{settings.mail_from}>")
-        if reply.code != ReplyCode.OK:
-            raise _Stop(SmtpState.SENDER_REJECTED, self._rejection(f"MAIL FROM:<{settings.mail_from}>", reply))
+        await self._mail_from(settings.mail_from)
         if settings.rcpt_to:
-            reply = await self._command("rcpt", f"RCPT TO:<{settings.rcpt_to}>")
-            if reply.code not in (250, 251):
-                raise _Stop(SmtpState.RECIPIENT_REJECTED,
-                            self._rejection(f"RCPT TO:<{settings.rcpt_to}>", reply))
+            await self._rcpt_to(settings.rcpt_to)
         if settings.send_test_message:
             await self._send_message()
         else:
             await self._command("rset", "RSET")  # end the transaction: no message is sent
 
+    async def _mail_from(self, sender: str) -> None:
+        command = f"MAIL FROM:<{sender}>"
+        reply = await self._command("mail", command)
+        if reply.code != ReplyCode.OK:
+            raise self._refusal(SmtpState.SENDER_REJECTED, "mail", command, reply)
+
+    async def _rcpt_to(self, recipient: str) -> Reply:
+        command = f"RCPT TO:<{recipient}>"
+        reply = await self._command("rcpt", command)
+        if reply.code not in (ReplyCode.OK, ReplyCode.USER_NOT_LOCAL_WILL_FORWARD):
+            raise self._refusal(SmtpState.RECIPIENT_REJECTED, "rcpt", command, reply)
+        return reply
+
     async def _send_message(self) -> None:
         reply = await self._command("data", "DATA")
         if reply.code != ReplyCode.START_MAIL_INPUT:
-            raise _Stop(SmtpState.DATA_REJECTED, self._rejection("DATA", reply))
+            raise self._refusal(SmtpState.DATA_REJECTED, "data", "DATA", reply)
         started = time.perf_counter()
+        self.waiting_for = "the end of the test message"
         await self._send(self._message(), f"<test message, subject {self.settings.subject!r}>")
-        reply = await self._reply("data")
+        reply = await self._reply("data", explain_as="message")
         self.details.stage_seconds["data"] += time.perf_counter() - started
         if reply.code != ReplyCode.OK:
-            raise _Stop(SmtpState.DATA_REJECTED, self._rejection("the test message", reply))
+            raise self._refusal(SmtpState.DATA_REJECTED, "message", "the test message", reply)
 
     def _message(self) -> bytes:
         settings = self.settings
@@ -330,7 +378,7 @@ class _Session:
         message["To"] = settings.rcpt_to
         message["Subject"] = settings.subject
         message["Date"] = email.utils.formatdate()
-        message["Message-ID"] = email.utils.make_msgid(domain=settings.ehlo)
+        message["Message-ID"] = email.utils.make_msgid(domain=settings.ehlo_name)
         message["X-Mailer"] = "connectivity_exporter"
         message.set_content(settings.body)
         lines = message.as_bytes().split(b"\r\n")
@@ -341,10 +389,15 @@ class _Session:
 
     # --- sending and receiving ------------------------------------------------------------
 
-    async def _command(self, stage: str, line: str, shown: str | None = None, deadline: float | None = None) -> Reply:
+    async def _command(self, stage: str, line: str, shown: str | None = None, deadline: float | None = None,
+                       secret: bool = False) -> Reply:
+        """Send one command line (shown in the transcript as ``shown``) and read its reply. With ``secret``
+        the line carried credentials, so the reply's text is withheld."""
         started = time.perf_counter()
-        await self._send(line.encode("ascii"), shown if shown is not None else line)
-        reply = await self._reply(stage, deadline)
+        shown = shown if shown is not None else line
+        self.waiting_for = shown
+        await self._send(line.encode("ascii"), shown)
+        reply = await self._reply(stage, deadline, withhold=secret)
         self.details.stage_seconds[stage] = time.perf_counter() - started
         return reply
 
@@ -360,17 +413,21 @@ class _Session:
         except OSError as exc:
             raise ConnectionClosed(f"the connection was lost while sending ({type(exc).__name__})") from None
 
-    async def _reply(self, stage: str, deadline: float | None = None) -> Reply:
+    async def _reply(self, stage: str, deadline: float | None = None, withhold: bool = False,
+                     explain_as: str | None = None) -> Reply:
         assert self.replies is not None
         reply = await self.replies.read(self.deadline if deadline is None else deadline)
+        if withhold:
+            reply = _withheld(reply)
         for raw in reply.raw_lines:
             self._log(f"S: {decode(raw)}")
-        self.details.replies[stage] = self._scrubbed(reply)
-        key = (stage, reply.code, reply.enhanced)
+        self.details.replies[stage] = reply
+        explained_stage = explain_as or stage
+        key = (explained_stage, reply.code, reply.enhanced)
         if key not in self.explained:
             self.explained.add(key)
-            heading = f"{stage} {reply.code}" + (f" {reply.enhanced}" if reply.enhanced else "")
-            self.details.explanations.append((heading, explain(reply.code, reply.enhanced)))
+            heading = f"{explained_stage} {reply.code}" + (f" {reply.enhanced}" if reply.enhanced else "")
+            self.details.explanations.append((heading, self._explain(explained_stage, reply).line()))
         return reply
 
     async def _quit_and_close(self, wait_for_reply: bool) -> None:
@@ -397,41 +454,44 @@ class _Session:
         except (TimeoutError, OSError):
             pass
         finally:
-            writer.transport.abort()
+            abort_transport(writer.transport)
 
     # --- text for people --------------------------------------------------------------------
 
     def _log(self, line: str) -> None:
         transcript = self.result.transcript
         if len(transcript) < MAX_TRANSCRIPT_LINES:
-            line = self._mask(printable(line))
+            line = printable(line)
             if len(line) > MAX_TRANSCRIPT_LINE:
                 line = line[:MAX_TRANSCRIPT_LINE] + f"... ({len(line) - MAX_TRANSCRIPT_LINE} more characters)"
             transcript.append(line)
         elif len(transcript) == MAX_TRANSCRIPT_LINES:
             transcript.append(f"... transcript truncated at {MAX_TRANSCRIPT_LINES} lines")
 
-    def _scrubbed(self, reply: Reply) -> Reply:
-        """The reply as kept in the result: a server echoing the credentials back must not
-        put them where the JSON output, the status page or anything else could show them."""
-        if not self.secrets or not any(secret.encode() in raw for secret in self.secrets for raw in reply.raw_lines):
-            return reply
-        return dataclasses.replace(reply, lines=tuple(self._mask(line) for line in reply.lines),
-                                   raw_lines=tuple(self._mask(decode(raw)).encode() for raw in reply.raw_lines))
-
-    def _mask(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
-
     def _quote(self, reply: Reply) -> str:
         text = printable(decode(reply.raw_lines[-1]))
         return repr(text[:200] + ("..." if len(text) > 200 else ""))
 
-    def _rejection(self, what: str, reply: Reply) -> str:
+    @staticmethod
+    def _explain(stage: str, reply: Reply) -> Explanation:
+        return explain(stage, reply.code, reply.enhanced, printable(reply.text))
+
+    def _rejection(self, stage: str, what: str, reply: Reply) -> str:
+        """One line for the verdict: the code, its short meaning for this stage, the server's words.
+        The full explanation (enhanced code included) is in ``details.explanations``, shown once."""
+        explanation = self._explain(stage, reply)
+        self.details.refused = str(explanation.refused) if explanation.refused is not None else None
+        self.details.greylisted = self.details.greylisted or explanation.greylisting
         code = f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
-        return (f"{what} was answered {code}: {explain(reply.code, reply.enhanced)}. "
-                f"The server said {self._quote(reply)}")
+        return f"{what} was answered {code}: {explanation.summary}. The server said {self._quote(reply)}"
+
+    def _refusal(self, state: SmtpState, stage: str, what: str, reply: Reply) -> _Stop:
+        """The stop for a refused command: ``state`` names the stage, unless the reply says that this client
+        itself is refused (Postfix's smtpd_delay_reject answers a client block at RCPT)."""
+        detail = self._rejection(stage, what, reply)
+        if self.details.refused == Party.CLIENT and stage in ("mail", "rcpt", "data", "message"):
+            state = SmtpState.CLIENT_REJECTED
+        return _Stop(state, detail)
 
     def _success(self) -> str:
         done = ["greeting", "EHLO" if "ehlo" in self.details.replies else "HELO"]
@@ -446,3 +506,9 @@ class _Session:
         if self.settings.send_test_message:
             done.append("DATA")
         return f"the mail server answered as expected: {', '.join(done)}"
+
+
+def _withheld(reply: Reply) -> Reply:
+    """``reply`` with its text replaced (codes kept): it answers a line that carried credentials."""
+    prefix = f"{reply.code} {reply.enhanced} " if reply.enhanced else f"{reply.code} "
+    return dataclasses.replace(reply, lines=(WITHHELD,), raw_lines=((prefix + WITHHELD).encode(),))

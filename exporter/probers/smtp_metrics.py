@@ -17,8 +17,8 @@ from exporter.probers.smtp_tls import TLS_VERSIONS, TlsInfo
 
 
 def _details(result: ProbeResult) -> SmtpDetails | None:
-    extra = result.extra
-    return extra if isinstance(extra, SmtpDetails) else None
+    details = result.details
+    return details if isinstance(details, SmtpDetails) else None
 
 
 def _tls(result: ProbeResult) -> TlsInfo | None:

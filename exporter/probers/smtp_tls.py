@@ -22,7 +22,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.config import TlsConfig
+from exporter.probers.tls_config import TlsConfig
 
 _VERSIONS = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
 TLS_VERSIONS = tuple(_VERSIONS.values())

@@ -1,41 +1,22 @@
-"""The table that maps prober names (``prober:`` in a module) to probe functions."""
+"""The table from prober names (``prober:`` in a module) to probers; the only place that lists them."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Iterable
 
-from exporter.address import HostPort
-from exporter.config import Module
-from exporter.exposition import COMMON_FAMILIES, TCP_FAMILIES, Family
-from exporter.probers.resolve import Resolver
-from exporter.probers.result import ProbeResult
-from exporter.probers.smtp import probe_smtp
-from exporter.probers.smtp_metrics import SMTP_FAMILIES
-from exporter.probers.tcp import probe_tcp
+from exporter.exposition import Family
+from exporter.probers import smtp_plugin, tcp
+from exporter.probers.base import Prober
+from exporter.probers.tls import share_tls_families
 
-ProbeFn = Callable[[HostPort, Module, float, Resolver], Awaitable[ProbeResult]]
-
-
-@dataclass(frozen=True)
-class Prober:
-    probe: ProbeFn
-    # Every family this prober's results are written with, common ones included, in order.
-    families: tuple[Family, ...]
-    # Built once: every planned target refers to it (one set per target cost ~360 bytes each).
-    family_set: frozenset[Family] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "family_set", frozenset(self.families))
+# The TLS families (probe_tls_*, probe_ssl_*) are one set shared by the probers that speak TLS, so an
+# exposition with smtp and tcp modules has one HELP/TYPE per name.
+_SMTP = dataclasses.replace(smtp_plugin.PROBER, families=share_tls_families(smtp_plugin.PROBER.families))
+PROBERS: dict[str, Prober] = {prober.name: prober for prober in (tcp.PROBER, _SMTP)}
 
 
-PROBERS: dict[str, Prober] = {
-    "tcp": Prober(probe_tcp, COMMON_FAMILIES + TCP_FAMILIES),
-    "smtp": Prober(probe_smtp, COMMON_FAMILIES + TCP_FAMILIES + SMTP_FAMILIES),
-}
-
-
-def families_in_order(probers: list[Prober]) -> list[Family]:
+def families_in_order(probers: Iterable[Prober]) -> list[Family]:
     """The union of several probers' families, each once, in first-seen order."""
     seen: dict[Family, None] = {}
     for prober in probers:

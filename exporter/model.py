@@ -1,0 +1,79 @@
+"""The loaded configuration: typed, immutable objects (built by ``exporter.config``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.address import HostPort
+from exporter.histogram import HistogramBuckets
+from exporter.probers.tcp_config import TcpSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    name: str
+    prober: str
+    timeout: float = 5.0
+    # The connect step's settings: every prober opens a TCP connection first.
+    tcp: TcpSettings = TcpSettings()
+    # The prober's own section (e.g. the ``smtp:`` settings), typed by that prober; None if it has none.
+    settings: Any = None
+    # Continuous probing (docs/continuous.md): probe every `interval` seconds in the background.
+    interval: float | None = None
+    histogram_buckets: HistogramBuckets | None = None  # None: the defaults
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    address: HostPort
+    module: str
+    labels: tuple[tuple[str, str], ...] = ()
+    interval: float | None = None  # continuous probing; overrides the module's interval
+
+
+DEFAULT_MAX_CONCURRENCY = 512
+DEFAULT_SCRAPE_TIMEOUT_OFFSET = 0.5
+DEFAULT_SCRAPE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalSettings:
+    # Probes in flight at once, across all scrapes (each holds a socket).
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    # Subtracted from Prometheus' scrape timeout so the reply arrives before it gives up.
+    scrape_timeout_offset: float = DEFAULT_SCRAPE_TIMEOUT_OFFSET
+    # Used when a request carries no X-Prometheus-Scrape-Timeout-Seconds header.
+    default_scrape_timeout: float = DEFAULT_SCRAPE_TIMEOUT
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    requests_per_second: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAccess:
+    """What GET /probe may be asked to probe. Each restriction applies only when it is set."""
+    allowed_modules: frozenset[str] | None = None
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # glob patterns, lower case
+    allowed_ports: tuple[tuple[int, int], ...] = ()
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    modules: Mapping[str, Module]
+    targets: tuple[TargetConfig, ...] = ()
+    settings: GlobalSettings = GlobalSettings()
+    source: str = "<config>"
+    probe_access: ProbeAccess | None = None  # None: /probe may probe anything (blackbox_exporter's default)
+    # Lines a person should read at load (e.g. a default that will not work well); never errors.
+    warnings: tuple[str, ...] = ()
+    # Modules of blackbox_exporter probers not implemented here (name -> prober): skipped with a warning,
+    # so an unchanged blackbox.yml loads; /probe answers 400 for them.
+    unsupported_modules: Mapping[str, str] = field(default_factory=dict)

@@ -1,0 +1,78 @@
+"""The ``smtp`` prober as a plugin: its config section, states, families and the facts people read."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from exporter.model import Module
+from exporter.probers.base import Fact, Prober
+from exporter.probers.connect_metrics import CONNECT_FAMILIES
+from exporter.probers.result import ProbeResult
+from exporter.probers.smtp import probe_smtp
+from exporter.probers.smtp_config import SMTP_SECTION, default_port, ehlo_fallback_problem, local_fqdn
+from exporter.probers.smtp_metrics import SMTP_FAMILIES
+from exporter.probers.smtp_result import SmtpDetails, SmtpState
+from exporter.probers.tcp_config import TCP_SECTION
+
+BANNER, REPLIES, CERTIFICATE = "Banner after", "SMTP replies", "Certificate expires"
+
+
+def _details(result: ProbeResult) -> SmtpDetails | None:
+    details = result.details
+    return details if isinstance(details, SmtpDetails) else None
+
+
+def expiry_words(expiry: float, now: float) -> str:
+    days = (expiry - now) / 86400
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expiry))
+    return f"{when} (in {days:.1f} days)" if days >= 0 else f"{when} (EXPIRED {-days:.1f} days ago)"
+
+
+def facts(result: ProbeResult, now: float) -> list[Fact]:
+    details = _details(result)
+    if details is None:
+        return []
+    out = []
+    if details.banner_seconds is not None:
+        out.append(Fact(BANNER, f"{details.banner_seconds * 1000:.2f} ms"))
+    if details.replies:
+        out.append(Fact(REPLIES, ", ".join(f"{stage} {code}" for stage, code in details.reply_codes.items())))
+    if details.cert_expiry is not None:
+        out.append(Fact(CERTIFICATE, expiry_words(details.cert_expiry, now)))
+    return out
+
+
+def explanations(result: ProbeResult) -> list[tuple[str, str]]:
+    details = _details(result)
+    return list(details.explanations) if details is not None else []
+
+
+def details_json(result: ProbeResult) -> dict[str, Any] | None:
+    details = _details(result)
+    return details.to_json() if details is not None else None
+
+
+def warnings(module: Module) -> list[str]:
+    if module.settings.ehlo is not None:
+        return []
+    problem = ehlo_fallback_problem(local_fqdn())
+    return [problem] if problem else []
+
+
+PROBER = Prober(
+    name="smtp",
+    probe=probe_smtp,
+    states=SmtpState,
+    error_state=SmtpState.ERROR,
+    cut_state=SmtpState.TIMEOUT,
+    families=CONNECT_FAMILIES + SMTP_FAMILIES,
+    tcp_section=TCP_SECTION,
+    section=("smtp", SMTP_SECTION),
+    default_port=lambda module: default_port(module.settings),
+    warnings=warnings,
+    facts=facts,
+    explanations=explanations,
+    details_json=details_json,
+    columns=(BANNER, REPLIES, CERTIFICATE),
+)

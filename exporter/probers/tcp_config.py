@@ -1,0 +1,23 @@
+"""The ``tcp:`` section: how the connect step, shared by every prober, resolves and connects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter import schema
+from exporter.schema import Field, Section
+
+
+@dataclass(frozen=True, slots=True)
+class TcpSettings:
+    preferred_ip_protocol: str = "ip4"
+    ip_protocol_fallback: bool = True
+    source_ip_address: str | None = None
+
+
+TCP_FIELDS = {
+    "preferred_ip_protocol": Field(schema.choice("ip4", "ip6"), "ip4"),
+    "ip_protocol_fallback": Field(schema.boolean, True),
+    "source_ip_address": Field(schema.ip_address, None),
+}
+TCP_SECTION = Section(TCP_FIELDS, TcpSettings)
