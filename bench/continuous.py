@@ -26,6 +26,7 @@ import os
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -175,6 +176,68 @@ def measure(native: tools.NativeTools, count: int, seconds: float, workdir: Path
     return row
 
 
+def versus_smokeping(native: tools.NativeTools, count: int, seconds: float, workdir: Path) -> dict | None:
+    """The same probe rate side by side: smokeping_prober pinging ``count`` loopback hosts every 1 s
+    (ICMP, privileged) and this exporter connecting to ``count`` loopback targets every 1 s."""
+    import shutil
+    binary = shutil.which("prometheus-smokeping-prober") or shutil.which("smokeping_prober")
+    if binary is None:
+        return None
+    hosts = [target_address(i) for i in range(count)]
+    out: dict = {"targets": count, "interval_seconds": 1.0}
+    port = free_port()
+    smokeping = tools.Proc("smokeping_prober", [binary, "--privileged", "--ping.interval=1s",
+                                                f"--web.listen-address=127.0.0.1:{port}",
+                                                f"--config.file={workdir / 'none.yml'}", "--log.level=error",
+                                                *hosts], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tools.wait_ready(smokeping, port, "/metrics", seconds=180)  # it starts its pingers one by one
+        out["smokeping"] = side_window(smokeping, port, seconds)
+    finally:
+        smokeping.stop()
+    target_port, exporter_port = free_port(), free_port()
+    acceptor = tools.start_acceptor(native, target_port)
+    exporter = None
+    try:
+        text = config_text(count, target_port).replace("interval: 10s", "interval: 1s")
+        exporter = tools.start_exporter(text, exporter_port, "auto", workdir)
+        out["exporter"] = side_window(exporter, exporter_port, seconds)
+    finally:
+        if exporter is not None:
+            exporter.stop()
+        acceptor.stop()
+    return out
+
+
+def side_window(proc: tools.Proc, port: int, seconds: float) -> dict:
+    time.sleep(5)  # warm-up
+    cpu, started = proc.cpu_seconds(), time.monotonic()
+    rss = []
+    while time.monotonic() - started < seconds:
+        proc.check_alive()
+        rss.append(proc.memory_mb()["rss_mb"])
+        time.sleep(1)
+    window = time.monotonic() - started
+    _, body, took = tools.http_get(port, "/metrics")
+    out = {"cpu_share_of_one_core": round((proc.cpu_seconds() - cpu) / window, 3), "rss_mb_max": round(max(rss), 1),
+           "scrape_seconds": round(took, 3), "scrape_mb": round(len(body) / 1e6, 1)}
+    # Round-trip quantiles over the whole run from each one's own histogram, summed over targets.
+    for family in ("smokeping_response_duration_seconds_bucket", "probe_tcp_connect_time_seconds_bucket"):
+        cumulative: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            if line.startswith(family):
+                name, _, value = line.rpartition(" ")
+                le = name.rsplit('le="', 1)[1].split('"')[0]
+                cumulative[le] = cumulative.get(le, 0.0) + float(value)
+        if cumulative:
+            bounds = sorted(float(le) for le in cumulative if le != "+Inf")
+            per = per_bucket({repr(float(le)) if le != "+Inf" else le: v for le, v in cumulative.items()}, bounds)
+            out["rtt_p50_us"] = round(1e6 * (quantile(0.5, bounds, per) or 0), 1)
+            out["rtt_p99_us"] = round(1e6 * (quantile(0.99, bounds, per) or 0), 1)
+            out["samples"] = cumulative.get("+Inf", 0.0)
+    return out
+
+
 def markdown(rows: list[dict]) -> str:
     head = ("| targets @10 s | window | CPU (1 core) | RSS MB | probes/s | ran | failed | skipped/missed | "
             "late p50 | late p99 | connect p50 / p99 | kernel RTT | scrape (MB) | held |\n"
@@ -193,19 +256,26 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--ladder", default="", help="comma-separated larger counts, tried until one fails")
     parser.add_argument("--ladder-seconds", type=float, default=60.0)
+    parser.add_argument("--versus-smokeping", type=int, default=0, metavar="N",
+                        help="also run smokeping_prober and the exporter side by side, N targets at 1 s")
+    parser.add_argument("--only-versus", action="store_true", help="run only the side-by-side comparison")
     args = parser.parse_args()
     with tools.scratch_dir() as scratch:
         workdir = Path(scratch)
         native = tools.build_native(workdir)
         load_before = os.getloadavg()
-        rows = [measure(native, args.targets, args.seconds, workdir)]
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        for count in [int(c) for c in args.ladder.split(",") if c]:
+        versus = versus_smokeping(native, args.versus_smokeping, 60.0, workdir) if args.versus_smokeping else None
+        if versus is not None:
+            print(json.dumps(versus), file=sys.stderr, flush=True)
+        rows = [] if args.only_versus else [measure(native, args.targets, args.seconds, workdir)]
+        if rows:
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for count in [int(c) for c in args.ladder.split(",") if c and rows]:
             rows.append(measure(native, count, args.ladder_seconds, workdir))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
             if not rows[-1]["held"]:
                 break
-        report = {"rows": rows, "acceptor": native.label, "cpus": os.cpu_count(),
+        report = {"rows": rows, "versus_smokeping": versus, "acceptor": native.label, "cpus": os.cpu_count(),
                   "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                   "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(markdown(rows), file=sys.stderr)
