@@ -16,7 +16,6 @@ import asyncio
 import functools
 import heapq
 import itertools
-import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,8 +36,6 @@ from exporter.schedule import first_tick, following_tick, phase
 if TYPE_CHECKING:
     from exporter.model import Module
     from exporter.runner import ProbeRunner
-
-log = logging.getLogger("exporter.continuous")
 
 # A probe still running this long after its own deadline is abandoned as a timeout, so one stuck
 # probe cannot stop its target from ever being probed again.
