@@ -8,7 +8,7 @@ import math
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.access import Denied
@@ -22,6 +22,7 @@ from exporter.runner import ProbeRunner
 from exporter.selfmetrics import ExporterMetrics
 from exporter.service import Exporter, render_single
 from exporter.statuspage import render_status_page, render_transcript
+from exporter.vantage import Site
 from exporter.webconfig import WebConfig
 from exporter.webguard import install as install_web_config
 from exporter.workerpool import WorkerOptions, WorkerPool
@@ -42,13 +43,15 @@ WORKERS = web.AppKey("workers", WorkerOptions)
 
 
 def create_app(config: Config, *, registry: CollectorRegistry | None = None,
-               web_config: WebConfig | None = None, workers: WorkerOptions | None = None) -> web.Application:
+               web_config: WebConfig | None = None, workers: WorkerOptions | None = None,
+               site: Site | None = None) -> web.Application:
     """Build the application for ``config``. Pass a fresh ``registry`` in tests to avoid globals;
-    ``workers`` with ``processes`` > 1 splits scrapes over that many processes."""
+    ``workers`` with ``processes`` > 1 splits scrapes over that many processes; ``site`` (vantage
+    point name, central view URL) from the command line wins over the config file's."""
     app = web.Application()
     if web_config is not None:
         install_web_config(app, web_config)
-    app[EXPORTER] = Exporter(config, ExporterMetrics(registry))
+    app[EXPORTER] = Exporter(config, ExporterMetrics(registry), site)
     app[WORKERS] = workers or WorkerOptions()
     app.cleanup_ctx.append(_probe_runner)
     app.cleanup_ctx.append(_probe_workers)
@@ -126,7 +129,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     budget = scrape_budget(request, exporter.config.settings)
     target_chunks = await exporter.scrape(budget)
     # The exporter's own metrics after the probes, so they already count this scrape.
-    chunks = [generate_latest(exporter.metrics.registry), *target_chunks]
+    chunks = [exporter.metrics.exposition(exporter.vantage), *target_chunks]
     response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
     response.content_length = sum(map(len, chunks))
     await response.prepare(request)
@@ -167,7 +170,7 @@ async def probe(request: web.Request) -> web.Response:
 
     budget = min(scrape_budget(request, config.settings), module.timeout)
     result = await exporter.probe(address, module, budget)
-    text = render_single(result, module)
+    text = render_single(result, module, exporter.vantage)
     if debug == "true":
         report = debug_report([f"Probe of {address} with module {module.name}"], result, module, text)
         return web.Response(text=report, content_type="text/plain", charset="utf-8")
@@ -209,17 +212,19 @@ async def landing_page(request: web.Request) -> web.Response:
                                                                *(t for t, _ in exporter.plan.continuous)]),
                               sections=continuous_section(exporter.continuous),
                               recent=exporter.history.recent, failures=exporter.history.failures,
-                              refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None)
+                              refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None,
+                              vantage=exporter.vantage, central_url=exporter.central_url)
     return web.Response(text=page, content_type="text/html")
 
 
 async def recorded_probe(request: web.Request) -> web.Response:
     """The transcript of a probe from the status page's history (``/history?id=N``)."""
     raw = request.query.get("id", "")
-    entry = request.app[EXPORTER].history.find(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) < 20 else None
+    exporter = request.app[EXPORTER]
+    entry = exporter.history.find(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) < 20 else None
     if entry is None:
         raise web.HTTPNotFound(text=f"no probe {raw[:20]!r} in the history (it keeps the latest "
                                     "probes and failures only)\n")
-    text = render_transcript(entry, render_single(entry.result, entry.module))
+    text = render_transcript(entry, render_single(entry.result, entry.module, exporter.vantage))
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})

@@ -21,6 +21,7 @@ from exporter.logs import setup_logging
 from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
+from exporter.probers.maildomain import mail_domain, render_text as mail_domain_text  # issue 16
 from exporter.runner import ProbeRunner
 
 EXIT_SUCCESS, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -127,6 +128,7 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     explanation = printable(verdict(result, module))
     lines.append(explanation[:1].upper() + explanation[1:])
     lines += prober_lines(result, module)
+    lines += mail_domain_text(result.details)  # mail domains (issue 16): the MX table
     timings = [f"total {result.duration_seconds * 1000:.2f} ms"]
     if result.dns_lookup_seconds:
         timings.insert(0, f"DNS {result.dns_lookup_seconds * 1000:.2f} ms")
@@ -147,6 +149,8 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
         **fields,
         "details": PROBERS[module.prober].details_json(result),
     }
+    if (domain := mail_domain(result)) is not None:  # mail domains (issue 16): a contract
+        document["mail_domain"] = domain.contract()
     return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"
 
 

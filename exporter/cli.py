@@ -14,6 +14,7 @@ from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.durations import parse_duration
 from exporter.logs import LEVELS, setup_logging
+from exporter.vantage import Site, central_url_problem, vantage_problem
 from exporter.runtime import MAX_PROBE_PROCESSES, EventLoopUnavailable, new_event_loop, raise_fd_limit
 
 if TYPE_CHECKING:
@@ -60,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="processes that share each scrape of the configured targets, this one included "
                              f"(1-{MAX_PROBE_PROCESSES}; default 1). One process uses one core: raise it when "
                              "a large scrape is CPU-bound. Each extra process costs ~30-40 MB.")
+    parser.add_argument("--probe.vantage", dest="vantage", type=_checked(vantage_problem), metavar="NAME",
+                        help="the site this exporter probes from: adds vantage=\"NAME\" to every series "
+                             "(overrides global.vantage); see docs/integration.md, 'Many vantage points'")
+    parser.add_argument("--web.central-url", dest="central_url", type=_checked(central_url_problem), metavar="URL",
+                        help="the all-sites view (e.g. a Grafana dashboard) the status page links to "
+                             "(overrides global.central_url)")
     parser.add_argument("--version", action="version", version=f"connectivity_exporter {__version__}")
     return parser
 
@@ -68,6 +75,15 @@ def _process_count(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PROBE_PROCESSES:
         raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number from 1 to {MAX_PROBE_PROCESSES}")
     return int(text)
+
+
+def _checked(problem_of):
+    def parse(text: str) -> str:
+        problem = problem_of(text)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return text
+    return parse
 
 
 def _duration(text: str) -> float:
@@ -90,12 +106,13 @@ def parse_listen_address(text: str) -> tuple[str | None, int]:
 
 
 async def serve(config: Config, addresses: list[tuple[str | None, int]], web_config: WebConfig | None = None,
-                shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS, workers: WorkerOptions | None = None) -> int:
+                shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS, workers: WorkerOptions | None = None,
+                site: Site | None = None) -> int:
     from aiohttp import web
 
     from exporter.app import EXPORTER, create_app
 
-    app = create_app(config, web_config=web_config, workers=workers)
+    app = create_app(config, web_config=web_config, workers=workers, site=site)
     ssl_context = web_config.ssl_context if web_config is not None else None
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout,
                            access_log=logging.getLogger("aiohttp.access"))
@@ -183,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.workerpool import WorkerOptions
 
         workers = WorkerOptions(args.probe_processes, args.event_loop, args.log_level, args.log_format)
-        code = loop.run_until_complete(serve(config, addresses, web_config, args.shutdown_timeout, workers))
+        site = Site(args.vantage, args.central_url)
+        code = loop.run_until_complete(serve(config, addresses, web_config, args.shutdown_timeout, workers, site))
     finally:
         loop.close()
     log.info("stopped", extra={"exit_code": code})

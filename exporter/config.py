@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -20,6 +20,7 @@ from exporter.model import (DEFAULT_MAX_CONCURRENCY, DEFAULT_SCRAPE_TIMEOUT, DEF
                             GlobalSettings, Module, ProbeAccess, RateLimit, TargetConfig)
 from exporter.probers.table import PROBERS
 from exporter.schema import INVALID, Errors, Field, join, kind, section
+from exporter.vantage import VANTAGE_LABEL, central_url_problem, vantage_problem
 
 __all__ = ["Config", "ConfigError", "GlobalSettings", "Module", "ProbeAccess", "RateLimit", "TargetConfig",
            "default_port", "load_config", "parse_config", "read_config_text", "load_yaml"]
@@ -29,7 +30,12 @@ LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 # Labels the exporter or Prometheus set themselves; a user label of that name would clash.
 RESERVED_LABELS = frozenset({"target", "module", "state", "stage", "capability", "mechanism", "version", "code",
-                             "instance", "job", "le", "quantile"})
+                             "instance", "job", "le", "quantile", "mx", "preference", VANTAGE_LABEL})
+
+
+def _checked(problem_of: Callable[[Any], str | None], value: Any, path: str, errs: Errors) -> Any:
+    problem = problem_of(value)
+    return value if problem is None else errs.add(path, problem)
 
 
 def default_port(module: Module) -> int | None:
@@ -109,6 +115,8 @@ GLOBAL_FIELDS = {
     "max_concurrency": Field(schema.integer(1, 100_000), DEFAULT_MAX_CONCURRENCY),
     "scrape_timeout_offset": Field(schema.duration(0.0, 60.0), DEFAULT_SCRAPE_TIMEOUT_OFFSET),
     "default_scrape_timeout": Field(schema.duration(0.001, 600.0), DEFAULT_SCRAPE_TIMEOUT),
+    "vantage": Field(lambda value, path, errs: _checked(vantage_problem, value, path, errs), None),
+    "central_url": Field(lambda value, path, errs: _checked(central_url_problem, value, path, errs), None),
 }
 TARGET_FIELDS = {
     "target": Field(schema.string),

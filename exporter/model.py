@@ -47,6 +47,10 @@ class GlobalSettings:
     scrape_timeout_offset: float = DEFAULT_SCRAPE_TIMEOUT_OFFSET
     # Used when a request carries no X-Prometheus-Scrape-Timeout-Seconds header.
     default_scrape_timeout: float = DEFAULT_SCRAPE_TIMEOUT
+    # The site this exporter probes from: a `vantage` label on every series (--probe.vantage wins).
+    vantage: str | None = None
+    # The central (multi-site) view the status page links to (--web.central-url wins).
+    central_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

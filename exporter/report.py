@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from exporter.model import Module
+from exporter.probers.maildomain import render_text as mail_domain_text  # issue 16
 from exporter.probers.result import ProbeResult
 from exporter.probers.table import PROBERS
 
@@ -23,5 +24,7 @@ def debug_report(heading: list[str], result: ProbeResult, module: Module, metric
     if explanations:
         lines += ["", "Reply codes explained:"]
         lines += [f"  {heading}: {meaning}" for heading, meaning in explanations]
+    if domain_lines := mail_domain_text(result.details):  # mail domains (issue 16): the MX table
+        lines += ["", *domain_lines]
     lines += ["", "Metrics:", metrics_text]
     return "\n".join(lines)

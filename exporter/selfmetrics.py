@@ -6,8 +6,10 @@ import platform
 from collections import Counter as Tally
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client import generate_latest
 
 from exporter import __version__
+from exporter.vantage import VantageLabelled
 
 try:  # `_created` series are noise for an exporter; blackbox_exporter has none.
     from prometheus_client import disable_created_metrics
@@ -60,3 +62,7 @@ class ExporterMetrics:
         """Add a scrape's tally of (module, state) pairs: one counter update per pair, not per probe."""
         for (module, state), count in outcomes.items():
             self.probes.labels(module, state).inc(count)
+
+    def exposition(self, vantage: str | None = None) -> bytes:
+        """The text of every metric in the registry; each sample with ``vantage="NAME"`` when given."""
+        return generate_latest(VantageLabelled(self.registry, vantage) if vantage else self.registry)

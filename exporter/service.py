@@ -23,6 +23,7 @@ from exporter.probers.result import ProbeResult
 from exporter.probers.table import PROBERS, families_in_order
 from exporter.runner import ProbeRunner, deadline_result
 from exporter.selfmetrics import ExporterMetrics
+from exporter.vantage import VANTAGE_LABEL, Site
 from exporter.workerpool import WorkerPool
 
 log = logging.getLogger("exporter")
@@ -43,16 +44,19 @@ class Plan:
     config: Config
     targets: tuple[PlannedTarget, ...]  # probed when scraped
     families: tuple[Family, ...]
+    vantage: str | None = None  # the `vantage` label on every series, when set
     # Probed in the background every interval seconds (exporter/continuous.py); a scrape reads them.
     continuous: tuple[tuple[PlannedTarget, float], ...] = ()
 
 
-def build_plan(config: Config) -> Plan:
+def build_plan(config: Config, vantage: str | None = None) -> Plan:
     targets = []
     continuous = []
+    site_labels = ((VANTAGE_LABEL, vantage),) if vantage else ()
     for target in config.targets:
         module = config.modules[target.module]
-        labels = label_prefix((("target", str(target.address)), ("module", module.name), *target.labels))
+        labels = label_prefix((("target", str(target.address)), ("module", module.name), *target.labels,
+                               *site_labels))
         planned = PlannedTarget(target.address, module, labels, PROBERS[module.prober].family_set)
         interval = target.interval if target.interval is not None else module.interval
         if interval is None:
@@ -61,16 +65,17 @@ def build_plan(config: Config) -> Plan:
             continuous.append((planned, interval))
     modules = [t.module for t in targets] + [t.module for t, _ in continuous]
     probers = [PROBERS[name] for name in dict.fromkeys(module.prober for module in modules)]
-    return Plan(config, tuple(targets), tuple(families_in_order(probers)), tuple(continuous))
+    return Plan(config, tuple(targets), tuple(families_in_order(probers)), vantage, tuple(continuous))
 
 
 class Exporter:
-    def __init__(self, config: Config, metrics: ExporterMetrics):
+    def __init__(self, config: Config, metrics: ExporterMetrics, site: Site | None = None):
         self.metrics = metrics
+        self.site = site or Site()  # from the command line: wins over the config file
         self.runner: ProbeRunner | None = None  # created on the server's loop at startup
         self.pool: WorkerPool | None = None  # probe worker processes, when there are any
         self.history = ProbeHistory()  # for the status page
-        self.plan = build_plan(config)
+        self.plan = self._build_plan(config)
         self.gate = ProbeGate(config.probe_access)
         self.continuous = ContinuousProber(metrics.registry)  # started by the app (cleanup context)
         self.continuous.update(self.plan.continuous)
@@ -80,6 +85,17 @@ class Exporter:
     @property
     def config(self) -> Config:
         return self.plan.config
+
+    @property
+    def vantage(self) -> str | None:
+        return self.plan.vantage
+
+    @property
+    def central_url(self) -> str | None:
+        return self.site.central_url or self.config.settings.central_url
+
+    def _build_plan(self, config: Config) -> Plan:
+        return build_plan(config, self.site.vantage or config.settings.vantage)
 
     def _loaded(self, config: Config) -> None:
         self.metrics.config_targets.set(len(config.targets))
@@ -95,7 +111,7 @@ class Exporter:
                 # In a thread: a large file takes most of a second to parse, and a stalled event loop
                 # would inflate the connect times of every probe in flight (they are stamped by callbacks).
                 plan = await asyncio.get_running_loop().run_in_executor(
-                    None, lambda: build_plan(load_config(self.config.source)))
+                    None, lambda: self._build_plan(load_config(self.config.source)))
             except ConfigError:
                 self.metrics.reload_successful.set(0)
                 raise
@@ -195,10 +211,11 @@ class Exporter:
                         "detail": result.detail}})
 
 
-def render_single(result: ProbeResult, module: Module) -> str:
-    """Metrics of one /probe request: the same families, without target/module labels."""
+def render_single(result: ProbeResult, module: Module, vantage: str | None = None) -> str:
+    """Metrics of one /probe request: the same families, without target/module labels
+    (with the ``vantage`` label when the exporter has one)."""
     families, present = _single_layout(module.prober)
-    return render([("", result, present)], families)
+    return render([(label_prefix(((VANTAGE_LABEL, vantage),)) if vantage else "", result, present)], families)
 
 
 @functools.cache

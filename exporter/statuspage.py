@@ -176,6 +176,7 @@ def render_status_page(*, version: str, config: Config,
                        rows: Iterable[Row], ad_hoc: Iterable[Row] = (),
                        recent: Iterable[Recorded], failures: Iterable[Recorded],
                        now: float | None = None, refresh: int | None = None, max_rows: int = MAX_ROWS,
+                       vantage: str | None = None, central_url: str | None = None,
                        sections: Iterable[str] = ()) -> str:
     """``sections``: more HTML after the targets table (the continuous targets' section)."""
     now = time.time() if now is None else now
@@ -201,6 +202,7 @@ def render_status_page(*, version: str, config: Config,
         "<li><a href=\"/metrics\">Metrics</a>: every configured target, probed now</li>",
         f"<li><a href=\"{probe_link}\">Debug probe</a>: one target with its transcript</li>",
         "<li><a href=\"/-/healthy\">Health</a> and <a href=\"/-/ready\">readiness</a></li>",
+        *site_items(vantage, central_url),
         "</ul>",
         "<h2>Targets</h2>",
         "<p>Latest result of each target, from the last scrape of <code>/metrics</code> or "
@@ -220,6 +222,19 @@ def render_status_page(*, version: str, config: Config,
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def site_items(vantage: str | None, central_url: str | None) -> list[str]:
+    """List items naming this exporter's vantage point and linking to the all-sites view, when configured."""
+    items = []
+    if vantage:
+        items.append(f"<li id=vantage>Vantage point: <b>{esc(vantage)}</b> (the <code>vantage</code> label "
+                     "on every series)</li>")
+    if central_url:
+        items.append(f"<li id=central><a href=\"{esc(central_url)}\" rel=noopener>Central view</a>: every "
+                     "target from every vantage point, to tell a target that is down everywhere from one "
+                     "that only this site cannot reach</li>")
+    return items
 
 
 def render_transcript(entry: Recorded, metrics_text: str) -> str:

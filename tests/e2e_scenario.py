@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -161,7 +162,8 @@ targets:
         api = start_prometheus(processes, workdir, config, deadline)
         report["startup_seconds"] = round(time.monotonic() - started, 2)
 
-        queries = dashboard_queries()
+        # Mail-domain panels need MX records from a DNS server: tests/test_maildomain_netns.py runs those.
+        queries = [query for query in dashboard_queries() if not re.search(r"\bprobe_(mx|mail_domain)_", query["expr"])]
         variables = dashboard_variable_queries()
         settle_deadline = time.monotonic() + SETTLE_SECONDS
         while True:

@@ -64,6 +64,8 @@ async def scenarios(servers, tmp_path, closed_port) -> dict[str, tuple[int, str,
                             f"{{{envelope}}}", "2s"),
         "starttls_failed": (await script(replies={"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n",
                                                   "STARTTLS": b"454 4.7.0 TLS not available\r\n"}), "{}", "2s"),
+        # A server that accepts RCPT TO a foreign domain: the relay check fails.
+        "open_relay": (await script(), f"{{{envelope}, relay_check_rcpt_to: relay-test@example.net}}", "2s"),
     }
 
 

@@ -32,6 +32,7 @@ from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_explain import Explanation, Party, explain
 from exporter.probers.smtp_replies import (ConnectionClosed, MalformedReply, Reply, ReplyCode, ReplyReader, ReplyTimeout,
                                            decode, open_stream)
+from exporter.probers.smtp_relay import check_relay
 from exporter.probers.smtp_result import SmtpDetails, SmtpState
 from exporter.probers.smtp_tls import TlsInfo, client_context, describe, server_name
 from exporter.probers.tls_errors import describe_handshake_failure, describe_verify_failure
@@ -174,6 +175,9 @@ class _Session:
             await self._authenticate()
         if settings.mail_from:
             await self._envelope()
+        # The open-relay check (smtp.relay_check_rcpt_to) runs in its own transaction: see smtp_relay.py.
+        if (relay_stop := await check_relay(self)) is not None:
+            raise _Stop(*relay_stop)
         if not settings.rcpt_to:
             self.result.note(ENVELOPE_HINT)
 

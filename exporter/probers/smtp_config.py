@@ -53,8 +53,14 @@ class SmtpSettings:
     subject: str = DEFAULT_TEST_SUBJECT
     body: str = DEFAULT_TEST_BODY
     auth: SmtpAuth | None = None
+    # --- mail domains (issue 16; exporter/probers/maildomain.py) ---
+    mx: bool = False                     # the target is a mail domain: probe its MX hosts (RFC 5321 5.1)
+    mx_max_hosts: int = 5                # at most this many MX hosts probed, the module's timeout shared among them
+    relay_check_rcpt_to: str | None = None  # RCPT TO this foreign address must be refused (open-relay check)
 
     def __post_init__(self) -> None:
+        if self.relay_check_rcpt_to and not self.mail_from:
+            raise ValueError("relay_check_rcpt_to needs mail_from (the relay check starts with MAIL FROM)")
         if self.rcpt_to and not self.mail_from:
             raise ValueError("rcpt_to needs mail_from (the envelope starts with MAIL FROM)")
         if self.send_test_message and not (self.mail_from and self.rcpt_to):
@@ -99,6 +105,11 @@ SMTP_SECTION = Section({
     "subject": Field(schema.string, DEFAULT_TEST_SUBJECT),
     "body": Field(schema.string, DEFAULT_TEST_BODY),
     "auth": Field(schema.subsection(AUTH_SECTION), None),
+    # mail domains (issue 16; exporter/probers/maildomain.py)
+    "mx": Field(schema.boolean, False),
+    "mx_max_hosts": Field(schema.integer(1, 20), 5),
+    "relay_check_rcpt_to": Field(schema.token("a mail address in a domain the server must not relay to",
+                                              "relay-test@example.net", _SMTP_WORD), None),
 }, SmtpSettings)
 
 

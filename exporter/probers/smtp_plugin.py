@@ -1,19 +1,23 @@
-"""The ``smtp`` prober as a plugin: its config section, states, families and the facts people read."""
+"""The ``smtp`` prober as a plugin: its config section, states, families and the facts people read
+(a mail server, or with ``smtp.mx`` a mail domain: every MX host of it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 from exporter.model import Module
 from exporter.probers.base import Fact, Prober
 from exporter.probers.connect_metrics import CONNECT_FAMILIES
+from exporter.probers.maildomain import with_mail_domains
 from exporter.probers.result import ProbeResult
 from exporter.probers.smtp import probe_smtp
 from exporter.probers.smtp_config import SMTP_SECTION, default_port, ehlo_fallback_problem, local_fqdn
 from exporter.probers.smtp_metrics import SMTP_FAMILIES
 from exporter.probers.smtp_result import SmtpDetails, SmtpState
 from exporter.probers.tcp_config import TCP_SECTION
+from exporter.probers.tls import share_tls_families
 
 BANNER, REPLIES, CERTIFICATE = "Banner after", "SMTP replies", "Certificate expires"
 
@@ -60,7 +64,7 @@ def warnings(module: Module) -> list[str]:
     return [problem] if problem else []
 
 
-PROBER = Prober(
+_SERVER = Prober(
     name="smtp",
     probe=probe_smtp,
     states=SmtpState,
@@ -76,3 +80,6 @@ PROBER = Prober(
     details_json=details_json,
     columns=(BANNER, REPLIES, CERTIFICATE),
 )
+# With smtp.mx the target is a mail domain (exporter.probers.maildomain); the TLS families are the set
+# shared with the tcp prober, so an exposition with both has one HELP/TYPE per name.
+PROBER = with_mail_domains(dataclasses.replace(_SERVER, families=share_tls_families(_SERVER.families)))

@@ -31,12 +31,15 @@ class SmtpState(StrEnum):
                                                  # e.g. Postfix's delayed "Client host rejected" at RCPT
     STARTTLS_FAILED = "starttls_failed"          # STARTTLS advertised, then refused (454): broken server TLS
     ERROR = "error"                              # the exporter itself failed (a bug; logged)
+    OPEN_RELAY = "open_relay"                    # RCPT TO a foreign domain accepted (relay_check_rcpt_to; smtp_relay.py)
 
 
 # Stages with a reply code (the label values of probe_smtp_reply_code), in dialogue order.
-REPLY_STAGES = ("banner", "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "rset", "data", "quit")
+REPLY_STAGES = ("banner", "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "rset", "data",
+                "relay_mail", "relay_rcpt", "relay_rset", "quit")
 # Stages with a duration: the reply stages plus the TLS handshake.
-TIMED_STAGES = ("banner", "ehlo", "helo", "starttls", "tls", "auth", "mail", "rcpt", "rset", "data", "quit")
+TIMED_STAGES = ("banner", "ehlo", "helo", "starttls", "tls", "auth", "mail", "rcpt", "rset", "data",
+                "relay_mail", "relay_rcpt", "relay_rset", "quit")
 
 # The extensions reported as probe_smtp_capability; anything else the server says stays out of labels.
 CAPABILITIES = ("STARTTLS", "SIZE", "PIPELINING", "8BITMIME", "SMTPUTF8", "CHUNKING", "BINARYMIME", "DSN",
