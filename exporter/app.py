@@ -14,6 +14,7 @@ from exporter import __version__
 from exporter.access import Denied
 from exporter.address import AddressError, parse_host_port
 from exporter.config import Config, ConfigError, GlobalSettings, default_port, unsupported_reason
+from exporter.continuous_status import continuous_section
 from exporter.deadline import Deadline
 from exporter.exposition import CONTENT_TYPE
 from exporter.httpgzip import accepts_gzip, write_gzip
@@ -58,6 +59,7 @@ def create_app(config: Config, *, registry: CollectorRegistry | None = None,
     app[WORKERS] = workers or WorkerOptions()
     app.cleanup_ctx.append(_probe_runner)
     app.cleanup_ctx.append(_probe_workers)
+    app.cleanup_ctx.append(_continuous_probing)
     app.router.add_get("/", landing_page)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
@@ -94,6 +96,16 @@ async def _probe_workers(app: web.Application) -> AsyncIterator[None]:
     finally:
         exporter.pool = None
         await pool.close()
+
+
+async def _continuous_probing(app: web.Application) -> AsyncIterator[None]:
+    """Background probing of targets with an interval (exporter/continuous.py), after the runner."""
+    exporter = app[EXPORTER]
+    exporter.continuous.start(lambda: exporter.runner)
+    try:
+        yield
+    finally:
+        await exporter.continuous.stop()
 
 
 def _bad_request(reason: str) -> web.HTTPBadRequest:
@@ -207,8 +219,11 @@ async def landing_page(request: web.Request) -> web.Response:
     seconds = int(refresh) if refresh.isascii() and refresh.isdigit() else 0
     page = render_status_page(version=__version__, config=exporter.config,
                               path_words=path_words(exporter),
-                              rows=exporter.history.latest(exporter.plan.targets),
-                              ad_hoc=exporter.history.ad_hoc(exporter.plan.targets),
+                              rows=[*exporter.history.latest(exporter.plan.targets),
+                                    *exporter.continuous.latest_rows()],
+                              ad_hoc=exporter.history.ad_hoc([*exporter.plan.targets,
+                                                               *(t for t, _ in exporter.plan.continuous)]),
+                              sections=continuous_section(exporter.continuous),
                               recent=exporter.history.recent, failures=exporter.history.failures,
                               refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None,
                               vantage=exporter.vantage, central_url=exporter.central_url)

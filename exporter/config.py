@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from exporter import schema
+from exporter import continuous_config, schema
 from exporter.address import AddressError, parse_host_port
 from exporter.configfile import ConfigError, load_yaml, read_config_text
 from exporter.model import (DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_DIAGNOSES_IN_FLIGHT, DEFAULT_SCRAPE_TIMEOUT,
@@ -125,6 +125,7 @@ TARGET_FIELDS = {
     "target": Field(schema.string),
     "module": Field(schema.string),
     "labels": Field(_labels, ()),
+    "interval": continuous_config.INTERVAL,  # continuous probing; overrides the module's
 }
 TOP_FIELDS = {
     "global": Field(schema.raw, None),
@@ -139,6 +140,7 @@ def _module_fields() -> dict[str, Field]:
     return {
         "prober": Field(schema.choice(*PROBERS)),
         "timeout": Field(schema.duration(0.001, 600.0), 5.0),
+        **continuous_config.MODULE_FIELDS,  # interval, histogram_buckets (docs/continuous.md)
         **{name: Field(schema.raw, None) for prober in PROBERS.values() for name in prober.section_names},
     }
 
@@ -193,16 +195,20 @@ def _module(name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Error
         return INVALID
     prober = PROBERS[fields["prober"]]
     for key, value in fields.items():
-        if key not in ("prober", "timeout", *prober.section_names) and value is not None:
+        if key not in ("prober", "timeout", *continuous_config.MODULE_FIELDS, *prober.section_names) \
+                and value is not None:
             errs.add(join(path, key), f"not used by prober {prober.name!r}; remove it or change the prober")
     tcp = prober.tcp_section.parse(fields["tcp"], join(path, "tcp"), errs)
     settings = None
     if prober.section is not None:
         own, spec = prober.section
         settings = spec.parse(fields[own], join(path, own), errs)
-    if tcp is INVALID or settings is INVALID:
+    buckets = continuous_config.histogram_buckets(fields["histogram_buckets"], prober.name,
+                                                  join(path, "histogram_buckets"), errs)
+    if tcp is INVALID or settings is INVALID or buckets is INVALID:
         return INVALID
-    module = Module(name=name, prober=prober.name, timeout=fields["timeout"], tcp=tcp, settings=settings)
+    module = Module(name=name, prober=prober.name, timeout=fields["timeout"], tcp=tcp, settings=settings,
+                    interval=fields["interval"], histogram_buckets=buckets)
     for warning in prober.warnings(module):
         errs.warn(path, warning)
     return module
@@ -263,7 +269,8 @@ def _targets(raw: Any, modules: _Modules, errs: Errors) -> list[TargetConfig]:
                            f"(first at targets[{seen[key]}])")
             continue
         seen[key] = index
-        targets.append(TargetConfig(address=address, module=module.name, labels=fields["labels"]))
+        targets.append(TargetConfig(address=address, module=module.name, labels=fields["labels"],
+                                    interval=fields["interval"]))
     return targets
 
 

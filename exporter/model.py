@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.address import HostPort
+from exporter.histogram import HistogramBuckets
 from exporter.probers.tcp_config import TcpSettings
 
 
@@ -20,6 +21,9 @@ class Module:
     tcp: TcpSettings = TcpSettings()
     # The prober's own section (e.g. the ``smtp:`` settings), typed by that prober; None if it has none.
     settings: Any = None
+    # Continuous probing (docs/continuous.md): probe every `interval` seconds in the background.
+    interval: float | None = None
+    histogram_buckets: HistogramBuckets | None = None  # None: the defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,7 @@ class TargetConfig:
     address: HostPort
     module: str
     labels: tuple[tuple[str, str], ...] = ()
+    interval: float | None = None  # continuous probing; overrides the module's interval
 
 
 DEFAULT_MAX_CONCURRENCY = 512

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
 from collections import Counter as Tally
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from exporter.access import ProbeGate
 from exporter.address import HostPort
 from exporter.config import Config, ConfigError, Module, load_config
+from exporter.continuous import ContinuousProber
 from exporter.deadline import Deadline
 from exporter.exposition import Family, label_prefix, render, render_chunks
 from exporter.history import ProbeHistory
@@ -43,21 +45,30 @@ class PlannedTarget:
 @dataclass(frozen=True)
 class Plan:
     config: Config
-    targets: tuple[PlannedTarget, ...]
+    targets: tuple[PlannedTarget, ...]  # probed when scraped
     families: tuple[Family, ...]
     vantage: str | None = None  # the `vantage` label on every series, when set
+    # Probed in the background every interval seconds (exporter/continuous.py); a scrape reads them.
+    continuous: tuple[tuple[PlannedTarget, float], ...] = ()
 
 
 def build_plan(config: Config, vantage: str | None = None) -> Plan:
     targets = []
+    continuous = []
     site_labels = ((VANTAGE_LABEL, vantage),) if vantage else ()
     for target in config.targets:
         module = config.modules[target.module]
         labels = label_prefix((("target", str(target.address)), ("module", module.name), *target.labels,
                                *site_labels))
-        targets.append(PlannedTarget(target.address, module, labels, PROBERS[module.prober].family_set))
-    probers = [PROBERS[name] for name in dict.fromkeys(t.module.prober for t in targets)]
-    return Plan(config, tuple(targets), tuple(families_in_order(probers)), vantage)
+        planned = PlannedTarget(target.address, module, labels, PROBERS[module.prober].family_set)
+        interval = target.interval if target.interval is not None else module.interval
+        if interval is None:
+            targets.append(planned)
+        else:
+            continuous.append((planned, interval))
+    modules = [t.module for t in targets] + [t.module for t, _ in continuous]
+    probers = [PROBERS[name] for name in dict.fromkeys(module.prober for module in modules)]
+    return Plan(config, tuple(targets), tuple(families_in_order(probers)), vantage, tuple(continuous))
 
 
 class Exporter:
@@ -72,6 +83,8 @@ class Exporter:
         # Path diagnoses of failed targets, in the background (issue 13).
         self.diagnoses = DiagnosisScheduler(config.settings.max_diagnoses_in_flight)
         metrics.registry.register(SchedulerCollector(self.diagnoses))
+        self.continuous = ContinuousProber(metrics.registry)  # started by the app (cleanup context)
+        self.continuous.update(self.plan.continuous)
         self._reloading = asyncio.Lock()
         self._loaded(config)
 
@@ -120,6 +133,7 @@ class Exporter:
             # Path diagnosis (issue 13): the new cap; diagnoses of removed targets are forgotten.
             self.diagnoses.max_in_flight = config.settings.max_diagnoses_in_flight
             self.diagnoses.retain({(str(t.address), t.module.name) for t in plan.targets})
+            self.continuous.update(plan.continuous)  # keeps the counters of unchanged targets
             if self.pool is not None:
                 self.pool.set_plan(plan)
             self._loaded(config)
@@ -151,12 +165,23 @@ class Exporter:
         self.metrics.scrape_duration.labels("metrics").observe(probed - started)
         self._count(results, plan.targets)
         self.history.record_scrape(plan.targets, results, time.time())
-        chunks = [chunk.encode() for chunk in render_chunks(
-            [(target.labels, result, target.families) for target, result in zip(plan.targets, results)],
-            plan.families)]
-        # Path diagnosis (issue 13): failures go to the background; the latest diagnoses are shown.
-        self.diagnoses.after_scrape(plan.targets, results)
-        chunks += [chunk.encode() for chunk in render_path_families(self.diagnoses.entries(plan.targets))]
+        # Continuous targets are only read: their latest result joins the gauges (a family's lines
+        # must stay together), then their counters and histograms follow.
+        self.metrics.count_probes(self.continuous.take_outcomes())
+        pieces = render_chunks(
+            [(target.labels, result, target.families) for target, result in zip(plan.targets, results)]
+            + self.continuous.latest_results(), plan.families)
+        if self.continuous.targets:
+            # Rendering 10,000 continuous targets takes ~0.5 s: let their ticks fire between pieces.
+            chunks = await self.continuous.encode_yielding(itertools.chain(pieces, self.continuous.render()))
+        else:
+            chunks = [chunk.encode() for chunk in pieces]
+        # Failures (of this scrape, and the latest of continuous targets) go to the background path
+        # diagnosis; the latest diagnoses are shown.
+        probed_continuously = [entry for entry in self.continuous.targets if entry.latest is not None]
+        everything = [*plan.targets, *probed_continuously]
+        self.diagnoses.after_scrape(everything, [*results, *(entry.latest for entry in probed_continuously)])
+        chunks += [chunk.encode() for chunk in render_path_families(self.diagnoses.entries(everything))]
         self._finish_seconds = loop.time() - probed
         return chunks
 

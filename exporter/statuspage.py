@@ -187,7 +187,9 @@ def render_status_page(*, version: str, config: Config,
                        rows: Iterable[Row], ad_hoc: Iterable[Row] = (),
                        recent: Iterable[Recorded], failures: Iterable[Recorded],
                        now: float | None = None, refresh: int | None = None, max_rows: int = MAX_ROWS,
-                       vantage: str | None = None, central_url: str | None = None, path_words=None) -> str:
+                       vantage: str | None = None, central_url: str | None = None, path_words=None,
+                       sections: Iterable[str] = ()) -> str:
+    """``sections``: more HTML after the targets table (the continuous targets' section)."""
     now = time.time() if now is None else now
     example = next(iter(config.targets), None)
     probe_link = (link("/probe", target=str(example.address), module=example.module, debug="true") if example
@@ -215,9 +217,10 @@ def render_status_page(*, version: str, config: Config,
         "</ul>",
         "<h2>Targets</h2>",
         "<p>Latest result of each target, from the last scrape of <code>/metrics</code> or "
-        "<code>/probe</code>.</p>",
+        "<code>/probe</code> (continuous targets: their latest background probe).</p>",
         f"<p class=summary>{summary(tally)}</p>",
         *table,
+        *sections,
         *(["<h2>Targets probed through /probe</h2>",
             "<p>Not in the configuration: probed on request (Prometheus' multi-target pattern or by hand); "
             "the latest result of each.</p>",

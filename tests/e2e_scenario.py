@@ -112,7 +112,8 @@ def stack_scenario(workdir: Path, netns: bool) -> dict:
 
         # Pattern (1): targets in the exporter's config, probed on /metrics; `case` names the expectation.
         cases = {"open": (f"127.0.0.1:{open_port}", "tcp_connect"),
-                 "refused": (f"127.0.0.1:{refused_port}", "tcp_connect")}
+                 "refused": (f"127.0.0.1:{refused_port}", "tcp_connect"),
+                 "continuous": (f"127.0.0.1:{open_port}", "tcp_every_1s")}  # background probing (docs/continuous.md)
         if netns:
             cases |= {"timeout": (DROPPED, "tcp_short"), "unreachable": (PROHIBITED, "tcp_connect"),
                       "dns_error": (UNRESOLVABLE, "tcp_connect")}
@@ -127,6 +128,7 @@ global: {{scrape_timeout_offset: 500ms}}
 modules:
   tcp_connect: {{prober: tcp, timeout: 2s, tcp: {{diagnose: on_failure}}}}  # the dashboard's path columns
   tcp_short: {{prober: tcp, timeout: 300ms}}
+  tcp_every_1s: {{prober: tcp, timeout: 2s, interval: 1s}}
 {smtp_modules}
 targets:
 {targets}

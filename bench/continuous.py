@@ -1,0 +1,287 @@
+"""Continuous probing under load: N loopback targets probed every 10 s in the background.
+
+    python3 bench/continuous.py --targets 10000 --seconds 180 --ladder 15000,20000,30000 --ladder-seconds 60
+
+For each run: one native acceptor (bench/native/acceptor.c, 0.0.0.0:PORT answers every 127.x.y.z),
+the real exporter process with N targets on ``interval: 10s``, a warm-up of one interval, then a
+window in which /metrics is scraped every 15 s as Prometheus would. Reported per run:
+- CPU share of one core of the exporter process over the window (/proc/PID/stat), RSS (VmRSS max);
+- probes run vs scheduled, skipped and missed ticks, non-open results;
+- schedule accuracy: the start-lateness histogram the exporter keeps
+  (connectivity_exporter_continuous_start_lateness_seconds), p50/p99 interpolated in its buckets;
+- connect-time accuracy under that load: the targets' summed connect-time histogram (fine buckets)
+  vs the kernel's RTT of loopback connects (tcpi_rtt via TCP_INFO, measured here meanwhile);
+- scrape duration and size of /metrics.
+The ladder runs larger counts for a shorter window, stopping at the first that does not hold the
+interval (see HELD). Every loop is bounded; traffic goes to 127.0.0.0/8 only.
+Continuous targets run in the serving process only, so --runtime.probe-processes does not apply.
+Prints one JSON object on stdout and a Markdown table on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import tools  # noqa: E402
+from exporter.histogram import quantile  # noqa: E402
+
+INTERVAL = 10.0
+SCRAPE_EVERY = 15.0
+CONNECT_BUCKETS = [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0]
+LATENESS = "connectivity_exporter_continuous_start_lateness_seconds_bucket"
+TCPI_RTT_OFFSET = 68  # struct tcp_info: tcpi_rtt in microseconds (as bench/timing_truth.py)
+# A count "holds" a 10 s interval when >= 99 % of the scheduled probes ran, nothing was skipped or
+# missed, fewer than 0.1 % of the probes failed, and the late-start p99 is under 10 % of the interval.
+HELD = {"ran_share": 0.99, "failed_share": 0.001, "late_p99_seconds": INTERVAL / 10}
+
+
+def target_address(index: int, block: int = 1) -> str:
+    """Distinct loopback addresses 127.B.x.y (as bench/run.py), so thousands of targets need one listener."""
+    return f"127.{block + index // 62500}.{index // 250 % 250 + 1}.{index % 250 + 1}"
+
+
+def config_text(count: int, port: int) -> str:
+    lines = "\n".join(f"  - {{target: '{target_address(i)}:{port}', module: every_10s}}" for i in range(count))
+    bounds = ", ".join(format(b, "f") for b in CONNECT_BUCKETS)
+    return ("global: {max_concurrency: 512}\n"
+            "modules:\n"
+            f"  every_10s: {{prober: tcp, timeout: 5s, interval: 10s, histogram_buckets: {{connect: [{bounds}]}}}}\n"
+            f"targets:\n{lines}\n")
+
+
+def read_counts(body: bytes) -> dict:
+    """The few sums the benchmark needs, from a /metrics body, without a full parse (600k lines)."""
+    out = {"lateness": {}, "connect": {}, "results": {}, "skipped": 0.0, "missed": 0.0}
+    for line in body.decode().splitlines():
+        if line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        if name.startswith(LATENESS):
+            le = name.rsplit('le="', 1)[1].split('"')[0]
+            out["lateness"][le] = float(value)
+        elif name.startswith("probe_tcp_connect_time_seconds_bucket"):
+            le = name.rsplit('le="', 1)[1].split('"')[0]
+            out["connect"][le] = out["connect"].get(le, 0.0) + float(value)
+        elif name.startswith("probe_results_total"):
+            state = name.rsplit('state="', 1)[1].split('"')[0]
+            out["results"][state] = out["results"].get(state, 0.0) + float(value)
+        elif name.startswith("probe_skipped_total"):
+            out["skipped"] += float(value)
+        elif name.startswith("connectivity_exporter_continuous_missed_ticks_total"):
+            out["missed"] = float(value)
+    return out
+
+
+def per_bucket(cumulative: dict[str, float], bounds: list[float]) -> list[float]:
+    values = [cumulative.get(repr(float(b)), 0.0) for b in bounds] + [cumulative.get("+Inf", 0.0)]
+    return [values[0]] + [b - a for a, b in zip(values, values[1:])]
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+
+
+def kernel_rtt_us(port: int, count: int = 200) -> float:
+    """Median tcpi_rtt (µs) of ``count`` serial loopback connects to the acceptor."""
+    rtts = []
+    for i in range(count):
+        with socket.create_connection((target_address(i, block=100), port), timeout=5) as sock:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+            rtts.append(struct.unpack_from("I", info, TCPI_RTT_OFFSET)[0])
+    return statistics.median(rtts)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def measure(native: tools.NativeTools, count: int, seconds: float, workdir: Path) -> dict:
+    target_port, exporter_port = free_port(), free_port()
+    acceptor = tools.start_acceptor(native, target_port)
+    exporter = None
+    try:
+        started = time.monotonic()
+        exporter = tools.start_exporter(config_text(count, target_port), exporter_port, "auto", workdir)
+        startup = time.monotonic() - started
+        time.sleep(INTERVAL + 2)  # warm-up: every target probed once
+        rss_before_scrapes = exporter.memory_mb()["rss_mb"]  # the targets' state, before any scrape's text
+        _, body, _ = tools.http_get(exporter_port, "/metrics")
+        before, cpu_before, t_before = read_counts(body), exporter.cpu_seconds(), time.monotonic()
+        acceptor_cpu_before = acceptor.cpu_seconds()
+        rss, scrapes, sizes, rtts = [], [], [], []
+        next_scrape = t_before + SCRAPE_EVERY
+        end = t_before + seconds
+        while (now := time.monotonic()) < end:
+            exporter.check_alive()
+            rss.append(exporter.memory_mb()["rss_mb"])
+            if now >= next_scrape:
+                status, body, took = tools.http_get(exporter_port, "/metrics")
+                if status != 200:
+                    raise tools.BenchError(f"/metrics answered {status}")
+                scrapes.append(took)
+                sizes.append(len(body))
+                next_scrape += SCRAPE_EVERY
+                rtts.append(kernel_rtt_us(target_port, 50))
+            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        _, body, _ = tools.http_get(exporter_port, "/metrics")
+        after, cpu_after, t_after = read_counts(body), exporter.cpu_seconds(), time.monotonic()
+        acceptor_cpu = acceptor.cpu_seconds() - acceptor_cpu_before
+    finally:
+        if exporter is not None:
+            exporter.stop()
+        acceptor.stop()
+    window = t_after - t_before
+    results = delta(after["results"], before["results"])
+    ran = sum(results.values())
+    scheduled = count * window / INTERVAL
+    lateness_bounds = [float(le) for le in after["lateness"] if le != "+Inf"]
+    late = per_bucket(delta(after["lateness"], before["lateness"]), lateness_bounds)
+    connect = per_bucket(delta(after["connect"], before["connect"]), CONNECT_BUCKETS)
+    row = {
+        "targets": count, "window_seconds": round(window, 1), "startup_seconds": round(startup, 2),
+        "cpu_share_of_one_core": round((cpu_after - cpu_before) / window, 3),
+        "acceptor_cpu_share": round(acceptor_cpu / window, 3),
+        "rss_mb_max": round(max(rss), 1) if rss else None,
+        "probes_per_second": round(ran / window, 1), "ran_share": round(ran / scheduled, 4),
+        "failed": ran - results.get("open", 0.0),
+        "failed_by_state": {state: n for state, n in results.items() if n and state != "open"},
+        "rss_mb_before_scrapes": round(rss_before_scrapes, 1),
+        "skipped": after["skipped"] - before["skipped"], "missed_ticks": after["missed"] - before["missed"],
+        "late_p50_ms": round(1000 * (quantile(0.5, lateness_bounds, late) or 0), 2),
+        "late_p99_ms": round(1000 * (quantile(0.99, lateness_bounds, late) or 0), 2),
+        "late_over_100ms_share": round(1 - sum(late[:lateness_bounds.index(0.1) + 1]) / max(1, sum(late)), 5),
+        "connect_p50_us": round(1e6 * (quantile(0.5, CONNECT_BUCKETS, connect) or 0), 1),
+        "connect_p99_us": round(1e6 * (quantile(0.99, CONNECT_BUCKETS, connect) or 0), 1),
+        "kernel_rtt_us_median": statistics.median(rtts) if rtts else None,
+        "scrape_seconds_median": round(statistics.median(scrapes), 3) if scrapes else None,
+        "scrape_mb": round(statistics.median(sizes) / 1e6, 1) if sizes else None,
+    }
+    row["held"] = (row["ran_share"] >= HELD["ran_share"] and row["skipped"] == 0 and row["missed_ticks"] == 0
+                   and row["failed"] <= HELD["failed_share"] * ran
+                   and row["late_p99_ms"] / 1000 < HELD["late_p99_seconds"])
+    return row
+
+
+def versus_smokeping(native: tools.NativeTools, count: int, seconds: float, workdir: Path) -> dict | None:
+    """The same probe rate side by side: smokeping_prober pinging ``count`` loopback hosts every 1 s
+    (ICMP, privileged) and this exporter connecting to ``count`` loopback targets every 1 s."""
+    import shutil
+    binary = shutil.which("prometheus-smokeping-prober") or shutil.which("smokeping_prober")
+    if binary is None:
+        return None
+    hosts = [target_address(i) for i in range(count)]
+    out: dict = {"targets": count, "interval_seconds": 1.0}
+    port = free_port()
+    smokeping = tools.Proc("smokeping_prober", [binary, "--privileged", "--ping.interval=1s",
+                                                f"--web.listen-address=127.0.0.1:{port}",
+                                                f"--config.file={workdir / 'none.yml'}", "--log.level=error",
+                                                *hosts], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tools.wait_ready(smokeping, port, "/metrics", seconds=180)  # it starts its pingers one by one
+        out["smokeping"] = side_window(smokeping, port, seconds)
+    finally:
+        smokeping.stop()
+    target_port, exporter_port = free_port(), free_port()
+    acceptor = tools.start_acceptor(native, target_port)
+    exporter = None
+    try:
+        text = config_text(count, target_port).replace("interval: 10s", "interval: 1s")
+        exporter = tools.start_exporter(text, exporter_port, "auto", workdir)
+        out["exporter"] = side_window(exporter, exporter_port, seconds)
+    finally:
+        if exporter is not None:
+            exporter.stop()
+        acceptor.stop()
+    return out
+
+
+def side_window(proc: tools.Proc, port: int, seconds: float) -> dict:
+    time.sleep(5)  # warm-up
+    cpu, started = proc.cpu_seconds(), time.monotonic()
+    rss = []
+    while time.monotonic() - started < seconds:
+        proc.check_alive()
+        rss.append(proc.memory_mb()["rss_mb"])
+        time.sleep(1)
+    window = time.monotonic() - started
+    _, body, took = tools.http_get(port, "/metrics")
+    out = {"cpu_share_of_one_core": round((proc.cpu_seconds() - cpu) / window, 3), "rss_mb_max": round(max(rss), 1),
+           "scrape_seconds": round(took, 3), "scrape_mb": round(len(body) / 1e6, 1)}
+    # Round-trip quantiles over the whole run from each one's own histogram, summed over targets.
+    for family in ("smokeping_response_duration_seconds_bucket", "probe_tcp_connect_time_seconds_bucket"):
+        cumulative: dict[str, float] = {}
+        for line in body.decode().splitlines():
+            if line.startswith(family):
+                name, _, value = line.rpartition(" ")
+                le = name.rsplit('le="', 1)[1].split('"')[0]
+                cumulative[le] = cumulative.get(le, 0.0) + float(value)
+        if cumulative:
+            bounds = sorted(float(le) for le in cumulative if le != "+Inf")
+            per = per_bucket({repr(float(le)) if le != "+Inf" else le: v for le, v in cumulative.items()}, bounds)
+            out["rtt_p50_us"] = round(1e6 * (quantile(0.5, bounds, per) or 0), 1)
+            out["rtt_p99_us"] = round(1e6 * (quantile(0.99, bounds, per) or 0), 1)
+            out["samples"] = cumulative.get("+Inf", 0.0)
+    return out
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ("| targets @10 s | window | CPU (1 core) | RSS MB | probes/s | ran | failed | skipped/missed | "
+            "late p50 | late p99 | connect p50 / p99 | kernel RTT | scrape (MB) | held |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    return head + "".join(
+        f"| {r['targets']:,} | {r['window_seconds']:.0f} s | {100 * r['cpu_share_of_one_core']:.0f} % | "
+        f"{r['rss_mb_max']} | {r['probes_per_second']:,.0f} | {100 * r['ran_share']:.1f} % | {r['failed']:.0f} | "
+        f"{r['skipped']:.0f}/{r['missed_ticks']:.0f} | {r['late_p50_ms']} ms | {r['late_p99_ms']} ms | "
+        f"{r['connect_p50_us']:.0f} / {r['connect_p99_us']:.0f} µs | {r['kernel_rtt_us_median']} µs | "
+        f"{r['scrape_seconds_median']} s ({r['scrape_mb']}) | {'yes' if r['held'] else 'no'} |\n" for r in rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--targets", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--ladder", default="", help="comma-separated larger counts, tried until one fails")
+    parser.add_argument("--ladder-seconds", type=float, default=60.0)
+    parser.add_argument("--versus-smokeping", type=int, default=0, metavar="N",
+                        help="also run smokeping_prober and the exporter side by side, N targets at 1 s")
+    parser.add_argument("--only-versus", action="store_true", help="run only the side-by-side comparison")
+    args = parser.parse_args()
+    with tools.scratch_dir() as scratch:
+        workdir = Path(scratch)
+        native = tools.build_native(workdir)
+        load_before = os.getloadavg()
+        versus = versus_smokeping(native, args.versus_smokeping, 60.0, workdir) if args.versus_smokeping else None
+        if versus is not None:
+            print(json.dumps(versus), file=sys.stderr, flush=True)
+        rows = [] if args.only_versus else [measure(native, args.targets, args.seconds, workdir)]
+        if rows:
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for count in [int(c) for c in args.ladder.split(",") if c and rows]:
+            rows.append(measure(native, count, args.ladder_seconds, workdir))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            if not rows[-1]["held"]:
+                break
+        report = {"rows": rows, "versus_smokeping": versus, "acceptor": native.label, "cpus": os.cpu_count(),
+                  "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+                  "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    print(markdown(rows), file=sys.stderr)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
