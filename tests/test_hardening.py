@@ -56,7 +56,7 @@ while True:
         time.sleep(0.1)
 uid = int(next(l.split()[1] for l in open(f"/proc/{os.environ['PID']}/status") if l.startswith("Uid:")))
 print(json.dumps({"uid": uid, "open": 'target="127.0.0.1:9816",module="tcp_connect",role="exporter",state="open"} 1' in text,
-                  "refused": 'target="127.0.0.1:1",module="tcp_connect",role="closed-port",state="refused"} 1' in text}))
+                  "refused": 'target="127.0.0.1:1",module="tcp_diagnose",role="closed-port",state="refused"} 1' in text}))
 PY
 kill -TERM $pid; wait $pid; echo "exit=$?" >&2
 """
