@@ -78,7 +78,7 @@ async def _probe_runner(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         exporter.runner = None
-        await exporter.diagnoses.close()  # background path diagnoses (issue 13)
+        await exporter.diagnoses.close()  # background path diagnoses
         resolver.close()
 
 
@@ -177,7 +177,7 @@ async def probe(request: web.Request) -> web.Response:
         raise _bad_request(f"invalid parameter 'debug' {debug[:20]!r}: expected true or false")
 
     budget = min(scrape_budget(request, config.settings), module.timeout)
-    # Path diagnosis (issue 13) runs inline, in what the scrape timeout leaves after the probe.
+    # Path diagnosis runs inline, in what the scrape timeout leaves after the probe.
     diagnosis_deadline = Deadline.after(scrape_budget(request, config.settings))
     result = await exporter.probe(address, module, budget)
     if wants_diagnosis(result, module.tcp.diagnose):

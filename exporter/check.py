@@ -93,7 +93,7 @@ async def run_probe(address: HostPort, module: Module, diagnose: bool = False) -
         result = await runner.probe(address, module, Deadline.after(module.timeout))
     finally:
         resolver.close()
-    if diagnose and diagnosable(result):  # inline, within its own budget (issue 13)
+    if diagnose and diagnosable(result):  # inline, within its own budget
         await diagnose_inline(result, address.port, asyncio.get_running_loop().time() + PATH_SETTINGS.max_seconds,
                               source=module.tcp.source_ip_address)
     return result

@@ -119,7 +119,7 @@ GLOBAL_FIELDS = {
     "default_scrape_timeout": Field(schema.duration(0.001, 600.0), DEFAULT_SCRAPE_TIMEOUT),
     "vantage": Field(lambda value, path, errs: _checked(vantage_problem, value, path, errs), None),
     "central_url": Field(lambda value, path, errs: _checked(central_url_problem, value, path, errs), None),
-    "max_diagnoses_in_flight": Field(schema.integer(1, 256), DEFAULT_MAX_DIAGNOSES_IN_FLIGHT),  # issue 13
+    "max_diagnoses_in_flight": Field(schema.integer(1, 256), DEFAULT_MAX_DIAGNOSES_IN_FLIGHT),
 }
 TARGET_FIELDS = {
     "target": Field(schema.string),

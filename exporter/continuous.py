@@ -26,7 +26,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter.address import HostPort
 from exporter.histogram import HistogramBuckets, Layout, TargetTally, render_tallies
-from exporter.continuous_config import BANNER_PROBERS
 from exporter.deadline import Deadline
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.probers.table import PROBERS
@@ -51,12 +50,12 @@ def layout_for(prober_name: str, buckets: HistogramBuckets) -> Layout:
     """Every target of a prober and buckets shares one layout. The label values of probe_results_total
     are the prober's states, every one written (0 until seen, so rate() sees a first failure)."""
     prober = PROBERS[prober_name]
-    return Layout([state.value for state in prober.states], buckets, with_banner=prober_name in BANNER_PROBERS,
+    return Layout([state.value for state in prober.states], buckets, with_banner=prober.greeting_seconds is not None,
                   fallback_state=prober.error_state)
 
 
 def module_buckets(module: Module) -> HistogramBuckets:
-    return getattr(module, "histogram_buckets", None) or HistogramBuckets()
+    return module.histogram_buckets or HistogramBuckets()
 
 
 class Planned(Protocol):
@@ -71,7 +70,7 @@ class ContinuousTarget:
     """One continuous target: its schedule, its latest result and everything counted for it."""
 
     __slots__ = ("address", "module", "labels", "families", "interval", "tally", "latest", "latest_at",
-                 "tick", "running", "active", "snapshots")
+                 "tick", "running", "active", "snapshots", "_greeting")
 
     def __init__(self, planned: Planned, interval: float, tally: TargetTally):
         self.address = planned.address
@@ -87,13 +86,14 @@ class ContinuousTarget:
         self.active = True                   # False once a reload removed it
         # (unix time, counts) for the status page's window; the first is the zero it started from.
         self.snapshots: list[tuple[float, object]] = [(time.time(), tally.window_counts())]
+        self._greeting = PROBERS[planned.module.prober].greeting_seconds
 
     def record(self, result: ProbeResult, when: float) -> None:
         self.latest = result
         self.latest_at = when
         self.tally.observe(str(result.state), result.success,
                            result.connect_seconds if result.tcp_state is TcpState.OPEN else None,
-                           getattr(result.details, "banner_seconds", None), result.duration_seconds)
+                           self._greeting(result) if self._greeting is not None else None, result.duration_seconds)
 
 
 @dataclass(frozen=True)

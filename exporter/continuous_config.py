@@ -10,12 +10,16 @@ from typing import Any
 from exporter import schema
 from exporter.histogram import (DEFAULT_BANNER_BUCKETS, DEFAULT_CONNECT_BUCKETS, DEFAULT_DURATION_BUCKETS,
                                 MAX_BUCKETS, HistogramBuckets)
+from exporter.probers.table import PROBERS
 from exporter.schema import INVALID, Errors, Field
 
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 86400.0
 _EXPONENT_AS_TEXT = re.compile(r"[0-9]+[eE][-+]?[0-9]+")
-# Only these probers read a greeting before anything else (the banner histogram).
-BANNER_PROBERS = frozenset({"smtp"})
+
+
+def reads_greeting(prober: str) -> bool:
+    """Whether the prober reads a greeting first (it has a banner histogram)."""
+    return PROBERS[prober].greeting_seconds is not None
 
 
 def _bucket_bounds(value: Any, path: str, errs: Errors) -> Any:
@@ -55,7 +59,7 @@ def histogram_buckets(raw: Any, prober: str, path: str, errs: Errors) -> Any:
     """The module's buckets, None when it sets none (the defaults apply), or INVALID."""
     if raw is None:
         return None
-    if isinstance(raw, dict) and "banner" in raw and prober not in BANNER_PROBERS:
+    if isinstance(raw, dict) and "banner" in raw and not reads_greeting(prober):
         return errs.add(schema.join(path, "banner"),
                         f"not used by prober {prober!r} (only the smtp prober reads a banner)")
     fields = schema.section(raw, path, HISTOGRAM_BUCKET_FIELDS, errs)

@@ -52,7 +52,7 @@ class GlobalSettings:
     vantage: str | None = None
     # The central (multi-site) view the status page links to (--web.central-url wins).
     central_url: str | None = None
-    # Path diagnoses running at once in the background (issue 13).
+    # Path diagnoses running at once in the background.
     max_diagnoses_in_flight: int = DEFAULT_MAX_DIAGNOSES_IN_FLIGHT
 
 

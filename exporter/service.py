@@ -25,7 +25,6 @@ from exporter.runner import ProbeRunner, deadline_result
 from exporter.selfmetrics import ExporterMetrics
 from exporter.vantage import VANTAGE_LABEL, Site
 from exporter.workerpool import WorkerPool
-# --- path diagnosis (issue 13) ---
 from exporter.pathdiag.metrics import render_path_families
 from exporter.pathdiag.scheduler import DiagnosisScheduler, SchedulerCollector
 
@@ -80,7 +79,7 @@ class Exporter:
         self.history = ProbeHistory()  # for the status page
         self.plan = self._build_plan(config)
         self.gate = ProbeGate(config.probe_access)
-        # Path diagnoses of failed targets, in the background (issue 13).
+        # Path diagnoses of failed targets, in the background.
         self.diagnoses = DiagnosisScheduler(config.settings.max_diagnoses_in_flight)
         metrics.registry.register(SchedulerCollector(self.diagnoses))
         self.continuous = ContinuousProber(metrics.registry)  # started by the app (cleanup context)
@@ -130,7 +129,7 @@ class Exporter:
                 # Probes in flight finish on the old runner; new ones use the new limit.
                 self.runner = ProbeRunner(self.runner.resolver, config.settings.max_concurrency)
             self.plan = plan
-            # Path diagnosis (issue 13): the new cap; diagnoses of removed targets are forgotten.
+            # Path diagnosis: the new cap; diagnoses of removed targets are forgotten.
             self.diagnoses.max_in_flight = config.settings.max_diagnoses_in_flight
             self.diagnoses.retain({(str(t.address), t.module.name) for t in plan.targets})
             self.continuous.update(plan.continuous)  # keeps the counters of unchanged targets

@@ -21,7 +21,7 @@ from exporter.model import Config
 from exporter.probers.table import PROBERS
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.report import debug_report
-from exporter.pathdiag.render import summary as path_summary  # issue 13
+from exporter.pathdiag.render import summary as path_summary
 
 MAX_DETAIL = 300
 MAX_ROWS = 2000

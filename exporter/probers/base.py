@@ -96,6 +96,9 @@ class Prober:
     report_lines: Callable[[ProbeResult], list[str]] = _no_blocks
     # Top-level objects of ``check --json`` beside "details" (e.g. "mail_domain"): documented contracts.
     json_sections: Callable[[ProbeResult], dict[str, Any]] = _no_sections
+    # The time to the server's greeting, for a prober that reads one before anything else; continuous
+    # targets of such a prober get the greeting-time histogram. None: the prober reads no greeting.
+    greeting_seconds: Callable[[ProbeResult], float | None] | None = None
     # Fact labels the status page shows as columns.
     columns: tuple[str, ...] = ()
     # Built once: every planned target refers to it.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from exporter.exposition import Family, one_hot, single
 from exporter.probers.result import TcpState
-from exporter.pathdiag.metrics import TCP_REJECTED_BY  # issue 13
+from exporter.pathdiag.metrics import TCP_REJECTED_BY
 
 # Owned by the handler, with blackbox_exporter's names and meaning.
 COMMON_FAMILIES = (
@@ -27,5 +27,5 @@ TCP_FAMILIES = (
            one_hot("state", [state.value for state in TcpState], lambda r: r.tcp_state.value)),
 )
 
-# probe_tcp_rejected_by: who sent the ICMP error that ended a connect (issue 13).
+# probe_tcp_rejected_by: who sent the ICMP error that ended a connect.
 CONNECT_FAMILIES = COMMON_FAMILIES + TCP_FAMILIES + (TCP_REJECTED_BY,)

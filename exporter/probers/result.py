@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # path diagnosis types (issue 13); annotations only, so no import cost or cycle
+if TYPE_CHECKING:  # path diagnosis types; annotations only, so no import cost or cycle
     from exporter.pathdiag.icmp import IcmpReply
     from exporter.pathdiag.model import PathDiagnosis
 
@@ -69,7 +69,7 @@ class ProbeResult:
     # The prober's own typed details (e.g. the SMTP dialogue's ``SmtpDetails``); its plugin
     # (``exporter.probers.base.Prober``) is what formats them for metrics and people.
     details: Any = None
-    # --- path diagnosis (issue 13) ---
+    # Path diagnosis (docs/path-diagnosis.md).
     # The ICMP error that ended the connect, with its sender (read from the socket's error queue).
     icmp: IcmpReply | None = None
     # A path diagnosis run for this probe (/probe and check run it inline).

@@ -53,7 +53,7 @@ class SmtpSettings:
     subject: str = DEFAULT_TEST_SUBJECT
     body: str = DEFAULT_TEST_BODY
     auth: SmtpAuth | None = None
-    # --- mail domains (issue 16; exporter/probers/maildomain.py) ---
+    # Mail domains (exporter/probers/maildomain.py).
     mx: bool = False                     # the target is a mail domain: probe its MX hosts (RFC 5321 5.1)
     mx_max_hosts: int = 5                # at most this many MX hosts probed, the module's timeout shared among them
     relay_check_rcpt_to: str | None = None  # RCPT TO this foreign address must be refused (open-relay check)
@@ -105,7 +105,7 @@ SMTP_SECTION = Section({
     "subject": Field(schema.string, DEFAULT_TEST_SUBJECT),
     "body": Field(schema.string, DEFAULT_TEST_BODY),
     "auth": Field(schema.subsection(AUTH_SECTION), None),
-    # mail domains (issue 16; exporter/probers/maildomain.py)
+    # Mail domains (exporter/probers/maildomain.py).
     "mx": Field(schema.boolean, False),
     "mx_max_hosts": Field(schema.integer(1, 20), 5),
     "relay_check_rcpt_to": Field(schema.token("a mail address in a domain the server must not relay to",

@@ -79,6 +79,7 @@ _SERVER = Prober(
     explanations=explanations,
     details_json=details_json,
     columns=(BANNER, REPLIES, CERTIFICATE),
+    greeting_seconds=lambda result: d.banner_seconds if (d := _details(result)) is not None else None,
 )
 # With smtp.mx the target is a mail domain (exporter.probers.maildomain); the TLS families are the set
 # shared with the tcp prober, so an exposition with both has one HELP/TYPE per name.

@@ -13,7 +13,7 @@ class TcpSettings:
     preferred_ip_protocol: str = "ip4"
     ip_protocol_fallback: bool = True
     source_ip_address: str | None = None
-    # --- path diagnosis (issue 13) ---
+    # Path diagnosis (docs/path-diagnosis.md).
     diagnose: str = "never"              # never | on_failure: extra packets towards the target's path
     diagnose_interval: float = 600.0     # at most one diagnosis per target per interval (/metrics)
 
@@ -22,7 +22,7 @@ TCP_FIELDS = {
     "preferred_ip_protocol": Field(schema.choice("ip4", "ip6"), "ip4"),
     "ip_protocol_fallback": Field(schema.boolean, True),
     "source_ip_address": Field(schema.ip_address, None),
-    # path diagnosis (issue 13)
+    # path diagnosis
     "diagnose": Field(schema.choice("never", "on_failure"), "never"),
     "diagnose_interval": Field(schema.duration(1.0, 7 * 86400.0), 600.0),
 }
