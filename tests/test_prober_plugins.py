@@ -175,3 +175,15 @@ def test_the_ehlo_fallback_warns_when_the_host_has_no_fqdn(monkeypatch):
     assert "set smtp.ehlo" in warning
     monkeypatch.setattr(smtp_plugin, "local_fqdn", lambda: "probe.example.com")
     assert parse_config("modules: {mx: {prober: smtp}}").warnings == ()
+
+
+def test_only_a_prober_that_reads_a_greeting_gets_the_greeting_histogram():
+    from exporter.continuous import layout_for
+    from exporter.histogram import HistogramBuckets
+    from exporter.probers.smtp_result import SmtpDetails
+
+    smtp = table.PROBERS["smtp"]
+    assert smtp.greeting_seconds(ProbeResult(details=SmtpDetails(banner_seconds=0.0123))) == 0.0123
+    assert smtp.greeting_seconds(ProbeResult()) is None  # cut before any details
+    assert table.PROBERS["tcp"].greeting_seconds is None
+    assert layout_for("smtp", HistogramBuckets()).with_banner and not layout_for("tcp", HistogramBuckets()).with_banner
