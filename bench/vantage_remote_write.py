@@ -28,8 +28,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.durations import parse_duration  # noqa: E402
-from tests.e2e_stack import Processes, binary, free_port, readdress, wait_until_ready  # noqa: E402
-from tests.vantage_scenario import VANTAGE, agent_metric_at, query  # noqa: E402
+from tests.helpers.e2e_stack import Processes, binary, free_port, readdress, wait_until_ready  # noqa: E402
+from tests.helpers.vantage_scenario import VANTAGE, agent_metric_at, query  # noqa: E402
 
 
 def listener() -> int:

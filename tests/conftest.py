@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 from collections.abc import Iterator
 
@@ -10,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.app import create_app
-from exporter.config import Config, parse_config
+from exporter.config import Config
 
 
 @pytest.fixture
@@ -48,27 +47,9 @@ def closed_port() -> int:
     return port
 
 
-def tcp_config(*targets: str, timeout: str = "2s", extra: str = "") -> Config:
-    lines = "\n".join(f"  - {{target: '{t}', module: tcp_connect}}" for t in targets)
-    return parse_config(f"""
-modules:
-  tcp_connect: {{prober: tcp, timeout: {timeout}}}
-{extra}
-targets:
-{lines}
-""", "test.yml")
-
-
 @pytest.fixture
 def make_client(aiohttp_client):
     """Start the real app for a config on a loopback port and return an HTTP client for it."""
     async def make(config: Config):
         return await aiohttp_client(create_app(config, registry=CollectorRegistry()))
     return make
-
-
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (Debian package 'prometheus' provides it; .ci/run installs it)")
-    return path

@@ -7,7 +7,7 @@ import pytest
 from exporter.access import Denied, ProbeGate, _TokenBuckets
 from exporter.address import parse_host_port
 from exporter.config import RateLimit, parse_config
-from tests.metrics_text import state_of, value
+from tests.helpers.metrics_text import state_of, value
 
 LOCKED = """
 modules:

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from exporter.address import AddressError, parse_host_port
-from tests.conftest import tcp_config
+from tests.helpers.configs import tcp_config
 
 
 @pytest.mark.parametrize("text, host, port, version", [

@@ -12,7 +12,7 @@ import pytest
 
 from exporter.config import load_config, parse_config
 from exporter.probers.goregex import translate
-from tests.exporter_process import REPO
+from tests.helpers.exporter_process import REPO
 
 BLACKBOX_FILES = sorted((Path(__file__).parent / "configs" / "blackbox").glob("*.yml"))
 
@@ -84,7 +84,7 @@ modules:
 
 
 def test_exporter_serves_an_unchanged_blackbox_yml():
-    from tests.exporter_process import free_port, http, start_exporter
+    from tests.helpers.exporter_process import free_port, http, start_exporter
 
     path = Path(__file__).parent / "configs" / "blackbox" / "debian-blackbox.yml"
     port = free_port()

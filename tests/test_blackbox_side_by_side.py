@@ -16,11 +16,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.dialogue_helpers import ThreadedServers
-from tests.exporter_process import free_port, http, start_exporter
-from tests.metrics_text import samples
-from tests.real_servers import dovecot, postgres, sshd
-from tests.smtp_servers import Pki
+from tests.helpers.dialogue import ThreadedServers
+from tests.helpers.exporter_process import free_port, http, start_exporter
+from tests.helpers.metrics_text import samples
+from tests.helpers.real_servers import dovecot, postgres, sshd
+from tests.helpers.smtp_servers import Pki
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from exporter.check import printable
-from tests.exporter_process import REPO
+from tests.helpers.exporter_process import REPO
 
 DROPPED_PORT = 9001
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.exporter_process import REPO, free_port, http, start_exporter
+from tests.helpers.exporter_process import REPO, free_port, http, start_exporter
 
 
 def run_exporter(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ from exporter.config import ConfigError, load_config, parse_config
 from exporter.histogram import DEFAULT_CONNECT_BUCKETS, HistogramBuckets, Layout, TargetTally, quantile, \
     render_tallies
 from exporter.schedule import first_tick, following_tick, phase
-from tests.metrics_text import samples, value
+from tests.helpers.metrics_text import samples, value
 
 INVALID = sorted((Path(__file__).parent / "configs" / "invalid").glob("continuous_*.yml"))
 
@@ -364,7 +364,7 @@ def test_with_probe_workers_continuous_targets_run_in_the_serving_process(tmp_pa
     import signal
     import time
 
-    from tests.exporter_process import free_port, http, start_exporter
+    from tests.helpers.exporter_process import free_port, http, start_exporter
 
     config = tmp_path / "config.yml"
     config.write_text(f"""modules:

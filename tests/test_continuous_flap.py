@@ -12,7 +12,7 @@ import time
 import pytest
 
 from exporter.config import parse_config
-from tests.metrics_text import samples, value
+from tests.helpers.metrics_text import samples, value
 
 PERIOD = 2.0       # the listener is up for 2 s, then down (refused) for 2 s
 INTERVAL = 0.5     # 4 background probes per period

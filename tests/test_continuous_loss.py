@@ -1,5 +1,5 @@
 """Loss and latency seen by continuous probing through a real firewall: nftables in a private
-network namespace drops one SYN in five (tests/continuous_netns.py). Needs root; skipped otherwise."""
+network namespace drops one SYN in five (tests/helpers/continuous_netns.py). Needs root; skipped otherwise."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from exporter.histogram import quantile
-from tests.netns import netns_unavailable_reason
+from tests.helpers.netns import netns_unavailable_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 # 2,000 probes with a true drop rate of 1/5: the counted share has a standard deviation of
@@ -28,7 +28,7 @@ def outcome() -> dict:
     if reason:
         pytest.skip(reason)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run(["unshare", "-n", sys.executable, str(ROOT / "tests" / "continuous_netns.py"),
+    done = subprocess.run(["unshare", "-n", sys.executable, str(ROOT / "tests" / "helpers" / "continuous_netns.py"),
                            str(LOSS_SAMPLES)], capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -19,8 +19,8 @@ import yaml
 from exporter.address import parse_host_port
 from exporter.config import load_config
 from exporter.probers.result import TcpState
-from tests.conftest import require_binary
-from tests.e2e_stack import (ALERTMANAGER_YML, DASHBOARD_JSON, DEPLOY, PROMETHEUS_YML, SHARDED_YML, WEBHOOK_LOGGER,
+from tests.helpers.configs import require_binary
+from tests.helpers.e2e_stack import (ALERTMANAGER_YML, DASHBOARD_JSON, DEPLOY, PROMETHEUS_YML, SHARDED_YML, WEBHOOK_LOGGER,
                              dashboard_queries, dashboard_variable_queries, free_port, substitute)
 
 COMPOSE_YML = DEPLOY / "docker-compose.yml"

@@ -10,9 +10,9 @@ import ssl
 import pytest
 
 from exporter.probers.dialogue import DialogueState, expand, masked, printable
-from tests.dialogue_helpers import module_from, probe, scripted_server
-from tests.metrics_text import samples, state_of, value
-from tests.smtp_servers import Pki
+from tests.helpers.dialogue import module_from, probe, scripted_server
+from tests.helpers.metrics_text import samples, state_of, value
+from tests.helpers.smtp_servers import Pki
 
 SSH = """
 modules:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.dialogue_helpers import module_from, probe
-from tests.metrics_text import samples, state_of, value
-from tests.real_servers import dovecot, postgres, sshd
-from tests.smtp_servers import Pki
+from tests.helpers.dialogue import module_from, probe
+from tests.helpers.metrics_text import samples, state_of, value
+from tests.helpers.real_servers import dovecot, postgres, sshd
+from tests.helpers.smtp_servers import Pki
 
 
 async def test_sshd_banner_with_version_label(tmp_path):

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 from exporter.probers.tls import _serial, go_name
-from tests.dialogue_helpers import ThreadedServers
-from tests.exporter_process import REPO
+from tests.helpers.dialogue import ThreadedServers
+from tests.helpers.exporter_process import REPO
 
 
 def test_go_name_order_and_escaping():

@@ -1,6 +1,6 @@
 """Continuous probing end to end on the real Prometheus: the shipped continuous.rules.yml fire on a
 flapping port and on a dead one (and not on a healthy one), and the dashboard's continuous panels
-(connect-time heatmap, loss) return data. Uses the helpers of tests/e2e_stack.py."""
+(connect-time heatmap, loss) return data. Uses the helpers of tests/helpers/e2e_stack.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e_stack import (DASHBOARD_JSON, PROMETHEUS_YML, Processes, binary, dashboard_queries, fast_global,
+from tests.helpers.e2e_stack import (DASHBOARD_JSON, PROMETHEUS_YML, Processes, binary, dashboard_queries, fast_global,
                              free_port, readdress, start_exporter, start_prometheus)
 
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules" / "continuous.rules.yml"

@@ -15,8 +15,8 @@ from exporter.probers.connect_metrics import COMMON_FAMILIES, TCP_FAMILIES
 from exporter.exposition import (Family, format_value, label_prefix, one_hot,
                                  render, single)
 from exporter.probers.result import ProbeResult, TcpState
-from tests.conftest import require_binary
-from tests.metrics_text import samples
+from tests.helpers.configs import require_binary
+from tests.helpers.metrics_text import samples
 
 FAMILIES = COMMON_FAMILIES + TCP_FAMILIES
 # A one-hot family whose current value can fall outside its set (then every series is 0).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.netns import run_in_netns
+from tests.helpers.netns import run_in_netns
 
 pytestmark = pytest.mark.netns
 

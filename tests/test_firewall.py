@@ -1,6 +1,6 @@
 """Real firewall rules in a private network namespace: every state told apart.
 
-Runs tests/netns_scenarios.py under ``unshare -n``; skipped (with the reason) when not root
+Runs tests/helpers/netns_scenarios.py under ``unshare -n``; skipped (with the reason) when not root
 or nftables is missing. CI runs as root and installs nftables.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.netns import run_in_netns
+from tests.helpers.netns import run_in_netns
 
 pytestmark = pytest.mark.netns
 

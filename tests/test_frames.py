@@ -10,9 +10,9 @@ import pytest
 from exporter import frames
 from exporter.report import debug_report
 from exporter.service import render_single
-from tests import smtp_servers
-from tests.smtp_servers import Pki, probe, smtp_config
-from tests.test_smtp_server import start_aiosmtpd, tls_config
+from tests.helpers import smtp_servers
+from tests.helpers.smtp_servers import Pki, probe, smtp_config
+from tests.helpers.aiosmtpd_server import start_aiosmtpd, tls_config
 
 servers = smtp_servers.servers  # the fixture
 

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from tests.conftest import tcp_config
-from tests.metrics_text import state_of, value
+from tests.helpers.configs import tcp_config
+from tests.helpers.metrics_text import state_of, value
 
 
 async def start(handler) -> tuple[asyncio.AbstractServer, int]:

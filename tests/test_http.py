@@ -7,8 +7,8 @@ import subprocess
 import pytest
 
 from exporter.config import parse_config
-from tests.conftest import require_binary, tcp_config
-from tests.metrics_text import samples, state_of, value
+from tests.helpers.configs import require_binary, tcp_config
+from tests.helpers.metrics_text import samples, state_of, value
 
 
 async def test_metrics_probes_every_target_and_tells_open_from_refused(make_client, listener, closed_port):

@@ -21,8 +21,8 @@ from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_replies import Reply
 from exporter.probers.smtp_result import SmtpDetails
 from exporter.service import render_single
-from tests import smtp_servers
-from tests.smtp_servers import Script, probe, smtp_config
+from tests.helpers import smtp_servers
+from tests.helpers.smtp_servers import Script, probe, smtp_config
 
 servers = smtp_servers.servers  # the fixture
 

@@ -16,9 +16,9 @@ import textwrap
 
 import pytest
 
-from tests.dns_server import ROOT, MailLab, lab_unavailable_reason
-from tests.exim import exim_command, exim_root, exim_workdir
-from tests.exporter_process import start_exporter
+from tests.helpers.dns_server import ROOT, MailLab, lab_unavailable_reason
+from tests.helpers.exim import exim_command, exim_root, exim_workdir
+from tests.helpers.exporter_process import start_exporter
 
 pytestmark = pytest.mark.netns
 
@@ -110,7 +110,7 @@ def lab(tmp_path_factory):
         lab.start_dns(*DNS_RECORDS)
         spec = [["accept", MX_A, 25], ["block554", MX_BLOCK, 25], ["greylist", MX_GREY, 25], ["silent", MX_SILENT, 25],
                 ["dns_servfail", DNS_SERVFAIL, 53], ["dns_silent", DNS_SILENT, 53]]
-        servers = lab.popen([sys.executable, "-m", "tests.maildomain_servers", json.dumps(spec)],
+        servers = lab.popen([sys.executable, "-m", "tests.helpers.maildomain_servers", json.dumps(spec)],
                             stdout=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         assert servers.stdout is not None and servers.stdout.readline().strip() == "ready"
         for address, name, open_relay in ((EXIM_OPEN, "exim-open.example.test", True),
@@ -296,7 +296,7 @@ def test_check_prints_the_mx_table_and_verdict(lab):
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian package prometheus)")
 def test_exporter_probe_metrics_and_debug_page(lab, tmp_path):
-    from tests.exporter_process import free_port
+    from tests.helpers.exporter_process import free_port
     port = free_port()
     exporter = start_exporter("--config.file", str(lab.config), f"--web.listen-address=127.0.0.1:{port}",
                               prefix=tuple(lab.command([])))
@@ -331,7 +331,7 @@ def test_exporter_probe_metrics_and_debug_page(lab, tmp_path):
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian package prometheus)")
 def test_metrics_scrape_of_domain_targets_through_probe_workers(lab, tmp_path):
     """Configured domain targets on /metrics, probed in a worker process (results cross a pipe)."""
-    from tests.exporter_process import free_port
+    from tests.helpers.exporter_process import free_port
     config = tmp_path / "targets.yml"
     config.write_text(CONFIG + textwrap.dedent("""\
         targets:
@@ -365,8 +365,8 @@ def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_
 
     import yaml
 
-    from tests.e2e_stack import binary, dashboard_queries
-    from tests.exporter_process import free_port
+    from tests.helpers.e2e_stack import binary, dashboard_queries
+    from tests.helpers.exporter_process import free_port
     prometheus = binary("prometheus")
     if prometheus is None:
         pytest.skip("prometheus is not installed (Debian package prometheus)")

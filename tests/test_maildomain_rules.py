@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import require_binary
+from tests.helpers.configs import require_binary
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
 RULES = RULES_DIR / "maildomain.rules.yml"

@@ -10,8 +10,8 @@ import subprocess
 import pytest
 
 from exporter import httpgzip
-from tests.conftest import tcp_config
-from tests.metrics_text import state_of, value
+from tests.helpers.configs import tcp_config
+from tests.helpers.metrics_text import state_of, value
 
 
 @pytest.mark.parametrize("header, accepted", [

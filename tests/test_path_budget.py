@@ -12,8 +12,8 @@ import time
 import pytest
 
 from exporter.pathdiag.trace import DEFAULT_SETTINGS
-from tests.metrics_text import samples, value
-from tests.topology import SERVER4, ClientExporter, Topology, in_client, topology_unavailable_reason
+from tests.helpers.metrics_text import samples, value
+from tests.helpers.topology import SERVER4, ClientExporter, Topology, in_client, topology_unavailable_reason
 
 pytestmark = pytest.mark.netns
 TARGETS = 1000

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.metrics_text import samples
-from tests.topology import (R1_4, R1_6, R2_4, R2_6, SERVER4, SERVER6, ClientExporter, Topology, check_json,
+from tests.helpers.metrics_text import samples
+from tests.helpers.topology import (R1_4, R1_6, R2_4, R2_6, SERVER4, SERVER6, ClientExporter, Topology, check_json,
                             check_text, topology_unavailable_reason)
 
 pytestmark = pytest.mark.netns

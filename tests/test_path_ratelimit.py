@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.topology import R2_4, R2_6, SERVER4, SERVER6, Topology, check_json, in_client, topology_unavailable_reason
+from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, Topology, check_json, in_client, topology_unavailable_reason
 
 pytestmark = pytest.mark.netns
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from exporter.pathdiag.model import Verdict
-from tests.conftest import require_binary
+from tests.helpers.configs import require_binary
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
 RULES = RULES_DIR / "path.rules.yml"

@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from tests.topology import R2_4, R2_6, SERVER4, SERVER6, Topology, in_client, topology_unavailable_reason
+from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, Topology, in_client, topology_unavailable_reason
 
 pytestmark = pytest.mark.netns
 NOBODY = 65532

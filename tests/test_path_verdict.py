@@ -21,8 +21,8 @@ from exporter.pathdiag.render import hop_table, path_json, short
 from exporter.pathdiag.scheduler import DiagnosisScheduler
 from exporter.pathdiag.trace import diagnose
 from exporter.pathdiag.verdict import decide
-from tests.conftest import require_binary
-from tests.metrics_text import samples, value
+from tests.helpers.configs import require_binary
+from tests.helpers.metrics_text import samples, value
 
 T, R1, R2 = "10.0.3.2", "10.0.1.1", "10.0.2.2"
 T6, R2_6 = "2001:db8:3::2", "2001:db8:2::2"

@@ -21,7 +21,7 @@ from exporter.probers.connect_metrics import CONNECT_FAMILIES
 from exporter.probers.result import ProbeResult
 from exporter.runner import deadline_result
 from exporter.probers.tcp_config import TCP_SECTION
-from tests.metrics_text import state_of, value
+from tests.helpers.metrics_text import state_of, value
 
 
 class GreetState(StrEnum):

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.exporter_process import free_port, http, start_exporter
-from tests.metrics_text import state_of, value
+from tests.helpers.exporter_process import free_port, http, start_exporter
+from tests.helpers.metrics_text import state_of, value
 
 RELOAD_OK = "connectivity_exporter_config_last_reload_successful"
 RELOAD_TIME = "connectivity_exporter_config_last_reload_success_timestamp_seconds"

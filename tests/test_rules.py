@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import require_binary
+from tests.helpers.configs import require_binary
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
 RULES = RULES_DIR / "connectivity.rules.yml"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import bcrypt
-from tests.smtp_servers import Pki, Script, Servers
+from tests.helpers.smtp_servers import Pki, Script, Servers
 
 ROOT = Path(__file__).resolve().parent.parent
 SMTP_PASSWORD = "S3cr3t-Pa55!smtp"

@@ -14,8 +14,8 @@ from exporter.probers.connect import connect_target
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.runner import ProbeRunner
-from tests.conftest import tcp_config
-from tests.metrics_text import state_of
+from tests.helpers.configs import tcp_config
+from tests.helpers.metrics_text import state_of
 
 
 async def test_no_connect_starts_after_the_deadline(listener):

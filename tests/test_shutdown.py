@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.exporter_process import REPO
+from tests.helpers.exporter_process import REPO
 
 pytestmark = pytest.mark.netns
 
@@ -23,7 +23,7 @@ def run_scenario(grace: str, probe_timeout: str) -> dict:
     for binary in ("unshare", "nft", "ip"):
         if shutil.which(binary) is None:
             pytest.skip(f"{binary} is not installed (packages util-linux, nftables, iproute2)")
-    done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.shutdown_scenario", grace, probe_timeout],
+    done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.helpers.shutdown_scenario", grace, probe_timeout],
                           cwd=REPO, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     if done.returncode != 0 and "unshare failed" in done.stderr:

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from exporter.config import ConfigError, default_port, load_config, parse_config
-from tests.smtp_servers import Pki
+from tests.helpers.smtp_servers import Pki
 
 
 def test_smtp_module_defaults_and_ports():

@@ -1,6 +1,6 @@
 """Reply explanations, table-driven: every (stage, code, enhanced code, server text) that real MTAs send.
 
-Sources of the cases: the replies Postfix, Exim and aiosmtpd sent in the end-to-end runs (tests/mta.py),
+Sources of the cases: the replies Postfix, Exim and aiosmtpd sent in the end-to-end runs (tests/helpers/mta.py),
 Postfix's and Exim's documented reject texts, and the common codes of Microsoft's Exchange Online NDR
 documentation. ``kind`` is the class of explanation expected: ``accepted`` (2xx), ``continue`` (3xx),
 ``greylisting``, or what the server refused (``smtp_explain.Party``).

@@ -14,8 +14,8 @@ import pytest
 
 from exporter.probers import smtp
 from exporter.probers.smtp_replies import MAX_LINE_BYTES
-from tests import smtp_servers
-from tests.smtp_servers import FloodProcess, Pki, Script, probe
+from tests.helpers import smtp_servers
+from tests.helpers.smtp_servers import FloodProcess, Pki, Script, probe
 
 servers = smtp_servers.servers  # the fixture
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 
 from exporter.config import parse_config
-from tests.conftest import require_binary
-from tests.metrics_text import samples, state_of, value
-from tests import smtp_servers
-from tests.smtp_servers import Script
+from tests.helpers.configs import require_binary
+from tests.helpers.metrics_text import samples, state_of, value
+from tests.helpers import smtp_servers
+from tests.helpers.smtp_servers import Script
 
 servers = smtp_servers.servers  # the fixture
 

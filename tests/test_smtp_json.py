@@ -12,8 +12,8 @@ from exporter.check import json_report
 from exporter.probers.smtp_explain import Party
 from exporter.probers.smtp_result import SMTP_DETAILS_JSON_SCHEMA, SmtpState
 from exporter.runner import deadline_result
-from tests import smtp_servers
-from tests.smtp_servers import Pki, Script, probe, smtp_config
+from tests.helpers import smtp_servers
+from tests.helpers.smtp_servers import Pki, Script, probe, smtp_config
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (pip install '.[test]')")
 

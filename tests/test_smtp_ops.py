@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from exporter.config import parse_config
-from tests.test_statuspage import Tables
+from tests.helpers.html_tables import Tables
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKED = b"554 5.7.1 mx.example.test blocked using a reputation list\r\n"

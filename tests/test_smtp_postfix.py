@@ -1,4 +1,4 @@
-"""The SMTP prober against a real MTA: Debian's Postfix on loopback (see tests/mta.py).
+"""The SMTP prober against a real MTA: Debian's Postfix on loopback (see tests/helpers/mta.py).
 
 Each case is Postfix's own code path answering, and the test checks the prober's state, what it says
 was refused, and the words a person reads. AUTH runs against Postfix with Dovecot's SASL service.
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests import mta
-from tests.smtp_servers import probe
+from tests.helpers import mta
+from tests.helpers.smtp_servers import probe
 
 pytestmark = pytest.mark.skipif(mta.missing() is not None, reason=f"Postfix tests: {mta.missing()}")
 

@@ -9,7 +9,7 @@ import pytest
 
 from exporter.probers.smtp_replies import (MAX_LINE_BYTES, ConnectionClosed, MalformedReply, ReplyCode, ReplyReader,
                                            ReplyTimeout, ReplyTooLong, enhanced_code, open_stream, parse_line)
-from tests import smtp_servers
+from tests.helpers import smtp_servers
 
 servers = smtp_servers.servers  # the fixture
 

@@ -3,54 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from tests import smtp_servers
-from tests.smtp_servers import Pki, probe
+from tests.helpers import smtp_servers
+from tests.helpers.aiosmtpd_server import Mailbox, start_aiosmtpd, tls_config
+from tests.helpers.smtp_servers import Pki, probe
 
 servers = smtp_servers.servers  # the fixture
-
-
-class Mailbox:
-    """An aiosmtpd handler: refuses recipients starting with 'nobody', keeps delivered messages."""
-
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address.startswith("nobody"):
-            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(envelope.content)
-        return "250 2.0.0 OK: queued"
-
-
-def authenticator(server, session, envelope, mechanism, auth_data):
-    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"probe", b"s3cret-pw")
-    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd sends the 535 itself
 
 
 @pytest.fixture
 def pki(tmp_path) -> Pki:
     return Pki(tmp_path)
-
-
-async def start_aiosmtpd(servers, cert=None, implicit=False, mailbox=None, **options) -> int:
-    context = Pki.server_context(cert) if cert is not None else None
-    mailbox = mailbox or Mailbox()
-
-    def factory():
-        return SMTP(mailbox, hostname="mx.test", tls_context=None if implicit else context,
-                    authenticator=authenticator, auth_require_tls=True, **options)
-    return await servers.serve_protocol(factory, ssl=context if implicit else None)
-
-
-def tls_config(pki: Pki, **extra) -> str:
-    fields = {"ca_file": f"'{pki.ca_file}'", "server_name": "mx.test", **extra}
-    return "{" + ", ".join(f"{key}: {value}" for key, value in fields.items()) + "}"
 
 
 async def test_plain_session(servers):
@@ -187,7 +150,7 @@ def test_tls_paths_under_uvloop(tmp_path):
     uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (pip install '.[fast]')")
     import asyncio
 
-    from tests.smtp_servers import Servers
+    from tests.helpers.smtp_servers import Servers
 
     pki = Pki(tmp_path)
 

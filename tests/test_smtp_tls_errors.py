@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from tests.smtp_servers import Pki, probe
+from tests.helpers.smtp_servers import Pki, probe
 
 @pytest.fixture
 def tls_server():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from html.parser import HTMLParser
 from types import SimpleNamespace
 
 from exporter.address import parse_host_port
@@ -16,7 +15,8 @@ from exporter.probers.smtp_replies import Reply
 from exporter.probers.smtp_result import SmtpDetails
 from exporter.probers.smtp_tls import TlsInfo
 from exporter.statuspage import render_status_page
-from tests.conftest import tcp_config
+from tests.helpers.configs import tcp_config
+from tests.helpers.html_tables import Tables
 
 TCP = Module(name="tcp_connect", prober="tcp")
 
@@ -29,46 +29,6 @@ def result(success: bool, state: str = "open", detail: str = "") -> ProbeResult:
 def planned(count: int) -> list[SimpleNamespace]:
     return [SimpleNamespace(address=parse_host_port(f"127.0.{i // 250}.{i % 250 + 1}:25"), module=TCP)
             for i in range(count)]
-
-
-class Tables(HTMLParser):
-    """Rows of every <table id=...> as lists of cell texts, plus every href."""
-
-    def __init__(self, page: str):
-        super().__init__()
-        self.tables: dict[str, list[list[str]]] = {}
-        self.links: list[str] = []
-        self._table: str | None = None
-        self._cell: list[str] | None = None
-        self.feed(page)
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "table":
-            self._table = attrs.get("id")
-            self.tables[self._table] = []
-        elif tag == "tr" and self._table:
-            self.tables[self._table].append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-        elif tag == "a":
-            self.links.append(attrs["href"])
-
-    def rows(self, table_id: str) -> list[dict[str, str]]:
-        """The table's rows as {column heading: cell text} (columns depend on the probers shown)."""
-        heading, *rows = self.tables[table_id]
-        return [dict(zip(heading, row)) for row in rows]
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None and self._table:
-            self.tables[self._table][-1].append("".join(self._cell))
-            self._cell = None
-        elif tag == "table":
-            self._table = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
 
 
 # --- history --------------------------------------------------------------------------------

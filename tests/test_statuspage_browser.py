@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from tests.exporter_process import REPO, free_port, http, start_exporter
+from tests.helpers.exporter_process import REPO, free_port, http, start_exporter
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -14,8 +14,8 @@ from exporter.cli import build_parser
 from exporter.config import parse_config
 from exporter.vantage import Site, VantageLabelled, vantage_problem
 from exporter.selfmetrics import ExporterMetrics
-from tests.conftest import require_binary
-from tests.metrics_text import samples, state_of, value
+from tests.helpers.configs import require_binary
+from tests.helpers.metrics_text import samples, state_of, value
 
 
 def config_text(listener: int, closed_port: int, global_section: str = "") -> str:

@@ -4,7 +4,7 @@ Prometheus (the shipped deploy/vantage files), a shared set of targets, nftables
 unreachable from every site and another from one site, then a site's exporter killed, then the central
 Prometheus stopped and started again.
 
-The scenario runs in tests/vantage_scenario.py inside the central namespace; this module builds and removes
+The scenario runs in tests/helpers/vantage_scenario.py inside the central namespace; this module builds and removes
 the namespaces (names "vp" + this process' pid + a letter) and asserts on the scenario's JSON report.
 """
 
@@ -18,8 +18,8 @@ import sys
 
 import pytest
 
-from tests.e2e_stack import REPO, binary
-from tests.vantage_scenario import DOWN_EVERYWHERE, DOWN_FROM_A, OK, SITES, TARGET_IP
+from tests.helpers.e2e_stack import REPO, binary
+from tests.helpers.vantage_scenario import DOWN_EVERYWHERE, DOWN_FROM_A, OK, SITES, TARGET_IP
 
 SCENARIO_TIMEOUT = 400  # a bound for a hung run; the scenario itself takes ~1 minute
 
@@ -73,7 +73,7 @@ def topology():
 def report(topology, tmp_path_factory) -> dict:
     prefix, central = topology
     workdir = tmp_path_factory.mktemp("vantage")
-    done = subprocess.run(["ip", "netns", "exec", central, sys.executable, "-m", "tests.vantage_scenario", prefix,
+    done = subprocess.run(["ip", "netns", "exec", central, sys.executable, "-m", "tests.helpers.vantage_scenario", prefix,
                            str(workdir)], cwd=REPO, capture_output=True, text=True, timeout=SCENARIO_TIMEOUT)
     lines = done.stdout.strip().splitlines()
     assert done.returncode == 0 and lines, f"scenario failed:\n{done.stdout}\n{done.stderr}"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import require_binary
+from tests.helpers.configs import require_binary
 
 VANTAGE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "vantage"
 RULES_DIR = VANTAGE_DIR / "rules"
@@ -193,7 +193,7 @@ def test_alertmanager_inhibits_each_cause_once(tmp_path):
     import time
     import urllib.request
 
-    from tests.e2e_stack import Processes, binary, free_port, readdress, wait_until_ready
+    from tests.helpers.e2e_stack import Processes, binary, free_port, readdress, wait_until_ready
 
     alertmanager = binary("prometheus-alertmanager", "alertmanager")
     if alertmanager is None:

@@ -15,8 +15,8 @@ from exporter.app import create_app
 from exporter.config import ConfigError
 from exporter import webauth
 from exporter.webconfig import load_web_config, parse_web_config
-from tests.conftest import tcp_config
-from tests.exporter_process import REPO, free_port, start_exporter
+from tests.helpers.configs import tcp_config
+from tests.helpers.exporter_process import REPO, free_port, start_exporter
 
 bcrypt = pytest.importorskip("bcrypt", reason="the bcrypt package is needed for basic auth (pip install bcrypt)")
 trustme = pytest.importorskip("trustme")

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.exporter_process import REPO, free_port, http, start_exporter
-from tests.metrics_text import state_of, value
+from tests.helpers.exporter_process import REPO, free_port, http, start_exporter
+from tests.helpers.metrics_text import state_of, value
 
 OPEN_HOSTS = [f"127.0.0.{n}" for n in range(11, 17)]
 REFUSED_HOSTS = [f"127.0.0.{n}" for n in range(21, 27)]

@@ -1,4 +1,5 @@
-"""The SMTP prober's metric families (written by ``exporter.exposition``).
+"""The SMTP prober's own metric families (written by ``exporter.exposition``); its TLS families are the
+ones shared with the tcp prober (``exporter.probers.tls``).
 
 Label values come from fixed lists (states, stages, well-known extensions, TLS versions) or
 from a validated ``d.d.d`` enhanced status code, never from free server text, so a server
@@ -13,17 +14,11 @@ from exporter.exposition import Family, Samples, one_hot, single
 from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_result import (AUTH_MECHANISMS, CAPABILITIES, REPLY_STAGES, TIMED_STAGES,
                                           SmtpDetails, SmtpState)
-from exporter.probers.smtp_tls import TLS_VERSIONS, TlsInfo
 
 
 def _details(result: ProbeResult) -> SmtpDetails | None:
     details = result.details
     return details if isinstance(details, SmtpDetails) else None
-
-
-def _tls(result: ProbeResult) -> TlsInfo | None:
-    details = _details(result)
-    return details.tls if details is not None else None
 
 
 def _per_stage(stages: tuple[str, ...], value) -> Samples:
@@ -63,17 +58,6 @@ def _flags(label: str, names: tuple[str, ...], present) -> Samples:
     return samples
 
 
-def _tls_version(result: ProbeResult) -> Iterable[tuple[str, float]]:
-    tls = _tls(result)
-    if tls is None or tls.version is None:
-        return ()
-    return [(f'version="{version}"', 1 if version == tls.version else 0) for version in TLS_VERSIONS]
-
-
-def _bool(value: bool | None) -> int | None:
-    return None if value is None else int(value)
-
-
 SMTP_FAMILIES = (
     Family("probe_smtp_state", "gauge",
            "Outcome of the SMTP dialogue: exactly one state is 1.",
@@ -102,20 +86,4 @@ SMTP_FAMILIES = (
     Family("probe_smtp_tls", "gauge",
            "Whether the dialogue ran over TLS (1: implicit TLS or STARTTLS succeeded), 0 otherwise.",
            single(lambda r: int(d.encrypted) if (d := _details(r)) and d.replies else None)),
-    Family("probe_tls_handshake_duration_seconds", "gauge",
-           "Time of the TLS handshake.",
-           single(lambda r: t.handshake_seconds if (t := _tls(r)) else None)),
-    Family("probe_tls_version_info", "gauge",
-           "The TLS version negotiated: the series with value 1.",
-           _tls_version),
-    Family("probe_tls_certificate_verified", "gauge",
-           "Whether the server's certificate chain verified for the server name (1) or not (0); "
-           "absent when not checked (insecure_skip_verify) or no TLS.",
-           single(lambda r: _bool(t.verified) if (t := _tls(r)) else None)),
-    Family("probe_ssl_earliest_cert_expiry", "gauge",
-           "Earliest expiry of the certificates the server sent, in Unix time.",
-           single(lambda r: t.earliest_expiry if (t := _tls(r)) else None)),
-    Family("probe_ssl_last_chain_expiry_timestamp_seconds", "gauge",
-           "Earliest expiry in the verified certificate chain, in Unix time (only when the chain verified).",
-           single(lambda r: t.verified_chain_expiry if (t := _tls(r)) else None)),
 )

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from typing import Any
 
 from exporter.model import Module
@@ -17,7 +15,7 @@ from exporter.probers.smtp_config import SMTP_SECTION, default_port, ehlo_fallba
 from exporter.probers.smtp_metrics import SMTP_FAMILIES
 from exporter.probers.smtp_result import SmtpDetails, SmtpState
 from exporter.probers.tcp_config import TCP_SECTION
-from exporter.probers.tls import share_tls_families
+from exporter.probers.tls import TLS_FAMILIES, expiry_words
 
 BANNER, REPLIES, CERTIFICATE = "Banner after", "SMTP replies", "Certificate expires"
 
@@ -25,12 +23,6 @@ BANNER, REPLIES, CERTIFICATE = "Banner after", "SMTP replies", "Certificate expi
 def _details(result: ProbeResult) -> SmtpDetails | None:
     details = result.details
     return details if isinstance(details, SmtpDetails) else None
-
-
-def expiry_words(expiry: float, now: float) -> str:
-    days = (expiry - now) / 86400
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expiry))
-    return f"{when} (in {days:.1f} days)" if days >= 0 else f"{when} (EXPIRED {-days:.1f} days ago)"
 
 
 def facts(result: ProbeResult, now: float) -> list[Fact]:
@@ -70,7 +62,8 @@ _SERVER = Prober(
     states=SmtpState,
     error_state=SmtpState.ERROR,
     cut_state=SmtpState.TIMEOUT,
-    families=CONNECT_FAMILIES + SMTP_FAMILIES,
+    # The TLS families are the set shared with the tcp prober: one HELP/TYPE per name in an exposition.
+    families=CONNECT_FAMILIES + SMTP_FAMILIES + TLS_FAMILIES,
     tcp_section=TCP_SECTION,
     section=("smtp", SMTP_SECTION),
     default_port=lambda module: default_port(module.settings),
@@ -81,6 +74,5 @@ _SERVER = Prober(
     columns=(BANNER, REPLIES, CERTIFICATE),
     greeting_seconds=lambda result: d.banner_seconds if (d := _details(result)) is not None else None,
 )
-# With smtp.mx the target is a mail domain (exporter.probers.maildomain); the TLS families are the set
-# shared with the tcp prober, so an exposition with both has one HELP/TYPE per name.
-PROBER = with_mail_domains(dataclasses.replace(_SERVER, families=share_tls_families(_SERVER.families)))
+# With smtp.mx the target is a mail domain (exporter.probers.maildomain).
+PROBER = with_mail_domains(_SERVER)

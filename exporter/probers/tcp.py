@@ -7,7 +7,6 @@ with one, ``result.state`` is a ``DialogueState`` and ``result.details`` the ``D
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import asdict
 from enum import StrEnum
@@ -25,7 +24,7 @@ from exporter.probers.dialogue import (DialogueDetails, DialogueState, close_qui
 from exporter.probers.dialogue_config import TCP_PROBER_SECTION, TcpProberSettings
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
-from exporter.probers.tls import TLS_FAMILIES, DetailLines, DetailValue
+from exporter.probers.tls import TLS_FAMILIES, DetailLines, DetailValue, expiry_words
 
 
 async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
@@ -126,12 +125,6 @@ DIALOGUE_FAMILIES = (
 DIALOGUE, RECEIVED, STEP_TIMES, CERTIFICATE = "Dialogue", "Received instead", "Step times", "Certificate expires"
 
 
-def _expiry_words(expiry: float, now: float) -> str:
-    days = (expiry - now) / 86400
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expiry))
-    return f"{when} (in {days:.1f} days)" if days >= 0 else f"{when} (EXPIRED {-days:.1f} days ago)"
-
-
 def facts(result: ProbeResult, now: float) -> list[Fact]:
     details = _details(result)
     if details is None:
@@ -147,7 +140,7 @@ def facts(result: ProbeResult, now: float) -> list[Fact]:
         out.append(Fact(STEP_TIMES, ", ".join(f"#{index} {seconds * 1000:.2f} ms"
                                              for index, seconds in enumerate(details.step_seconds))))
     if details.cert_expiry is not None:
-        out.append(Fact(CERTIFICATE, _expiry_words(details.cert_expiry, now)))
+        out.append(Fact(CERTIFICATE, expiry_words(details.cert_expiry, now)))
     return out
 
 

@@ -14,6 +14,7 @@ exposition with smtp and tcp modules has each family once.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -215,7 +216,8 @@ TLS_FAMILIES = (
 TLS_FAMILY_NAMES = frozenset(family.name for family in TLS_FAMILIES)
 
 
-def share_tls_families(families: tuple[Family, ...]) -> tuple[Family, ...]:
-    """``families`` with each TLS family replaced by the shared one of the same name (one per exposition)."""
-    shared = {family.name: family for family in TLS_FAMILIES}
-    return tuple(shared.get(family.name, family) for family in families)
+def expiry_words(expiry: float, now: float) -> str:
+    """A certificate's expiry as a person reads it: the date and how far away (or ago) it is."""
+    days = (expiry - now) / 86400
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expiry))
+    return f"{when} (in {days:.1f} days)" if days >= 0 else f"{when} (EXPIRED {-days:.1f} days ago)"

@@ -1,6 +1,6 @@
 """Helpers for the end-to-end tests: real processes on loopback, the shipped deploy files adapted to them.
 
-Used by tests/e2e_scenario.py (which may run inside a private network namespace) and by the pytest
+Used by tests/helpers/e2e_scenario.py (which may run inside a private network namespace) and by the pytest
 tests that read its report. Every wait is bounded; every process started is stopped on exit.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 SHARDED_YML = DEPLOY / "prometheus" / "prometheus-sharded.yml"

@@ -1,8 +1,8 @@
 """End-to-end scenarios with real processes: the exporter, Prometheus running the shipped configs and
 rules, Alertmanager with the shipped routing, and the shipped webhook logger as its receiver.
 
-    python3 -m tests.e2e_scenario stack WORKDIR [--netns]
-    python3 -m tests.e2e_scenario sharding WORKDIR
+    python3 -m tests.helpers.e2e_scenario stack WORKDIR [--netns]
+    python3 -m tests.helpers.e2e_scenario sharding WORKDIR
 
 Prints one JSON report on stdout; tests/test_e2e_prometheus.py asserts on it. With --netns the
 scenario must already run inside a private network namespace (``unshare -n``): it brings up ``lo``
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e_stack import (ALERTMANAGER_YML, PROMETHEUS_YML, SHARDED_YML, WEBHOOK_LOGGER, Processes,
+from tests.helpers.e2e_stack import (ALERTMANAGER_YML, PROMETHEUS_YML, SHARDED_YML, WEBHOOK_LOGGER, Processes,
                              PrometheusApi, binary, dashboard_queries, dashboard_variable_queries, fast_global,
                              free_port, http_get, needs_smtp, point_file_sd, readdress, rules_with_short_for,
                              start_exporter, start_prometheus, wait_until_ready)

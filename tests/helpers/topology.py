@@ -146,7 +146,7 @@ class Topology:
 
 # --- running the exporter's own commands inside the client namespace ------------------------------------
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def in_client(topology: Topology, *argv: str, timeout: float = 120, user: int | None = None,

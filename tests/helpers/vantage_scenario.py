@@ -1,7 +1,7 @@
 """Many vantage points, one view, end to end: three sites, each with its own exporter and its own Prometheus in
 agent mode remote-writing to a central Prometheus that runs the shipped vantage rules and sends to Alertmanager.
 
-    ip netns exec PREFIXc python3 -m tests.vantage_scenario PREFIX WORKDIR
+    ip netns exec PREFIXc python3 -m tests.helpers.vantage_scenario PREFIX WORKDIR
 
 Runs inside the central namespace PREFIXc that tests/test_vantage_e2e.py built, with one veth link to each
 site namespace PREFIXa, PREFIXb, PREFIXc... (see SITES). The shared targets listen on TARGET_IP inside the
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e_stack import REPO, Processes, binary, free_port, http_get, readdress, wait_until_ready
+from tests.helpers.e2e_stack import REPO, Processes, binary, free_port, http_get, readdress, wait_until_ready
 
 VANTAGE = REPO / "deploy" / "vantage"
 CONNECTIVITY_RULES = REPO / "deploy" / "prometheus" / "rules" / "connectivity.rules.yml"

@@ -1,4 +1,4 @@
-"""Scenarios run by tests/netns.py inside ``unshare -n``; each prints one JSON line.
+"""Scenarios run by tests/helpers/netns.py inside ``unshare -n``; each prints one JSON line.
 
 They drive the real HTTP app (aiohttp test server on lo) against real nftables rules.
 """
@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import create_app
 from exporter.config import parse_config
-from tests.metrics_text import samples
+from tests.helpers.metrics_text import samples
 
 FIREWALL = """
 table inet test {

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app import EXPORTER, create_app
 from exporter.config import parse_config
-from tests.metrics_text import samples
+from tests.helpers.metrics_text import samples
 
 LOSS_PORT, DELAY_PORT = 9301, 9302
 DELAY_BUCKETS = [0.005, 0.5, 0.9, 1.0, 1.02, 1.05, 1.1, 1.25, 1.5, 2.5, 3.0, 3.1, 3.5, 5.0]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def netns_unavailable_reason() -> str | None:
@@ -31,7 +31,7 @@ def netns_unavailable_reason() -> str | None:
 
 
 def run_in_netns(scenario: str, *args: str, timeout: float = 60, mount_namespace: bool = False) -> dict:
-    """Run ``tests/netns_scenarios.py SCENARIO ARGS`` in a fresh netns; return the JSON it prints.
+    """Run ``tests/helpers/netns_scenarios.py SCENARIO ARGS`` in a fresh netns; return the JSON it prints.
 
     ``mount_namespace`` adds a private mount namespace, so a scenario may bind-mount its own
     /etc/resolv.conf without touching the host's.
@@ -41,7 +41,7 @@ def run_in_netns(scenario: str, *args: str, timeout: float = 60, mount_namespace
         pytest.skip(reason)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     flags = ["-n", "-m"] if mount_namespace else ["-n"]
-    done = subprocess.run(["unshare", *flags, sys.executable, str(ROOT / "tests" / "netns_scenarios.py"), scenario,
+    done = subprocess.run(["unshare", *flags, sys.executable, str(ROOT / "tests" / "helpers" / "netns_scenarios.py"), scenario,
                            *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     if done.returncode != 0:
         raise AssertionError(f"netns scenario {scenario} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.smtp_servers import Pki
+from tests.helpers.smtp_servers import Pki
 
 READY_TIMEOUT = 60.0  # generous: two cores shared by many sessions
 
