@@ -21,6 +21,7 @@ from exporter.logs import setup_logging
 from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
+from exporter.probers.transcript import printable
 from exporter.runner import ProbeRunner
 from exporter.pathdiag.hooks import diagnosable, diagnose_inline
 from exporter.pathdiag.render import hop_table, path_json
@@ -97,13 +98,6 @@ async def run_probe(address: HostPort, module: Module, diagnose: bool = False) -
         await diagnose_inline(result, address.port, asyncio.get_running_loop().time() + PATH_SETTINGS.max_seconds,
                               source=module.tcp.source_ip_address)
     return result
-
-
-def printable(text: str) -> str:
-    """Server-sent text shown on a terminal: control characters (escape sequences) made visible."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def verdict(result: ProbeResult, module: Module) -> str:

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from exporter.check import printable
+from exporter.probers.transcript import printable
 from tests.helpers.exporter_process import REPO
 
 DROPPED_PORT = 9001
@@ -139,3 +139,13 @@ def test_a_name_that_does_not_resolve_is_a_dns_error():
     assert "Resolving mail.example.invalid (ip4 preferred)..." in done.stdout
     assert "FAILURE: dns_error" in done.stdout
     assert "The name could not be resolved to an address: mail.example.invalid does not resolve" in done.stdout
+
+
+def test_one_escaper_for_every_server_text():
+    """check, the SMTP transcript and the dialogue transcript escape the same way (one function),
+    bidi overrides included: a server cannot reorder what a person reads."""
+    from exporter.probers import dialogue, smtp
+
+    assert smtp.printable is printable
+    assert printable("mx \u202eevil") == "mx \\u202eevil"
+    assert dialogue.printable("220 \u202e\r\n".encode()) == "220 \\u202e\\r\\n"

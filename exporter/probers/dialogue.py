@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from exporter.probers import transcript
 from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_tls import TlsInfo
 from exporter.probers.dialogue_config import DialogueStep, TcpTlsConfig, client_context
@@ -89,8 +90,7 @@ class _Failed(Exception):
 
 def printable(data: bytes, limit: int = MAX_SHOWN_CHARS) -> str:
     """Server bytes as one bounded line a person can read: controls and invalid UTF-8 escaped."""
-    text = data[: limit * 4].decode("utf-8", "backslashreplace")
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    shown = transcript.printable(data[: limit * 4].decode("utf-8", "backslashreplace"))
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 

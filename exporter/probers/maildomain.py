@@ -40,7 +40,8 @@ from exporter.probers.base import Fact, Prober
 from exporter.probers.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
-from exporter.probers.smtp import printable, probe_smtp
+from exporter.probers.smtp import probe_smtp
+from exporter.probers.transcript import printable
 from exporter.probers.smtp_result import REPLY_STAGES, SmtpDetails, SmtpState
 
 # An MX host whose addresses all fail to connect is given up after this many addresses.

@@ -35,10 +35,9 @@ from exporter.probers.smtp_replies import (ConnectionClosed, MalformedReply, Rep
 from exporter.probers.smtp_relay import check_relay
 from exporter.probers.smtp_result import SmtpDetails, SmtpState
 from exporter.probers.smtp_tls import TlsInfo, client_context, describe, server_name
+from exporter.probers.transcript import printable, record
 from exporter.probers.tls_errors import describe_handshake_failure, describe_verify_failure
 
-MAX_TRANSCRIPT_LINES = 200
-MAX_TRANSCRIPT_LINE = 512
 MASK = "********"
 # A reply to a line that carried credentials may echo them: its text is withheld (by position, not by
 # searching it for the secret, which would reveal the secret through what got blanked).
@@ -51,7 +50,6 @@ QUIT_WAIT = 1.0
 ENVELOPE_HINT = ("No envelope was tested (no rcpt_to): a server that refuses every message from this address may "
                  "still greet and answer EHLO (Postfix, by default, says so only at RCPT TO). To catch that, use a "
                  "module with mail_from and rcpt_to (e.g. postmaster@ the domain; RSET follows, nothing is sent)")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SIZE = re.compile(r"\d{1,15}\Z")
 
 
@@ -75,11 +73,6 @@ def abort_transport(transport: asyncio.BaseTransport) -> None:
 
 class _Unverified(Exception):
     """The certificate did not verify and the policy says: carry on without verification."""
-
-
-def printable(text: str) -> str:
-    """Server text made safe for a one-line transcript or detail: control characters escaped."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 async def probe_smtp(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
@@ -463,14 +456,7 @@ class _Session:
     # --- text for people --------------------------------------------------------------------
 
     def _log(self, line: str) -> None:
-        transcript = self.result.transcript
-        if len(transcript) < MAX_TRANSCRIPT_LINES:
-            line = printable(line)
-            if len(line) > MAX_TRANSCRIPT_LINE:
-                line = line[:MAX_TRANSCRIPT_LINE] + f"... ({len(line) - MAX_TRANSCRIPT_LINE} more characters)"
-            transcript.append(line)
-        elif len(transcript) == MAX_TRANSCRIPT_LINES:
-            transcript.append(f"... transcript truncated at {MAX_TRANSCRIPT_LINES} lines")
+        record(self.result.transcript, line)
 
     def _quote(self, reply: Reply) -> str:
         text = printable(decode(reply.raw_lines[-1]))
