@@ -23,6 +23,7 @@ from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.probers.transcript import printable
 from exporter.runner import ProbeRunner
+from exporter.usage import OneLineArgumentParser
 from exporter.pathdiag.hooks import diagnosable, diagnose_inline
 from exporter.pathdiag.render import hop_table, path_json
 from exporter.pathdiag.trace import DEFAULT_SETTINGS as PATH_SETTINGS
@@ -45,7 +46,7 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="connectivity-exporter check",
         description="Probe one target now and explain the outcome: a telnet-like transcript, a verdict in "
                     "plain words and its likely causes. Exit 0 on success, 1 on failure, 2 on a usage or "

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.durations import parse_duration
 from exporter.logs import LEVELS, setup_logging
+from exporter.usage import OneLineArgumentParser
 from exporter.vantage import Site, central_url_problem, vantage_problem
 from exporter.runtime import MAX_PROBE_PROCESSES, EventLoopUnavailable, new_event_loop, raise_fd_limit
 
@@ -33,32 +33,8 @@ class UsageError(Exception):
     pass
 
 
-class _OneLineUsageErrors(argparse.ArgumentParser):
-    """argparse prints the whole usage (nine lines) before the one line that matters; print that
-    line alone, with the flag meant when a given one differs only in case or by a typo."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}{_did_you_mean(message, self)} (see --help)\n")
-
-
-def _did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
-    if not message.startswith("unrecognized arguments: "):
-        return ""
-    known = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
-    by_case = {flag.lower(): flag for flag in known}
-    for word in message.removeprefix("unrecognized arguments: ").split():
-        name = word.split("=", 1)[0]
-        if not name.startswith("-"):
-            continue
-        meant = by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.75)),
-                                                     None)
-        if meant:
-            return f"; did you mean {meant}?"
-    return ""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineUsageErrors(
+    parser = OneLineArgumentParser(
         prog="connectivity-exporter",
         description="Prometheus exporter telling open, refused, filtered (timeout), unreachable and "
                     "unresolvable TCP ports apart, with connect times.",

@@ -3,6 +3,9 @@ differs only in case or by a typo (argparse would print nine lines of usage firs
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from exporter.cli import main
@@ -33,3 +36,11 @@ def test_help_still_prints_the_usage(capsys):
         main(["--help"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("usage: connectivity-exporter")
+
+
+def test_check_usage_errors_are_one_line_too():
+    done = subprocess.run([sys.executable, "-m", "exporter", "check", "127.0.0.1:1", "--Module", "tcp_connect"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["connectivity-exporter check: error: unrecognized arguments: --Module "
+                                        "tcp_connect; did you mean --module? (see --help)"]
