@@ -8,60 +8,53 @@ the connect step saw rejected by ICMP.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
-from exporter.exposition import Family, escape_label_value, format_value
+from exporter.exposition import Family, escape_label_value, one_hot, render_chunks, single
 from exporter.pathdiag.model import PathDiagnosis, Verdict
 from exporter.probers.result import ProbeResult
 
 VERDICTS = tuple(verdict.value for verdict in Verdict)
 
-# (name, help) of each family, in the order they are written.
+def _decision(result: ProbeResult):
+    return result.path.decision
+
+
+def _blocked_by(result: ProbeResult) -> Iterable[tuple[str, float]]:
+    blocked_by = _decision(result).blocked_by
+    return () if blocked_by is None else ((f'address="{escape_label_value(blocked_by)}"', 1),)
+
+
+# Written for the targets that have a diagnosis, each given as a result whose ``path`` is set.
 PATH_FAMILIES = (
-    ("probe_path_diagnosis", "Path diagnosis verdict of the latest failed connect: exactly one of "
-                             + ", ".join(VERDICTS) + " is 1."),
-    ("probe_path_last_responding_hop", "Highest TTL at which a device answered the diagnosis' TCP SYN."),
-    ("probe_path_hops_to_host", "Hops to the target host, when the diagnosis saw the host answer."),
-    ("probe_path_blocked_by_info", "The device that rejected the connection, or the last one that answered "
-                                   "before the SYN was dropped (value always 1)."),
-    ("probe_path_blocked_at_hop", "Hop (TTL) of the device in probe_path_blocked_by_info, when known."),
-    ("probe_path_diagnosis_timestamp_seconds", "Unix time the latest path diagnosis finished."),
+    Family("probe_path_diagnosis", "gauge",
+           "Path diagnosis verdict of the latest failed connect: exactly one of " + ", ".join(VERDICTS) + " is 1.",
+           one_hot("verdict", VERDICTS, lambda r: str(_decision(r).verdict))),
+    Family("probe_path_last_responding_hop", "gauge",
+           "Highest TTL at which a device answered the diagnosis' TCP SYN.",
+           single(lambda r: _decision(r).last_responding_hop)),
+    Family("probe_path_hops_to_host", "gauge",
+           "Hops to the target host, when the diagnosis saw the host answer.",
+           single(lambda r: _decision(r).hops_to_host)),
+    Family("probe_path_blocked_by_info", "gauge",
+           "The device that rejected the connection, or the last one that answered before the SYN was dropped "
+           "(value always 1).", _blocked_by),
+    Family("probe_path_blocked_at_hop", "gauge",
+           "Hop (TTL) of the device in probe_path_blocked_by_info, when known.",
+           single(lambda r: _decision(r).blocked_at_hop)),
+    Family("probe_path_diagnosis_timestamp_seconds", "gauge",
+           "Unix time the latest path diagnosis finished.",
+           single(lambda r: float(r.path.finished_at))),
 )
-
-
-def _lines(name: str, prefix: str, diagnosis: PathDiagnosis) -> Iterator[str]:
-    decision = diagnosis.decision
-    head = f"{name}{{{prefix}," if prefix else f"{name}{{"
-    bare = f"{name}{{{prefix}}} " if prefix else f"{name} "
-    if name == "probe_path_diagnosis":
-        for verdict in VERDICTS:
-            yield f'{head}verdict="{verdict}"}} {1 if verdict == decision.verdict else 0}\n'
-    elif name == "probe_path_last_responding_hop":
-        if decision.last_responding_hop is not None:
-            yield f"{bare}{decision.last_responding_hop}\n"
-    elif name == "probe_path_hops_to_host":
-        if decision.hops_to_host is not None:
-            yield f"{bare}{decision.hops_to_host}\n"
-    elif name == "probe_path_blocked_by_info":
-        if decision.blocked_by is not None:
-            yield f'{head}address="{escape_label_value(decision.blocked_by)}"}} 1\n'
-    elif name == "probe_path_blocked_at_hop":
-        if decision.blocked_at_hop is not None:
-            yield f"{bare}{decision.blocked_at_hop}\n"
-    elif name == "probe_path_diagnosis_timestamp_seconds":
-        yield f"{bare}{format_value(float(diagnosis.finished_at))}\n"
+_PATH_FAMILY_SET = frozenset(PATH_FAMILIES)
 
 
 def render_path_families(entries: Iterable[tuple[str, PathDiagnosis | None]]) -> Iterator[str]:
     """Text of the path families for (target label prefix, diagnosis) pairs; targets without a
     diagnosis write nothing, and a family with no sample at all writes no header either."""
-    present: Sequence[tuple[str, PathDiagnosis]] = [(prefix, d) for prefix, d in entries if d is not None]
-    if not present:
-        return
-    for name, help_text in PATH_FAMILIES:
-        body = "".join(line for prefix, diagnosis in present for line in _lines(name, prefix, diagnosis))
-        if body:
-            yield f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{body}"
+    holders = [(prefix, ProbeResult(path=diagnosis), _PATH_FAMILY_SET) for prefix, diagnosis in entries
+               if diagnosis is not None]
+    return render_chunks(holders, PATH_FAMILIES)
 
 
 def _rejected_by(result: ProbeResult) -> Iterable[tuple[str, float]]:
