@@ -19,14 +19,14 @@ from exporter.continuous import ContinuousProber
 from exporter.deadline import Deadline
 from exporter.exposition import Family, label_prefix, render, render_chunks
 from exporter.history import ProbeHistory
+from exporter.pathdiag.metrics import render_path_families
+from exporter.pathdiag.scheduler import DiagnosisScheduler, SchedulerCollector
 from exporter.probers.result import ProbeResult
 from exporter.probers.table import PROBERS, families_in_order
 from exporter.runner import ProbeRunner, deadline_result
 from exporter.selfmetrics import ExporterMetrics
 from exporter.vantage import VANTAGE_LABEL, Site
 from exporter.workerpool import WorkerPool
-from exporter.pathdiag.metrics import render_path_families
-from exporter.pathdiag.scheduler import DiagnosisScheduler, SchedulerCollector
 
 log = logging.getLogger("exporter")
 
@@ -131,7 +131,8 @@ class Exporter:
             self.plan = plan
             # Path diagnosis: the new cap; diagnoses of removed targets are forgotten.
             self.diagnoses.max_in_flight = config.settings.max_diagnoses_in_flight
-            self.diagnoses.retain({(str(t.address), t.module.name) for t in plan.targets})
+            self.diagnoses.retain({(str(t.address), t.module.name)
+                                   for t in [*plan.targets, *(planned for planned, _ in plan.continuous)]})
             self.continuous.update(plan.continuous)  # keeps the counters of unchanged targets
             if self.pool is not None:
                 self.pool.set_plan(plan)

@@ -396,3 +396,22 @@ targets:
         assert process.wait() == 0
     finally:
         process.stop()
+
+
+async def test_a_failing_continuous_target_gets_a_path_diagnosis(make_client, closed_port):
+    """Continuous targets are only read by a scrape; their failures still go to the background diagnosis."""
+    client = await make_client(parse_config(f"""
+modules:
+  watch: {{prober: tcp, timeout: 2s, interval: 200ms, tcp: {{diagnose: on_failure}}}}
+targets:
+  - {{target: "127.0.0.1:{closed_port}", module: watch}}
+"""))
+    verdict = None
+    for _ in range(100):  # bounded: up to ~20 s on a loaded machine
+        text = await (await client.get("/metrics")).text()
+        on = [line for line in text.splitlines() if line.startswith("probe_path_diagnosis{") and line.endswith(" 1")]
+        if on:
+            verdict = on[0]
+            break
+        await asyncio.sleep(0.2)
+    assert verdict is not None and 'verdict="reached"' in verdict and f'target="127.0.0.1:{closed_port}"' in verdict
