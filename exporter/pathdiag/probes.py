@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import select
 import socket
 import struct
 import time
@@ -87,7 +88,14 @@ async def tcp_probe(family: int, address: str, port: int, ttl: int, wait: float,
                 async with asyncio.timeout(wait):
                     stamp = await done
             except TimeoutError:
-                return Answer(Reply.SILENCE), _syns_sent(sock)
+                # A busy event loop can run the timeout together with (or before) the callback of an
+                # outcome the kernel already has: ask the socket before calling it silence.
+                if done.done() and not done.cancelled():  # the timeout cancels the future it interrupts
+                    stamp = done.result()
+                elif select.select([], [sock], [], 0)[1]:
+                    stamp = time.perf_counter()  # the round trip is at most this
+                else:
+                    return Answer(Reply.SILENCE), _syns_sent(sock)
             finally:
                 loop.remove_writer(fd)
             code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -127,7 +135,7 @@ class UdpProbe:
         except OSError:
             self._finish(Answer(Reply.ERROR))
             return
-        self._timer = self.loop.call_later(linger, self._finish, Answer(Reply.SILENCE))
+        self._timer = self.loop.call_later(linger, self._expire)
 
     def _readable(self) -> None:
         sock = self._sock
@@ -145,6 +153,12 @@ class UdpProbe:
         except OSError:
             return  # an error already reported through the queue, or none worth keeping
         self._finish(Answer(Reply.UDP_REPLY, self.address, rtt))
+
+    def _expire(self) -> None:
+        # A busy loop (or uvloop, which runs timers before polling) may reach this before the callback of
+        # an answer the kernel already queued: read the socket once before calling it silence.
+        self._readable()
+        self._finish(Answer(Reply.SILENCE))
 
     def _finish(self, answer: Answer) -> None:
         if not self.answer.done():

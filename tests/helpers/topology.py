@@ -166,6 +166,8 @@ def check_json(topology: Topology, target: str, config: str, module: str = "diag
                      target)
     if done.returncode not in (0, 1):
         raise AssertionError(f"check {target} failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    if not done.stdout:
+        raise AssertionError(f"check {target}: no output ({done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout)
 
 
