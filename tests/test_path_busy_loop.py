@@ -35,7 +35,7 @@ def test_a_reset_that_arrived_while_the_loop_was_blocked_is_a_reset(loop_name, c
     async def probe():
         task = asyncio.ensure_future(tcp_probe(socket.AF_INET, "127.0.0.1", closed_port, 64, wait=0.05))
         await asyncio.sleep(0)  # the probe's SYN is out; its RST comes back at once
-        time.sleep(0.3)  # the loop is blocked past the probe's wait: timer and answer are due together
+        time.sleep(1.0)  # the loop is blocked well past the probe's wait: timer and answer are due together
         return await task
     answer, sent = run_on(loop_name, probe)
     assert answer.reply is Reply.RESET, answer
@@ -47,7 +47,7 @@ def test_a_port_unreachable_that_arrived_while_the_loop_was_blocked_is_kept(loop
     async def probe():
         udp = UdpProbe(socket.AF_INET, "127.0.0.1", 64, linger=0.05)
         await asyncio.sleep(0)
-        time.sleep(0.3)
+        time.sleep(1.0)
         return await udp.answer
     answer = run_on(loop_name, probe)
     assert answer.reply is Reply.PORT_UNREACHABLE, answer
