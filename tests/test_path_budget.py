@@ -13,7 +13,7 @@ import pytest
 
 from exporter.pathdiag.trace import DEFAULT_SETTINGS
 from tests.helpers.metrics_text import samples, value
-from tests.helpers.topology import SERVER4, ClientExporter, Topology, in_client, topology_unavailable_reason
+from tests.helpers.topology import SERVER4, ClientExporter, Topology, in_client, built_topology
 
 pytestmark = pytest.mark.netns
 TARGETS = 1000
@@ -54,17 +54,8 @@ sys.stdout.write(body)
 
 @pytest.fixture(scope="module")
 def network():
-    reason = topology_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    topology = Topology(tag=Topology().tag + "b").build()
-    try:
-        topology.nft(topology.r1, R1_DROPS)
-        topology.nft(topology.client, COUNTERS)
-        topology.warm_up()
+    with built_topology("b", {"r1": R1_DROPS, "client": COUNTERS}) as topology:
         yield topology
-    finally:
-        topology.close()
 
 
 def counter(network: Topology, name: str) -> int:

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, Topology, check_json, in_client, topology_unavailable_reason
+from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, check_json, in_client, built_topology
 
 pytestmark = pytest.mark.netns
 
@@ -50,14 +50,8 @@ SERVER_DROPS_8106 = """table inet pd {
 
 @pytest.fixture(scope="module")
 def network():
-    reason = topology_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    topology = Topology(tag=Topology().tag + "r").build()
-    try:
+    with built_topology("r") as topology:
         yield topology
-    finally:
-        topology.close()
 
 
 @pytest.mark.parametrize("sysctls, server", [

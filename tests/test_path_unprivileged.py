@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, Topology, in_client, topology_unavailable_reason
+from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, Topology, in_client, built_topology
 
 pytestmark = pytest.mark.netns
 NOBODY = 65532
@@ -32,17 +32,8 @@ SERVER_FIREWALL = """table inet pd {
 
 @pytest.fixture(scope="module")
 def network():
-    reason = topology_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    topology = Topology(tag=Topology().tag + "u").build()
-    try:
-        topology.nft(topology.r2, FIREWALL)
-        topology.nft(topology.server, SERVER_FIREWALL)
-        topology.warm_up()
+    with built_topology("u", {"r2": FIREWALL, "server": SERVER_FIREWALL}) as topology:
         yield topology
-    finally:
-        topology.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,16 @@ private ones that exist only inside these namespaces; nothing here can reach ano
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import pytest
 
 SERVER4, SERVER6 = "10.61.3.2", "fd61:3::2"
 R1_4, R1_6 = "10.61.1.1", "fd61:1::1"        # r1 as the client sees it (the address its ICMP comes from)
@@ -142,6 +147,25 @@ class Topology:
     def close(self) -> None:
         while self.created:
             run("ip", "netns", "del", self.created.pop(), check=False)
+
+
+
+@contextlib.contextmanager
+def built_topology(suffix: str = "", firewalls: dict[str, str] | None = None) -> Iterator[Topology]:
+    """A fresh client — r1 — r2 — server topology with ``firewalls`` ({role: nft ruleset}) applied and
+    neighbours warmed up, removed afterwards; the test is skipped, with the reason, where it cannot be built."""
+    reason = topology_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    topology = Topology(tag=Topology().tag + suffix).build()
+    try:
+        for role, ruleset in (firewalls or {}).items():
+            topology.nft(getattr(topology, role), ruleset)
+        if firewalls:
+            topology.warm_up()
+        yield topology
+    finally:
+        topology.close()
 
 
 # --- running the exporter's own commands inside the client namespace ------------------------------------
