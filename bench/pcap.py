@@ -9,14 +9,15 @@ connect time, retransmission wait included, measured by the kernel to the micros
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 SYN, ACK = 0x02, 0x10
 
 
-def handshake_seconds(path: str, port: int) -> dict[str, float]:
-    """{destination address: seconds from its first SYN to port ``port`` until the SYN-ACK}."""
+def handshakes(path: str, port: int) -> Iterator[tuple[str, int, float]]:
+    """(destination, client port, seconds from the connection's first SYN to port ``port`` until its
+    SYN-ACK) for every handshake in the capture, in the order the SYN-ACKs were seen."""
     first_syn: dict[tuple[str, int], float] = {}
-    out: dict[str, float] = {}
     with open(path, "rb") as f:
         header = f.read(24)
         magic = struct.unpack("<I", header[:4])[0]
@@ -39,7 +40,14 @@ def handshake_seconds(path: str, port: int) -> dict[str, float]:
             if flags & (SYN | ACK) == SYN and dport == port:
                 first_syn.setdefault((destination, sport), stamp)
             elif flags & (SYN | ACK) == SYN | ACK and sport == port:
-                sent = first_syn.get((source, dport))
-                if sent is not None and source not in out:
-                    out[source] = stamp - sent
+                sent = first_syn.pop((source, dport), None)
+                if sent is not None:
+                    yield source, dport, stamp - sent
+
+
+def handshake_seconds(path: str, port: int) -> dict[str, float]:
+    """{destination address: seconds of its first handshake with port ``port``}."""
+    out: dict[str, float] = {}
+    for destination, _, seconds in handshakes(path, port):
+        out.setdefault(destination, seconds)
     return out

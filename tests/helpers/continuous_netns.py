@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -27,12 +26,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from exporter.app import EXPORTER, create_app
+from bench.pcap import handshakes
 from exporter.config import parse_config
 from tests.helpers.metrics_text import samples
 
 LOSS_PORT, DELAY_PORT = 9301, 9302
 DELAY_BUCKETS = [0.005, 0.5, 0.9, 1.0, 1.02, 1.05, 1.1, 1.25, 1.5, 2.5, 3.0, 3.1, 3.5, 5.0]
-SYN, ACK = 0x02, 0x10
 
 
 def firewall(table: str) -> str:
@@ -58,29 +57,7 @@ def acceptor(port: int, stop: threading.Event) -> None:
 
 def wire_handshakes(path: str, port: int) -> list[float]:
     """Seconds from each connection's first SYN to its SYN-ACK (pcap from ``tcpdump -i lo``)."""
-    first_syn: dict[tuple[str, int], float] = {}
-    out: list[float] = []
-    with open(path, "rb") as f:
-        header = f.read(24)
-        magic = struct.unpack("<I", header[:4])[0]
-        endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-        scale = 1e-9 if magic in (0xA1B23C4D, 0x4D3CB2A1) else 1e-6
-        while record := f.read(16):
-            seconds, fraction, captured, _ = struct.unpack(endian + "IIII", record)
-            frame = f.read(captured)
-            if len(frame) < 54 or frame[12:14] != b"\x08\x00":
-                continue
-            ip = frame[14:]
-            tcp = ip[(ip[0] & 0x0F) * 4:]
-            sport, dport = struct.unpack("!HH", tcp[:4])
-            flags, stamp = tcp[13], seconds + fraction * scale
-            if flags & (SYN | ACK) == SYN and dport == port:
-                first_syn.setdefault((".".join(map(str, ip[16:20])), sport), stamp)
-            elif flags & (SYN | ACK) == SYN | ACK and sport == port:
-                sent = first_syn.pop((".".join(map(str, ip[12:16])), dport), None)
-                if sent is not None:
-                    out.append(stamp - sent)
-    return out
+    return [seconds for _, _, seconds in handshakes(path, port)]
 
 
 async def main(loss_samples: int) -> dict:
