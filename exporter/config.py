@@ -161,9 +161,7 @@ def _blackbox_only_prober(raw: Any, path: str, errs: Errors) -> str | object | N
     """For a module of another blackbox_exporter prober, its prober (keys checked by name only); else None."""
     if not isinstance(raw, dict) or raw.get("prober") not in BLACKBOX_ONLY_PROBERS:
         return None
-    unknown = [key for key in raw if key not in BLACKBOX_MODULE_KEYS]
-    for key in unknown:
-        errs.add(join(path, key), f"unknown key (valid keys: {', '.join(BLACKBOX_MODULE_KEYS)})")
+    unknown = schema.unknown_keys(raw, path, BLACKBOX_MODULE_KEYS, errs)
     return INVALID if unknown else raw["prober"]
 
 

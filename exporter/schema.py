@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +74,8 @@ class Section:
 
 def kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number", type(None): "nothing (null)"}.get(type(value), type(value).__name__)
+            float: "a number", bytes: "binary data", type(None): "nothing (null)"}.get(type(value),
+                                                                                      type(value).__name__)
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}\Z")
@@ -88,6 +89,15 @@ def join(path: str, key: Any) -> str:
     return f"{path}[{shown}]"
 
 
+def unknown_keys(raw: dict, path: str, allowed: Iterable[str], errs: Errors) -> list[Any]:
+    """Record one error per key of ``raw`` not in ``allowed``; return those keys."""
+    allowed = list(allowed)
+    unknown = [key for key in raw if key not in allowed]
+    for key in unknown:
+        errs.add(join(path, key), f"unknown key (valid keys: {', '.join(allowed)})")
+    return unknown
+
+
 def section(raw: Any, path: str, fields: Mapping[str, Field], errs: Errors) -> dict[str, Any] | object:
     """The parsed values of a mapping with exactly these keys (unknown keys are errors)."""
     if raw is None:
@@ -95,9 +105,7 @@ def section(raw: Any, path: str, fields: Mapping[str, Field], errs: Errors) -> d
     if not isinstance(raw, dict):
         return errs.add(path, f"expected a mapping, got {kind(raw)}")
     out: dict[str, Any] = {}
-    for key in raw:
-        if key not in fields:
-            errs.add(join(path, key), f"unknown key (valid keys: {', '.join(fields)})")
+    unknown_keys(raw, path, fields, errs)
     for key, spec in fields.items():
         if key in raw:
             out[key] = spec.parse(raw[key], join(path, key), errs)

@@ -76,11 +76,6 @@ class TcpTlsConfig:
     max_version: str | None = None
 
 
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number", bytes: "binary data", type(None): "nothing (null)"}.get(type(value), type(value).__name__)
-
-
 def _payload(value: Any, path: str, errs: Errors, what: str) -> Any:
     """A string (sent as UTF-8) or ``!!binary`` bytes; numbers are taken as written, as Go's YAML does."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -88,7 +83,7 @@ def _payload(value: Any, path: str, errs: Errors, what: str) -> Any:
     if isinstance(value, str):
         value = value.encode("utf-8")
     if not isinstance(value, bytes) or not value:
-        return errs.add(path, f"expected {what} (a string or !!binary), got {_kind(value)}")
+        return errs.add(path, f"expected {what} (a string or !!binary), got {schema.kind(value)}")
     if len(value) > MAX_PAYLOAD_BYTES:
         return errs.add(path, f"{what} is longer than {MAX_PAYLOAD_BYTES} bytes")
     return value
@@ -107,7 +102,7 @@ def _expect(value: Any, path: str, errs: Errors) -> Any:
 
 def _expect_labels(value: Any, path: str, errs: Errors) -> Any:
     if not isinstance(value, list) or not value:
-        return errs.add(path, f"expected a non-empty list of {{name, value}} mappings, got {_kind(value)}")
+        return errs.add(path, f"expected a non-empty list of {{name, value}} mappings, got {schema.kind(value)}")
     labels: list[tuple[str, bytes]] = []
     before = len(errs.lines)
     for index, item in enumerate(value):
@@ -133,12 +128,9 @@ def _expect_labels(value: Any, path: str, errs: Errors) -> Any:
 
 def _step(value: Any, path: str, errs: Errors) -> Any:
     if not isinstance(value, dict):
-        return errs.add(path, f"expected a mapping with keys {', '.join(STEP_KEYS)}, got {_kind(value)}")
+        return errs.add(path, f"expected a mapping with keys {', '.join(STEP_KEYS)}, got {schema.kind(value)}")
     before = len(errs.lines)
-    for key in value:
-        if key not in STEP_KEYS:
-            errs.add(f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]",
-                     f"unknown key (valid keys: {', '.join(STEP_KEYS)})")
+    schema.unknown_keys(value, path, STEP_KEYS, errs)
     parsed: dict[str, Any] = {}
     if "expect" in value:
         parsed["expect"] = _expect(value["expect"], f"{path}.expect", errs)
@@ -169,7 +161,7 @@ def parse_query_response(value: Any, path: str, errs: Errors) -> Any:
     if value is None:
         return ()
     if not isinstance(value, list):
-        return errs.add(path, f"expected a list of steps, got {_kind(value)}")
+        return errs.add(path, f"expected a list of steps, got {schema.kind(value)}")
     if len(value) > MAX_STEPS:
         return errs.add(path, f"more than {MAX_STEPS} steps")
     before = len(errs.lines)
@@ -179,7 +171,7 @@ def parse_query_response(value: Any, path: str, errs: Errors) -> Any:
 
 def _read_file(value: Any, path: str, errs: Errors, what: str) -> Any:
     if not isinstance(value, str) or not value:
-        return errs.add(path, f"expected a file path, got {_kind(value)}")
+        return errs.add(path, f"expected a file path, got {schema.kind(value)}")
     location = value
     if not os.path.isabs(value) and os.path.isfile(errs.source):
         location = os.path.join(os.path.dirname(errs.source), value)  # relative to the config file
@@ -200,12 +192,9 @@ def parse_tls_config(value: Any, path: str, errs: Errors) -> Any:
     if value is None:
         return TcpTlsConfig()
     if not isinstance(value, dict):
-        return errs.add(path, f"expected a mapping, got {_kind(value)}")
+        return errs.add(path, f"expected a mapping, got {schema.kind(value)}")
     before = len(errs.lines)
-    for key in value:
-        if key not in TLS_CONFIG_KEYS:
-            errs.add(f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]",
-                     f"unknown key (valid keys: {', '.join(TLS_CONFIG_KEYS)})")
+    schema.unknown_keys(value, path, TLS_CONFIG_KEYS, errs)
     out: dict[str, Any] = {}
     if "ca_file" in value:
         read = _read_file(value["ca_file"], f"{path}.ca_file", errs, "CA file")
