@@ -16,16 +16,16 @@ from types import MappingProxyType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import bcrypt  # noqa: E402
+import bcrypt
 
-from exporter.address import parse_host_port  # noqa: E402
-from exporter.config import Config, Module, TargetConfig  # noqa: E402
-from exporter.history import ProbeHistory  # noqa: E402
-from exporter.probers.result import ProbeResult, TcpState  # noqa: E402
-from exporter.service import build_plan  # noqa: E402
-from exporter.statuspage import render_status_page  # noqa: E402
-from exporter import webauth  # noqa: E402
-from exporter.webauth import BasicAuth  # noqa: E402
+from exporter import webauth
+from exporter.address import parse_host_port
+from exporter.config import Config, Module, TargetConfig
+from exporter.history import ProbeHistory
+from exporter.probers.result import ProbeResult, TcpState
+from exporter.service import build_plan
+from exporter.statuspage import render_status_page
+from exporter.webauth import BasicAuth
 
 
 def timed(fn, repeat: int) -> list[float]:
@@ -76,8 +76,10 @@ async def auth_numbers() -> list[str]:
 
 def plan_of(count: int):
     module = Module(name="tcp_connect", prober="tcp")
-    targets = tuple(TargetConfig(parse_host_port(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}:25"), "tcp_connect")
-                    for i in range(count))
+    targets = tuple(
+        TargetConfig(parse_host_port(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}:25"), "tcp_connect")
+        for i in range(count)
+    )
     return build_plan(Config(modules=MappingProxyType({"tcp_connect": module}), targets=targets, source="bench.yml"))
 
 
@@ -86,10 +88,19 @@ def results_for(count: int) -> list[ProbeResult]:
     for i in range(count):
         ok = i % 4 != 0
         state = TcpState.OPEN if ok else TcpState.REFUSED
-        out.append(ProbeResult(success=ok, state=state, tcp_state=state, connect_seconds=0.0004,
-                               duration_seconds=0.0005, detail="the port accepted the connection" if ok else
-                               "the host refused the connection (ECONNREFUSED (Connection refused) from x)",
-                               transcript=["Trying 10.0.0.1:25...", "Connected"]))
+        out.append(
+            ProbeResult(
+                success=ok,
+                state=state,
+                tcp_state=state,
+                connect_seconds=0.0004,
+                duration_seconds=0.0005,
+                detail="the port accepted the connection"
+                if ok
+                else "the host refused the connection (ECONNREFUSED (Connection refused) from x)",
+                transcript=["Trying 10.0.0.1:25...", "Connected"],
+            )
+        )
     return out
 
 
@@ -99,13 +110,23 @@ def history_numbers() -> list[str]:
         plan = plan_of(count)
         results = results_for(count)
         history = ProbeHistory()
-        out.append(row(f"history: record a scrape of {count:,} targets (per probe)",
-                       timed(lambda: history.record_scrape(plan.targets, results, time.time()), 50),
-                       per=count, unit="µs"))
+        out.append(
+            row(
+                f"history: record a scrape of {count:,} targets (per probe)",
+                timed(lambda: history.record_scrape(plan.targets, results, time.time()), 50),
+                per=count,
+                unit="µs",
+            )
+        )
     history = ProbeHistory()
     address, module, result = plan_of(1).targets[0].address, Module("m", "tcp"), results_for(1)[0]
-    out.append(row("history: record one /probe result", timed(
-        lambda: history.record_probe(address, module, result, 0.0), 20_000), unit="µs"))
+    out.append(
+        row(
+            "history: record one /probe result",
+            timed(lambda: history.record_probe(address, module, result, 0.0), 20_000),
+            unit="µs",
+        )
+    )
     return out
 
 
@@ -118,8 +139,15 @@ def render_numbers() -> list[str]:
         history.record_scrape(plan.targets, results, time.time())
 
         def render() -> int:
-            return len(render_status_page(version="bench", config=plan.config, rows=history.latest(plan.targets),
-                                          recent=history.recent, failures=history.failures))
+            return len(
+                render_status_page(
+                    version="bench",
+                    config=plan.config,
+                    rows=history.latest(plan.targets),
+                    recent=history.recent,
+                    failures=history.failures,
+                )
+            )
 
         size = render()
         out.append(row(f"status page render, {count:,} targets ({size / 1024:,.0f} KiB)", timed(render, 20)))

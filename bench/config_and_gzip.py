@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -30,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import tools  # noqa: E402
-from run import exporter_config, machine, spread, target_address  # noqa: E402
+import tools
+from run import exporter_config, machine, spread, target_address
 
 TARGETS = 10_000
 EXPORTER_PORT = 19817
@@ -91,11 +90,17 @@ def yaml_section(reps: int) -> dict:
     runs: dict[str, list[dict]] = {"yamlload": [], "strict CSafeLoader": []}
     for _ in range(reps):
         for loader in runs:  # interleaved, so a busy moment hits both
-            out = subprocess.run([sys.executable, "-c", _LOAD_ONE, loader, str(tools.REPO), str(TARGETS)],
-                                 input=text, capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", _LOAD_ONE, loader, str(tools.REPO), str(TARGETS)],
+                input=text,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             runs[loader].append(json.loads(out))
-    return {loader: {key: spread([run[key] for run in values]) for key in values[0]}
-            for loader, values in runs.items()} | {"config_bytes": len(text.encode())}
+    return {
+        loader: {key: spread([run[key] for run in values]) for key in values[0]} for loader, values in runs.items()
+    } | {"config_bytes": len(text.encode())}
 
 
 def gzip_section(reps: int, workdir: Path) -> dict:
@@ -124,29 +129,47 @@ def gzip_section(reps: int, workdir: Path) -> dict:
                 status, reply, wall = tools.http_get(EXPORTER_PORT, "/metrics", timeout | {"Accept-Encoding": coding})
                 scrapes[coding].append(proc.cpu_seconds() - cpu_before)
                 sizes[coding] = len(reply)
-        return {"body_bytes": len(body), "levels": levels,
-                "exporter": {coding: {"reply_bytes": sizes[coding], "cpu_seconds": spread(cpus)}
-                             for coding, cpus in scrapes.items()}}
+        return {
+            "body_bytes": len(body),
+            "levels": levels,
+            "exporter": {
+                coding: {"reply_bytes": sizes[coding], "cpu_seconds": spread(cpus)} for coding, cpus in scrapes.items()
+            },
+        }
     finally:
         proc.stop()
 
 
 def markdown(report: dict) -> str:
     y = report["yaml"]
-    lines = [f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, Python "
-             f"{report['machine']['python']}. {report['date']}. Median (min–max) of {report['reps']} runs.", "",
-             f"YAML, {TARGETS:,} targets ({y['config_bytes'] / 1e6:.1f} MB), a fresh process per load:", "",
-             "| loader | wall s | CPU s | RSS kept after the load |", "|---|---|---|---|"]
+    lines = [
+        f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, Python "
+        f"{report['machine']['python']}. {report['date']}. Median (min–max) of {report['reps']} runs.",
+        "",
+        f"YAML, {TARGETS:,} targets ({y['config_bytes'] / 1e6:.1f} MB), a fresh process per load:",
+        "",
+        "| loader | wall s | CPU s | RSS kept after the load |",
+        "|---|---|---|---|",
+    ]
     for loader in ("yamlload", "strict CSafeLoader"):
         row = y[loader]
-        lines.append(f"| {loader} | {_fmt(row['wall_seconds'], 2)} | {_fmt(row['cpu_seconds'], 2)} | "
-                     f"{_fmt(row['rss_kept_mb'], 0)} MB |")
+        lines.append(
+            f"| {loader} | {_fmt(row['wall_seconds'], 2)} | {_fmt(row['cpu_seconds'], 2)} | "
+            f"{_fmt(row['rss_kept_mb'], 0)} MB |"
+        )
     g = report["gzip"]
-    lines += ["", f"gzip of one {TARGETS:,}-target /metrics reply ({g['body_bytes'] / 1e6:.1f} MB):", "",
-              "| level | bytes | ratio | CPU ms |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"gzip of one {TARGETS:,}-target /metrics reply ({g['body_bytes'] / 1e6:.1f} MB):",
+        "",
+        "| level | bytes | ratio | CPU ms |",
+        "|---|---|---|---|",
+    ]
     for level, row in g["levels"].items():
-        lines.append(f"| {level} | {row['bytes']:,} | {g['body_bytes'] / row['bytes']:.0f}× | "
-                     f"{_fmt(row['cpu_seconds'], 0, 1000)} |")
+        lines.append(
+            f"| {level} | {row['bytes']:,} | {g['body_bytes'] / row['bytes']:.0f}× | "
+            f"{_fmt(row['cpu_seconds'], 0, 1000)} |"
+        )
     lines += ["", "| exporter, whole scrape | reply bytes | exporter CPU s |", "|---|---|---|"]
     for coding, row in g["exporter"].items():
         lines.append(f"| Accept-Encoding: {coding} | {row['reply_bytes']:,} | {_fmt(row['cpu_seconds'], 2)} |")
@@ -154,8 +177,7 @@ def markdown(report: dict) -> str:
 
 
 def _fmt(stat: dict, digits: int, scale: float = 1.0) -> str:
-    return (f"{stat['median'] * scale:,.{digits}f} ({stat['min'] * scale:,.{digits}f}–"
-            f"{stat['max'] * scale:,.{digits}f})")
+    return f"{stat['median'] * scale:,.{digits}f} ({stat['min'] * scale:,.{digits}f}–{stat['max'] * scale:,.{digits}f})"
 
 
 def main() -> int:

@@ -34,8 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tools  # noqa: E402
-from exporter.histogram import quantile  # noqa: E402
+import tools
+
+from exporter.histogram import quantile
 
 INTERVAL = 10.0
 SCRAPE_EVERY = 15.0
@@ -55,10 +56,12 @@ def target_address(index: int, block: int = 1) -> str:
 def config_text(count: int, port: int) -> str:
     lines = "\n".join(f"  - {{target: '{target_address(i)}:{port}', module: every_10s}}" for i in range(count))
     bounds = ", ".join(format(b, "f") for b in CONNECT_BUCKETS)
-    return ("global: {max_concurrency: 512}\n"
-            "modules:\n"
-            f"  every_10s: {{prober: tcp, timeout: 5s, interval: 10s, histogram_buckets: {{connect: [{bounds}]}}}}\n"
-            f"targets:\n{lines}\n")
+    return (
+        "global: {max_concurrency: 512}\n"
+        "modules:\n"
+        f"  every_10s: {{prober: tcp, timeout: 5s, interval: 10s, histogram_buckets: {{connect: [{bounds}]}}}}\n"
+        f"targets:\n{lines}\n"
+    )
 
 
 def read_counts(body: bytes) -> dict:
@@ -152,27 +155,35 @@ def measure(native: tools.NativeTools, count: int, seconds: float, workdir: Path
     late = per_bucket(delta(after["lateness"], before["lateness"]), lateness_bounds)
     connect = per_bucket(delta(after["connect"], before["connect"]), CONNECT_BUCKETS)
     row = {
-        "targets": count, "window_seconds": round(window, 1), "startup_seconds": round(startup, 2),
+        "targets": count,
+        "window_seconds": round(window, 1),
+        "startup_seconds": round(startup, 2),
         "cpu_share_of_one_core": round((cpu_after - cpu_before) / window, 3),
         "acceptor_cpu_share": round(acceptor_cpu / window, 3),
         "rss_mb_max": round(max(rss), 1) if rss else None,
-        "probes_per_second": round(ran / window, 1), "ran_share": round(ran / scheduled, 4),
+        "probes_per_second": round(ran / window, 1),
+        "ran_share": round(ran / scheduled, 4),
         "failed": ran - results.get("open", 0.0),
         "failed_by_state": {state: n for state, n in results.items() if n and state != "open"},
         "rss_mb_before_scrapes": round(rss_before_scrapes, 1),
-        "skipped": after["skipped"] - before["skipped"], "missed_ticks": after["missed"] - before["missed"],
+        "skipped": after["skipped"] - before["skipped"],
+        "missed_ticks": after["missed"] - before["missed"],
         "late_p50_ms": round(1000 * (quantile(0.5, lateness_bounds, late) or 0), 2),
         "late_p99_ms": round(1000 * (quantile(0.99, lateness_bounds, late) or 0), 2),
-        "late_over_100ms_share": round(1 - sum(late[:lateness_bounds.index(0.1) + 1]) / max(1, sum(late)), 5),
+        "late_over_100ms_share": round(1 - sum(late[: lateness_bounds.index(0.1) + 1]) / max(1, sum(late)), 5),
         "connect_p50_us": round(1e6 * (quantile(0.5, CONNECT_BUCKETS, connect) or 0), 1),
         "connect_p99_us": round(1e6 * (quantile(0.99, CONNECT_BUCKETS, connect) or 0), 1),
         "kernel_rtt_us_median": statistics.median(rtts) if rtts else None,
         "scrape_seconds_median": round(statistics.median(scrapes), 3) if scrapes else None,
         "scrape_mb": round(statistics.median(sizes) / 1e6, 1) if sizes else None,
     }
-    row["held"] = (row["ran_share"] >= HELD["ran_share"] and row["skipped"] == 0 and row["missed_ticks"] == 0
-                   and row["failed"] <= HELD["failed_share"] * ran
-                   and row["late_p99_ms"] / 1000 < HELD["late_p99_seconds"])
+    row["held"] = (
+        row["ran_share"] >= HELD["ran_share"]
+        and row["skipped"] == 0
+        and row["missed_ticks"] == 0
+        and row["failed"] <= HELD["failed_share"] * ran
+        and row["late_p99_ms"] / 1000 < HELD["late_p99_seconds"]
+    )
     return row
 
 
@@ -180,16 +191,27 @@ def versus_smokeping(native: tools.NativeTools, count: int, seconds: float, work
     """The same probe rate side by side: smokeping_prober pinging ``count`` loopback hosts every 1 s
     (ICMP, privileged) and this exporter connecting to ``count`` loopback targets every 1 s."""
     import shutil
+
     binary = shutil.which("prometheus-smokeping-prober") or shutil.which("smokeping_prober")
     if binary is None:
         return None
     hosts = [target_address(i) for i in range(count)]
     out: dict = {"targets": count, "interval_seconds": 1.0}
     port = free_port()
-    smokeping = tools.Proc("smokeping_prober", [binary, "--privileged", "--ping.interval=1s",
-                                                f"--web.listen-address=127.0.0.1:{port}",
-                                                f"--config.file={workdir / 'none.yml'}", "--log.level=error",
-                                                *hosts], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    smokeping = tools.Proc(
+        "smokeping_prober",
+        [
+            binary,
+            "--privileged",
+            "--ping.interval=1s",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--config.file={workdir / 'none.yml'}",
+            "--log.level=error",
+            *hosts,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         tools.wait_ready(smokeping, port, "/metrics", seconds=180)  # it starts its pingers one by one
         out["smokeping"] = side_window(smokeping, port, seconds)
@@ -219,8 +241,12 @@ def side_window(proc: tools.Proc, port: int, seconds: float) -> dict:
         time.sleep(1)
     window = time.monotonic() - started
     _, body, took = tools.http_get(port, "/metrics")
-    out = {"cpu_share_of_one_core": round((proc.cpu_seconds() - cpu) / window, 3), "rss_mb_max": round(max(rss), 1),
-           "scrape_seconds": round(took, 3), "scrape_mb": round(len(body) / 1e6, 1)}
+    out = {
+        "cpu_share_of_one_core": round((proc.cpu_seconds() - cpu) / window, 3),
+        "rss_mb_max": round(max(rss), 1),
+        "scrape_seconds": round(took, 3),
+        "scrape_mb": round(len(body) / 1e6, 1),
+    }
     # Round-trip quantiles over the whole run from each one's own histogram, summed over targets.
     for family in ("smokeping_response_duration_seconds_bucket", "probe_tcp_connect_time_seconds_bucket"):
         cumulative: dict[str, float] = {}
@@ -239,15 +265,19 @@ def side_window(proc: tools.Proc, port: int, seconds: float) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ("| targets @10 s | window | CPU (1 core) | RSS MB | probes/s | ran | failed | skipped/missed | "
-            "late p50 | late p99 | connect p50 / p99 | kernel RTT | scrape (MB) | held |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| targets @10 s | window | CPU (1 core) | RSS MB | probes/s | ran | failed | skipped/missed | "
+        "late p50 | late p99 | connect p50 / p99 | kernel RTT | scrape (MB) | held |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     return head + "".join(
         f"| {r['targets']:,} | {r['window_seconds']:.0f} s | {100 * r['cpu_share_of_one_core']:.0f} % | "
         f"{r['rss_mb_max']} | {r['probes_per_second']:,.0f} | {100 * r['ran_share']:.1f} % | {r['failed']:.0f} | "
         f"{r['skipped']:.0f}/{r['missed_ticks']:.0f} | {r['late_p50_ms']} ms | {r['late_p99_ms']} ms | "
         f"{r['connect_p50_us']:.0f} / {r['connect_p99_us']:.0f} µs | {r['kernel_rtt_us_median']} µs | "
-        f"{r['scrape_seconds_median']} s ({r['scrape_mb']}) | {'yes' if r['held'] else 'no'} |\n" for r in rows)
+        f"{r['scrape_seconds_median']} s ({r['scrape_mb']}) | {'yes' if r['held'] else 'no'} |\n"
+        for r in rows
+    )
 
 
 def main() -> int:
@@ -256,8 +286,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--ladder", default="", help="comma-separated larger counts, tried until one fails")
     parser.add_argument("--ladder-seconds", type=float, default=60.0)
-    parser.add_argument("--versus-smokeping", type=int, default=0, metavar="N",
-                        help="also run smokeping_prober and the exporter side by side, N targets at 1 s")
+    parser.add_argument(
+        "--versus-smokeping",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run smokeping_prober and the exporter side by side, N targets at 1 s",
+    )
     parser.add_argument("--only-versus", action="store_true", help="run only the side-by-side comparison")
     args = parser.parse_args()
     with tools.scratch_dir() as scratch:
@@ -275,9 +310,16 @@ def main() -> int:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
             if not rows[-1]["held"]:
                 break
-        report = {"rows": rows, "versus_smokeping": versus, "acceptor": native.label, "cpus": os.cpu_count(),
-                  "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-                  "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        report = {
+            "rows": rows,
+            "versus_smokeping": versus,
+            "acceptor": native.label,
+            "cpus": os.cpu_count(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+            "python": sys.version.split()[0],
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
     print(markdown(rows), file=sys.stderr)
     print(json.dumps(report))
     return 0

@@ -1,7 +1,7 @@
 """Python stand-ins for bench/native/*.c, used (and labelled as such) when gcc is missing.
 
-    python3 bench/fallback.py acceptor PORT MAX_SECONDS
-    python3 bench/fallback.py connect-loop PORT SECONDS
+python3 bench/fallback.py acceptor PORT MAX_SECONDS
+python3 bench/fallback.py connect-loop PORT SECONDS
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def handshakes(path: str, port: int) -> Iterator[tuple[str, int, float]]:
             ip = frame[14:]
             if ip[9] != 6:
                 continue
-            tcp = ip[(ip[0] & 0x0F) * 4:]
+            tcp = ip[(ip[0] & 0x0F) * 4 :]
             source = ".".join(map(str, ip[12:16]))
             destination = ".".join(map(str, ip[16:20]))
             sport, dport = struct.unpack("!HH", tcp[:4])

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tools  # noqa: E402
-from run import CLOSED_PORT, EXPORTER_PORT, OPEN_PORT, PROBE_TARGETS, RESULTS, exporter_config, target_address  # noqa: E402
+import tools
+from run import CLOSED_PORT, EXPORTER_PORT, OPEN_PORT, PROBE_TARGETS, RESULTS, exporter_config, target_address
 
 
 def main() -> int:
@@ -35,22 +35,40 @@ def main() -> int:
         workdir = Path(scratch)
         native = tools.build_native(workdir)
         acceptor = tools.start_acceptor(native, OPEN_PORT)
-        targets = ([f"{target_address(i)}:{CLOSED_PORT if i % 5 == 4 else OPEN_PORT}" for i in range(args.targets)]
-                   if args.load == "scrape" else [])
+        targets = (
+            [f"{target_address(i)}:{CLOSED_PORT if i % 5 == 4 else OPEN_PORT}" for i in range(args.targets)]
+            if args.load == "scrape"
+            else []
+        )
         config = workdir / "profile.yml"
         config.write_text(exporter_config(targets))
-        proc = tools.Proc("exporter under pyinstrument",
-                          [sys.executable, "-m", "pyinstrument", "-r", "text",
-                           "-o", str(output),
-                           "-m", "exporter", f"--config.file={config}", f"--web.listen-address=127.0.0.1:{EXPORTER_PORT}",
-                           f"--runtime.event-loop={args.event_loop}", "--log.level=warn"],
-                          cwd=tools.REPO, stdout=subprocess.DEVNULL)
+        proc = tools.Proc(
+            "exporter under pyinstrument",
+            [
+                sys.executable,
+                "-m",
+                "pyinstrument",
+                "-r",
+                "text",
+                "-o",
+                str(output),
+                "-m",
+                "exporter",
+                f"--config.file={config}",
+                f"--web.listen-address=127.0.0.1:{EXPORTER_PORT}",
+                f"--runtime.event-loop={args.event_loop}",
+                "--log.level=warn",
+            ],
+            cwd=tools.REPO,
+            stdout=subprocess.DEVNULL,
+        )
         try:
             tools.wait_ready(proc, EXPORTER_PORT, "/-/ready", seconds=60)
             if args.load == "scrape":
                 for _ in range(args.scrapes):
-                    status, body, wall = tools.http_get(EXPORTER_PORT, "/metrics",
-                                                        {"X-Prometheus-Scrape-Timeout-Seconds": "60"})
+                    status, body, wall = tools.http_get(
+                        EXPORTER_PORT, "/metrics", {"X-Prometheus-Scrape-Timeout-Seconds": "60"}
+                    )
                     print(f"scrape: {status}, {wall:.3f} s, {len(body):,} bytes", file=sys.stderr)
             else:
                 run = tools.run_wrk(f"http://127.0.0.1:{EXPORTER_PORT}/", 64, args.seconds, (OPEN_PORT, PROBE_TARGETS))

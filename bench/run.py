@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pcap  # noqa: E402
-import tools  # noqa: E402
-from tools import BenchError, Proc  # noqa: E402
+import pcap
+import tools
+from tools import BenchError, Proc
 
 IN_NETNS = "CONNECTIVITY_BENCH_NETNS"
 OPEN_PORT, CLOSED_PORT, DELAYED_PORT = 18000, 18001, 21000
@@ -58,6 +58,7 @@ table inet connectivity_bench {{
 
 # --- small helpers ------------------------------------------------------------------------------------
 
+
 def spread(values: list[float]) -> dict:
     """Median and spread (min, max) of repeated measurements."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
@@ -74,11 +75,15 @@ def target_address(index: int, block: int = 1) -> str:
 
 
 def exporter_config(targets: list[str], max_concurrency: int = 512, offset: str = "500ms") -> str:
-    lines = [f"  - {{target: '{t}', module: tcp_connect, labels: {{site: site-{i % 50}, tier: bench}}}}"
-             for i, t in enumerate(targets)]
-    return (f"global: {{max_concurrency: {max_concurrency}, scrape_timeout_offset: {offset}}}\n"
-            "modules:\n  tcp_connect: {prober: tcp, timeout: 5s}\n"
-            "targets:\n" + ("\n".join(lines) if lines else "  []") + "\n")
+    lines = [
+        f"  - {{target: '{t}', module: tcp_connect, labels: {{site: site-{i % 50}, tier: bench}}}}"
+        for i, t in enumerate(targets)
+    ]
+    return (
+        f"global: {{max_concurrency: {max_concurrency}, scrape_timeout_offset: {offset}}}\n"
+        "modules:\n  tcp_connect: {prober: tcp, timeout: 5s}\n"
+        "targets:\n" + ("\n".join(lines) if lines else "  []") + "\n"
+    )
 
 
 def log(text: str) -> None:
@@ -87,11 +92,17 @@ def log(text: str) -> None:
 
 # --- sections -----------------------------------------------------------------------------------------
 
+
 def raw_limit(native: tools.NativeTools, reps: int, seconds: float) -> dict:
     rates = []
     for _ in range(reps):
-        out = subprocess.run(native.connect_loop + [str(OPEN_PORT), str(seconds)], capture_output=True, text=True,
-                             check=True, timeout=seconds + 30)
+        out = subprocess.run(
+            native.connect_loop + [str(OPEN_PORT), str(seconds)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 30,
+        )
         connects, failures, elapsed = out.stdout.split()
         if int(failures):
             raise BenchError(f"the connect loop saw {failures} failed connects to the loopback acceptor")
@@ -119,8 +130,9 @@ def scrape_row(n: int, event_loop: str, processes: int, reps: int, workdir: Path
         walls, cpus, wrong = [], [], 0
         for rep in range(reps + 1):  # the first scrape warms up and is not counted
             cpu_before = proc.tree_cpu_seconds()
-            status, body, wall = tools.http_get(EXPORTER_PORT, "/metrics",
-                                                {"X-Prometheus-Scrape-Timeout-Seconds": "60"})
+            status, body, wall = tools.http_get(
+                EXPORTER_PORT, "/metrics", {"X-Prometheus-Scrape-Timeout-Seconds": "60"}
+            )
             cpu = proc.tree_cpu_seconds() - cpu_before
             if status != 200:
                 raise BenchError(f"/metrics answered {status}")
@@ -134,16 +146,27 @@ def scrape_row(n: int, event_loop: str, processes: int, reps: int, workdir: Path
         workers_mb = proc.children_peak_memory_mb()
     finally:
         proc.stop()
-    row = {"targets": n, "event_loop": event_loop, "processes": processes, "wall_seconds": spread(walls),
-           "cpu_seconds": spread(cpus), "probes_per_second": spread([n / w for w in walls]),
-           "rss_after_config_load_mb": loaded["rss_mb"], "peak_rss_at_config_load_mb": loaded["peak_rss_mb"],
-           "peak_rss_scraping_mb": scraping["peak_rss_mb"] if reset else None,
-           "peak_rss_mb": max(loaded["peak_rss_mb"], scraping["peak_rss_mb"]),
-           "workers_peak_rss_mb": workers_mb, "misclassified": wrong, "body_bytes": len(body)}
-    log(f"  scrape {n:>6} targets ({event_loop}, {processes} process{'es' if processes > 1 else ''}): "
+    row = {
+        "targets": n,
+        "event_loop": event_loop,
+        "processes": processes,
+        "wall_seconds": spread(walls),
+        "cpu_seconds": spread(cpus),
+        "probes_per_second": spread([n / w for w in walls]),
+        "rss_after_config_load_mb": loaded["rss_mb"],
+        "peak_rss_at_config_load_mb": loaded["peak_rss_mb"],
+        "peak_rss_scraping_mb": scraping["peak_rss_mb"] if reset else None,
+        "peak_rss_mb": max(loaded["peak_rss_mb"], scraping["peak_rss_mb"]),
+        "workers_peak_rss_mb": workers_mb,
+        "misclassified": wrong,
+        "body_bytes": len(body),
+    }
+    log(
+        f"  scrape {n:>6} targets ({event_loop}, {processes} process{'es' if processes > 1 else ''}): "
         f"{row['probes_per_second']['median']:,.0f} probes/s, peak RSS {row['peak_rss_mb']:.0f} MB "
         f"(config load {loaded['peak_rss_mb']:.0f}, scraping {scraping['peak_rss_mb']:.0f}, workers "
-        f"{workers_mb:.0f}), misclassified {wrong}")
+        f"{workers_mb:.0f}), misclassified {wrong}"
+    )
     return row
 
 
@@ -164,6 +187,7 @@ def wait_for_workers(proc: tools.Proc, workers: int, seconds: float = 30.0) -> N
 class Contender:
     """One or several servers answering /probe; several split wrk's connections between them, as
     Prometheus' hashmod sharding splits the targets between exporters."""
+
     name: str
     procs: list[Proc]
     ports: list[int]
@@ -190,8 +214,14 @@ def probe_section(loops: list[str], reps: int, seconds: float, warmup: float, wo
             proc = tools.start_exporter(exporter_config([]), port, loops[0], workdir)
             started.append(proc)
             shards.append((proc, port))
-        contenders.append(Contender(f"connectivity_exporter ({loops[0]}), 2 exporters sharded",
-                                    [p for p, _ in shards], [port for _, port in shards], path))
+        contenders.append(
+            Contender(
+                f"connectivity_exporter ({loops[0]}), 2 exporters sharded",
+                [p for p, _ in shards],
+                [port for _, port in shards],
+                path,
+            )
+        )
         binary = tools.blackbox_binary()
         skipped = None
         if binary is None:
@@ -202,11 +232,17 @@ def probe_section(loops: list[str], reps: int, seconds: float, warmup: float, wo
             started.append(proc)
             contenders.append(Contender("blackbox_exporter", [proc], [BLACKBOX_PORT], path))
         workloads = []
-        for label, rotate in ((f"{PROBE_TARGETS:,} open targets in turn", (OPEN_PORT, PROBE_TARGETS)),
-                              ("one open target", None)):
+        for label, rotate in (
+            (f"{PROBE_TARGETS:,} open targets in turn", (OPEN_PORT, PROBE_TARGETS)),
+            ("one open target", None),
+        ):
             workloads.append(probe_workload(label, rotate, contenders, reps, seconds, warmup))
-        return {"concurrency": PROBE_CONCURRENCY, "seconds": seconds, "skipped_blackbox": skipped,
-                "workloads": workloads}
+        return {
+            "concurrency": PROBE_CONCURRENCY,
+            "seconds": seconds,
+            "skipped_blackbox": skipped,
+            "workloads": workloads,
+        }
     finally:
         for proc in started:
             proc.stop()
@@ -214,6 +250,7 @@ def probe_section(loops: list[str], reps: int, seconds: float, warmup: float, wo
 
 def run_wrk_split(contender: Contender, rotate: tuple[int, int] | None, seconds: float) -> dict:
     """wrk with PROBE_CONCURRENCY connections in all, split evenly over the contender's servers."""
+
     def url(port: int) -> str:
         return f"http://127.0.0.1:{port}{'/' if rotate else contender.path}"
 
@@ -231,13 +268,18 @@ def run_wrk_split(contender: Contender, rotate: tuple[int, int] | None, seconds:
     if not all(runs):
         raise BenchError(f"wrk failed against {contender.name}")
     # Latency percentiles: the worst server's (conservative); throughput and errors: the sum.
-    return {"requests_per_second": sum(r["requests_per_second"] for r in runs),
-            "p50_ms": max(r["p50_ms"] for r in runs), "p99_ms": max(r["p99_ms"] for r in runs),
-            "requests": sum(r["requests"] for r in runs), "errors": sum(r["errors"] for r in runs)}
+    return {
+        "requests_per_second": sum(r["requests_per_second"] for r in runs),
+        "p50_ms": max(r["p50_ms"] for r in runs),
+        "p99_ms": max(r["p99_ms"] for r in runs),
+        "requests": sum(r["requests"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+    }
 
 
-def probe_workload(label: str, rotate: tuple[int, int] | None, contenders: list[Contender], reps: int,
-                   seconds: float, warmup: float) -> dict:
+def probe_workload(
+    label: str, rotate: tuple[int, int] | None, contenders: list[Contender], reps: int, seconds: float, warmup: float
+) -> dict:
     """wrk at fixed concurrency against each contender in turn. ``rotate``: each request probes the next
     of many distinct targets; None: every request probes the same target."""
     runs: dict[str, list[dict]] = {c.name: [] for c in contenders}
@@ -258,32 +300,54 @@ def probe_workload(label: str, rotate: tuple[int, int] | None, contenders: list[
         rs = runs[contender.name]
         out["contenders"][contender.name] = {
             "requests_per_second": spread([r["requests_per_second"] for r in rs]),
-            "p50_ms": spread([r["p50_ms"] for r in rs]), "p99_ms": spread([r["p99_ms"] for r in rs]),
+            "p50_ms": spread([r["p50_ms"] for r in rs]),
+            "p99_ms": spread([r["p99_ms"] for r in rs]),
             "cpu_us_per_request": spread([r["cpu_us_per_request"] for r in rs]),
             "errors": sum(r["errors"] for r in rs),
             "all_succeeded": all(r["probe_success_after"] for r in rs),
-            "peak_rss_mb": sum(proc.memory_mb()["peak_rss_mb"] for proc in contender.procs)}
+            "peak_rss_mb": sum(proc.memory_mb()["peak_rss_mb"] for proc in contender.procs),
+        }
         c = out["contenders"][contender.name]
-        log(f"  /probe {label}, {contender.name}: {c['requests_per_second']['median']:,.0f} req/s, "
-            f"p99 {c['p99_ms']['median']:.1f} ms, {c['cpu_us_per_request']['median']:.0f} µs CPU/request")
+        log(
+            f"  /probe {label}, {contender.name}: {c['requests_per_second']['median']:,.0f} req/s, "
+            f"p99 {c['p99_ms']['median']:.1f} ms, {c['cpu_us_per_request']['median']:.0f} µs CPU/request"
+        )
     return out
 
 
 def kernel_rtt_truth(loops: list[str], reps: int, targets: int) -> dict:
     out = {}
     for event_loop in loops:
-        done = subprocess.run([sys.executable, str(tools.BENCH / "timing_truth.py"), "--port", str(OPEN_PORT),
-                               "--targets", str(targets), "--reps", str(reps), f"--event-loop={event_loop}"],
-                              capture_output=True, text=True, check=True, timeout=300)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(tools.BENCH / "timing_truth.py"),
+                "--port",
+                str(OPEN_PORT),
+                "--targets",
+                str(targets),
+                "--reps",
+                str(reps),
+                f"--event-loop={event_loop}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
         result = json.loads(done.stdout)
         rs = result["reps"]
-        out[event_loop] = {"targets": targets,
-                           "median_excess_us": spread([r["median_diff_us"] for r in rs]),
-                           "p99_excess_us": spread([r["p99_diff_us"] for r in rs]),
-                           "median_kernel_rtt_us": spread([r["median_kernel_rtt_us"] for r in rs]),
-                           "connected": min(r["connected"] for r in rs)}
-        log(f"  timing truth vs tcpi_rtt ({event_loop}): median excess "
-            f"{out[event_loop]['median_excess_us']['median']:,.0f} µs")
+        out[event_loop] = {
+            "targets": targets,
+            "median_excess_us": spread([r["median_diff_us"] for r in rs]),
+            "p99_excess_us": spread([r["p99_diff_us"] for r in rs]),
+            "median_kernel_rtt_us": spread([r["median_kernel_rtt_us"] for r in rs]),
+            "connected": min(r["connected"] for r in rs),
+        }
+        log(
+            f"  timing truth vs tcpi_rtt ({event_loop}): median excess "
+            f"{out[event_loop]['median_excess_us']['median']:,.0f} µs"
+        )
     return out
 
 
@@ -312,8 +376,9 @@ def deadline_section(reps: int, targets: int, timeout: float, workdir: Path, pro
         wait_for_workers(proc, processes - 1)
         late, timed_out = [], targets
         for rep in range(reps + 1):
-            status, body, wall = tools.http_get(EXPORTER_PORT, "/metrics",
-                                                {"X-Prometheus-Scrape-Timeout-Seconds": f"{timeout:g}"})
+            status, body, wall = tools.http_get(
+                EXPORTER_PORT, "/metrics", {"X-Prometheus-Scrape-Timeout-Seconds": f"{timeout:g}"}
+            )
             if status != 200:
                 raise BenchError(f"/metrics answered {status}")
             timed_out = min(timed_out, body.count(b'state="timeout"} 1\n'))
@@ -321,10 +386,17 @@ def deadline_section(reps: int, targets: int, timeout: float, workdir: Path, pro
                 late.append((wall - timeout) * 1000)
     finally:
         proc.stop()
-    log(f"  deadline: {targets} dropped targets, {processes} process(es), {timeout:g}s timeout: returned "
-        f"{statistics.median(late):+.0f} ms after the deadline (worst {max(late):+.0f} ms)")
-    return {"targets": targets, "processes": processes, "scrape_timeout_seconds": timeout,
-            "ms_past_deadline": spread(late), "reported_timeout": timed_out}
+    log(
+        f"  deadline: {targets} dropped targets, {processes} process(es), {timeout:g}s timeout: returned "
+        f"{statistics.median(late):+.0f} ms after the deadline (worst {max(late):+.0f} ms)"
+    )
+    return {
+        "targets": targets,
+        "processes": processes,
+        "scrape_timeout_seconds": timeout,
+        "ms_past_deadline": spread(late),
+        "reported_timeout": timed_out,
+    }
 
 
 def injected_delay_truth(reps: int, targets: int, workdir: Path) -> dict:
@@ -335,28 +407,53 @@ def injected_delay_truth(reps: int, targets: int, workdir: Path) -> dict:
     if tcpdump is None:
         raise BenchError("tcpdump is not installed (apt-get install tcpdump)")
     addresses = [target_address(i, block=50) for i in range(targets)]
-    proc = tools.start_exporter(exporter_config([f"{a}:{DELAYED_PORT}" for a in addresses],
-                                                max_concurrency=targets + 24), EXPORTER_PORT, "auto", workdir)
+    proc = tools.start_exporter(
+        exporter_config([f"{a}:{DELAYED_PORT}" for a in addresses], max_concurrency=targets + 24),
+        EXPORTER_PORT,
+        "auto",
+        workdir,
+    )
     pattern = re.compile(rb'^probe_tcp_connect_duration_seconds\{target="([0-9.]+):\d+"[^}]*\} (\S+)$', re.M)
     medians, p99s, truths, matched = [], [], [], []
     try:
         for rep in range(reps):
             time.sleep(1.0)  # the first-SYN set forgets this rep's ports before the next one
             capture_file = workdir / f"handshakes-{rep}.pcap"
-            capture = Proc("tcpdump", [tcpdump, "-i", "lo", "-n", "-U", "-B", "65536", "-s", "96", "-w", str(capture_file),
-                                       f"tcp port {DELAYED_PORT} and tcp[tcpflags] & tcp-syn != 0"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            capture = Proc(
+                "tcpdump",
+                [
+                    tcpdump,
+                    "-i",
+                    "lo",
+                    "-n",
+                    "-U",
+                    "-B",
+                    "65536",
+                    "-s",
+                    "96",
+                    "-w",
+                    str(capture_file),
+                    f"tcp port {DELAYED_PORT} and tcp[tcpflags] & tcp-syn != 0",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             if "listening" not in capture.popen.stderr.readline():
                 raise BenchError("tcpdump did not start")
             try:
-                status, body, _ = tools.http_get(EXPORTER_PORT, "/metrics",
-                                                 {"X-Prometheus-Scrape-Timeout-Seconds": "10"})
+                status, body, _ = tools.http_get(
+                    EXPORTER_PORT, "/metrics", {"X-Prometheus-Scrape-Timeout-Seconds": "10"}
+                )
             finally:
                 time.sleep(1.5)  # tcpdump on a busy core lags behind its buffer; let it catch up
                 capture.stop()
             wire = pcap.handshake_seconds(str(capture_file), DELAYED_PORT)
-            excess = [(float(value) - wire[address.decode()]) * 1e6 for address, value in pattern.findall(body)
-                      if address.decode() in wire]
+            excess = [
+                (float(value) - wire[address.decode()]) * 1e6
+                for address, value in pattern.findall(body)
+                if address.decode() in wire
+            ]
             matched.append(len(excess))
             if excess:
                 medians.append(statistics.median(excess))
@@ -366,72 +463,97 @@ def injected_delay_truth(reps: int, targets: int, workdir: Path) -> dict:
         proc.stop()
     if not medians:
         raise BenchError("no handshake through the first-SYN-drop rule was captured")
-    log(f"  timing truth vs injected ~{statistics.median(truths):.3f}s delay (wire): median excess "
-        f"{statistics.median(medians):,.0f} µs")
-    return {"targets": targets, "median_wire_seconds": spread(truths), "matched": min(matched),
-            "median_excess_us": spread(medians), "p99_excess_us": spread(p99s)}
+    log(
+        f"  timing truth vs injected ~{statistics.median(truths):.3f}s delay (wire): median excess "
+        f"{statistics.median(medians):,.0f} µs"
+    )
+    return {
+        "targets": targets,
+        "median_wire_seconds": spread(truths),
+        "matched": min(matched),
+        "median_excess_us": spread(medians),
+        "p99_excess_us": spread(p99s),
+    }
 
 
 # --- output -------------------------------------------------------------------------------------------
 
+
 def fmt(stat: dict, scale: float = 1.0, digits: int = 0) -> str:
-    return (f"{stat['median'] * scale:,.{digits}f} ({stat['min'] * scale:,.{digits}f}–"
-            f"{stat['max'] * scale:,.{digits}f})")
+    return f"{stat['median'] * scale:,.{digits}f} ({stat['min'] * scale:,.{digits}f}–{stat['max'] * scale:,.{digits}f})"
 
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}, "
-             f"uvloop {m['uvloop']}, {m['blackbox']}, {m['wrk']}. {report['date']}"
-             f"{' (quick run)' if report['quick'] else ''}. Figures: median (min–max) of {report['reps']} runs.",
-             "", "| Measure | Result | Goal |", "|---|---|---|"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}, "
+        f"uvloop {m['uvloop']}, {m['blackbox']}, {m['wrk']}. {report['date']}"
+        f"{' (quick run)' if report['quick'] else ''}. Figures: median (min–max) of {report['reps']} runs.",
+        "",
+        "| Measure | Result | Goal |",
+        "|---|---|---|",
+    ]
     raw = report["raw_limit"]
-    lines.append(f"| Raw limit: loopback connects/s, one at a time, {raw['tool']} | "
-                 f"{fmt(raw['connects_per_second'])} | (ceiling) |")
+    lines.append(
+        f"| Raw limit: loopback connects/s, one at a time, {raw['tool']} | "
+        f"{fmt(raw['connects_per_second'])} | (ceiling) |"
+    )
     for row in report["scrape"]:
         goal = "≥ 8,000 probes/s, ≤ 100 MB" if row["targets"] == 10000 else ""
         scraping = row["peak_rss_scraping_mb"]
         processes = row.get("processes", 1)
         setup = row["event_loop"] + (f", {processes} processes" if processes > 1 else "")
         workers = f" + workers {row['workers_peak_rss_mb']:.0f} MB" if processes > 1 else ""
-        lines.append(f"| Scrape of {row['targets']:,} targets ({setup}): probes/s · wall s · CPU s · "
-                     f"peak RSS (config load · scraping) | {fmt(row['probes_per_second'])} · "
-                     f"{fmt(row['wall_seconds'], digits=3)} · {row['cpu_seconds']['median']:.2f} · "
-                     f"{row['peak_rss_mb']:.0f} MB ({row['peak_rss_at_config_load_mb']:.0f} · "
-                     f"{'?' if scraping is None else format(scraping, '.0f')}){workers}"
-                     f"{'' if not row['misclassified'] else ' · ' + str(row['misclassified']) + ' WRONG'} | {goal} |")
+        lines.append(
+            f"| Scrape of {row['targets']:,} targets ({setup}): probes/s · wall s · CPU s · "
+            f"peak RSS (config load · scraping) | {fmt(row['probes_per_second'])} · "
+            f"{fmt(row['wall_seconds'], digits=3)} · {row['cpu_seconds']['median']:.2f} · "
+            f"{row['peak_rss_mb']:.0f} MB ({row['peak_rss_at_config_load_mb']:.0f} · "
+            f"{'?' if scraping is None else format(scraping, '.0f')}){workers}"
+            f"{'' if not row['misclassified'] else ' · ' + str(row['misclassified']) + ' WRONG'} | {goal} |"
+        )
     probe = report["probe"]
     for workload in probe["workloads"]:
         contenders = workload["contenders"]
         for name, c in contenders.items():
-            lines.append(f"| `/probe`, {workload['workload']}, concurrency {probe['concurrency']}, {name}: "
-                         f"req/s · p50 · p99 · CPU/request | {fmt(c['requests_per_second'])} · "
-                         f"{c['p50_ms']['median']:.1f} ms · {c['p99_ms']['median']:.1f} ms · "
-                         f"{c['cpu_us_per_request']['median']:.0f} µs"
-                         f"{'' if c['all_succeeded'] and not c['errors'] else ' · ERRORS'} | |")
+            lines.append(
+                f"| `/probe`, {workload['workload']}, concurrency {probe['concurrency']}, {name}: "
+                f"req/s · p50 · p99 · CPU/request | {fmt(c['requests_per_second'])} · "
+                f"{c['p50_ms']['median']:.1f} ms · {c['p99_ms']['median']:.1f} ms · "
+                f"{c['cpu_us_per_request']['median']:.0f} µs"
+                f"{'' if c['all_succeeded'] and not c['errors'] else ' · ERRORS'} | |"
+            )
         blackbox = contenders.get("blackbox_exporter")
         for name, c in contenders.items():
             if blackbox is not None and name != "blackbox_exporter":
                 ratio = c["requests_per_second"]["median"] / blackbox["requests_per_second"]["median"]
                 p99 = c["p99_ms"]["median"] / blackbox["p99_ms"]["median"]
                 cpu = blackbox["cpu_us_per_request"]["median"] / c["cpu_us_per_request"]["median"]
-                lines.append(f"| **`/probe`, {workload['workload']}: {name} ÷ blackbox_exporter**: throughput · "
-                             f"p99 · CPU efficiency | **{ratio:.2f}×** · {p99:.2f}× · {cpu:.2f}× | ≥ 2.0× · ≤ 1.0× · |")
+                lines.append(
+                    f"| **`/probe`, {workload['workload']}: {name} ÷ blackbox_exporter**: throughput · "
+                    f"p99 · CPU efficiency | **{ratio:.2f}×** · {p99:.2f}× · {cpu:.2f}× | ≥ 2.0× · ≤ 1.0× · |"
+                )
     for d in report.get("deadline", []):
         processes = f", {d['processes']} processes" if d.get("processes", 1) > 1 else ""
-        lines.append(f"| Deadline: {d['targets']:,} dropped targets{processes}, {d['scrape_timeout_seconds']:g} s scrape timeout: "
-                     f"ms past the deadline | {fmt(d['ms_past_deadline'])} (all timeout: "
-                     f"{d['reported_timeout'] == d['targets']}) | ≤ +100 ms |")
+        lines.append(
+            f"| Deadline: {d['targets']:,} dropped targets{processes}, {d['scrape_timeout_seconds']:g} s scrape timeout: "
+            f"ms past the deadline | {fmt(d['ms_past_deadline'])} (all timeout: "
+            f"{d['reported_timeout'] == d['targets']}) | ≤ +100 ms |"
+        )
     for event_loop, t in report["timing_truth_kernel_rtt"].items():
-        lines.append(f"| Timing truth: reported − kernel `tcpi_rtt`, {t['targets']:,} concurrent probes "
-                     f"({event_loop}): median · p99 | {fmt(t['median_excess_us'])} µs · "
-                     f"{t['p99_excess_us']['median']:,.0f} µs | median ≤ 1,000 µs |")
+        lines.append(
+            f"| Timing truth: reported − kernel `tcpi_rtt`, {t['targets']:,} concurrent probes "
+            f"({event_loop}): median · p99 | {fmt(t['median_excess_us'])} µs · "
+            f"{t['p99_excess_us']['median']:,.0f} µs | median ≤ 1,000 µs |"
+        )
     if "timing_truth_injected" in report:
         t = report["timing_truth_injected"]
-        lines.append(f"| Timing truth: reported − handshake on the wire, first SYN dropped (~"
-                     f"{t['median_wire_seconds']['median'] * 1000:,.0f} ms), {t['targets']:,} concurrent probes: "
-                     f"median · p99 | {fmt(t['median_excess_us'])} µs · {t['p99_excess_us']['median']:,.0f} µs "
-                     f"({t['matched']:,} matched) | |")
+        lines.append(
+            f"| Timing truth: reported − handshake on the wire, first SYN dropped (~"
+            f"{t['median_wire_seconds']['median'] * 1000:,.0f} ms), {t['targets']:,} concurrent probes: "
+            f"median · p99 | {fmt(t['median_excess_us'])} µs · {t['p99_excess_us']['median']:,.0f} µs "
+            f"({t['matched']:,} matched) | |"
+        )
     for section, reason in report["skipped"].items():
         lines.append(f"| {section} | skipped: {reason} | |")
     return "\n".join(lines)
@@ -446,22 +568,33 @@ def machine() -> dict:
                 break
     try:
         import uvloop
+
         uv = uvloop.__version__
     except ImportError:
         uv = "not installed"
     binary = tools.blackbox_binary()
-    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-            "uvloop": uv, "blackbox": tools.version_of([binary, "--version"]).split(" (")[0] if binary else "none",
-            "wrk": tools.version_of(["wrk", "--version"]).split(" [")[0]}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "uvloop": uv,
+        "blackbox": tools.version_of([binary, "--version"]).split(" (")[0] if binary else "none",
+        "wrk": tools.version_of(["wrk", "--version"]).split(" [")[0],
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer, shorter runs (about 2.5 minutes on 2 cores; the full run about 8)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer, shorter runs (about 2.5 minutes on 2 cores; the full run about 8)"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="where to write the results")
-    parser.add_argument("--sections", default="raw,scrape,probe,deadline,truth",
-                        help="comma-separated subset of raw,scrape,probe,deadline,truth")
+    parser.add_argument(
+        "--sections",
+        default="raw,scrape,probe,deadline,truth",
+        help="comma-separated subset of raw,scrape,probe,deadline,truth",
+    )
     args = parser.parse_args()
     netns_skip = enter_netns()
     if shutil.which("wrk") is None:
@@ -470,8 +603,13 @@ def main() -> int:
     sections = set(args.sections.split(","))
     reps = 2 if args.quick else 5
     loops = ["uvloop", "asyncio"] if importlib.util.find_spec("uvloop") else ["asyncio"]
-    report: dict = {"date": datetime.date.today().isoformat(), "quick": args.quick, "reps": reps,
-                    "machine": machine(), "skipped": {}}
+    report: dict = {
+        "date": datetime.date.today().isoformat(),
+        "quick": args.quick,
+        "reps": reps,
+        "machine": machine(),
+        "skipped": {},
+    }
     if netns_skip is None:
         setup_netns()
     with tools.scratch_dir() as scratch:
@@ -489,8 +627,9 @@ def main() -> int:
                 report["scrape"] = scrape_section(setups, reps, workdir)
             if "probe" in sections:
                 log("/probe throughput ...")
-                report["probe"] = probe_section(loops, 2 if args.quick else 3, 3.0 if args.quick else 10.0,
-                                                1.0 if args.quick else 2.0, workdir)
+                report["probe"] = probe_section(
+                    loops, 2 if args.quick else 3, 3.0 if args.quick else 10.0, 1.0 if args.quick else 2.0, workdir
+                )
             if "truth" in sections:
                 log("timing truth ...")
                 report["timing_truth_kernel_rtt"] = kernel_rtt_truth(loops, reps, 1000)
@@ -509,8 +648,11 @@ def main() -> int:
             for proc in acceptors:
                 proc.stop()
     report.setdefault("raw_limit", None)
-    table = markdown(report) if all(k in report for k in ("raw_limit", "scrape", "probe",
-                                                           "timing_truth_kernel_rtt")) and report["raw_limit"] else ""
+    table = (
+        markdown(report)
+        if all(k in report for k in ("raw_limit", "scrape", "probe", "timing_truth_kernel_rtt")) and report["raw_limit"]
+        else ""
+    )
     print(table or json.dumps(report, indent=1))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     report["table"] = table

@@ -24,21 +24,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.address import HostPort, parse_host_port  # noqa: E402
-from exporter.config import Module  # noqa: E402
-from exporter.deadline import Deadline  # noqa: E402
-from exporter.probers.connect import connect_target  # noqa: E402
-from exporter.probers.resolve import Resolver  # noqa: E402
-from exporter.probers.result import ProbeResult  # noqa: E402
-from exporter.probers.table import PROBERS  # noqa: E402
-from exporter.runner import ProbeRunner  # noqa: E402
-from exporter.runtime import new_event_loop  # noqa: E402
+from exporter.address import HostPort, parse_host_port
+from exporter.config import Module
+from exporter.deadline import Deadline
+from exporter.probers.connect import connect_target
+from exporter.probers.resolve import Resolver
+from exporter.probers.result import ProbeResult
+from exporter.probers.table import PROBERS
+from exporter.runner import ProbeRunner
+from exporter.runtime import new_event_loop
 
 TCPI_RTT_OFFSET = 68  # struct tcp_info: 8 one-byte fields, then 15 u32 before tcpi_rtt (microseconds)
 
 
-async def probe_with_kernel_rtt(target: HostPort, module: Module, deadline: float,
-                                resolver: Resolver) -> ProbeResult:
+async def probe_with_kernel_rtt(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
     result = ProbeResult()
     sock = await connect_target(result, target, module, deadline, resolver)
     if sock is not None:
@@ -56,7 +55,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(port: int, targets: int, reps: int) -> dict:
-    PROBERS["bench_kernel_rtt"] = dataclasses.replace(PROBERS["tcp"], name="bench_kernel_rtt", probe=probe_with_kernel_rtt)
+    PROBERS["bench_kernel_rtt"] = dataclasses.replace(
+        PROBERS["tcp"], name="bench_kernel_rtt", probe=probe_with_kernel_rtt
+    )
     module = Module(name="bench", prober="bench_kernel_rtt", timeout=10.0)
     addresses = [parse_host_port(f"127.60.{i // 250}.{i % 250 + 1}:{port}") for i in range(targets)]
     runner = ProbeRunner(Resolver(), max_concurrency=targets)
@@ -66,11 +67,16 @@ async def measure(port: int, targets: int, reps: int) -> dict:
         results = await runner.probe_all([(a, module) for a in addresses], Deadline.after(10.0))
         pairs = [(r.connect_seconds, r.details) for r in results if r.details is not None]
         diffs = [(reported - rtt) * 1e6 for reported, rtt in pairs]
-        reps_out.append({"connected": len(pairs), "targets": targets,
-                         "median_diff_us": statistics.median(diffs) if diffs else None,
-                         "p99_diff_us": percentile(diffs, 99) if diffs else None,
-                         "median_reported_us": statistics.median(p[0] for p in pairs) * 1e6 if pairs else None,
-                         "median_kernel_rtt_us": statistics.median(p[1] for p in pairs) * 1e6 if pairs else None})
+        reps_out.append(
+            {
+                "connected": len(pairs),
+                "targets": targets,
+                "median_diff_us": statistics.median(diffs) if diffs else None,
+                "p99_diff_us": percentile(diffs, 99) if diffs else None,
+                "median_reported_us": statistics.median(p[0] for p in pairs) * 1e6 if pairs else None,
+                "median_kernel_rtt_us": statistics.median(p[1] for p in pairs) * 1e6 if pairs else None,
+            }
+        )
     return {"loop": type(loop).__module__.split(".")[0], "reps": reps_out[1:]}
 
 

@@ -128,16 +128,18 @@ class Proc:
 
 
 def start_acceptor(tools: NativeTools, port: int) -> Proc:
-    proc = Proc(f"acceptor :{port}", tools.acceptor + [str(port), str(MAX_TARGET_LIFETIME)],
-                stdout=subprocess.PIPE, text=True)
+    proc = Proc(
+        f"acceptor :{port}", tools.acceptor + [str(port), str(MAX_TARGET_LIFETIME)], stdout=subprocess.PIPE, text=True
+    )
     if proc.popen.stdout.readline().strip() != "ready":
         proc.stop()
         raise BenchError(f"the loopback acceptor on port {port} did not start")
     return proc
 
 
-def http_get(port: int, path: str, headers: dict[str, str] | None = None,
-             timeout: float = 120.0) -> tuple[int, bytes, float]:
+def http_get(
+    port: int, path: str, headers: dict[str, str] | None = None, timeout: float = 120.0
+) -> tuple[int, bytes, float]:
     """(status, body, seconds) of one GET to 127.0.0.1:port."""
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
     started = time.perf_counter()
@@ -166,11 +168,21 @@ def wait_ready(proc: Proc, port: int, path: str, seconds: float = 20.0) -> None:
 def start_exporter(config_text: str, port: int, event_loop: str, workdir: Path, processes: int = 1) -> Proc:
     config = workdir / f"exporter-{port}.yml"
     config.write_text(config_text)
-    proc = Proc(f"connectivity_exporter ({event_loop})",
-                [sys.executable, "-m", "exporter", f"--config.file={config}",
-                 f"--web.listen-address=127.0.0.1:{port}", f"--runtime.event-loop={event_loop}",
-                 f"--runtime.probe-processes={processes}", "--log.level=warn"],
-                cwd=REPO, stdout=subprocess.DEVNULL)
+    proc = Proc(
+        f"connectivity_exporter ({event_loop})",
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--runtime.event-loop={event_loop}",
+            f"--runtime.probe-processes={processes}",
+            "--log.level=warn",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
     wait_ready(proc, port, "/-/ready")
     return proc
 
@@ -184,16 +196,20 @@ BLACKBOX_CONFIG = """modules:
 
 
 def blackbox_binary() -> str | None:
-    return shutil.which("prometheus-blackbox-exporter") or (BLACKBOX_BINARY if os.access(BLACKBOX_BINARY, os.X_OK)
-                                                            else None)
+    return shutil.which("prometheus-blackbox-exporter") or (
+        BLACKBOX_BINARY if os.access(BLACKBOX_BINARY, os.X_OK) else None
+    )
 
 
 def start_blackbox(binary: str, port: int, workdir: Path) -> Proc:
     config = workdir / "blackbox.yml"
     config.write_text(BLACKBOX_CONFIG)
-    proc = Proc("blackbox_exporter", [binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-                                      "--log.level=error"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = Proc(
+        "blackbox_exporter",
+        [binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", "--log.level=error"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_ready(proc, port, "/-/healthy")
     return proc
 
@@ -211,17 +227,37 @@ def run_wrk(url: str, connections: int, seconds: float, rotate: tuple[int, int] 
     """One wrk run (1 thread: it needs little CPU at these rates); figures in requests/s and ms.
     ``rotate=(port, count)``: each request probes the next of ``count`` distinct loopback targets."""
     extra = ["--", str(rotate[0]), str(rotate[1])] if rotate else []
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
-                          "-s", str(BENCH / "wrk_report.lua"), url, *extra],
-                         capture_output=True, text=True, timeout=seconds + 60)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(BENCH / "wrk_report.lua"),
+            url,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
     line = next((l for l in out.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
     if line is None:
         raise BenchError(f"wrk produced no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
-    raw = json.loads(line[len("WRK_JSON "):])
+    raw = json.loads(line[len("WRK_JSON ") :])
     errors = sum(raw[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
-    return {"requests_per_second": raw["requests"] / (raw["duration_us"] / 1e6),
-            "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
-            "max_ms": raw["max_us"] / 1000, "requests": raw["requests"], "errors": errors}
+    return {
+        "requests_per_second": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "requests": raw["requests"],
+        "errors": errors,
+    }
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory:

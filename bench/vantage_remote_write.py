@@ -27,9 +27,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.durations import parse_duration  # noqa: E402
-from tests.helpers.e2e_stack import Processes, binary, free_port, readdress, wait_until_ready  # noqa: E402
-from tests.helpers.vantage_scenario import VANTAGE, agent_metric_at, query  # noqa: E402
+from exporter.durations import parse_duration
+from tests.helpers.e2e_stack import Processes, binary, free_port, readdress, wait_until_ready
+from tests.helpers.vantage_scenario import VANTAGE, agent_metric_at, query
 
 
 def listener() -> int:
@@ -42,6 +42,7 @@ def listener() -> int:
         while True:
             connection, _ = sock.accept()
             connection.close()
+
     threading.Thread(target=serve, daemon=True).start()
     return sock.getsockname()[1]
 
@@ -57,10 +58,18 @@ def run(seconds: float, interval: str, counts: list[int], workdir: Path) -> list
         central.pop("alerting")
         readdress(central, {"localhost:9090": f"127.0.0.1:{central_port}"})
         (workdir / "central.yml").write_text(yaml.safe_dump(central, sort_keys=False))
-        processes.start("central", [binary("prometheus"), f"--config.file={workdir / 'central.yml'}",
-                                    f"--storage.tsdb.path={workdir / 'central'}", "--log.level=warn",
-                                    f"--web.listen-address=127.0.0.1:{central_port}",
-                                    "--web.enable-remote-write-receiver"], cwd=workdir)
+        processes.start(
+            "central",
+            [
+                binary("prometheus"),
+                f"--config.file={workdir / 'central.yml'}",
+                f"--storage.tsdb.path={workdir / 'central'}",
+                "--log.level=warn",
+                f"--web.listen-address=127.0.0.1:{central_port}",
+                "--web.enable-remote-write-receiver",
+            ],
+            cwd=workdir,
+        )
         base = f"http://127.0.0.1:{central_port}"
         wait_until_ready(f"{base}/-/ready", processes, deadline)
         agents = {}
@@ -68,22 +77,45 @@ def run(seconds: float, interval: str, counts: list[int], workdir: Path) -> list
             name = f"t{count}"
             targets = [f"127.{1 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}:{port}" for i in range(count)]
             config = workdir / f"{name}.yml"
-            config.write_text("modules:\n  tcp_connect: {prober: tcp, timeout: 2s}\ntargets:\n" + "".join(
-                f"  - {{target: '{t}', module: tcp_connect}}\n" for t in targets))
+            config.write_text(
+                "modules:\n  tcp_connect: {prober: tcp, timeout: 2s}\ntargets:\n"
+                + "".join(f"  - {{target: '{t}', module: tcp_connect}}\n" for t in targets)
+            )
             exporter_port, agent_port = free_port(), free_port()
-            processes.start(f"exporter-{name}", [sys.executable, "-m", "exporter", f"--config.file={config}",
-                                                 f"--web.listen-address=127.0.0.1:{exporter_port}",
-                                                 f"--probe.vantage={name}", "--log.level=warn"])
+            processes.start(
+                f"exporter-{name}",
+                [
+                    sys.executable,
+                    "-m",
+                    "exporter",
+                    f"--config.file={config}",
+                    f"--web.listen-address=127.0.0.1:{exporter_port}",
+                    f"--probe.vantage={name}",
+                    "--log.level=warn",
+                ],
+            )
             agent = yaml.safe_load((VANTAGE / "site-agent.yml").read_text())
             agent["global"].update(scrape_interval=interval, scrape_timeout=timeout, external_labels={"vantage": name})
-            readdress(agent, {"localhost:9816": f"127.0.0.1:{exporter_port}",
-                              "central-prometheus:9090": f"127.0.0.1:{central_port}"})
+            readdress(
+                agent,
+                {
+                    "localhost:9816": f"127.0.0.1:{exporter_port}",
+                    "central-prometheus:9090": f"127.0.0.1:{central_port}",
+                },
+            )
             (workdir / f"agent-{name}.yml").write_text(yaml.safe_dump(agent, sort_keys=False))
-            processes.start(f"agent-{name}", [binary("prometheus"), "--enable-feature=agent",
-                                              f"--config.file={workdir / f'agent-{name}.yml'}",
-                                              f"--storage.agent.path={workdir / f'agent-{name}'}",
-                                              f"--web.listen-address=127.0.0.1:{agent_port}", "--log.level=warn"],
-                            cwd=workdir)
+            processes.start(
+                f"agent-{name}",
+                [
+                    binary("prometheus"),
+                    "--enable-feature=agent",
+                    f"--config.file={workdir / f'agent-{name}.yml'}",
+                    f"--storage.agent.path={workdir / f'agent-{name}'}",
+                    f"--web.listen-address=127.0.0.1:{agent_port}",
+                    "--log.level=warn",
+                ],
+                cwd=workdir,
+            )
             agents[count] = (name, f"http://127.0.0.1:{agent_port}")
         for _, url in agents.values():
             wait_until_ready(f"{url}/-/ready", processes, deadline)
@@ -95,12 +127,20 @@ def run(seconds: float, interval: str, counts: list[int], workdir: Path) -> list
         for count, (name, url) in agents.items():
             sent = agent_metric_at(url, "prometheus_remote_storage_bytes_total")
             samples = agent_metric_at(url, "prometheus_remote_storage_samples_total")
-            per_target = query(base, f'count({{vantage="{name}", target="{targets_first(count, port)}", '
-                                     '__name__!~".*:.*"})')
+            per_target = query(
+                base, f'count({{vantage="{name}", target="{targets_first(count, port)}", __name__!~".*:.*"}})'
+            )
             per_site = query(base, f'count({{vantage="{name}", job="connectivity", __name__!~"ALERTS.*"}})')
-            rows.append({"targets": count, "series_per_target": int(per_target[0]["value"][1]) if per_target else 0,
-                         "series_per_site": int(per_site[0]["value"][1]) if per_site else 0,
-                         "samples": samples, "bytes": sent, "bytes_per_sample": sent / samples if samples else 0})
+            rows.append(
+                {
+                    "targets": count,
+                    "series_per_target": int(per_target[0]["value"][1]) if per_target else 0,
+                    "series_per_site": int(per_site[0]["value"][1]) if per_site else 0,
+                    "samples": samples,
+                    "bytes": sent,
+                    "bytes_per_sample": sent / samples if samples else 0,
+                }
+            )
         return rows
 
 
@@ -128,8 +168,10 @@ def main() -> int:
     print("| targets per site | series per target | series per site | samples sent | bytes sent | bytes/sample |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['targets']} | {row['series_per_target']} | {row['series_per_site']} | {row['samples']:.0f} "
-              f"| {row['bytes']:.0f} | {row['bytes_per_sample']:.2f} |")
+        print(
+            f"| {row['targets']} | {row['series_per_target']} | {row['series_per_site']} | {row['samples']:.0f} "
+            f"| {row['bytes']:.0f} | {row['bytes_per_sample']:.2f} |"
+        )
     return 0
 
 

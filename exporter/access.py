@@ -19,7 +19,7 @@ MAX_TRACKED_CLIENTS = 10_000
 
 @dataclass(frozen=True)
 class Denied(Exception):
-    reason: str   # bounded label value: module, network, host, port, rate_limit
+    reason: str  # bounded label value: module, network, host, port, rate_limit
     message: str  # one line for the client
     status: int = 403
 
@@ -52,8 +52,12 @@ class ProbeGate:
         if access is None:
             return
         if self._buckets is not None and not self._buckets.allow(client, time.monotonic()):
-            raise Denied("rate_limit", f"too many probe requests from {client}: the limit is "
-                         f"{access.rate_limit.requests_per_second:g}/s (burst {access.rate_limit.burst})", 429)
+            raise Denied(
+                "rate_limit",
+                f"too many probe requests from {client}: the limit is "
+                f"{access.rate_limit.requests_per_second:g}/s (burst {access.rate_limit.burst})",
+                429,
+            )
         if access.allowed_modules is not None and module not in access.allowed_modules:
             raise Denied("module", f"module {module!r} is not allowed for /probe by probe_access.allowed_modules")
         if access.allowed_ports and not any(low <= address.port <= high for low, high in access.allowed_ports):
@@ -63,6 +67,7 @@ class ProbeGate:
         if address.ip is not None:
             if not any(address.ip in network for network in access.allowed_networks):
                 raise Denied("network", f"address {address.host} is not in probe_access.allowed_networks")
-        elif not any(fnmatch.fnmatchcase(address.host.lower().rstrip("."), pattern)
-                     for pattern in access.allowed_hosts):
+        elif not any(
+            fnmatch.fnmatchcase(address.host.lower().rstrip("."), pattern) for pattern in access.allowed_hosts
+        ):
             raise Denied("host", f"host name {address.host!r} does not match probe_access.allowed_hosts")

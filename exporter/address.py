@@ -78,8 +78,10 @@ def _unbracketed_ipv6_hint(text: str) -> str:
     address, _, last = text.rpartition(":")
     as_port = last.isascii() and last.isdigit() and 1 <= int(last) <= 65535 and _is_ipv6(address)
     if as_port and _is_ipv6(text):
-        return (f"target {text!r}: write IPv6 addresses in brackets: [{address}]:{last} for port {last} of "
-                f"{address}, or [{text}]:PORT")
+        return (
+            f"target {text!r}: write IPv6 addresses in brackets: [{address}]:{last} for port {last} of "
+            f"{address}, or [{text}]:PORT"
+        )
     if as_port:
         return f"target {text!r}: write IPv6 addresses in brackets, e.g. [{address}]:{last}"
     if _is_ipv6(text):

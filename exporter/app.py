@@ -46,9 +46,14 @@ parse_target = functools.lru_cache(maxsize=4096)(parse_host_port)
 WORKERS = web.AppKey("workers", WorkerOptions)
 
 
-def create_app(config: Config, *, registry: CollectorRegistry | None = None,
-               web_config: WebConfig | None = None, workers: WorkerOptions | None = None,
-               site: Site | None = None) -> web.Application:
+def create_app(
+    config: Config,
+    *,
+    registry: CollectorRegistry | None = None,
+    web_config: WebConfig | None = None,
+    workers: WorkerOptions | None = None,
+    site: Site | None = None,
+) -> web.Application:
     """Build the application for ``config``. Pass a fresh ``registry`` in tests to avoid globals;
     ``workers`` with ``processes`` > 1 splits scrapes over that many processes; ``site`` (vantage
     point name, central view URL) from the command line wins over the config file's."""
@@ -168,8 +173,10 @@ async def probe(request: web.Request) -> web.Response:
         exporter.gate.check(address, module.name, request.remote or "unknown")
     except Denied as denied:
         exporter.metrics.probe_requests_denied.labels(denied.reason).inc()
-        log.info("probe request denied", extra={"client": request.remote, "reason": denied.reason,
-                                                "target": str(address), "module": module.name})
+        log.info(
+            "probe request denied",
+            extra={"client": request.remote, "reason": denied.reason, "target": str(address), "module": module.name},
+        )
         refusal = web.HTTPTooManyRequests if denied.status == 429 else web.HTTPForbidden
         raise refusal(text=denied.message + "\n") from None
     debug = query.get("debug", "false").lower()
@@ -204,8 +211,9 @@ async def reload(request: web.Request) -> web.Response:
         config = await request.app[EXPORTER].reload()
     except ConfigError as exc:
         log.error("configuration reload failed; still serving the previous configuration:\n%s", exc)
-        raise web.HTTPBadRequest(text="reload failed, the previous configuration stays in use:\n"
-                                      + "\n".join(exc.errors) + "\n") from None
+        raise web.HTTPBadRequest(
+            text="reload failed, the previous configuration stays in use:\n" + "\n".join(exc.errors) + "\n"
+        ) from None
     return web.Response(text=f"config reloaded: {len(config.modules)} modules, {len(config.targets)} targets\n")
 
 
@@ -217,24 +225,29 @@ async def landing_page(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER]
     refresh = request.query.get("refresh", "")
     seconds = int(refresh) if refresh.isascii() and refresh.isdigit() else 0
-    page = render_status_page(version=__version__, config=exporter.config,
-                              path_words=path_words(exporter),
-                              rows=[*exporter.history.latest(exporter.plan.targets),
-                                    *exporter.continuous.latest_rows()],
-                              ad_hoc=exporter.history.ad_hoc([*exporter.plan.targets,
-                                                               *(t for t, _ in exporter.plan.continuous)]),
-                              sections=continuous_section(exporter.continuous),
-                              recent=exporter.history.recent, failures=exporter.history.failures,
-                              refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None,
-                              vantage=exporter.vantage, central_url=exporter.central_url)
+    page = render_status_page(
+        version=__version__,
+        config=exporter.config,
+        path_words=path_words(exporter),
+        rows=[*exporter.history.latest(exporter.plan.targets), *exporter.continuous.latest_rows()],
+        ad_hoc=exporter.history.ad_hoc([*exporter.plan.targets, *(t for t, _ in exporter.plan.continuous)]),
+        sections=continuous_section(exporter.continuous),
+        recent=exporter.history.recent,
+        failures=exporter.history.failures,
+        refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None,
+        vantage=exporter.vantage,
+        central_url=exporter.central_url,
+    )
     return web.Response(text=page, content_type="text/html")
 
 
 def path_words(exporter: Exporter):
     """The status page's words for a target's latest path diagnosis (made in the background)."""
+
     def words(address, module) -> str | None:
         diagnosis = exporter.diagnoses.latest((str(address), module.name))
         return None if diagnosis is None else path_summary(diagnosis)
+
     return words
 
 
@@ -244,8 +257,10 @@ async def recorded_probe(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER]
     entry = exporter.history.find(int(raw)) if raw.isascii() and raw.isdigit() and len(raw) < 20 else None
     if entry is None:
-        raise web.HTTPNotFound(text=f"no probe {raw[:20]!r} in the history (it keeps the latest "
-                                    "probes and failures only)\n")
+        raise web.HTTPNotFound(
+            text=f"no probe {raw[:20]!r} in the history (it keeps the latest probes and failures only)\n"
+        )
     text = render_transcript(entry, render_single(entry.result, entry.module, exporter.vantage))
-    return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
+    )

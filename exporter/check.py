@@ -14,19 +14,19 @@ import time
 
 from exporter.address import AddressError, HostPort, parse_host_port
 from exporter.config import ConfigError, Module, default_port, load_config, parse_config, unsupported_reason
-from exporter.probers.table import PROBERS
 from exporter.deadline import Deadline
 from exporter.durations import format_duration
 from exporter.logs import setup_logging
-from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
-from exporter.probers.resolve import Resolver
-from exporter.probers.result import ProbeResult, TcpState
-from exporter.probers.transcript import printable
-from exporter.runner import ProbeRunner
-from exporter.usage import OneLineArgumentParser
 from exporter.pathdiag.hooks import diagnosable, diagnose_inline
 from exporter.pathdiag.render import hop_table, path_json
 from exporter.pathdiag.trace import DEFAULT_SETTINGS as PATH_SETTINGS
+from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
+from exporter.probers.resolve import Resolver
+from exporter.probers.result import ProbeResult, TcpState
+from exporter.probers.table import PROBERS
+from exporter.probers.transcript import printable
+from exporter.runner import ProbeRunner
+from exporter.usage import OneLineArgumentParser
 
 EXIT_SUCCESS, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODULE = "tcp_connect"
@@ -49,24 +49,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog="connectivity-exporter check",
         description="Probe one target now and explain the outcome: a telnet-like transcript, a verdict in "
-                    "plain words and its likely causes. Exit 0 on success, 1 on failure, 2 on a usage or "
-                    "configuration error.")
+        "plain words and its likely causes. Exit 0 on success, 1 on failure, 2 on a usage or "
+        "configuration error.",
+    )
     parser.add_argument("target", metavar="TARGET", help="HOST:PORT ([IPv6]:PORT)")
-    parser.add_argument("--module", default=DEFAULT_MODULE,
-                        help=f"module to probe with (default: {DEFAULT_MODULE}; built in without a config "
-                             f"file: {', '.join(BUILTIN_MODULES)})")
-    parser.add_argument("--config.file", dest="config_file", metavar="PATH",
-                        help="take modules from this configuration file (built-in ones stay available)")
+    parser.add_argument(
+        "--module",
+        default=DEFAULT_MODULE,
+        help=f"module to probe with (default: {DEFAULT_MODULE}; built in without a config "
+        f"file: {', '.join(BUILTIN_MODULES)})",
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        metavar="PATH",
+        help="take modules from this configuration file (built-in ones stay available)",
+    )
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
-    parser.add_argument("--no-diagnose", dest="diagnose", action="store_false",
-                        help="skip the path diagnosis (TCP traceroute and UDP probes of the host, up to "
-                             f"{PATH_SETTINGS.max_packets} packets and {PATH_SETTINGS.max_seconds:g} s)")
+    parser.add_argument(
+        "--no-diagnose",
+        dest="diagnose",
+        action="store_false",
+        help="skip the path diagnosis (TCP traceroute and UDP probes of the host, up to "
+        f"{PATH_SETTINGS.max_packets} packets and {PATH_SETTINGS.max_seconds:g} s)",
+    )
     return parser
 
 
 def builtin_module(name: str) -> Module:
-    return parse_config(f"modules:\n  {name}: {BUILTIN_MODULES[name]}\n",
-                        source=f"<built-in module {name}>").modules[name]
+    return parse_config(f"modules:\n  {name}: {BUILTIN_MODULES[name]}\n", source=f"<built-in module {name}>").modules[
+        name
+    ]
 
 
 def find_module(name: str, config_file: str | None) -> Module:
@@ -78,8 +91,9 @@ def find_module(name: str, config_file: str | None) -> Module:
             raise UsageError(*exc.errors) from None
         modules = dict(config.modules)
         if name in config.unsupported_modules:  # a blackbox_exporter module of another prober
-            raise UsageError(f"connectivity-exporter check: "
-                             f"{unsupported_reason(name, config.unsupported_modules[name])}")
+            raise UsageError(
+                f"connectivity-exporter check: {unsupported_reason(name, config.unsupported_modules[name])}"
+            )
     if name in modules:
         return modules[name]
     if name in BUILTIN_MODULES:
@@ -96,16 +110,19 @@ async def run_probe(address: HostPort, module: Module, diagnose: bool = False) -
     finally:
         resolver.close()
     if diagnose and diagnosable(result):  # inline, within its own budget
-        await diagnose_inline(result, address.port, asyncio.get_running_loop().time() + PATH_SETTINGS.max_seconds,
-                              source=module.tcp.source_ip_address)
+        await diagnose_inline(
+            result,
+            address.port,
+            asyncio.get_running_loop().time() + PATH_SETTINGS.max_seconds,
+            source=module.tcp.source_ip_address,
+        )
     return result
 
 
 def verdict(result: ProbeResult, module: Module) -> str:
     """What happened, in plain words, with the likely causes."""
     if result.tcp_state is TcpState.TIMEOUT and result.state == TcpState.TIMEOUT:
-        waited = "before the scrape deadline" if result.cut_at_deadline else \
-            f"within {format_duration(module.timeout)}"
+        waited = "before the scrape deadline" if result.cut_at_deadline else f"within {format_duration(module.timeout)}"
         return f"nothing answered {waited}: {TIMEOUT_CAUSES}"
     return result.detail or EXPLANATIONS.get(result.tcp_state, "")
 
@@ -122,13 +139,17 @@ def prober_lines(result: ProbeResult, module: Module) -> list[str]:
 
 
 def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
-    lines = [f"Probing {address} with module {module.name} (prober {module.prober}, "
-             f"timeout {format_duration(module.timeout)})", ""]
+    lines = [
+        f"Probing {address} with module {module.name} (prober {module.prober}, "
+        f"timeout {format_duration(module.timeout)})",
+        "",
+    ]
     lines += [printable(line) for line in result.transcript]
     lines.append("")
     outcome = "SUCCESS" if result.success else "FAILURE"
-    lines.append(f"{outcome}: {result.state}" + ("" if result.state == result.tcp_state
-                                                 else f" (TCP: {result.tcp_state})"))
+    lines.append(
+        f"{outcome}: {result.state}" + ("" if result.state == result.tcp_state else f" (TCP: {result.tcp_state})")
+    )
     explanation = printable(verdict(result, module))
     lines.append(explanation[:1].upper() + explanation[1:])
     lines += prober_lines(result, module)
@@ -145,8 +166,9 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
 
 
 def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
-    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
-              if f.name not in ("details", "icmp", "path")}
+    fields = {
+        f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in ("details", "icmp", "path")
+    }
     document = {
         "target": str(address),
         "module": module.name,
@@ -155,10 +177,15 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
         "verdict": verdict(result, module),
         **fields,
         "details": PROBERS[module.prober].details_json(result),
-                "icmp": None if result.icmp is None else {
-            "type": result.icmp.type, "code": result.icmp.code, "sender": result.icmp.sender,
+        "icmp": None
+        if result.icmp is None
+        else {
+            "type": result.icmp.type,
+            "code": result.icmp.code,
+            "sender": result.icmp.sender,
             "description": result.icmp.description,
-            "by": "host" if result.address and result.icmp.sent_by_host(result.address) else "network"},
+            "by": "host" if result.address and result.icmp.sent_by_host(result.address) else "network",
+        },
         "path": None if result.path is None else path_json(result.path),
     }
     document.update(PROBERS[module.prober].json_sections(result))

@@ -14,9 +14,9 @@ from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.durations import parse_duration
 from exporter.logs import LEVELS, setup_logging
+from exporter.runtime import MAX_PROBE_PROCESSES, EventLoopUnavailable, new_event_loop, raise_fd_limit
 from exporter.usage import OneLineArgumentParser
 from exporter.vantage import Site, central_url_problem, vantage_problem
-from exporter.runtime import MAX_PROBE_PROCESSES, EventLoopUnavailable, new_event_loop, raise_fd_limit
 
 if TYPE_CHECKING:
     from exporter.webconfig import WebConfig
@@ -37,37 +37,78 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog="connectivity-exporter",
         description="Prometheus exporter telling open, refused, filtered (timeout), unreachable and "
-                    "unresolvable TCP ports apart, with connect times.",
+        "unresolvable TCP ports apart, with connect times.",
         epilog="To probe one target now and have the outcome explained: "
-               "connectivity-exporter check HOST:PORT [--module NAME] (see 'check --help').")
-    parser.add_argument("--config.file", dest="config_file", default="config.yml", metavar="PATH",
-                        help="configuration file (default: config.yml)")
-    parser.add_argument("--web.listen-address", dest="listen_addresses", action="append", metavar="HOST:PORT",
-                        help=f"address to listen on; repeat for several (default: {DEFAULT_LISTEN_ADDRESS}, "
-                             "all interfaces)")
-    parser.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
-                        help="exporter-toolkit web configuration (TLS, basic auth, headers); read at start only")
-    parser.add_argument("--web.shutdown-timeout", dest="shutdown_timeout", type=_duration,
-                        default=SHUTDOWN_GRACE_SECONDS, metavar="DURATION",
-                        help="on SIGTERM/SIGINT, how long in-flight scrapes may take to finish "
-                             f"(default: {SHUTDOWN_GRACE_SECONDS:g}s)")
-    parser.add_argument("--config.check", dest="config_check", action="store_true",
-                        help="validate the configuration, print 'config OK' or every error, and exit 0/1")
+        "connectivity-exporter check HOST:PORT [--module NAME] (see 'check --help').",
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default="config.yml",
+        metavar="PATH",
+        help="configuration file (default: config.yml)",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_addresses",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"address to listen on; repeat for several (default: {DEFAULT_LISTEN_ADDRESS}, all interfaces)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="exporter-toolkit web configuration (TLS, basic auth, headers); read at start only",
+    )
+    parser.add_argument(
+        "--web.shutdown-timeout",
+        dest="shutdown_timeout",
+        type=_duration,
+        default=SHUTDOWN_GRACE_SECONDS,
+        metavar="DURATION",
+        help=f"on SIGTERM/SIGINT, how long in-flight scrapes may take to finish (default: {SHUTDOWN_GRACE_SECONDS:g}s)",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration, print 'config OK' or every error, and exit 0/1",
+    )
     parser.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info")
     parser.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
-    parser.add_argument("--runtime.event-loop", dest="event_loop", choices=["auto", "asyncio", "uvloop"],
-                        default="auto", help="event loop: uvloop when installed (auto), or asyncio")
-    parser.add_argument("--runtime.probe-processes", dest="probe_processes", type=_process_count, default=1,
-                        metavar="N",
-                        help="processes that share each scrape of the configured targets, this one included "
-                             f"(1-{MAX_PROBE_PROCESSES}; default 1). One process uses one core: raise it when "
-                             "a large scrape is CPU-bound. Each extra process costs ~30-40 MB.")
-    parser.add_argument("--probe.vantage", dest="vantage", type=_checked(vantage_problem), metavar="NAME",
-                        help="the site this exporter probes from: adds vantage=\"NAME\" to every series "
-                             "(overrides global.vantage); see docs/integration.md, 'Many vantage points'")
-    parser.add_argument("--web.central-url", dest="central_url", type=_checked(central_url_problem), metavar="URL",
-                        help="the all-sites view (e.g. a Grafana dashboard) the status page links to "
-                             "(overrides global.central_url)")
+    parser.add_argument(
+        "--runtime.event-loop",
+        dest="event_loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop: uvloop when installed (auto), or asyncio",
+    )
+    parser.add_argument(
+        "--runtime.probe-processes",
+        dest="probe_processes",
+        type=_process_count,
+        default=1,
+        metavar="N",
+        help="processes that share each scrape of the configured targets, this one included "
+        f"(1-{MAX_PROBE_PROCESSES}; default 1). One process uses one core: raise it when "
+        "a large scrape is CPU-bound. Each extra process costs ~30-40 MB.",
+    )
+    parser.add_argument(
+        "--probe.vantage",
+        dest="vantage",
+        type=_checked(vantage_problem),
+        metavar="NAME",
+        help='the site this exporter probes from: adds vantage="NAME" to every series '
+        "(overrides global.vantage); see docs/integration.md, 'Many vantage points'",
+    )
+    parser.add_argument(
+        "--web.central-url",
+        dest="central_url",
+        type=_checked(central_url_problem),
+        metavar="URL",
+        help="the all-sites view (e.g. a Grafana dashboard) the status page links to (overrides global.central_url)",
+    )
     parser.add_argument("--version", action="version", version=f"connectivity_exporter {__version__}")
     return parser
 
@@ -84,6 +125,7 @@ def _checked(problem_of):
         if problem is not None:
             raise argparse.ArgumentTypeError(problem)
         return text
+
     return parse
 
 
@@ -106,17 +148,23 @@ def parse_listen_address(text: str) -> tuple[str | None, int]:
     return (host or None), int(port_text)
 
 
-async def serve(config: Config, addresses: list[tuple[str | None, int]], web_config: WebConfig | None = None,
-                shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS, workers: WorkerOptions | None = None,
-                site: Site | None = None) -> int:
+async def serve(
+    config: Config,
+    addresses: list[tuple[str | None, int]],
+    web_config: WebConfig | None = None,
+    shutdown_timeout: float = SHUTDOWN_GRACE_SECONDS,
+    workers: WorkerOptions | None = None,
+    site: Site | None = None,
+) -> int:
     from aiohttp import web
 
     from exporter.app import EXPORTER, create_app
 
     app = create_app(config, web_config=web_config, workers=workers, site=site)
     ssl_context = web_config.ssl_context if web_config is not None else None
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout,
-                           access_log=logging.getLogger("aiohttp.access"))
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=shutdown_timeout, access_log=logging.getLogger("aiohttp.access")
+    )
     await runner.setup()
     sites: list[web.TCPSite] = []
     try:
@@ -194,9 +242,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"connectivity-exporter: {exc}", file=sys.stderr)
         return 2
     raise_fd_limit(config.settings.max_concurrency)
-    log.info("starting connectivity_exporter", extra={"version": __version__, "config": args.config_file,
-                                                     "event_loop": type(loop).__module__.split(".")[0],
-                                                     "pid": os.getpid()})
+    log.info(
+        "starting connectivity_exporter",
+        extra={
+            "version": __version__,
+            "config": args.config_file,
+            "event_loop": type(loop).__module__.split(".")[0],
+            "pid": os.getpid(),
+        },
+    )
     try:
         from exporter.workerpool import WorkerOptions
 

@@ -16,23 +16,63 @@ from typing import Any
 from exporter import continuous_config, schema
 from exporter.address import AddressError, parse_host_port
 from exporter.configfile import ConfigError, load_yaml, read_config_text
-from exporter.model import (DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_DIAGNOSES_IN_FLIGHT, DEFAULT_SCRAPE_TIMEOUT,
-                            DEFAULT_SCRAPE_TIMEOUT_OFFSET, Config, GlobalSettings, Module, ProbeAccess, RateLimit,
-                            TargetConfig)
+from exporter.model import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_DIAGNOSES_IN_FLIGHT,
+    DEFAULT_SCRAPE_TIMEOUT,
+    DEFAULT_SCRAPE_TIMEOUT_OFFSET,
+    Config,
+    GlobalSettings,
+    Module,
+    ProbeAccess,
+    RateLimit,
+    TargetConfig,
+)
 from exporter.probers.table import PROBERS
 from exporter.schema import INVALID, Errors, Field, join, kind, section
 from exporter.vantage import VANTAGE_LABEL, central_url_problem, vantage_problem
 
-__all__ = ["Config", "ConfigError", "GlobalSettings", "Module", "ProbeAccess", "RateLimit", "TargetConfig",
-           "default_port", "load_config", "parse_config", "read_config_text", "load_yaml"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "GlobalSettings",
+    "Module",
+    "ProbeAccess",
+    "RateLimit",
+    "TargetConfig",
+    "default_port",
+    "load_config",
+    "parse_config",
+    "read_config_text",
+    "load_yaml",
+]
 
 MAX_LABEL_VALUE_LENGTH = 1024
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 MODULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 # Labels the exporter or Prometheus set themselves; a user label of that name would clash.
-RESERVED_LABELS = frozenset({"target", "module", "state", "stage", "capability", "mechanism", "version", "code",
-                             "instance", "job", "le", "quantile", "mx", "preference", VANTAGE_LABEL,
-                             "verdict", "address", "by"})
+RESERVED_LABELS = frozenset(
+    {
+        "target",
+        "module",
+        "state",
+        "stage",
+        "capability",
+        "mechanism",
+        "version",
+        "code",
+        "instance",
+        "job",
+        "le",
+        "quantile",
+        "mx",
+        "preference",
+        VANTAGE_LABEL,
+        "verdict",
+        "address",
+        "by",
+    }
+)
 
 
 def _checked(problem_of: Callable[[Any], str | None], value: Any, path: str, errs: Errors) -> Any:
@@ -54,8 +94,14 @@ def _labels(value: Any, path: str, errs: Errors) -> Any:
     for name, label_value in value.items():
         where = join(path, name)
         if not isinstance(name, str) or not LABEL_NAME.match(name) or name.startswith("__"):
-            ok = errs.add(where, f"invalid label name {name!r}: use letters, digits and underscores, "
-                                 "not starting with a digit or '__'") is None
+            ok = (
+                errs.add(
+                    where,
+                    f"invalid label name {name!r}: use letters, digits and underscores, "
+                    "not starting with a digit or '__'",
+                )
+                is None
+            )
         elif name in RESERVED_LABELS:
             ok = errs.add(where, f"label name {name!r} is reserved (set by the exporter or Prometheus)") is None
         elif isinstance(label_value, bool) or not isinstance(label_value, (str, int)):
@@ -82,8 +128,10 @@ def _network(value: Any, path: str, errs: Errors) -> Any:
 
 def _host_pattern(value: Any, path: str, errs: Errors) -> Any:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_.*?-]{1,253}", value):
-        return errs.add(path, f"invalid host name pattern {value!r}: use letters, digits, '.', '-', '_' "
-                              "and the wildcards '*' and '?'")
+        return errs.add(
+            path,
+            f"invalid host name pattern {value!r}: use letters, digits, '.', '-', '_' and the wildcards '*' and '?'",
+        )
     return value.lower()
 
 
@@ -92,7 +140,7 @@ def _port_range(value: Any, path: str, errs: Errors) -> Any:
     match = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", text) if isinstance(text, str) else None
     low, high = (int(match.group(1)), int(match.group(2) or match.group(1))) if match else (0, 0)
     if not match or not 1 <= low <= high <= 65535:
-        return errs.add(path, f"invalid port or port range {value!r}: expected e.g. 25 or \"1024-2048\" within 1-65535")
+        return errs.add(path, f'invalid port or port range {value!r}: expected e.g. 25 or "1024-2048" within 1-65535')
     return (low, high)
 
 
@@ -153,8 +201,10 @@ BLACKBOX_MODULE_KEYS = ("prober", "timeout", "http", "tcp", "icmp", "dns", "grpc
 
 def unsupported_reason(name: str, prober: str) -> str:
     """One line for a person: why a module of another blackbox_exporter prober is not probed."""
-    return (f"module {name!r} uses blackbox_exporter's {prober} prober, which connectivity_exporter does not "
-            f"implement (supported probers: {', '.join(PROBERS)})")
+    return (
+        f"module {name!r} uses blackbox_exporter's {prober} prober, which connectivity_exporter does not "
+        f"implement (supported probers: {', '.join(PROBERS)})"
+    )
 
 
 def _blackbox_only_prober(raw: Any, path: str, errs: Errors) -> str | object | None:
@@ -193,20 +243,30 @@ def _module(name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Error
         return INVALID
     prober = PROBERS[fields["prober"]]
     for key, value in fields.items():
-        if key not in ("prober", "timeout", *continuous_config.MODULE_FIELDS, *prober.section_names) \
-                and value is not None:
+        if (
+            key not in ("prober", "timeout", *continuous_config.MODULE_FIELDS, *prober.section_names)
+            and value is not None
+        ):
             errs.add(join(path, key), f"not used by prober {prober.name!r}; remove it or change the prober")
     tcp = prober.tcp_section.parse(fields["tcp"], join(path, "tcp"), errs)
     settings = None
     if prober.section is not None:
         own, spec = prober.section
         settings = spec.parse(fields[own], join(path, own), errs)
-    buckets = continuous_config.histogram_buckets(fields["histogram_buckets"], prober.name,
-                                                  join(path, "histogram_buckets"), errs)
+    buckets = continuous_config.histogram_buckets(
+        fields["histogram_buckets"], prober.name, join(path, "histogram_buckets"), errs
+    )
     if tcp is INVALID or settings is INVALID or buckets is INVALID:
         return INVALID
-    module = Module(name=name, prober=prober.name, timeout=fields["timeout"], tcp=tcp, settings=settings,
-                    interval=fields["interval"], histogram_buckets=buckets)
+    module = Module(
+        name=name,
+        prober=prober.name,
+        timeout=fields["timeout"],
+        tcp=tcp,
+        settings=settings,
+        interval=fields["interval"],
+        histogram_buckets=buckets,
+    )
     for warning in prober.warnings(module):
         errs.warn(path, warning)
     return module
@@ -263,12 +323,14 @@ def _targets(raw: Any, modules: _Modules, errs: Errors) -> list[TargetConfig]:
             continue
         key = (str(address), module.name)
         if key in seen:
-            errs.add(path, f"duplicate target {str(address)!r} with module {module.name!r} "
-                           f"(first at targets[{seen[key]}])")
+            errs.add(
+                path, f"duplicate target {str(address)!r} with module {module.name!r} (first at targets[{seen[key]}])"
+            )
             continue
         seen[key] = index
-        targets.append(TargetConfig(address=address, module=module.name, labels=fields["labels"],
-                                    interval=fields["interval"]))
+        targets.append(
+            TargetConfig(address=address, module=module.name, labels=fields["labels"], interval=fields["interval"])
+        )
     return targets
 
 
@@ -290,8 +352,9 @@ def _probe_access(raw: Any, modules: _Modules, errs: Errors) -> ProbeAccess | No
         for index, name in enumerate(allowed_modules):
             modules.check_reference(name, f"probe_access.allowed_modules[{index}]", errs)
         allowed_modules = frozenset(allowed_modules)
-    return ProbeAccess(allowed_modules, fields["allowed_networks"], fields["allowed_hosts"],
-                       fields["allowed_ports"], rate_limit)
+    return ProbeAccess(
+        allowed_modules, fields["allowed_networks"], fields["allowed_hosts"], fields["allowed_ports"], rate_limit
+    )
 
 
 def parse_config(text: str, source: str = "<config>") -> Config:
@@ -308,9 +371,15 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     probe_access = _probe_access(top["probe_access"], modules, errs)
     if errs.lines:
         raise ConfigError(errs.lines)
-    return Config(modules=MappingProxyType(modules.loaded), targets=tuple(targets),
-                  settings=GlobalSettings(**settings), source=source, probe_access=probe_access,
-                  warnings=tuple(errs.warnings), unsupported_modules=MappingProxyType(modules.unsupported))
+    return Config(
+        modules=MappingProxyType(modules.loaded),
+        targets=tuple(targets),
+        settings=GlobalSettings(**settings),
+        source=source,
+        probe_access=probe_access,
+        warnings=tuple(errs.warnings),
+        unsupported_modules=MappingProxyType(modules.unsupported),
+    )
 
 
 def load_config(path: str) -> Config:

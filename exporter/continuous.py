@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter.address import HostPort
-from exporter.histogram import HistogramBuckets, Layout, TargetTally, render_tallies
 from exporter.deadline import Deadline
+from exporter.histogram import HistogramBuckets, Layout, TargetTally, render_tallies
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.probers.table import PROBERS
 from exporter.runner import deadline_result
@@ -45,13 +45,18 @@ EARLY = 0.0005
 WINDOW_STEP = 150.0
 LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
+
 @functools.cache
 def layout_for(prober_name: str, buckets: HistogramBuckets) -> Layout:
     """Every target of a prober and buckets shares one layout. The label values of probe_results_total
     are the prober's states, every one written (0 until seen, so rate() sees a first failure)."""
     prober = PROBERS[prober_name]
-    return Layout([state.value for state in prober.states], buckets, with_banner=prober.greeting_seconds is not None,
-                  fallback_state=prober.error_state)
+    return Layout(
+        [state.value for state in prober.states],
+        buckets,
+        with_banner=prober.greeting_seconds is not None,
+        fallback_state=prober.error_state,
+    )
 
 
 def module_buckets(module: Module) -> HistogramBuckets:
@@ -60,6 +65,7 @@ def module_buckets(module: Module) -> HistogramBuckets:
 
 class Planned(Protocol):
     """What the plan holds for a target (service.PlannedTarget)."""
+
     address: HostPort
     module: Module
     labels: str
@@ -69,8 +75,21 @@ class Planned(Protocol):
 class ContinuousTarget:
     """One continuous target: its schedule, its latest result and everything counted for it."""
 
-    __slots__ = ("address", "module", "labels", "families", "interval", "tally", "latest", "latest_at",
-                 "tick", "running", "active", "snapshots", "_greeting")
+    __slots__ = (
+        "address",
+        "module",
+        "labels",
+        "families",
+        "interval",
+        "tally",
+        "latest",
+        "latest_at",
+        "tick",
+        "running",
+        "active",
+        "snapshots",
+        "_greeting",
+    )
 
     def __init__(self, planned: Planned, interval: float, tally: TargetTally):
         self.address = planned.address
@@ -81,9 +100,9 @@ class ContinuousTarget:
         self.tally = tally
         self.latest: ProbeResult | None = None
         self.latest_at: float | None = None  # unix time the latest probe ended
-        self.tick = 0.0                      # loop time of the next tick, 0 before the first
+        self.tick = 0.0  # loop time of the next tick, 0 before the first
         self.running = False
-        self.active = True                   # False once a reload removed it
+        self.active = True  # False once a reload removed it
         # (unix time, counts) for the status page's window; the first is the zero it started from.
         self.snapshots: list[tuple[float, object]] = [(time.time(), tally.window_counts())]
         self._greeting = PROBERS[planned.module.prober].greeting_seconds
@@ -91,9 +110,13 @@ class ContinuousTarget:
     def record(self, result: ProbeResult, when: float) -> None:
         self.latest = result
         self.latest_at = when
-        self.tally.observe(str(result.state), result.success,
-                           result.connect_seconds if result.tcp_state is TcpState.OPEN else None,
-                           self._greeting(result) if self._greeting is not None else None, result.duration_seconds)
+        self.tally.observe(
+            str(result.state),
+            result.success,
+            result.connect_seconds if result.tcp_state is TcpState.OPEN else None,
+            self._greeting(result) if self._greeting is not None else None,
+            result.duration_seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -119,14 +142,21 @@ class ContinuousProber:
         registry = registry if registry is not None else CollectorRegistry()
         self.lateness = Histogram(
             "connectivity_exporter_continuous_start_lateness_seconds",
-            "How long after its scheduled tick each background probe started (before waiting for a "
-            "concurrency slot).", buckets=LATENESS_BUCKETS, registry=registry)
+            "How long after its scheduled tick each background probe started (before waiting for a concurrency slot).",
+            buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
         self.missed = Counter(
             "connectivity_exporter_continuous_missed_ticks",
             "Ticks of continuous targets passed over because the event loop was stalled for longer "
-            "than their interval.", registry=registry)
-        self.target_count = Gauge("connectivity_exporter_continuous_targets",
-                                  "Targets probed continuously in the background.", registry=registry)
+            "than their interval.",
+            registry=registry,
+        )
+        self.target_count = Gauge(
+            "connectivity_exporter_continuous_targets",
+            "Targets probed continuously in the background.",
+            registry=registry,
+        )
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -149,7 +179,12 @@ class ContinuousProber:
                 if entry.interval != interval:
                     entry.tick = 0.0  # rescheduled on its phase for the new interval
                 entry.address, entry.module, entry.labels, entry.families, entry.interval = (
-                    item.address, item.module, item.labels, item.families, interval)
+                    item.address,
+                    item.module,
+                    item.labels,
+                    item.families,
+                    interval,
+                )
             targets.append(entry)
             by_key[key] = entry
         for key, entry in self._by_key.items():
@@ -188,8 +223,9 @@ class ContinuousProber:
         heap = []
         for entry in self.targets:
             if entry.tick == 0.0:
-                entry.tick = first_tick(entry.interval, phase(str(entry.address), entry.module.name),
-                                        wall_now, loop_now)
+                entry.tick = first_tick(
+                    entry.interval, phase(str(entry.address), entry.module.name), wall_now, loop_now
+                )
             heap.append((entry.tick, next(self._order), entry))
         heapq.heapify(heap)
         self._heap = heap

@@ -8,8 +8,13 @@ import re
 from typing import Any
 
 from exporter import schema
-from exporter.histogram import (DEFAULT_BANNER_BUCKETS, DEFAULT_CONNECT_BUCKETS, DEFAULT_DURATION_BUCKETS,
-                                MAX_BUCKETS, HistogramBuckets)
+from exporter.histogram import (
+    DEFAULT_BANNER_BUCKETS,
+    DEFAULT_CONNECT_BUCKETS,
+    DEFAULT_DURATION_BUCKETS,
+    MAX_BUCKETS,
+    HistogramBuckets,
+)
 from exporter.probers.table import PROBERS
 from exporter.schema import INVALID, Errors, Field
 
@@ -24,8 +29,11 @@ def reads_greeting(prober: str) -> bool:
 
 def _bucket_bounds(value: Any, path: str, errs: Errors) -> Any:
     if not isinstance(value, list) or not value:
-        return errs.add(path, "expected a non-empty list of increasing upper bounds in seconds, "
-                              f"such as [0.001, 0.01, 0.1], got {schema.kind(value)}")
+        return errs.add(
+            path,
+            "expected a non-empty list of increasing upper bounds in seconds, "
+            f"such as [0.001, 0.01, 0.1], got {schema.kind(value)}",
+        )
     if len(value) > MAX_BUCKETS:
         return errs.add(path, f"{len(value)} buckets are more than {MAX_BUCKETS} (each costs a series per target)")
     bounds: list[float] = []
@@ -60,7 +68,8 @@ def histogram_buckets(raw: Any, prober: str, path: str, errs: Errors) -> Any:
     if raw is None:
         return None
     if isinstance(raw, dict) and "banner" in raw and not reads_greeting(prober):
-        return errs.add(schema.join(path, "banner"),
-                        f"not used by prober {prober!r} (only the smtp prober reads a banner)")
+        return errs.add(
+            schema.join(path, "banner"), f"not used by prober {prober!r} (only the smtp prober reads a banner)"
+        )
     fields = schema.section(raw, path, HISTOGRAM_BUCKET_FIELDS, errs)
     return INVALID if fields is INVALID else HistogramBuckets(**fields)

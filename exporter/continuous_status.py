@@ -19,8 +19,9 @@ def _ratio(failures: int, probes: int) -> str:
     return f"{100 * failures / probes:.1f} %" if probes else ""
 
 
-def continuous_section(prober: ContinuousProber, now: float | None = None,
-                       max_rows: int = MAX_CONTINUOUS_ROWS) -> list[str]:
+def continuous_section(
+    prober: ContinuousProber, now: float | None = None, max_rows: int = MAX_CONTINUOUS_ROWS
+) -> list[str]:
     """HTML for the continuous targets (worst failure ratio first), or nothing without any."""
     if not prober.targets:
         return []
@@ -50,17 +51,23 @@ def continuous_section(prober: ContinuousProber, now: float | None = None,
         if bounds is None:
             bounds = bounds_of[id(entry.tally.layout)] = entry.tally.layout.bounds[CONNECT]
         cells = "".join(f"<td class=num>{ms(quantile(q, bounds, stats.connect_buckets))}</td>" for q in QUANTILES)
-        state = ("<td class=\"state s-pending\">not probed yet</td>" if entry.latest is None else
-                 f"<td class=\"state {state_class(entry.latest)}\">{esc(entry.latest.state)}</td>")
+        state = (
+            '<td class="state s-pending">not probed yet</td>'
+            if entry.latest is None
+            else f'<td class="state {state_class(entry.latest)}">{esc(entry.latest.state)}</td>'
+        )
         window = format_duration(round(stats.seconds)) if math.isfinite(stats.seconds) else ""
         out.append(
             f"{start}<td>{esc(format_duration(entry.interval))}</td>{state}<td class=num>{esc(window)}</td>"
             f"<td class=num>{stats.probes}</td><td class=num>{stats.failures}</td>"
             f"<td class=num>{_ratio(stats.failures, stats.probes)}</td>{cells}"
             f"<td class=num>{entry.tally.state_changes}</td><td class=num>{entry.tally.consecutive_failures}</td>"
-            f"<td class=num>{entry.tally.skipped}</td><td>{age(entry.latest_at, now)}</td>{end}")
+            f"<td class=num>{entry.tally.skipped}</td><td>{age(entry.latest_at, now)}</td>{end}"
+        )
     out.append("</tbody></table>")
     if len(rows) > max_rows:
-        out.append(f"<p>{len(rows) - max_rows} more continuous targets, with lower failure ratios, are not "
-                   "shown; <a href=\"/metrics\">/metrics</a> has them all.</p>")
+        out.append(
+            f"<p>{len(rows) - max_rows} more continuous targets, with lower failure ratios, are not "
+            'shown; <a href="/metrics">/metrics</a> has them all.</p>'
+        )
     return out

@@ -19,7 +19,9 @@ def parse_duration(text: str) -> float:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos, seen = match.end(), True
     if not seen or pos != len(text):
-        raise ValueError(f"invalid duration {text!r}: expected a number and a unit (ms, s, m, h, d), e.g. 250ms, 5s, 1m30s")
+        raise ValueError(
+            f"invalid duration {text!r}: expected a number and a unit (ms, s, m, h, d), e.g. 250ms, 5s, 1m30s"
+        )
     return total
 
 

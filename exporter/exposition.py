@@ -9,8 +9,8 @@ The exporter's own metrics still go through prometheus_client.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from math import isfinite
 from dataclasses import dataclass
+from math import isfinite
 
 from exporter.probers.result import ProbeResult
 
@@ -59,6 +59,7 @@ class Family:
 # which ``render`` uses instead of the generic per-sample loop (same text, a fraction of the cost).
 # Any other callable returning (extra labels, value) pairs still works through the generic loop.
 
+
 class _OneHot:
     """Samples for a state set: one series per possible value, exactly one of them 1."""
 
@@ -97,6 +98,7 @@ class _OneHot:
             now = current(result)
             pieces, bare = layouts[now if now in known else other]
             return prefix.join(pieces) if prefix else bare
+
         return write
 
 
@@ -122,6 +124,7 @@ class _Single:
             if prefix:
                 return f"{labelled}{prefix}}} {format_value(value)}\n"
             return f"{bare}{format_value(value)}\n"
+
         return write
 
 
@@ -156,7 +159,7 @@ def render_chunks(results: Results, families: Sequence[Family]) -> Iterator[str]
         write = writer(family.name) if writer is not None else None
         header = family.header()
         for start in range(0, len(results), TARGETS_PER_CHUNK):
-            piece = results[start:start + TARGETS_PER_CHUNK]
+            piece = results[start : start + TARGETS_PER_CHUNK]
             if write is not None:
                 body = "".join([write(prefix, result) for prefix, result, present in piece if family in present])
             else:

@@ -30,6 +30,7 @@ MAX_BUCKETS = 40
 @dataclass(frozen=True, slots=True)
 class HistogramBuckets:
     """Bucket upper bounds (seconds, increasing; +Inf is implicit) of a module's three histograms."""
+
     connect: tuple[float, ...] = DEFAULT_CONNECT_BUCKETS
     banner: tuple[float, ...] = DEFAULT_BANNER_BUCKETS
     duration: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
@@ -46,11 +47,19 @@ class Layout:
     banner buckets + overflow, duration buckets + overflow]; sums: [connect, banner, duration].
     """
 
-    __slots__ = ("states", "state_index", "fallback_state", "bounds", "hist_base", "size", "le_texts",
-                 "with_banner", "state_texts")
+    __slots__ = (
+        "states",
+        "state_index",
+        "fallback_state",
+        "bounds",
+        "hist_base",
+        "size",
+        "le_texts",
+        "with_banner",
+        "state_texts",
+    )
 
-    def __init__(self, states: Sequence[str], buckets: HistogramBuckets, with_banner: bool,
-                 fallback_state: str):
+    def __init__(self, states: Sequence[str], buckets: HistogramBuckets, with_banner: bool, fallback_state: str):
         self.states = tuple(states)
         self.state_index = {state: index for index, state in enumerate(self.states)}
         self.fallback_state = self.state_index[fallback_state]
@@ -81,8 +90,7 @@ class TargetTally:
         self.last_state = -1
         self.consecutive_failures = 0
 
-    def observe(self, state: str, success: bool, connect: float | None, banner: float | None,
-                duration: float) -> None:
+    def observe(self, state: str, success: bool, connect: float | None, banner: float | None, duration: float) -> None:
         layout, counts = self.layout, self.counts
         index = layout.state_index.get(state, layout.fallback_state)
         counts[index] += 1
@@ -125,7 +133,7 @@ class TargetTally:
 
     @property
     def total(self) -> int:
-        return sum(self.counts[:len(self.layout.states)])
+        return sum(self.counts[: len(self.layout.states)])
 
     @property
     def state_changes(self) -> int:
@@ -138,7 +146,7 @@ class TargetTally:
     def buckets(self, which: int) -> list[int]:
         """Per-bucket (not cumulative) counts of one histogram, the overflow bucket last."""
         base = self.layout.hist_base[which]
-        return list(self.counts[base:base + len(self.layout.bounds[which]) + 1])
+        return list(self.counts[base : base + len(self.layout.bounds[which]) + 1])
 
     def window_counts(self) -> array:
         """What the status page compares over time: state counts and the connect histogram."""
@@ -166,6 +174,7 @@ def quantile(q: float, bounds: Sequence[float], per_bucket: Sequence[int]) -> fl
 
 # --- exposition -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class HistogramFamily:
     name: str
@@ -175,19 +184,33 @@ class HistogramFamily:
 
 RESULTS_HELP = "Background probes of a continuous target since the exporter started, by outcome state."
 CHANGES_HELP = "Times a continuous target's outcome state differed from its previous probe's (flaps)."
-SKIPPED_HELP = ("Scheduled probes of a continuous target not started because its previous probe "
-                "was still running (a probe never overlaps itself).")
+SKIPPED_HELP = (
+    "Scheduled probes of a continuous target not started because its previous probe "
+    "was still running (a probe never overlaps itself)."
+)
 CONSECUTIVE_HELP = "Failed background probes in a row of a continuous target (0 after a success)."
 HISTOGRAMS = (
-    HistogramFamily("probe_tcp_connect_time_seconds",
-                    "TCP connect time of a continuous target's successful connects, in seconds.", CONNECT),
-    HistogramFamily("probe_smtp_banner_time_seconds",
-                    "Time from connect to the complete SMTP greeting of a continuous target, in seconds.", BANNER),
-    HistogramFamily("probe_total_time_seconds",
-                    "Duration of a continuous target's whole background probe, in seconds.", DURATION),
+    HistogramFamily(
+        "probe_tcp_connect_time_seconds",
+        "TCP connect time of a continuous target's successful connects, in seconds.",
+        CONNECT,
+    ),
+    HistogramFamily(
+        "probe_smtp_banner_time_seconds",
+        "Time from connect to the complete SMTP greeting of a continuous target, in seconds.",
+        BANNER,
+    ),
+    HistogramFamily(
+        "probe_total_time_seconds", "Duration of a continuous target's whole background probe, in seconds.", DURATION
+    ),
 )
-FAMILY_NAMES = ("probe_results_total", "probe_state_changes_total", "probe_skipped_total",
-                "probe_consecutive_failures", *(family.name for family in HISTOGRAMS))
+FAMILY_NAMES = (
+    "probe_results_total",
+    "probe_state_changes_total",
+    "probe_skipped_total",
+    "probe_consecutive_failures",
+    *(family.name for family in HISTOGRAMS),
+)
 
 Tallied = Sequence[tuple[str, TargetTally]]  # (escaped label prefix, tally)
 TARGETS_PER_CHUNK = 1000
@@ -195,8 +218,9 @@ TARGETS_PER_CHUNK = 1000
 
 def _chunked(tallies: Tallied, header: str, write) -> Iterator[str]:
     for start in range(0, len(tallies), TARGETS_PER_CHUNK):
-        body = "".join([text for prefix, tally in tallies[start:start + TARGETS_PER_CHUNK]
-                        if (text := write(prefix, tally))])
+        body = "".join(
+            [text for prefix, tally in tallies[start : start + TARGETS_PER_CHUNK] if (text := write(prefix, tally))]
+        )
         if body:
             if header:
                 yield header
@@ -215,8 +239,9 @@ def render_tallies(tallies: Tallied) -> Iterator[str]:
 
     def results(prefix: str, tally: TargetTally) -> str:
         counts = tally.counts
-        return "".join([f"probe_results_total{{{prefix},{text}}} {counts[i]}\n"
-                        for i, text in enumerate(tally.layout.state_texts)])
+        return "".join(
+            [f"probe_results_total{{{prefix},{text}}} {counts[i]}\n" for i, text in enumerate(tally.layout.state_texts)]
+        )
 
     def changes(prefix: str, tally: TargetTally) -> str:
         return f"probe_state_changes_total{{{prefix}}} {tally.counts[len(tally.layout.states)]}\n"
@@ -245,8 +270,9 @@ def _histogram_writer(family: HistogramFamily):
             return ""
         base = layout.hist_base[which]
         les = layout.le_texts[which]
-        cumulative = list(accumulate(tally.counts[base:base + len(les)]))
+        cumulative = list(accumulate(tally.counts[base : base + len(les)]))
         lines = [f"{bucket}{prefix},{le}}} {n}\n" for le, n in zip(les, cumulative)]
         lines.append(f"{total}{prefix}}} {tally.sums[which]!r}\n{count}{prefix}}} {cumulative[-1]}\n")
         return "".join(lines)
+
     return write

@@ -44,8 +44,7 @@ Row = tuple[HostPort, Module, float | None, ProbeResult | None]
 
 
 class ProbeHistory:
-    def __init__(self, recent: int = DEFAULT_RECENT, failures: int = DEFAULT_FAILURES,
-                 ad_hoc: int = DEFAULT_AD_HOC):
+    def __init__(self, recent: int = DEFAULT_RECENT, failures: int = DEFAULT_FAILURES, ad_hoc: int = DEFAULT_AD_HOC):
         self.recent: deque[Recorded] = deque(maxlen=recent)
         self.failures: deque[Recorded] = deque(maxlen=failures)
         self._ids = itertools.count(1)

@@ -13,8 +13,13 @@ import sys
 import time
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
-_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn",
-                logging.ERROR: "error", logging.CRITICAL: "error"}
+_LEVEL_NAMES = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warn",
+    logging.ERROR: "error",
+    logging.CRITICAL: "error",
+}
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -60,8 +65,9 @@ def _records(record: logging.LogRecord) -> list[dict[str, object]]:
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return "\n".join(" ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
-                         for fields in _records(record))
+        return "\n".join(
+            " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items()) for fields in _records(record)
+        )
 
 
 class JsonFormatter(logging.Formatter):

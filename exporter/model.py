@@ -65,6 +65,7 @@ class RateLimit:
 @dataclass(frozen=True, slots=True)
 class ProbeAccess:
     """What GET /probe may be asked to probe. Each restriction applies only when it is set."""
+
     allowed_modules: frozenset[str] | None = None
     allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     allowed_hosts: tuple[str, ...] = ()  # glob patterns, lower case

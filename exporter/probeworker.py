@@ -23,11 +23,11 @@ import signal
 import sys
 
 from exporter import frames
-from exporter.runtime import new_event_loop, raise_fd_limit
 from exporter.deadline import Deadline
 from exporter.logs import LEVELS, setup_logging
 from exporter.probers.resolve import Resolver
 from exporter.runner import ProbeRunner
+from exporter.runtime import new_event_loop, raise_fd_limit
 
 log = logging.getLogger("exporter.worker")
 
@@ -115,10 +115,12 @@ async def serve(stdin, stdout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exporter.probeworker",
-                                     description="Probe worker of connectivity_exporter (started by it).")
-    parser.add_argument("--runtime.event-loop", dest="event_loop", choices=["auto", "asyncio", "uvloop"],
-                        default="auto")
+    parser = argparse.ArgumentParser(
+        prog="python -m exporter.probeworker", description="Probe worker of connectivity_exporter (started by it)."
+    )
+    parser.add_argument(
+        "--runtime.event-loop", dest="event_loop", choices=["auto", "asyncio", "uvloop"], default="auto"
+    )
     parser.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info")
     parser.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
     args = parser.parse_args(argv)

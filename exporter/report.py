@@ -13,12 +13,14 @@ from exporter.probers.table import PROBERS
 def debug_report(heading: list[str], result: ProbeResult, module: Module, metrics_text: str) -> str:
     prober = PROBERS[module.prober]
     verdict = "SUCCESS" if result.success else "FAILURE"
-    lines = [*heading,
-             f"Verdict: {verdict}, state {result.state}: {result.detail}",
-             f"Duration: {result.duration_seconds * 1000:.2f} ms",
-             *(f"{fact.label}: {fact.text}" for fact in prober.facts(result, time.time())),
-             "",
-             "Transcript:"]
+    lines = [
+        *heading,
+        f"Verdict: {verdict}, state {result.state}: {result.detail}",
+        f"Duration: {result.duration_seconds * 1000:.2f} ms",
+        *(f"{fact.label}: {fact.text}" for fact in prober.facts(result, time.time())),
+        "",
+        "Transcript:",
+    ]
     lines += [f"  {line}" for line in result.transcript]
     explanations = prober.explanations(result)
     if explanations:

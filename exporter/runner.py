@@ -27,16 +27,23 @@ DEADLINE_GRACE = 0.02
 
 
 def deadline_result(module: Module, waited: float) -> ProbeResult:
-    result = ProbeResult(state=PROBERS[module.prober].cut_state, tcp_state=TcpState.TIMEOUT,
-                         duration_seconds=waited, cut_at_deadline=True)
-    result.detail = ("the probe had not finished when the scrape deadline was reached "
-                     f"(module {module.name}, timeout {module.timeout:g}s)")
+    result = ProbeResult(
+        state=PROBERS[module.prober].cut_state,
+        tcp_state=TcpState.TIMEOUT,
+        duration_seconds=waited,
+        cut_at_deadline=True,
+    )
+    result.detail = (
+        "the probe had not finished when the scrape deadline was reached "
+        f"(module {module.name}, timeout {module.timeout:g}s)"
+    )
     result.note(result.detail)
     return result
 
 
-def fill_cut(results: list[ProbeResult | None], targets: Sequence[tuple[HostPort, Module]],
-             waited: float) -> list[ProbeResult]:
+def fill_cut(
+    results: list[ProbeResult | None], targets: Sequence[tuple[HostPort, Module]], waited: float
+) -> list[ProbeResult]:
     """``results`` with every missing entry (a probe cut at the deadline) filled with a timeout result."""
     # Every target of a module cut at the deadline gets the same (read-only) result object:
     # with 10,000 targets behind a dead path, building one each would delay the reply.
@@ -108,9 +115,11 @@ class ProbeRunner:
                 result = await PROBERS[module.prober].probe(target, module, own_deadline, self.resolver)
             except Exception as exc:  # a bug in a prober must not take the scrape down
                 log.exception("prober %s raised for target %s", module.prober, target)
-                result = ProbeResult(state=PROBERS[module.prober].error_state, tcp_state=TcpState.ERROR,
-                                     detail=f"internal error in the {module.prober} prober: "
-                                            f"{type(exc).__name__}")
+                result = ProbeResult(
+                    state=PROBERS[module.prober].error_state,
+                    tcp_state=TcpState.ERROR,
+                    detail=f"internal error in the {module.prober} prober: {type(exc).__name__}",
+                )
             result.duration_seconds = time.perf_counter() - started
             return result
 

@@ -28,9 +28,13 @@ def raise_fd_limit(max_concurrency: int) -> None:
             pass
     needed = max_concurrency + 256
     if soft < needed:
-        log.warning("the open file limit (%d) is below what max_concurrency=%d needs (%d): probes beyond it "
-                    "will fail with state 'error' (EMFILE); raise 'ulimit -n' or lower global.max_concurrency",
-                    soft, max_concurrency, needed)
+        log.warning(
+            "the open file limit (%d) is below what max_concurrency=%d needs (%d): probes beyond it "
+            "will fail with state 'error' (EMFILE); raise 'ulimit -n' or lower global.max_concurrency",
+            soft,
+            max_concurrency,
+            needed,
+        )
 
 
 def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
@@ -39,8 +43,9 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
             import uvloop
         except ImportError:
             if choice == "uvloop":
-                raise EventLoopUnavailable("--runtime.event-loop=uvloop: uvloop is not installed "
-                                           "(pip install 'connectivity-exporter[fast]')") from None
+                raise EventLoopUnavailable(
+                    "--runtime.event-loop=uvloop: uvloop is not installed (pip install 'connectivity-exporter[fast]')"
+                ) from None
         else:
             return uvloop.new_event_loop()
     return asyncio.new_event_loop()

@@ -15,8 +15,8 @@ from typing import Protocol
 from exporter.address import HostPort
 from exporter.deadline import Deadline
 from exporter.model import Module
-from exporter.probeworker import reply_margin
 from exporter.probers.result import ProbeResult
+from exporter.probeworker import reply_margin
 from exporter.runner import DEADLINE_GRACE, fill_cut
 from exporter.workerhandle import WorkerGone
 
@@ -31,6 +31,7 @@ Targets = Sequence[tuple[HostPort, Module]]
 
 class Worker(Protocol):
     """What the gathering needs of a worker (``WorkerHandle``, or a fake in tests)."""
+
     number: int
     stalls: int
 
@@ -43,8 +44,14 @@ class Runner(Protocol):
     async def probe_all(self, targets: Targets, deadline: Deadline) -> list[ProbeResult]: ...
 
 
-async def scatter_gather(targets: Targets, shares: Sequence[Sequence[int]], version: int,
-                         workers: Sequence[Worker], runner: Runner, deadline: Deadline) -> list[ProbeResult]:
+async def scatter_gather(
+    targets: Targets,
+    shares: Sequence[Sequence[int]],
+    version: int,
+    workers: Sequence[Worker],
+    runner: Runner,
+    deadline: Deadline,
+) -> list[ProbeResult]:
     """The results of every target, in order: share 0 probed here by ``runner``, share k by worker k.
 
     ``version`` names the plan the workers were given; an answer of the wrong length means a worker
@@ -68,8 +75,12 @@ async def scatter_gather(targets: Targets, shares: Sequence[Sequence[int]], vers
             answer = await asyncio.wait_for(reply, max(wait, 0.0))
         except TimeoutError:
             worker.stalls += 1
-            log.warning("probe worker %d did not answer by the deadline (%d in a row); its %d targets "
-                        "are reported as cut", worker.number, worker.stalls, len(share))
+            log.warning(
+                "probe worker %d did not answer by the deadline (%d in a row); its %d targets are reported as cut",
+                worker.number,
+                worker.stalls,
+                len(share),
+            )
             if worker.stalls >= STALLS_BEFORE_KILL:
                 log.error("probe worker %d killed: it stopped answering", worker.number)
                 worker.kill()

@@ -17,7 +17,7 @@ def phase(target: str, module: str) -> float:
     """A stable pseudo-random fraction in [0, 1) for this target and module (not Python's
     ``hash``, which changes with every process)."""
     digest = hashlib.blake2b(f"{module}\0{target}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0 ** 64
+    return int.from_bytes(digest, "big") / 2.0**64
 
 
 def first_tick(interval: float, target_phase: float, wall_now: float, loop_now: float) -> float:

@@ -59,6 +59,7 @@ class Section:
 
     The type's ``__post_init__`` may raise ValueError for rules across fields; the message becomes the
     section's error line."""
+
     fields: Mapping[str, Field]
     build: Callable[..., Any]
 
@@ -73,9 +74,16 @@ class Section:
 
 
 def kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number", bytes: "binary data", type(None): "nothing (null)"}.get(type(value),
-                                                                                      type(value).__name__)
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        bytes: "binary data",
+        type(None): "nothing (null)",
+    }.get(type(value), type(value).__name__)
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}\Z")
@@ -144,6 +152,7 @@ def choice(*choices: str) -> Parser:
         if value not in choices:
             return errs.add(path, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
+
     return parse
 
 
@@ -156,6 +165,7 @@ def duration(minimum: float, maximum: float) -> Parser:
         if not minimum <= seconds <= maximum:
             return errs.add(path, f"duration {value} is out of range {minimum:g}s to {maximum:g}s")
         return seconds
+
     return parse
 
 
@@ -166,6 +176,7 @@ def integer(minimum: int, maximum: int) -> Parser:
         if not minimum <= value <= maximum:
             return errs.add(path, f"{value} is out of range {minimum} to {maximum}")
         return value
+
     return parse
 
 
@@ -196,12 +207,15 @@ def regex(value: Any, path: str, errs: Errors) -> Any:
 
 def token(what: str, example: str, pattern: re.Pattern) -> Parser:
     """A word sent on a protocol command line, matching ``pattern``."""
+
     def parse(value: Any, path: str, errs: Errors) -> Any:
         if not isinstance(value, str) or not pattern.match(value):
             shown = repr(value) if isinstance(value, str) else kind(value)
-            return errs.add(path, f"expected {what} like {example} (printable ASCII, no spaces or "
-                                  f"angle brackets), got {shown}")
+            return errs.add(
+                path, f"expected {what} like {example} (printable ASCII, no spaces or angle brackets), got {shown}"
+            )
         return value
+
     return parse
 
 
@@ -211,14 +225,17 @@ def list_of(item: Parser) -> Parser:
             return errs.add(path, f"expected a non-empty list, got {kind(value)}")
         items = [item(element, f"{path}[{index}]", errs) for index, element in enumerate(value)]
         return INVALID if any(i is INVALID for i in items) else tuple(items)
+
     return parse
 
 
 # --- values read from files named in a configuration ----------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Secret:
     """A password read from a file: compared and hashed by value, never shown by ``repr``/``str``."""
+
     value: str = field(repr=False)
 
     def __repr__(self) -> str:
@@ -230,12 +247,14 @@ class Secret:
 @dataclass(frozen=True, slots=True)
 class PemFile:
     """A CA bundle read (and checked) at load time, so a reload picks up a changed file."""
+
     path: str
     text: str = field(repr=False)
 
 
 def small_file(what: str) -> Parser:
     """The UTF-8 text of a file of at most 1 MiB, relative to the config file as Prometheus does."""
+
     def parse(value: Any, path: str, errs: Errors) -> Any:
         if not isinstance(value, str) or not value:
             return errs.add(path, f"expected a file path, got {kind(value)}")
@@ -246,6 +265,7 @@ def small_file(what: str) -> Parser:
             return read_bounded(location, MAX_SMALL_FILE_BYTES, f"{what} {value!r}")
         except FileProblem as problem:
             return errs.add(path, problem.reason)
+
     return parse
 
 

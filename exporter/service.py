@@ -57,8 +57,7 @@ def build_plan(config: Config, vantage: str | None = None) -> Plan:
     site_labels = ((VANTAGE_LABEL, vantage),) if vantage else ()
     for target in config.targets:
         module = config.modules[target.module]
-        labels = label_prefix((("target", str(target.address)), ("module", module.name), *target.labels,
-                               *site_labels))
+        labels = label_prefix((("target", str(target.address)), ("module", module.name), *target.labels, *site_labels))
         planned = PlannedTarget(target.address, module, labels, PROBERS[module.prober].family_set)
         interval = target.interval if target.interval is not None else module.interval
         if interval is None:
@@ -116,7 +115,8 @@ class Exporter:
                 # In a thread: a large file takes most of a second to parse, and a stalled event loop
                 # would inflate the connect times of every probe in flight (they are stamped by callbacks).
                 plan = await asyncio.get_running_loop().run_in_executor(
-                    None, lambda: self._build_plan(load_config(self.config.source)))
+                    None, lambda: self._build_plan(load_config(self.config.source))
+                )
             except ConfigError:
                 self.metrics.reload_successful.set(0)
                 raise
@@ -131,8 +131,9 @@ class Exporter:
             self.plan = plan
             # Path diagnosis: the new cap; diagnoses of removed targets are forgotten.
             self.diagnoses.max_in_flight = config.settings.max_diagnoses_in_flight
-            self.diagnoses.retain({(str(t.address), t.module.name)
-                                   for t in [*plan.targets, *(planned for planned, _ in plan.continuous)]})
+            self.diagnoses.retain(
+                {(str(t.address), t.module.name) for t in [*plan.targets, *(planned for planned, _ in plan.continuous)]}
+            )
             self.continuous.update(plan.continuous)  # keeps the counters of unchanged targets
             if self.pool is not None:
                 self.pool.set_plan(plan)
@@ -160,7 +161,8 @@ class Exporter:
             results = await self.pool.probe_all(plan, self._require_runner(), deadline)
         else:
             results = await self._require_runner().probe_all(
-                [(target.address, target.module) for target in plan.targets], deadline)
+                [(target.address, target.module) for target in plan.targets], deadline
+            )
         probed = loop.time()
         self.metrics.scrape_duration.labels("metrics").observe(probed - started)
         self._count(results, plan.targets)
@@ -170,7 +172,9 @@ class Exporter:
         self.metrics.count_probes(self.continuous.take_outcomes())
         pieces = render_chunks(
             [(target.labels, result, target.families) for target, result in zip(plan.targets, results)]
-            + self.continuous.latest_results(), plan.families)
+            + self.continuous.latest_results(),
+            plan.families,
+        )
         if self.continuous.targets:
             # Rendering 10,000 continuous targets takes ~0.5 s: let their ticks fire between pieces.
             chunks = await self.continuous.encode_yielding(itertools.chain(pieces, self.continuous.render()))
@@ -221,9 +225,17 @@ class Exporter:
         if log.isEnabledFor(logging.DEBUG):  # once per scrape, not per probe
             for target, result in zip(targets, results):
                 if not result.success:
-                    log.debug("probe failed", extra={"fields": {
-                        "target": str(target.address), "module": target.module.name, "state": str(result.state),
-                        "detail": result.detail}})
+                    log.debug(
+                        "probe failed",
+                        extra={
+                            "fields": {
+                                "target": str(target.address),
+                                "module": target.module.name,
+                                "state": str(result.state),
+                                "detail": result.detail,
+                            }
+                        },
+                    )
 
 
 def render_single(result: ProbeResult, module: Module, vantage: str | None = None) -> str:

@@ -18,10 +18,10 @@ from urllib.parse import quote, urlencode
 from exporter.address import HostPort
 from exporter.history import Recorded, Row
 from exporter.model import Config
-from exporter.probers.table import PROBERS
-from exporter.probers.result import ProbeResult, TcpState
-from exporter.report import debug_report
 from exporter.pathdiag.render import summary as path_summary
+from exporter.probers.result import ProbeResult, TcpState
+from exporter.probers.table import PROBERS
+from exporter.report import debug_report
 
 MAX_DETAIL = 300
 MAX_ROWS = 2000
@@ -98,9 +98,11 @@ def target_cells(address: HostPort, module_name: str) -> tuple[str, str]:
     """The parts of a row that only change with the config: (row start with target and module, link cell)."""
     target = str(address)
     probe = f"/probe?target={quote(target, safe=':[]')}&module={quote(module_name, safe='')}&debug=true"
-    return (f"<tr data-target=\"{esc(target)}\" data-module=\"{esc(module_name)}\">"
-            f"<td>{esc(target)}</td><td>{esc(module_name)}</td>",
-            f"<td><a href=\"{esc(probe)}\">probe now</a></td></tr>")
+    return (
+        f'<tr data-target="{esc(target)}" data-module="{esc(module_name)}">'
+        f"<td>{esc(target)}</td><td>{esc(module_name)}</td>",
+        f'<td><a href="{esc(probe)}">probe now</a></td></tr>',
+    )
 
 
 def columns_for(rows: list[Row]) -> list[str]:
@@ -114,11 +116,12 @@ def state_cell(result: ProbeResult) -> str:
     shown = esc(result.state)
     if result.tcp_state is not TcpState.OPEN and str(result.state) != str(result.tcp_state):
         shown += f" <span class=why>(TCP: {esc(result.tcp_state)})</span>"
-    return f"<td class=\"state {state_class(result)}\">{shown}</td>"
+    return f'<td class="state {state_class(result)}">{shown}</td>'
 
 
-def status_table(table_id: str, rows: Iterable[Row], now: float, tally: Counter,
-                 max_rows: int = MAX_ROWS, path_words=None) -> list[str]:
+def status_table(
+    table_id: str, rows: Iterable[Row], now: float, tally: Counter, max_rows: int = MAX_ROWS, path_words=None
+) -> list[str]:
     rows = list(rows)
     for _, _, _, result in rows:
         tally[("not probed yet", False) if result is None else (str(result.state), result.success)] += 1
@@ -129,15 +132,19 @@ def status_table(table_id: str, rows: Iterable[Row], now: float, tally: Counter,
         hidden = len(rows) - max_rows
         rows = (failing + healthy)[:max_rows]
     columns = columns_for(rows)
-    out = [f"<table id={table_id}><thead><tr><th>Target</th><th>Module</th><th>State</th><th>Connect</th>"
-           + "".join(f"<th>{esc(column)}</th>" for column in columns)
-           + "<th>Probed</th><th>Detail</th><th>Transcript</th></tr></thead><tbody>"]
+    out = [
+        f"<table id={table_id}><thead><tr><th>Target</th><th>Module</th><th>State</th><th>Connect</th>"
+        + "".join(f"<th>{esc(column)}</th>" for column in columns)
+        + "<th>Probed</th><th>Detail</th><th>Transcript</th></tr></thead><tbody>"
+    ]
     empty_facts = "<td></td>" * len(columns)
     for address, module, when, result in rows:
         start, end = target_cells(address, module.name)
         if result is None:
-            out.append(f"{start}<td class=\"state s-pending\">not probed yet</td><td></td>{empty_facts}"
-                       f"<td>never</td><td></td>{end}")
+            out.append(
+                f'{start}<td class="state s-pending">not probed yet</td><td></td>{empty_facts}'
+                f"<td>never</td><td></td>{end}"
+            )
             continue
         facts = {fact.label: fact.text for fact in PROBERS[module.prober].facts(result, now)}
         cells = "".join(f"<td>{esc(facts.get(column, ''))}</td>" for column in columns)
@@ -145,11 +152,14 @@ def status_table(table_id: str, rows: Iterable[Row], now: float, tally: Counter,
             f"{start}{state_cell(result)}"
             f"<td class=num>{ms(result.connect_seconds)}</td>{cells}<td>{age(when, now)}</td>"
             f"<td class=detail>{esc(truncated(result.detail))}{_path_cell(address, module, result, path_words)}"
-            f"</td>{end}")
+            f"</td>{end}"
+        )
     out.append("</tbody></table>")
     if hidden:
-        out.append(f"<p>{hidden} more targets, all succeeding, are not shown (the table shows at most "
-                   f"{max_rows}, failures first); <a href=\"/metrics\">/metrics</a> has them all.</p>")
+        out.append(
+            f"<p>{hidden} more targets, all succeeding, are not shown (the table shows at most "
+            f'{max_rows}, failures first); <a href="/metrics">/metrics</a> has them all.</p>'
+        )
     return out
 
 
@@ -157,43 +167,62 @@ def _path_cell(address: HostPort, module, result: ProbeResult, path_words) -> st
     """Issue 13: the words of the target's latest path diagnosis, under the detail."""
     if result.success:
         return ""
-    words = path_summary(result.path) if result.path is not None else (
-        path_words(address, module) if path_words else None)
+    words = (
+        path_summary(result.path) if result.path is not None else (path_words(address, module) if path_words else None)
+    )
     return f"<br><span class=path>{esc(words)}</span>" if words else ""
 
 
 def summary(tally: Counter) -> str:
-    return "".join(f"<span class=\"state {summary_class(state, success)}\">{esc(state)}: {count}</span>"
-                   for (state, success), count in sorted(tally.items()))
+    return "".join(
+        f'<span class="state {summary_class(state, success)}">{esc(state)}: {count}</span>'
+        for (state, success), count in sorted(tally.items())
+    )
 
 
 def history_table(table_id: str, entries: Iterable[Recorded], now: float) -> list[str]:
-    out = [f"<table id={table_id}><thead><tr><th>When</th><th>Target</th><th>Module</th><th>State</th>"
-           "<th>Duration</th><th>Detail</th><th>Transcript</th></tr></thead><tbody>"]
+    out = [
+        f"<table id={table_id}><thead><tr><th>When</th><th>Target</th><th>Module</th><th>State</th>"
+        "<th>Duration</th><th>Detail</th><th>Transcript</th></tr></thead><tbody>"
+    ]
     for entry in entries:
         result = entry.result
         out.append(
             f"<tr><td>{esc(time.strftime('%H:%M:%S', time.localtime(entry.when)))} ({age(entry.when, now)})</td>"
             f"<td>{esc(entry.address)}</td><td>{esc(entry.module.name)}</td>"
-            f"<td class=\"state {state_class(result)}\">{esc(result.state)}</td>"
+            f'<td class="state {state_class(result)}">{esc(result.state)}</td>'
             f"<td class=num>{ms(result.duration_seconds)}</td>"
             f"<td class=detail>{esc(truncated(result.detail))}</td>"
-            f"<td><a href=\"{link('/history', id=str(entry.id))}\">transcript</a></td></tr>")
+            f'<td><a href="{link("/history", id=str(entry.id))}">transcript</a></td></tr>'
+        )
     out.append("</tbody></table>")
     return out
 
 
-def render_status_page(*, version: str, config: Config,
-                       rows: Iterable[Row], ad_hoc: Iterable[Row] = (),
-                       recent: Iterable[Recorded], failures: Iterable[Recorded],
-                       now: float | None = None, refresh: int | None = None, max_rows: int = MAX_ROWS,
-                       vantage: str | None = None, central_url: str | None = None, path_words=None,
-                       sections: Iterable[str] = ()) -> str:
+def render_status_page(
+    *,
+    version: str,
+    config: Config,
+    rows: Iterable[Row],
+    ad_hoc: Iterable[Row] = (),
+    recent: Iterable[Recorded],
+    failures: Iterable[Recorded],
+    now: float | None = None,
+    refresh: int | None = None,
+    max_rows: int = MAX_ROWS,
+    vantage: str | None = None,
+    central_url: str | None = None,
+    path_words=None,
+    sections: Iterable[str] = (),
+) -> str:
     """``sections``: more HTML after the targets table (the continuous targets' section)."""
     now = time.time() if now is None else now
     example = next(iter(config.targets), None)
-    probe_link = (link("/probe", target=str(example.address), module=example.module, debug="true") if example
-                  else link("/probe", target="127.0.0.1:22", module="tcp_connect", debug="true"))
+    probe_link = (
+        link("/probe", target=str(example.address), module=example.module, debug="true")
+        if example
+        else link("/probe", target="127.0.0.1:22", module="tcp_connect", debug="true")
+    )
     tally: Counter = Counter()
     table = status_table("targets", rows, now, tally, max_rows, path_words)
     ad_hoc_tally: Counter = Counter()
@@ -202,17 +231,17 @@ def render_status_page(*, version: str, config: Config,
     head_refresh = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
     parts = [
         "<!doctype html>",
-        f"<html><head><meta charset=\"utf-8\">{head_refresh}<title>connectivity_exporter</title>"
+        f'<html><head><meta charset="utf-8">{head_refresh}<title>connectivity_exporter</title>'
         f"<style>{STYLE}</style></head><body>",
         f"<h1>connectivity_exporter {esc(version)}</h1>",
         f"<p>{len(config.targets)} configured targets, {len(config.modules)} modules "
         f"(config <code>{esc(config.source)}</code>). "
-        f"Auto-refresh: <a href=\"/\">off</a> · <a href=\"/?refresh=10\">10s</a> · "
-        f"<a href=\"/?refresh=60\">60s</a>.</p>",
+        f'Auto-refresh: <a href="/">off</a> · <a href="/?refresh=10">10s</a> · '
+        f'<a href="/?refresh=60">60s</a>.</p>',
         "<ul>",
-        "<li><a href=\"/metrics\">Metrics</a>: every configured target, probed now</li>",
-        f"<li><a href=\"{probe_link}\">Debug probe</a>: one target with its transcript</li>",
-        "<li><a href=\"/-/healthy\">Health</a> and <a href=\"/-/ready\">readiness</a></li>",
+        '<li><a href="/metrics">Metrics</a>: every configured target, probed now</li>',
+        f'<li><a href="{probe_link}">Debug probe</a>: one target with its transcript</li>',
+        '<li><a href="/-/healthy">Health</a> and <a href="/-/ready">readiness</a></li>',
         *site_items(vantage, central_url),
         "</ul>",
         "<h2>Targets</h2>",
@@ -221,10 +250,17 @@ def render_status_page(*, version: str, config: Config,
         f"<p class=summary>{summary(tally)}</p>",
         *table,
         *sections,
-        *(["<h2>Targets probed through /probe</h2>",
-            "<p>Not in the configuration: probed on request (Prometheus' multi-target pattern or by hand); "
-            "the latest result of each.</p>",
-            f"<p class=summary>{summary(ad_hoc_tally)}</p>", *ad_hoc_table] if ad_hoc else []),
+        *(
+            [
+                "<h2>Targets probed through /probe</h2>",
+                "<p>Not in the configuration: probed on request (Prometheus' multi-target pattern or by hand); "
+                "the latest result of each.</p>",
+                f"<p class=summary>{summary(ad_hoc_tally)}</p>",
+                *ad_hoc_table,
+            ]
+            if ad_hoc
+            else []
+        ),
         "<h2>Recent probes</h2>",
         *history_table("recent", reversed(list(recent)), now),
         "<h2>Recent failures</h2>",
@@ -239,17 +275,26 @@ def site_items(vantage: str | None, central_url: str | None) -> list[str]:
     """List items naming this exporter's vantage point and linking to the all-sites view, when configured."""
     items = []
     if vantage:
-        items.append(f"<li id=vantage>Vantage point: <b>{esc(vantage)}</b> (the <code>vantage</code> label "
-                     "on every series)</li>")
+        items.append(
+            f"<li id=vantage>Vantage point: <b>{esc(vantage)}</b> (the <code>vantage</code> label on every series)</li>"
+        )
     if central_url:
-        items.append(f"<li id=central><a href=\"{esc(central_url)}\" rel=noopener>Central view</a>: every "
-                     "target from every vantage point, to tell a target that is down everywhere from one "
-                     "that only this site cannot reach</li>")
+        items.append(
+            f'<li id=central><a href="{esc(central_url)}" rel=noopener>Central view</a>: every '
+            "target from every vantage point, to tell a target that is down everywhere from one "
+            "that only this site cannot reach</li>"
+        )
     return items
 
 
 def render_transcript(entry: Recorded, metrics_text: str) -> str:
     """Plain text (served as text/plain with nosniff): what /probe?debug=true shows, for a past probe."""
-    return debug_report([f"Probe #{entry.id} of {entry.address} with module {entry.module.name}",
-                         f"At {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(entry.when))}"],
-                        entry.result, entry.module, metrics_text)
+    return debug_report(
+        [
+            f"Probe #{entry.id} of {entry.address} with module {entry.module.name}",
+            f"At {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(entry.when))}",
+        ],
+        entry.result,
+        entry.module,
+        metrics_text,
+    )

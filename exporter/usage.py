@@ -24,8 +24,7 @@ def _did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
         name = word.split("=", 1)[0]
         if not name.startswith("-"):
             continue
-        meant = by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.75)),
-                                                     None)
+        meant = by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.75)), None)
         if meant:
             return f"; did you mean {meant}?"
     return ""

@@ -29,8 +29,9 @@ def vantage_problem(name: object) -> str | None:
         return f"vantage point name is longer than {MAX_VANTAGE_LENGTH} characters"
     if not VANTAGE_NAME.match(name):
         shown = repr(name) if len(name) <= 40 else repr(name[:37]) + "..."
-        return (f"invalid vantage point name {shown}: use letters, digits, '_', '.' or '-', "
-                "starting with a letter or digit")
+        return (
+            f"invalid vantage point name {shown}: use letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
     return None
 
 
@@ -52,6 +53,7 @@ def central_url_problem(url: object) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Site:
     """Set from the command line; each field, when set, wins over the config file's ``global`` key."""
+
     vantage: str | None = None
     central_url: str | None = None
 

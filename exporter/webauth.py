@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 
-
 class BasicAuth:
     """Checks ``Authorization: Basic`` against bcrypt hashes.
 

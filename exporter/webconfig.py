@@ -63,6 +63,7 @@ class WebConfig:
 
 # --- parsing ------------------------------------------------------------------------------
 
+
 def _optional_string(value: Any, path: str, errs: Errors) -> Any:
     if value is None:
         return None
@@ -81,8 +82,11 @@ def _secret_string(value: Any, path: str, errs: Errors) -> Any:
 
 def _client_auth_type(value: Any, path: str, errs: Errors) -> Any:
     if value in UNVERIFIED_CLIENT_AUTH_TYPES:
-        return errs.add(path, f"{value} (a client certificate accepted without verification) is not supported: "
-                              "use RequireAndVerifyClientCert, VerifyClientCertIfGiven or NoClientCert")
+        return errs.add(
+            path,
+            f"{value} (a client certificate accepted without verification) is not supported: "
+            "use RequireAndVerifyClientCert, VerifyClientCertIfGiven or NoClientCert",
+        )
     return choice(*CLIENT_AUTH_TYPES)(value, path, errs)
 
 
@@ -97,9 +101,11 @@ def _string_list(allowed: Mapping[str, Any] | None = None) -> Callable[[Any, str
             if not isinstance(item, str) or not item:
                 ok = errs.add(f"{path}[{index}]", f"expected a non-empty string, got {kind(item)}") is None
             elif allowed is not None and item not in allowed:
-                ok = errs.add(f"{path}[{index}]", f"unknown cipher suite {item!r} (known: {', '.join(allowed)})") \
-                    is None
+                ok = (
+                    errs.add(f"{path}[{index}]", f"unknown cipher suite {item!r} (known: {', '.join(allowed)})") is None
+                )
         return tuple(value) if ok else INVALID
+
     return parse
 
 
@@ -142,8 +148,14 @@ def _users(value: Any, path: str, errs: Errors) -> Any:
             ok = errs.add(where, "invalid user name: a non-empty string without ':'") is None
         elif not isinstance(hashed, str) or not BCRYPT_HASH.match(hashed):
             # The value is a secret: say what is expected, never what was found.
-            ok = errs.add(where, "not a bcrypt hash (expected $2y$, $2b$ or $2a$, a two-digit cost, "
-                                 "then 53 characters, e.g. from 'htpasswd -nBC 10 \"\" | tr -d :')") is None
+            ok = (
+                errs.add(
+                    where,
+                    "not a bcrypt hash (expected $2y$, $2b$ or $2a$, a two-digit cost, "
+                    "then 53 characters, e.g. from 'htpasswd -nBC 10 \"\" | tr -d :')",
+                )
+                is None
+            )
         else:
             users[name] = hashed.encode()
     return users if ok else INVALID
@@ -197,17 +209,34 @@ def _tls(raw: Any, errs: Errors, directory: str) -> TlsSettings | None | object:
     has_ca = (fields["client_ca"] or fields["client_ca_file"]) is not None
     auth = fields["client_auth_type"]
     if auth != "NoClientCert" and not has_ca:
-        ok = errs.add("tls_server_config.client_ca_file",
-                      f"missing: client_auth_type {auth} needs the CA that signs client certificates") is None
+        ok = (
+            errs.add(
+                "tls_server_config.client_ca_file",
+                f"missing: client_auth_type {auth} needs the CA that signs client certificates",
+            )
+            is None
+        )
     if auth == "NoClientCert" and has_ca:
-        ok = errs.add("tls_server_config.client_auth_type", "a client CA is configured but client_auth_type is "
-                      "NoClientCert: set RequireAndVerifyClientCert to check client certificates") is None
+        ok = (
+            errs.add(
+                "tls_server_config.client_auth_type",
+                "a client CA is configured but client_auth_type is "
+                "NoClientCert: set RequireAndVerifyClientCert to check client certificates",
+            )
+            is None
+        )
     if fields["client_allowed_sans"] and auth != "RequireAndVerifyClientCert":
-        ok = errs.add("tls_server_config.client_allowed_sans",
-                      "needs client_auth_type RequireAndVerifyClientCert") is None
+        ok = (
+            errs.add("tls_server_config.client_allowed_sans", "needs client_auth_type RequireAndVerifyClientCert")
+            is None
+        )
     if TLS_VERSIONS[fields["min_version"]] > TLS_VERSIONS[fields["max_version"]]:
-        ok = errs.add("tls_server_config.min_version",
-                      f"{fields['min_version']} is above max_version {fields['max_version']}") is None
+        ok = (
+            errs.add(
+                "tls_server_config.min_version", f"{fields['min_version']} is above max_version {fields['max_version']}"
+            )
+            is None
+        )
     return TlsSettings(**fields) if ok else INVALID
 
 
@@ -222,8 +251,9 @@ def parse_web_config(text: str, source: str = "<web config>", directory: str = "
         try:
             importlib.import_module("bcrypt")
         except ImportError:
-            errs.add("basic_auth_users", "checking bcrypt hashes needs the Python package 'bcrypt' "
-                                         "(pip install bcrypt)")
+            errs.add(
+                "basic_auth_users", "checking bcrypt hashes needs the Python package 'bcrypt' (pip install bcrypt)"
+            )
     tls = _tls(top["tls_server_config"], errs, directory)
     http = section(top["http_server_config"], "http_server_config", HTTP_FIELDS, errs)
     if errs.lines:
@@ -231,8 +261,9 @@ def parse_web_config(text: str, source: str = "<web config>", directory: str = "
     context = build_ssl_context(tls, errs) if tls is not None else None
     if errs.lines:
         raise ConfigError(errs.lines)
-    return WebConfig(source=source, tls=tls, headers=http["headers"], users=top["basic_auth_users"],
-                     ssl_context=context)
+    return WebConfig(
+        source=source, tls=tls, headers=http["headers"], users=top["basic_auth_users"], ssl_context=context
+    )
 
 
 def load_web_config(path: str) -> WebConfig:

@@ -29,11 +29,13 @@ def install(app: web.Application, web_config: WebConfig) -> None:
 
     allowed_sans = web_config.tls.client_allowed_sans if web_config.tls else ()
     if allowed_sans:
+
         @web.middleware
         async def require_allowed_san(request: web.Request, handler: Handler) -> web.StreamResponse:
             if not allowed_san(request, allowed_sans):
-                log.debug("client certificate has no allowed subject alternative name",
-                          extra={"remote": request.remote})
+                log.debug(
+                    "client certificate has no allowed subject alternative name", extra={"remote": request.remote}
+                )
                 raise web.HTTPForbidden(text="client certificate not allowed\n")
             return await handler(request)
 
@@ -45,8 +47,7 @@ def install(app: web.Application, web_config: WebConfig) -> None:
         @web.middleware
         async def require_basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             if await auth.verify(request.headers.get("Authorization")) is None:
-                log.debug("HTTP basic authentication failed", extra={"remote": request.remote,
-                                                                    "path": request.path})
+                log.debug("HTTP basic authentication failed", extra={"remote": request.remote, "path": request.path})
                 raise web.HTTPUnauthorized(text="Unauthorized\n", headers={"WWW-Authenticate": "Basic"})
             return await handler(request)
 

@@ -19,8 +19,12 @@ CLIENT_AUTH_TYPES = {
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
-TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-                "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
 # Go cipher suite names (crypto/tls) -> OpenSSL names. Go ignores cipher_suites for TLS 1.3, and so do
 # we (OpenSSL configures TLS 1.3 suites separately), but the names are accepted as Go accepts them.
 CIPHER_SUITES = {
@@ -68,8 +72,11 @@ def build_ssl_context(tls: TlsSettings, errs: Errors) -> ssl.SSLContext | None:
         _load_cert_chain(context, tls)
     except (OSError, ValueError) as exc:
         where = "cert_file" if tls.cert_file else "cert"
-        errs.add(f"tls_server_config.{where}", f"cannot load the certificate and key "
-                 f"({tls.cert_file or 'inline'}, {tls.key_file or 'inline'}): {_ssl_problem(exc)}")
+        errs.add(
+            f"tls_server_config.{where}",
+            f"cannot load the certificate and key "
+            f"({tls.cert_file or 'inline'}, {tls.key_file or 'inline'}): {_ssl_problem(exc)}",
+        )
     if tls.client_auth_type != "NoClientCert":
         try:
             if tls.client_ca_file:
@@ -78,8 +85,10 @@ def build_ssl_context(tls: TlsSettings, errs: Errors) -> ssl.SSLContext | None:
                 context.load_verify_locations(cadata=tls.client_ca)
         except (OSError, ValueError) as exc:
             where = "client_ca_file" if tls.client_ca_file else "client_ca"
-            errs.add(f"tls_server_config.{where}", f"cannot load the client CA "
-                     f"({tls.client_ca_file or 'inline'}): {_ssl_problem(exc)}")
+            errs.add(
+                f"tls_server_config.{where}",
+                f"cannot load the client CA ({tls.client_ca_file or 'inline'}): {_ssl_problem(exc)}",
+            )
         context.verify_mode = CLIENT_AUTH_TYPES[tls.client_auth_type]
     return context
 

@@ -20,6 +20,7 @@ STOP_SECONDS = 5.0
 @dataclass(frozen=True)
 class WorkerOptions:
     """How to start the workers; ``processes`` counts the serving process (1: no workers)."""
+
     processes: int = 1
     event_loop: str = "auto"
     log_level: str = "info"
@@ -50,10 +51,16 @@ class WorkerHandle:
         self.stalls = 0
         self.started_at = asyncio.get_running_loop().time()
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "exporter.probeworker",
+            sys.executable,
+            "-m",
+            "exporter.probeworker",
             f"--runtime.event-loop={self._options.event_loop}",
-            f"--log.level={self._options.log_level}", f"--log.format={self._options.log_format}",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+            f"--log.level={self._options.log_level}",
+            f"--log.format={self._options.log_format}",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 20,
+        )
         self.exited = asyncio.get_running_loop().create_future()
         self._reader = asyncio.ensure_future(self._read_replies(self.process, self.exited))
 

@@ -92,8 +92,13 @@ class WorkerPool:
                 self._metrics.worker_exits.inc()
             delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]
             failures += 1
-            log.error("probe worker %d exited (code %s); its targets are probed by the serving process "
-                      "until it is restarted in %gs", worker.number, code, delay)
+            log.error(
+                "probe worker %d exited (code %s); its targets are probed by the serving process "
+                "until it is restarted in %gs",
+                worker.number,
+                code,
+                delay,
+            )
             await asyncio.sleep(delay)
             if self._closing:
                 return

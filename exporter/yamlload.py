@@ -20,8 +20,18 @@ from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError
-from yaml.events import (AliasEvent, DocumentEndEvent, DocumentStartEvent, MappingEndEvent, MappingStartEvent,
-                         ScalarEvent, SequenceEndEvent, SequenceStartEvent, StreamEndEvent, StreamStartEvent)
+from yaml.events import (
+    AliasEvent,
+    DocumentEndEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+    StreamStartEvent,
+)
 from yaml.nodes import ScalarNode
 
 # libyaml's parser when PyYAML has it (its wheels do): about five times faster than the pure-Python one.
@@ -53,8 +63,9 @@ class _Mapping:
         if key is _MergeKey:
             sources = item if isinstance(item, list) else [item]
             if not all(isinstance(source, dict) for source in sources):
-                raise ConstructorError(None, None, "a merge key ('<<') needs a mapping or a list of mappings",
-                                       self.key_mark)
+                raise ConstructorError(
+                    None, None, "a merge key ('<<') needs a mapping or a list of mappings", self.key_mark
+                )
             self.merged += sources
         elif key in self.value:
             raise ConstructorError(None, None, f"duplicate key {key!r}", self.key_mark)
@@ -156,6 +167,6 @@ def _scalar(loader: Any, event: ScalarEvent) -> Any:
         return construct(loader, node)
     except (ValueError, KeyError, AttributeError, TypeError, OverflowError):
         # e.g. "!!float x", "!!bool maybe", "!!timestamp never": PyYAML's constructors raise plain errors.
-        raise ConstructorError(None, None, f"{event.value[:50]!r} is not a valid {tag.rsplit(':', 1)[-1]}",
-                               event.start_mark) from None
-
+        raise ConstructorError(
+            None, None, f"{event.value[:50]!r} is not a valid {tag.rsplit(':', 1)[-1]}", event.start_mark
+        ) from None

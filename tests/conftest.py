@@ -50,6 +50,8 @@ def closed_port() -> int:
 @pytest.fixture
 def make_client(aiohttp_client):
     """Start the real app for a config on a loopback port and return an HTTP client for it."""
+
     async def make(config: Config):
         return await aiohttp_client(create_app(config, registry=CollectorRegistry()))
+
     return make

@@ -25,20 +25,23 @@ def gate(text: str = LOCKED) -> ProbeGate:
     return ProbeGate(parse_config(text).probe_access)
 
 
-@pytest.mark.parametrize("target, module, reason", [
-    ("127.0.0.1:25", "tcp_connect", None),
-    ("127.9.9.9:4000", "tcp_connect", None),
-    ("mx.example.com:25", "tcp_connect", None),
-    ("MX.Example.COM.:25", "tcp_connect", None),
-    ("localhost:2000", "tcp_connect", None),
-    ("127.0.0.1:25", "internal", "module"),
-    ("127.0.0.1:22", "tcp_connect", "port"),
-    ("10.0.0.1:25", "tcp_connect", "network"),
-    ("[::1]:25", "tcp_connect", "network"),
-    ("[::ffff:10.0.0.1]:25", "tcp_connect", "network"),
-    ("example.com:25", "tcp_connect", "host"),
-    ("evil.example.com.attacker.net:25", "tcp_connect", "host"),
-])
+@pytest.mark.parametrize(
+    "target, module, reason",
+    [
+        ("127.0.0.1:25", "tcp_connect", None),
+        ("127.9.9.9:4000", "tcp_connect", None),
+        ("mx.example.com:25", "tcp_connect", None),
+        ("MX.Example.COM.:25", "tcp_connect", None),
+        ("localhost:2000", "tcp_connect", None),
+        ("127.0.0.1:25", "internal", "module"),
+        ("127.0.0.1:22", "tcp_connect", "port"),
+        ("10.0.0.1:25", "tcp_connect", "network"),
+        ("[::1]:25", "tcp_connect", "network"),
+        ("[::ffff:10.0.0.1]:25", "tcp_connect", "network"),
+        ("example.com:25", "tcp_connect", "host"),
+        ("evil.example.com.attacker.net:25", "tcp_connect", "host"),
+    ],
+)
 def test_allowlist(target, module, reason):
     check = gate()
     if reason is None:
@@ -87,7 +90,10 @@ async def test_http_forbidden_and_counted(make_client, listener):
 
 
 async def test_http_rate_limit_is_429(make_client, listener):
-    client = await make_client(parse_config(
-        "modules: {tcp_connect: {prober: tcp}}\nprobe_access: {rate_limit: {requests_per_second: 0.01, burst: 2}}"))
+    client = await make_client(
+        parse_config(
+            "modules: {tcp_connect: {prober: tcp}}\nprobe_access: {rate_limit: {requests_per_second: 0.01, burst: 2}}"
+        )
+    )
     statuses = [(await client.get("/probe", params={"target": f"127.0.0.1:{listener}"})).status for _ in range(3)]
     assert statuses == [200, 200, 429]

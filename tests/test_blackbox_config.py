@@ -30,8 +30,14 @@ def test_blackbox_example_files_load(path):
 def test_debian_blackbox_yml_modules():
     config = load_config(str(Path(__file__).parent / "configs" / "blackbox" / "debian-blackbox.yml"))
     assert sorted(config.modules) == ["irc_banner", "pop3s_banner", "ssh_banner", "tcp_connect"]
-    assert dict(config.unsupported_modules) == {"http_2xx": "http", "http_post_2xx": "http", "grpc": "grpc",
-                                                "grpc_plain": "grpc", "icmp": "icmp", "icmp_ttl5": "icmp"}
+    assert dict(config.unsupported_modules) == {
+        "http_2xx": "http",
+        "http_post_2xx": "http",
+        "grpc": "grpc",
+        "grpc_plain": "grpc",
+        "icmp": "icmp",
+        "icmp_ttl5": "icmp",
+    }
     irc = config.modules["irc_banner"].tcp.query_response
     assert [step.send for step in irc] == [b"NICK prober", b"USER prober prober prober :prober", b"PONG ${1}", None]
     pop3s = config.modules["pop3s_banner"].tcp
@@ -40,28 +46,38 @@ def test_debian_blackbox_yml_modules():
 
 def test_config_check_warns_and_passes():
     path = Path(__file__).parent / "configs" / "blackbox" / "debian-blackbox.yml"
-    done = subprocess.run([sys.executable, "-m", "exporter", f"--config.file={path}", "--config.check"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", f"--config.file={path}", "--config.check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "config OK\n"
     warnings = done.stderr.splitlines()
     assert len(warnings) == 6 and all(line.startswith("warning: ") for line in warnings)
-    assert any("modules.icmp_ttl5: skipped: module 'icmp_ttl5' uses blackbox_exporter's icmp prober" in line
-               for line in warnings)
+    assert any(
+        "modules.icmp_ttl5: skipped: module 'icmp_ttl5' uses blackbox_exporter's icmp prober" in line
+        for line in warnings
+    )
 
 
-@pytest.mark.parametrize("go, line, matches", [
-    (rb"^+OK", b"+OK POP3", False),      # Go reads ^+ as a repeated start-of-text: "^OK"
-    (rb"^+OK", b"OK", True),
-    (rb"^SSH-2\.0-", b"SSH-2.0-OpenSSH", True),
-    (rb"done\z", b"all done", True),
-    (rb"^[[:digit:]]{3} ", b"220 mx", True),
-    (rb"^[[:digit:]]{3} ", b"22x mx", False),
-    (rb"(?<code>\d+) OK", b"a 42 OK", True),
-    (rb"\Q1.5+\E", b"v1.5+", True),
-    (rb"\Q1.5+\E", b"v1x5", False),
-    (rb"\w+", "é".encode(), False),        # ASCII classes, as in Go
-])
+@pytest.mark.parametrize(
+    "go, line, matches",
+    [
+        (rb"^+OK", b"+OK POP3", False),  # Go reads ^+ as a repeated start-of-text: "^OK"
+        (rb"^+OK", b"OK", True),
+        (rb"^SSH-2\.0-", b"SSH-2.0-OpenSSH", True),
+        (rb"done\z", b"all done", True),
+        (rb"^[[:digit:]]{3} ", b"220 mx", True),
+        (rb"^[[:digit:]]{3} ", b"22x mx", False),
+        (rb"(?<code>\d+) OK", b"a 42 OK", True),
+        (rb"\Q1.5+\E", b"v1.5+", True),
+        (rb"\Q1.5+\E", b"v1x5", False),
+        (rb"\w+", "é".encode(), False),  # ASCII classes, as in Go
+    ],
+)
 def test_go_regex_translation(go, line, matches):
     assert bool(re.compile(translate(go)).search(line)) is matches
 

@@ -164,7 +164,7 @@ def scripted_handlers(pki: Pki):
 # (module, server): the servers by name; "closed" is a port nothing listens on.
 CASES = [
     ("ssh_banner", "sshd"),
-    ("ssh_banner", "dovecot"),            # an IMAP greeting: no match before the deadline
+    ("ssh_banner", "dovecot"),  # an IMAP greeting: no match before the deadline
     ("ssh_banner", "closes_without_match"),
     ("ssh_banner", "trickle"),
     ("ssh_banner", "oversized"),
@@ -172,15 +172,15 @@ CASES = [
     ("ssh_banner", "closed"),
     ("irc_banner", "irc"),
     ("irc_banner", "irc_refuses"),
-    ("imap_starttls", "dovecot"),         # the system trust store does not know the test CA
+    ("imap_starttls", "dovecot"),  # the system trust store does not know the test CA
     ("imap_starttls_ca", "dovecot"),
     ("imap_starttls_wrong_name", "dovecot"),
     ("imap_starttls_ca", "sshd"),
-    ("pg_sslrequest", "postgres"),        # "S" has no newline: a line-based expect waits in vain
+    ("pg_sslrequest", "postgres"),  # "S" has no newline: a line-based expect waits in vain
     ("tls_banner", "pop3s"),
     ("tls_banner", "pop3_plain"),
     ("tls_banner", "not_tls"),
-    ("pop3s_banner", "pop3s"),            # "^+OK" in Go is "^OK": Debian's example never matches "+OK"
+    ("pop3s_banner", "pop3s"),  # "^+OK" in Go is "^OK": Debian's example never matches "+OK"
     ("tcp_connect", "sshd"),
     ("tcp_connect", "closed"),
 ]
@@ -199,14 +199,18 @@ def both_exporters(tmp_path_factory):
     ports["closed"] = free_port()
     blackbox_port = free_port()
     blackbox_log = open(tmp_path / "blackbox.log", "wb")
-    blackbox = subprocess.Popen([BLACKBOX, f"--config.file={config}",
-                                 f"--web.listen-address=127.0.0.1:{blackbox_port}"],
-                                stdout=blackbox_log, stderr=subprocess.STDOUT)
+    blackbox = subprocess.Popen(
+        [BLACKBOX, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{blackbox_port}"],
+        stdout=blackbox_log,
+        stderr=subprocess.STDOUT,
+    )
     ours = None
     try:
-        with sshd(_mkdir(tmp_path / "sshd")) as ports["sshd"], \
-                dovecot(_mkdir(tmp_path / "dovecot"), pki) as ports["dovecot"], \
-                postgres(_mkdir(tmp_path / "pg"), pki) as ports["postgres"]:
+        with (
+            sshd(_mkdir(tmp_path / "sshd")) as ports["sshd"],
+            dovecot(_mkdir(tmp_path / "dovecot"), pki) as ports["dovecot"],
+            postgres(_mkdir(tmp_path / "pg"), pki) as ports["postgres"],
+        ):
             our_port = free_port()
             ours = start_exporter(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{our_port}")
             _wait_http(f"http://127.0.0.1:{blackbox_port}/metrics")
@@ -252,10 +256,14 @@ def probe_both(env, module: str, port: int) -> dict[str, dict[str, float]]:
 
 
 # The outcomes both must agree on (so the comparison cannot pass by both failing everything).
-EXPECTED_SUCCESS = {("ssh_banner", "sshd"), ("irc_banner", "irc"), ("imap_starttls_ca", "dovecot"),
-                    ("tls_banner", "pop3s"), ("tcp_connect", "sshd")}
-EXPECTED_REGEX_FLAG = {("ssh_banner", "closes_without_match"), ("ssh_banner", "garbage"),
-                       ("irc_banner", "irc_refuses")}
+EXPECTED_SUCCESS = {
+    ("ssh_banner", "sshd"),
+    ("irc_banner", "irc"),
+    ("imap_starttls_ca", "dovecot"),
+    ("tls_banner", "pop3s"),
+    ("tcp_connect", "sshd"),
+}
+EXPECTED_REGEX_FLAG = {("ssh_banner", "closes_without_match"), ("ssh_banner", "garbage"), ("irc_banner", "irc_refuses")}
 
 
 @pytest.mark.parametrize("module, server", CASES, ids=[f"{m}-{s}" for m, s in CASES])
@@ -267,8 +275,11 @@ def test_same_success_and_regex_flag_as_blackbox_exporter(both_exporters, module
         # Deliberate: no dialogue, so no flag that could only be 0 (blackbox_exporter 0.23 writes 0).
         assert "probe_failed_due_to_regex" not in ours and blackbox["probe_failed_due_to_regex"] == 0, got
         return
-    assert ours["probe_failed_due_to_regex"] == blackbox["probe_failed_due_to_regex"] == \
-        ((module, server) in EXPECTED_REGEX_FLAG), got
+    assert (
+        ours["probe_failed_due_to_regex"]
+        == blackbox["probe_failed_due_to_regex"]
+        == ((module, server) in EXPECTED_REGEX_FLAG)
+    ), got
 
 
 def test_unsupported_prober_module_is_a_400_with_one_line(both_exporters):

@@ -18,8 +18,14 @@ DROPPED_PORT = 9001
 
 
 def check(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run([*prefix, sys.executable, "-m", "exporter", "check", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "exporter", "check", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_an_open_port_exits_0_with_a_transcript(listener):
@@ -40,8 +46,10 @@ def test_a_closed_port_exits_1_and_says_why(closed_port):
     done = check(f"127.0.0.1:{closed_port}")
     assert done.returncode == 1
     assert "FAILURE: refused" in done.stdout
-    assert ("The host (or a firewall rejecting with a TCP reset) refused the connection: nothing listens on this "
-            "port or access is rejected (ECONNREFUSED (Connection refused) connecting to 127.0.0.1:") in done.stdout
+    assert (
+        "The host (or a firewall rejecting with a TCP reset) refused the connection: nothing listens on this "
+        "port or access is rejected (ECONNREFUSED (Connection refused) connecting to 127.0.0.1:"
+    ) in done.stdout
 
 
 def test_json_has_the_full_result(listener):
@@ -50,8 +58,7 @@ def test_json_has_the_full_result(listener):
     result = json.loads(done.stdout)
     assert result["target"] == f"127.0.0.1:{listener}"
     assert (result["module"], result["prober"], result["timeout_seconds"]) == ("tcp_connect", "tcp", 5.0)
-    assert (result["success"], result["state"], result["tcp_state"], result["ip_protocol"]) == (True, "open",
-                                                                                                "open", 4)
+    assert (result["success"], result["state"], result["tcp_state"], result["ip_protocol"]) == (True, "open", "open", 4)
     assert 0 < result["connect_seconds"] <= result["duration_seconds"]
     assert result["transcript"][0] == f"Trying 127.0.0.1:{listener}..."
     assert result["verdict"] == "the port accepted the connection"
@@ -60,6 +67,7 @@ def test_json_has_the_full_result(listener):
 
 def test_ipv6_literal(tmp_path):
     import socket
+
     sock = socket.socket(socket.AF_INET6)
     try:
         sock.bind(("::1", 0))
@@ -81,15 +89,22 @@ def test_modules_come_from_the_config_file(tmp_path, closed_port):
     assert check(f"127.0.0.1:{closed_port}", "--config.file", str(config)).returncode == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "the following arguments are required: TARGET"),
-    (["127.0.0.1"], "connectivity-exporter check: target '127.0.0.1': missing port (expected host:port)"),
-    (["127.0.0.1:1", "--module", "nope"],
-     "connectivity-exporter check: unknown module 'nope' (available: smtp_banner, tcp_connect)"),
-    (["127.0.0.1:1", "--config.file", "/nonexistent/config.yml"],
-     "/nonexistent/config.yml: cannot read the config file: No such file or directory"),
-    (["127.0.0.1:1", "--bogus"], "unrecognized arguments: --bogus"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "the following arguments are required: TARGET"),
+        (["127.0.0.1"], "connectivity-exporter check: target '127.0.0.1': missing port (expected host:port)"),
+        (
+            ["127.0.0.1:1", "--module", "nope"],
+            "connectivity-exporter check: unknown module 'nope' (available: smtp_banner, tcp_connect)",
+        ),
+        (
+            ["127.0.0.1:1", "--config.file", "/nonexistent/config.yml"],
+            "/nonexistent/config.yml: cannot read the config file: No such file or directory",
+        ),
+        (["127.0.0.1:1", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
 def test_usage_and_config_errors_exit_2(args, message):
     done = check(*args)
     assert done.returncode == 2
@@ -115,20 +130,24 @@ def in_netns(script: str) -> tuple[str, ...]:
     for binary in ("unshare", "nft", "ip"):
         if shutil.which(binary) is None:
             pytest.skip(f"{binary} is not installed (packages util-linux, nftables, iproute2)")
-    return ("unshare", "-n", "sh", "-c", f"ip link set lo up && {script} && exec \"$@\"", "netns")
+    return ("unshare", "-n", "sh", "-c", f'ip link set lo up && {script} && exec "$@"', "netns")
 
 
 @pytest.mark.netns
 def test_a_dropped_port_is_a_timeout_with_its_likely_causes(tmp_path):
     config = tmp_path / "config.yml"
     config.write_text("modules:\n  tcp_connect: {prober: tcp, timeout: 300ms}\n")
-    rule = f"nft add table inet t && nft add chain inet t input '{{ type filter hook input priority 0; }}' && " \
-           f"nft add rule inet t input tcp dport {DROPPED_PORT} drop"
+    rule = (
+        f"nft add table inet t && nft add chain inet t input '{{ type filter hook input priority 0; }}' && "
+        f"nft add rule inet t input tcp dport {DROPPED_PORT} drop"
+    )
     done = check(f"127.0.0.1:{DROPPED_PORT}", "--config.file", str(config), prefix=in_netns(rule))
     assert done.returncode == 1, done.stderr
     assert "FAILURE: timeout" in done.stdout
-    assert ("Nothing answered within 300ms: a firewall is probably dropping packets, or the host is down, or the "
-            "network path is broken") in done.stdout
+    assert (
+        "Nothing answered within 300ms: a firewall is probably dropping packets, or the host is down, or the "
+        "network path is broken"
+    ) in done.stdout
 
 
 @pytest.mark.netns

@@ -13,14 +13,19 @@ from tests.helpers.exporter_process import REPO, free_port, http, start_exporter
 
 
 def run_exporter(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_json_logs_have_one_debug_line_per_failed_probe(config_file, closed_port):
     port = free_port()
-    process = start_exporter(f"--config.file={config_file}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--log.format=json", "--log.level=debug")
+    process = start_exporter(
+        f"--config.file={config_file}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.format=json",
+        "--log.level=debug",
+    )
     try:
         status, _, _ = http("GET", f"http://127.0.0.1:{port}/metrics")
         assert status == 200
@@ -61,8 +66,12 @@ def test_several_listen_addresses_ipv4_and_ipv6(config_file):
     except OSError:
         pytest.skip("IPv6 loopback (::1) is not available on this machine")
     port4, port6 = free_port(), free_port("::1")
-    process = start_exporter(f"--config.file={config_file}", f"--web.listen-address=127.0.0.1:{port4}",
-                             f"--web.listen-address=[::1]:{port6}", listens=2)
+    process = start_exporter(
+        f"--config.file={config_file}",
+        f"--web.listen-address=127.0.0.1:{port4}",
+        f"--web.listen-address=[::1]:{port6}",
+        listens=2,
+    )
     try:
         assert http("GET", f"http://127.0.0.1:{port4}/-/healthy")[:2] == (200, "Healthy\n")
         assert http("GET", f"http://[::1]:{port6}/-/healthy")[:2] == (200, "Healthy\n")
@@ -80,13 +89,16 @@ def test_a_busy_listen_address_exits_1_with_one_line(config_file):
     assert f'msg="cannot listen on 127.0.0.1:{port}: Address already in use"' in done.stderr
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["--web.listen-address=127.0.0.1"], 2, "--web.listen-address '127.0.0.1': expected HOST:PORT"),
-    (["--web.listen-address=:0"], 2, "--web.listen-address ':0': expected HOST:PORT"),
-    (["--log.level=loud"], 2, "argument --log.level: invalid choice: 'loud'"),
-    (["--log.format=xml"], 2, "argument --log.format: invalid choice: 'xml'"),
-    (["--web.shutdown-timeout=5"], 2, "invalid duration '5'"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--web.listen-address=127.0.0.1"], 2, "--web.listen-address '127.0.0.1': expected HOST:PORT"),
+        (["--web.listen-address=:0"], 2, "--web.listen-address ':0': expected HOST:PORT"),
+        (["--log.level=loud"], 2, "argument --log.level: invalid choice: 'loud'"),
+        (["--log.format=xml"], 2, "argument --log.format: invalid choice: 'xml'"),
+        (["--web.shutdown-timeout=5"], 2, "invalid duration '5'"),
+    ],
+)
 def test_usage_errors_exit_2(config_file, args, code, message):
     done = run_exporter(f"--config.file={config_file}", *args)
     assert done.returncode == code
@@ -101,10 +113,13 @@ def test_config_errors_exit_1_one_line_each(tmp_path):
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         f"{bad}: extra: unknown key (valid keys: global, modules, targets, probe_access)",
-        f"{bad}: modules.m.timeout: expected a duration such as 250ms, 5s or 1m, got 5 (durations need a unit)"]
+        f"{bad}: modules.m.timeout: expected a duration such as 250ms, 5s or 1m, got 5 (durations need a unit)",
+    ]
     missing = run_exporter(f"--config.file={tmp_path}/nope.yml")
-    assert (missing.returncode, missing.stderr) == (1, f"{tmp_path}/nope.yml: cannot read the config file: "
-                                                       "No such file or directory\n")
+    assert (missing.returncode, missing.stderr) == (
+        1,
+        f"{tmp_path}/nope.yml: cannot read the config file: No such file or directory\n",
+    )
 
 
 def test_config_check(config_file):

@@ -11,17 +11,29 @@ import pytest
 from exporter.cli import main
 
 
-@pytest.mark.parametrize("args, line", [
-    (["--Config.File=x.yml"], "connectivity-exporter: error: unrecognized arguments: --Config.File=x.yml; "
-                              "did you mean --config.file? (see --help)"),
-    (["--config.fiel", "x.yml"], "connectivity-exporter: error: unrecognized arguments: --config.fiel x.yml; "
-                                 "did you mean --config.file? (see --help)"),
-    (["--WEB.LISTEN-ADDRESS=:1"], "connectivity-exporter: error: unrecognized arguments: --WEB.LISTEN-ADDRESS=:1; "
-                                  "did you mean --web.listen-address? (see --help)"),
-    (["--bogus"], "connectivity-exporter: error: unrecognized arguments: --bogus (see --help)"),
-    (["--config.file"], "connectivity-exporter: error: argument --config.file: expected one argument (see --help)"),
-    (["stray"], "connectivity-exporter: error: unrecognized arguments: stray (see --help)"),
-])
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["--Config.File=x.yml"],
+            "connectivity-exporter: error: unrecognized arguments: --Config.File=x.yml; "
+            "did you mean --config.file? (see --help)",
+        ),
+        (
+            ["--config.fiel", "x.yml"],
+            "connectivity-exporter: error: unrecognized arguments: --config.fiel x.yml; "
+            "did you mean --config.file? (see --help)",
+        ),
+        (
+            ["--WEB.LISTEN-ADDRESS=:1"],
+            "connectivity-exporter: error: unrecognized arguments: --WEB.LISTEN-ADDRESS=:1; "
+            "did you mean --web.listen-address? (see --help)",
+        ),
+        (["--bogus"], "connectivity-exporter: error: unrecognized arguments: --bogus (see --help)"),
+        (["--config.file"], "connectivity-exporter: error: argument --config.file: expected one argument (see --help)"),
+        (["stray"], "connectivity-exporter: error: unrecognized arguments: stray (see --help)"),
+    ],
+)
 def test_usage_error_is_one_line(capsys, args, line):
     with pytest.raises(SystemExit) as exited:
         main(args)
@@ -39,8 +51,14 @@ def test_help_still_prints_the_usage(capsys):
 
 
 def test_check_usage_errors_are_one_line_too():
-    done = subprocess.run([sys.executable, "-m", "exporter", "check", "127.0.0.1:1", "--Module", "tcp_connect"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "check", "127.0.0.1:1", "--Module", "tcp_connect"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
-    assert done.stderr.splitlines() == ["connectivity-exporter check: error: unrecognized arguments: --Module "
-                                        "tcp_connect; did you mean --module? (see --help)"]
+    assert done.stderr.splitlines() == [
+        "connectivity-exporter check: error: unrecognized arguments: --Module "
+        "tcp_connect; did you mean --module? (see --help)"
+    ]

@@ -14,8 +14,9 @@ ROOT = Path(__file__).parent.parent
 
 def expected_errors(path: Path) -> list[str]:
     lines = path.read_text().splitlines()
-    return [line.removeprefix("# expect: ").replace("{file}", str(path))
-            for line in lines if line.startswith("# expect: ")]
+    return [
+        line.removeprefix("# expect: ").replace("{file}", str(path)) for line in lines if line.startswith("# expect: ")
+    ]
 
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
@@ -50,8 +51,11 @@ targets:
     assert module.tcp.ip_protocol_fallback is False
     assert module.tcp.source_ip_address == "::1"
     first, second = config.targets
-    assert (first.address.host, first.address.port, first.labels) == ("db.example.com", 5432,
-                                                                       (("site", "hq"), ("rack", "12")))
+    assert (first.address.host, first.address.port, first.labels) == (
+        "db.example.com",
+        5432,
+        (("site", "hq"), ("rack", "12")),
+    )
     assert (second.address.host, second.address.port, str(second.address)) == ("::1", 25, "[::1]:25")
     with pytest.raises(AttributeError):
         module.timeout = 1.0  # type: ignore[misc]

@@ -11,8 +11,9 @@ INVALID = ROOT / "tests" / "configs" / "invalid"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True, text=True,
-                          timeout=30, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args], capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
 
 
 def test_config_check_ok():
@@ -26,8 +27,11 @@ def test_config_check_prints_every_error_without_traceback():
     assert done.returncode == 1
     assert done.stdout == ""
     lines = done.stderr.splitlines()
-    assert lines == [line.removeprefix("# expect: ").replace("{file}", str(path))
-                     for line in path.read_text().splitlines() if line.startswith("# expect: ")]
+    assert lines == [
+        line.removeprefix("# expect: ").replace("{file}", str(path))
+        for line in path.read_text().splitlines()
+        if line.startswith("# expect: ")
+    ]
     assert "Traceback" not in done.stderr
 
 
@@ -40,8 +44,14 @@ def test_start_with_bad_config_exits_1_with_the_errors():
 
 
 def test_missing_default_config_file_is_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "exporter", "--config.check"], capture_output=True, text=True,
-                          timeout=30, cwd=tmp_path, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 1
     assert done.stderr == "config.yml: cannot read the config file: No such file or directory\n"
 

@@ -15,8 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import create_app
 from exporter.config import ConfigError, load_config, parse_config
-from exporter.histogram import DEFAULT_CONNECT_BUCKETS, HistogramBuckets, Layout, TargetTally, quantile, \
-    render_tallies
+from exporter.histogram import DEFAULT_CONNECT_BUCKETS, HistogramBuckets, Layout, TargetTally, quantile, render_tallies
 from exporter.schedule import first_tick, following_tick, phase
 from tests.helpers.metrics_text import samples, value
 
@@ -25,12 +24,12 @@ INVALID = sorted((Path(__file__).parent / "configs" / "invalid").glob("continuou
 
 # --- schedule ------------------------------------------------------------------------------------
 
+
 def test_phases_spread_10000_targets_evenly_over_the_interval():
     # 10,000 targets at 10 s: every 1-second slot of the interval starts ~1,000 probes, no burst.
     # Phases are hashes, so a slot's count is binomial (sd ~30): 850-1150 is 5 sd; a burst would be
     # thousands in one slot and none in others.
-    slots = Counter(int(phase(f"127.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}:9", "tcp") * 10)
-                    for i in range(10_000))
+    slots = Counter(int(phase(f"127.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}:9", "tcp") * 10) for i in range(10_000))
     assert sorted(slots) == list(range(10))
     assert all(850 <= count <= 1150 for count in slots.values()), slots
     finer = Counter(int(phase(f"10.0.{i // 250}.{i % 250}:25", "smtp") * 100) for i in range(10_000))
@@ -62,6 +61,7 @@ def test_a_stalled_loop_skips_past_ticks_and_counts_them():
 
 # --- counters and histograms ---------------------------------------------------------------------
 
+
 def layout(buckets=HistogramBuckets(connect=(0.001, 0.01, 0.1)), banner=False):
     return Layout(("open", "refused", "timeout", "error"), buckets, with_banner=banner, fallback_state="error")
 
@@ -89,8 +89,9 @@ def test_rendered_families_parse_as_conventional_histograms_and_counters():
         open_tally.observe("open", True, connect, None, connect + 0.001)
     smtp_tally.observe("open", True, 0.004, 0.3, 0.5)
     open_tally.skip()
-    text = "".join(render_tallies([('target="a:1",module="t"', open_tally),
-                                   ('target="b:25",module="s",site="x\\"y"', smtp_tally)]))
+    text = "".join(
+        render_tallies([('target="a:1",module="t"', open_tally), ('target="b:25",module="s",site="x\\"y"', smtp_tally)])
+    )
     families = {family.name: family for family in text_string_to_metric_families(text)}
     assert families["probe_results"].type == "counter"
     assert families["probe_tcp_connect_time_seconds"].type == "histogram"
@@ -109,8 +110,9 @@ def test_rendered_families_parse_as_conventional_histograms_and_counters():
     banner = [labels for name, labels in found if name == "probe_smtp_banner_time_seconds_count"]
     assert banner == [frozenset({("target", "b:25"), ("module", "s"), ("site", 'x"y')})]
     if shutil.which("promtool"):
-        checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
-                                 timeout=60)
+        checked = subprocess.run(
+            ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+        )
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -124,10 +126,14 @@ def test_quantile_interpolates_as_prometheus_does():
 
 # --- config ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
 def test_invalid_continuous_config_reports_exact_errors(path: Path):
-    expected = [line.removeprefix("# expect: ").replace("{file}", str(path))
-                for line in path.read_text().splitlines() if line.startswith("# expect: ")]
+    expected = [
+        line.removeprefix("# expect: ").replace("{file}", str(path))
+        for line in path.read_text().splitlines()
+        if line.startswith("# expect: ")
+    ]
     assert expected
     with pytest.raises(ConfigError) as caught:
         load_config(str(path))
@@ -146,9 +152,13 @@ targets:
   - {target: "127.0.0.1:4", module: on_scrape}
 """)
     from exporter.service import build_plan
+
     plan = build_plan(config)
     assert [(str(t.address), interval) for t, interval in plan.continuous] == [
-        ("127.0.0.1:1", 5.0), ("127.0.0.1:2", 60.0), ("127.0.0.1:3", 0.25)]
+        ("127.0.0.1:1", 5.0),
+        ("127.0.0.1:2", 60.0),
+        ("127.0.0.1:3", 0.25),
+    ]
     assert [str(t.address) for t in plan.targets] == ["127.0.0.1:4"]
     assert config.modules["every_5s"].histogram_buckets.connect == (0.001, 0.01)
     assert config.modules["every_5s"].histogram_buckets.duration[0] == 0.001
@@ -157,6 +167,7 @@ targets:
 
 
 # --- the running exporter ------------------------------------------------------------------------
+
 
 class CountingServer:
     """A loopback TCP server that counts the connections it accepts (and closes them)."""
@@ -213,20 +224,23 @@ async def test_a_scrape_of_continuous_targets_never_probes(make_client):
     try:
         # A day's interval: the first tick is at a hashed phase of the day, within these few seconds
         # with a chance of ~1 in 40,000.
-        client = await make_client(parse_config(f"""
+        client = await make_client(
+            parse_config(f"""
 modules:
   daily: {{prober: tcp, interval: 1d}}
 targets:
   - {{target: "127.0.0.1:{port}", module: daily}}
-"""))
+""")
+        )
         texts = [await scrape(client) for _ in range(3)]
         assert server.accepted == 0
         text = texts[-1]
         assert results_total(text) == 0
         assert value(text, "probe_results_total", state="open") == 0
         assert value(text, "probe_tcp_connect_time_seconds_count") == 0
-        assert ("probe_success", frozenset({("target", f"127.0.0.1:{port}"), ("module", "daily")})) \
-            not in samples(text)  # no latest result yet: no gauges rather than invented ones
+        assert ("probe_success", frozenset({("target", f"127.0.0.1:{port}"), ("module", "daily")})) not in samples(
+            text
+        )  # no latest result yet: no gauges rather than invented ones
         assert value(text, "connectivity_exporter_continuous_targets") == 1
     finally:
         server.close()
@@ -236,18 +250,25 @@ async def test_background_probes_are_counted_and_read_by_scrapes(make_client, cl
     server = CountingServer()
     port = await server.start()
     try:
-        client = await make_client(parse_config(f"""
+        client = await make_client(
+            parse_config(f"""
 modules:
   fast: {{prober: tcp, interval: 200ms, timeout: 2s}}
 targets:
   - {{target: "127.0.0.1:{port}", module: fast}}
   - {{target: "127.0.0.1:{closed_port}", module: fast, labels: {{site: lab}}}}
-"""))
+""")
+        )
 
         async def enough():
             text = await scrape(client)
-            return text if results_total(text, target=f"127.0.0.1:{closed_port}") >= 5 and \
-                results_total(text, target=f"127.0.0.1:{port}") >= 5 else None
+            return (
+                text
+                if results_total(text, target=f"127.0.0.1:{closed_port}") >= 5
+                and results_total(text, target=f"127.0.0.1:{port}") >= 5
+                else None
+            )
+
         text = await enough() or await wait_until(enough, "5 background probes of each target")
         opened = value(text, "probe_results_total", target=f"127.0.0.1:{port}", state="open")
         assert opened == results_total(text, target=f"127.0.0.1:{port}")
@@ -264,8 +285,8 @@ targets:
         assert value(text, "connectivity_exporter_probes_total", module="fast", state="refused") >= 5
 
         page = await (await client.get("/")).text()
-        table = page[page.index("<table id=continuous>"):]
-        table = table[:table.index("</table>")]
+        table = page[page.index("<table id=continuous>") :]
+        table = table[: table.index("</table>")]
         assert f"127.0.0.1:{closed_port}" in table and "100.0 %" in table
         assert table.index(f"127.0.0.1:{closed_port}") < table.index(f"127.0.0.1:{port}")  # worst first
     finally:
@@ -277,16 +298,19 @@ async def test_a_probe_longer_than_its_interval_never_overlaps_itself(make_clien
     server = CountingServer(greeting=None)
     port = await server.start()
     try:
-        client = await make_client(parse_config(f"""
+        client = await make_client(
+            parse_config(f"""
 modules:
   slow: {{prober: smtp, interval: 200ms, timeout: 1s}}
 targets:
   - {{target: "127.0.0.1:{port}", module: slow}}
-"""))
+""")
+        )
 
         async def three_probes():
             text = await scrape(client)
             return text if results_total(text) >= 3 else None
+
         text = await wait_until(three_probes, "three probes of the silent server")
         probes = results_total(text)
         assert value(text, "probe_results_total", state="banner_timeout") == probes
@@ -299,8 +323,7 @@ targets:
         server.close()
 
 
-async def test_reload_keeps_unchanged_targets_counters_and_drops_removed_ones(aiohttp_client, tmp_path,
-                                                                              closed_port):
+async def test_reload_keeps_unchanged_targets_counters_and_drops_removed_ones(aiohttp_client, tmp_path, closed_port):
     server = CountingServer()
     port = await server.start()
     kept, removed = f"127.0.0.1:{port}", f"127.0.0.1:{closed_port}"
@@ -308,16 +331,18 @@ async def test_reload_keeps_unchanged_targets_counters_and_drops_removed_ones(ai
 
     def write(*targets: str, buckets: str = "") -> None:
         lines = "".join(f"  - {{target: '{t}', module: fast}}\n" for t in targets)
-        config.write_text(f"modules:\n  fast: {{prober: tcp, interval: 200ms, timeout: 2s{buckets}}}\n"
-                          f"targets:\n{lines}")
+        config.write_text(
+            f"modules:\n  fast: {{prober: tcp, interval: 200ms, timeout: 2s{buckets}}}\ntargets:\n{lines}"
+        )
+
     write(kept, removed)
     try:
         client = await aiohttp_client(create_app(load_config(str(config)), registry=CollectorRegistry()))
 
         async def probed(n: int):
             text = await scrape(client)
-            return text if results_total(text, target=kept) >= n and results_total(text, target=removed) >= 1 \
-                else None
+            return text if results_total(text, target=kept) >= n and results_total(text, target=removed) >= 1 else None
+
         before = await wait_until(lambda: probed(4), "four probes before the reload")
         kept_before = results_total(before, target=kept)
 
@@ -337,21 +362,25 @@ async def test_reload_keeps_unchanged_targets_counters_and_drops_removed_ones(ai
         text = await scrape(client)
         assert results_total(text, target=kept) >= counted
         assert value(text, "probe_tcp_connect_time_seconds_count", target=kept) < counted
-        assert ("probe_tcp_connect_time_seconds_bucket",
-                frozenset({("target", kept), ("module", "fast"), ("le", "0.5")})) in samples(text)
+        assert (
+            "probe_tcp_connect_time_seconds_bucket",
+            frozenset({("target", kept), ("module", "fast"), ("le", "0.5")}),
+        ) in samples(text)
     finally:
         server.close()
 
 
 async def test_a_scrape_only_module_beside_continuous_ones_is_unchanged(make_client, listener):
-    client = await make_client(parse_config(f"""
+    client = await make_client(
+        parse_config(f"""
 modules:
   on_scrape: {{prober: tcp}}
   background: {{prober: tcp, interval: 1h}}
 targets:
   - {{target: "127.0.0.1:{listener}", module: on_scrape}}
   - {{target: "127.0.0.1:{listener}", module: background}}
-"""))
+""")
+    )
     for expected in (1, 2, 3):
         text = await scrape(client)
         assert value(text, "connectivity_exporter_probes_total", module="on_scrape", state="open") == expected
@@ -376,8 +405,9 @@ targets:
   - {{target: "127.0.0.1:{closed_port}", module: fast}}
 """)
     port = free_port()
-    process = start_exporter(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--runtime.probe-processes=2")
+    process = start_exporter(
+        f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", "--runtime.probe-processes=2"
+    )
     try:
         process.wait_for_log("probe worker 1 ready")
         deadline = time.monotonic() + 30
@@ -389,8 +419,9 @@ targets:
             time.sleep(0.2)
         assert value(text, "probe_results_total", state="refused") == results_total(text) >= 5
         assert value(text, "probe_success", target=f"127.0.0.1:{listener}") == 1
-        assert value(text, "probe_tcp_state", target=f"127.0.0.1:{closed_port}", module="on_scrape",
-                     state="refused") == 1
+        assert (
+            value(text, "probe_tcp_state", target=f"127.0.0.1:{closed_port}", module="on_scrape", state="refused") == 1
+        )
         assert value(text, "connectivity_exporter_probe_workers") == 1
         process.signal(signal.SIGTERM)
         assert process.wait() == 0
@@ -400,12 +431,14 @@ targets:
 
 async def test_a_failing_continuous_target_gets_a_path_diagnosis(make_client, closed_port):
     """Continuous targets are only read by a scrape; their failures still go to the background diagnosis."""
-    client = await make_client(parse_config(f"""
+    client = await make_client(
+        parse_config(f"""
 modules:
   watch: {{prober: tcp, timeout: 2s, interval: 200ms, tcp: {{diagnose: on_failure}}}}
 targets:
   - {{target: "127.0.0.1:{closed_port}", module: watch}}
-"""))
+""")
+    )
     verdict = None
     for _ in range(100):  # bounded: up to ~20 s on a loaded machine
         text = await (await client.get("/metrics")).text()

@@ -14,9 +14,9 @@ import pytest
 from exporter.config import parse_config
 from tests.helpers.metrics_text import samples, value
 
-PERIOD = 2.0       # the listener is up for 2 s, then down (refused) for 2 s
-INTERVAL = 0.5     # 4 background probes per period
-SAMPLES = 64       # 16 up/down periods; the expected open share is exactly 1/2 (see below)
+PERIOD = 2.0  # the listener is up for 2 s, then down (refused) for 2 s
+INTERVAL = 0.5  # 4 background probes per period
+SAMPLES = 64  # 16 up/down periods; the expected open share is exactly 1/2 (see below)
 
 
 class FlappingListener:
@@ -65,21 +65,26 @@ class FlappingListener:
 
 
 def results(text: str, module: str) -> dict[str, float]:
-    return {dict(labels)["state"]: v for (name, labels), v in samples(text).items()
-            if name == "probe_results_total" and ("module", module) in labels}
+    return {
+        dict(labels)["state"]: v
+        for (name, labels), v in samples(text).items()
+        if name == "probe_results_total" and ("module", module) in labels
+    }
 
 
 async def test_flapping_target_counted_in_proportion_while_scrape_only_sees_one_per_scrape(make_client):
     with FlappingListener() as flapping:
         target = f"127.0.0.1:{flapping.port}"
-        client = await make_client(parse_config(f"""
+        client = await make_client(
+            parse_config(f"""
 modules:
   every_500ms: {{prober: tcp, interval: {int(INTERVAL * 1000)}ms, timeout: 1s}}
   on_scrape: {{prober: tcp, timeout: 1s}}
 targets:
   - {{target: "{target}", module: every_500ms}}
   - {{target: "{target}", module: on_scrape}}
-"""))
+""")
+        )
         scrapes = 0
         text = ""
         # Bounded wait for the samples (32 s expected; generous limit for a loaded machine).
@@ -106,8 +111,11 @@ targets:
     assert periods - 3 <= changes <= periods + 2, (changes, periods)
 
     # The scrape-only module probed once per scrape, no more: it cannot see what happened between.
-    scrape_only = sum(v for (name, labels), v in samples(text).items()
-                      if name == "connectivity_exporter_probes_total" and ("module", "on_scrape") in labels)
+    scrape_only = sum(
+        v
+        for (name, labels), v in samples(text).items()
+        if name == "connectivity_exporter_probes_total" and ("module", "on_scrape") in labels
+    )
     assert scrape_only == scrapes
     assert not results(text, "on_scrape")  # no background counters for a scrape-only module
     assert pytest.approx(total) == value(text, "probe_total_time_seconds_count", module="every_500ms")

@@ -28,8 +28,14 @@ def outcome() -> dict:
     if reason:
         pytest.skip(reason)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run(["unshare", "-n", sys.executable, str(ROOT / "tests" / "helpers" / "continuous_netns.py"),
-                           str(LOSS_SAMPLES)], capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
+    done = subprocess.run(
+        ["unshare", "-n", sys.executable, str(ROOT / "tests" / "helpers" / "continuous_netns.py"), str(LOSS_SAMPLES)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -20,8 +20,18 @@ from exporter.address import parse_host_port
 from exporter.config import load_config
 from exporter.probers.result import TcpState
 from tests.helpers.configs import require_binary
-from tests.helpers.e2e_stack import (ALERTMANAGER_YML, DASHBOARD_JSON, DEPLOY, PROMETHEUS_YML, SHARDED_YML, WEBHOOK_LOGGER,
-                             dashboard_queries, dashboard_variable_queries, free_port, substitute)
+from tests.helpers.e2e_stack import (
+    ALERTMANAGER_YML,
+    DASHBOARD_JSON,
+    DEPLOY,
+    PROMETHEUS_YML,
+    SHARDED_YML,
+    WEBHOOK_LOGGER,
+    dashboard_queries,
+    dashboard_variable_queries,
+    free_port,
+    substitute,
+)
 
 COMPOSE_YML = DEPLOY / "docker-compose.yml"
 EXPORTER_CONFIG = DEPLOY / "exporter" / "config.yml"
@@ -50,6 +60,7 @@ def all_panels() -> list[dict]:
 
 # --- Prometheus, Alertmanager, exporter: checked by their own tools ---------------------------------------
 
+
 @pytest.mark.parametrize("config", [PROMETHEUS_YML, SHARDED_YML], ids=lambda p: p.name)
 def test_promtool_check_config(config):
     result = run(require_binary("promtool"), "check", "config", str(config))
@@ -64,16 +75,19 @@ def test_amtool_check_config():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("labels, receivers", [
-    ("alertname=ConnectivityPortRefused state=refused severity=critical", "pager"),
-    ("alertname=ConnectivityPortFiltered state=timeout severity=critical", "pager"),
-    ("alertname=ConnectivityDnsFailure state=dns_error severity=critical", "dns"),
-    ("alertname=SmtpGreetingRejected state=banner_rejected severity=critical", "pager,mail"),
-    ("alertname=SmtpTemporaryFailure state=banner_rejected severity=warning", "mail"),
-    ("alertname=ConnectivityConnectSlow state=open severity=warning", "chat"),
-    ("alertname=TlsCertificateExpiryCritical severity=critical", "pager"),
-    ("alertname=ConnectivityExporterDown severity=critical", "monitoring"),
-])
+@pytest.mark.parametrize(
+    "labels, receivers",
+    [
+        ("alertname=ConnectivityPortRefused state=refused severity=critical", "pager"),
+        ("alertname=ConnectivityPortFiltered state=timeout severity=critical", "pager"),
+        ("alertname=ConnectivityDnsFailure state=dns_error severity=critical", "dns"),
+        ("alertname=SmtpGreetingRejected state=banner_rejected severity=critical", "pager,mail"),
+        ("alertname=SmtpTemporaryFailure state=banner_rejected severity=warning", "mail"),
+        ("alertname=ConnectivityConnectSlow state=open severity=warning", "chat"),
+        ("alertname=TlsCertificateExpiryCritical severity=critical", "pager"),
+        ("alertname=ConnectivityExporterDown severity=critical", "monitoring"),
+    ],
+)
 def test_alertmanager_routes_by_state_and_severity(labels, receivers):
     amtool = shutil.which("amtool")
     if amtool is None:
@@ -114,6 +128,7 @@ def test_file_sd_targets_are_valid_and_name_existing_modules():
 
 # --- docker compose -----------------------------------------------------------------------------------
 
+
 def test_compose_services_and_mounts():
     services = compose()["services"]
     assert set(services) >= {"exporter", "prometheus", "alertmanager", "grafana", "alert-receiver"}
@@ -142,8 +157,11 @@ def test_compose_addresses_match_the_configs():
     prometheus = PROMETHEUS_YML.read_text()
     assert "exporter:9816" in prometheus and "exporter" in services
     assert "alertmanager:9093" in prometheus and "alertmanager" in services
-    urls = {config["url"] for receiver in yaml.safe_load(ALERTMANAGER_YML.read_text())["receivers"]
-            for config in receiver.get("webhook_configs", [])}
+    urls = {
+        config["url"]
+        for receiver in yaml.safe_load(ALERTMANAGER_YML.read_text())["receivers"]
+        for config in receiver.get("webhook_configs", [])
+    }
     assert urls and all(url.startswith("http://alert-receiver:5001/") for url in urls)
     assert services["alert-receiver"]["command"][-1] == "5001"
     datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
@@ -168,6 +186,7 @@ def test_docker_compose_config():
 
 
 # --- the Grafana dashboard ----------------------------------------------------------------------------
+
 
 def test_dashboard_is_importable_and_provisionable():
     board = dashboard()
@@ -210,15 +229,27 @@ def test_panel_ids_unique_and_layout_fits():
 
 def test_dashboard_has_the_panels_the_issue_asks_for():
     titles = {panel["title"] for panel in all_panels() if panel["type"] != "row"}
-    assert {"State per target", "TCP connect time", "DNS lookup time", "SMTP greeting (banner) time",
-            "SMTP reply codes per stage", "Certificate expires in"} <= titles
+    assert {
+        "State per target",
+        "TCP connect time",
+        "DNS lookup time",
+        "SMTP greeting (banner) time",
+        "SMTP reply codes per stage",
+        "Certificate expires in",
+    } <= titles
 
 
 def test_every_dashboard_expression_is_valid_promql(tmp_path):
     """promtool parses each expression (as a recording rule); the e2e test then runs them for real."""
     queries = dashboard_queries()
-    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:query_{n}", "expr": q["promql"]}
-                                                        for n, q in enumerate(queries)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"dashboard:query_{n}", "expr": q["promql"]} for n, q in enumerate(queries)],
+            }
+        ]
+    }
     (tmp_path / "dashboard.rules.yml").write_text(yaml.safe_dump(rules))
     result = run(require_binary("promtool"), "check", "rules", "dashboard.rules.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -237,8 +268,13 @@ def test_state_table_maps_every_tcp_state_the_exporter_has():
     override = next(o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "TCP state")
     options = next(p["value"] for p in override["properties"] if p["id"] == "mappings")[0]["options"]
     assert options["0"]["text"] == "open"
-    assert {options[str(code)]["text"].split()[0] for code in codes} == {"refused", "timeout", "unreachable", "DNS",
-                                                                         "probe"}
+    assert {options[str(code)]["text"].split()[0] for code in codes} == {
+        "refused",
+        "timeout",
+        "unreachable",
+        "DNS",
+        "probe",
+    }
     assert set(options) == {str(code) for code in range(len(states))} | {"99"}
 
 
@@ -263,11 +299,13 @@ def test_dashboard_variable_substitution_rejects_unknown_variables():
 
 # --- the webhook logger -------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def webhook_logger():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-u", str(WEBHOOK_LOGGER), f"127.0.0.1:{port}"],
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-u", str(WEBHOOK_LOGGER), f"127.0.0.1:{port}"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert json.loads(process.stdout.readline()) == {"listening": f"127.0.0.1:{port}"}
         yield process, f"http://127.0.0.1:{port}"
@@ -289,12 +327,30 @@ def test_webhook_logger_prints_one_line_per_alert_and_rejects_garbage(webhook_lo
     process, url = webhook_logger
     assert post(f"{url}/pager", b"not json") == 400
     assert post(f"{url}/pager", b'{"no": "alerts"}') == 400
-    notification = {"receiver": "pager", "alerts": [
-        {"status": "firing", "labels": {"alertname": "ConnectivityPortRefused", "state": "refused",
-                                        "severity": "critical", "target": "db:5432"},
-         "annotations": {"summary": "db:5432 refuses connections"}}]}
+    notification = {
+        "receiver": "pager",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {
+                    "alertname": "ConnectivityPortRefused",
+                    "state": "refused",
+                    "severity": "critical",
+                    "target": "db:5432",
+                },
+                "annotations": {"summary": "db:5432 refuses connections"},
+            }
+        ],
+    }
     assert post(f"{url}/pager", json.dumps(notification).encode()) == 200
     line = json.loads(process.stdout.readline())
-    assert line == {"path": "/pager", "receiver": "pager", "status": "firing", "alertname": "ConnectivityPortRefused",
-                    "severity": "critical", "state": "refused", "target": "db:5432",
-                    "summary": "db:5432 refuses connections"}
+    assert line == {
+        "path": "/pager",
+        "receiver": "pager",
+        "status": "firing",
+        "alertname": "ConnectivityPortRefused",
+        "severity": "critical",
+        "state": "refused",
+        "target": "db:5432",
+        "summary": "db:5432 refuses connections",
+    }

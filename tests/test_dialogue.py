@@ -225,6 +225,7 @@ def imap_handler(context, after_starttls: bytes | None = None):
         writer.write(b"* CAPABILITY IMAP4rev1\r\na2 OK\r\n")
         await writer.drain()
         await reader.read()
+
     return handler
 
 
@@ -315,7 +316,7 @@ def test_expand_follows_go_regexp_expand():
     match = re.compile(rb"(?P<word>\w+) (\d+)").search(b"PING 42")
     pattern = match.re
     assert expand(b"PONG ${1} $2 ${word}", pattern, match) == b"PONG PING 42 PING"
-    assert expand(b"$$1 $9 ${nope} $1x", pattern, match) == b"$1   "   # unknown groups and names are empty
+    assert expand(b"$$1 $9 ${nope} $1x", pattern, match) == b"$1   "  # unknown groups and names are empty
     assert expand(b"cost: $ 5 ${1", pattern, match) == b"cost: $ 5 ${1"  # malformed: literal
 
 
@@ -370,6 +371,7 @@ modules:
       tls_config: {{ca_file: {pki.ca_file}, server_name: mx.test, max_version: TLS12{extra}}}
       query_response: [{{expect: "^[+]OK"}}]
 """
+
     async with scripted_server(handler, ssl=server_context) as port:
         with_cert, _ = await probe(module_from(config(f", cert_file: {cert}, key_file: {key}")), port)
         without, _ = await probe(module_from(config("")), port)

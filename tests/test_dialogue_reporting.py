@@ -11,9 +11,14 @@ from tests.helpers.exporter_process import REPO
 
 
 def test_go_name_order_and_escaping():
-    subject = ((("countryName", "US"),), (("organizationName", "Example, Inc."),),
-               (("organizationalUnitName", "Ops"),), (("organizationalUnitName", "Mail"),),
-               (("commonName", "mx.example.com"),), (("emailAddress", "ops@example.com"),))
+    subject = (
+        (("countryName", "US"),),
+        (("organizationName", "Example, Inc."),),
+        (("organizationalUnitName", "Ops"),),
+        (("organizationalUnitName", "Mail"),),
+        (("commonName", "mx.example.com"),),
+        (("emailAddress", "ops@example.com"),),
+    )
     # Go's pkix.Name.String(): CN, OU, O, ..., C; several values of one type joined by '+'; rare ones last.
     assert go_name(subject) == "CN=mx.example.com,OU=Ops+OU=Mail,O=Example\\, Inc.,C=US,emailAddress=ops@example.com"
     assert go_name(((("commonName", " #lead"),),)) == "CN=\\ #lead"
@@ -44,12 +49,38 @@ modules:
       - send: "SSH-2.0-blackbox-ssh-check"
   web: {prober: http}
 """)
-        done = subprocess.run([sys.executable, "-m", "exporter", "check", f"--config.file={config}",
-                               "--module", "ssh_banner", f"127.0.0.1:{port}"],
-                              cwd=REPO, capture_output=True, text=True, timeout=60)
-        unsupported = subprocess.run([sys.executable, "-m", "exporter", "check", f"--config.file={config}",
-                                      "--module", "web", f"127.0.0.1:{port}"],
-                                     cwd=REPO, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "check",
+                f"--config.file={config}",
+                "--module",
+                "ssh_banner",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        unsupported = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "check",
+                f"--config.file={config}",
+                "--module",
+                "web",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         servers.close()
     assert done.returncode == 1, done.stderr
@@ -58,5 +89,7 @@ modules:
     assert "Received instead: HTTP/1.1 400 Bad Request | " in done.stdout
     assert "< HTTP/1.1 400 Bad Request" in done.stdout
     assert unsupported.returncode == 2
-    assert unsupported.stderr.strip().endswith("uses blackbox_exporter's http prober, which connectivity_exporter "
-                                               "does not implement (supported probers: tcp, smtp)")
+    assert unsupported.stderr.strip().endswith(
+        "uses blackbox_exporter's http prober, which connectivity_exporter "
+        "does not implement (supported probers: tcp, smtp)"
+    )

@@ -17,9 +17,13 @@ def ignored(path: str, patterns: list[str]) -> bool:
         pattern = pattern.lstrip("!").rstrip("/")
         parts = path.split("/")
         prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-        if any(fnmatch.fnmatchcase(prefix, pattern) or fnmatch.fnmatchcase(prefix, pattern.removeprefix("**/"))
-               or fnmatch.fnmatchcase(parts[-1], pattern.removeprefix("**/")) and pattern.startswith("**/")
-               for prefix in prefixes):
+        if any(
+            fnmatch.fnmatchcase(prefix, pattern)
+            or fnmatch.fnmatchcase(prefix, pattern.removeprefix("**/"))
+            or fnmatch.fnmatchcase(parts[-1], pattern.removeprefix("**/"))
+            and pattern.startswith("**/")
+            for prefix in prefixes
+        ):
             result = not negate
     return result
 
@@ -41,12 +45,22 @@ def copied_sources() -> list[str]:
 def test_everything_the_dockerfile_copies_is_in_the_context():
     sources = copied_sources()
     assert {"pyproject.toml", "README.md", "exporter", "config.example.yml"} <= set(sources)
-    files = [str(p.relative_to(ROOT)) for source in sources for p in
-             ([ROOT / source] if (ROOT / source).is_file() else (ROOT / source).rglob("*.py"))]
+    files = [
+        str(p.relative_to(ROOT))
+        for source in sources
+        for p in ([ROOT / source] if (ROOT / source).is_file() else (ROOT / source).rglob("*.py"))
+    ]
     assert files and not [f for f in files if ignored(f, patterns())]
 
 
 def test_the_rest_of_the_clone_stays_out():
-    for path in (".git/config", ".venv/bin/python", "tests/conftest.py", "bench/run.py", "docs/metrics.md",
-                 "exporter/__pycache__/app.cpython-311.pyc", "connectivity_exporter.egg-info/PKG-INFO"):
+    for path in (
+        ".git/config",
+        ".venv/bin/python",
+        "tests/conftest.py",
+        "bench/run.py",
+        "docs/metrics.md",
+        "exporter/__pycache__/app.cpython-311.pyc",
+        "connectivity_exporter.egg-info/PKG-INFO",
+    ):
         assert ignored(path, patterns()), path

@@ -15,8 +15,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers.e2e_stack import (DASHBOARD_JSON, PROMETHEUS_YML, Processes, binary, dashboard_queries, fast_global,
-                             free_port, readdress, start_exporter, start_prometheus)
+from tests.helpers.e2e_stack import (
+    DASHBOARD_JSON,
+    PROMETHEUS_YML,
+    Processes,
+    binary,
+    dashboard_queries,
+    fast_global,
+    free_port,
+    readdress,
+    start_exporter,
+    start_prometheus,
+)
 
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules" / "continuous.rules.yml"
 STARTUP_SECONDS = 30
@@ -89,8 +99,10 @@ def run(tmp_path_factory) -> dict:
     workdir = tmp_path_factory.mktemp("e2e_continuous")
     with ExitStack() as stack:
         cases = {"flapping": flapping_port(stack), "healthy": open_port(stack), "dead": free_port()}
-        targets = "\n".join(f"  - {{target: '127.0.0.1:{port}', module: every_200ms, labels: {{case: {case}}}}}"
-                            for case, port in cases.items())
+        targets = "\n".join(
+            f"  - {{target: '127.0.0.1:{port}', module: every_200ms, labels: {{case: {case}}}}}"
+            for case, port in cases.items()
+        )
         config = f"""
 modules:
   every_200ms: {{prober: tcp, timeout: 1s, interval: 200ms}}
@@ -104,30 +116,47 @@ targets:
         fast_global(prometheus_config)
         readdress(prometheus_config, {"exporter:9816": exporter})
         prometheus_config.pop("alerting", None)
-        prometheus_config["scrape_configs"] = [c for c in prometheus_config["scrape_configs"]
-                                               if c["job_name"] == "connectivity"]
+        prometheus_config["scrape_configs"] = [
+            c for c in prometheus_config["scrape_configs"] if c["job_name"] == "connectivity"
+        ]
         prometheus_config["rule_files"] = [str(short_for_rules(workdir / "continuous.rules.yml"))]
         api = start_prometheus(processes, workdir, prometheus_config, deadline)
-        wanted = {("ConnectivityFlapping", "flapping"), ("ConnectivityIntermittentFailures", "flapping"),
-                  ("ConnectivityFailingInARow", "dead")}
-        queries = [q for q in dashboard_queries() if "probe_results_total" in q["expr"]
-                   or "probe_tcp_connect_time_seconds" in q["expr"] or "probe_state_changes_total" in q["expr"]]
+        wanted = {
+            ("ConnectivityFlapping", "flapping"),
+            ("ConnectivityIntermittentFailures", "flapping"),
+            ("ConnectivityFailingInARow", "dead"),
+        }
+        queries = [
+            q
+            for q in dashboard_queries()
+            if "probe_results_total" in q["expr"]
+            or "probe_tcp_connect_time_seconds" in q["expr"]
+            or "probe_state_changes_total" in q["expr"]
+        ]
         settle = time.monotonic() + SETTLE_SECONDS
         while True:
             processes.check_alive()
-            firing = {(alert["labels"]["alertname"], alert["labels"].get("case")) for alert in api.alerts()
-                      if alert["state"] == "firing"}
+            firing = {
+                (alert["labels"]["alertname"], alert["labels"].get("case"))
+                for alert in api.alerts()
+                if alert["state"] == "firing"
+            }
             counts = {f"{q['panel']} {q['ref']}": len(api.query(q["promql"])) for q in queries}
             if (wanted <= firing and all(counts.values())) or time.monotonic() > settle:
                 break
             time.sleep(0.5)
-        ratio = api.query('sum by (case) (rate(probe_results_total{state!="open"}[1m])) '
-                          '/ sum by (case) (rate(probe_results_total[1m]))')
-        p50 = api.query('histogram_quantile(0.5, sum by (case, le) (rate(probe_tcp_connect_time_seconds_bucket[1m])))')
-        return {"firing": sorted(firing), "dashboard": counts,
-                "ratio": {r["metric"].get("case"): float(r["value"][1]) for r in ratio},
-                "p50": {r["metric"].get("case"): r["value"][1] for r in p50},
-                "panels": [p["title"] for p in json.loads(DASHBOARD_JSON.read_text())["panels"]]}
+        ratio = api.query(
+            'sum by (case) (rate(probe_results_total{state!="open"}[1m])) '
+            "/ sum by (case) (rate(probe_results_total[1m]))"
+        )
+        p50 = api.query("histogram_quantile(0.5, sum by (case, le) (rate(probe_tcp_connect_time_seconds_bucket[1m])))")
+        return {
+            "firing": sorted(firing),
+            "dashboard": counts,
+            "ratio": {r["metric"].get("case"): float(r["value"][1]) for r in ratio},
+            "p50": {r["metric"].get("case"): r["value"][1] for r in p50},
+            "panels": [p["title"] for p in json.loads(DASHBOARD_JSON.read_text())["panels"]],
+        }
 
 
 def test_flapping_and_dead_ports_fire_the_continuous_alerts(run):

@@ -69,14 +69,18 @@ def stored_state(report: dict, case: str) -> dict:
 
 
 def firing(report: dict, alertname: str, case: str) -> dict:
-    matches = [alert for alert in report["alerts"]
-               if alert["labels"]["alertname"] == alertname and alert["labels"].get("case") == case]
+    matches = [
+        alert
+        for alert in report["alerts"]
+        if alert["labels"]["alertname"] == alertname and alert["labels"].get("case") == case
+    ]
     assert matches, f"{alertname} for case {case} not in Prometheus' alerts: {report['alerts']}"
     assert matches[0]["state"] == "firing", matches[0]
     return matches[0]
 
 
 # --- Prometheus stores what the exporter reports ------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", ["open", "refused"])
 def test_metrics_endpoint_states_are_stored(stack, case):
@@ -89,8 +93,9 @@ def test_metrics_endpoint_states_are_stored(stack, case):
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("case, module", [("timeout", "tcp_short"), ("unreachable", "tcp_connect"),
-                                          ("dns_error", "tcp_connect")])
+@pytest.mark.parametrize(
+    "case, module", [("timeout", "tcp_short"), ("unreachable", "tcp_connect"), ("dns_error", "tcp_connect")]
+)
 def test_namespace_only_states_are_stored(stack, case, module):
     require_netns(stack)
     series = stored_state(stack, case)
@@ -111,11 +116,15 @@ def test_probe_endpoint_relabeling(stack, case, state):
 
 # --- the dashboard ------------------------------------------------------------------------------------
 
+
 def test_every_dashboard_query_returns_data(stack):
     checked = [entry for entry in stack["dashboard"] if stack["smtp"] or not needs_smtp(entry["expr"])]
     assert len(checked) >= 15, "the dashboard's queries were not all found"
-    empty = [f"panel {entry['panel']!r} query {entry['ref']}: {entry.get('error') or 'no data'}\n  {entry['promql']}"
-             for entry in checked if entry["count"] == 0]
+    empty = [
+        f"panel {entry['panel']!r} query {entry['ref']}: {entry.get('error') or 'no data'}\n  {entry['promql']}"
+        for entry in checked
+        if entry["count"] == 0
+    ]
     assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
 
 
@@ -135,6 +144,7 @@ def test_dashboard_variables_list_the_targets(stack):
 
 
 # --- SMTP (runs once the smtp prober is part of the build) ---------------------------------------------
+
 
 @pytest.mark.parametrize("case, state", [("smtp_ok", "ok"), ("smtp_blocked", "banner_rejected")])
 def test_smtp_states_are_stored(stack, case, state):
@@ -158,6 +168,7 @@ def test_smtp_greeting_rejected_alert_fires_with_the_reply_code(stack):
 
 # --- alerts -------------------------------------------------------------------------------------------
 
+
 def test_refused_port_alert_fires_with_its_state_and_advice(stack):
     alert = firing(stack, "ConnectivityPortRefused", "refused")
     target = stack["cases"]["refused"]
@@ -173,9 +184,14 @@ def test_open_port_raises_no_alert(stack):
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("case, alertname", [("timeout", "ConnectivityPortFiltered"),
-                                             ("unreachable", "ConnectivityHostUnreachable"),
-                                             ("dns_error", "ConnectivityDnsFailure")])
+@pytest.mark.parametrize(
+    "case, alertname",
+    [
+        ("timeout", "ConnectivityPortFiltered"),
+        ("unreachable", "ConnectivityHostUnreachable"),
+        ("dns_error", "ConnectivityDnsFailure"),
+    ],
+)
 def test_namespace_only_state_alerts_fire(stack, case, alertname):
     require_netns(stack)
     alert = firing(stack, alertname, case)
@@ -186,12 +202,18 @@ def test_alertmanager_routes_the_refused_alert_to_the_pager(stack):
     if not stack["alertmanager"]:
         pytest.skip("Alertmanager is not installed (Debian package 'prometheus-alertmanager')")
     target = stack["cases"]["refused"]
-    received = [alert for alert in stack["alertmanager_alerts"]
-                if alert["labels"]["alertname"] == "ConnectivityPortRefused" and alert["labels"]["target"] == target]
+    received = [
+        alert
+        for alert in stack["alertmanager_alerts"]
+        if alert["labels"]["alertname"] == "ConnectivityPortRefused" and alert["labels"]["target"] == target
+    ]
     assert received and received[0]["state"] == "active"
     assert received[0]["receivers"] == ["pager"]
-    notes = [note for note in stack["notifications"]
-             if note["alertname"] == "ConnectivityPortRefused" and note["target"] == target]
+    notes = [
+        note
+        for note in stack["notifications"]
+        if note["alertname"] == "ConnectivityPortRefused" and note["target"] == target
+    ]
     assert notes, f"the webhook logger got nothing for {target}: {stack['notifications']}"
     assert {(note["path"], note["status"], note["state"]) for note in notes} == {("/pager", "firing", "refused")}
 
@@ -206,6 +228,7 @@ def test_alertmanager_routes_dns_failures_to_the_dns_team(stack):
 
 
 # --- sharding -----------------------------------------------------------------------------------------
+
 
 def test_every_target_is_probed_by_exactly_one_exporter(sharding):
     per_target = Counter(series["target"] for series in sharding["series"])

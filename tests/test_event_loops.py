@@ -12,15 +12,15 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from exporter.address import parse_host_port
-from exporter.deadline import Deadline
-from exporter.runtime import new_event_loop
 from exporter.config import Module
+from exporter.deadline import Deadline
 from exporter.probers import connect
 from exporter.probers.connect import CONNECTS_PER_ITERATION, connect_target
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.probers.tcp import probe_tcp
 from exporter.runner import ProbeRunner
+from exporter.runtime import new_event_loop
 
 MODULE = Module(name="tcp_connect", prober="tcp", timeout=2.0)
 
@@ -36,6 +36,7 @@ def run(request) -> Callable:
             loop_kind = runner.run(_loop_kind())
             assert loop_kind == request.param
             return runner.run(make_coroutine())
+
     return run
 
 
@@ -119,8 +120,16 @@ def test_deadline_gives_timeout_and_leaves_no_socket_or_writer(run, full_listene
         before = open_fds()
         result = ProbeResult()
         # wait_for only guards the test against a hang: the probe's own 50 ms deadline must end it.
-        sock = await asyncio.wait_for(connect_target(result, parse_host_port(f"127.0.0.1:{full_listener}"), MODULE,
-                                                     loop.time() + 0.05, Resolver(max_workers=1)), 5)
+        sock = await asyncio.wait_for(
+            connect_target(
+                result,
+                parse_host_port(f"127.0.0.1:{full_listener}"),
+                MODULE,
+                loop.time() + 0.05,
+                Resolver(max_workers=1),
+            ),
+            5,
+        )
         return result, sock, before, open_fds()
 
     result, sock, before, after = run(go)
@@ -135,8 +144,15 @@ def test_cancelled_connect_closes_its_socket(run, full_listener):
     async def go():
         loop = asyncio.get_running_loop()
         before = open_fds()
-        task = asyncio.ensure_future(connect_target(ProbeResult(), parse_host_port(f"127.0.0.1:{full_listener}"),
-                                                    MODULE, loop.time() + 5, Resolver(max_workers=1)))
+        task = asyncio.ensure_future(
+            connect_target(
+                ProbeResult(),
+                parse_host_port(f"127.0.0.1:{full_listener}"),
+                MODULE,
+                loop.time() + 5,
+                Resolver(max_workers=1),
+            )
+        )
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -150,11 +166,17 @@ def test_cancelled_connect_closes_its_socket(run, full_listener):
 def test_many_concurrent_probes_through_the_runner(run, draining_listener, closed_port):
     """300 probes at once (more than the connect pacer lets start per iteration): every one classified.
     Each has its own module object, so none shares another's in-flight probe."""
+
     async def go():
         resolver = Resolver(max_workers=2)
         runner = ProbeRunner(resolver, max_concurrency=300)
-        targets = [(parse_host_port(f"127.0.0.1:{closed_port if i % 3 == 0 else draining_listener}"),
-                    Module(name=f"tcp_{i}", prober="tcp", timeout=2.0)) for i in range(300)]
+        targets = [
+            (
+                parse_host_port(f"127.0.0.1:{closed_port if i % 3 == 0 else draining_listener}"),
+                Module(name=f"tcp_{i}", prober="tcp", timeout=2.0),
+            )
+            for i in range(300)
+        ]
         try:
             return await runner.probe_all(targets, Deadline.after(5))
         finally:
@@ -168,6 +190,7 @@ def test_many_concurrent_probes_through_the_runner(run, draining_listener, close
 def test_connect_pacer_starts_a_bounded_number_per_iteration_in_order(run):
     """Past CONNECTS_PER_ITERATION in one loop iteration, connects wait their turn (FIFO), a batch per
     iteration; a waiter cancelled meanwhile gives its place up."""
+
     async def go():
         pacer = connect._ConnectPacer(asyncio.get_running_loop())
         turns = [pacer.turn() for _ in range(3 * CONNECTS_PER_ITERATION)]

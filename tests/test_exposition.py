@@ -11,17 +11,20 @@ import subprocess
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.exposition import Family, format_value, label_prefix, one_hot, render, single
 from exporter.probers.connect_metrics import COMMON_FAMILIES, TCP_FAMILIES
-from exporter.exposition import (Family, format_value, label_prefix, one_hot,
-                                 render, single)
 from exporter.probers.result import ProbeResult, TcpState
 from tests.helpers.configs import require_binary
 from tests.helpers.metrics_text import samples
 
 FAMILIES = COMMON_FAMILIES + TCP_FAMILIES
 # A one-hot family whose current value can fall outside its set (then every series is 0).
-ODD = Family("probe_test_phase", "gauge", "Test family.", one_hot("phase", ["a", 'q"uote', "back\\slash"],
-                                                                  lambda r: r.detail or None))
+ODD = Family(
+    "probe_test_phase",
+    "gauge",
+    "Test family.",
+    one_hot("phase", ["a", 'q"uote', "back\\slash"], lambda r: r.detail or None),
+)
 SPARSE = Family("probe_test_optional", "gauge", "Left out when None.", single(lambda r: r.details))
 ALL = (*FAMILIES, ODD, SPARSE)
 
@@ -34,16 +37,29 @@ def generic(family: Family) -> Family:
 floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5))
 results = st.builds(
     lambda success, state, connect, duration, protocol, phase, optional: _result(
-        success, state, connect, duration, protocol, phase, optional),
-    st.booleans(), st.sampled_from(list(TcpState)), st.one_of(st.none(), floats), floats,
-    st.sampled_from([0, 4, 6]), st.sampled_from(["", "a", 'q"uote', "back\\slash", "other"]),
-    st.one_of(st.none(), floats))
+        success, state, connect, duration, protocol, phase, optional
+    ),
+    st.booleans(),
+    st.sampled_from(list(TcpState)),
+    st.one_of(st.none(), floats),
+    floats,
+    st.sampled_from([0, 4, 6]),
+    st.sampled_from(["", "a", 'q"uote', "back\\slash", "other"]),
+    st.one_of(st.none(), floats),
+)
 label_values = st.text(max_size=20)
 
 
 def _result(success, state, connect, duration, protocol, phase, optional) -> ProbeResult:
-    result = ProbeResult(success=success, state=state, tcp_state=state, connect_seconds=connect,
-                         duration_seconds=duration, ip_protocol=protocol, detail=phase)
+    result = ProbeResult(
+        success=success,
+        state=state,
+        tcp_state=state,
+        connect_seconds=connect,
+        duration_seconds=duration,
+        ip_protocol=protocol,
+        detail=phase,
+    )
     result.details = optional
     return result
 
@@ -63,14 +79,22 @@ def test_fast_writers_match_the_generic_loop(entries):
 def _generic_render(triples) -> str:
     """Render with every family swapped for its generic twin, presence mapped accordingly."""
     twins = {family: generic(family) for family in ALL}
-    return render([(prefix, result, frozenset(twins[f] for f in present)) for prefix, result, present in triples],
-                  [twins[family] for family in ALL])
+    return render(
+        [(prefix, result, frozenset(twins[f] for f in present)) for prefix, result, present in triples],
+        [twins[family] for family in ALL],
+    )
 
 
 def test_format_value():
     assert [format_value(v) for v in (0, 1, True, False, 4, -3)] == ["0", "1", "1", "0", "4", "-3"]
     assert [format_value(v) for v in (0.0, -0.0, 0.5, 1e-07, 1.5e300, 0.1 + 0.2)] == [
-        "0.0", "-0.0", "0.5", "1e-07", "1.5e+300", "0.30000000000000004"]
+        "0.0",
+        "-0.0",
+        "0.5",
+        "1e-07",
+        "1.5e+300",
+        "0.30000000000000004",
+    ]
     assert [format_value(v) for v in (math.nan, math.inf, -math.inf)] == ["NaN", "+Inf", "-Inf"]
 
 
@@ -80,12 +104,20 @@ def large_exposition(count: int, seed: int) -> tuple[str, list[tuple[dict, Probe
     alphabet = ['"', "\\", "\n", "\t", " ", "{", "}", ",", "=", "é", "☃", "\U0001f600", "a", "Z", "0"]
     expected, triples = [], []
     for index in range(count):
-        labels = {"target": f"10.{index // 250}.{index % 250}.1:{rng.randint(1, 65535)}", "module": "tcp_connect",
-                  "note": "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))}
+        labels = {
+            "target": f"10.{index // 250}.{index % 250}.1:{rng.randint(1, 65535)}",
+            "module": "tcp_connect",
+            "note": "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))),
+        }
         state = rng.choice(list(TcpState))
-        result = ProbeResult(success=state is TcpState.OPEN, state=state, tcp_state=state,
-                             connect_seconds=None if state is TcpState.DNS_ERROR else rng.random() / 100,
-                             duration_seconds=rng.random(), ip_protocol=rng.choice([4, 6]))
+        result = ProbeResult(
+            success=state is TcpState.OPEN,
+            state=state,
+            tcp_state=state,
+            connect_seconds=None if state is TcpState.DNS_ERROR else rng.random() / 100,
+            duration_seconds=rng.random(),
+            ip_protocol=rng.choice([4, 6]),
+        )
         triples.append((label_prefix(list(labels.items())), result, frozenset(FAMILIES)))
         expected.append((labels, result))
     return render(triples, FAMILIES), expected

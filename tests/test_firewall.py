@@ -18,18 +18,21 @@ def matrix() -> dict:
     return run_in_netns("firewall_matrix")
 
 
-@pytest.mark.parametrize("target, state", [
-    ("127.0.0.1:9001", "timeout"),      # nft drop: silence until the deadline
-    ("127.0.0.1:9002", "refused"),      # reject with tcp reset
-    ("127.0.0.1:9003", "unreachable"),  # reject with icmpx admin-prohibited
-    ("127.0.0.1:9004", "unreachable"),  # reject with icmpx host-unreachable
-    ("127.0.0.1:9005", "open"),         # a listener
-    ("127.0.0.1:9006", "refused"),      # closed port
-    ("127.0.0.1:9007", "unreachable"),  # reject with icmpx no-route (network unreachable)
-    ("127.0.0.1:9008", "refused"),      # ICMP port-unreachable is reported by Linux as ECONNREFUSED
-    ("127.0.0.1:9009", "timeout"),      # a local OUTPUT drop: the kernel keeps retrying the SYN
-    ("no-such-host.invalid:25", "dns_error"),  # no resolver is reachable inside the namespace
-])
+@pytest.mark.parametrize(
+    "target, state",
+    [
+        ("127.0.0.1:9001", "timeout"),  # nft drop: silence until the deadline
+        ("127.0.0.1:9002", "refused"),  # reject with tcp reset
+        ("127.0.0.1:9003", "unreachable"),  # reject with icmpx admin-prohibited
+        ("127.0.0.1:9004", "unreachable"),  # reject with icmpx host-unreachable
+        ("127.0.0.1:9005", "open"),  # a listener
+        ("127.0.0.1:9006", "refused"),  # closed port
+        ("127.0.0.1:9007", "unreachable"),  # reject with icmpx no-route (network unreachable)
+        ("127.0.0.1:9008", "refused"),  # ICMP port-unreachable is reported by Linux as ECONNREFUSED
+        ("127.0.0.1:9009", "timeout"),  # a local OUTPUT drop: the kernel keeps retrying the SYN
+        ("no-such-host.invalid:25", "dns_error"),  # no resolver is reachable inside the namespace
+    ],
+)
 def test_state(matrix, target, state):
     assert matrix["targets"][target]["state"] == state
     assert matrix["targets"][target]["probe_success"] == (1 if state == "open" else 0)

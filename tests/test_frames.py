@@ -11,8 +11,8 @@ from exporter import frames
 from exporter.report import debug_report
 from exporter.service import render_single
 from tests.helpers import smtp_servers
-from tests.helpers.smtp_servers import Pki, probe, smtp_config
 from tests.helpers.aiosmtpd_server import start_aiosmtpd, tls_config
+from tests.helpers.smtp_servers import Pki, probe, smtp_config
 
 servers = smtp_servers.servers  # the fixture
 
@@ -32,12 +32,18 @@ async def test_messages_round_trip_in_order_then_end_cleanly():
     assert await frames.read(reader) is None
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"\x00\x00", "stream ended inside a frame header"),
-    (struct.pack("!I", 10) + b"abc", "stream ended inside a frame of 10 bytes"),
-    (struct.pack("!I", frames.MAX_FRAME_BYTES + 1), "frame of 1,073,741,825 bytes announced, the limit is 1,073,741,824"),
-    (struct.pack("!I", 3) + b"xyz", "undecodable frame: UnpicklingError"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x00\x00", "stream ended inside a frame header"),
+        (struct.pack("!I", 10) + b"abc", "stream ended inside a frame of 10 bytes"),
+        (
+            struct.pack("!I", frames.MAX_FRAME_BYTES + 1),
+            "frame of 1,073,741,825 bytes announced, the limit is 1,073,741,824",
+        ),
+        (struct.pack("!I", 3) + b"xyz", "undecodable frame: UnpicklingError"),
+    ],
+)
 async def test_a_broken_stream_is_a_frame_error_naming_what_broke(data, message):
     with pytest.raises(frames.FrameError) as raised:
         await frames.read(reader_with(data))

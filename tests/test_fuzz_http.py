@@ -18,8 +18,13 @@ def test_bad_http_input_never_yields_5xx_or_hang():
     reason = netns_unavailable_reason()
     if reason:
         pytest.skip(f"{reason} (the fuzzer invents arbitrary targets, so it only runs where nothing can leave)")
-    done = subprocess.run(["unshare", "-n", sys.executable, str(ROOT / "tests" / "helpers" / "netns_fuzz_http.py"), "400"],
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    done = subprocess.run(
+        ["unshare", "-n", sys.executable, str(ROOT / "tests" / "helpers" / "netns_fuzz_http.py"), "400"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["requests"] >= 400

@@ -81,8 +81,12 @@ def hidden_under_root(paths: list[Path]) -> list[str]:
 
 
 def test_venv_under_another_prefix_still_finds_the_interpreter_under_root():
-    venv_python_in_work = [Path("/root/.pyenv/versions/3.11.7/bin"), Path("/root/.pyenv/versions/3.11.7"),
-                           Path("/work/venvs/x"), Path("/work/clone")]
+    venv_python_in_work = [
+        Path("/root/.pyenv/versions/3.11.7/bin"),
+        Path("/root/.pyenv/versions/3.11.7"),
+        Path("/work/venvs/x"),
+        Path("/work/clone"),
+    ]
     assert hidden_under_root(venv_python_in_work) == ["/root/.pyenv/versions/3.11.7"]
     clone_in_root = [Path("/usr/bin"), Path("/usr"), Path("/root/ci/clone/.venv"), Path("/root/ci/clone")]
     assert hidden_under_root(clone_in_root) == ["/root/ci/clone"]
@@ -98,12 +102,19 @@ def test_serves_unprivileged_on_a_read_only_root(tmp_path):
     if any(" " in path or "\n" in path for path in hidden):
         pytest.skip(f"a path under /root contains a space: {hidden}")
     os.chmod(tmp_path, 0o755)
-    env = dict(os.environ, HIDDEN_PATHS="\n".join(hidden), STAGE=str(tmp_path), UID_=str(UID), REPO=str(ROOT),
-               PYTHON=sys.executable)
+    env = dict(
+        os.environ,
+        HIDDEN_PATHS="\n".join(hidden),
+        STAGE=str(tmp_path),
+        UID_=str(UID),
+        REPO=str(ROOT),
+        PYTHON=sys.executable,
+    )
     # The client's PID lookup needs the server's pid: pass it through the environment.
     script = SCRIPT.replace('"$PYTHON" - <<', 'PID=$pid "$PYTHON" - <<')
-    done = subprocess.run(["unshare", "-m", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60,
-                          env=env)
+    done = subprocess.run(
+        ["unshare", "-m", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
     # The exporter's log shares stderr: nothing can be written to a file on a read-only root.
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -41,8 +41,9 @@ targets:
     by_name = {"target": f"localhost:{listener}"}
     assert state_of(text, **by_name) == "open"
     assert value(text, "probe_dns_lookup_time_seconds", **by_name) > 0
-    assert value(text, "probe_duration_seconds", **by_name) >= value(text, "probe_tcp_connect_duration_seconds",
-                                                                     **by_name)
+    assert value(text, "probe_duration_seconds", **by_name) >= value(
+        text, "probe_tcp_connect_duration_seconds", **by_name
+    )
     assert value(text, "connectivity_exporter_probes_total", module="tcp_connect", state="refused") == 1
     assert value(text, "connectivity_exporter_probes_total", module="tcp_connect", state="open") == 2
     assert value(text, "connectivity_exporter_scrape_duration_seconds_count", endpoint="metrics") == 1
@@ -67,6 +68,7 @@ async def test_probe_endpoint_has_no_target_labels(make_client, listener):
 
 async def test_probe_ipv6_literal(make_client):
     import socket
+
     sock = socket.socket(socket.AF_INET6)
     try:
         sock.bind(("::1", 0))
@@ -94,14 +96,17 @@ async def test_debug_output_explains_the_outcome(make_client, closed_port):
     assert 'probe_tcp_state{state="refused"} 1' in text
 
 
-@pytest.mark.parametrize("params, reason", [
-    ({}, "missing parameter 'target' (expected target=HOST:PORT)"),
-    ({"target": ""}, "missing parameter 'target' (expected target=HOST:PORT)"),
-    ({"target": "db"}, "invalid parameter 'target': target 'db': missing port (expected host:port)"),
-    ({"target": "db:99999"}, "invalid parameter 'target': target 'db:99999': port 99999 is out of range 1-65535"),
-    ({"target": "a:1", "module": "nope"}, "unknown module 'nope' (defined: tcp_connect)"),
-    ({"target": "a:1", "debug": "yes"}, "invalid parameter 'debug' 'yes': expected true or false"),
-])
+@pytest.mark.parametrize(
+    "params, reason",
+    [
+        ({}, "missing parameter 'target' (expected target=HOST:PORT)"),
+        ({"target": ""}, "missing parameter 'target' (expected target=HOST:PORT)"),
+        ({"target": "db"}, "invalid parameter 'target': target 'db': missing port (expected host:port)"),
+        ({"target": "db:99999"}, "invalid parameter 'target': target 'db:99999': port 99999 is out of range 1-65535"),
+        ({"target": "a:1", "module": "nope"}, "unknown module 'nope' (defined: tcp_connect)"),
+        ({"target": "a:1", "debug": "yes"}, "invalid parameter 'debug' 'yes': expected true or false"),
+    ],
+)
 async def test_bad_probe_requests_get_400_with_one_line(make_client, params, reason):
     client = await make_client(tcp_config())
     response = await client.get("/probe", params=params)

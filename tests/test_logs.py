@@ -12,8 +12,12 @@ import pytest
 from exporter.config import ConfigError
 from exporter.logs import JsonFormatter, LogfmtFormatter
 
-ERRORS = ConfigError(["c.yml: targets[0].target: target '127.0.0.1:99999': port 99999 is out of range 1-65535",
-                      "c.yml: bogus: unknown key (valid keys: global, modules, targets, probe_access)"])
+ERRORS = ConfigError(
+    [
+        "c.yml: targets[0].target: target '127.0.0.1:99999': port 99999 is out of range 1-65535",
+        "c.yml: bogus: unknown key (valid keys: global, modules, targets, probe_access)",
+    ]
+)
 LOGFMT_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 
 
@@ -29,7 +33,8 @@ def parse_logfmt(line: str) -> dict[str, str]:
 
 def test_a_failed_reload_is_one_logfmt_record_per_error():
     text = LogfmtFormatter().format(
-        record("configuration reload failed; still serving the previous configuration:\n%s", ERRORS))
+        record("configuration reload failed; still serving the previous configuration:\n%s", ERRORS)
+    )
     lines = text.split("\n")
     assert len(lines) == 2 and "\\n" not in text
     parsed = [parse_logfmt(line) for line in lines]
@@ -40,7 +45,8 @@ def test_a_failed_reload_is_one_logfmt_record_per_error():
 
 def test_a_failed_reload_is_one_json_record_per_error():
     text = JsonFormatter().format(
-        record("configuration reload failed; still serving the previous configuration:\n%s", ERRORS))
+        record("configuration reload failed; still serving the previous configuration:\n%s", ERRORS)
+    )
     parsed = [json.loads(line) for line in text.split("\n")]
     assert [p["detail"] for p in parsed] == ERRORS.errors
     assert parsed[0]["msg"] == "configuration reload failed; still serving the previous configuration"

@@ -14,8 +14,17 @@ import subprocess
 import pytest
 
 from exporter.address import parse_host_port
-from exporter.probers.maildomain import (MAIL_DOMAIN_FAMILIES, MailDomainDetails, MailDomainState, MxHost, _finish,
-                                         _verdict, _verdict_words, probe_mail_domain, render_text)
+from exporter.probers.maildomain import (
+    MAIL_DOMAIN_FAMILIES,
+    MailDomainDetails,
+    MailDomainState,
+    MxHost,
+    _finish,
+    _verdict,
+    _verdict_words,
+    probe_mail_domain,
+    render_text,
+)
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_replies import Reply
@@ -26,18 +35,30 @@ from tests.helpers.smtp_servers import Script, probe, smtp_config
 
 servers = smtp_servers.servers  # the fixture
 
-RELAY = "{starttls: no, mail_from: probe@example.org, rcpt_to: postmaster@example.test, " \
-        "relay_check_rcpt_to: relay-test@elsewhere.example}"
+RELAY = (
+    "{starttls: no, mail_from: probe@example.org, rcpt_to: postmaster@example.test, "
+    "relay_check_rcpt_to: relay-test@elsewhere.example}"
+)
 
 
 def host(name: str, preference: int, state: str = "ok", tcp_state: str = "open", **replies: int) -> MxHost:
-    details = SmtpDetails(replies={stage: Reply(code, (f"{code} text",), (f"{code} text".encode(),))
-                                   for stage, code in replies.items()})
-    return MxHost(name, preference, ["192.0.2.1"], state=state, tcp_state=tcp_state, success=state == "ok",
-                  address="192.0.2.1", smtp=details)
+    details = SmtpDetails(
+        replies={stage: Reply(code, (f"{code} text",), (f"{code} text".encode(),)) for stage, code in replies.items()}
+    )
+    return MxHost(
+        name,
+        preference,
+        ["192.0.2.1"],
+        state=state,
+        tcp_state=tcp_state,
+        success=state == "ok",
+        address="192.0.2.1",
+        smtp=details,
+    )
 
 
 # --- the verdict ---------------------------------------------------------------------------
+
 
 def test_primary_accepting_is_ok_even_with_a_backup_down():
     hosts = [host("a", 10), host("b", 20, "connect_failed", "refused")]
@@ -50,8 +71,10 @@ def test_primary_failing_backup_accepting_is_degraded():
 
 
 def test_an_equally_preferred_host_failing_is_degraded_whatever_the_order():
-    for hosts in ([host("a", 10), host("b", 10, "recipient_rejected", rcpt=450)],
-                  [host("b", 10, "recipient_rejected", rcpt=450), host("a", 10)]):
+    for hosts in (
+        [host("a", 10), host("b", 10, "recipient_rejected", rcpt=450)],
+        [host("b", 10, "recipient_rejected", rcpt=450), host("a", 10)],
+    ):
         assert _verdict(hosts) is MailDomainState.DEGRADED
 
 
@@ -62,8 +85,9 @@ def test_nothing_accepting_is_all_mx_failed_and_not_probed_hosts_do_not_count():
 
 
 def test_every_host_answering_521_is_explained_as_a_domain_taking_no_mail():
-    details = MailDomainDetails("example.test", mx=[host("a", 10, "banner_rejected", banner=521),
-                                                    host("b", 20, "banner_rejected", banner=521)])
+    details = MailDomainDetails(
+        "example.test", mx=[host("a", 10, "banner_rejected", banner=521), host("b", 20, "banner_rejected", banner=521)]
+    )
     details.state = _verdict(details.mx)
     assert "every MX host of example.test answers 521" in _verdict_words(details)
     assert "RFC 7504" in _verdict_words(details)
@@ -85,10 +109,16 @@ def test_top_level_series_follow_the_accepting_host():
 
 # --- metrics ---------------------------------------------------------------------------------
 
+
 def test_families_are_per_host_and_promtool_clean():
     module = smtp_config("{mx: true}").modules["m"]
-    result = domain_result([host('mx"1\\.example.test', 10, "banner_rejected", banner=554),
-                            host("mx2.example.test", 20), MxHost("mx3.example.test", 30)])
+    result = domain_result(
+        [
+            host('mx"1\\.example.test', 10, "banner_rejected", banner=554),
+            host("mx2.example.test", 20),
+            MxHost("mx3.example.test", 30),
+        ]
+    )
     text = render_single(result, module)
     lines = text.splitlines()
     assert 'probe_mail_domain_state{state="degraded"} 1' in lines
@@ -118,8 +148,13 @@ def test_a_domain_result_survives_the_trip_to_a_probe_worker():
 
 
 def test_the_mx_table():
-    result = domain_result([host("a.example.test", 10, "connect_failed", "refused"), host("b.example.test", 20),
-                            MxHost("c.example.test", 30)])
+    result = domain_result(
+        [
+            host("a.example.test", 10, "connect_failed", "refused"),
+            host("b.example.test", 20),
+            MxHost("c.example.test", 30),
+        ]
+    )
     lines = render_text(result.details)
     assert lines[0] == "MX hosts of example.test, in the order tried:"
     assert lines[1].split() == ["PREF", "MX", "HOST", "ADDRESSES", "STATE", "GREETING"]
@@ -133,8 +168,9 @@ async def test_an_ip_address_is_not_a_mail_domain():
     module = smtp_config("{mx: true}").modules["m"]
     resolver = Resolver(max_workers=1)
     try:
-        result = await probe_mail_domain(parse_host_port("127.0.0.1", 25), module,
-                                         asyncio.get_running_loop().time() + 2, resolver)
+        result = await probe_mail_domain(
+            parse_host_port("127.0.0.1", 25), module, asyncio.get_running_loop().time() + 2, resolver
+        )
     finally:
         resolver.close()
     assert result.success is False and result.details.state is MailDomainState.DNS_ERROR
@@ -142,6 +178,7 @@ async def test_an_ip_address_is_not_a_mail_domain():
 
 
 # --- the open-relay check (on the smtp prober, one host) -------------------------------------------
+
 
 def answering_rcpt(*answers: bytes):
     """A scripted server whose successive RCPT replies are ``answers`` (the defaults for other verbs)."""
@@ -159,6 +196,7 @@ def answering_rcpt(*answers: bytes):
             await writer.drain()
             if verb == "QUIT":
                 return
+
     return handler
 
 
@@ -170,8 +208,15 @@ async def test_relay_check_accepting_a_foreign_recipient_is_an_open_relay(server
     sent = [line.strip().decode() for line in server.received]
     # The configured envelope, then the relay check in its own transaction: nothing is ever sent.
     assert sent[0].startswith("EHLO ")
-    assert sent[1:] == ["MAIL FROM:<probe@example.org>", "RCPT TO:<postmaster@example.test>", "RSET",
-                        "MAIL FROM:<probe@example.org>", "RCPT TO:<relay-test@elsewhere.example>", "RSET", "QUIT"]
+    assert sent[1:] == [
+        "MAIL FROM:<probe@example.org>",
+        "RCPT TO:<postmaster@example.test>",
+        "RSET",
+        "MAIL FROM:<probe@example.org>",
+        "RCPT TO:<relay-test@elsewhere.example>",
+        "RSET",
+        "QUIT",
+    ]
 
 
 async def test_relay_check_refused_with_550_passes(servers):
@@ -196,24 +241,32 @@ async def test_no_relay_check_unless_configured(servers):
 
 
 def test_replies_are_explained_per_host_with_rfc_7504_domain_wording():
-    smtp = SmtpDetails(explanations=[("banner 220", "the server is ready"),
-                                     ("rcpt 556 5.1.10", "the recipient's domain does not accept mail")])
-    details = MailDomainDetails("example.test", mx=[MxHost("mx1.example.test", 10, state="recipient_rejected",
-                                                           smtp=smtp)])
+    smtp = SmtpDetails(
+        explanations=[
+            ("banner 220", "the server is ready"),
+            ("rcpt 556 5.1.10", "the recipient's domain does not accept mail"),
+        ]
+    )
+    details = MailDomainDetails(
+        "example.test", mx=[MxHost("mx1.example.test", 10, state="recipient_rejected", smtp=smtp)]
+    )
     explained = dict(details.explanations)
     assert explained["mx1.example.test: banner 220"] == "the server is ready"
     assert explained["mx1.example.test: rcpt 556 5.1.10"].startswith(
-        "556 (RFC 7504): the recipient's domain does not accept mail")
+        "556 (RFC 7504): the recipient's domain does not accept mail"
+    )
     assert "must not retry" in explained["mx1.example.test: rcpt 556 5.1.10"]
 
 
 async def test_the_smtp_plugin_serves_both_kinds_of_result(servers):
     from exporter.probers.table import PROBERS
+
     smtp = PROBERS["smtp"]
     domain = domain_result([host("a", 10), host("b", 20, "connect_failed", "refused")])
     assert smtp.details_json(domain) == domain.details.contract()
     assert [(fact.label, fact.text) for fact in smtp.facts(domain, 0.0)] == [
-        ("Mail domain", "ok (mail to the domain is accepted now)")]
+        ("Mail domain", "ok (mail to the domain is accepted now)")
+    ]
     assert set(MAIL_DOMAIN_FAMILIES) <= smtp.family_set
     single = await probe(await servers.start(Script()), "{starttls: no}")
     assert smtp.details_json(single) == single.details.to_json()

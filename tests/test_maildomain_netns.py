@@ -64,32 +64,42 @@ DNS_RECORDS = [
     f"--host-record=exim-open.example.test,{EXIM_OPEN}",
     f"--host-record=exim-closed.example.test,{EXIM_CLOSED}",
     # primary accepts, backup down
-    "--mx-host=primary-ok.test,mx-a.example.test,10", "--mx-host=primary-ok.test,mx-down.example.test,20",
+    "--mx-host=primary-ok.test,mx-a.example.test,10",
+    "--mx-host=primary-ok.test,mx-down.example.test,20",
     # primary rejects (554), backup (Exim) accepts
-    "--mx-host=degraded.test,mx-block.example.test,10", "--mx-host=degraded.test,exim-closed.example.test,20",
+    "--mx-host=degraded.test,mx-block.example.test,10",
+    "--mx-host=degraded.test,exim-closed.example.test,20",
     # equal preferences: one greylists, one accepts
-    "--mx-host=equal.test,mx-grey.example.test,10", "--mx-host=equal.test,mx-a.example.test,10",
+    "--mx-host=equal.test,mx-grey.example.test,10",
+    "--mx-host=equal.test,mx-a.example.test,10",
     # equal preferences, both accept (aiosmtpd and Exim)
-    "--mx-host=pair.test,mx-a.example.test,5", "--mx-host=pair.test,exim-closed.example.test,5",
+    "--mx-host=pair.test,mx-a.example.test,5",
+    "--mx-host=pair.test,exim-closed.example.test,5",
     # nothing accepts: down, greylisted, blocked
-    "--mx-host=allfail.test,mx-down.example.test,10", "--mx-host=allfail.test,mx-grey.example.test,20",
+    "--mx-host=allfail.test,mx-down.example.test,10",
+    "--mx-host=allfail.test,mx-grey.example.test,20",
     "--mx-host=allfail.test,mx-block.example.test,30",
     # nothing accepts, but only temporarily: down and greylisted
-    "--mx-host=retry.test,mx-down.example.test,10", "--mx-host=retry.test,mx-grey.example.test,20",
+    "--mx-host=retry.test,mx-down.example.test,10",
+    "--mx-host=retry.test,mx-grey.example.test,20",
     # the primary hangs without a greeting: its share of the deadline runs out, the backup still gets its own
-    "--mx-host=stall.test,mx-silent.example.test,10", "--mx-host=stall.test,mx-a.example.test,20",
+    "--mx-host=stall.test,mx-silent.example.test,10",
+    "--mx-host=stall.test,mx-a.example.test,20",
     # four hosts, for the cap
-    "--mx-host=many.test,mx-a.example.test,10", "--mx-host=many.test,exim-closed.example.test,20",
-    "--mx-host=many.test,mx-grey.example.test,30", "--mx-host=many.test,mx-block.example.test,40",
+    "--mx-host=many.test,mx-a.example.test,10",
+    "--mx-host=many.test,exim-closed.example.test,20",
+    "--mx-host=many.test,mx-grey.example.test,30",
+    "--mx-host=many.test,mx-block.example.test,40",
     "--mx-host=dual.test,mx-dual.example.test,10",
-    "--mx-host=twice.test,mx-a.example.test,20", "--mx-host=twice.test,mx-a.example.test,10",
-    "--mx-host=null.test,.,0",                                   # RFC 7505 null MX
-    f"--host-record=implicit.test,{MX_A}",                       # no MX: the implicit MX
-    "--txt-record=nomail.test,no mail here",                     # exists, neither MX nor address
+    "--mx-host=twice.test,mx-a.example.test,20",
+    "--mx-host=twice.test,mx-a.example.test,10",
+    "--mx-host=null.test,.,0",  # RFC 7505 null MX
+    f"--host-record=implicit.test,{MX_A}",  # no MX: the implicit MX
+    "--txt-record=nomail.test,no mail here",  # exists, neither MX nor address
     "--mx-host=openrelay.test,exim-open.example.test,10",
     "--mx-host=closedrelay.test,exim-closed.example.test,10",
-    f"--server=/servfail.test/{DNS_SERVFAIL}",                   # upstream answers SERVFAIL
-    f"--server=/slow.test/{DNS_SILENT}",                         # upstream never answers
+    f"--server=/servfail.test/{DNS_SERVFAIL}",  # upstream answers SERVFAIL
+    f"--server=/slow.test/{DNS_SILENT}",  # upstream never answers
 ]
 
 
@@ -105,19 +115,48 @@ def lab(tmp_path_factory):
     lab = MailLab(tmp)
     exim_dir = exim_workdir()
     try:
-        lab.create([MX_A, MX_DOWN, MX_BLOCK, MX_GREY, MX_SILENT, EXIM_OPEN, EXIM_CLOSED, DNS_SERVFAIL, DNS_SILENT,
-                    MX_A6, MX_DOWN6])
+        lab.create(
+            [
+                MX_A,
+                MX_DOWN,
+                MX_BLOCK,
+                MX_GREY,
+                MX_SILENT,
+                EXIM_OPEN,
+                EXIM_CLOSED,
+                DNS_SERVFAIL,
+                DNS_SILENT,
+                MX_A6,
+                MX_DOWN6,
+            ]
+        )
         lab.start_dns(*DNS_RECORDS)
-        spec = [["accept", MX_A, 25], ["block554", MX_BLOCK, 25], ["greylist", MX_GREY, 25], ["silent", MX_SILENT, 25],
-                ["dns_servfail", DNS_SERVFAIL, 53], ["dns_silent", DNS_SILENT, 53]]
-        servers = lab.popen([sys.executable, "-m", "tests.helpers.maildomain_servers", json.dumps(spec)],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        spec = [
+            ["accept", MX_A, 25],
+            ["block554", MX_BLOCK, 25],
+            ["greylist", MX_GREY, 25],
+            ["silent", MX_SILENT, 25],
+            ["dns_servfail", DNS_SERVFAIL, 53],
+            ["dns_silent", DNS_SILENT, 53],
+        ]
+        servers = lab.popen(
+            [sys.executable, "-m", "tests.helpers.maildomain_servers", json.dumps(spec)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
         assert servers.stdout is not None and servers.stdout.readline().strip() == "ready"
-        for address, name, open_relay in ((EXIM_OPEN, "exim-open.example.test", True),
-                                          (EXIM_CLOSED, "exim-closed.example.test", False)):
+        for address, name, open_relay in (
+            (EXIM_OPEN, "exim-open.example.test", True),
+            (EXIM_CLOSED, "exim-closed.example.test", False),
+        ):
             with open(tmp / f"{name}.out", "w") as out:
-                lab.popen(exim_command(root, exim_dir / name, address, name, "example.test", open_relay),
-                          stdout=out, stderr=subprocess.STDOUT)
+                lab.popen(
+                    exim_command(root, exim_dir / name, address, name, "example.test", open_relay),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
         for address in (MX_A, MX_BLOCK, MX_GREY, MX_SILENT, EXIM_OPEN, EXIM_CLOSED):
             lab.wait_for(f"import socket; socket.create_connection(('{address}', 25), timeout=2).close()")
         (tmp / "config.yml").write_text(CONFIG)
@@ -129,8 +168,21 @@ def lab(tmp_path_factory):
 
 
 def check(lab: MailLab, domain: str, module: str = "mx") -> tuple[int, dict]:
-    done = lab.run([sys.executable, "-m", "exporter", "check", domain, "--module", module,
-                    "--config.file", str(lab.config), "--json"], timeout=90)
+    done = lab.run(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "check",
+            domain,
+            "--module",
+            module,
+            "--config.file",
+            str(lab.config),
+            "--json",
+        ],
+        timeout=90,
+    )
     assert done.returncode in (0, 1), done.stderr
     return done.returncode, json.loads(done.stdout)
 
@@ -177,13 +229,17 @@ def test_no_host_accepts(lab):
     code, doc = check(lab, "allfail.test")
     assert code == 1 and doc["success"] is False
     assert doc["mail_domain"]["state"] == "all_mx_failed"
-    assert hosts(doc) == [(10, "mx-down.example.test", "connect_failed"),
-                          (20, "mx-grey.example.test", "recipient_rejected"),
-                          (30, "mx-block.example.test", "banner_rejected")]
+    assert hosts(doc) == [
+        (10, "mx-down.example.test", "connect_failed"),
+        (20, "mx-grey.example.test", "recipient_rejected"),
+        (30, "mx-block.example.test", "banner_rejected"),
+    ]
     verdict = doc["mail_domain"]["verdict"]
     assert verdict.startswith("no MX host of allfail.test accepts mail (3 MX host(s) tried)")  # 554: not temporary
-    assert ("mx-down.example.test: connect_failed (refused); mx-grey.example.test: recipient_rejected "
-            "(450 4.2.0, temporary); mx-block.example.test: banner_rejected (554 5.7.1, permanent)") in verdict
+    assert (
+        "mx-down.example.test: connect_failed (refused); mx-grey.example.test: recipient_rejected "
+        "(450 4.2.0, temporary); mx-block.example.test: banner_rejected (554 5.7.1, permanent)"
+    ) in verdict
 
 
 def test_only_temporary_failures_are_called_temporary(lab):
@@ -218,8 +274,10 @@ def test_preferred_family_first_then_the_other_address(lab):
 
 
 def test_no_resolver_configured_is_a_dns_error_not_a_crash(lab):
-    script = (f"mount --bind /dev/null /etc/resolv.conf && exec {sys.executable} -m exporter check primary-ok.test "
-              f"--module mx --config.file {lab.config} --json")
+    script = (
+        f"mount --bind /dev/null /etc/resolv.conf && exec {sys.executable} -m exporter check primary-ok.test "
+        f"--module mx --config.file {lab.config} --json"
+    )
     done = lab.run(["unshare", "-m", "sh", "-c", script], timeout=90)
     assert done.returncode == 1, done.stderr
     doc = json.loads(done.stdout)
@@ -281,13 +339,25 @@ def test_relay_check_tells_open_exim_from_closed_exim(lab):
 
 
 def test_check_prints_the_mx_table_and_verdict(lab):
-    done = lab.run([sys.executable, "-m", "exporter", "check", "degraded.test", "--module", "mx",
-                    "--config.file", str(lab.config)], timeout=90)
+    done = lab.run(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "check",
+            "degraded.test",
+            "--module",
+            "mx",
+            "--config.file",
+            str(lab.config),
+        ],
+        timeout=90,
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Mail domain: degraded (a preferred MX host fails, a backup accepts: mail is delayed, not lost)" in out
     assert "MX hosts of degraded.test, in the order tried:" in out
-    table = out[out.index("PREF  MX HOST"):].splitlines()
+    table = out[out.index("PREF  MX HOST") :].splitlines()
     assert table[1].split()[:4] == ["10", "mx-block.example.test", MX_BLOCK, "banner_rejected"]
     assert "554 Service unavailable" in table[1] or "554 5.7.1 Service unavailable" in table[1]
     assert table[2].split()[:4] == ["20", "exim-closed.example.test", EXIM_CLOSED, "ok"]
@@ -297,12 +367,16 @@ def test_check_prints_the_mx_table_and_verdict(lab):
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian package prometheus)")
 def test_exporter_probe_metrics_and_debug_page(lab, tmp_path):
     from tests.helpers.exporter_process import free_port
+
     port = free_port()
-    exporter = start_exporter("--config.file", str(lab.config), f"--web.listen-address=127.0.0.1:{port}",
-                              prefix=tuple(lab.command([])))
+    exporter = start_exporter(
+        "--config.file", str(lab.config), f"--web.listen-address=127.0.0.1:{port}", prefix=tuple(lab.command([]))
+    )
     try:
-        fetch = ("import sys, urllib.request\n"
-                 "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=60).read().decode())")
+        fetch = (
+            "import sys, urllib.request\n"
+            "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=60).read().decode())"
+        )
         url = f"http://127.0.0.1:{port}/probe?module=mx&target=primary-ok.test"
         metrics = lab.run([sys.executable, "-c", fetch, url]).stdout
         debug = lab.run([sys.executable, "-c", fetch, url + "&debug=true"]).stdout
@@ -332,19 +406,30 @@ def test_exporter_probe_metrics_and_debug_page(lab, tmp_path):
 def test_metrics_scrape_of_domain_targets_through_probe_workers(lab, tmp_path):
     """Configured domain targets on /metrics, probed in a worker process (results cross a pipe)."""
     from tests.helpers.exporter_process import free_port
+
     config = tmp_path / "targets.yml"
-    config.write_text(CONFIG + textwrap.dedent("""\
+    config.write_text(
+        CONFIG
+        + textwrap.dedent("""\
         targets:
           - {target: primary-ok.test, module: mx, labels: {site: lab}}
           - {target: degraded.test, module: mx}
           - {target: null.test, module: mx}
-        """))
+        """)
+    )
     port = free_port()
-    exporter = start_exporter("--config.file", str(config), f"--web.listen-address=127.0.0.1:{port}",
-                              "--runtime.probe-processes=2", prefix=tuple(lab.command([])))
+    exporter = start_exporter(
+        "--config.file",
+        str(config),
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--runtime.probe-processes=2",
+        prefix=tuple(lab.command([])),
+    )
     try:
-        fetch = ("import sys, urllib.request\n"
-                 "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=60).read().decode())")
+        fetch = (
+            "import sys, urllib.request\n"
+            "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=60).read().decode())"
+        )
         metrics = lab.run([sys.executable, "-c", fetch, f"http://127.0.0.1:{port}/metrics"]).stdout
     finally:
         exporter.stop()
@@ -352,8 +437,9 @@ def test_metrics_scrape_of_domain_targets_through_probe_workers(lab, tmp_path):
     assert 'probe_mail_domain_state{target="primary-ok.test:25",module="mx",site="lab",state="ok"} 1' in lines
     assert 'probe_mail_domain_state{target="degraded.test:25",module="mx",state="degraded"} 1' in lines
     assert 'probe_mail_domain_state{target="null.test:25",module="mx",state="null_mx"} 1' in lines
-    assert ('probe_mx_success{target="degraded.test:25",module="mx",mx="exim-closed.example.test",'
-            'preference="20"} 1') in lines
+    assert (
+        'probe_mx_success{target="degraded.test:25",module="mx",mx="exim-closed.example.test",preference="20"} 1'
+    ) in lines
     assert 'probe_success{target="null.test:25",module="mx"} 0' in lines
     lint = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True, timeout=60)
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -367,36 +453,64 @@ def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_
 
     from tests.helpers.e2e_stack import binary, dashboard_queries
     from tests.helpers.exporter_process import free_port
+
     prometheus = binary("prometheus")
     if prometheus is None:
         pytest.skip("prometheus is not installed (Debian package prometheus)")
-    queries = [query for query in dashboard_queries() if "probe_mx_" in query["expr"]
-               or "probe_mail_domain_" in query["expr"]]
+    queries = [
+        query for query in dashboard_queries() if "probe_mx_" in query["expr"] or "probe_mail_domain_" in query["expr"]
+    ]
     assert len(queries) >= 4
     config = tmp_path / "targets.yml"
-    config.write_text(CONFIG + "targets:\n  - {target: primary-ok.test, module: mx}\n"
-                               "  - {target: degraded.test, module: mx}\n")
+    config.write_text(
+        CONFIG + "targets:\n  - {target: primary-ok.test, module: mx}\n  - {target: degraded.test, module: mx}\n"
+    )
     port, prometheus_port = free_port(), free_port()
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "connectivity", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}))
-    exporter = start_exporter("--config.file", str(config), f"--web.listen-address=127.0.0.1:{port}",
-                              prefix=tuple(lab.command([])))
-    server = lab.popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-                        f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                        "--log.level=warn"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ask = ("import json, sys, urllib.parse, urllib.request\n"
-           "base = sys.argv[1]\n"
-           "out = {}\n"
-           "for expr in sys.argv[2:]:\n"
-           "    url = base + '/api/v1/query?' + urllib.parse.urlencode({'query': expr})\n"
-           "    out[expr] = json.load(urllib.request.urlopen(url, timeout=10))['data']['result']\n"
-           "print(json.dumps(out))\n")
+    (tmp_path / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": "connectivity", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                ],
+            }
+        )
+    )
+    exporter = start_exporter(
+        "--config.file", str(config), f"--web.listen-address=127.0.0.1:{port}", prefix=tuple(lab.command([]))
+    )
+    server = lab.popen(
+        [
+            prometheus,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prometheus_port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ask = (
+        "import json, sys, urllib.parse, urllib.request\n"
+        "base = sys.argv[1]\n"
+        "out = {}\n"
+        "for expr in sys.argv[2:]:\n"
+        "    url = base + '/api/v1/query?' + urllib.parse.urlencode({'query': expr})\n"
+        "    out[expr] = json.load(urllib.request.urlopen(url, timeout=10))['data']['result']\n"
+        "print(json.dumps(out))\n"
+    )
     try:
         results: dict = {}
         for _ in range(120):  # bounded: Prometheus starts, scrapes every second
-            done = lab.run([sys.executable, "-c", ask, f"http://127.0.0.1:{prometheus_port}",
-                            *[query["promql"] for query in queries]])
+            done = lab.run(
+                [
+                    sys.executable,
+                    "-c",
+                    ask,
+                    f"http://127.0.0.1:{prometheus_port}",
+                    *[query["promql"] for query in queries],
+                ]
+            )
             if done.returncode == 0:
                 results = json.loads(done.stdout)
                 if all(results.values()):
@@ -408,6 +522,10 @@ def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_
         server.wait(timeout=20)
     empty = [query["panel"] for query in queries if not results.get(query["promql"])]
     assert not empty, f"mail-domain panels without data: {empty}"
-    verdicts = {series["metric"]["target"]: series["metric"]["state"]
-                for query in queries if query["panel"] == "Mail domain verdict" for series in results[query["promql"]]}
+    verdicts = {
+        series["metric"]["target"]: series["metric"]["state"]
+        for query in queries
+        if query["panel"] == "Mail domain verdict"
+        for series in results[query["promql"]]
+    }
     assert verdicts == {"primary-ok.test:25": "ok", "degraded.test:25": "degraded"}

@@ -18,13 +18,13 @@ PROMETHEUS_CONFIGS = [RULES_DIR.parent / "prometheus.yml", RULES_DIR.parent / "p
 
 
 def alerts() -> list[dict]:
-    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
-            if "alert" in rule]
+    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"] if "alert" in rule]
 
 
 def alert_tests() -> list[dict]:
-    return [case for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
-            for case in group.get("alert_rule_test", [])]
+    return [
+        case for group in yaml.safe_load(RULE_TESTS.read_text())["tests"] for case in group.get("alert_rule_test", [])
+    ]
 
 
 def promtool(*args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess:
@@ -75,6 +75,10 @@ def test_dashboard_mail_domain_panels_use_families_the_exporter_writes():
     titles = [panel["title"] for panel in board["panels"]]
     row = titles.index("Mail domains")
     assert {"Mail domain verdict", "MX hosts", "MX host history"} <= set(titles[row:])
-    used = {name for panel in board["panels"][row:] for target in panel.get("targets", [])
-            for name in re.findall(r"\b(probe_(?:mx|mail_domain)_\w+)\{", target["expr"])}
+    used = {
+        name
+        for panel in board["panels"][row:]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"\b(probe_(?:mx|mail_domain)_\w+)\{", target["expr"])
+    }
     assert used and used <= {family.name for family in MAIL_DOMAIN_FAMILIES}

@@ -14,21 +14,24 @@ from tests.helpers.configs import tcp_config
 from tests.helpers.metrics_text import state_of, value
 
 
-@pytest.mark.parametrize("header, accepted", [
-    ("gzip", True),
-    ("gzip, deflate, br", True),
-    ("deflate, GZIP;q=0.5", True),
-    ("x-gzip", True),
-    ("*", True),
-    ("", False),
-    ("identity", False),
-    ("deflate, br", False),
-    ("gzip;q=0", False),
-    ("gzip; q=0.0, identity", False),
-    ("*;q=0", False),
-    ("gzip;q=bogus", False),
-    ("gzipped", False),
-])
+@pytest.mark.parametrize(
+    "header, accepted",
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("", False),
+        ("identity", False),
+        ("deflate, br", False),
+        ("gzip;q=0", False),
+        ("gzip; q=0.0, identity", False),
+        ("*;q=0", False),
+        ("gzip;q=bogus", False),
+        ("gzipped", False),
+    ],
+)
 def test_accept_encoding_is_parsed_with_q_values(header, accepted):
     assert httpgzip.accepts_gzip(header) is accepted
 
@@ -58,8 +61,9 @@ async def test_metrics_is_plain_when_gzip_is_not_accepted(make_client, listener,
     assert state_of(body.decode(), target=f"127.0.0.1:{listener}") == "open"
 
 
-async def test_large_chunks_are_compressed_off_the_event_loop_with_the_same_result(make_client, closed_port,
-                                                                                     monkeypatch):
+async def test_large_chunks_are_compressed_off_the_event_loop_with_the_same_result(
+    make_client, closed_port, monkeypatch
+):
     # Every chunk goes through the thread path; the reply must still be one valid gzip stream.
     monkeypatch.setattr(httpgzip, "_THREAD_ABOVE_BYTES", 0)
     targets = [f"127.0.{i // 250}.{i % 250 + 1}:{closed_port}" for i in range(300)]

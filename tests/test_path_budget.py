@@ -13,7 +13,7 @@ import pytest
 
 from exporter.pathdiag.trace import DEFAULT_SETTINGS
 from tests.helpers.metrics_text import samples, value
-from tests.helpers.topology import SERVER4, ClientExporter, Topology, in_client, built_topology
+from tests.helpers.topology import SERVER4, ClientExporter, Topology, built_topology, in_client
 
 pytestmark = pytest.mark.netns
 TARGETS = 1000
@@ -64,8 +64,9 @@ def counter(network: Topology, name: str) -> int:
 
 
 def timed_scrape(exporter: ClientExporter, scrape_timeout: float) -> tuple[float, str]:
-    done = in_client(exporter.topology, "-c", TIMED_SCRAPE, f"http://127.0.0.1:{exporter.port}/metrics",
-                     str(scrape_timeout))
+    done = in_client(
+        exporter.topology, "-c", TIMED_SCRAPE, f"http://127.0.0.1:{exporter.port}/metrics", str(scrape_timeout)
+    )
     assert done.returncode == 0, done.stderr
     elapsed, _, body = done.stdout.partition("\n")
     return float(elapsed), body
@@ -73,8 +74,9 @@ def timed_scrape(exporter: ClientExporter, scrape_timeout: float) -> tuple[float
 
 def test_scrape_of_1000_failing_targets_keeps_its_deadline_and_the_diagnosis_budget(network, tmp_path):
     config = tmp_path / "config.yml"
-    targets = "\n".join(f"  - {{target: '{SERVER4}:{port}', module: diag}}"
-                        for port in range(FIRST_PORT, FIRST_PORT + TARGETS))
+    targets = "\n".join(
+        f"  - {{target: '{SERVER4}:{port}', module: diag}}" for port in range(FIRST_PORT, FIRST_PORT + TARGETS)
+    )
     config.write_text(f"""global: {{max_diagnoses_in_flight: {CAP}}}
 modules:
   diag: {{prober: tcp, timeout: 1s, tcp: {{diagnose: on_failure, diagnose_interval: 1h}}}}
@@ -92,8 +94,10 @@ targets:
         deadline = time.monotonic() + 120
         while True:
             own = exporter.get("/metrics", scrape_timeout=0.5)  # a short scrape: cut targets, but our own metrics
-            if value(own, "connectivity_exporter_path_diagnoses_finished_total") >= 2 * CAP \
-                    or time.monotonic() > deadline:
+            if (
+                value(own, "connectivity_exporter_path_diagnoses_finished_total") >= 2 * CAP
+                or time.monotonic() > deadline
+            ):
                 break
             time.sleep(1)
         elapsed, second = timed_scrape(exporter, scrape_timeout)  # diagnoses in flight meanwhile
@@ -116,6 +120,8 @@ targets:
     # Diagnoses show up on the later scrape, one verdict per diagnosed target.
     verdicts = [labels for (name, labels), v in samples(second).items() if name == "probe_path_diagnosis" and v == 1]
     assert len(verdicts) >= 2 * CAP
-    print(f"\n1,000 failing targets: scrape {elapsed:.2f} s; {int(started)} diagnoses started, {int(finished)} "
-          f"finished, peak {int(peak)} in flight; {sent} diagnosis packets on the wire, {int(accounted)} accounted "
-          f"by finished diagnoses ({accounted / max(finished, 1):.1f} each)")
+    print(
+        f"\n1,000 failing targets: scrape {elapsed:.2f} s; {int(started)} diagnoses started, {int(finished)} "
+        f"finished, peak {int(peak)} in flight; {sent} diagnosis packets on the wire, {int(accounted)} accounted "
+        f"by finished diagnoses ({accounted / max(finished, 1):.1f} each)"
+    )

@@ -37,6 +37,7 @@ def test_a_reset_that_arrived_while_the_loop_was_blocked_is_a_reset(loop_name, c
         await asyncio.sleep(0)  # the probe's SYN is out; its RST comes back at once
         time.sleep(1.0)  # the loop is blocked well past the probe's wait: timer and answer are due together
         return await task
+
     answer, sent = run_on(loop_name, probe)
     assert answer.reply is Reply.RESET, answer
     assert sent == 1
@@ -49,5 +50,6 @@ def test_a_port_unreachable_that_arrived_while_the_loop_was_blocked_is_kept(loop
         await asyncio.sleep(0)
         time.sleep(1.0)
         return await udp.answer
+
     answer = run_on(loop_name, probe)
     assert answer.reply is Reply.PORT_UNREACHABLE, answer

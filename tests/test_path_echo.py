@@ -51,8 +51,9 @@ def run(ping_range: str) -> dict:
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (util-linux, nftables; .ci/run installs them)")
     env = dict(os.environ, PYTHONPATH=str(ROOT), PING_RANGE=ping_range, PYTHON=sys.executable)
-    done = subprocess.run(["unshare", "-n", "sh", "-c", SCENARIO], capture_output=True, text=True, timeout=120,
-                          env=env, cwd=ROOT)
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", SCENARIO], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -62,8 +63,7 @@ def test_echo_rules_out_host_down_where_ping_is_permitted():
     assert outcome["permitted"] is True and outcome["echo4"] is True
     path = outcome["path"]
     assert path["verdict"] == "unknown"
-    assert "host_down" not in path["remaining"] and path["remaining"] == ["dropped_in_network",
-                                                                         "dropped_at_last_hop"]
+    assert "host_down" not in path["remaining"] and path["remaining"] == ["dropped_in_network", "dropped_at_last_hop"]
     assert path["host_up"] is True
     assert "ICMP echo: the host replied" in path["notes"]
     assert "the host is down" not in path["words"]

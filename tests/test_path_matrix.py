@@ -17,36 +17,116 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.helpers.metrics_text import samples
-from tests.helpers.topology import (R1_4, R1_6, R2_4, R2_6, SERVER4, SERVER6, ClientExporter, Topology, check_json,
-                            check_text, topology_unavailable_reason)
+from tests.helpers.topology import (
+    R1_4,
+    R1_6,
+    R2_4,
+    R2_6,
+    SERVER4,
+    SERVER6,
+    ClientExporter,
+    Topology,
+    check_json,
+    check_text,
+    topology_unavailable_reason,
+)
 
 pytestmark = pytest.mark.netns
 
 # (case, IPv4 target, IPv6 target, verdict, blocked_by v4, blocked_by v6, words check must print)
 CASES = [
-    ("open port", f"{SERVER4}:8080", f"[{SERVER6}]:8080", "reached", None, None,
-     "accepted the connection, 3 hops away; the path is clear"),
-    ("closed port", f"{SERVER4}:8107", f"[{SERVER6}]:8107", "reached", SERVER4, SERVER6,
-     "itself answered with a TCP reset from its own hop (3 hops away)"),
-    ("drop in r1's forward chain", f"{SERVER4}:8101", f"[{SERVER6}]:8101", "dropped_in_network", R1_4, R1_6,
-     "Dropped after {by} (hop 1)"),
-    ("drop in r2's forward chain", f"{SERVER4}:8102", f"[{SERVER6}]:8102", "dropped_at_last_hop", R2_4, R2_6,
-     "the host's own firewall, or its last router {by}, drops it"),
-    ("ICMP reject at r2", f"{SERVER4}:8103", f"[{SERVER6}]:8103", "network_rejected", R2_4, R2_6,
-     "by {by} (hop 2) — a network firewall, not the host"),
-    ("ICMP reject at the server", f"{SERVER4}:8104", f"[{SERVER6}]:8104", "host_rejected", SERVER4, SERVER6,
-     "the host's own firewall rejects port 8104, not the network"),
-    ("TCP-reset reject at r1", f"{SERVER4}:8105", f"[{SERVER6}]:8105", "network_rejected", R1_4, R1_6,
-     "a device at or just after {by} (hop 1) forges resets for port 8105"),
-    ("server firewall drops while up", f"{SERVER4}:8106", f"[{SERVER6}]:8106", "dropped_at_last_hop", R2_4, R2_6,
-     "is up (3 hops away, it answered a UDP probe)"),
-    ("server drops everything", "10.61.3.3:8108", "[fd61:3::3]:8108", "unknown", None, None,
-     "Still possible: a network firewall drops the SYN before the host's last hop; or the host's own firewall or "
-     "its last router drops the SYN; or the host is down"),
-    ("no host at the address", "10.61.3.9:8110", "[fd61:3::9]:8110", "host_down", R2_4, R2_6,
-     "the last router before"),
-    ("router without a route", "10.61.4.2:8109", "[fd61:4::2]:8109", "no_route", R1_4, R1_6,
-     "that router has no route to"),
+    (
+        "open port",
+        f"{SERVER4}:8080",
+        f"[{SERVER6}]:8080",
+        "reached",
+        None,
+        None,
+        "accepted the connection, 3 hops away; the path is clear",
+    ),
+    (
+        "closed port",
+        f"{SERVER4}:8107",
+        f"[{SERVER6}]:8107",
+        "reached",
+        SERVER4,
+        SERVER6,
+        "itself answered with a TCP reset from its own hop (3 hops away)",
+    ),
+    (
+        "drop in r1's forward chain",
+        f"{SERVER4}:8101",
+        f"[{SERVER6}]:8101",
+        "dropped_in_network",
+        R1_4,
+        R1_6,
+        "Dropped after {by} (hop 1)",
+    ),
+    (
+        "drop in r2's forward chain",
+        f"{SERVER4}:8102",
+        f"[{SERVER6}]:8102",
+        "dropped_at_last_hop",
+        R2_4,
+        R2_6,
+        "the host's own firewall, or its last router {by}, drops it",
+    ),
+    (
+        "ICMP reject at r2",
+        f"{SERVER4}:8103",
+        f"[{SERVER6}]:8103",
+        "network_rejected",
+        R2_4,
+        R2_6,
+        "by {by} (hop 2) — a network firewall, not the host",
+    ),
+    (
+        "ICMP reject at the server",
+        f"{SERVER4}:8104",
+        f"[{SERVER6}]:8104",
+        "host_rejected",
+        SERVER4,
+        SERVER6,
+        "the host's own firewall rejects port 8104, not the network",
+    ),
+    (
+        "TCP-reset reject at r1",
+        f"{SERVER4}:8105",
+        f"[{SERVER6}]:8105",
+        "network_rejected",
+        R1_4,
+        R1_6,
+        "a device at or just after {by} (hop 1) forges resets for port 8105",
+    ),
+    (
+        "server firewall drops while up",
+        f"{SERVER4}:8106",
+        f"[{SERVER6}]:8106",
+        "dropped_at_last_hop",
+        R2_4,
+        R2_6,
+        "is up (3 hops away, it answered a UDP probe)",
+    ),
+    (
+        "server drops everything",
+        "10.61.3.3:8108",
+        "[fd61:3::3]:8108",
+        "unknown",
+        None,
+        None,
+        "Still possible: a network firewall drops the SYN before the host's last hop; or the host's own firewall or "
+        "its last router drops the SYN; or the host is down",
+    ),
+    ("no host at the address", "10.61.3.9:8110", "[fd61:3::9]:8110", "host_down", R2_4, R2_6, "the last router before"),
+    (
+        "router without a route",
+        "10.61.4.2:8109",
+        "[fd61:4::2]:8109",
+        "no_route",
+        R1_4,
+        R1_6,
+        "that router has no route to",
+    ),
 ]
 
 FIREWALLS = {
@@ -77,19 +157,28 @@ FIREWALLS = {
 }
 """,
 }
-LISTENER = ("import socket, time\n"
-            "sock = socket.socket(socket.AF_INET6)\n"
-            "sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
-            "sock.bind(('::', 8080))\n"
-            "sock.listen(64)\n"
-            "print('listening', flush=True)\n"
-            "time.sleep(3600)\n")
+LISTENER = (
+    "import socket, time\n"
+    "sock = socket.socket(socket.AF_INET6)\n"
+    "sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
+    "sock.bind(('::', 8080))\n"
+    "sock.listen(64)\n"
+    "print('listening', flush=True)\n"
+    "time.sleep(3600)\n"
+)
 
 
 def lift_rate_limits(topology: Topology) -> None:
     for ns in (topology.r1, topology.r2, topology.server):
-        topology.exec(ns, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0",
-                      "net.ipv4.icmp_msgs_per_sec=100000", "net.ipv4.icmp_msgs_burst=100000")
+        topology.exec(
+            ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.icmp_ratelimit=0",
+            "net.ipv6.icmp.ratelimit=0",
+            "net.ipv4.icmp_msgs_per_sec=100000",
+            "net.ipv4.icmp_msgs_burst=100000",
+        )
 
 
 def config_file(tmp_path_factory, targets: list[str], extra_global: str = "") -> str:
@@ -119,8 +208,9 @@ def network():
         topology.exec(topology.server, "ip", "-6", "addr", "add", "fd61:3::3/64", "dev", "s0", "nodad")
         for role, ruleset in FIREWALLS.items():
             topology.nft(getattr(topology, role), ruleset)
-        listener = subprocess.Popen(["ip", "netns", "exec", topology.server, sys.executable, "-c", LISTENER],
-                                    stdout=subprocess.PIPE, text=True)
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", topology.server, sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True
+        )
         assert listener.stdout.readline().strip() == "listening"
         topology.warm_up()
         yield topology
@@ -147,8 +237,11 @@ def outcomes(network, tmp_path_factory):
         deadline = time.monotonic() + 120
         while True:  # diagnoses appear on later scrapes; bounded wait
             text = exporter.get("/metrics")
-            diagnosed = {dict(labels)["target"] for (name, labels), v in samples(text).items()
-                         if name == "probe_path_diagnosis" and v == 1}
+            diagnosed = {
+                dict(labels)["target"]
+                for (name, labels), v in samples(text).items()
+                if name == "probe_path_diagnosis" and v == 1
+            }
             failing = {t for t in targets if as_json[t]["tcp_state"] != "open"}
             if failing <= diagnosed or time.monotonic() > deadline:
                 break
@@ -190,25 +283,41 @@ def test_check_says_it_in_words(outcomes, target, verdict, blocked_by, words):
 def test_metrics_after_a_scrape(outcomes, target, verdict, blocked_by, words):
     as_json, _text, found, _page = outcomes
     series = {name: (dict(labels), v) for (name, labels), v in found.items() if dict(labels).get("target") == target}
-    on = [dict(labels)["verdict"] for (name, labels), v in found.items()
-          if name == "probe_path_diagnosis" and dict(labels)["target"] == target and v == 1]
+    on = [
+        dict(labels)["verdict"]
+        for (name, labels), v in found.items()
+        if name == "probe_path_diagnosis" and dict(labels)["target"] == target and v == 1
+    ]
     if as_json[target]["tcp_state"] == "open":
         assert on == [] and "probe_path_diagnosis_timestamp_seconds" not in series  # nothing to diagnose
         return
     assert on == [verdict]
-    blocked = [dict(labels)["address"] for (name, labels), v in found.items()
-               if name == "probe_path_blocked_by_info" and dict(labels)["target"] == target]
+    blocked = [
+        dict(labels)["address"]
+        for (name, labels), v in found.items()
+        if name == "probe_path_blocked_by_info" and dict(labels)["target"] == target
+    ]
     assert blocked == ([blocked_by] if blocked_by else [])
     assert "probe_path_diagnosis_timestamp_seconds" in series
 
 
-@pytest.mark.parametrize("target, by", [(f"{SERVER4}:8104", "host"), (f"{SERVER4}:8103", "network"),
-                                        (f"[{SERVER6}]:8104", "host"), (f"[{SERVER6}]:8103", "network")])
+@pytest.mark.parametrize(
+    "target, by",
+    [
+        (f"{SERVER4}:8104", "host"),
+        (f"{SERVER4}:8103", "network"),
+        (f"[{SERVER6}]:8104", "host"),
+        (f"[{SERVER6}]:8103", "network"),
+    ],
+)
 def test_icmp_rejections_say_host_or_network_at_no_extra_cost(outcomes, target, by):
     as_json, _text, found, _page = outcomes
     assert as_json[target]["icmp"]["by"] == by
-    values = {dict(labels)["by"]: v for (name, labels), v in found.items()
-              if name == "probe_tcp_rejected_by" and dict(labels)["target"] == target}
+    values = {
+        dict(labels)["by"]: v
+        for (name, labels), v in found.items()
+        if name == "probe_tcp_rejected_by" and dict(labels)["target"] == target
+    }
     assert values == {"host": 1 if by == "host" else 0, "network": 1 if by == "network" else 0}
     detail = as_json[target]["detail"]
     assert " from " + target.rsplit(":", 1)[0].strip("[]") not in detail  # no more "from <target>"

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, check_json, in_client, built_topology
+from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, built_topology, check_json, in_client
 
 pytestmark = pytest.mark.netns
 
@@ -54,13 +54,17 @@ def network():
         yield topology
 
 
-@pytest.mark.parametrize("sysctls, server", [
-    # per peer: one ICMP error per 2 s after a burst (IPv4 and IPv6)
-    (("net.ipv4.icmp_ratelimit=2000", "net.ipv6.icmp.ratelimit=2000"), SERVER4),
-    (("net.ipv4.icmp_ratelimit=2000", "net.ipv6.icmp.ratelimit=2000"), SERVER6),
-    # the whole router: about one ICMP message per second
-    (("net.ipv4.icmp_msgs_per_sec=1", "net.ipv4.icmp_msgs_burst=1"), SERVER4),
-], ids=["per-peer ratelimit 2s, IPv4", "per-peer ratelimit 2s, IPv6", "global 1 msg per s, IPv4"])
+@pytest.mark.parametrize(
+    "sysctls, server",
+    [
+        # per peer: one ICMP error per 2 s after a burst (IPv4 and IPv6)
+        (("net.ipv4.icmp_ratelimit=2000", "net.ipv6.icmp.ratelimit=2000"), SERVER4),
+        (("net.ipv4.icmp_ratelimit=2000", "net.ipv6.icmp.ratelimit=2000"), SERVER6),
+        # the whole router: about one ICMP message per second
+        (("net.ipv4.icmp_msgs_per_sec=1", "net.ipv4.icmp_msgs_burst=1"), SERVER4),
+    ],
+    ids=["per-peer ratelimit 2s, IPv4", "per-peer ratelimit 2s, IPv6", "global 1 msg per s, IPv4"],
+)
 def test_rate_limited_router_does_not_change_dropped_at_last_hop(network, sysctls, server):
     network.reset()
     network.nft(network.server, SERVER_DROPS_8106)

@@ -18,8 +18,9 @@ RULE_TESTS = RULES_DIR / "path.rules.test.yml"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([require_binary("promtool"), *args], cwd=RULES_DIR, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [require_binary("promtool"), *args], cwd=RULES_DIR, capture_output=True, text=True, timeout=60
+    )
 
 
 def alerts() -> list[dict]:
@@ -38,8 +39,12 @@ def test_promtool_unit_tests_pass():
 
 @pytest.mark.parametrize("alert", [rule["alert"] for rule in alerts()])
 def test_every_alert_has_a_firing_and_a_silent_case(alert):
-    cases = [case for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
-             for case in group["alert_rule_test"] if case["alertname"] == alert]
+    cases = [
+        case
+        for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for case in group["alert_rule_test"]
+        if case["alertname"] == alert
+    ]
     assert any(case["exp_alerts"] for case in cases) and any(not case["exp_alerts"] for case in cases)
 
 

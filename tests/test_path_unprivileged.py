@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, Topology, in_client, built_topology
+from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, Topology, built_topology, in_client
 
 pytestmark = pytest.mark.netns
 NOBODY = 65532
@@ -50,24 +50,34 @@ def readable_config():
 
 
 def unprivileged(network: Topology, *argv: str):
-    probe = in_client(network, "-c", "import os; print(os.geteuid(), open('/proc/self/status').read()"
-                                     ".split('CapEff:')[1].split()[0])", user=NOBODY)
+    probe = in_client(
+        network,
+        "-c",
+        "import os; print(os.geteuid(), open('/proc/self/status').read().split('CapEff:')[1].split()[0])",
+        user=NOBODY,
+    )
     if probe.returncode != 0:
-        pytest.skip(f"this test's Python cannot run as uid {NOBODY} (install it where that user can read it): "
-                    f"{probe.stderr.strip()[:200]}")
+        pytest.skip(
+            f"this test's Python cannot run as uid {NOBODY} (install it where that user can read it): "
+            f"{probe.stderr.strip()[:200]}"
+        )
     assert probe.stdout.split() == [str(NOBODY), "0000000000000000"], probe.stdout  # no capability at all
     return in_client(network, *argv, user=NOBODY)
 
 
-@pytest.mark.parametrize("target, verdict, blocked_by", [
-    (f"{SERVER4}:8103", "network_rejected", R2_4),
-    (f"[{SERVER6}]:8103", "network_rejected", R2_6),
-    (f"{SERVER4}:8106", "dropped_at_last_hop", R2_4),
-    (f"[{SERVER6}]:8106", "dropped_at_last_hop", R2_6),
-])
+@pytest.mark.parametrize(
+    "target, verdict, blocked_by",
+    [
+        (f"{SERVER4}:8103", "network_rejected", R2_4),
+        (f"[{SERVER6}]:8103", "network_rejected", R2_6),
+        (f"{SERVER4}:8106", "dropped_at_last_hop", R2_4),
+        (f"[{SERVER6}]:8106", "dropped_at_last_hop", R2_6),
+    ],
+)
 def test_check_diagnoses_without_privileges(network, readable_config, target, verdict, blocked_by):
-    done = unprivileged(network, "-m", "exporter.cli", "check", "--json", "--config.file", readable_config,
-                        "--module", "diag", target)
+    done = unprivileged(
+        network, "-m", "exporter.cli", "check", "--json", "--config.file", readable_config, "--module", "diag", target
+    )
     assert done.returncode == 1, done.stderr
     result = json.loads(done.stdout)
     assert (result["path"]["verdict"], result["path"]["blocked_by"]) == (verdict, blocked_by), result["path"]

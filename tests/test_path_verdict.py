@@ -49,59 +49,236 @@ PORT_UNREACH_T = unreach(Reply.PORT_UNREACHABLE, T, 3)
 
 # (id, hops, echo, verdict, blocked_by, blocked_at_hop, hops_to_host, words that must appear)
 CASES = [
-    ("open", [hop(1, te(R1)), hop(2, te(R2)), hop(3, SYN_ACK)], None,
-     Verdict.REACHED, None, None, 3, "the path is clear"),
-    ("closed port: the host's own reset", [hop(1, te(R1)), hop(2, te(R2)), hop(3, RST, PORT_UNREACH_T)], None,
-     Verdict.REACHED, T, 3, 3, "nothing listens on port 25"),
-    ("reset at the host's hop, distance unknown", [hop(1, te(R1)), hop(2, te(R2)), hop(3, RST, SILENT, 3)], None,
-     Verdict.UNKNOWN, None, None, None, "Still possible: the host itself refused"),
-    ("reset forged one hop early", [hop(1, te(R1)), hop(2, RST, te(R2)), hop(3, None, PORT_UNREACH_T)], None,
-     Verdict.NETWORK_REJECTED, R1, 1, 3, "forges resets"),
-    ("host firewall ICMP reject", [hop(1, te(R1)), hop(2, te(R2)), hop(3, unreach(Reply.PROHIBITED, T, 13))], None,
-     Verdict.HOST_REJECTED, T, 3, 3, "the host's own firewall rejects port 25, not the network"),
-    ("router ICMP reject", [hop(1, te(R1)), hop(2, te(R2)), hop(3, unreach(Reply.PROHIBITED, R2, 13))], None,
-     Verdict.NETWORK_REJECTED, R2, 2, None, "administratively prohibited by 10.0.2.2 (hop 2) — a network firewall"),
-    ("router rejects with port unreachable (iptables REJECT)",
-     [hop(1, te(R1)), hop(2, unreach(Reply.PORT_UNREACHABLE, R1, 3))], None,
-     Verdict.NETWORK_REJECTED, R1, 1, None, "a network firewall, not the host"),
-    ("no route at the first router", [hop(1, unreach(Reply.NO_ROUTE, R1, 0))], None,
-     Verdict.NO_ROUTE, R1, 1, None, "has no route to 10.0.3.2"),
-    ("unreachable route: host unreachable without forwarding", [hop(1, unreach(Reply.HOST_UNREACHABLE, R1, 1))],
-     None, Verdict.NO_ROUTE, R1, 1, None, "did not forward"),
-    ("last router cannot deliver (ARP failed)",
-     [hop(1, te(R1)), hop(2, te(R2)), hop(3, unreach(Reply.HOST_UNREACHABLE, R2, 1))], None,
-     Verdict.HOST_DOWN, R2, 2, None, "the host is down"),
-    ("last router cannot deliver the UDP probe either",
-     [hop(1, te(R1)), hop(2, te(R2)), hop(3, SILENT, unreach(Reply.HOST_UNREACHABLE, R2, 1), 3)], None,
-     Verdict.HOST_DOWN, R2, 2, None, "could not deliver it"),
-    ("SYN dies after the first router", [hop(1, te(R1)), hop(2, SILENT, te(R2), 3), hop(3, None, PORT_UNREACH_T)],
-     None, Verdict.DROPPED_IN_NETWORK, R1, 1, 3, "dropped after 10.0.1.1 (hop 1)"),
-    ("SYN dies after the first router, host distance unknown",
-     [hop(1, te(R1)), hop(2, SILENT, te(R2), 3), hop(3, None, SILENT)], None,
-     Verdict.DROPPED_IN_NETWORK, R1, 1, None, "farther than hop 2"),
-    ("SYN dies before any router", [hop(1, SILENT, te(R1), 3)], None,
-     Verdict.DROPPED_IN_NETWORK, None, None, None, "before the first router"),
-    ("SYN dies at the host's hop while it is up", [hop(1, te(R1)), hop(2, te(R2)), hop(3, SILENT, PORT_UNREACH_T, 3)],
-     None, Verdict.DROPPED_AT_LAST_HOP, R2, 2, 3, "the host's own firewall, or its last router 10.0.2.2"),
-    ("direct neighbour drops", [hop(1, SILENT, PORT_UNREACH_T, 3)], None,
-     Verdict.DROPPED_AT_LAST_HOP, T, 1, 1, "the host's own firewall drops it"),
-    ("a quiet hop hides where the SYN dies",
-     [hop(1, te(R1)), hop(2, SILENT, SILENT, 3), hop(3, SILENT, unreach(Reply.PORT_UNREACHABLE, T, 3), 3)], None,
-     Verdict.UNKNOWN, None, None, 3, "where the SYN dies cannot be told"),
-    ("everything silent after hop 2", [hop(1, te(R1)), hop(2, te(R2)), hop(3, SILENT, SILENT, 3),
-                                       hop(4, SILENT, SILENT)], None,
-     Verdict.UNKNOWN, None, None, None, "or the host is down"),
-    ("a quiet router that forwards", [hop(1, te(R1)), hop(2, SILENT, SILENT, 3), hop(3, SYN_ACK)], None,
-     Verdict.REACHED, None, None, 3, "accepted the connection"),
-    ("nothing answers at all", [hop(1, SILENT, SILENT, 3), hop(2, SILENT, SILENT)], None,
-     Verdict.UNKNOWN, None, None, None, "nothing on the path answered"),
-    ("this machine has no route", [hop(1, Answer(Reply.NO_ROUTE, None, 0.0))], None,
-     Verdict.NO_ROUTE, None, None, None, "this machine has no route"),
-    ("IPv6: host firewall", [hop(1, te("2001:db8:1::1")), hop(2, unreach(Reply.PROHIBITED, T6, 1))], None,
-     Verdict.HOST_REJECTED, T6, 2, 2, "administratively prohibited by 2001:db8:3::2 itself"),
-    ("IPv6: address unreachable after forwarding",
-     [hop(1, te("2001:db8:1::1")), hop(2, te(R2_6)), hop(3, unreach(Reply.HOST_UNREACHABLE, R2_6, 3))], None,
-     Verdict.HOST_DOWN, R2_6, 2, None, "address unreachable from 2001:db8:2::2 (hop 2)"),
+    (
+        "open",
+        [hop(1, te(R1)), hop(2, te(R2)), hop(3, SYN_ACK)],
+        None,
+        Verdict.REACHED,
+        None,
+        None,
+        3,
+        "the path is clear",
+    ),
+    (
+        "closed port: the host's own reset",
+        [hop(1, te(R1)), hop(2, te(R2)), hop(3, RST, PORT_UNREACH_T)],
+        None,
+        Verdict.REACHED,
+        T,
+        3,
+        3,
+        "nothing listens on port 25",
+    ),
+    (
+        "reset at the host's hop, distance unknown",
+        [hop(1, te(R1)), hop(2, te(R2)), hop(3, RST, SILENT, 3)],
+        None,
+        Verdict.UNKNOWN,
+        None,
+        None,
+        None,
+        "Still possible: the host itself refused",
+    ),
+    (
+        "reset forged one hop early",
+        [hop(1, te(R1)), hop(2, RST, te(R2)), hop(3, None, PORT_UNREACH_T)],
+        None,
+        Verdict.NETWORK_REJECTED,
+        R1,
+        1,
+        3,
+        "forges resets",
+    ),
+    (
+        "host firewall ICMP reject",
+        [hop(1, te(R1)), hop(2, te(R2)), hop(3, unreach(Reply.PROHIBITED, T, 13))],
+        None,
+        Verdict.HOST_REJECTED,
+        T,
+        3,
+        3,
+        "the host's own firewall rejects port 25, not the network",
+    ),
+    (
+        "router ICMP reject",
+        [hop(1, te(R1)), hop(2, te(R2)), hop(3, unreach(Reply.PROHIBITED, R2, 13))],
+        None,
+        Verdict.NETWORK_REJECTED,
+        R2,
+        2,
+        None,
+        "administratively prohibited by 10.0.2.2 (hop 2) — a network firewall",
+    ),
+    (
+        "router rejects with port unreachable (iptables REJECT)",
+        [hop(1, te(R1)), hop(2, unreach(Reply.PORT_UNREACHABLE, R1, 3))],
+        None,
+        Verdict.NETWORK_REJECTED,
+        R1,
+        1,
+        None,
+        "a network firewall, not the host",
+    ),
+    (
+        "no route at the first router",
+        [hop(1, unreach(Reply.NO_ROUTE, R1, 0))],
+        None,
+        Verdict.NO_ROUTE,
+        R1,
+        1,
+        None,
+        "has no route to 10.0.3.2",
+    ),
+    (
+        "unreachable route: host unreachable without forwarding",
+        [hop(1, unreach(Reply.HOST_UNREACHABLE, R1, 1))],
+        None,
+        Verdict.NO_ROUTE,
+        R1,
+        1,
+        None,
+        "did not forward",
+    ),
+    (
+        "last router cannot deliver (ARP failed)",
+        [hop(1, te(R1)), hop(2, te(R2)), hop(3, unreach(Reply.HOST_UNREACHABLE, R2, 1))],
+        None,
+        Verdict.HOST_DOWN,
+        R2,
+        2,
+        None,
+        "the host is down",
+    ),
+    (
+        "last router cannot deliver the UDP probe either",
+        [hop(1, te(R1)), hop(2, te(R2)), hop(3, SILENT, unreach(Reply.HOST_UNREACHABLE, R2, 1), 3)],
+        None,
+        Verdict.HOST_DOWN,
+        R2,
+        2,
+        None,
+        "could not deliver it",
+    ),
+    (
+        "SYN dies after the first router",
+        [hop(1, te(R1)), hop(2, SILENT, te(R2), 3), hop(3, None, PORT_UNREACH_T)],
+        None,
+        Verdict.DROPPED_IN_NETWORK,
+        R1,
+        1,
+        3,
+        "dropped after 10.0.1.1 (hop 1)",
+    ),
+    (
+        "SYN dies after the first router, host distance unknown",
+        [hop(1, te(R1)), hop(2, SILENT, te(R2), 3), hop(3, None, SILENT)],
+        None,
+        Verdict.DROPPED_IN_NETWORK,
+        R1,
+        1,
+        None,
+        "farther than hop 2",
+    ),
+    (
+        "SYN dies before any router",
+        [hop(1, SILENT, te(R1), 3)],
+        None,
+        Verdict.DROPPED_IN_NETWORK,
+        None,
+        None,
+        None,
+        "before the first router",
+    ),
+    (
+        "SYN dies at the host's hop while it is up",
+        [hop(1, te(R1)), hop(2, te(R2)), hop(3, SILENT, PORT_UNREACH_T, 3)],
+        None,
+        Verdict.DROPPED_AT_LAST_HOP,
+        R2,
+        2,
+        3,
+        "the host's own firewall, or its last router 10.0.2.2",
+    ),
+    (
+        "direct neighbour drops",
+        [hop(1, SILENT, PORT_UNREACH_T, 3)],
+        None,
+        Verdict.DROPPED_AT_LAST_HOP,
+        T,
+        1,
+        1,
+        "the host's own firewall drops it",
+    ),
+    (
+        "a quiet hop hides where the SYN dies",
+        [hop(1, te(R1)), hop(2, SILENT, SILENT, 3), hop(3, SILENT, unreach(Reply.PORT_UNREACHABLE, T, 3), 3)],
+        None,
+        Verdict.UNKNOWN,
+        None,
+        None,
+        3,
+        "where the SYN dies cannot be told",
+    ),
+    (
+        "everything silent after hop 2",
+        [hop(1, te(R1)), hop(2, te(R2)), hop(3, SILENT, SILENT, 3), hop(4, SILENT, SILENT)],
+        None,
+        Verdict.UNKNOWN,
+        None,
+        None,
+        None,
+        "or the host is down",
+    ),
+    (
+        "a quiet router that forwards",
+        [hop(1, te(R1)), hop(2, SILENT, SILENT, 3), hop(3, SYN_ACK)],
+        None,
+        Verdict.REACHED,
+        None,
+        None,
+        3,
+        "accepted the connection",
+    ),
+    (
+        "nothing answers at all",
+        [hop(1, SILENT, SILENT, 3), hop(2, SILENT, SILENT)],
+        None,
+        Verdict.UNKNOWN,
+        None,
+        None,
+        None,
+        "nothing on the path answered",
+    ),
+    (
+        "this machine has no route",
+        [hop(1, Answer(Reply.NO_ROUTE, None, 0.0))],
+        None,
+        Verdict.NO_ROUTE,
+        None,
+        None,
+        None,
+        "this machine has no route",
+    ),
+    (
+        "IPv6: host firewall",
+        [hop(1, te("2001:db8:1::1")), hop(2, unreach(Reply.PROHIBITED, T6, 1))],
+        None,
+        Verdict.HOST_REJECTED,
+        T6,
+        2,
+        2,
+        "administratively prohibited by 2001:db8:3::2 itself",
+    ),
+    (
+        "IPv6: address unreachable after forwarding",
+        [hop(1, te("2001:db8:1::1")), hop(2, te(R2_6)), hop(3, unreach(Reply.HOST_UNREACHABLE, R2_6, 3))],
+        None,
+        Verdict.HOST_DOWN,
+        R2_6,
+        2,
+        None,
+        "address unreachable from 2001:db8:2::2 (hop 2)",
+    ),
 ]
 
 
@@ -128,8 +305,7 @@ def test_hop_order_does_not_matter():
 
 def test_unknown_lists_what_remains_and_an_echo_rules_out_host_down():
     hops = [hop(1, te(R1)), hop(2, te(R2)), hop(3, SILENT, SILENT, 3), hop(4, SILENT, SILENT)]
-    assert decide(T, 25, hops).remaining == (Verdict.DROPPED_IN_NETWORK, Verdict.DROPPED_AT_LAST_HOP,
-                                             Verdict.HOST_DOWN)
+    assert decide(T, 25, hops).remaining == (Verdict.DROPPED_IN_NETWORK, Verdict.DROPPED_AT_LAST_HOP, Verdict.HOST_DOWN)
     with_echo = decide(T, 25, hops, host_echo=True)
     assert with_echo.verdict is Verdict.UNKNOWN
     assert with_echo.remaining == (Verdict.DROPPED_IN_NETWORK, Verdict.DROPPED_AT_LAST_HOP)
@@ -149,6 +325,7 @@ def test_a_reset_is_no_proof_of_the_host_distance():
 
 
 # --- ICMP error-queue messages ---------------------------------------------------------------------------
+
 
 def extended_error(origin: int, icmp_type: int, code: int, sender: bytes, family: int) -> bytes:
     head = struct.pack("=IBBBBII", 113, origin, icmp_type, code, 0, 0, 0)
@@ -171,23 +348,35 @@ def test_parse_ipv6_admin_prohibited():
     assert reply.kind is IcmpKind.PROHIBITED and reply.description == "administratively prohibited"
 
 
-@pytest.mark.parametrize("level, kind, data", [
-    (socket.IPPROTO_IP, IP_RECVERR, extended_error(1, 0, 0, b"\0" * 4, socket.AF_INET)),  # local origin
-    (socket.IPPROTO_IP, IP_RECVERR, b"\0" * 10),                                         # truncated
-    (socket.IPPROTO_IP, IP_RECVERR, struct.pack("=IBBBBII", 113, 2, 3, 1, 0, 0, 0)),     # no offender
-    (socket.SOL_SOCKET, 1, extended_error(2, 3, 1, b"\0" * 4, socket.AF_INET)),          # another message
-])
+@pytest.mark.parametrize(
+    "level, kind, data",
+    [
+        (socket.IPPROTO_IP, IP_RECVERR, extended_error(1, 0, 0, b"\0" * 4, socket.AF_INET)),  # local origin
+        (socket.IPPROTO_IP, IP_RECVERR, b"\0" * 10),  # truncated
+        (socket.IPPROTO_IP, IP_RECVERR, struct.pack("=IBBBBII", 113, 2, 3, 1, 0, 0, 0)),  # no offender
+        (socket.SOL_SOCKET, 1, extended_error(2, 3, 1, b"\0" * 4, socket.AF_INET)),  # another message
+    ],
+)
 def test_messages_without_an_icmp_sender_are_ignored(level, kind, data):
     assert parse_extended_error(level, kind, data) is None
 
 
-@pytest.mark.parametrize("version, icmp_type, code, words", [
-    (4, 3, 13, "administratively prohibited"), (4, 3, 0, "network unreachable"), (4, 3, 1, "host unreachable"),
-    (4, 3, 3, "port unreachable"), (4, 3, 10, "host administratively prohibited"),
-    (4, 11, 0, "time to live exceeded in transit"), (6, 1, 0, "no route to destination"),
-    (6, 1, 3, "address unreachable"), (6, 3, 0, "hop limit exceeded in transit"), (6, 2, 0, "packet too big"),
-    (4, 3, 99, "destination unreachable (code 99)"),
-])
+@pytest.mark.parametrize(
+    "version, icmp_type, code, words",
+    [
+        (4, 3, 13, "administratively prohibited"),
+        (4, 3, 0, "network unreachable"),
+        (4, 3, 1, "host unreachable"),
+        (4, 3, 3, "port unreachable"),
+        (4, 3, 10, "host administratively prohibited"),
+        (4, 11, 0, "time to live exceeded in transit"),
+        (6, 1, 0, "no route to destination"),
+        (6, 1, 3, "address unreachable"),
+        (6, 3, 0, "hop limit exceeded in transit"),
+        (6, 2, 0, "packet too big"),
+        (4, 3, 99, "destination unreachable (code 99)"),
+    ],
+)
 def test_icmp_messages_are_named_as_their_rfcs_name_them(version, icmp_type, code, words):
     assert describe(version, icmp_type, code) == words
 
@@ -197,6 +386,7 @@ def test_ipv4_mapped_sender_counts_as_the_host():
 
 
 # --- metric families ---------------------------------------------------------------------------------------
+
 
 def diagnosis(hops, target=T) -> PathDiagnosis:
     return PathDiagnosis(target, 25, decide(target, 25, hops), tuple(hops), True, 5, 1.5, 1_800_000_000.0)
@@ -228,9 +418,14 @@ def test_families_leave_out_what_is_not_known():
 
 def test_families_pass_promtool(tmp_path):
     promtool = require_binary("promtool")
-    text = "".join(render_path_families([
-        ('target="a:25",module="m"', diagnosis([hop(1, te(R1)), hop(2, unreach(Reply.PROHIBITED, R2, 13))])),
-        ('target="b:25",module="m"', diagnosis([hop(1, te(R1)), hop(2, SILENT, te(R2), 3)]))]))
+    text = "".join(
+        render_path_families(
+            [
+                ('target="a:25",module="m"', diagnosis([hop(1, te(R1)), hop(2, unreach(Reply.PROHIBITED, R2, 13))])),
+                ('target="b:25",module="m"', diagnosis([hop(1, te(R1)), hop(2, SILENT, te(R2), 3)])),
+            ]
+        )
+    )
     done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -243,14 +438,25 @@ def test_hop_table_and_json_for_people_and_programs():
     assert "Path verdict: dropped_in_network (dropped after 10.0.1.1 (hop 1))" in lines
     document = path_json(dropped)
     assert {k: document[k] for k in ("verdict", "blocked_by", "blocked_at_hop", "hops_to_host")} == {
-        "verdict": "dropped_in_network", "blocked_by": R1, "blocked_at_hop": 1, "hops_to_host": 3}
-    assert document["hops"][0] == {"ttl": 1, "address": R1, "reply": "time_exceeded", "rtt_ms": 1.0, "tries": 1,
-                                   "udp": None}
+        "verdict": "dropped_in_network",
+        "blocked_by": R1,
+        "blocked_at_hop": 1,
+        "hops_to_host": 3,
+    }
+    assert document["hops"][0] == {
+        "ttl": 1,
+        "address": R1,
+        "reply": "time_exceeded",
+        "rtt_ms": 1.0,
+        "tries": 1,
+        "udp": None,
+    }
     assert document["hops"][1]["address"] is None and document["hops"][1]["reply"] == "silence"
     assert short(dropped) == "dropped after 10.0.1.1 (hop 1)"
 
 
 # --- end to end on loopback: real sockets, real ICMP from the kernel, no privileges -------------------------
+
 
 async def test_loopback_closed_port_is_the_hosts_own_reset(closed_port):
     result = await diagnose("127.0.0.1", closed_port)
@@ -287,19 +493,23 @@ async def test_scheduler_caps_diagnoses_in_flight_and_repeats_none_within_the_in
 
 def diagnosing_config(*targets: str, timeout: str = "2s"):
     lines = "\n".join(f"  - {{target: '{t}', module: diag}}" for t in targets)
-    return parse_config(f"""
+    return parse_config(
+        f"""
 global: {{max_diagnoses_in_flight: 2}}
 modules:
   diag: {{prober: tcp, timeout: {timeout}, tcp: {{diagnose: on_failure, diagnose_interval: 1h}}}}
   tcp_connect: {{prober: tcp, timeout: {timeout}}}
 targets:
 {lines}
-""", "test.yml")
+""",
+        "test.yml",
+    )
 
 
 async def test_scrape_submits_failures_and_later_scrapes_show_the_diagnosis(aiohttp_client, closed_port, listener):
-    app = create_app(diagnosing_config(f"127.0.0.1:{closed_port}", f"127.0.0.1:{listener}"),
-                     registry=CollectorRegistry())
+    app = create_app(
+        diagnosing_config(f"127.0.0.1:{closed_port}", f"127.0.0.1:{listener}"), registry=CollectorRegistry()
+    )
     client = await aiohttp_client(app)
     first = await (await client.get("/metrics")).text()
     assert "probe_path_diagnosis{" not in first  # never on the scrape's own time
@@ -330,6 +540,7 @@ async def test_probe_runs_the_diagnosis_inline(aiohttp_client, closed_port):
 async def test_a_target_cut_at_the_scrape_deadline_is_still_diagnosed_by_its_ip_literal(closed_port):
     from exporter.runner import deadline_result
     from exporter.service import build_plan
+
     plan = build_plan(diagnosing_config(f"127.0.0.1:{closed_port}", f"[::1]:{closed_port}"))
     cut = deadline_result(plan.targets[0].module, 2.0)  # no address: it never got an outcome
     scheduler = DiagnosisScheduler(max_in_flight=2)
@@ -348,19 +559,23 @@ async def test_connected_socket_drops_ip_recverr_and_a_refusal_has_no_icmp(liste
     from exporter.probers.connect import connect_target
     from exporter.probers.resolve import Resolver
     from exporter.probers.result import ProbeResult
+
     module = diagnosing_config().modules["tcp_connect"]
     resolver = Resolver(max_workers=1)
     try:
         loop = asyncio.get_running_loop()
         result = ProbeResult()
-        sock = await connect_target(result, parse_host_port(f"127.0.0.1:{listener}"), module, loop.time() + 5,
-                                    resolver)
+        sock = await connect_target(result, parse_host_port(f"127.0.0.1:{listener}"), module, loop.time() + 5, resolver)
         assert sock is not None
         assert sock.getsockopt(socket.IPPROTO_IP, IP_RECVERR) == 0  # an established session rides out ICMP
         sock.close()
         refused = ProbeResult()
-        assert await connect_target(refused, parse_host_port(f"127.0.0.1:{closed_port}"), module,
-                                    loop.time() + 5, resolver) is None
+        assert (
+            await connect_target(
+                refused, parse_host_port(f"127.0.0.1:{closed_port}"), module, loop.time() + 5, resolver
+            )
+            is None
+        )
         assert refused.icmp is None  # a TCP reset, not ICMP
         assert f"connecting to 127.0.0.1:{closed_port}" in refused.detail
         assert " from 127.0.0.1" not in refused.detail
@@ -370,16 +585,23 @@ async def test_connected_socket_drops_ip_recverr_and_a_refusal_has_no_icmp(liste
 
 def run_check(*argv: str) -> subprocess.CompletedProcess:
     import sys
-    return subprocess.run([sys.executable, "-m", "exporter.cli", "check", *argv], capture_output=True, text=True,
-                          timeout=60)
+
+    return subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "check", *argv], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_check_diagnoses_by_default_and_no_diagnose_skips_it(closed_port):
     import json
+
     diagnosed = json.loads(run_check(f"127.0.0.1:{closed_port}", "--json").stdout)
     assert diagnosed["path"]["verdict"] == "reached" and diagnosed["path"]["hops_to_host"] == 1
-    assert diagnosed["path"]["hops"][0] == {**diagnosed["path"]["hops"][0], "ttl": 1, "address": "127.0.0.1",
-                                            "reply": "reset"}
+    assert diagnosed["path"]["hops"][0] == {
+        **diagnosed["path"]["hops"][0],
+        "ttl": 1,
+        "address": "127.0.0.1",
+        "reply": "reset",
+    }
     skipped = json.loads(run_check(f"127.0.0.1:{closed_port}", "--json", "--no-diagnose").stdout)
     assert skipped["path"] is None
     text = run_check(f"127.0.0.1:{closed_port}").stdout

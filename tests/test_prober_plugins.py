@@ -19,8 +19,8 @@ from exporter.probers.base import Fact, Prober
 from exporter.probers.connect import connect_target
 from exporter.probers.connect_metrics import CONNECT_FAMILIES
 from exporter.probers.result import ProbeResult
-from exporter.runner import deadline_result
 from exporter.probers.tcp_config import TCP_SECTION
+from exporter.runner import deadline_result
 from tests.helpers.metrics_text import state_of, value
 
 
@@ -52,13 +52,25 @@ async def probe_greet(target, module, deadline, resolver) -> ProbeResult:
 
 
 GREET = Prober(
-    name="greet", probe=probe_greet, states=GreetState, error_state=GreetState.ERROR,
+    name="greet",
+    probe=probe_greet,
+    states=GreetState,
+    error_state=GreetState.ERROR,
     cut_state=GreetState.SILENT,
-    families=CONNECT_FAMILIES + (
-        Family("probe_greet_state", "gauge", "Greeting outcome: exactly one state is 1.",
-               one_hot("state", list(GreetState), lambda r: str(r.state))),
-        Family("probe_greet_bytes", "gauge", "Bytes read.",
-               single(lambda r: r.details.bytes_read if isinstance(r.details, GreetDetails) else None)),
+    families=CONNECT_FAMILIES
+    + (
+        Family(
+            "probe_greet_state",
+            "gauge",
+            "Greeting outcome: exactly one state is 1.",
+            one_hot("state", list(GreetState), lambda r: str(r.state)),
+        ),
+        Family(
+            "probe_greet_bytes",
+            "gauge",
+            "Bytes read.",
+            single(lambda r: r.details.bytes_read if isinstance(r.details, GreetDetails) else None),
+        ),
     ),
     tcp_section=TCP_SECTION,
     section=("greet", schema.Section({"word": schema.Field(schema.string, "hello")}, GreetSettings)),
@@ -77,8 +89,10 @@ def greet_prober(monkeypatch):
 
 
 def greet_config(target: str, word: str = "hi"):
-    return parse_config(f"modules: {{g: {{prober: greet, timeout: 2s, greet: {{word: {word}}}}}}}\n"
-                        f"targets: [{{target: '{target}', module: g}}]")
+    return parse_config(
+        f"modules: {{g: {{prober: greet, timeout: 2s, greet: {{word: {word}}}}}}}\n"
+        f"targets: [{{target: '{target}', module: g}}]"
+    )
 
 
 def test_config_reads_the_new_probers_section_port_and_warnings(greet_prober):
@@ -91,8 +105,7 @@ def test_config_reads_the_new_probers_section_port_and_warnings(greet_prober):
     assert caught.value.errors == ["c.yml: modules.g.greet: not used by prober 'tcp'; remove it or change the prober"]
 
 
-async def test_exposition_status_page_and_debug_report_need_nothing_but_the_table(greet_prober, make_client,
-                                                                                  listener):
+async def test_exposition_status_page_and_debug_report_need_nothing_but_the_table(greet_prober, make_client, listener):
     client = await make_client(greet_config(f"127.0.0.1:{listener}"))
     text = await (await client.get("/metrics")).text()
     assert state_of(text, "probe_greet_state") == "silent"
@@ -106,6 +119,7 @@ async def test_exposition_status_page_and_debug_report_need_nothing_but_the_tabl
 async def test_a_prober_that_raises_reports_its_error_state(greet_prober, make_client, listener, monkeypatch):
     async def broken(*args):
         raise RuntimeError("a bug")
+
     monkeypatch.setitem(table.PROBERS, "greet", dataclasses.replace(GREET, probe=broken))
     client = await make_client(greet_config(f"127.0.0.1:{listener}"))
     text = await (await client.get("/metrics")).text()
@@ -117,10 +131,14 @@ async def test_a_prober_that_raises_reports_its_error_state(greet_prober, make_c
 async def test_a_raising_smtp_prober_reports_error_not_all_zero(make_client, listener, monkeypatch):
     async def broken(*args):
         raise AttributeError("'NoneType' object has no attribute 'abort'")
+
     monkeypatch.setitem(table.PROBERS, "smtp", dataclasses.replace(table.PROBERS["smtp"], probe=broken))
-    client = await make_client(parse_config(
-        f"modules: {{mx: {{prober: smtp, smtp: {{ehlo: probe.test}}}}}}\n"
-        f"targets: [{{target: '127.0.0.1:{listener}', module: mx}}]"))
+    client = await make_client(
+        parse_config(
+            f"modules: {{mx: {{prober: smtp, smtp: {{ehlo: probe.test}}}}}}\n"
+            f"targets: [{{target: '127.0.0.1:{listener}', module: mx}}]"
+        )
+    )
     text = await (await client.get("/metrics")).text()
     assert state_of(text, "probe_smtp_state") == "error"
 
@@ -144,7 +162,7 @@ async def test_check_prints_the_probers_facts_and_json_details(greet_prober, lis
 def test_every_registered_prober_is_consistent():
     for name, prober in table.PROBERS.items():
         assert prober.name == name
-        assert prober.families[:len(CONNECT_FAMILIES)] == CONNECT_FAMILIES, name
+        assert prober.families[: len(CONNECT_FAMILIES)] == CONNECT_FAMILIES, name
         assert prober.error_state in set(prober.states) and prober.cut_state in set(prober.states)
         assert set(prober.columns) <= {"Banner after", "SMTP replies", "Certificate expires"} or name != "smtp"
         names = [family.name for family in prober.families]
@@ -153,25 +171,38 @@ def test_every_registered_prober_is_consistent():
 
 def test_nothing_imports_the_command_line():
     """The CLI is the outermost layer: no other module may import it (it used to form a cycle)."""
-    done = subprocess.run([sys.executable, "-c", """
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            """
 import pkgutil, importlib, sys
 import exporter
 names = [m.name for m in pkgutil.walk_packages(exporter.__path__, 'exporter.') if m.name not in ('exporter.cli', 'exporter.__main__')]
 for name in names:
     importlib.import_module(name)
 print('cli imported' if 'exporter.cli' in sys.modules else 'ok')
-"""], capture_output=True, text=True, timeout=60)
+""",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.stdout.strip() == "ok", done.stderr
 
 
 def test_the_ehlo_fallback_warns_when_the_host_has_no_fqdn(monkeypatch):
     from exporter.probers import smtp_plugin
+
     monkeypatch.setattr(smtp_plugin, "local_fqdn", lambda: "localhost")
-    config = parse_config("modules: {mx: {prober: smtp}, named: {prober: smtp, smtp: {ehlo: probe.example.com}}}",
-                          "c.yml")
+    config = parse_config(
+        "modules: {mx: {prober: smtp}, named: {prober: smtp, smtp: {ehlo: probe.example.com}}}", "c.yml"
+    )
     [warning] = config.warnings
-    assert warning.startswith("c.yml: modules.mx: smtp.ehlo is not set and this host has no fully qualified "
-                              "domain name, so the probe says EHLO localhost;")
+    assert warning.startswith(
+        "c.yml: modules.mx: smtp.ehlo is not set and this host has no fully qualified "
+        "domain name, so the probe says EHLO localhost;"
+    )
     assert "set smtp.ehlo" in warning
     monkeypatch.setattr(smtp_plugin, "local_fqdn", lambda: "probe.example.com")
     assert parse_config("modules: {mx: {prober: smtp}}").warnings == ()

@@ -8,8 +8,7 @@ from exporter.config import load_config
 
 async def test_reload_applies_max_concurrency_and_keeps_rate_limit_state(make_client, tmp_path):
     path = tmp_path / "config.yml"
-    base = ("modules: {tcp_connect: {prober: tcp}}\n"
-            "probe_access: {rate_limit: {requests_per_second: 0.01, burst: 1}}\n")
+    base = "modules: {tcp_connect: {prober: tcp}}\nprobe_access: {rate_limit: {requests_per_second: 0.01, burst: 1}}\n"
     path.write_text(base + "global: {max_concurrency: 64}\n")
     client = await make_client(load_config(str(path)))
     exporter = client.server.app[EXPORTER]

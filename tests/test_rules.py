@@ -29,13 +29,13 @@ def alerts() -> list[dict]:
 
 
 def alert_tests() -> list[dict]:
-    return [case for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
-            for case in group.get("alert_rule_test", [])]
+    return [
+        case for group in yaml.safe_load(RULE_TESTS.read_text())["tests"] for case in group.get("alert_rule_test", [])
+    ]
 
 
 def promtool(*args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess:
-    return subprocess.run([require_binary("promtool"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([require_binary("promtool"), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
 def test_promtool_check_rules():
@@ -89,15 +89,18 @@ def test_probe_state_alerts_carry_the_state_label():
                 assert alert["exp_labels"].get("state"), f"{case['alertname']} at {case['eval_time']} has no state"
 
 
-@pytest.mark.parametrize("state, alertname", [
-    ("refused", "ConnectivityPortRefused"),
-    ("timeout", "ConnectivityPortFiltered"),
-    ("unreachable", "ConnectivityHostUnreachable"),
-    ("dns_error", "ConnectivityDnsFailure"),
-    ("banner_rejected", "SmtpGreetingRejected"),
-    ("starttls_unavailable", "SmtpStartTlsMissing"),
-    ("tls_error", "SmtpTlsHandshakeFailed"),
-])
+@pytest.mark.parametrize(
+    "state, alertname",
+    [
+        ("refused", "ConnectivityPortRefused"),
+        ("timeout", "ConnectivityPortFiltered"),
+        ("unreachable", "ConnectivityHostUnreachable"),
+        ("dns_error", "ConnectivityDnsFailure"),
+        ("banner_rejected", "SmtpGreetingRejected"),
+        ("starttls_unavailable", "SmtpStartTlsMissing"),
+        ("tls_error", "SmtpTlsHandshakeFailed"),
+    ],
+)
 def test_the_issue_states_each_have_an_alert(state, alertname):
     rule = next(rule for rule in alerts() if rule["alert"] == alertname)
     assert f'state="{state}"' in rule["expr"]

@@ -99,10 +99,8 @@ async def test_a_silent_worker_costs_only_its_share_and_is_killed_after_repeated
 
 async def test_an_answer_resets_the_stall_count():
     worker = FakeWorker(1, "silent")
-    await scatter_gather(TARGETS, SHARES, 7, [worker, FakeWorker(2, "ok")], LocalRunner(),
-                         Deadline.after(0.05))
+    await scatter_gather(TARGETS, SHARES, 7, [worker, FakeWorker(2, "ok")], LocalRunner(), Deadline.after(0.05))
     assert worker.stalls == 1
     worker.behaviour = "ok"
-    await scatter_gather(TARGETS, SHARES, 7, [worker, FakeWorker(2, "ok")], LocalRunner(),
-                         Deadline.after(5))
+    await scatter_gather(TARGETS, SHARES, 7, [worker, FakeWorker(2, "ok")], LocalRunner(), Deadline.after(5))
     assert worker.stalls == 0

@@ -17,18 +17,24 @@ from pathlib import Path
 
 import aiohttp
 import bcrypt
+
 from tests.helpers.smtp_servers import Pki, Script, Servers
 
 ROOT = Path(__file__).resolve().parent.parent
 SMTP_PASSWORD = "S3cr3t-Pa55!smtp"
 WEB_PASSWORD = "W3b-Pa55!scrape"
-EHLO = (b"250-mx.test\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n")
+EHLO = b"250-mx.test\r\n250-STARTTLS\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
 
 
 def secret_forms() -> list[str]:
     plain = f"\0probe\0{SMTP_PASSWORD}".encode()
-    return [SMTP_PASSWORD, base64.b64encode(plain).decode(), base64.b64encode(SMTP_PASSWORD.encode()).decode(),
-            WEB_PASSWORD, base64.b64encode(f"admin:{WEB_PASSWORD}".encode()).decode()]
+    return [
+        SMTP_PASSWORD,
+        base64.b64encode(plain).decode(),
+        base64.b64encode(SMTP_PASSWORD.encode()).decode(),
+        WEB_PASSWORD,
+        base64.b64encode(f"admin:{WEB_PASSWORD}".encode()).decode(),
+    ]
 
 
 def free_port() -> int:
@@ -41,18 +47,23 @@ async def test_no_secret_in_any_output(tmp_path):
     pki = Pki(tmp_path)
     web_hash = bcrypt.hashpw(WEB_PASSWORD.encode(), bcrypt.gensalt(4)).decode()
     servers = Servers()
-    accepting = Script(replies={"EHLO": EHLO, "AUTH": b"235 2.7.0 Authentication successful\r\n"},
-                       tls_context=Pki.server_context(pki.valid))
+    accepting = Script(
+        replies={"EHLO": EHLO, "AUTH": b"235 2.7.0 Authentication successful\r\n"},
+        tls_context=Pki.server_context(pki.valid),
+    )
     echo = base64.b64encode(f"\0probe\0{SMTP_PASSWORD}".encode())
-    rejecting = Script(replies={"EHLO": EHLO, "AUTH": b"535 5.7.8 bad credentials " + echo + b" "
-                                + SMTP_PASSWORD.encode() + b"\r\n"},
-                       tls_context=Pki.server_context(pki.valid))
+    rejecting = Script(
+        replies={"EHLO": EHLO, "AUTH": b"535 5.7.8 bad credentials " + echo + b" " + SMTP_PASSWORD.encode() + b"\r\n"},
+        tls_context=Pki.server_context(pki.valid),
+    )
     good_port = await servers.start(accepting)
     bad_port = await servers.start(rejecting)
     (tmp_path / "smtp-password").write_text(SMTP_PASSWORD + "\n")
-    module = (f"{{prober: smtp, timeout: 3s, smtp: {{ehlo: probe.test, starttls: required, "
-              f"tls_config: {{ca_file: '{pki.ca_file}', server_name: mx.test}}, "
-              f"auth: {{username: probe, password_file: smtp-password, mechanism: plain}}}}}}")
+    module = (
+        f"{{prober: smtp, timeout: 3s, smtp: {{ehlo: probe.test, starttls: required, "
+        f"tls_config: {{ca_file: '{pki.ca_file}', server_name: mx.test}}, "
+        f"auth: {{username: probe, password_file: smtp-password, mechanism: plain}}}}}}"
+    )
     config = tmp_path / "config.yml"
     config.write_text(f"""
 modules:
@@ -65,9 +76,17 @@ targets:
     web.write_text(f"basic_auth_users:\n  admin: '{web_hash}'\n")
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", f"--config.file={config}", f"--web.config.file={web}",
-        f"--web.listen-address=127.0.0.1:{port}", "--log.level=debug", cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "exporter",
+        f"--config.file={config}",
+        f"--web.config.file={web}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=debug",
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     bodies: list[str] = []
     try:
         auth = aiohttp.BasicAuth("admin", WEB_PASSWORD)
@@ -78,8 +97,12 @@ targets:
                         break
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.05)
-            for path in ("/metrics", f"/probe?target=127.0.0.1:{bad_port}&module=smtp_auth&debug=true",
-                         f"/probe?target=127.0.0.1:{good_port}&module=smtp_auth&debug=true", "/"):
+            for path in (
+                "/metrics",
+                f"/probe?target=127.0.0.1:{bad_port}&module=smtp_auth&debug=true",
+                f"/probe?target=127.0.0.1:{good_port}&module=smtp_auth&debug=true",
+                "/",
+            ):
                 async with http.get(path, auth=auth) as response:
                     assert response.status == 200, path
                     bodies.append(await response.text())
@@ -97,8 +120,19 @@ targets:
                 bodies.append(await response.text())
         (tmp_path / "smtp-password").write_text(SMTP_PASSWORD + "\n")
         check = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "exporter", "check", f"127.0.0.1:{bad_port}", "--module", "smtp_auth",
-            f"--config.file={config}", "--json", cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            sys.executable,
+            "-m",
+            "exporter",
+            "check",
+            f"127.0.0.1:{bad_port}",
+            "--module",
+            "smtp_auth",
+            f"--config.file={config}",
+            "--json",
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         bodies.append((await asyncio.wait_for(check.communicate(), 30))[0].decode())
         assert '"auth_failed"' in bodies[-1], bodies[-1][-500:]
     finally:

@@ -24,8 +24,9 @@ async def test_no_connect_starts_after_the_deadline(listener):
     resolver = Resolver(max_workers=1)
     try:
         loop = asyncio.get_running_loop()
-        sock = await connect_target(result, parse_host_port(f"127.0.0.1:{listener}"), module, Deadline(loop.time() - 0.001),
-                                    resolver)
+        sock = await connect_target(
+            result, parse_host_port(f"127.0.0.1:{listener}"), module, Deadline(loop.time() - 0.001), resolver
+        )
     finally:
         resolver.close()
     assert sock is None
@@ -74,8 +75,10 @@ class GreetsFromTheSecondConnection:
 
 
 def smtp_config(port: int):
-    return parse_config("modules: {smtp_banner: {prober: smtp, timeout: 30s, smtp: {ehlo: probe.test}}}\n"
-                        f"targets: [{{target: '127.0.0.1:{port}', module: smtp_banner}}]\n")
+    return parse_config(
+        "modules: {smtp_banner: {prober: smtp, timeout: 30s, smtp: {ehlo: probe.test}}}\n"
+        f"targets: [{{target: '127.0.0.1:{port}', module: smtp_banner}}]\n"
+    )
 
 
 async def test_a_longer_deadline_joining_a_shorter_probe_still_gets_its_own_answer():
@@ -110,8 +113,13 @@ async def test_a_metrics_scrape_is_not_decided_by_a_shorter_probe_request_in_fli
     try:
         client = await make_client(smtp_config(port))
         # Budget 2 s (2.5 s less the 0.5 s offset): a window for the scrape to arrive while it is in flight.
-        short = asyncio.ensure_future(client.get("/probe", params={"target": f"127.0.0.1:{port}", "module": "smtp_banner"},
-                                                 headers={"X-Prometheus-Scrape-Timeout-Seconds": "2.5"}))
+        short = asyncio.ensure_future(
+            client.get(
+                "/probe",
+                params={"target": f"127.0.0.1:{port}", "module": "smtp_banner"},
+                headers={"X-Prometheus-Scrape-Timeout-Seconds": "2.5"},
+            )
+        )
         server.first_done = short.done
         await asyncio.wait_for(server.first_connected.wait(), 30)
         long = await client.get("/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "30"})

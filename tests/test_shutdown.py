@@ -23,9 +23,14 @@ def run_scenario(grace: str, probe_timeout: str) -> dict:
     for binary in ("unshare", "nft", "ip"):
         if shutil.which(binary) is None:
             pytest.skip(f"{binary} is not installed (packages util-linux, nftables, iproute2)")
-    done = subprocess.run(["unshare", "-n", sys.executable, "-m", "tests.helpers.shutdown_scenario", grace, probe_timeout],
-                          cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        ["unshare", "-n", sys.executable, "-m", "tests.helpers.shutdown_scenario", grace, probe_timeout],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     if done.returncode != 0 and "unshare failed" in done.stderr:
         pytest.skip(f"cannot create a network namespace here: {done.stderr.strip()}")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -44,7 +49,7 @@ def test_sigterm_lets_an_in_flight_probe_finish_then_exits_0():
     # The probe's remainder (1.5 s), not the 10 s grace period; generous for a loaded machine.
     assert outcome["reply_after"] < 1.5 + 5
     assert outcome["exit_after"] < 1.5 + 6
-    assert "msg=\"shutting down: no new connections, in-flight scrapes get up to 10s\"" in outcome["log"]
+    assert 'msg="shutting down: no new connections, in-flight scrapes get up to 10s"' in outcome["log"]
 
 
 def test_the_grace_period_bounds_the_wait_for_a_slow_scrape():

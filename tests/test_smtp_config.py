@@ -59,8 +59,9 @@ def test_password_file_with_two_lines_is_refused(tmp_path):
     path.write_text("modules: {mx: {prober: smtp, smtp: {tls: true, auth: {username: u, password_file: password}}}}")
     with pytest.raises(ConfigError) as caught:
         load_config(str(path))
-    assert caught.value.errors == [f"{path}: modules.mx.smtp.auth.password_file: password file 'password' must hold "
-                                   "the password on one line"]
+    assert caught.value.errors == [
+        f"{path}: modules.mx.smtp.auth.password_file: password file 'password' must hold the password on one line"
+    ]
 
 
 def test_the_example_config_shows_an_envelope_test():

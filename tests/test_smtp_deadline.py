@@ -19,8 +19,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
-                                reason="needs root, unshare and ip (a private network and mount namespace)")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
+    reason="needs root, unshare and ip (a private network and mount namespace)",
+)
 
 CHILD = textwrap.dedent("""
     import asyncio, socket, time
@@ -53,10 +55,21 @@ def test_a_probe_out_of_time_during_dns_is_a_dns_failure_not_a_dialogue_timeout(
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     run = subprocess.run(
-        ["unshare", "-n", "-m", "sh", "-c",
-         f"mount --make-rprivate / && ip link set lo up && mount --bind {resolv} /etc/resolv.conf && "
-         f"exec {sys.executable} {script}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        [
+            "unshare",
+            "-n",
+            "-m",
+            "sh",
+            "-c",
+            f"mount --make-rprivate / && ip link set lo up && mount --bind {resolv} /etc/resolv.conf && "
+            f"exec {sys.executable} {script}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert run.returncode == 0, run.stderr
     metrics = run.stdout
     assert 'probe_smtp_state{state="connect_failed"} 1' in metrics, metrics

@@ -27,18 +27,34 @@ CASES = [
     ("mail", 530, "5.7.0", "Must issue a STARTTLS command first", "tls"),
     ("rcpt", 250, "2.1.5", "Ok", "accepted"),
     ("rcpt", 554, "5.7.1", "<localhost[127.0.0.1]>: Client host rejected: Access denied", "client"),
-    ("rcpt", 554, "5.7.1", "Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org; "
-                           "https://www.spamhaus.org/query/ip/192.0.2.1", "client"),
+    (
+        "rcpt",
+        554,
+        "5.7.1",
+        "Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org; "
+        "https://www.spamhaus.org/query/ip/192.0.2.1",
+        "client",
+    ),
     ("rcpt", 450, "4.7.1", "Client host rejected: cannot find your hostname, [192.0.2.1]", "client"),
     ("rcpt", 450, "4.7.1", "<probe>: Helo command rejected: Host not found", "client"),
     ("rcpt", 450, "4.1.8", "<a@nowhere.invalid>: Sender address rejected: Domain not found", "sender"),
-    ("rcpt", 550, "5.1.1", "<nobody@mx.test>: Recipient address rejected: User unknown in virtual mailbox table",
-     "recipient"),
+    (
+        "rcpt",
+        550,
+        "5.1.1",
+        "<nobody@mx.test>: Recipient address rejected: User unknown in virtual mailbox table",
+        "recipient",
+    ),
     ("rcpt", 554, "5.7.1", "<someone@other.example>: Relay access denied", "relay"),
     ("rcpt", 451, "4.3.0", "<a@mx.test>: Temporary lookup failure", "service"),
     ("rcpt", 452, "4.5.3", "Error: too many recipients", "service"),
-    ("rcpt", 450, "4.2.0", "<grey@mx.test>: Recipient address rejected: Greylisted, see "
-                           "http://postgrey.schweikert.ch/help/mx.test.html", "greylisting"),
+    (
+        "rcpt",
+        450,
+        "4.2.0",
+        "<grey@mx.test>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/mx.test.html",
+        "greylisting",
+    ),
     ("rcpt", 451, "4.7.1", "Greylisting in action, please come back later", "greylisting"),
     ("starttls", 220, "2.0.0", "Ready to start TLS", "accepted"),
     ("starttls", 454, "4.7.0", "TLS not available due to local problem", "tls"),
@@ -64,8 +80,7 @@ CASES = [
     ("mail", 550, None, "Verification failed for <a@example.com>", "sender"),
     # --- Microsoft (Exchange Online NDR documentation) -------------------------------------------------------------
     ("banner", 421, "4.3.2", "Service not available, closing transmission channel", "service"),
-    ("rcpt", 550, "5.1.10", "RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
-     "recipient"),
+    ("rcpt", 550, "5.1.10", "RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup", "recipient"),
     ("rcpt", 550, "5.7.606", "Access denied, banned sending IP [192.0.2.1]", "client"),
     ("rcpt", 550, "5.7.708", "Service unavailable. Access denied, traffic not accepted from this IP", "client"),
     ("rcpt", 550, "5.7.64", "TenantAttribution; Relay Access Denied", "relay"),
@@ -73,8 +88,13 @@ CASES = [
     ("rcpt", 451, "4.7.500", "Server busy. Please try again later from [192.0.2.1]", "policy"),
     ("mail", 550, "5.7.1", "Client does not have permissions to send as this sender", "sender"),
     ("mail", 530, "5.7.57", "Client not authenticated to send mail", "auth"),
-    ("auth", 535, "5.7.139", "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant",
-     "auth"),
+    (
+        "auth",
+        535,
+        "5.7.139",
+        "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant",
+        "auth",
+    ),
     ("auth", 504, "5.7.4", "Unrecognized authentication type", "auth"),
     ("message", 554, "5.6.0", "Corrupt message content", "message"),
     ("message", 552, "5.2.2", "mailbox full", "recipient"),
@@ -83,9 +103,17 @@ CASES = [
 
 # How each stage is named in an explanation; no explanation may name another stage.
 STAGE_WORDS = {
-    "banner": r"\bgreeting\b", "ehlo": r"\bEHLO\b", "helo": r"\bHELO\b", "starttls": r"\bSTARTTLS\b",
-    "auth": r"\bAUTH\b", "mail": r"\bMAIL FROM\b", "rcpt": r"\bRCPT\b", "rset": r"\bRSET\b",
-    "data": r"\bDATA\b", "message": r"\bend of DATA\b", "quit": r"\bQUIT\b",
+    "banner": r"\bgreeting\b",
+    "ehlo": r"\bEHLO\b",
+    "helo": r"\bHELO\b",
+    "starttls": r"\bSTARTTLS\b",
+    "auth": r"\bAUTH\b",
+    "mail": r"\bMAIL FROM\b",
+    "rcpt": r"\bRCPT\b",
+    "rset": r"\bRSET\b",
+    "data": r"\bDATA\b",
+    "message": r"\bend of DATA\b",
+    "quit": r"\bQUIT\b",
 }
 
 
@@ -99,8 +127,9 @@ def kind(explanation) -> str:
     return str(explanation.refused)
 
 
-@pytest.mark.parametrize("stage, code, enhanced, text, expected", CASES,
-                         ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[4]}" for c in CASES])
+@pytest.mark.parametrize(
+    "stage, code, enhanced, text, expected", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[4]}" for c in CASES]
+)
 def test_explanation_table(stage, code, enhanced, text, expected):
     explanation = explain(stage, code, enhanced, f"{enhanced} {text}" if enhanced else text)
     assert kind(explanation) == expected, explanation.line()
@@ -131,8 +160,10 @@ def test_explanation_table(stage, code, enhanced, text, expected):
 
 def test_the_defects_reported_in_issue_14():
     # 250 2.1.0 after MAIL FROM: class 2 is success; the subject says only what it concerns.
-    assert explain("mail", 250, "2.1.0", "2.1.0 Ok").meaning == \
-        "the sender address is accepted; 2.1.0: success (concerning addressing)"
+    assert (
+        explain("mail", 250, "2.1.0", "2.1.0 Ok").meaning
+        == "the sender address is accepted; 2.1.0: success (concerning addressing)"
+    )
     # 554 5.7.1 at RCPT is not explained as a greeting.
     assert "greeting" not in explain("rcpt", 554, "5.7.1", "5.7.1 denied").meaning
     # A greeting 550 5.7.1 is not "the mailbox is unavailable"; a greeting 450 4.3.2 is not "mailbox busy".
@@ -154,9 +185,13 @@ def test_stage_specific_codes_each_cite_their_rfc():
 
 
 def test_enhanced_codes():
-    assert explain_enhanced("5.1.1") == "permanent failure (the same attempt will fail again): " \
-                                        "the mailbox does not exist at the destination"
+    assert (
+        explain_enhanced("5.1.1") == "permanent failure (the same attempt will fail again): "
+        "the mailbox does not exist at the destination"
+    )
     assert explain_enhanced("2.0.0") == "success"
-    assert explain_enhanced("4.9.99") == ("temporary failure (a retry may succeed): detail 99 concerning an unknown "
-                                          "subject (a code outside the IANA registry: the server's own)")
+    assert explain_enhanced("4.9.99") == (
+        "temporary failure (a retry may succeed): detail 99 concerning an unknown "
+        "subject (a code outside the IANA registry: the server's own)"
+    )
     assert "detail 606 concerning security or policy" in explain_enhanced("5.7.606")

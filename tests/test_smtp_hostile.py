@@ -38,16 +38,20 @@ def sent(script: Script) -> list[bytes]:
 
 # --- one case per failure state ------------------------------------------------------------
 
+
 async def test_connect_failed_keeps_the_tcp_reason(closed_port):
     result = await probe(closed_port)
     assert (result.state, result.tcp_state, result.success) == ("connect_failed", "refused", False)
     assert "nothing listens" in result.detail
 
 
-@pytest.mark.parametrize("greeting, code", [
-    (b"554 5.7.1 Service unavailable; client [127.0.0.1] blocked using zen.example\r\n", 554),
-    (b"421 4.3.2 Too many connections, try again later\r\n", 421),
-])
+@pytest.mark.parametrize(
+    "greeting, code",
+    [
+        (b"554 5.7.1 Service unavailable; client [127.0.0.1] blocked using zen.example\r\n", 554),
+        (b"421 4.3.2 Too many connections, try again later\r\n", 421),
+    ],
+)
 async def test_banner_rejected_is_its_own_state_and_still_says_quit(servers, greeting, code):
     script = Script(greeting=greeting)
     result = await probe(await servers.start(script))
@@ -98,7 +102,9 @@ async def test_starttls_unavailable_when_required_but_not_offered(servers):
 
 
 async def test_starttls_refused(servers):
-    script = Script(replies={"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n", "STARTTLS": b"454 4.7.0 TLS not available\r\n"})
+    script = Script(
+        replies={"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n", "STARTTLS": b"454 4.7.0 TLS not available\r\n"}
+    )
     port = await servers.start(script)
     required = await probe(port, "{starttls: required}")
     assert required.state == "starttls_failed"
@@ -117,12 +123,19 @@ async def test_starttls_refused(servers):
 async def test_auth_failed(servers, tmp_path):
     pki = Pki(tmp_path)
     (tmp_path / "password").write_text("s3cret-pw\n")
-    script = Script(replies={"EHLO": b"250-mx.test\r\n250-AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n",
-                             "AUTH": b"535 5.7.8 Authentication credentials invalid\r\n"},
-                    tls_context=Pki.server_context(pki.valid))
+    script = Script(
+        replies={
+            "EHLO": b"250-mx.test\r\n250-AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n",
+            "AUTH": b"535 5.7.8 Authentication credentials invalid\r\n",
+        },
+        tls_context=Pki.server_context(pki.valid),
+    )
     port = await servers.start(script)
-    result = await probe(port, f"{{starttls: required, tls_config: {{ca_file: '{pki.ca_file}', server_name: mx.test}},"
-                               f" auth: {{username: probe, password_file: '{tmp_path / 'password'}'}}}}")
+    result = await probe(
+        port,
+        f"{{starttls: required, tls_config: {{ca_file: '{pki.ca_file}', server_name: mx.test}},"
+        f" auth: {{username: probe, password_file: '{tmp_path / 'password'}'}}}}",
+    )
     assert result.state == "auth_failed"
     assert result.details.replies["auth"].enhanced == "5.7.8"
     assert "C: AUTH PLAIN ********" in result.transcript
@@ -152,12 +165,14 @@ async def test_envelope_test_ends_with_rset_and_sends_no_message(servers):
     assert sent(script) == [b"EHLO", b"MAIL", b"RCPT", b"RSET", b"QUIT"]
 
 
-@pytest.mark.parametrize("replies", [{"DATA": b"554 5.5.1 No valid recipients\r\n"},
-                                     {".": b"554 5.6.0 Message rejected as spam\r\n"}])
+@pytest.mark.parametrize(
+    "replies", [{"DATA": b"554 5.5.1 No valid recipients\r\n"}, {".": b"554 5.6.0 Message rejected as spam\r\n"}]
+)
 async def test_data_rejected(servers, replies):
     script = Script(replies=replies)
-    result = await probe(await servers.start(script),
-                         "{mail_from: a@example.com, rcpt_to: b@example.com, send_test_message: true}")
+    result = await probe(
+        await servers.start(script), "{mail_from: a@example.com, rcpt_to: b@example.com, send_test_message: true}"
+    )
     assert result.state == "data_rejected"
     assert result.details.replies["data"].code == 554
 
@@ -177,6 +192,7 @@ async def test_timeout_after_the_greeting(servers):
 
 
 # --- hostile behaviour -------------------------------------------------------------------------
+
 
 async def test_greeting_that_never_comes(servers):
     async def silent(reader, writer):
@@ -232,7 +248,7 @@ async def test_endless_continuation_lines(servers):
 
 
 async def test_invalid_utf8_and_control_characters_are_escaped(servers):
-    script = Script(greeting=b"220 mx.test \xff\xfe\x00\x1b[31m \"q\" \\ evil\r\n")
+    script = Script(greeting=b'220 mx.test \xff\xfe\x00\x1b[31m "q" \\ evil\r\n')
     result = await probe(await servers.start(script))
     assert result.state == "ok"  # the code is valid; the text is the server's business
     greeting = next(line for line in result.transcript if line.startswith("S: 220"))
@@ -268,10 +284,13 @@ async def test_close_right_after_accept(servers):
 
 async def test_starttls_as_the_last_ehlo_line_is_seen(servers, tmp_path):
     pki = Pki(tmp_path)
-    script = Script(replies={"EHLO": b"250-mx.test\r\n250-SIZE 1000\r\n250 STARTTLS\r\n"},
-                    tls_context=Pki.server_context(pki.valid))
-    result = await probe(await servers.start(script),
-                         f"{{starttls: required, tls_config: {{ca_file: '{pki.ca_file}', server_name: mx.test}}}}")
+    script = Script(
+        replies={"EHLO": b"250-mx.test\r\n250-SIZE 1000\r\n250 STARTTLS\r\n"}, tls_context=Pki.server_context(pki.valid)
+    )
+    result = await probe(
+        await servers.start(script),
+        f"{{starttls: required, tls_config: {{ca_file: '{pki.ca_file}', server_name: mx.test}}}}",
+    )
     assert result.state == "ok", result.detail
     assert result.details.encrypted and result.details.tls.verified
     assert "STARTTLS" in result.details.capabilities
@@ -313,8 +332,9 @@ async def test_starttls_handshake_that_stalls(servers):
 
 
 async def test_data_pushed_after_starttls_reply_is_refused(servers):
-    script = Script(replies={"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n",
-                             "STARTTLS": b"220 go ahead\r\n250 injected before TLS\r\n"})
+    script = Script(
+        replies={"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n", "STARTTLS": b"220 go ahead\r\n250 injected before TLS\r\n"}
+    )
     result = await probe(await servers.start(script), "{starttls: required}")
     assert result.state == "protocol_error"
     assert "before the TLS handshake" in result.detail

@@ -40,6 +40,7 @@ async def scenarios(servers, tmp_path, closed_port) -> dict[str, tuple[int, str,
 
     async def script(**kwargs) -> int:
         return await servers.start(Script(**kwargs))
+
     return {
         "ok": (await script(), f"{{{envelope}}}", "2s"),
         "connect_failed": (closed_port, "{}", "2s"),
@@ -49,21 +50,35 @@ async def scenarios(servers, tmp_path, closed_port) -> dict[str, tuple[int, str,
         "ehlo_rejected": (await script(replies={"EHLO": b"550 no\r\n", "HELO": b"550 no\r\n"}), "{}", "2s"),
         "starttls_unavailable": (await script(), "{starttls: required}", "2s"),
         "tls_error": (await script(), f"{{tls: true, {tls}}}", "2s"),
-        "auth_failed": (await script(replies={"EHLO": EHLO_TLS_AUTH, "AUTH": b"535 5.7.8 no, server says no\r\n"},
-                                     tls_context=Pki.server_context(pki.valid)),
-                        f"{{starttls: required, {tls}, auth: {{username: u, password_file: '{tmp_path / 'pw'}'}}}}",
-                        "2s"),
+        "auth_failed": (
+            await script(
+                replies={"EHLO": EHLO_TLS_AUTH, "AUTH": b"535 5.7.8 no, server says no\r\n"},
+                tls_context=Pki.server_context(pki.valid),
+            ),
+            f"{{starttls: required, {tls}, auth: {{username: u, password_file: '{tmp_path / 'pw'}'}}}}",
+            "2s",
+        ),
         "sender_rejected": (await script(replies={"MAIL": b"553 5.1.8 bad sender\r\n"}), f"{{{envelope}}}", "2s"),
-        "recipient_rejected": (await script(replies={"RCPT": b"450 4.2.0 Greylisted\r\n"}), f"{{{envelope}}}",
-                               "2s"),
-        "data_rejected": (await script(replies={"DATA": b"554 5.5.1 no valid recipients\r\n"}),
-                          f"{{{envelope}, send_test_message: true}}", "2s"),
+        "recipient_rejected": (await script(replies={"RCPT": b"450 4.2.0 Greylisted\r\n"}), f"{{{envelope}}}", "2s"),
+        "data_rejected": (
+            await script(replies={"DATA": b"554 5.5.1 no valid recipients\r\n"}),
+            f"{{{envelope}, send_test_message: true}}",
+            "2s",
+        ),
         "protocol_error": (await servers.start(garbage), "{}", "2s"),
         "timeout": (await script(replies={"EHLO": b""}), "{}", "1s"),
-        "client_rejected": (await script(replies={"RCPT": b"554 5.7.1 Client host rejected: Access denied\r\n"}),
-                            f"{{{envelope}}}", "2s"),
-        "starttls_failed": (await script(replies={"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n",
-                                                  "STARTTLS": b"454 4.7.0 TLS not available\r\n"}), "{}", "2s"),
+        "client_rejected": (
+            await script(replies={"RCPT": b"554 5.7.1 Client host rejected: Access denied\r\n"}),
+            f"{{{envelope}}}",
+            "2s",
+        ),
+        "starttls_failed": (
+            await script(
+                replies={"EHLO": b"250-mx.test\r\n250 STARTTLS\r\n", "STARTTLS": b"454 4.7.0 TLS not available\r\n"}
+            ),
+            "{}",
+            "2s",
+        ),
         # A server that accepts RCPT TO a foreign domain: the relay check fails.
         "open_relay": (await script(), f"{{{envelope}, relay_check_rcpt_to: relay-test@example.net}}", "2s"),
     }

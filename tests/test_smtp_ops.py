@@ -22,6 +22,7 @@ async def blocking_server() -> tuple[asyncio.AbstractServer, int]:
             writer.write(b"221 2.0.0 bye\r\n")
             await writer.drain()
         writer.close()
+
     server = await asyncio.start_server(greet, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
 
@@ -30,8 +31,17 @@ async def test_check_explains_a_reputation_block():
     server, port = await blocking_server()
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "exporter", "check", f"127.0.0.1:{port}", "--module", "smtp_banner",
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "exporter",
+            "check",
+            f"127.0.0.1:{port}",
+            "--module",
+            "smtp_banner",
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(process.communicate(), 30)
     finally:
         server.close()
@@ -52,11 +62,13 @@ async def test_check_explains_a_reputation_block():
 async def test_status_page_shows_smtp_reply_codes(make_client):
     server, port = await blocking_server()
     try:
-        client = await make_client(parse_config(f"""
+        client = await make_client(
+            parse_config(f"""
 modules: {{smtp_banner: {{prober: smtp, timeout: 2s, smtp: {{ehlo: probe.test}}}}}}
 targets:
   - {{target: "127.0.0.1:{port}", module: smtp_banner}}
-"""))
+""")
+        )
         await client.get("/metrics")
         rows = Tables(await (await client.get("/")).text()).rows("targets")
     finally:

@@ -103,8 +103,9 @@ async def test_relay_denied(postfix):
 
 
 async def test_starttls_advertised_then_refused(postfix):
-    result = await probe(postfix.ports["broken_tls"], "{ehlo: probe.example.com, starttls: opportunistic}",
-                         timeout="10s")
+    result = await probe(
+        postfix.ports["broken_tls"], "{ehlo: probe.example.com, starttls: opportunistic}", timeout="10s"
+    )
     assert "STARTTLS" in result.details.capabilities
     assert result.details.replies["starttls"].code == 454
     assert result.state == "starttls_failed", result.detail
@@ -113,9 +114,11 @@ async def test_starttls_advertised_then_refused(postfix):
 
 
 def auth_module(postfix, password_file, mechanism: str = "plain") -> str:
-    return (f"{{ehlo: probe.example.com, starttls: required, tls_config: {{ca_file: '{postfix.ca_file}', "
-            f"server_name: {mta.DOMAIN}}}, auth: {{username: {mta.USER}, password_file: '{password_file}', "
-            f"mechanism: {mechanism}}}}}")
+    return (
+        f"{{ehlo: probe.example.com, starttls: required, tls_config: {{ca_file: '{postfix.ca_file}', "
+        f"server_name: {mta.DOMAIN}}}, auth: {{username: {mta.USER}, password_file: '{password_file}', "
+        f"mechanism: {mechanism}}}}}"
+    )
 
 
 @pytest.mark.skipif(mta.dovecot_missing() is not None, reason=f"AUTH against Postfix: {mta.dovecot_missing()}")

@@ -7,8 +7,18 @@ import socket
 
 import pytest
 
-from exporter.probers.smtp_replies import (MAX_LINE_BYTES, ConnectionClosed, MalformedReply, ReplyCode, ReplyReader,
-                                           ReplyTimeout, ReplyTooLong, enhanced_code, open_stream, parse_line)
+from exporter.probers.smtp_replies import (
+    MAX_LINE_BYTES,
+    ConnectionClosed,
+    MalformedReply,
+    ReplyCode,
+    ReplyReader,
+    ReplyTimeout,
+    ReplyTooLong,
+    enhanced_code,
+    open_stream,
+    parse_line,
+)
 from tests.helpers import smtp_servers
 
 servers = smtp_servers.servers  # the fixture
@@ -16,6 +26,7 @@ servers = smtp_servers.servers  # the fixture
 
 async def read_from(servers, payload: bytes, timeout: float = 1.0, close: bool = True):
     """Serve ``payload`` on a loopback port, connect, and read one reply from it."""
+
     async def handler(reader, writer):
         writer.write(payload)
         await writer.drain()
@@ -77,8 +88,9 @@ async def test_code_change_inside_a_reply_is_malformed(servers):
         await read_from(servers, b"250-ok\r\n550 no\r\n")
 
 
-@pytest.mark.parametrize("payload", [b"HTTP/1.1 400 Bad Request\r\n", b"\xff\xfe\r\n", b"2200 x\r\n",
-                                     b"120 x\r\n", b"\r\n"])
+@pytest.mark.parametrize(
+    "payload", [b"HTTP/1.1 400 Bad Request\r\n", b"\xff\xfe\r\n", b"2200 x\r\n", b"120 x\r\n", b"\r\n"]
+)
 async def test_garbage_is_malformed(servers, payload):
     with pytest.raises(MalformedReply):
         await read_from(servers, payload)
@@ -106,13 +118,16 @@ def test_parse_line():
         parse_line(b"25O ok")
 
 
-@pytest.mark.parametrize("code, text, expected", [
-    (550, "5.1.1 no such user", "5.1.1"),
-    (250, "2.0.0 ok", "2.0.0"),
-    (550, "4.1.1 class disagrees with the code", None),
-    (550, "5.1.1234 too many digits", None),
-    (550, "no enhanced code", None),
-    (421, "4.7.0 Try again later", "4.7.0"),
-])
+@pytest.mark.parametrize(
+    "code, text, expected",
+    [
+        (550, "5.1.1 no such user", "5.1.1"),
+        (250, "2.0.0 ok", "2.0.0"),
+        (550, "4.1.1 class disagrees with the code", None),
+        (550, "5.1.1234 too many digits", None),
+        (550, "no enhanced code", None),
+        (421, "4.7.0 Try again later", "4.7.0"),
+    ],
+)
 def test_enhanced_code(code, text, expected):
     assert enhanced_code(code, text) == expected

@@ -135,8 +135,11 @@ async def test_test_message_is_sent_only_when_configured(servers):
     port = await start_aiosmtpd(servers, mailbox=mailbox)
     await probe(port, "{mail_from: probe@example.com, rcpt_to: postmaster@example.com}")
     assert mailbox.messages == []
-    result = await probe(port, "{mail_from: probe@example.com, rcpt_to: postmaster@example.com, "
-                               "send_test_message: true, subject: 'probe 42', body: \"hello\\n.starts with a dot\\n\"}")
+    result = await probe(
+        port,
+        "{mail_from: probe@example.com, rcpt_to: postmaster@example.com, "
+        "send_test_message: true, subject: 'probe 42', body: \"hello\\n.starts with a dot\\n\"}",
+    )
     assert result.state == "ok", result.detail
     assert result.details.replies["data"].code == 250
     [message] = mailbox.messages
@@ -158,11 +161,16 @@ def test_tls_paths_under_uvloop(tmp_path):
         started = Servers()
         try:
             states = []
-            for cert, implicit, mode in [(pki.valid, False, "required"), (pki.wrong_name, False, "opportunistic"),
-                                         (pki.valid, True, "no"), (pki.expired, False, "required")]:
+            for cert, implicit, mode in [
+                (pki.valid, False, "required"),
+                (pki.wrong_name, False, "opportunistic"),
+                (pki.valid, True, "no"),
+                (pki.expired, False, "required"),
+            ]:
                 port = await start_aiosmtpd(started, cert, implicit=implicit)
-                result = await probe(port, f"{{starttls: {mode}, tls: {str(implicit).lower()}, "
-                                           f"tls_config: {tls_config(pki)}}}")
+                result = await probe(
+                    port, f"{{starttls: {mode}, tls: {str(implicit).lower()}, tls_config: {tls_config(pki)}}}"
+                )
                 states.append((str(result.state), result.details.tls.verified))
             return states
         finally:
@@ -179,8 +187,11 @@ async def test_masking_is_by_what_was_sent_not_by_searching_server_text(servers,
     port = await start_aiosmtpd(servers, pki.valid)
     (tmp_path / "pw").write_text(password + "\n")
     for mechanism in ("plain", "login"):
-        result = await probe(port, f"{{starttls: required, tls_config: {tls_config(pki)}, auth: {{username: probe, "
-                                   f"password_file: '{tmp_path / 'pw'}', mechanism: {mechanism}}}}}")
+        result = await probe(
+            port,
+            f"{{starttls: required, tls_config: {tls_config(pki)}, auth: {{username: probe, "
+            f"password_file: '{tmp_path / 'pw'}', mechanism: {mechanism}}}}}",
+        )
         assert result.state == "auth_failed"
         # Only the lines the prober sent with the credentials are masked ...
         masked = [line for line in result.transcript if "********" in line]

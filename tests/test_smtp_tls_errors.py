@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers.smtp_servers import Pki, probe
 
+
 @pytest.fixture
 def tls_server():
     """A blocking TLS server in a thread: OpenSSL sends its alert before the handshake error is raised
@@ -34,6 +35,7 @@ def tls_server():
         thread.start()
         started.append((listener, thread))
         return listener.getsockname()[1]
+
     yield start
     for listener, thread in started:
         listener.close()
@@ -51,9 +53,11 @@ async def test_no_cipher_in_common(tls_server, tmp_path):
     context.set_ciphers("PSK")  # pre-shared-key suites only: nothing this client offers
     result = await probe(tls_server(context), settings(pki))
     assert result.state == "tls_error"
-    assert result.detail == ("the TLS handshake failed: the server refused the handshake (TLS alert "
-                             "handshake_failure): no cipher or key exchange in common, or the server has no usable certificate "
-                             "(OpenSSL: SSLV3_ALERT_HANDSHAKE_FAILURE)")
+    assert result.detail == (
+        "the TLS handshake failed: the server refused the handshake (TLS alert "
+        "handshake_failure): no cipher or key exchange in common, or the server has no usable certificate "
+        "(OpenSSL: SSLV3_ALERT_HANDSHAKE_FAILURE)"
+    )
 
 
 async def test_no_tls_version_in_common(tls_server, tmp_path):
@@ -71,5 +75,6 @@ async def test_no_tls_version_in_common(tls_server, tmp_path):
     assert result.state == "tls_error"
     # Which check fails first depends on the interpreter's OpenSSL policy: Debian's Python 3.11.2 gets as far as
     # refusing the server's legacy signature algorithm, a reason its ssl module has no name for.
-    assert ("no TLS version in common" in result.detail
-            or result.detail.endswith("(OpenSSL: legacy sigalg disallowed or unsupported)")), result.detail
+    assert "no TLS version in common" in result.detail or result.detail.endswith(
+        "(OpenSSL: legacy sigalg disallowed or unsupported)"
+    ), result.detail

@@ -22,16 +22,19 @@ TCP = Module(name="tcp_connect", prober="tcp")
 
 
 def result(success: bool, state: str = "open", detail: str = "") -> ProbeResult:
-    return ProbeResult(success=success, state=state, tcp_state=TcpState.OPEN if success else TcpState.REFUSED,
-                       detail=detail)
+    return ProbeResult(
+        success=success, state=state, tcp_state=TcpState.OPEN if success else TcpState.REFUSED, detail=detail
+    )
 
 
 def planned(count: int) -> list[SimpleNamespace]:
-    return [SimpleNamespace(address=parse_host_port(f"127.0.{i // 250}.{i % 250 + 1}:25"), module=TCP)
-            for i in range(count)]
+    return [
+        SimpleNamespace(address=parse_host_port(f"127.0.{i // 250}.{i % 250 + 1}:25"), module=TCP) for i in range(count)
+    ]
 
 
 # --- history --------------------------------------------------------------------------------
+
 
 def test_failures_outlive_a_flood_of_successes():
     history = ProbeHistory(recent=10, failures=5)
@@ -78,6 +81,7 @@ def test_latest_merges_scrapes_and_ad_hoc_probes_and_bounds_the_ad_hoc_ones():
 
 # --- the page, served by the real app after real probes ------------------------------------------
 
+
 async def test_status_page_shows_the_latest_state_of_every_target(make_client, listener, closed_port):
     client = await make_client(tcp_config(f"127.0.0.1:{listener}", f"127.0.0.1:{closed_port}"))
     page = Tables(await (await client.get("/")).text())
@@ -120,22 +124,34 @@ async def test_ad_hoc_probes_appear_on_the_page(make_client, listener):
     await client.get(f"/probe?target=127.0.0.1:{listener}&module=tcp_connect")
     page = Tables(await (await client.get("/")).text())
     assert page.rows("targets") == []  # /probe-only targets are listed apart from the configured ones
-    assert [page.rows("adhoc")[0][k] for k in ("Target", "Module", "State")] == \
-        [f"127.0.0.1:{listener}", "tcp_connect", "open"]
+    assert [page.rows("adhoc")[0][k] for k in ("Target", "Module", "State")] == [
+        f"127.0.0.1:{listener}",
+        "tcp_connect",
+        "open",
+    ]
 
 
 async def test_everything_from_servers_is_escaped_and_smtp_data_is_shown(make_client):
-    config = parse_config("modules: {mx: {prober: smtp, smtp: {ehlo: probe.test}}}\n"
-                          "targets: [{target: '127.0.0.1:25', module: mx}]")
+    config = parse_config(
+        "modules: {mx: {prober: smtp, smtp: {ehlo: probe.test}}}\ntargets: [{target: '127.0.0.1:25', module: mx}]"
+    )
     client = await make_client(config)
     exporter = client.server.app[EXPORTER]
-    hostile = ProbeResult(success=False, state="<img src=x onerror=alert(1)>", tcp_state=TcpState.OPEN,
-                          detail='5.7.1 <script>alert("x")</script> & "quotes"',
-                          transcript=["< 554 <script>evil</script>"])
+    hostile = ProbeResult(
+        success=False,
+        state="<img src=x onerror=alert(1)>",
+        tcp_state=TcpState.OPEN,
+        detail='5.7.1 <script>alert("x")</script> & "quotes"',
+        transcript=["< 554 <script>evil</script>"],
+    )
     hostile.details = SmtpDetails(
-        banner_seconds=0.0123, tls=TlsInfo(earliest_expiry=time.time() + 10 * 86400),
-        replies={"banner": Reply(220, ("<b>mx</b>",), (b"220 <b>mx</b>",)),
-                 "ehlo": Reply(554, ('5.7.1 "><b>',), (b'554 5.7.1 "><b>',), "5.7.1")})
+        banner_seconds=0.0123,
+        tls=TlsInfo(earliest_expiry=time.time() + 10 * 86400),
+        replies={
+            "banner": Reply(220, ("<b>mx</b>",), (b"220 <b>mx</b>",)),
+            "ehlo": Reply(554, ('5.7.1 "><b>',), (b'554 5.7.1 "><b>',), "5.7.1"),
+        },
+    )
     exporter.history.record_probe(parse_host_port("127.0.0.1:25"), config.modules["mx"], hostile, time.time())
     html = await (await client.get("/")).text()
     assert "<script" not in html and "<img" not in html and "<b>" not in html
@@ -166,8 +182,14 @@ def test_a_long_table_is_cut_but_never_hides_a_failure():
     results = [result(i != 17, "open" if i != 17 else "refused") for i in range(30)]
     history = ProbeHistory()
     history.record_scrape(targets, results, time.time())
-    page = render_status_page(version="t", config=tcp_config(), rows=history.latest(targets + planned(31)[30:]),
-                              recent=(), failures=(), max_rows=10)
+    page = render_status_page(
+        version="t",
+        config=tcp_config(),
+        rows=history.latest(targets + planned(31)[30:]),
+        recent=(),
+        failures=(),
+        max_rows=10,
+    )
     rows = Tables(page).rows("targets")
     assert len(rows) == 10
     assert [row["State"] for row in rows[:2]] == ["refused", "not probed yet"]

@@ -10,10 +10,13 @@ from exporter.address import AddressError, parse_host_port
 from tests.helpers.configs import tcp_config
 
 
-@pytest.mark.parametrize("path, params", [
-    ("/probe", {"target": "127.0.0.1:\u00b2"}),
-    ("/probe", {"target": "[fe80::1%lo]:9"}),
-])
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/probe", {"target": "127.0.0.1:\u00b2"}),
+        ("/probe", {"target": "[fe80::1%lo]:9"}),
+    ],
+)
 async def test_unicode_digits_and_zone_ids_are_400(make_client, path, params):
     client = await make_client(tcp_config())
     response = await client.get(path, params=params)

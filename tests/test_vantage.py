@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry
 from exporter.app import create_app
 from exporter.cli import build_parser
 from exporter.config import parse_config
-from exporter.vantage import Site, VantageLabelled, vantage_problem
 from exporter.selfmetrics import ExporterMetrics
+from exporter.vantage import Site, VantageLabelled, vantage_problem
 from tests.helpers.configs import require_binary
 from tests.helpers.metrics_text import samples, state_of, value
 
@@ -64,8 +64,9 @@ async def test_without_a_vantage_no_series_has_the_label(aiohttp_client, listene
 
 async def test_probe_endpoint_carries_the_vantage_label(aiohttp_client, listener):
     config = parse_config(config_text(listener, 1))
-    text = await scrape(aiohttp_client, config, Site(vantage="fra1"), "/probe",
-                        target=f"127.0.0.1:{listener}", module="tcp_connect")
+    text = await scrape(
+        aiohttp_client, config, Site(vantage="fra1"), "/probe", target=f"127.0.0.1:{listener}", module="tcp_connect"
+    )
     assert state_of(text, vantage="fra1") == "open"
     assert value(text, "probe_success", vantage="fra1") == 1
     # The per-request series carry no target/module labels, only the site's.
@@ -99,25 +100,36 @@ def test_vantage_labelled_view_leaves_the_registry_unlabelled():
     from prometheus_client import generate_latest
 
     labelled = generate_latest(VantageLabelled(metrics.registry, "fra1")).decode()
-    assert value(labelled, "connectivity_exporter_probe_requests_denied_total", reason="rate_limit",
-                 vantage="fra1") == 1
+    assert (
+        value(labelled, "connectivity_exporter_probe_requests_denied_total", reason="rate_limit", vantage="fra1") == 1
+    )
     assert "vantage" not in generate_latest(metrics.registry).decode()
     assert metrics.exposition("fra1").decode() == labelled
 
 
-@pytest.mark.parametrize("name, problem", [
-    ("fra1", None),
-    ("office-berlin.2_b", None),
-    ("9lives", None),
-    ("", "expected a vantage point name such as fra1 or office-berlin"),
-    ("-lead", "invalid vantage point name '-lead': use letters, digits, '_', '.' or '-', starting with a letter "
-              "or digit"),
-    ("a\"b", "invalid vantage point name 'a\"b': use letters, digits, '_', '.' or '-', starting with a letter "
-             "or digit"),
-    ("zürich", "invalid vantage point name 'zürich': use letters, digits, '_', '.' or '-', starting with a "
-               "letter or digit"),
-    ("x" * 64, "vantage point name is longer than 63 characters"),
-])
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("fra1", None),
+        ("office-berlin.2_b", None),
+        ("9lives", None),
+        ("", "expected a vantage point name such as fra1 or office-berlin"),
+        (
+            "-lead",
+            "invalid vantage point name '-lead': use letters, digits, '_', '.' or '-', starting with a letter or digit",
+        ),
+        (
+            'a"b',
+            "invalid vantage point name 'a\"b': use letters, digits, '_', '.' or '-', starting with a letter or digit",
+        ),
+        (
+            "zürich",
+            "invalid vantage point name 'zürich': use letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit",
+        ),
+        ("x" * 64, "vantage point name is longer than 63 characters"),
+    ],
+)
 def test_vantage_names(name, problem):
     assert vantage_problem(name) == problem
 
@@ -125,18 +137,20 @@ def test_vantage_names(name, problem):
 def test_flag_parses_and_rejects_with_one_line():
     args = build_parser().parse_args(["--probe.vantage=fra1", "--web.central-url=https://grafana.example/d/v"])
     assert (args.vantage, args.central_url) == ("fra1", "https://grafana.example/d/v")
-    done = subprocess.run([sys.executable, "-m", "exporter", "--probe.vantage=new york"], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "--probe.vantage=new york"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         "connectivity-exporter: error: argument --probe.vantage: invalid vantage point name 'new york': use "
-        "letters, digits, '_', '.' or '-', starting with a letter or digit (see --help)"]
+        "letters, digits, '_', '.' or '-', starting with a letter or digit (see --help)"
+    ]
 
 
 async def test_status_page_names_the_vantage_and_links_to_the_central_view(aiohttp_client, listener):
     config = parse_config(config_text(listener, 1, "global: {central_url: 'https://grafana.example/d/x?a=1&b=2'}"))
     page = await scrape(aiohttp_client, config, Site(vantage="fra1"), "/")
-    assert '<li id=vantage>Vantage point: <b>fra1</b>' in page
+    assert "<li id=vantage>Vantage point: <b>fra1</b>" in page
     assert '<a href="https://grafana.example/d/x?a=1&amp;b=2" rel=noopener>Central view</a>' in page
     flag_wins = await scrape(aiohttp_client, config, Site(central_url="http://central.example:3000/"), "/")
     assert '<a href="http://central.example:3000/" rel=noopener>Central view</a>' in flag_wins
@@ -147,16 +161,19 @@ async def test_status_page_without_site_has_no_central_link(aiohttp_client, list
     assert "Central view" not in page and "Vantage point" not in page
 
 
-@pytest.mark.parametrize("url, problem", [
-    ("https://grafana.example/d/connectivity-vantage?orgId=1", None),
-    ("http://10.0.0.1:3000/", None),
-    ("", "expected an http:// or https:// URL"),
-    ("grafana.example/d/x", "'grafana.example/d/x' is not an absolute http:// or https:// URL"),
-    ("javascript:alert(1)", "'javascript:alert(1)' is not an absolute http:// or https:// URL"),
-    ("https://a.example/x y", "URL contains spaces or control characters"),
-    ("https://a.example/\n", "URL contains spaces or control characters"),
-    ("https://a.example/" + "x" * 2048, "URL is longer than 2048 characters"),
-])
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("https://grafana.example/d/connectivity-vantage?orgId=1", None),
+        ("http://10.0.0.1:3000/", None),
+        ("", "expected an http:// or https:// URL"),
+        ("grafana.example/d/x", "'grafana.example/d/x' is not an absolute http:// or https:// URL"),
+        ("javascript:alert(1)", "'javascript:alert(1)' is not an absolute http:// or https:// URL"),
+        ("https://a.example/x y", "URL contains spaces or control characters"),
+        ("https://a.example/\n", "URL contains spaces or control characters"),
+        ("https://a.example/" + "x" * 2048, "URL is longer than 2048 characters"),
+    ],
+)
 def test_central_urls(url, problem):
     from exporter.vantage import central_url_problem
 

@@ -73,20 +73,42 @@ def topology():
 def report(topology, tmp_path_factory) -> dict:
     prefix, central = topology
     workdir = tmp_path_factory.mktemp("vantage")
-    done = subprocess.run(["ip", "netns", "exec", central, sys.executable, "-m", "tests.helpers.vantage_scenario", prefix,
-                           str(workdir)], cwd=REPO, capture_output=True, text=True, timeout=SCENARIO_TIMEOUT)
+    done = subprocess.run(
+        ["ip", "netns", "exec", central, sys.executable, "-m", "tests.helpers.vantage_scenario", prefix, str(workdir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=SCENARIO_TIMEOUT,
+    )
     lines = done.stdout.strip().splitlines()
     assert done.returncode == 0 and lines, f"scenario failed:\n{done.stdout}\n{done.stderr}"
     result = json.loads(lines[-1])
     assert "error" not in result, f"{result['error']}\n{result.get('traceback')}\nlogs in {workdir}"
-    print(json.dumps({key: result[key] for key in ("series_per_target", "series_per_site", "remote_write",
-                                                   "buffered_seconds", "samples_retried", "backfill")}, indent=1))
+    print(
+        json.dumps(
+            {
+                key: result[key]
+                for key in (
+                    "series_per_target",
+                    "series_per_site",
+                    "remote_write",
+                    "buffered_seconds",
+                    "samples_retried",
+                    "backfill",
+                )
+            },
+            indent=1,
+        )
+    )
     return result
 
 
 def test_central_prometheus_holds_the_reachability_matrix(report):
     assert report["three_sites"]["matrix"] == {
-        OK: {"a": 1, "b": 1, "c": 1}, DOWN_EVERYWHERE: {"a": 0, "b": 0, "c": 0}, DOWN_FROM_A: {"a": 0, "b": 1, "c": 1}}
+        OK: {"a": 1, "b": 1, "c": 1},
+        DOWN_EVERYWHERE: {"a": 0, "b": 0, "c": 0},
+        DOWN_FROM_A: {"a": 0, "b": 1, "c": 1},
+    }
     assert report["three_sites"]["failing"] == {OK: 0, DOWN_EVERYWHERE: 3, DOWN_FROM_A: 1}
     assert report["three_sites"]["reporting"] == {OK: 3, DOWN_EVERYWHERE: 3, DOWN_FROM_A: 3}
 
@@ -96,7 +118,8 @@ def test_dashboard_matrix_shows_each_sites_state(report):
     assert report["three_sites"]["cells"] == {
         row(OK): {"a": "open", "b": "open", "c": "open"},
         row(DOWN_EVERYWHERE): {"a": "timeout", "b": "timeout", "c": "timeout"},
-        row(DOWN_FROM_A): {"a": "timeout", "b": "open", "c": "open"}}
+        row(DOWN_FROM_A): {"a": "timeout", "b": "open", "c": "open"},
+    }
 
 
 def test_every_dashboard_query_and_variable_returns_data(report):
@@ -107,17 +130,24 @@ def test_every_dashboard_query_and_variable_returns_data(report):
 
 
 def test_down_everywhere_and_down_from_one_site_fire_and_nothing_else(report):
-    assert report["three_sites"]["firing"] == sorted([
-        ["TargetDownEverywhere", DOWN_EVERYWHERE, ""], ["TargetDownFromSite", DOWN_FROM_A, "a"],
-        ["ConnectivityPortFiltered", DOWN_EVERYWHERE, "a"], ["ConnectivityPortFiltered", DOWN_EVERYWHERE, "b"],
-        ["ConnectivityPortFiltered", DOWN_EVERYWHERE, "c"], ["ConnectivityPortFiltered", DOWN_FROM_A, "a"]])
+    assert report["three_sites"]["firing"] == sorted(
+        [
+            ["TargetDownEverywhere", DOWN_EVERYWHERE, ""],
+            ["TargetDownFromSite", DOWN_FROM_A, "a"],
+            ["ConnectivityPortFiltered", DOWN_EVERYWHERE, "a"],
+            ["ConnectivityPortFiltered", DOWN_EVERYWHERE, "b"],
+            ["ConnectivityPortFiltered", DOWN_EVERYWHERE, "c"],
+            ["ConnectivityPortFiltered", DOWN_FROM_A, "a"],
+        ]
+    )
 
 
 def test_one_cause_notifies_once(report):
     """Alertmanager inhibits the per-site alerts under TargetDownEverywhere / TargetDownFromSite."""
     view = report["three_sites"]["alertmanager"]
-    assert view["active"] == sorted([["TargetDownEverywhere", DOWN_EVERYWHERE, ""],
-                                     ["TargetDownFromSite", DOWN_FROM_A, "a"]])
+    assert view["active"] == sorted(
+        [["TargetDownEverywhere", DOWN_EVERYWHERE, ""], ["TargetDownFromSite", DOWN_FROM_A, "a"]]
+    )
     assert len(view["suppressed"]) == 4
 
 
@@ -128,9 +158,13 @@ def test_a_killed_site_exporter_is_site_blind_not_target_down(report):
     assert ["SiteBlind", "", "c"] in blind["firing"]
     assert not [alert for alert in blind["firing"] if alert[0].startswith("TargetDown") and alert[2] == "c"]
     assert ["TargetDownEverywhere", DOWN_EVERYWHERE, ""] in blind["firing"]  # decided by the two that report
-    assert blind["alertmanager"]["active"] == sorted([["SiteBlind", "", "c"],
-                                                      ["TargetDownEverywhere", DOWN_EVERYWHERE, ""],
-                                                      ["TargetDownFromSite", DOWN_FROM_A, "a"]])
+    assert blind["alertmanager"]["active"] == sorted(
+        [
+            ["SiteBlind", "", "c"],
+            ["TargetDownEverywhere", DOWN_EVERYWHERE, ""],
+            ["TargetDownFromSite", DOWN_FROM_A, "a"],
+        ]
+    )
     assert ["ConnectivityExporterDown", "", "c"] in blind["alertmanager"]["suppressed"]
 
 

@@ -27,8 +27,9 @@ def rules() -> list[dict]:
 
 
 def alert_tests() -> list[dict]:
-    return [case for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
-            for case in group.get("alert_rule_test", [])]
+    return [
+        case for group in yaml.safe_load(RULE_TESTS.read_text())["tests"] for case in group.get("alert_rule_test", [])
+    ]
 
 
 def run(tool: str, *args: str, cwd: Path = RULES_DIR) -> subprocess.CompletedProcess:
@@ -44,7 +45,7 @@ def test_promtool_check_rules():
 
 
 def test_contract_alert_names_exist():
-    assert CONTRACT_ALERTS <= {rule.get("alert") for rule in rules()}
+    assert {rule.get("alert") for rule in rules()} >= CONTRACT_ALERTS
 
 
 def test_promtool_unit_tests_pass():
@@ -79,8 +80,10 @@ def test_a_blind_site_counted_as_failing_fails_the_unit_tests(tmp_path):
     """If stale (blind) sites counted as failing, "down from site" would fire for them: the tests catch it."""
     shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
     text = RULES.read_text()
-    changed = text.replace('expr: count by (vantage) (target_vantage:probe_success:max)\n',
-                           'expr: count by (vantage) (max_over_time(target_vantage:probe_success:max[1h]))\n')
+    changed = text.replace(
+        "expr: count by (vantage) (target_vantage:probe_success:max)\n",
+        "expr: count by (vantage) (max_over_time(target_vantage:probe_success:max[1h]))\n",
+    )
     assert changed != text
     (tmp_path / RULES.name).write_text(changed)
     result = run("promtool", "test", "rules", RULE_TESTS.name, cwd=tmp_path)
@@ -108,8 +111,12 @@ def test_alertmanager_config_is_valid_and_inhibits_by_cause():
     assert result.returncode == 0, result.stdout + result.stderr
     inhibit = yaml.safe_load((VANTAGE_DIR / "alertmanager.yml").read_text())["inhibit_rules"]
     sources = {rule["source_matchers"][0] for rule in inhibit}
-    assert sources == {'alertname="TargetDownEverywhere"', 'alertname="TargetDownFromSite"',
-                       'alertname="SiteNetworkDown"', 'alertname="SiteBlind"'}
+    assert sources == {
+        'alertname="TargetDownEverywhere"',
+        'alertname="TargetDownFromSite"',
+        'alertname="SiteNetworkDown"',
+        'alertname="SiteBlind"',
+    }
 
 
 # --- the dashboard's queries, evaluated by promtool on series shaped like the central Prometheus' -------
@@ -138,32 +145,70 @@ def matrix_query() -> str:
 def test_dashboard_matrix_shows_state_and_path_verdict_per_cell(tmp_path):
     """Cells read "timeout · <verdict>" where the exporter diagnosed the path, the bare state elsewhere; a mail
     server that was connected shows its SMTP state (a 554 greeting is no "open"), one that was not its TCP state."""
+
     def state(target, vantage, on, family="tcp", module="tcp_connect"):
         names = ("open", "refused", "timeout") if family == "tcp" else ("ok", "connect_failed", "banner_rejected")
-        return [{"series": f'probe_{family}_state{{job="connectivity",target="{target}",module="{module}",'
-                           f'vantage="{vantage}",state="{name}"}}', "values": f"{int(name == on)}x5"}
-                for name in names]
-    series = [*state("db:5432", "fra1", "timeout"), *state("db:5432", "nyc", "open"),
-              *state("web:443", "fra1", "open"), *state("web:443", "nyc", "refused"),
-              *state("mx:25", "fra1", "open", module="smtp"), *state("mx:25", "fra1", "banner_rejected", "smtp", "smtp"),
-              *state("mx:25", "nyc", "timeout", module="smtp"), *state("mx:25", "nyc", "connect_failed", "smtp", "smtp"),
-              {"series": 'probe_path_diagnosis{job="connectivity",target="db:5432",module="tcp_connect",'
-                         'vantage="fra1",verdict="dropped_on_path"}', "values": "1x5"},
-              {"series": 'probe_path_diagnosis{job="connectivity",target="db:5432",module="tcp_connect",'
-                         'vantage="fra1",verdict="host_firewall"}', "values": "0x5"}]
+        return [
+            {
+                "series": f'probe_{family}_state{{job="connectivity",target="{target}",module="{module}",'
+                f'vantage="{vantage}",state="{name}"}}',
+                "values": f"{int(name == on)}x5",
+            }
+            for name in names
+        ]
+
+    series = [
+        *state("db:5432", "fra1", "timeout"),
+        *state("db:5432", "nyc", "open"),
+        *state("web:443", "fra1", "open"),
+        *state("web:443", "nyc", "refused"),
+        *state("mx:25", "fra1", "open", module="smtp"),
+        *state("mx:25", "fra1", "banner_rejected", "smtp", "smtp"),
+        *state("mx:25", "nyc", "timeout", module="smtp"),
+        *state("mx:25", "nyc", "connect_failed", "smtp", "smtp"),
+        {
+            "series": 'probe_path_diagnosis{job="connectivity",target="db:5432",module="tcp_connect",'
+            'vantage="fra1",verdict="dropped_on_path"}',
+            "values": "1x5",
+        },
+        {
+            "series": 'probe_path_diagnosis{job="connectivity",target="db:5432",module="tcp_connect",'
+            'vantage="fra1",verdict="host_firewall"}',
+            "values": "0x5",
+        },
+    ]
 
     def cell(target, vantage, state, shown, verdict=None, module="tcp_connect"):
-        labels = {"target": target, "module": module, "vantage": vantage, "state": state, "cell": shown,
-                  "row": f"{target} · {module}", **({"verdict": verdict} if verdict else {})}
+        labels = {
+            "target": target,
+            "module": module,
+            "vantage": vantage,
+            "state": state,
+            "cell": shown,
+            "row": f"{target} · {module}",
+            **({"verdict": verdict} if verdict else {}),
+        }
         return {"labels": "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}", "value": 1}
-    expected = [cell("db:5432", "fra1", "timeout", "timeout · dropped_on_path", "dropped_on_path"),
-                cell("db:5432", "nyc", "open", "open"), cell("web:443", "fra1", "open", "open"),
-                cell("web:443", "nyc", "refused", "refused"),
-                cell("mx:25", "fra1", "banner_rejected", "banner_rejected", module="smtp"),
-                cell("mx:25", "nyc", "timeout", "timeout", module="smtp")]
-    spec = {"rule_files": [], "evaluation_interval": "1m",
-            "tests": [{"interval": "1m", "input_series": series,
-                       "promql_expr_test": [{"expr": matrix_query(), "eval_time": "2m", "exp_samples": expected}]}]}
+
+    expected = [
+        cell("db:5432", "fra1", "timeout", "timeout · dropped_on_path", "dropped_on_path"),
+        cell("db:5432", "nyc", "open", "open"),
+        cell("web:443", "fra1", "open", "open"),
+        cell("web:443", "nyc", "refused", "refused"),
+        cell("mx:25", "fra1", "banner_rejected", "banner_rejected", module="smtp"),
+        cell("mx:25", "nyc", "timeout", "timeout", module="smtp"),
+    ]
+    spec = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [{"expr": matrix_query(), "eval_time": "2m", "exp_samples": expected}],
+            }
+        ],
+    }
     (tmp_path / "dashboard.test.yml").write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
     result = run("promtool", "test", "rules", "dashboard.test.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -178,13 +223,18 @@ def test_dashboard_queries_parse_and_use_only_its_variables():
     assert variables == {"DS_PROMETHEUS", "vantage", "target"}
     matrix = next(p for p in dashboard["panels"] if p["title"].startswith("Reachability matrix"))
     assert matrix["transformations"][0]["options"] | {"emptyValue": None} == {
-        "columnField": "vantage", "rowField": "row", "valueField": "cell", "emptyValue": None}
+        "columnField": "vantage",
+        "rowField": "row",
+        "valueField": "cell",
+        "emptyValue": None,
+    }
     assert "probe_path_diagnosis" in matrix["targets"][0]["expr"]
     for title, expr in dashboard_queries().items():
         assert "$" not in expr.replace('"$1"', ""), f"{title}: unknown variable in {expr}"
 
 
 # --- the inhibitions, in a real Alertmanager with the shipped config ------------------------------------
+
 
 def test_alertmanager_inhibits_each_cause_once(tmp_path):
     """Alerts posted to a real Alertmanager (loopback only): each inhibition rule silences what it should,
@@ -206,6 +256,7 @@ def test_alertmanager_inhibits_each_cause_once(tmp_path):
 
     def alert(name: str, **labels: str) -> dict:
         return {"labels": {"alertname": name, **labels}}
+
     t = {"module": "tcp_connect"}
     posted = [
         # db down everywhere: the per-site views and a "from site" still converging are the same cause.
@@ -225,16 +276,36 @@ def test_alertmanager_inhibits_each_cause_once(tmp_path):
         alert("ConnectivityExporterDown", vantage="tok", instance="tok-exporter:9816"),
         alert("ConnectivityExporterDown", vantage="nyc", instance="nyc-exporter-2:9816"),
     ]
-    notified = sorted([["TargetDownEverywhere", "db:5432", ""], ["TargetDownFromSite", "mail:25", "fra1"],
-                       ["ConnectivityPortRefused", "web:443", "nyc"], ["SiteNetworkDown", "", "sgp"],
-                       ["SiteBlind", "", "tok"], ["ConnectivityExporterDown", "", "nyc"]])
+    notified = sorted(
+        [
+            ["TargetDownEverywhere", "db:5432", ""],
+            ["TargetDownFromSite", "mail:25", "fra1"],
+            ["ConnectivityPortRefused", "web:443", "nyc"],
+            ["SiteNetworkDown", "", "sgp"],
+            ["SiteBlind", "", "tok"],
+            ["ConnectivityExporterDown", "", "nyc"],
+        ]
+    )
     with Processes(tmp_path) as processes:
-        processes.start("alertmanager", [alertmanager, f"--config.file={tmp_path / 'am.yml'}",
-                                         f"--storage.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                                         "--cluster.listen-address=", "--log.level=warn"], cwd=tmp_path)
+        processes.start(
+            "alertmanager",
+            [
+                alertmanager,
+                f"--config.file={tmp_path / 'am.yml'}",
+                f"--storage.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            cwd=tmp_path,
+        )
         wait_until_ready(f"{base}/-/ready", processes, time.monotonic() + 30)
-        request = urllib.request.Request(f"{base}/api/v2/alerts", data=json.dumps(posted).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        request = urllib.request.Request(
+            f"{base}/api/v2/alerts",
+            data=json.dumps(posted).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
         deadline = time.monotonic() + 60

@@ -11,9 +11,9 @@ import sys
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter import webauth
 from exporter.app import create_app
 from exporter.config import ConfigError
-from exporter import webauth
 from exporter.webconfig import load_web_config, parse_web_config
 from tests.helpers.configs import tcp_config
 from tests.helpers.exporter_process import REPO, free_port, start_exporter
@@ -51,52 +51,98 @@ def pki(tmp_path_factory):
 
 # --- parsing ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, errors", [
-    ("tls_server_config: {cert_file: a, key_file: b}\nbogus: 1\n",
-     ["w.yml: bogus: unknown key (valid keys: tls_server_config, http_server_config, basic_auth_users, "
-      "rate_limit)"]),
-    ("tls_server_config: {cert_file: a, key_file: b, client_auth: x}\n",
-     ["w.yml: tls_server_config.client_auth: unknown key (valid keys: cert_file, key_file, cert, key, "
-      "client_ca_file, client_ca, client_auth_type, client_allowed_sans, min_version, max_version, "
-      "cipher_suites, prefer_server_cipher_suites, curve_preferences)"]),
-    ("tls_server_config: {key_file: b}\n",
-     ["w.yml: tls_server_config.cert_file: missing: a server certificate is required for TLS"]),
-    ("tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequireAndVerifyClientCert}\n",
-     ["w.yml: tls_server_config.client_ca_file: missing: client_auth_type RequireAndVerifyClientCert needs the "
-      "CA that signs client certificates"]),
-    ("tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequireAnyClientCert, client_ca_file: c}\n",
-     ["w.yml: tls_server_config.client_auth_type: RequireAnyClientCert (a client certificate accepted without "
-      "verification) is not supported: use RequireAndVerifyClientCert, VerifyClientCertIfGiven or NoClientCert"]),
-    ("tls_server_config: {cert_file: a, key_file: b, min_version: TLS13, max_version: TLS12}\n",
-     ["w.yml: tls_server_config.min_version: TLS13 is above max_version TLS12"]),
-    ("tls_server_config: {cert_file: a, key_file: b, min_version: SSL3}\n",
-     ["w.yml: tls_server_config.min_version: expected one of TLS10, TLS11, TLS12, TLS13, got 'SSL3'"]),
-    ("tls_server_config: {cert_file: a, key_file: b, cipher_suites: [TLS_FAST]}\n",
-     ["w.yml: tls_server_config.cipher_suites[0]: unknown cipher suite 'TLS_FAST' (known: "
-      "TLS_RSA_WITH_AES_128_CBC_SHA, TLS_RSA_WITH_AES_256_CBC_SHA, TLS_RSA_WITH_AES_128_GCM_SHA256, "
-      "TLS_RSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, "
-      "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA, "
-      "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, "
-      "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, "
-      "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, "
-      "TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256)"]),
-    ("tls_server_config: {cert_file: a, key_file: b, curve_preferences: [X25519]}\n",
-     ["w.yml: tls_server_config.curve_preferences: is part of the exporter-toolkit format but not supported by "
-      "connectivity_exporter"]),
-    ("rate_limit: {interval: 1s, burst: 20}\n",
-     ["w.yml: rate_limit: is part of the exporter-toolkit format but not supported by connectivity_exporter"]),
-    ("http_server_config: {headers: {X-Frame-Options: allow, Server: x}}\n",
-     ["w.yml: http_server_config.headers.X-Frame-Options: expected one of deny, sameorigin, got 'allow'",
-      "w.yml: http_server_config.headers.Server: unknown header (valid: Content-Security-Policy, X-Frame-Options, "
-      "X-Content-Type-Options, X-XSS-Protection, Strict-Transport-Security)"]),
-    ("basic_auth_users: [alice]\n",
-     ["w.yml: basic_auth_users: expected a mapping of user names to bcrypt hashes, got a list"]),
-    ("tls_server_config: [a]\nhttp_server_config: {http2: maybe}\n",
-     ["w.yml: tls_server_config: expected a mapping, got a list",
-      "w.yml: http_server_config.http2: expected true or false, got a string"]),
-    # libyaml's wording (PyYAML's wheels bundle libyaml, and the loader uses it when present).
-    ("basic_auth_users: {a: {b: c}\n", ["w.yml: line 2, column 1: invalid YAML: did not find expected ',' or '}'"]),
-])
+
+@pytest.mark.parametrize(
+    "text, errors",
+    [
+        (
+            "tls_server_config: {cert_file: a, key_file: b}\nbogus: 1\n",
+            [
+                "w.yml: bogus: unknown key (valid keys: tls_server_config, http_server_config, basic_auth_users, "
+                "rate_limit)"
+            ],
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, client_auth: x}\n",
+            [
+                "w.yml: tls_server_config.client_auth: unknown key (valid keys: cert_file, key_file, cert, key, "
+                "client_ca_file, client_ca, client_auth_type, client_allowed_sans, min_version, max_version, "
+                "cipher_suites, prefer_server_cipher_suites, curve_preferences)"
+            ],
+        ),
+        (
+            "tls_server_config: {key_file: b}\n",
+            ["w.yml: tls_server_config.cert_file: missing: a server certificate is required for TLS"],
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequireAndVerifyClientCert}\n",
+            [
+                "w.yml: tls_server_config.client_ca_file: missing: client_auth_type RequireAndVerifyClientCert needs the "
+                "CA that signs client certificates"
+            ],
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, client_auth_type: RequireAnyClientCert, client_ca_file: c}\n",
+            [
+                "w.yml: tls_server_config.client_auth_type: RequireAnyClientCert (a client certificate accepted without "
+                "verification) is not supported: use RequireAndVerifyClientCert, VerifyClientCertIfGiven or NoClientCert"
+            ],
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, min_version: TLS13, max_version: TLS12}\n",
+            ["w.yml: tls_server_config.min_version: TLS13 is above max_version TLS12"],
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, min_version: SSL3}\n",
+            ["w.yml: tls_server_config.min_version: expected one of TLS10, TLS11, TLS12, TLS13, got 'SSL3'"],
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, cipher_suites: [TLS_FAST]}\n",
+            [
+                "w.yml: tls_server_config.cipher_suites[0]: unknown cipher suite 'TLS_FAST' (known: "
+                "TLS_RSA_WITH_AES_128_CBC_SHA, TLS_RSA_WITH_AES_256_CBC_SHA, TLS_RSA_WITH_AES_128_GCM_SHA256, "
+                "TLS_RSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA, "
+                "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA, "
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, "
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, "
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, "
+                "TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256)"
+            ],
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, curve_preferences: [X25519]}\n",
+            [
+                "w.yml: tls_server_config.curve_preferences: is part of the exporter-toolkit format but not supported by "
+                "connectivity_exporter"
+            ],
+        ),
+        (
+            "rate_limit: {interval: 1s, burst: 20}\n",
+            ["w.yml: rate_limit: is part of the exporter-toolkit format but not supported by connectivity_exporter"],
+        ),
+        (
+            "http_server_config: {headers: {X-Frame-Options: allow, Server: x}}\n",
+            [
+                "w.yml: http_server_config.headers.X-Frame-Options: expected one of deny, sameorigin, got 'allow'",
+                "w.yml: http_server_config.headers.Server: unknown header (valid: Content-Security-Policy, X-Frame-Options, "
+                "X-Content-Type-Options, X-XSS-Protection, Strict-Transport-Security)",
+            ],
+        ),
+        (
+            "basic_auth_users: [alice]\n",
+            ["w.yml: basic_auth_users: expected a mapping of user names to bcrypt hashes, got a list"],
+        ),
+        (
+            "tls_server_config: [a]\nhttp_server_config: {http2: maybe}\n",
+            [
+                "w.yml: tls_server_config: expected a mapping, got a list",
+                "w.yml: http_server_config.http2: expected true or false, got a string",
+            ],
+        ),
+        # libyaml's wording (PyYAML's wheels bundle libyaml, and the loader uses it when present).
+        ("basic_auth_users: {a: {b: c}\n", ["w.yml: line 2, column 1: invalid YAML: did not find expected ',' or '}'"]),
+    ],
+)
 def test_invalid_web_configs_name_file_and_key(text, errors):
     with pytest.raises(ConfigError) as caught:
         parse_web_config(text, "w.yml")
@@ -109,22 +155,28 @@ def test_a_bad_password_hash_is_reported_without_showing_it():
     assert caught.value.errors == [
         "w.yml: basic_auth_users.alice: not a bcrypt hash (expected $2y$, $2b$ or $2a$, a two-digit cost, then 53 "
         "characters, e.g. from 'htpasswd -nBC 10 \"\" | tr -d :')",
-        "w.yml: basic_auth_users.b:c: invalid user name: a non-empty string without ':'"]
+        "w.yml: basic_auth_users.b:c: invalid user name: a non-empty string without ':'",
+    ]
     assert "plaintext-secret" not in str(caught.value)
 
 
 def test_unreadable_certificates_fail_at_load_naming_the_key(tmp_path, pki):
     web = tmp_path / "web.yml"
-    web.write_text(f"tls_server_config:\n  cert_file: missing.pem\n  key_file: {pki}/server.key\n"
-                   f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki}/server.key\n")
+    web.write_text(
+        f"tls_server_config:\n  cert_file: missing.pem\n  key_file: {pki}/server.key\n"
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki}/server.key\n"
+    )
     with pytest.raises(ConfigError) as caught:
         load_web_config(str(web))
     cert_error, ca_error = caught.value.errors
     # A relative path is taken relative to the web config file, as exporter-toolkit does.
-    assert cert_error == (f"{web}: tls_server_config.cert_file: cannot load the certificate and key "
-                          f"({tmp_path}/missing.pem, {pki}/server.key): No such file or directory")
-    assert ca_error.startswith(f"{web}: tls_server_config.client_ca_file: cannot load the client CA "
-                               f"({pki}/server.key): ")
+    assert cert_error == (
+        f"{web}: tls_server_config.cert_file: cannot load the certificate and key "
+        f"({tmp_path}/missing.pem, {pki}/server.key): No such file or directory"
+    )
+    assert ca_error.startswith(
+        f"{web}: tls_server_config.client_ca_file: cannot load the client CA ({pki}/server.key): "
+    )
     assert "PRIVATE KEY" not in ca_error
 
 
@@ -161,6 +213,7 @@ def test_inline_certificate_and_key(pki):
 
 # --- basic auth on every endpoint (in-process server, real HTTP) ------------------------------------
 
+
 @pytest.fixture
 async def auth_client(aiohttp_client, monkeypatch):
     """A client of the app with basic auth, and a list of the bcrypt checks it ran."""
@@ -170,16 +223,29 @@ async def auth_client(aiohttp_client, monkeypatch):
     def counting_checkpw(password, hashed):
         bcrypt_runs.append(hashed)
         return real_checkpw(password, hashed)
+
     monkeypatch.setattr(webauth, "checkpw", counting_checkpw)
-    web = parse_web_config(f"basic_auth_users:\n  alice: {toolkit_hash(PASSWORD)}\n  bob: {toolkit_hash('bob')}\n"
-                           "http_server_config:\n  headers: {X-Content-Type-Options: nosniff}\n", "w.yml")
+    web = parse_web_config(
+        f"basic_auth_users:\n  alice: {toolkit_hash(PASSWORD)}\n  bob: {toolkit_hash('bob')}\n"
+        "http_server_config:\n  headers: {X-Content-Type-Options: nosniff}\n",
+        "w.yml",
+    )
     app = create_app(tcp_config(), registry=CollectorRegistry(), web_config=web)
     return await aiohttp_client(app), bcrypt_runs
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/"), ("GET", "/metrics"), ("GET", "/probe?target=127.0.0.1:1"),
-                                          ("GET", "/-/healthy"), ("GET", "/-/ready"), ("POST", "/-/reload"),
-                                          ("GET", "/no-such-page")])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/"),
+        ("GET", "/metrics"),
+        ("GET", "/probe?target=127.0.0.1:1"),
+        ("GET", "/-/healthy"),
+        ("GET", "/-/ready"),
+        ("POST", "/-/reload"),
+        ("GET", "/no-such-page"),
+    ],
+)
 async def test_every_endpoint_needs_the_password(auth_client, method, path):
     client, _ = auth_client
     response = await client.request(method, path)
@@ -190,12 +256,18 @@ async def test_every_endpoint_needs_the_password(auth_client, method, path):
     assert response.status == 401
 
 
-@pytest.mark.parametrize("header", [
-    basic("alice", PASSWORD.upper()), basic("mallory", PASSWORD), basic("alice", PASSWORD + "x" * 80),
-    {"Authorization": "Basic !!!notbase64"}, {"Authorization": "Bearer abc"},
-    {"Authorization": "Basic " + base64.b64encode(b"alice").decode()},
-    {"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:x").decode()},
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        basic("alice", PASSWORD.upper()),
+        basic("mallory", PASSWORD),
+        basic("alice", PASSWORD + "x" * 80),
+        {"Authorization": "Basic !!!notbase64"},
+        {"Authorization": "Bearer abc"},
+        {"Authorization": "Basic " + base64.b64encode(b"alice").decode()},
+        {"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:x").decode()},
+    ],
+)
 async def test_wrong_or_malformed_credentials_get_401(auth_client, header):
     client, _ = auth_client
     assert (await client.get("/-/healthy", headers=header)).status == 401
@@ -221,12 +293,17 @@ async def test_a_verified_password_is_remembered_not_rehashed(auth_client):
 
 # --- TLS with the real exporter and real curl -------------------------------------------------------
 
+
 def curl(*args: str) -> subprocess.CompletedProcess:
     path = shutil.which("curl")
     if path is None:
         pytest.skip("curl is not installed")
-    return subprocess.run([path, "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", *args],
-                          capture_output=True, text=True, timeout=20)
+    return subprocess.run(
+        [path, "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
 
 
 @pytest.fixture
@@ -235,14 +312,21 @@ def tls_exporter(tmp_path, pki, listener):
 
     def start(tls_extra: str = "", users: str = ""):
         config = tmp_path / "config.yml"
-        config.write_text(f"modules: {{tcp_connect: {{prober: tcp, timeout: 2s}}}}\n"
-                          f"targets: [{{target: '127.0.0.1:{listener}', module: tcp_connect}}]\n")
+        config.write_text(
+            f"modules: {{tcp_connect: {{prober: tcp, timeout: 2s}}}}\n"
+            f"targets: [{{target: '127.0.0.1:{listener}', module: tcp_connect}}]\n"
+        )
         web = tmp_path / "web.yml"
-        web.write_text(f"tls_server_config:\n  cert_file: {pki}/server.pem\n  key_file: {pki}/server.key\n"
-                       f"{tls_extra}{users}")
+        web.write_text(
+            f"tls_server_config:\n  cert_file: {pki}/server.pem\n  key_file: {pki}/server.key\n{tls_extra}{users}"
+        )
         port = free_port()
-        process = start_exporter(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-                                 f"--web.config.file={web}", "--log.level=debug")
+        process = start_exporter(
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.config.file={web}",
+            "--log.level=debug",
+        )
         started.append(process)
         return f"https://127.0.0.1:{port}", process
 
@@ -266,16 +350,26 @@ def test_tls_and_basic_auth_with_curl(tls_exporter, pki):
 
 
 def test_client_certificates_are_required_and_verified(tls_exporter, pki):
-    base, _ = tls_exporter(tls_extra=f"  client_auth_type: RequireAndVerifyClientCert\n"
-                                     f"  client_ca_file: {pki}/ca.pem\n  client_allowed_sans: [scraper.example]\n")
+    base, _ = tls_exporter(
+        tls_extra=f"  client_auth_type: RequireAndVerifyClientCert\n"
+        f"  client_ca_file: {pki}/ca.pem\n  client_allowed_sans: [scraper.example]\n"
+    )
     no_cert = curl("--cacert", f"{pki}/ca.pem", base + "/-/healthy")
     assert no_cert.returncode != 0 and not no_cert.stdout.endswith("200")
-    ok = curl("--cacert", f"{pki}/ca.pem", "--cert", f"{pki}/client.pem", "--key", f"{pki}/client.key",
-              base + "/-/healthy")
+    ok = curl(
+        "--cacert", f"{pki}/ca.pem", "--cert", f"{pki}/client.pem", "--key", f"{pki}/client.key", base + "/-/healthy"
+    )
     assert ok.stdout == "Healthy\n\n200", ok.stderr
     # Signed by the right CA but not in client_allowed_sans.
-    stranger = curl("--cacert", f"{pki}/ca.pem", "--cert", f"{pki}/stranger.pem", "--key", f"{pki}/stranger.key",
-                    base + "/-/healthy")
+    stranger = curl(
+        "--cacert",
+        f"{pki}/ca.pem",
+        "--cert",
+        f"{pki}/stranger.pem",
+        "--key",
+        f"{pki}/stranger.key",
+        base + "/-/healthy",
+    )
     assert stranger.stdout.endswith("\n403")
 
 
@@ -298,15 +392,28 @@ def test_a_wrong_web_config_stops_the_start_with_exit_1(tmp_path):
     config.write_text("modules: {tcp_connect: {prober: tcp}}\n")
     web = tmp_path / "web.yml"
     web.write_text("tls_server_config:\n  cert_file: nope.pem\n  key_file: nope.key\nbasic_auth_users: {a: b}\n")
-    done = subprocess.run([sys.executable, "-m", "exporter", f"--config.file={config}", f"--web.config.file={web}"],
-                          capture_output=True, text=True, timeout=20, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", f"--config.file={config}", f"--web.config.file={web}"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=REPO,
+    )
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         f"{web}: basic_auth_users.a: not a bcrypt hash (expected $2y$, $2b$ or $2a$, a two-digit cost, then 53 "
-        "characters, e.g. from 'htpasswd -nBC 10 \"\" | tr -d :')"]
+        "characters, e.g. from 'htpasswd -nBC 10 \"\" | tr -d :')"
+    ]
     web.write_text("tls_server_config:\n  cert_file: nope.pem\n  key_file: nope.key\n")
-    done = subprocess.run([sys.executable, "-m", "exporter", f"--config.file={config}", f"--web.config.file={web}"],
-                          capture_output=True, text=True, timeout=20, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", f"--config.file={config}", f"--web.config.file={web}"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=REPO,
+    )
     assert done.returncode == 1
-    assert done.stderr == (f"{web}: tls_server_config.cert_file: cannot load the certificate and key "
-                           f"({tmp_path}/nope.pem, {tmp_path}/nope.key): No such file or directory\n")
+    assert done.stderr == (
+        f"{web}: tls_server_config.cert_file: cannot load the certificate and key "
+        f"({tmp_path}/nope.pem, {tmp_path}/nope.key): No such file or directory\n"
+    )

@@ -84,8 +84,9 @@ def expected_state(host: str) -> str:
 
 def scrape(base: str, timeout: str = "10") -> tuple[str, float]:
     started = time.monotonic()
-    status, body, _ = http("GET", base + "/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": timeout},
-                           timeout=30)
+    status, body, _ = http(
+        "GET", base + "/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": timeout}, timeout=30
+    )
     assert status == 200, body
     return body, time.monotonic() - started
 
@@ -114,8 +115,9 @@ def server(tmp_path, port_listened):
     config = tmp_path / "config.yml"
     config.write_text(config_text(port_listened, hosts))
     port = free_port()
-    process = start_exporter(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-                             f"--runtime.probe-processes={PROCESSES}")
+    process = start_exporter(
+        f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", f"--runtime.probe-processes={PROCESSES}"
+    )
     try:
         for number in range(1, PROCESSES):
             process.wait_for_log(f"probe worker {number} ready")
@@ -199,8 +201,13 @@ def test_workers_end_with_the_exporter(server):
 
 @pytest.mark.parametrize("flag", ["0", "65", "two", "-1", "²"])
 def test_a_bad_process_count_is_a_one_line_usage_error(flag):
-    out = subprocess.run([sys.executable, "-m", "exporter", f"--runtime.probe-processes={flag}"],
-                         cwd=REPO, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", f"--runtime.probe-processes={flag}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2
     assert "--runtime.probe-processes" in out.stderr and "whole number from 1 to 64" in out.stderr
     assert "Traceback" not in out.stderr

@@ -12,12 +12,21 @@ from hypothesis import strategies as st
 
 from exporter import yamlload
 
-KEYS = st.one_of(st.text(max_size=10), st.integers(-1000, 1000), st.booleans(), st.none(),
-                 st.floats(allow_nan=False))
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
-                    st.text(max_size=30), st.dates(), st.binary(max_size=20))
-DATA = st.recursive(SCALARS, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(KEYS, children, max_size=4)), max_leaves=25)
+KEYS = st.one_of(st.text(max_size=10), st.integers(-1000, 1000), st.booleans(), st.none(), st.floats(allow_nan=False))
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=30),
+    st.dates(),
+    st.binary(max_size=20),
+)
+DATA = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(KEYS, children, max_size=4)),
+    max_leaves=25,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -73,18 +82,21 @@ def test_merge_keys_follow_the_yaml_specification_example():
     assert loaded[4:] == [expected] * 4
 
 
-@pytest.mark.parametrize("text, expected", [
-    # an explicit key overrides a merged one, wherever '<<' stands, and is not a duplicate
-    ("a: &a {k: 1, m: 1}\nb: {k: 2, <<: *a}\n", {"k": 2, "m": 1}),
-    ("a: &a {k: 1, m: 1}\nb: {<<: *a, k: 2}\n", {"k": 2, "m": 1}),
-    # in a list of mappings the earlier one wins
-    ("a: &a {k: 1}\nc: &c {k: 3, n: 3}\nb: {<<: [*a, *c]}\n", {"k": 1, "n": 3}),
-    ("a: &a {k: 1}\nc: &c {k: 3, n: 3}\nb: {<<: [*c, *a]}\n", {"k": 3, "n": 3}),
-    # a merged mapping that itself merges brings its merged keys along
-    ("a: &a {k: 1}\nc: &c {<<: *a, n: 3}\nb: {<<: *c}\n", {"k": 1, "n": 3}),
-    # an inline mapping may be merged, not only an alias
-    ("b: {<<: {k: 1}, n: 2}\n", {"k": 1, "n": 2}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # an explicit key overrides a merged one, wherever '<<' stands, and is not a duplicate
+        ("a: &a {k: 1, m: 1}\nb: {k: 2, <<: *a}\n", {"k": 2, "m": 1}),
+        ("a: &a {k: 1, m: 1}\nb: {<<: *a, k: 2}\n", {"k": 2, "m": 1}),
+        # in a list of mappings the earlier one wins
+        ("a: &a {k: 1}\nc: &c {k: 3, n: 3}\nb: {<<: [*a, *c]}\n", {"k": 1, "n": 3}),
+        ("a: &a {k: 1}\nc: &c {k: 3, n: 3}\nb: {<<: [*c, *a]}\n", {"k": 3, "n": 3}),
+        # a merged mapping that itself merges brings its merged keys along
+        ("a: &a {k: 1}\nc: &c {<<: *a, n: 3}\nb: {<<: *c}\n", {"k": 1, "n": 3}),
+        # an inline mapping may be merged, not only an alias
+        ("b: {<<: {k: 1}, n: 2}\n", {"k": 1, "n": 2}),
+    ],
+)
 def test_merge_key_precedence(text, expected):
     assert yamlload.load(text)["b"] == expected
 
@@ -94,16 +106,19 @@ def test_merging_leaves_the_merged_mapping_unchanged():
     assert loaded["a"] == {"k": 1}
 
 
-@pytest.mark.parametrize("text, problem, line", [
-    ("a: 1\nb: 2\na: 3\n", "duplicate key 'a'", 3),
-    ("a: *missing\n", "found undefined alias 'missing'", 1),
-    ("a: !!set {x: null}\n", "unsupported tag 'tag:yaml.org,2002:set' in a configuration file", 1),
-    ("a: !custom 1\n", "unsupported tag '!custom' in a configuration file", 1),
-    ("--- 1\n--- 2\n", "expected a single document, found another", 2),
-    ("? [1, 2]\n: x\n", "a mapping key must be a scalar", 1),
-    ("<<: 1\n", "a merge key ('<<') needs a mapping or a list of mappings", 1),
-    ("a: [1, 2\n", "did not find expected ',' or ']'", 2),
-])
+@pytest.mark.parametrize(
+    "text, problem, line",
+    [
+        ("a: 1\nb: 2\na: 3\n", "duplicate key 'a'", 3),
+        ("a: *missing\n", "found undefined alias 'missing'", 1),
+        ("a: !!set {x: null}\n", "unsupported tag 'tag:yaml.org,2002:set' in a configuration file", 1),
+        ("a: !custom 1\n", "unsupported tag '!custom' in a configuration file", 1),
+        ("--- 1\n--- 2\n", "expected a single document, found another", 2),
+        ("? [1, 2]\n: x\n", "a mapping key must be a scalar", 1),
+        ("<<: 1\n", "a merge key ('<<') needs a mapping or a list of mappings", 1),
+        ("a: [1, 2\n", "did not find expected ',' or ']'", 2),
+    ],
+)
 def test_errors_have_a_problem_and_a_line(text, problem, line):
     with pytest.raises(yaml.YAMLError) as caught:
         yamlload.load(text)
@@ -117,13 +132,23 @@ def test_empty_documents_are_none():
 
 
 def test_scalar_types_match_safe_load():
-    assert yamlload.load("[0x10, 1_000, .5, .inf, ~, yes, '1', 2026-11-21]") == \
-        [16, 1000, 0.5, float("inf"), None, True, "1", datetime.date(2026, 11, 21)]
+    assert yamlload.load("[0x10, 1_000, .5, .inf, ~, yes, '1', 2026-11-21]") == [
+        16,
+        1000,
+        0.5,
+        float("inf"),
+        None,
+        True,
+        "1",
+        datetime.date(2026, 11, 21),
+    ]
 
 
 def test_memory_peak_stays_near_the_result():
-    targets = "\n".join(f"  - {{target: '127.0.{i // 250}.{i % 250}:25', module: tcp_connect, labels: {{site: s{i}}}}}"
-                        for i in range(5000))
+    targets = "\n".join(
+        f"  - {{target: '127.0.{i // 250}.{i % 250}:25', module: tcp_connect, labels: {{site: s{i}}}}}"
+        for i in range(5000)
+    )
     text = f"targets:\n{targets}\n"
     tracemalloc.start()
     try:

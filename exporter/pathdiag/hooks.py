@@ -25,12 +25,17 @@ def diagnosable(result: ProbeResult) -> bool:
 
 def wants_diagnosis(result: ProbeResult, diagnose_setting: str) -> bool:
     """A module with ``tcp.diagnose: on_failure`` and a TCP failure that has a path to trace."""
-    return (diagnose_setting == "on_failure" and diagnosable(result)
-            and result.tcp_state is not TcpState.OPEN)
+    return diagnose_setting == "on_failure" and diagnosable(result) and result.tcp_state is not TcpState.OPEN
 
 
-async def diagnose_inline(result: ProbeResult, port: int, deadline: float, *, source: str | None = None,
-                          settings: DiagnosisSettings = DEFAULT_SETTINGS) -> PathDiagnosis | None:
+async def diagnose_inline(
+    result: ProbeResult,
+    port: int,
+    deadline: float,
+    *,
+    source: str | None = None,
+    settings: DiagnosisSettings = DEFAULT_SETTINGS,
+) -> PathDiagnosis | None:
     """Diagnose the path of ``result`` (its resolved address) before ``deadline`` (loop time); attach
     it to the result. None when there is no time left or no address."""
     loop = asyncio.get_running_loop()

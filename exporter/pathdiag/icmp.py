@@ -13,8 +13,8 @@ import struct
 from dataclasses import dataclass
 from enum import StrEnum
 
-IP_RECVERR = 11          # <linux/in.h>; not in Python's socket module
-IPV6_RECVERR = 25        # <linux/in6.h>
+IP_RECVERR = 11  # <linux/in.h>; not in Python's socket module
+IPV6_RECVERR = 25  # <linux/in6.h>
 MSG_ERRQUEUE = 0x2000
 SO_EE_ORIGIN_ICMP = 2
 SO_EE_ORIGIN_ICMP6 = 3
@@ -23,12 +23,13 @@ _EXTENDED_ERR = struct.Struct("=IBBBBII")  # ee_errno, ee_origin, ee_type, ee_co
 
 class IcmpKind(StrEnum):
     """What an ICMP error means for a probe, whatever its IP version."""
-    TIME_EXCEEDED = "time_exceeded"        # the TTL / hop limit ran out at the sender: a hop on the way
-    PROHIBITED = "prohibited"              # a filter rejected the packet
-    NO_ROUTE = "no_route"                  # the sender has no route to the destination network
+
+    TIME_EXCEEDED = "time_exceeded"  # the TTL / hop limit ran out at the sender: a hop on the way
+    PROHIBITED = "prohibited"  # a filter rejected the packet
+    NO_ROUTE = "no_route"  # the sender has no route to the destination network
     HOST_UNREACHABLE = "host_unreachable"  # the sender could not deliver to the host (e.g. no ARP/ND answer)
     PORT_UNREACHABLE = "port_unreachable"  # port or protocol unreachable: the sender is the host, or rejects like one
-    OTHER = "other"                        # anything else (packet too big, parameter problem, ...)
+    OTHER = "other"  # anything else (packet too big, parameter problem, ...)
 
 
 # IPv4 destination unreachable (type 3) codes, RFC 792 / RFC 1122 / RFC 1812.
@@ -65,11 +66,12 @@ _V6_UNREACHABLE = {
 @dataclass(frozen=True, slots=True)
 class IcmpReply:
     """One ICMP error that came back for a probe."""
-    version: int   # 4 (ICMP) or 6 (ICMPv6)
+
+    version: int  # 4 (ICMP) or 6 (ICMPv6)
     type: int
     code: int
-    sender: str    # the address the ICMP message came from (SO_EE_OFFENDER)
-    errno: int     # what the kernel made of it
+    sender: str  # the address the ICMP message came from (SO_EE_OFFENDER)
+    errno: int  # what the kernel made of it
 
     @property
     def kind(self) -> IcmpKind:
@@ -129,6 +131,7 @@ def _same_address(left: str, right: str) -> bool:
         return True
     try:
         import ipaddress
+
         a, b = ipaddress.ip_address(left), ipaddress.ip_address(right)
     except ValueError:
         return False
@@ -170,7 +173,7 @@ def parse_extended_error(level: int, kind: int, data: bytes) -> IcmpReply | None
     errno_, origin, icmp_type, code, _pad, _info, _data = _EXTENDED_ERR.unpack_from(data)
     if origin not in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
         return None
-    sender = _offender(data[_EXTENDED_ERR.size:])
+    sender = _offender(data[_EXTENDED_ERR.size :])
     if sender is None:
         return None
     return IcmpReply(6 if origin == SO_EE_ORIGIN_ICMP6 else 4, icmp_type, code, sender, errno_)

@@ -41,9 +41,9 @@ def tcp_answer(code: int, errors: list[IcmpReply], target: str, rtt: float) -> A
         return icmp_answer(errors[0], rtt)
     if code in (errno.ECONNREFUSED, errno.ECONNRESET):
         return Answer(Reply.RESET, target, rtt)
-    if code == errno.ENETUNREACH:    # this machine has no route: nothing left it
+    if code == errno.ENETUNREACH:  # this machine has no route: nothing left it
         return Answer(Reply.NO_ROUTE, None, rtt)
-    if code == errno.EHOSTUNREACH:   # this machine's own neighbour lookup failed
+    if code == errno.EHOSTUNREACH:  # this machine's own neighbour lookup failed
         return Answer(Reply.HOST_UNREACHABLE, None, rtt)
     return Answer(Reply.ERROR, None, rtt)
 
@@ -60,8 +60,9 @@ def _syns_sent(sock: socket.socket) -> int:
         return 2  # cannot tell: count the retransmission that may have happened
 
 
-async def tcp_probe(family: int, address: str, port: int, ttl: int, wait: float,
-                    source: str | None = None) -> tuple[Answer, int]:
+async def tcp_probe(
+    family: int, address: str, port: int, ttl: int, wait: float, source: str | None = None
+) -> tuple[Answer, int]:
     """One SYN with ``ttl``; (its answer, SYNs that left, retransmissions included). The socket is
     closed after ``wait`` at the latest: keep ``wait`` under the kernel's first SYN retransmission (1 s)."""
     loop = asyncio.get_running_loop()

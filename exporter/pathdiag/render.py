@@ -70,18 +70,25 @@ def short(diagnosis: PathDiagnosis) -> str:
 
 def hop_table(diagnosis: PathDiagnosis) -> list[str]:
     """Lines of the hop table: TTL, who answered the SYN, what, RTT; and the UDP probe's answer."""
-    lines = [f"Path to {diagnosis.target} port {diagnosis.port} (TCP traceroute, {diagnosis.packets} probe packets, "
-             f"{diagnosis.seconds:.1f} s):",
-             f"  {'TTL':>3}  {'answered by':<28} {'TCP SYN drew':<36} {'RTT':>9}  UDP probe"]
+    lines = [
+        f"Path to {diagnosis.target} port {diagnosis.port} (TCP traceroute, {diagnosis.packets} probe packets, "
+        f"{diagnosis.seconds:.1f} s):",
+        f"  {'TTL':>3}  {'answered by':<28} {'TCP SYN drew':<36} {'RTT':>9}  UDP probe",
+    ]
     for hop in diagnosis.hops:
         tcp, udp = hop.tcp, hop.udp
         who = tcp.address if tcp is not None and tcp.answered and tcp.address else "*"
         rtt = _ms(tcp)
-        udp_text = "-" if udp is None else (f"{_reply_text(udp)} from {udp.address}" if udp.answered and udp.address
-                                            else _reply_text(udp))
+        udp_text = (
+            "-"
+            if udp is None
+            else (f"{_reply_text(udp)} from {udp.address}" if udp.answered and udp.address else _reply_text(udp))
+        )
         tries = f" ({hop.tcp_tries} tries)" if hop.tcp_tries > 1 else ""
-        lines.append(f"  {hop.ttl:>3}  {who:<28} {(_reply_text(tcp) + tries):<36} "
-                     f"{(f'{rtt:.2f} ms' if rtt is not None else '-'):>9}  {udp_text}")
+        lines.append(
+            f"  {hop.ttl:>3}  {who:<28} {(_reply_text(tcp) + tries):<36} "
+            f"{(f'{rtt:.2f} ms' if rtt is not None else '-'):>9}  {udp_text}"
+        )
     decision = diagnosis.decision
     lines.append(f"Path verdict: {decision.verdict} ({short(diagnosis)})")
     words = decision.words
@@ -98,19 +105,24 @@ def path_json(diagnosis: PathDiagnosis) -> dict[str, Any]:
         "blocked_by": decision.blocked_by,
         "blocked_at_hop": decision.blocked_at_hop,
         "hops_to_host": decision.hops_to_host,
-        "hops": [{
-            "ttl": hop.ttl,
-            "address": hop.tcp.address if hop.tcp is not None and hop.tcp.answered else None,
-            "reply": str(hop.tcp.reply) if hop.tcp is not None else None,
-            "rtt_ms": _ms(hop.tcp),
-            "tries": hop.tcp_tries,
-            "udp": None if hop.udp is None else {
-                "address": hop.udp.address if hop.udp.answered else None,
-                "reply": str(hop.udp.reply),
-                "rtt_ms": _ms(hop.udp),
-                "tries": hop.udp_tries,
-            },
-        } for hop in diagnosis.hops],
+        "hops": [
+            {
+                "ttl": hop.ttl,
+                "address": hop.tcp.address if hop.tcp is not None and hop.tcp.answered else None,
+                "reply": str(hop.tcp.reply) if hop.tcp is not None else None,
+                "rtt_ms": _ms(hop.tcp),
+                "tries": hop.tcp_tries,
+                "udp": None
+                if hop.udp is None
+                else {
+                    "address": hop.udp.address if hop.udp.answered else None,
+                    "reply": str(hop.udp.reply),
+                    "rtt_ms": _ms(hop.udp),
+                    "tries": hop.udp_tries,
+                },
+            }
+            for hop in diagnosis.hops
+        ],
         "words": decision.words,
         "remaining": [str(verdict) for verdict in decision.remaining],
         "last_responding_hop": decision.last_responding_hop,

@@ -23,7 +23,7 @@ from exporter.probers.result import ProbeResult
 log = logging.getLogger("exporter.pathdiag")
 
 Key = tuple[str, str]  # (target as configured, module name)
-MAX_QUEUED = 100_000   # more than any config's targets: a bound, not a policy
+MAX_QUEUED = 100_000  # more than any config's targets: a bound, not a policy
 
 
 @dataclass(slots=True)
@@ -42,15 +42,19 @@ def _ip_literal(host: str) -> str | None:
 
 
 class DiagnosisScheduler:
-    def __init__(self, max_in_flight: int, settings: DiagnosisSettings = DEFAULT_SETTINGS,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        max_in_flight: int,
+        settings: DiagnosisSettings = DEFAULT_SETTINGS,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.max_in_flight = max_in_flight
         self.settings = settings
         self._clock = clock
         self._latest: dict[Key, PathDiagnosis] = {}
         self._started_at: dict[Key, float] = {}
         self._queue: deque[_Job] = deque()
-        self._waiting: set[Key] = set()      # queued or running
+        self._waiting: set[Key] = set()  # queued or running
         self._tasks: set[asyncio.Task] = set()
         # Counters for the exporter's own metrics and for tests of the budget.
         self.started = 0
@@ -82,7 +86,8 @@ class DiagnosisScheduler:
                     submitted += 1
                 continue
             if wants_diagnosis(result, tcp.diagnose) and self.submit(
-                    key, address, target.address.port, tcp.diagnose_interval, tcp.source_ip_address):
+                key, address, target.address.port, tcp.diagnose_interval, tcp.source_ip_address
+            ):
                 submitted += 1
         return submitted
 
@@ -109,8 +114,12 @@ class DiagnosisScheduler:
         if not latest:
             return []
         # A module whose diagnose setting was turned off by a reload shows none.
-        return [(target.labels, diagnosis) for target in targets if target.module.tcp.diagnose == "on_failure"
-                and (diagnosis := latest.get((str(target.address), target.module.name))) is not None]
+        return [
+            (target.labels, diagnosis)
+            for target in targets
+            if target.module.tcp.diagnose == "on_failure"
+            and (diagnosis := latest.get((str(target.address), target.module.name))) is not None
+        ]
 
     def retain(self, keys: set[Key]) -> None:
         """After a reload: forget targets that are no longer configured."""
@@ -170,17 +179,31 @@ class SchedulerCollector:
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         s = self.scheduler
-        yield CounterMetricFamily("connectivity_exporter_path_diagnoses_started",
-                                  "Background path diagnoses started.", value=s.started)
-        yield CounterMetricFamily("connectivity_exporter_path_diagnoses_finished",
-                                  "Background path diagnoses finished.", value=s.finished)
-        yield CounterMetricFamily("connectivity_exporter_path_diagnosis_packets",
-                                  "Probe packets sent by finished background path diagnoses.", value=s.packets)
-        yield CounterMetricFamily("connectivity_exporter_path_diagnoses_skipped",
-                                  "Path diagnoses not queued because the queue was full.", value=s.dropped)
-        yield GaugeMetricFamily("connectivity_exporter_path_diagnoses_in_flight",
-                                "Background path diagnoses running now.", value=s.in_flight)
-        yield GaugeMetricFamily("connectivity_exporter_path_diagnoses_in_flight_max",
-                                "Most background path diagnoses that ran at once since the exporter started.",
-                                value=s.peak_in_flight)
+        yield CounterMetricFamily(
+            "connectivity_exporter_path_diagnoses_started", "Background path diagnoses started.", value=s.started
+        )
+        yield CounterMetricFamily(
+            "connectivity_exporter_path_diagnoses_finished", "Background path diagnoses finished.", value=s.finished
+        )
+        yield CounterMetricFamily(
+            "connectivity_exporter_path_diagnosis_packets",
+            "Probe packets sent by finished background path diagnoses.",
+            value=s.packets,
+        )
+        yield CounterMetricFamily(
+            "connectivity_exporter_path_diagnoses_skipped",
+            "Path diagnoses not queued because the queue was full.",
+            value=s.dropped,
+        )
+        yield GaugeMetricFamily(
+            "connectivity_exporter_path_diagnoses_in_flight",
+            "Background path diagnoses running now.",
+            value=s.in_flight,
+        )
+        yield GaugeMetricFamily(
+            "connectivity_exporter_path_diagnoses_in_flight_max",
+            "Most background path diagnoses that ran at once since the exporter started.",
+            value=s.peak_in_flight,
+        )

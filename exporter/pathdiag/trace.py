@@ -16,7 +16,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from exporter.pathdiag.model import Answer, HopEvidence, PathDiagnosis, Reply, TERMINAL_TCP, Verdict
+from exporter.pathdiag.model import TERMINAL_TCP, Answer, HopEvidence, PathDiagnosis, Reply, Verdict
 from exporter.pathdiag.probes import UdpProbe, echo_probe, tcp_probe
 from exporter.pathdiag.verdict import decide
 
@@ -28,12 +28,12 @@ class DiagnosisSettings:
     # socket normally closes before the kernel's first one, at 1 s).
     max_packets: int = 48
     max_seconds: float = 15.0
-    tcp_wait: float = 0.9          # under the kernel's first SYN retransmission (1 s)
-    udp_wait: float = 1.0          # before moving on; the answer is still taken until udp_linger
-    udp_linger: float = 3.5        # a router's failed ARP/ND answers after ~3 s
-    retries: int = 2               # extra tries at a TTL whose answer is in doubt
-    pace: float = 1.1              # seconds between tries that ask the same router for an ICMP error
-    silent_hops: int = 2           # consecutive hops silent to every probe before giving up
+    tcp_wait: float = 0.9  # under the kernel's first SYN retransmission (1 s)
+    udp_wait: float = 1.0  # before moving on; the answer is still taken until udp_linger
+    udp_linger: float = 3.5  # a router's failed ARP/ND answers after ~3 s
+    retries: int = 2  # extra tries at a TTL whose answer is in doubt
+    pace: float = 1.1  # seconds between tries that ask the same router for an ICMP error
+    silent_hops: int = 2  # consecutive hops silent to every probe before giving up
 
 
 DEFAULT_SETTINGS = DiagnosisSettings()
@@ -42,8 +42,9 @@ ECHO_RESERVE = 1.0
 
 
 class _Trace:
-    def __init__(self, family: int, target: str, port: int, settings: DiagnosisSettings, deadline: float,
-                 source: str | None):
+    def __init__(
+        self, family: int, target: str, port: int, settings: DiagnosisSettings, deadline: float, source: str | None
+    ):
         self.loop = asyncio.get_running_loop()
         self.family, self.target, self.port = family, target, port
         self.settings = settings
@@ -207,8 +208,14 @@ class _Trace:
             probe.close()
 
 
-async def diagnose(address: str, port: int, *, deadline: float | None = None,
-                   settings: DiagnosisSettings = DEFAULT_SETTINGS, source: str | None = None) -> PathDiagnosis:
+async def diagnose(
+    address: str,
+    port: int,
+    *,
+    deadline: float | None = None,
+    settings: DiagnosisSettings = DEFAULT_SETTINGS,
+    source: str | None = None,
+) -> PathDiagnosis:
     """Diagnose the path to ``address`` (an IP literal) port ``port``. ``deadline`` in loop time
     (capped at ``settings.max_seconds`` from now). Never raises for a network failure."""
     loop = asyncio.get_running_loop()
@@ -226,13 +233,16 @@ async def diagnose(address: str, port: int, *, deadline: float | None = None,
             await trace.collect_late(reserve=ECHO_RESERVE)
             decision = decide(address, port, list(trace.hops.values()), cut_short=trace.cut_short)
         echo = None
-        if decision.verdict is Verdict.UNKNOWN and Verdict.HOST_DOWN in decision.remaining \
-                and trace.packets < settings.max_packets and loop.time() + 0.5 < end:
+        if (
+            decision.verdict is Verdict.UNKNOWN
+            and Verdict.HOST_DOWN in decision.remaining
+            and trace.packets < settings.max_packets
+            and loop.time() + 0.5 < end
+        ):
             echo = await echo_probe(family, address, min(ECHO_RESERVE, end - loop.time()))
             if echo is not None:
                 trace.packets += 1
-                decision = decide(address, port, list(trace.hops.values()), host_echo=echo,
-                                  cut_short=trace.cut_short)
+                decision = decide(address, port, list(trace.hops.values()), host_echo=echo, cut_short=trace.cut_short)
     finally:
         for _ttl, probe in trace.pending:
             probe.close()
@@ -241,7 +251,13 @@ async def diagnose(address: str, port: int, *, deadline: float | None = None,
         notes.append(f"ICMP echo: {'the host replied' if echo else 'no reply'}")
     hops_to_host = decision.hops_to_host
     return PathDiagnosis(
-        target=address, port=port, decision=decision,
+        target=address,
+        port=port,
+        decision=decision,
         hops=tuple(sorted(trace.hops.values(), key=lambda hop: hop.ttl)),
         host_up=True if hops_to_host is not None or echo else None,
-        packets=trace.packets, seconds=loop.time() - started, finished_at=time.time(), notes=tuple(notes))
+        packets=trace.packets,
+        seconds=loop.time() - started,
+        finished_at=time.time(),
+        notes=tuple(notes),
+    )

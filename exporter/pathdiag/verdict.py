@@ -34,8 +34,9 @@ def _hop_name(address: str | None, ttl: int | None) -> str:
     return f"{address} (hop {ttl})" if ttl else address
 
 
-def decide(target: str, port: int, hops: Sequence[HopEvidence], *, host_echo: bool | None = None,
-           cut_short: str | None = None) -> Decision:
+def decide(
+    target: str, port: int, hops: Sequence[HopEvidence], *, host_echo: bool | None = None, cut_short: str | None = None
+) -> Decision:
     """The verdict for ``target``:``port`` from its hops (any order); ``host_echo`` the outcome of an
     ICMP echo (None: not tried); ``cut_short`` why the trace stopped early, if it did."""
     hops = sorted(hops, key=lambda hop: hop.ttl)
@@ -51,8 +52,13 @@ def decide(target: str, port: int, hops: Sequence[HopEvidence], *, host_echo: bo
 
     def from_host(answer) -> bool:
         # A reset is no proof: a middlebox forging one writes the target's address into it.
-        return answer is not None and answer.answered and answer.address is not None \
-            and answer.reply not in (Reply.TIME_EXCEEDED, Reply.RESET) and _same_address(answer.address, target)
+        return (
+            answer is not None
+            and answer.answered
+            and answer.address is not None
+            and answer.reply not in (Reply.TIME_EXCEEDED, Reply.RESET)
+            and _same_address(answer.address, target)
+        )
 
     # The host's distance: the smallest TTL at which the host itself answered anything.
     hops_to_host = next((hop.ttl for hop in hops if from_host(hop.tcp) or from_host(hop.udp)), None)
@@ -68,9 +74,12 @@ def decide(target: str, port: int, hops: Sequence[HopEvidence], *, host_echo: bo
         ttl = terminal.ttl
         if answer.reply is Reply.SYN_ACK:
             distance = hops_to_host or ttl
-            return Decision(Verdict.REACHED, f"the host {target} itself answered: port {port} accepted the "
-                            f"connection, {distance} hop{'s' if distance != 1 else ''} away; the path is clear",
-                            **{**common, "hops_to_host": distance})
+            return Decision(
+                Verdict.REACHED,
+                f"the host {target} itself answered: port {port} accepted the "
+                f"connection, {distance} hop{'s' if distance != 1 else ''} away; the path is clear",
+                **{**common, "hops_to_host": distance},
+            )
         if answer.reply in ICMP_REJECTIONS and answer.address is None:
             what = "has no route" if answer.reply is Reply.NO_ROUTE else "cannot reach its next hop"
             return Decision(Verdict.NO_ROUTE, f"this machine {what} towards {target}: nothing left it", **common)
@@ -78,41 +87,75 @@ def decide(target: str, port: int, hops: Sequence[HopEvidence], *, host_echo: bo
             sender = answer.address
             description = answer.icmp.description if answer.icmp else str(answer.reply)
             if _same_address(sender, target):
-                return Decision(Verdict.HOST_REJECTED,
-                                f"{description} by {target} itself — the host's own firewall rejects port {port}, "
-                                "not the network", blocked_by=target, blocked_at_hop=hops_to_host or ttl,
-                                **{**common, "hops_to_host": hops_to_host or ttl})
+                return Decision(
+                    Verdict.HOST_REJECTED,
+                    f"{description} by {target} itself — the host's own firewall rejects port {port}, not the network",
+                    blocked_by=target,
+                    blocked_at_hop=hops_to_host or ttl,
+                    **{**common, "hops_to_host": hops_to_host or ttl},
+                )
             position = first_ttl_of.get(sender)
             at_hop = position if position is not None else ttl
             where = _hop_name(sender, at_hop)
-            if answer.reply is Reply.NO_ROUTE or (answer.reply is Reply.HOST_UNREACHABLE and
-                                                  (position is None or position >= ttl)):
+            if answer.reply is Reply.NO_ROUTE or (
+                answer.reply is Reply.HOST_UNREACHABLE and (position is None or position >= ttl)
+            ):
                 # It answered at the TTL where it was itself the hop: it refused before forwarding.
-                return Decision(Verdict.NO_ROUTE, f"{description} from {where}: that router has no route to "
-                                f"{target} and did not forward the packet", blocked_by=sender,
-                                blocked_at_hop=at_hop, **common)
+                return Decision(
+                    Verdict.NO_ROUTE,
+                    f"{description} from {where}: that router has no route to {target} and did not forward the packet",
+                    blocked_by=sender,
+                    blocked_at_hop=at_hop,
+                    **common,
+                )
             if answer.reply is Reply.HOST_UNREACHABLE:
-                return Decision(Verdict.HOST_DOWN, f"{description} from {where}, the last router before {target}: "
-                                "it forwarded the packet but could not deliver it — the host is down or gone from "
-                                "its network", blocked_by=sender, blocked_at_hop=at_hop, **common)
-            return Decision(Verdict.NETWORK_REJECTED, f"{description} by {where} — a network firewall, not the host, "
-                            f"rejects the connection to {shown}", blocked_by=sender, blocked_at_hop=at_hop, **common)
+                return Decision(
+                    Verdict.HOST_DOWN,
+                    f"{description} from {where}, the last router before {target}: "
+                    "it forwarded the packet but could not deliver it — the host is down or gone from "
+                    "its network",
+                    blocked_by=sender,
+                    blocked_at_hop=at_hop,
+                    **common,
+                )
+            return Decision(
+                Verdict.NETWORK_REJECTED,
+                f"{description} by {where} — a network firewall, not the host, rejects the connection to {shown}",
+                blocked_by=sender,
+                blocked_at_hop=at_hop,
+                **common,
+            )
         # A TCP reset: the host's own, or forged by a middlebox on the way?
         if hops_to_host is None:
-            return _unknown(f"a TCP reset came back at hop {ttl}, but the host's distance is not known "
-                            "(it did not answer the UDP probe), so its origin cannot be told",
-                            (Verdict.REACHED, Verdict.NETWORK_REJECTED), host_up, common, cut_short)
+            return _unknown(
+                f"a TCP reset came back at hop {ttl}, but the host's distance is not known "
+                "(it did not answer the UDP probe), so its origin cannot be told",
+                (Verdict.REACHED, Verdict.NETWORK_REJECTED),
+                host_up,
+                common,
+                cut_short,
+            )
         if ttl >= hops_to_host:
-            return Decision(Verdict.REACHED, f"the host {target} itself answered with a TCP reset from its own hop "
-                            f"({_hops(hops_to_host)} away): it is up and reachable, but nothing listens on port {port} or "
-                            "its own firewall rejects with a reset", blocked_by=target, blocked_at_hop=hops_to_host,
-                            **common)
+            return Decision(
+                Verdict.REACHED,
+                f"the host {target} itself answered with a TCP reset from its own hop "
+                f"({_hops(hops_to_host)} away): it is up and reachable, but nothing listens on port {port} or "
+                "its own firewall rejects with a reset",
+                blocked_by=target,
+                blocked_at_hop=hops_to_host,
+                **common,
+            )
         before = ttl - 1
         forger = router_at.get(before)
-        return Decision(Verdict.NETWORK_REJECTED, f"a TCP reset came back at hop {ttl}, but {target} is "
-                        f"{hops_to_host} hops away: a device at or just after {_hop_name(forger, before)} forges "
-                        f"resets for port {port} — a network firewall, not the host",
-                        blocked_by=forger, blocked_at_hop=before if before else None, **common)
+        return Decision(
+            Verdict.NETWORK_REJECTED,
+            f"a TCP reset came back at hop {ttl}, but {target} is "
+            f"{hops_to_host} hops away: a device at or just after {_hop_name(forger, before)} forges "
+            f"resets for port {port} — a network firewall, not the host",
+            blocked_by=forger,
+            blocked_at_hop=before if before else None,
+            **common,
+        )
 
     # No decisive TCP answer: the SYN died somewhere. Where did it last draw an answer?
     last = max((hop.ttl for hop in hops if hop.tcp is not None and hop.tcp.reply is Reply.TIME_EXCEEDED), default=0)
@@ -126,47 +169,90 @@ def decide(target: str, port: int, hops: Sequence[HopEvidence], *, host_echo: bo
         description = udp.icmp.description if udp.icmp else str(udp.reply)
         where = _hop_name(udp.address, position if position is not None else hop.ttl)
         if udp.reply is Reply.HOST_UNREACHABLE and position is not None and position < hop.ttl:
-            return Decision(Verdict.HOST_DOWN, f"{description} from {where}, the last router before {target}: "
-                            "it forwarded the probe but could not deliver it — the host is down or gone from its "
-                            "network", blocked_by=udp.address, blocked_at_hop=position, **common)
+            return Decision(
+                Verdict.HOST_DOWN,
+                f"{description} from {where}, the last router before {target}: "
+                "it forwarded the probe but could not deliver it — the host is down or gone from its "
+                "network",
+                blocked_by=udp.address,
+                blocked_at_hop=position,
+                **common,
+            )
         if udp.reply in (Reply.NO_ROUTE, Reply.HOST_UNREACHABLE):
-            return Decision(Verdict.NO_ROUTE, f"{description} from {where}: that router has no route to {target}",
-                            blocked_by=udp.address, blocked_at_hop=position or hop.ttl, **common)
+            return Decision(
+                Verdict.NO_ROUTE,
+                f"{description} from {where}: that router has no route to {target}",
+                blocked_by=udp.address,
+                blocked_at_hop=position or hop.ttl,
+                **common,
+            )
     tried = [hop for hop in beyond if hop.tcp is not None]
     if not tried:
-        return _unknown("the trace ended before the SYN's fate was seen", _failures(host_up), host_up, common,
-                        cut_short)
+        return _unknown(
+            "the trace ended before the SYN's fate was seen", _failures(host_up), host_up, common, cut_short
+        )
     after = router_at.get(last) if last else None
     # The first hop past the last TCP answer that answered *us* (UDP) while the SYN drew silence:
     # the SYN never got there.
-    witness = next((hop for hop in tried if hop.tcp.reply is Reply.SILENCE and hop.udp is not None
-                    and hop.udp.answered), None)
+    witness = next(
+        (hop for hop in tried if hop.tcp.reply is Reply.SILENCE and hop.udp is not None and hop.udp.answered), None
+    )
     if witness is not None and from_host(witness.udp):
         if witness.ttl == last + 1:
             if last == 0:
-                return Decision(Verdict.DROPPED_AT_LAST_HOP, f"{target} is up (it answered a UDP probe, on this "
-                                f"machine's own network) but the SYN to port {port} got no answer: the host's own "
-                                "firewall drops it", blocked_by=target, blocked_at_hop=witness.ttl, **common)
-            return Decision(Verdict.DROPPED_AT_LAST_HOP, f"dropped after {_hop_name(after, last)}, at the host's own "
-                            f"hop: {target} is up ({witness.ttl} hops away, it answered a UDP probe) but the SYN to "
-                            f"port {port} got no answer there — the host's own firewall, or its last router "
-                            f"{after}, drops it", blocked_by=after, blocked_at_hop=last, **common)
-        return _unknown(f"routers answered the SYN up to hop {last}; the host is up, {witness.ttl} hops away, but "
-                        f"the hops between answered nothing, so where the SYN dies cannot be told",
-                        (Verdict.DROPPED_IN_NETWORK, Verdict.DROPPED_AT_LAST_HOP), host_up, common, cut_short)
+                return Decision(
+                    Verdict.DROPPED_AT_LAST_HOP,
+                    f"{target} is up (it answered a UDP probe, on this "
+                    f"machine's own network) but the SYN to port {port} got no answer: the host's own "
+                    "firewall drops it",
+                    blocked_by=target,
+                    blocked_at_hop=witness.ttl,
+                    **common,
+                )
+            return Decision(
+                Verdict.DROPPED_AT_LAST_HOP,
+                f"dropped after {_hop_name(after, last)}, at the host's own "
+                f"hop: {target} is up ({witness.ttl} hops away, it answered a UDP probe) but the SYN to "
+                f"port {port} got no answer there — the host's own firewall, or its last router "
+                f"{after}, drops it",
+                blocked_by=after,
+                blocked_at_hop=last,
+                **common,
+            )
+        return _unknown(
+            f"routers answered the SYN up to hop {last}; the host is up, {witness.ttl} hops away, but "
+            f"the hops between answered nothing, so where the SYN dies cannot be told",
+            (Verdict.DROPPED_IN_NETWORK, Verdict.DROPPED_AT_LAST_HOP),
+            host_up,
+            common,
+            cut_short,
+        )
     if witness is not None:  # a router past the last TCP answer answered the UDP probe: the host is farther
         farther = f"{hops_to_host} hops away" if hops_to_host else f"farther than hop {witness.ttl}"
         if last == 0:
-            return Decision(Verdict.DROPPED_IN_NETWORK, f"dropped before the first router answered: the SYN to port "
-                            f"{port} draws no answer at any hop while {witness.udp.address} (hop {witness.ttl}) "
-                            f"answers other probes, and the host is {farther} — a firewall on this machine's own "
-                            "network or at the first router drops it", blocked_at_hop=None, **common)
-        return Decision(Verdict.DROPPED_IN_NETWORK, f"dropped after {_hop_name(after, last)}: routers answer the SYN "
-                        f"to port {port} up to hop {last}, it dies after that router, and the host is {farther} — "
-                        "a network firewall at that router or the next drops it", blocked_by=after,
-                        blocked_at_hop=last, **common)
-    reason = (f"the SYN got answers up to hop {last}, then silence, and nothing beyond answered the UDP probe either"
-              if last else "nothing on the path answered the SYN or the UDP probe")
+            return Decision(
+                Verdict.DROPPED_IN_NETWORK,
+                f"dropped before the first router answered: the SYN to port "
+                f"{port} draws no answer at any hop while {witness.udp.address} (hop {witness.ttl}) "
+                f"answers other probes, and the host is {farther} — a firewall on this machine's own "
+                "network or at the first router drops it",
+                blocked_at_hop=None,
+                **common,
+            )
+        return Decision(
+            Verdict.DROPPED_IN_NETWORK,
+            f"dropped after {_hop_name(after, last)}: routers answer the SYN "
+            f"to port {port} up to hop {last}, it dies after that router, and the host is {farther} — "
+            "a network firewall at that router or the next drops it",
+            blocked_by=after,
+            blocked_at_hop=last,
+            **common,
+        )
+    reason = (
+        f"the SYN got answers up to hop {last}, then silence, and nothing beyond answered the UDP probe either"
+        if last
+        else "nothing on the path answered the SYN or the UDP probe"
+    )
     return _unknown(reason, _failures(host_up), host_up, common, cut_short)
 
 
@@ -175,12 +261,17 @@ def _failures(host_up: bool) -> tuple[Verdict, ...]:
     return drops if host_up else (*drops, Verdict.HOST_DOWN)
 
 
-def _unknown(reason: str, remaining: tuple[Verdict, ...], host_up: bool, common: dict,
-             cut_short: str | None) -> Decision:
+def _unknown(
+    reason: str, remaining: tuple[Verdict, ...], host_up: bool, common: dict, cut_short: str | None
+) -> Decision:
     if cut_short:
         reason = f"{reason} ({cut_short})"
     if host_up and Verdict.HOST_DOWN in remaining:
         remaining = tuple(verdict for verdict in remaining if verdict is not Verdict.HOST_DOWN)
     options = "; or ".join(POSSIBILITIES[verdict] for verdict in remaining)
-    return Decision(Verdict.UNKNOWN, f"not enough answers to decide: {reason}. Still possible: {options}",
-                    remaining=remaining, **common)
+    return Decision(
+        Verdict.UNKNOWN,
+        f"not enough answers to decide: {reason}. Still possible: {options}",
+        remaining=remaining,
+        **common,
+    )

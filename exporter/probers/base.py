@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Fact:
     """One thing a person reads about a probe: ``label: text`` (plain text; each view escapes it)."""
+
     label: str
     text: str
 

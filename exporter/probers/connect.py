@@ -21,22 +21,22 @@ from exporter.probers.resolve import ResolveError, Resolver, literal
 from exporter.probers.result import ProbeResult, TcpState, classify_errno, describe_errno
 
 # Kept apart so `check` can say how long it waited before giving the same causes.
-TIMEOUT_CAUSES = ("a firewall is probably dropping packets, or the host is down, "
-                  "or the network path is broken")
+TIMEOUT_CAUSES = "a firewall is probably dropping packets, or the host is down, or the network path is broken"
 EXPLANATIONS = {
     TcpState.OPEN: "the port accepted the connection",
     TcpState.REFUSED: "the host (or a firewall rejecting with a TCP reset) refused the connection: "
-                      "nothing listens on this port or access is rejected",
+    "nothing listens on this port or access is rejected",
     TcpState.TIMEOUT: f"nothing answered before the deadline: {TIMEOUT_CAUSES}",
     TcpState.UNREACHABLE: "an ICMP error came back (host/network unreachable or administratively prohibited): "
-                          "a router or firewall says there is no way through",
+    "a router or firewall says there is no way through",
     TcpState.DNS_ERROR: "the name could not be resolved to an address",
     TcpState.ERROR: "the probe could not be carried out on this machine",
 }
 
 
-async def connect_target(result: ProbeResult, target: HostPort, module: Module, deadline: float,
-                         resolver: Resolver) -> socket.socket | None:
+async def connect_target(
+    result: ProbeResult, target: HostPort, module: Module, deadline: float, resolver: Resolver
+) -> socket.socket | None:
     """Resolve and connect; fill the DNS/connect fields of ``result``.
 
     Returns the connected socket (the caller owns and closes it), or None with
@@ -56,8 +56,9 @@ async def connect_target(result: ProbeResult, target: HostPort, module: Module, 
             return _failed(result, TcpState.DNS_ERROR, exc.reason)
         except TimeoutError:
             result.dns_lookup_seconds = time.perf_counter() - started
-            return _failed(result, TcpState.DNS_ERROR,
-                           f"no answer from the resolver for {target.host} before the deadline")
+            return _failed(
+                result, TcpState.DNS_ERROR, f"no answer from the resolver for {target.host} before the deadline"
+            )
         result.dns_lookup_seconds = time.perf_counter() - started
         result.note(f"Resolved {target.host} to {resolved.ip} in {result.dns_lookup_seconds * 1000:.1f} ms")
     result.ip_protocol = resolved.ip_protocol
@@ -120,11 +121,12 @@ def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:
     result.tcp_state = result.state = state
     result.note(reason)
     result.detail = f"{EXPLANATIONS[state]}: {reason}"
-    return None
+    return
 
 
-async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: tuple,
-                   deadline: float) -> tuple[int | None, float]:
+async def _connect(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: tuple, deadline: float
+) -> tuple[int | None, float]:
     """Return (errno or 0, seconds), or (None, seconds) when the deadline passed first."""
     started = time.perf_counter()
     code = sock.connect_ex(sockaddr)

@@ -3,28 +3,47 @@
 from __future__ import annotations
 
 from exporter.exposition import Family, one_hot, single
-from exporter.probers.result import TcpState
 from exporter.pathdiag.metrics import TCP_REJECTED_BY
+from exporter.probers.result import TcpState
 
 # Owned by the handler, with blackbox_exporter's names and meaning.
 COMMON_FAMILIES = (
-    Family("probe_success", "gauge", "Whether the probe succeeded (1) or not (0).",
-           single(lambda r: 1 if r.success else 0)),
-    Family("probe_duration_seconds", "gauge", "How long the whole probe took, in seconds.",
-           single(lambda r: r.duration_seconds)),
-    Family("probe_dns_lookup_time_seconds", "gauge", "How long the DNS lookup took, in seconds (0 for IP literals).",
-           single(lambda r: r.dns_lookup_seconds)),
-    Family("probe_ip_protocol", "gauge", "IP protocol version of the address probed: 4 or 6, 0 if unresolved.",
-           single(lambda r: r.ip_protocol)),
+    Family(
+        "probe_success", "gauge", "Whether the probe succeeded (1) or not (0).", single(lambda r: 1 if r.success else 0)
+    ),
+    Family(
+        "probe_duration_seconds",
+        "gauge",
+        "How long the whole probe took, in seconds.",
+        single(lambda r: r.duration_seconds),
+    ),
+    Family(
+        "probe_dns_lookup_time_seconds",
+        "gauge",
+        "How long the DNS lookup took, in seconds (0 for IP literals).",
+        single(lambda r: r.dns_lookup_seconds),
+    ),
+    Family(
+        "probe_ip_protocol",
+        "gauge",
+        "IP protocol version of the address probed: 4 or 6, 0 if unresolved.",
+        single(lambda r: r.ip_protocol),
+    ),
 )
 
 TCP_FAMILIES = (
-    Family("probe_tcp_connect_duration_seconds", "gauge",
-           "Time until the TCP connect attempt had an outcome (connected, refused, unreachable or timed out).",
-           single(lambda r: r.connect_seconds)),
-    Family("probe_tcp_state", "gauge",
-           "Outcome of the TCP connect: exactly one of open, refused, timeout, unreachable, dns_error, error is 1.",
-           one_hot("state", [state.value for state in TcpState], lambda r: r.tcp_state.value)),
+    Family(
+        "probe_tcp_connect_duration_seconds",
+        "gauge",
+        "Time until the TCP connect attempt had an outcome (connected, refused, unreachable or timed out).",
+        single(lambda r: r.connect_seconds),
+    ),
+    Family(
+        "probe_tcp_state",
+        "gauge",
+        "Outcome of the TCP connect: exactly one of open, refused, timeout, unreachable, dns_error, error is 1.",
+        one_hot("state", [state.value for state in TcpState], lambda r: r.tcp_state.value),
+    ),
 )
 
 # probe_tcp_rejected_by: who sent the ICMP error that ended a connect.

@@ -25,28 +25,28 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from exporter.probers import transcript
+from exporter.probers.dialogue_config import DialogueStep, TcpTlsConfig, client_context
 from exporter.probers.result import ProbeResult
 from exporter.probers.smtp_tls import TlsInfo
-from exporter.probers.dialogue_config import DialogueStep, TcpTlsConfig, client_context
 from exporter.probers.tls import LeafIdentity, describe_session, handshake_failure
 
-MAX_LINE_BYTES = 64 * 1024          # Go's bufio.MaxScanTokenSize
+MAX_LINE_BYTES = 64 * 1024  # Go's bufio.MaxScanTokenSize
 READ_CHUNK = 16 * 1024
-MAX_NOTED_LINES = 60                # received lines kept in the transcript, over the whole dialogue
-MAX_SHOWN_CHARS = 200               # per transcript line
-MAX_RECEIVED_LINES = 5              # "received instead": the last lines of the failed step
+MAX_NOTED_LINES = 60  # received lines kept in the transcript, over the whole dialogue
+MAX_SHOWN_CHARS = 200  # per transcript line
+MAX_RECEIVED_LINES = 5  # "received instead": the last lines of the failed step
 MAX_LABEL_VALUE = 256
 
 
 class DialogueState(StrEnum):
     OK = "ok"
-    CONNECT_FAILED = "connect_failed"    # no TCP connection (probe_tcp_state says why)
-    TLS_ERROR = "tls_error"              # handshake failed or the certificate did not verify (tls: true or starttls)
+    CONNECT_FAILED = "connect_failed"  # no TCP connection (probe_tcp_state says why)
+    TLS_ERROR = "tls_error"  # handshake failed or the certificate did not verify (tls: true or starttls)
     EXPECT_MISMATCH = "expect_mismatch"  # the server closed the connection before a line matched `expect`
-    BYTES_MISMATCH = "bytes_mismatch"    # the bytes received differ from `expect_bytes`
-    LINE_TOO_LONG = "line_too_long"      # a line longer than 64 KiB (blackbox_exporter gives up too)
-    CLOSED = "closed"                    # closed or reset before `expect_bytes` were complete, or while sending
-    TIMEOUT = "timeout"                  # the deadline passed in the middle of the dialogue
+    BYTES_MISMATCH = "bytes_mismatch"  # the bytes received differ from `expect_bytes`
+    LINE_TOO_LONG = "line_too_long"  # a line longer than 64 KiB (blackbox_exporter gives up too)
+    CLOSED = "closed"  # closed or reset before `expect_bytes` were complete, or while sending
+    TIMEOUT = "timeout"  # the deadline passed in the middle of the dialogue
 
 
 STATE_EXPLANATIONS = {
@@ -64,8 +64,9 @@ STATE_EXPLANATIONS = {
 @dataclass(slots=True)
 class DialogueDetails:
     """What the tcp prober records about a dialogue or TLS (``ProbeResult.details``)."""
+
     steps: int = 0
-    failed_step: int | None = None            # index in query_response
+    failed_step: int | None = None  # index in query_response
     step_seconds: list[float] = field(default_factory=list)
     failed_due_to_regex: bool = False
     failed_due_to_bytes: bool = False
@@ -112,17 +113,17 @@ def expand(template: bytes, pattern, match) -> bytes:
             break
         out += template[i:dollar]
         i = dollar + 1
-        if template[i:i + 1] == b"$":
+        if template[i : i + 1] == b"$":
             out += b"$"
             i += 1
             continue
-        braced = template[i:i + 1] == b"{"
+        braced = template[i : i + 1] == b"{"
         start = i + 1 if braced else i
         end = start
-        while end < n and (template[end:end + 1].isalnum() or template[end:end + 1] == b"_"):
+        while end < n and (template[end : end + 1].isalnum() or template[end : end + 1] == b"_"):
             end += 1
         name = template[start:end]
-        if not name or (braced and template[end:end + 1] != b"}"):
+        if not name or (braced and template[end : end + 1] != b"}"):
             out += b"$"  # malformed: the '$' is literal text
             continue
         i = end + 1 if braced else end
@@ -151,7 +152,7 @@ class _Conversation:
         self.step_lines: list[bytes] = []
 
     def note_received(self, line: bytes) -> None:
-        self.step_lines.append(line[:MAX_SHOWN_CHARS * 4])
+        self.step_lines.append(line[: MAX_SHOWN_CHARS * 4])
         del self.step_lines[:-MAX_RECEIVED_LINES]
         self.noted += 1
         if self.noted <= MAX_NOTED_LINES:
@@ -178,7 +179,7 @@ class _Conversation:
                 if newline > MAX_LINE_BYTES:
                     raise _Failed(DialogueState.LINE_TOO_LONG, "a line is longer than 64 KiB")
                 line = bytes(self.buffer[:newline])
-                del self.buffer[:newline + 1]
+                del self.buffer[: newline + 1]
                 return line[:-1] if line.endswith(b"\r") else line
             if len(self.buffer) > MAX_LINE_BYTES:
                 self.step_lines.append(bytes(self.buffer[:MAX_SHOWN_CHARS]))
@@ -218,9 +219,15 @@ class _Conversation:
             self.result.note(f"(discarded {pending} bytes received before the TLS handshake)")
 
 
-async def open_streams(sock: socket.socket, tls: bool, tls_config: TcpTlsConfig, host: str, deadline: float,
-                       details: DialogueDetails, result: ProbeResult
-                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+async def open_streams(
+    sock: socket.socket,
+    tls: bool,
+    tls_config: TcpTlsConfig,
+    host: str,
+    deadline: float,
+    details: DialogueDetails,
+    result: ProbeResult,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
     """Streams over the connected socket; with ``tls``, after the handshake (None: it failed, noted)."""
     if not tls:
         return await asyncio.open_connection(sock=sock, limit=MAX_LINE_BYTES * 2)
@@ -229,32 +236,47 @@ async def open_streams(sock: socket.socket, tls: bool, tls_config: TcpTlsConfig,
     try:
         async with asyncio.timeout_at(deadline):
             reader, writer = await asyncio.open_connection(
-                sock=sock, limit=MAX_LINE_BYTES * 2, ssl=client_context(tls_config),
+                sock=sock,
+                limit=MAX_LINE_BYTES * 2,
+                ssl=client_context(tls_config),
                 server_hostname=tls_config.server_name or host,
-                ssl_handshake_timeout=max(0.001, deadline - asyncio.get_running_loop().time()))
+                ssl_handshake_timeout=max(0.001, deadline - asyncio.get_running_loop().time()),
+            )
     except (ssl.SSLError, OSError, TimeoutError, EOFError) as exc:
         reason = handshake_failure(exc)
-        details.tls = TlsInfo(handshake_seconds=time.perf_counter() - started, verified=
-                              False if isinstance(exc, ssl.SSLCertVerificationError) else None, verify_error=reason)
+        details.tls = TlsInfo(
+            handshake_seconds=time.perf_counter() - started,
+            verified=False if isinstance(exc, ssl.SSLCertVerificationError) else None,
+            verify_error=reason,
+        )
         _fail(result, details, DialogueState.TLS_ERROR, reason, None)
         return None
     _record_tls(writer, details, result, time.perf_counter() - started, verified)
     return reader, writer
 
 
-def _record_tls(writer: asyncio.StreamWriter, details: DialogueDetails, result: ProbeResult, seconds: float,
-                verified: bool) -> None:
+def _record_tls(
+    writer: asyncio.StreamWriter, details: DialogueDetails, result: ProbeResult, seconds: float, verified: bool
+) -> None:
     ssl_object = writer.get_extra_info("ssl_object")
     details.tls, details.leaf = describe_session(ssl_object, verified or None)
     details.tls.handshake_seconds = seconds
     details.encrypted = True
     who = f", {printable(details.leaf.subject.encode())}" if details.leaf and details.leaf.subject else ""
-    result.note(f"TLS handshake done in {seconds * 1000:.2f} ms: {details.tls.version}"
-                f"{', certificate verified' if verified else ', certificate not checked'}{who}")
+    result.note(
+        f"TLS handshake done in {seconds * 1000:.2f} ms: {details.tls.version}"
+        f"{', certificate verified' if verified else ', certificate not checked'}{who}"
+    )
 
 
-def _fail(result: ProbeResult, details: DialogueDetails, state: DialogueState, reason: str,
-          step: int | None, described: str = "") -> None:
+def _fail(
+    result: ProbeResult,
+    details: DialogueDetails,
+    state: DialogueState,
+    reason: str,
+    step: int | None,
+    described: str = "",
+) -> None:
     result.state = state
     details.failed_step = step
     where = f"step {step} ({described}): " if step is not None else ""
@@ -263,9 +285,16 @@ def _fail(result: ProbeResult, details: DialogueDetails, state: DialogueState, r
     result.detail = f"{STATE_EXPLANATIONS[state]}: {where}{reason}{instead}"
 
 
-async def run_dialogue(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                       steps: tuple[DialogueStep, ...], tls_config: TcpTlsConfig, host: str,
-                       deadline: float, details: DialogueDetails, result: ProbeResult) -> bool:
+async def run_dialogue(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    steps: tuple[DialogueStep, ...],
+    tls_config: TcpTlsConfig,
+    host: str,
+    deadline: float,
+    details: DialogueDetails,
+    result: ProbeResult,
+) -> bool:
     """Run every step; True when all succeeded. Fills ``details`` and ``result`` (state, detail, transcript)."""
     conversation = _Conversation(reader, writer, result)
     details.steps = len(steps)
@@ -283,23 +312,35 @@ async def run_dialogue(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         except TimeoutError:
             details.step_seconds.append(time.perf_counter() - started)
             details.received = [printable(line) for line in conversation.step_lines]
-            _fail(result, details, DialogueState.TIMEOUT, "nothing (more) arrived before the deadline",
-                  index, step.describe())
+            _fail(
+                result,
+                details,
+                DialogueState.TIMEOUT,
+                "nothing (more) arrived before the deadline",
+                index,
+                step.describe(),
+            )
             return False
         details.step_seconds.append(time.perf_counter() - started)
     return True
 
 
-async def _run_step(conversation: _Conversation, step: DialogueStep, tls_config: TcpTlsConfig, host: str,
-                    deadline: float, details: DialogueDetails, result: ProbeResult) -> None:
+async def _run_step(
+    conversation: _Conversation,
+    step: DialogueStep,
+    tls_config: TcpTlsConfig,
+    host: str,
+    deadline: float,
+    details: DialogueDetails,
+    result: ProbeResult,
+) -> None:
     send = step.send
     if step.expect is not None:
         while True:
             line = await conversation.read_line()
             if line is None:
                 details.failed_due_to_regex = True
-                raise _Failed(DialogueState.EXPECT_MISMATCH,
-                              "the server closed the connection before a line matched")
+                raise _Failed(DialogueState.EXPECT_MISMATCH, "the server closed the connection before a line matched")
             conversation.note_received(line)
             match = step.expect.search(line)
             if match is not None:
@@ -308,19 +349,25 @@ async def _run_step(conversation: _Conversation, step: DialogueStep, tls_config:
         if send is not None:
             send = expand(send, step.expect, match)
         if step.labels:
-            details.expect_labels.append(tuple(
-                (name, printable(expand(template, step.expect, match), MAX_LABEL_VALUE))
-                for name, template in step.labels))
+            details.expect_labels.append(
+                tuple(
+                    (name, printable(expand(template, step.expect, match), MAX_LABEL_VALUE))
+                    for name, template in step.labels
+                )
+            )
     if step.expect_bytes is not None:
         data = await conversation.read_exactly(len(step.expect_bytes))
         conversation.note_received(data)
         if len(data) < len(step.expect_bytes):
-            raise _Failed(DialogueState.CLOSED, f"the server closed the connection after {len(data)} of "
-                                                f"{len(step.expect_bytes)} expected bytes")
+            raise _Failed(
+                DialogueState.CLOSED,
+                f"the server closed the connection after {len(data)} of {len(step.expect_bytes)} expected bytes",
+            )
         if data != step.expect_bytes:
             details.failed_due_to_bytes = True
-            raise _Failed(DialogueState.BYTES_MISMATCH, f"expected {printable(step.expect_bytes)!r}, "
-                                                        f"got {printable(data)!r}")
+            raise _Failed(
+                DialogueState.BYTES_MISMATCH, f"expected {printable(step.expect_bytes)!r}, got {printable(data)!r}"
+            )
         details.failed_due_to_bytes = False
     if send:
         await conversation.send(send)
@@ -331,11 +378,16 @@ async def _run_step(conversation: _Conversation, step: DialogueStep, tls_config:
         verified = not tls_config.insecure_skip_verify
         try:
             await conversation.writer.start_tls(
-                client_context(tls_config), server_hostname=tls_config.server_name or host,
-                ssl_handshake_timeout=max(0.001, deadline - loop.time()))
+                client_context(tls_config),
+                server_hostname=tls_config.server_name or host,
+                ssl_handshake_timeout=max(0.001, deadline - loop.time()),
+            )
         except (ssl.SSLError, OSError, EOFError) as exc:
-            details.tls = TlsInfo(handshake_seconds=time.perf_counter() - started, verify_error=None,
-                                  verified=False if isinstance(exc, ssl.SSLCertVerificationError) else None)
+            details.tls = TlsInfo(
+                handshake_seconds=time.perf_counter() - started,
+                verify_error=None,
+                verified=False if isinstance(exc, ssl.SSLCertVerificationError) else None,
+            )
             raise _Failed(DialogueState.TLS_ERROR, handshake_failure(exc))
         _record_tls(conversation.writer, details, result, time.perf_counter() - started, verified)
 
@@ -343,4 +395,3 @@ async def _run_step(conversation: _Conversation, step: DialogueStep, tls_config:
 def close_quietly(writer: asyncio.StreamWriter | None) -> None:
     if writer is not None:
         writer.transport.abort()  # no TLS close_notify dance: the probe is over
-

@@ -30,11 +30,22 @@ LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 # The names the exporter sets itself on probe_expect_info (and Prometheus' own).
 RESERVED_EXPECT_LABELS = frozenset({"target", "module", "instance", "job", "step"})
 STEP_KEYS = ("expect", "expect_bytes", "send", "starttls", "labels")
-TLS_CONFIG_KEYS = ("ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify",
-                   "min_version", "max_version")
+TLS_CONFIG_KEYS = (
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "server_name",
+    "insecure_skip_verify",
+    "min_version",
+    "max_version",
+)
 # prometheus/common's names for TLS versions.
-TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-                "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
 MAX_STEPS = 100
 MAX_PAYLOAD_BYTES = 64 * 1024
 
@@ -42,12 +53,13 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 @dataclass(frozen=True, slots=True)
 class DialogueStep:
     """One ``query_response`` entry; each part is optional and runs in this order."""
+
     expect: re.Pattern[bytes] | None = None
     expect_bytes: bytes | None = None
-    labels: tuple[tuple[str, bytes], ...] = ()   # (name, value template)
+    labels: tuple[tuple[str, bytes], ...] = ()  # (name, value template)
     send: bytes | None = None
     starttls: bool = False
-    expect_text: str | None = None               # the regex as written (``expect`` may be translated from Go)
+    expect_text: str | None = None  # the regex as written (``expect`` may be translated from Go)
 
     def describe(self) -> str:
         """What the step waits for or does, for a person (the regex as written)."""
@@ -66,13 +78,14 @@ class DialogueStep:
 @dataclass(frozen=True, slots=True)
 class TcpTlsConfig:
     """``tls_config`` of a tcp module (prometheus/common's TLS keys that make sense for a client probe)."""
-    ca_file: str | None = None           # None: the system's trust store
+
+    ca_file: str | None = None  # None: the system's trust store
     ca_text: str | None = field(default=None, repr=False, compare=True)
     cert_file: str | None = None
     key_file: str | None = None
-    server_name: str | None = None       # None: the target's host
+    server_name: str | None = None  # None: the target's host
     insecure_skip_verify: bool = False
-    min_version: str | None = None       # TLS10 .. TLS13
+    min_version: str | None = None  # TLS10 .. TLS13
     max_version: str | None = None
 
 
@@ -112,15 +125,20 @@ def _expect_labels(value: Any, path: str, errs: Errors) -> Any:
             continue
         name = item["name"]
         if not isinstance(name, str) or not LABEL_NAME.match(name) or name.startswith("__"):
-            errs.add(f"{where}.name", f"invalid label name {name!r}: use letters, digits and underscores, "
-                                      "not starting with a digit or '__'")
+            errs.add(
+                f"{where}.name",
+                f"invalid label name {name!r}: use letters, digits and underscores, not starting with a digit or '__'",
+            )
         elif name in RESERVED_EXPECT_LABELS:
             errs.add(f"{where}.name", f"label name {name!r} is reserved (set by the exporter or Prometheus)")
         elif name in (seen for seen, _ in labels):
             errs.add(f"{where}.name", f"duplicate label name {name!r}")
         else:
-            template = _payload(item.get("value", ""), f"{where}.value", errs, "a label value") \
-                if item.get("value", "") != "" else b""
+            template = (
+                _payload(item.get("value", ""), f"{where}.value", errs, "a label value")
+                if item.get("value", "") != ""
+                else b""
+            )
             if isinstance(template, bytes):
                 labels.append((name, template))
     return tuple(labels) if len(errs.lines) == before else INVALID
@@ -136,8 +154,13 @@ def _step(value: Any, path: str, errs: Errors) -> Any:
         parsed["expect"] = _expect(value["expect"], f"{path}.expect", errs)
         if isinstance(parsed["expect"], re.Pattern):
             written = value["expect"]
-            parsed["expect_text"] = written if isinstance(written, str) else \
-                bytes(written).decode("utf-8", "backslashreplace") if isinstance(written, bytes) else str(written)
+            parsed["expect_text"] = (
+                written
+                if isinstance(written, str)
+                else bytes(written).decode("utf-8", "backslashreplace")
+                if isinstance(written, bytes)
+                else str(written)
+            )
     if "expect_bytes" in value:
         parsed["expect_bytes"] = _payload(value["expect_bytes"], f"{path}.expect_bytes", errs, "bytes to expect")
     if "send" in value:
@@ -212,12 +235,15 @@ def parse_tls_config(value: Any, path: str, errs: Errors) -> Any:
     if "server_name" in value:
         name = value["server_name"]
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,253}", name):
-            errs.add(f"{path}.server_name", f"{name!r} is not a host name or IP address to verify "
-                                            "the certificate against")
+            errs.add(
+                f"{path}.server_name", f"{name!r} is not a host name or IP address to verify the certificate against"
+            )
         else:
             out["server_name"] = name
     if "insecure_skip_verify" in value:
-        out["insecure_skip_verify"] = schema.boolean(value["insecure_skip_verify"], f"{path}.insecure_skip_verify", errs)
+        out["insecure_skip_verify"] = schema.boolean(
+            value["insecure_skip_verify"], f"{path}.insecure_skip_verify", errs
+        )
     for key in ("min_version", "max_version"):
         if key in value:
             if value[key] not in TLS_VERSIONS:
@@ -232,10 +258,16 @@ def parse_tls_config(value: Any, path: str, errs: Errors) -> Any:
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(out["cert_file"], out["key_file"])
         except (ssl.SSLError, OSError):
-            return errs.add(path, f"cert_file {value['cert_file']!r} and key_file {value['key_file']!r} "
-                                  "are not a matching PEM certificate and private key")
-    if "min_version" in out and "max_version" in out and \
-            TLS_VERSIONS[out["min_version"]] > TLS_VERSIONS[out["max_version"]]:
+            return errs.add(
+                path,
+                f"cert_file {value['cert_file']!r} and key_file {value['key_file']!r} "
+                "are not a matching PEM certificate and private key",
+            )
+    if (
+        "min_version" in out
+        and "max_version" in out
+        and TLS_VERSIONS[out["min_version"]] > TLS_VERSIONS[out["max_version"]]
+    ):
         return errs.add(path, "min_version is above max_version")
     return TcpTlsConfig(**out)
 
@@ -243,6 +275,7 @@ def parse_tls_config(value: Any, path: str, errs: Errors) -> Any:
 @dataclass(frozen=True, slots=True)
 class TcpProberSettings(TcpSettings):
     """The tcp prober's ``tcp:`` section: the connect step's settings, then the dialogue and TLS."""
+
     query_response: tuple[DialogueStep, ...] = ()
     tls: bool = False
     tls_config: TcpTlsConfig = TcpTlsConfig()
@@ -251,16 +284,21 @@ class TcpProberSettings(TcpSettings):
         if self.tls:
             for index, step in enumerate(self.query_response):
                 if step.starttls:
-                    raise ValueError(f"query_response[{index}] has starttls: true, but tls: true already "
-                                     "encrypts from the first byte; remove one of them")
+                    raise ValueError(
+                        f"query_response[{index}] has starttls: true, but tls: true already "
+                        "encrypts from the first byte; remove one of them"
+                    )
 
 
-TCP_PROBER_SECTION = Section({
-    **TCP_FIELDS,
-    "query_response": Field(parse_query_response, ()),
-    "tls": Field(schema.boolean, False),
-    "tls_config": Field(parse_tls_config, TcpTlsConfig()),
-}, TcpProberSettings)
+TCP_PROBER_SECTION = Section(
+    {
+        **TCP_FIELDS,
+        "query_response": Field(parse_query_response, ()),
+        "tls": Field(schema.boolean, False),
+        "tls_config": Field(parse_tls_config, TcpTlsConfig()),
+    },
+    TcpProberSettings,
+)
 
 
 @functools.lru_cache(maxsize=64)

@@ -17,10 +17,20 @@ from __future__ import annotations
 import re
 
 _POSIX_CLASSES = {
-    b"alnum": b"0-9A-Za-z", b"alpha": b"A-Za-z", b"ascii": b"\\x00-\\x7f", b"blank": b"\\t ",
-    b"cntrl": b"\\x00-\\x1f\\x7f", b"digit": b"0-9", b"graph": b"!-~", b"lower": b"a-z",
-    b"print": b" -~", b"punct": b"!-/:-@\\[-`{-~", b"space": b"\\t\\n\\v\\f\\r ", b"upper": b"A-Z",
-    b"word": b"0-9A-Za-z_", b"xdigit": b"0-9A-Fa-f",
+    b"alnum": b"0-9A-Za-z",
+    b"alpha": b"A-Za-z",
+    b"ascii": b"\\x00-\\x7f",
+    b"blank": b"\\t ",
+    b"cntrl": b"\\x00-\\x1f\\x7f",
+    b"digit": b"0-9",
+    b"graph": b"!-~",
+    b"lower": b"a-z",
+    b"print": b" -~",
+    b"punct": b"!-/:-@\\[-`{-~",
+    b"space": b"\\t\\n\\v\\f\\r ",
+    b"upper": b"A-Z",
+    b"word": b"0-9A-Za-z_",
+    b"xdigit": b"0-9A-Fa-f",
 }
 
 
@@ -29,12 +39,12 @@ def translate(pattern: bytes) -> bytes:
     out = bytearray()
     i, n = 0, len(pattern)
     while i < n:
-        c = pattern[i:i + 1]
+        c = pattern[i : i + 1]
         if c == b"\\" and i + 1 < n:
-            escape = pattern[i:i + 2]
+            escape = pattern[i : i + 2]
             if escape == b"\\Q":
                 end = pattern.find(b"\\E", i + 2)
-                literal = pattern[i + 2:] if end < 0 else pattern[i + 2:end]
+                literal = pattern[i + 2 :] if end < 0 else pattern[i + 2 : end]
                 out += re.escape(literal)
                 i = n if end < 0 else end + 2
                 continue
@@ -65,7 +75,7 @@ def translate(pattern: bytes) -> bytes:
 
 def _assertion(token: bytes, pattern: bytes, after: int) -> bytes:
     """An empty assertion, grouped when a quantifier follows (Python cannot repeat it bare)."""
-    if after < len(pattern) and pattern[after:after + 1] in (b"*", b"+", b"?", b"{"):
+    if after < len(pattern) and pattern[after : after + 1] in (b"*", b"+", b"?", b"{"):
         return b"(?:" + token + b")"
     return token
 
@@ -74,25 +84,25 @@ def _bracket(pattern: bytes, start: int) -> tuple[int, bytes]:
     """A bracket expression from ``start`` ('['): (index after it, its Python text)."""
     out = bytearray(b"[")
     i = start + 1
-    if pattern[i:i + 1] == b"^":
+    if pattern[i : i + 1] == b"^":
         out += b"^"
         i += 1
-    if pattern[i:i + 1] == b"]":  # a leading ']' is literal in both dialects
+    if pattern[i : i + 1] == b"]":  # a leading ']' is literal in both dialects
         out += b"\\]"
         i += 1
     while i < len(pattern):
         if pattern.startswith(b"[:", i):
             end = pattern.find(b":]", i + 2)
-            name = pattern[i + 2:end] if end > 0 else b""
+            name = pattern[i + 2 : end] if end > 0 else b""
             negated = name.startswith(b"^")
             ranges = _POSIX_CLASSES.get(name.lstrip(b"^"))
             if ranges is not None and not negated:
                 out += ranges
                 i = end + 2
                 continue
-        c = pattern[i:i + 1]
+        c = pattern[i : i + 1]
         if c == b"\\" and i + 1 < len(pattern):
-            out += pattern[i:i + 2]
+            out += pattern[i : i + 2]
             i += 2
             continue
         if c == b"[":  # a literal '[' inside a class: Python warns about possible set syntax

@@ -34,15 +34,15 @@ import dns.exception
 
 from exporter.address import HostPort
 from exporter.deadline import Deadline
-from exporter.model import Module
 from exporter.exposition import Family, escape_label_value
+from exporter.model import Module
 from exporter.probers.base import Fact, Prober
 from exporter.probers.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.probers.smtp import probe_smtp
-from exporter.probers.transcript import printable
 from exporter.probers.smtp_result import REPLY_STAGES, SmtpDetails, SmtpState
+from exporter.probers.transcript import printable
 
 # An MX host whose addresses all fail to connect is given up after this many addresses.
 MAX_ADDRESSES_TRIED = 2
@@ -53,13 +53,13 @@ NOT_PROBED = "not_probed"
 
 
 class MailDomainState(StrEnum):
-    OK = "ok"                          # the most preferred reachable MX accepts
-    DEGRADED = "degraded"              # a more preferred MX fails, a backup accepts: mail delayed, not lost
-    ALL_MX_FAILED = "all_mx_failed"    # no MX host accepts
-    NULL_MX = "null_mx"                # RFC 7505: the domain accepts no mail
+    OK = "ok"  # the most preferred reachable MX accepts
+    DEGRADED = "degraded"  # a more preferred MX fails, a backup accepts: mail delayed, not lost
+    ALL_MX_FAILED = "all_mx_failed"  # no MX host accepts
+    NULL_MX = "null_mx"  # RFC 7505: the domain accepts no mail
     NO_SUCH_DOMAIN = "no_such_domain"  # NXDOMAIN
-    DNS_ERROR = "dns_error"            # a temporary DNS failure: SERVFAIL, timeout
-    NO_MAIL_HOST = "no_mail_host"      # the domain exists with neither MX nor address records
+    DNS_ERROR = "dns_error"  # a temporary DNS failure: SERVFAIL, timeout
+    NO_MAIL_HOST = "no_mail_host"  # the domain exists with neither MX nor address records
 
 
 _FROM_LOOKUP = {
@@ -72,10 +72,10 @@ _FROM_LOOKUP = {
 # RFC 7504's two codes, as they read for a whole domain (the per-reply wording is smtp_explain's).
 DOMAIN_REPLY_MEANINGS = {
     521: "521 (RFC 7504): this host says it never accepts mail; if every MX host of the domain says so, "
-         "the domain takes no mail at all (like a null MX); if only some do, those hosts are misconfigured "
-         "as MX hosts",
+    "the domain takes no mail at all (like a null MX); if only some do, those hosts are misconfigured "
+    "as MX hosts",
     556: "556 (RFC 7504): the recipient's domain does not accept mail — the server checked the domain "
-         "(typically found a null MX, RFC 7505) and will never deliver there; the sender must not retry",
+    "(typically found a null MX, RFC 7505) and will never deliver there; the sender must not retry",
 }
 
 
@@ -97,17 +97,17 @@ class MxHost:
     preference: int
     addresses: list[str] = field(default_factory=list)
     implicit: bool = False
-    state: str = NOT_PROBED            # the smtp prober's SmtpState, or not_probed
+    state: str = NOT_PROBED  # the smtp prober's SmtpState, or not_probed
     tcp_state: str | None = None
     success: bool = False
-    address: str | None = None         # the address the verdict comes from
+    address: str | None = None  # the address the verdict comes from
     detail: str = ""
     greeting: str | None = None
     dns_seconds: float = 0.0
     connect_seconds: float | None = None
     duration_seconds: float = 0.0
     smtp: SmtpDetails | None = None
-    dns_temporary: bool = False        # no address because a lookup failed for now
+    dns_temporary: bool = False  # no address because a lookup failed for now
 
     @property
     def probed(self) -> bool:
@@ -121,7 +121,7 @@ class MxHost:
 class MailDomainDetails:
     domain: str
     state: MailDomainState = MailDomainState.DNS_ERROR
-    mx_records: int | None = None      # MX records in the answer; None when the lookup failed
+    mx_records: int | None = None  # MX records in the answer; None when the lookup failed
     implicit: bool = False
     mx: list[MxHost] = field(default_factory=list)
     lookup_seconds: float = 0.0
@@ -148,12 +148,22 @@ class MailDomainDetails:
             "verdict": self.verdict,
             "mx_records": self.mx_records,
             "implicit_mx": self.implicit,
-            "mx": [{"host": host.host, "preference": host.preference, "addresses": list(host.addresses),
-                    "state": host.state, "tcp_state": host.tcp_state, "success": host.success,
-                    "address": host.address, "greeting": host.greeting, "detail": host.detail,
+            "mx": [
+                {
+                    "host": host.host,
+                    "preference": host.preference,
+                    "addresses": list(host.addresses),
+                    "state": host.state,
+                    "tcp_state": host.tcp_state,
+                    "success": host.success,
+                    "address": host.address,
+                    "greeting": host.greeting,
+                    "detail": host.detail,
                     "reply_codes": host.smtp.reply_codes if host.smtp is not None else {},
-                    "duration_seconds": host.duration_seconds}
-                   for host in self.mx],
+                    "duration_seconds": host.duration_seconds,
+                }
+                for host in self.mx
+            ],
         }
 
 
@@ -163,6 +173,7 @@ def mail_domain(result: ProbeResult) -> MailDomainDetails | None:
 
 
 # --- the probe ------------------------------------------------------------------------------
+
 
 async def probe_smtp_target(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
     """The smtp prober's entry in the prober table: a mail domain with ``mx: true``, else one host."""
@@ -174,6 +185,7 @@ async def probe_smtp_target(target: HostPort, module: Module, deadline: float, r
 def with_mail_domains(smtp: Prober) -> Prober:
     """The smtp prober plugin extended with ``smtp.mx``: mail-domain results get their own families,
     facts, explanations and JSON; everything else goes to the smtp plugin's own functions."""
+
     def facts(result: ProbeResult, now: float) -> list[Fact]:
         details = mail_domain(result)
         if details is None:
@@ -192,9 +204,16 @@ def with_mail_domains(smtp: Prober) -> Prober:
         details = mail_domain(result)
         return {"mail_domain": details.contract()} if details is not None else smtp.json_sections(result)
 
-    return dataclasses.replace(smtp, probe=probe_smtp_target, families=smtp.families + MAIL_DOMAIN_FAMILIES,
-                               facts=facts, explanations=explanations, details_json=details_json,
-                               report_lines=lambda result: render_text(result.details), json_sections=json_sections)
+    return dataclasses.replace(
+        smtp,
+        probe=probe_smtp_target,
+        families=smtp.families + MAIL_DOMAIN_FAMILIES,
+        facts=facts,
+        explanations=explanations,
+        details_json=details_json,
+        report_lines=lambda result: render_text(result.details),
+        json_sections=json_sections,
+    )
 
 
 async def probe_mail_domain(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
@@ -204,8 +223,10 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: float, r
     result = ProbeResult(state=SmtpState.CONNECT_FAILED, tcp_state=TcpState.DNS_ERROR, details=details)
     if target.ip is not None:
         details.state = MailDomainState.DNS_ERROR
-        details.verdict = (f"{target.host} is an IP address, not a mail domain: a module with mx: true needs a "
-                           "domain name (probe a single server with a module without mx)")
+        details.verdict = (
+            f"{target.host} is an IP address, not a mail domain: a module with mx: true needs a "
+            "domain name (probe a single server with a module without mx)"
+        )
         return _finish(result, details)
     try:
         dns_resolver = new_resolver()
@@ -226,9 +247,11 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: float, r
         return _finish(result, details)
     details.implicit = answer.outcome is MxLookup.IMPLICIT
     details.mx = [MxHost(record.host, record.preference, implicit=details.implicit) for record in answer.records]
-    result.note(f"DNS: {len(details.mx)} mail host(s) in {answer.seconds * 1000:.1f} ms: " +
-                ", ".join(f"{host.preference} {host.host}" for host in details.mx))
-    probed = details.mx[:settings.mx_max_hosts]
+    result.note(
+        f"DNS: {len(details.mx)} mail host(s) in {answer.seconds * 1000:.1f} ms: "
+        + ", ".join(f"{host.preference} {host.host}" for host in details.mx)
+    )
+    probed = details.mx[: settings.mx_max_hosts]
     if len(details.mx) > len(probed):
         result.note(f"Probing the first {len(probed)} of {len(details.mx)} MX hosts (mx_max_hosts)")
     loop = asyncio.get_running_loop()
@@ -244,15 +267,18 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: float, r
     return _finish(result, details)
 
 
-async def _probe_host(host: MxHost, port: int, module: Module, deadline: float, resolver: Resolver,
-                      dns_resolver, result: ProbeResult) -> None:
+async def _probe_host(
+    host: MxHost, port: int, module: Module, deadline: float, resolver: Resolver, dns_resolver, result: ProbeResult
+) -> None:
     started = time.perf_counter()
     found: HostAddresses = await lookup_addresses(host.host, deadline, module.tcp, dns_resolver)
     host.dns_seconds = found.seconds
     result.dns_lookup_seconds += found.seconds
     host.addresses = found.addresses
-    result.note(f"--- MX {host.preference} {host.host}: " +
-                (", ".join(found.addresses) if found.addresses else (found.error or "no address")))
+    result.note(
+        f"--- MX {host.preference} {host.host}: "
+        + (", ".join(found.addresses) if found.addresses else (found.error or "no address"))
+    )
     if not found.addresses:
         host.state, host.tcp_state = SmtpState.CONNECT_FAILED, TcpState.DNS_ERROR
         host.detail, host.dns_temporary = found.error or "no address", found.temporary
@@ -333,26 +359,34 @@ def _verdict_words(details: MailDomainDetails) -> str:
     if state is MailDomainState.OK:
         first = _deciding(details)
         assert first is not None
-        extra = (f"; but {len(failed)} backup host(s) fail: " +
-                 ", ".join(f"{host.host} ({host.state})" for host in failed)) if failed else ""
+        extra = (
+            (f"; but {len(failed)} backup host(s) fail: " + ", ".join(f"{host.host} ({host.state})" for host in failed))
+            if failed
+            else ""
+        )
         return f"mail to {domain} is accepted now: {first.host} (preference {first.preference}) accepts{extra}"
     if state is MailDomainState.DEGRADED:
         first = _deciding(details)
         assert first is not None
         ahead = [host for host in failed if host.preference <= first.preference]
-        return (f"mail to {domain} is delayed, not lost: " +
-                ", ".join(f"{host.host} (preference {host.preference}) fails with {host.state}" for host in ahead) +
-                f"; senders retry and reach {first.host} (preference {first.preference}), which accepts")
+        return (
+            f"mail to {domain} is delayed, not lost: "
+            + ", ".join(f"{host.host} (preference {host.preference}) fails with {host.state}" for host in ahead)
+            + f"; senders retry and reach {first.host} (preference {first.preference}), which accepts"
+        )
     if not tried:
         return f"no MX host of {domain} could be probed before the deadline"
-    codes = {reply.code for host in tried for stage in ("banner", "rcpt", "mail")
-             if (reply := host.reply(stage)) is not None}
+    codes = {
+        reply.code for host in tried for stage in ("banner", "rcpt", "mail") if (reply := host.reply(stage)) is not None
+    }
     if codes == {521}:
         return f"every MX host of {domain} answers 521: {DOMAIN_REPLY_MEANINGS[521]}"
     reasons = "; ".join(f"{host.host}: {_short(host)}" for host in tried)
     if all(_temporary(host) for host in tried):
-        return (f"no MX host of {domain} accepts mail now, but every failure is temporary "
-                f"(senders queue and retry; mail is delayed): {reasons}")
+        return (
+            f"no MX host of {domain} accepts mail now, but every failure is temporary "
+            f"(senders queue and retry; mail is delayed): {reasons}"
+        )
     return f"no MX host of {domain} accepts mail ({kind} tried): {reasons}"
 
 
@@ -401,6 +435,7 @@ def _finish(result: ProbeResult, details: MailDomainDetails) -> ProbeResult:
 
 # --- metric families ------------------------------------------------------------------------
 
+
 def _host_labels(host: MxHost) -> str:
     return f'mx="{escape_label_value(host.host)}",preference="{host.preference}"'
 
@@ -415,6 +450,7 @@ def _per_host(value) -> Any:
             if host.probed and (got := value(host)) is not None:
                 out.append((_host_labels(host), got))
         return out
+
     return samples
 
 
@@ -429,6 +465,7 @@ def _per_host_one_hot(values: list[str], current) -> Any:
                 labels, now = _host_labels(host), current(host)
                 out += [(f'{labels},state="{value}"', 1 if value == now else 0) for value in values]
         return out
+
     return samples
 
 
@@ -448,44 +485,73 @@ def _reply_codes(result: ProbeResult) -> Iterable[tuple[str, float]]:
     details = mail_domain(result)
     if details is None:
         return ()
-    return [(f'{_host_labels(host)},stage="{stage}"', reply.code)
-            for host in details.mx if host.probed
-            for stage in REPLY_STAGES if (reply := host.reply(stage)) is not None]
+    return [
+        (f'{_host_labels(host)},stage="{stage}"', reply.code)
+        for host in details.mx
+        if host.probed
+        for stage in REPLY_STAGES
+        if (reply := host.reply(stage)) is not None
+    ]
 
 
 MAIL_DOMAIN_FAMILIES = (
-    Family("probe_mail_domain_state", "gauge",
-           "Verdict on a mail domain (smtp.mx): exactly one of ok, degraded, all_mx_failed, null_mx, "
-           "no_such_domain, dns_error, no_mail_host is 1.",
-           _domain_state),
-    Family("probe_mx_records", "gauge",
-           "MX records the mail domain publishes (a null MX counts 1; 0: none, the implicit MX is used).",
-           _mx_records),
-    Family("probe_mx_success", "gauge",
-           "Whether this MX host passed the module's SMTP test (1) or not (0); only hosts probed.",
-           _per_host(lambda host: int(host.success))),
-    Family("probe_mx_smtp_state", "gauge",
-           "Outcome of the SMTP test on this MX host: exactly one state is 1 per host.",
-           _per_host_one_hot([state.value for state in SmtpState], lambda host: host.state)),
-    Family("probe_mx_tcp_state", "gauge",
-           "Outcome of the TCP connect to this MX host: exactly one state is 1 per host.",
-           _per_host_one_hot([state.value for state in TcpState], lambda host: host.tcp_state)),
-    Family("probe_mx_reply_code", "gauge",
-           "The last reply code of each SMTP stage this MX host reached.",
-           _reply_codes),
-    Family("probe_mx_connect_duration_seconds", "gauge",
-           "Time until the TCP connect to this MX host had an outcome.",
-           _per_host(lambda host: host.connect_seconds)),
-    Family("probe_mx_banner_duration_seconds", "gauge",
-           "Time from the open connection to this MX host's complete greeting.",
-           _per_host(lambda host: host.smtp.banner_seconds if host.smtp is not None else None)),
-    Family("probe_mx_duration_seconds", "gauge",
-           "How long probing this MX host took (its address lookup included), in seconds.",
-           _per_host(lambda host: host.duration_seconds)),
+    Family(
+        "probe_mail_domain_state",
+        "gauge",
+        "Verdict on a mail domain (smtp.mx): exactly one of ok, degraded, all_mx_failed, null_mx, "
+        "no_such_domain, dns_error, no_mail_host is 1.",
+        _domain_state,
+    ),
+    Family(
+        "probe_mx_records",
+        "gauge",
+        "MX records the mail domain publishes (a null MX counts 1; 0: none, the implicit MX is used).",
+        _mx_records,
+    ),
+    Family(
+        "probe_mx_success",
+        "gauge",
+        "Whether this MX host passed the module's SMTP test (1) or not (0); only hosts probed.",
+        _per_host(lambda host: int(host.success)),
+    ),
+    Family(
+        "probe_mx_smtp_state",
+        "gauge",
+        "Outcome of the SMTP test on this MX host: exactly one state is 1 per host.",
+        _per_host_one_hot([state.value for state in SmtpState], lambda host: host.state),
+    ),
+    Family(
+        "probe_mx_tcp_state",
+        "gauge",
+        "Outcome of the TCP connect to this MX host: exactly one state is 1 per host.",
+        _per_host_one_hot([state.value for state in TcpState], lambda host: host.tcp_state),
+    ),
+    Family(
+        "probe_mx_reply_code", "gauge", "The last reply code of each SMTP stage this MX host reached.", _reply_codes
+    ),
+    Family(
+        "probe_mx_connect_duration_seconds",
+        "gauge",
+        "Time until the TCP connect to this MX host had an outcome.",
+        _per_host(lambda host: host.connect_seconds),
+    ),
+    Family(
+        "probe_mx_banner_duration_seconds",
+        "gauge",
+        "Time from the open connection to this MX host's complete greeting.",
+        _per_host(lambda host: host.smtp.banner_seconds if host.smtp is not None else None),
+    ),
+    Family(
+        "probe_mx_duration_seconds",
+        "gauge",
+        "How long probing this MX host took (its address lookup included), in seconds.",
+        _per_host(lambda host: host.duration_seconds),
+    ),
 )
 
 
 # --- text for people (check, /probe?debug=true) ---------------------------------------------
+
 
 def render_text(details: Any) -> list[str]:
     """The MX table, in the order tried; [] for results that are not a mail domain's or have no MX host.
@@ -499,9 +565,18 @@ def render_text(details: Any) -> list[str]:
         state = host.state
         if host.probed and host.tcp_state not in (None, TcpState.OPEN):
             state += f" ({host.tcp_state})"
-        rows.append((str(host.preference), host.host + (" (implicit)" if host.implicit else ""),
-                     addresses, state, host.greeting or "-"))
+        rows.append(
+            (
+                str(host.preference),
+                host.host + (" (implicit)" if host.implicit else ""),
+                addresses,
+                state,
+                host.greeting or "-",
+            )
+        )
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    lines += ["  " + "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
-              for row in rows]
+    lines += [
+        "  " + "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
+        for row in rows
+    ]
     return lines

@@ -36,17 +36,17 @@ MAX_NAME = 253
 
 
 class MxLookup(StrEnum):
-    MX = "mx"                    # MX records found
-    IMPLICIT = "implicit"        # no MX record: the domain's own address is the mail host
-    NULL_MX = "null_mx"          # RFC 7505 "MX 0 .": the domain accepts no mail
+    MX = "mx"  # MX records found
+    IMPLICIT = "implicit"  # no MX record: the domain's own address is the mail host
+    NULL_MX = "null_mx"  # RFC 7505 "MX 0 .": the domain accepts no mail
     NO_MAIL_HOST = "no_mail_host"  # the domain exists, with neither MX nor address records
     NO_SUCH_DOMAIN = "no_such_domain"  # NXDOMAIN
-    DNS_ERROR = "dns_error"      # a temporary failure: SERVFAIL, REFUSED, timeout, no resolver
+    DNS_ERROR = "dns_error"  # a temporary failure: SERVFAIL, REFUSED, timeout, no resolver
 
 
 @dataclass(frozen=True, slots=True)
 class MxRecord:
-    host: str          # without the trailing dot
+    host: str  # without the trailing dot
     preference: int
 
 
@@ -54,18 +54,18 @@ class MxRecord:
 class MxAnswer:
     outcome: MxLookup
     records: list[MxRecord] = field(default_factory=list)  # in RFC 5321 order
-    count: int | None = None   # MX records in the answer (None: unknown, the lookup failed)
-    reason: str = ""           # one line for a person when the lookup did not give hosts
+    count: int | None = None  # MX records in the answer (None: unknown, the lookup failed)
+    reason: str = ""  # one line for a person when the lookup did not give hosts
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class HostAddresses:
-    addresses: list[str]       # in the order to try: preferred family first
-    error: str | None = None   # why there is none
+    addresses: list[str]  # in the order to try: preferred family first
+    error: str | None = None  # why there is none
     seconds: float = 0.0
-    temporary: bool = False    # the error is a temporary DNS failure (not "no such address")
+    temporary: bool = False  # the error is a temporary DNS failure (not "no such address")
 
 
 def printable_name(name: dns.name.Name) -> str:
@@ -85,11 +85,15 @@ def _remaining(deadline: float) -> float:
 
 def _describe_failure(name: str, exc: BaseException) -> str:
     if isinstance(exc, (dns.exception.Timeout, TimeoutError)):
-        return (f"no DNS answer for {name} before the deadline (the resolver or the domain's name servers are "
-                "slow or unreachable)")
+        return (
+            f"no DNS answer for {name} before the deadline (the resolver or the domain's name servers are "
+            "slow or unreachable)"
+        )
     if isinstance(exc, dns.resolver.NoNameservers):
-        return (f"the DNS servers gave no usable answer for {name} (SERVFAIL or REFUSED): a temporary failure, "
-                "often broken or unreachable name servers of the domain, or a DNSSEC validation failure")
+        return (
+            f"the DNS servers gave no usable answer for {name} (SERVFAIL or REFUSED): a temporary failure, "
+            "often broken or unreachable name servers of the domain, or a DNSSEC validation failure"
+        )
     if isinstance(exc, dns.resolver.NoResolverConfiguration):
         return "no DNS resolver is configured (resolv.conf has no nameserver)"
     return f"the DNS lookup of {name} failed ({type(exc).__name__})"
@@ -104,23 +108,28 @@ async def _query(resolver: dns.asyncresolver.Resolver, name: dns.name.Name, rdty
         return None
 
 
-async def lookup_mx(domain: str, deadline: float, tcp: TcpSettings,
-                    resolver: dns.asyncresolver.Resolver | None = None) -> MxAnswer:
+async def lookup_mx(
+    domain: str, deadline: float, tcp: TcpSettings, resolver: dns.asyncresolver.Resolver | None = None
+) -> MxAnswer:
     started = time.perf_counter()
     answer = await _lookup_mx(domain, deadline, tcp, resolver)
     answer.seconds = time.perf_counter() - started
     return answer
 
 
-async def _lookup_mx(domain: str, deadline: float, tcp: TcpSettings,
-                     resolver: dns.asyncresolver.Resolver | None) -> MxAnswer:
+async def _lookup_mx(
+    domain: str, deadline: float, tcp: TcpSettings, resolver: dns.asyncresolver.Resolver | None
+) -> MxAnswer:
     try:
         name = dns.name.from_text(domain)  # absolute: no search list, as a sending MTA does
         resolver = resolver or new_resolver()
         response = await _query(resolver, name, "MX", deadline)
     except dns.resolver.NXDOMAIN:
-        return MxAnswer(MxLookup.NO_SUCH_DOMAIN, count=0,
-                        reason=f"the domain {domain} does not exist (NXDOMAIN): mail to it bounces")
+        return MxAnswer(
+            MxLookup.NO_SUCH_DOMAIN,
+            count=0,
+            reason=f"the domain {domain} does not exist (NXDOMAIN): mail to it bounces",
+        )
     except (dns.exception.DNSException, TimeoutError) as exc:
         return MxAnswer(MxLookup.DNS_ERROR, reason=_describe_failure(domain, exc))
     except ValueError:
@@ -131,33 +140,43 @@ async def _lookup_mx(domain: str, deadline: float, tcp: TcpSettings,
     real = [(preference, exchange) for preference, exchange in records if exchange != dns.name.root]
     notes = []
     if not real:
-        return MxAnswer(MxLookup.NULL_MX, count=len(records),
-                        reason=f"{domain} publishes a null MX (RFC 7505 'MX 0 .'): it accepts no mail at all")
+        return MxAnswer(
+            MxLookup.NULL_MX,
+            count=len(records),
+            reason=f"{domain} publishes a null MX (RFC 7505 'MX 0 .'): it accepts no mail at all",
+        )
     if len(real) != len(records):
-        notes.append("the domain publishes a null MX next to other MX records, which RFC 7505 forbids; "
-                     "the null MX is ignored")
+        notes.append(
+            "the domain publishes a null MX next to other MX records, which RFC 7505 forbids; the null MX is ignored"
+        )
     # A host listed twice (at two preferences) is one host: a sender reaches it at the better one.
     best: dict[str, int] = {}
     for preference, exchange in real:
         host = printable_name(exchange).lower()
         best[host] = min(preference, best.get(host, preference))
     ordered = sorted((preference, host) for host, preference in best.items())  # equal preferences: by name
-    return MxAnswer(MxLookup.MX, [MxRecord(host, preference) for preference, host in ordered],
-                    count=len(records), notes=notes)
+    return MxAnswer(
+        MxLookup.MX, [MxRecord(host, preference) for preference, host in ordered], count=len(records), notes=notes
+    )
 
 
-async def _implicit(domain: str, name: dns.name.Name, resolver: dns.asyncresolver.Resolver, deadline: float,
-                    tcp: TcpSettings) -> MxAnswer:
+async def _implicit(
+    domain: str, name: dns.name.Name, resolver: dns.asyncresolver.Resolver, deadline: float, tcp: TcpSettings
+) -> MxAnswer:
     found = await lookup_addresses(domain, deadline, tcp, resolver)
     if found.addresses:
         answer = MxAnswer(MxLookup.IMPLICIT, [MxRecord(domain.rstrip(".").lower(), 0)], count=0)
-        answer.notes.append(f"{domain} has no MX record: its own address is the mail host "
-                            "(the implicit MX of RFC 5321 section 5.1)")
+        answer.notes.append(
+            f"{domain} has no MX record: its own address is the mail host (the implicit MX of RFC 5321 section 5.1)"
+        )
         return answer
     if found.temporary:
         return MxAnswer(MxLookup.DNS_ERROR, count=0, reason=found.error or "")
-    return MxAnswer(MxLookup.NO_MAIL_HOST, count=0,
-                    reason=f"{domain} exists but has neither MX nor address records: it takes no mail")
+    return MxAnswer(
+        MxLookup.NO_MAIL_HOST,
+        count=0,
+        reason=f"{domain} exists but has neither MX nor address records: it takes no mail",
+    )
 
 
 def _families(tcp: TcpSettings) -> list[str]:
@@ -168,8 +187,9 @@ def _families(tcp: TcpSettings) -> list[str]:
     return [preferred, other] if tcp.ip_protocol_fallback else [preferred]
 
 
-async def lookup_addresses(host: str, deadline: float, tcp: TcpSettings,
-                           resolver: dns.asyncresolver.Resolver | None = None) -> HostAddresses:
+async def lookup_addresses(
+    host: str, deadline: float, tcp: TcpSettings, resolver: dns.asyncresolver.Resolver | None = None
+) -> HostAddresses:
     """The host's addresses of the families the module may use, the preferred family first.
 
     When nothing was found because a lookup failed temporarily, ``temporary`` is set (so "no
@@ -187,8 +207,9 @@ async def lookup_addresses(host: str, deadline: float, tcp: TcpSettings,
         return HostAddresses([], f"{host} is not a usable DNS name")
     resolver = resolver or new_resolver()
     rdtypes = _families(tcp)
-    outcomes = await asyncio.gather(*(_query(resolver, name, rdtype, deadline) for rdtype in rdtypes),
-                                    return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(_query(resolver, name, rdtype, deadline) for rdtype in rdtypes), return_exceptions=True
+    )
     addresses: list[str] = []
     temporary: BaseException | None = None
     nxdomain = False

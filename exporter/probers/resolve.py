@@ -62,8 +62,15 @@ class Resolver:
             family = socket.AF_INET6 if tcp.preferred_ip_protocol == "ip6" else socket.AF_INET
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.run_in_executor(self._executor, socket.getaddrinfo, target.host, target.port,
-                                               family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            infos = await loop.run_in_executor(
+                self._executor,
+                socket.getaddrinfo,
+                target.host,
+                target.port,
+                family,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+            )
         except socket.gaierror as exc:
             raise ResolveError(f"{target.host} does not resolve: {exc.strerror}") from None
         except UnicodeError:
@@ -73,7 +80,8 @@ class Resolver:
         if chosen is None and (tcp.ip_protocol_fallback or family != socket.AF_UNSPEC):
             chosen = next((info for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)), None)
         if chosen is None:
-            raise ResolveError(f"{target.host} has no {tcp.preferred_ip_protocol} address "
-                               "and ip_protocol_fallback is off")
+            raise ResolveError(
+                f"{target.host} has no {tcp.preferred_ip_protocol} address and ip_protocol_fallback is off"
+            )
         family, _, _, _, sockaddr = chosen
         return Resolved(family, sockaddr, sockaddr[0])

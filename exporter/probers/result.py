@@ -14,17 +14,18 @@ if TYPE_CHECKING:  # path diagnosis types; annotations only, so no import cost o
 
 
 class TcpState(StrEnum):
-    OPEN = "open"                # connected
-    REFUSED = "refused"          # RST: nothing listens, or a firewall rejects with a reset; ICMP port-unreachable
-    TIMEOUT = "timeout"          # no answer before the deadline: dropped by a firewall, host down, path broken
+    OPEN = "open"  # connected
+    REFUSED = "refused"  # RST: nothing listens, or a firewall rejects with a reset; ICMP port-unreachable
+    TIMEOUT = "timeout"  # no answer before the deadline: dropped by a firewall, host down, path broken
     UNREACHABLE = "unreachable"  # ICMP host/net unreachable or administratively prohibited
-    DNS_ERROR = "dns_error"      # the name does not resolve (or the resolver did not answer)
-    ERROR = "error"              # anything else (EMFILE, bad source address, ...)
+    DNS_ERROR = "dns_error"  # the name does not resolve (or the resolver did not answer)
+    ERROR = "error"  # anything else (EMFILE, bad source address, ...)
 
 
 # ICMP "no route / prohibited" answers, and a local firewall rule refusing the packet (EPERM/EACCES).
-_UNREACHABLE_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN,
-                                 errno.EPERM, errno.EACCES})
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EPERM, errno.EACCES}
+)
 _REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET})
 _TIMEOUT_ERRNOS = frozenset({errno.ETIMEDOUT})
 

@@ -25,18 +25,26 @@ import time
 
 from exporter.address import HostPort
 from exporter.model import Module
-from exporter.probers.smtp_config import SmtpSettings, ehlo_fallback_problem
 from exporter.probers.connect import connect_target
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult
+from exporter.probers.smtp_config import SmtpSettings, ehlo_fallback_problem
 from exporter.probers.smtp_explain import Explanation, Party, explain
-from exporter.probers.smtp_replies import (ConnectionClosed, MalformedReply, Reply, ReplyCode, ReplyReader, ReplyTimeout,
-                                           decode, open_stream)
 from exporter.probers.smtp_relay import check_relay
+from exporter.probers.smtp_replies import (
+    ConnectionClosed,
+    MalformedReply,
+    Reply,
+    ReplyCode,
+    ReplyReader,
+    ReplyTimeout,
+    decode,
+    open_stream,
+)
 from exporter.probers.smtp_result import SmtpDetails, SmtpState
 from exporter.probers.smtp_tls import TlsInfo, client_context, describe, server_name
-from exporter.probers.transcript import printable, record
 from exporter.probers.tls_errors import describe_handshake_failure, describe_verify_failure
+from exporter.probers.transcript import printable, record
 
 MASK = "********"
 # A reply to a line that carried credentials may echo them: its text is withheld (by position, not by
@@ -47,9 +55,11 @@ CLOSE_GRACE = 0.25
 # A server that does not answer QUIT must not hold a finished probe until its deadline.
 QUIT_WAIT = 1.0
 # Said after a dialogue without RCPT TO: Postfix's default smtpd_delay_reject answers a client block only there.
-ENVELOPE_HINT = ("No envelope was tested (no rcpt_to): a server that refuses every message from this address may "
-                 "still greet and answer EHLO (Postfix, by default, says so only at RCPT TO). To catch that, use a "
-                 "module with mail_from and rcpt_to (e.g. postmaster@ the domain; RSET follows, nothing is sent)")
+ENVELOPE_HINT = (
+    "No envelope was tested (no rcpt_to): a server that refuses every message from this address may "
+    "still greet and answer EHLO (Postfix, by default, says so only at RCPT TO). To catch that, use a "
+    "module with mail_from and rcpt_to (e.g. postmaster@ the domain; RSET follows, nothing is sent)"
+)
 _SIZE = re.compile(r"\d{1,15}\Z")
 
 
@@ -84,8 +94,10 @@ async def probe_smtp(target: HostPort, module: Module, deadline: float, resolver
     try:
         await _Session(result, target, settings, deadline, verify).run(module, resolver)
     except _Unverified as unverified:
-        result.note(f"Certificate not verified ({unverified}); starttls is opportunistic, so the probe "
-                    "reconnects and continues without verification")
+        result.note(
+            f"Certificate not verified ({unverified}); starttls is opportunistic, so the probe "
+            "reconnects and continues without verification"
+        )
         session = _Session(result, target, settings, deadline, verify=False)
         await session.run(module, resolver, verify_error=str(unverified))
     result.success = result.state == SmtpState.OK
@@ -95,8 +107,7 @@ async def probe_smtp(target: HostPort, module: Module, deadline: float, resolver
 class _Session:
     """One connection's dialogue; writes its findings into ``result`` and ``result.details``."""
 
-    def __init__(self, result: ProbeResult, target: HostPort, settings: SmtpSettings, deadline: float,
-                 verify: bool):
+    def __init__(self, result: ProbeResult, target: HostPort, settings: SmtpSettings, deadline: float, verify: bool):
         self.result = result
         self.details = SmtpDetails()
         result.details = self.details
@@ -109,7 +120,7 @@ class _Session:
         self.greeted = False
         self.explained: set[tuple[str, int, str | None]] = set()
         self.waiting_for = "the greeting"  # what the server owes a reply to, for a timeout's verdict
-        self.starttls_refusal = ""         # the verdict when STARTTLS was refused and the dialogue went on
+        self.starttls_refusal = ""  # the verdict when STARTTLS was refused and the dialogue went on
 
     # --- the dialogue -------------------------------------------------------------------
 
@@ -183,8 +194,10 @@ class _Session:
         if pattern is not None:
             text = "\n".join(decode(raw) for raw in greeting.raw_lines)
             if pattern.search(text) is None:
-                raise _Stop(SmtpState.BANNER_MISMATCH, f"the greeting does not match expect_banner "
-                                                       f"{pattern.pattern!r}: {self._quote(greeting)}")
+                raise _Stop(
+                    SmtpState.BANNER_MISMATCH,
+                    f"the greeting does not match expect_banner {pattern.pattern!r}: {self._quote(greeting)}",
+                )
 
     async def _hello(self) -> None:
         name = self.settings.ehlo_name
@@ -233,27 +246,32 @@ class _Session:
         required = self.settings.starttls == "required"
         if "STARTTLS" not in (self.details.capabilities or ()):
             if required:
-                raise _Stop(SmtpState.STARTTLS_UNAVAILABLE, "the server does not offer STARTTLS "
-                                                            "(starttls: required)")
+                raise _Stop(SmtpState.STARTTLS_UNAVAILABLE, "the server does not offer STARTTLS (starttls: required)")
             self.result.note("STARTTLS is not offered: continuing unencrypted (starttls: opportunistic)")
             return
         reply = await self._command("starttls", "STARTTLS")
         if reply.code != ReplyCode.SERVICE_READY:
             # Advertised, then refused: the server's TLS is broken (often an unreadable certificate or key).
-            refusal = (f"{self._rejection('starttls', 'STARTTLS', reply)}. The server advertised STARTTLS and then "
-                       "refused it: its TLS setup is broken, and senders that need TLS cannot deliver")
+            refusal = (
+                f"{self._rejection('starttls', 'STARTTLS', reply)}. The server advertised STARTTLS and then "
+                "refused it: its TLS setup is broken, and senders that need TLS cannot deliver"
+            )
             if required:
                 raise _Stop(SmtpState.STARTTLS_FAILED, refusal)
             self.details.starttls_refused = True
             self.starttls_refusal = refusal + " (starttls: opportunistic, so the dialogue went on unencrypted)"
-            self.result.note("STARTTLS was advertised but refused: continuing UNENCRYPTED, as RFC 3207 allows "
-                             "(starttls: opportunistic); the probe will report starttls_failed")
+            self.result.note(
+                "STARTTLS was advertised but refused: continuing UNENCRYPTED, as RFC 3207 allows "
+                "(starttls: opportunistic); the probe will report starttls_failed"
+            )
             return
         assert self.replies is not None
         if self.replies.buffered():
             # Bytes sent before the handshake must not be read as if they came over TLS (RFC 3207 section 5).
-            raise _Stop(SmtpState.PROTOCOL_ERROR, "the server sent more data right after its 220 reply to "
-                                                  "STARTTLS, before the TLS handshake")
+            raise _Stop(
+                SmtpState.PROTOCOL_ERROR,
+                "the server sent more data right after its 220 reply to STARTTLS, before the TLS handshake",
+            )
         await self._handshake(verify_error=verify_error)
         await self._hello()
 
@@ -263,8 +281,10 @@ class _Session:
         context = client_context(tls_config, self.verify)
         hostname = server_name(tls_config, self.target.host)
         info = self.details.tls = TlsInfo()
-        self.result.note(f"TLS handshake with server name {hostname} "
-                         f"({'verifying the certificate' if self.verify else 'certificate not verified'})")
+        self.result.note(
+            f"TLS handshake with server name {hostname} "
+            f"({'verifying the certificate' if self.verify else 'certificate not verified'})"
+        )
         started = time.perf_counter()
         try:
             async with asyncio.timeout_at(self.deadline):
@@ -279,8 +299,9 @@ class _Session:
             info.verified, info.verify_error = False, describe_verify_failure(exc)
             if not self.settings.tls and self.settings.starttls == "opportunistic":
                 raise _Unverified(info.verify_error) from None
-            raise _Stop(SmtpState.TLS_ERROR, f"the server's certificate did not verify for {hostname}: "
-                                             f"{info.verify_error}") from None
+            raise _Stop(
+                SmtpState.TLS_ERROR, f"the server's certificate did not verify for {hostname}: {info.verify_error}"
+            ) from None
         except TimeoutError:
             info.handshake_seconds = time.perf_counter() - started
             self.waiting_for = "the TLS handshake" + ("" if sock is not None else " after STARTTLS")
@@ -294,13 +315,18 @@ class _Session:
         if verify_error is not None:
             info.verified, info.verify_error = False, verify_error
         self.details.encrypted = True
-        verdict = ("certificate verified" if info.verified else
-                   f"certificate NOT verified: {info.verify_error}" if info.verify_error else
-                   "certificate not checked (insecure_skip_verify)")
-        expiry = (time.strftime(", expires %Y-%m-%d", time.gmtime(info.earliest_expiry))
-                  if info.earliest_expiry else "")
-        self.result.note(f"TLS established in {info.handshake_seconds * 1000:.1f} ms: {info.version}, "
-                         f"{info.cipher}, {printable(info.subject or 'no subject')}{expiry}; {verdict}")
+        verdict = (
+            "certificate verified"
+            if info.verified
+            else f"certificate NOT verified: {info.verify_error}"
+            if info.verify_error
+            else "certificate not checked (insecure_skip_verify)"
+        )
+        expiry = time.strftime(", expires %Y-%m-%d", time.gmtime(info.earliest_expiry)) if info.earliest_expiry else ""
+        self.result.note(
+            f"TLS established in {info.handshake_seconds * 1000:.1f} ms: {info.version}, "
+            f"{info.cipher}, {printable(info.subject or 'no subject')}{expiry}; {verdict}"
+        )
 
     async def _authenticate(self) -> None:
         auth = self.settings.auth
@@ -311,8 +337,10 @@ class _Session:
             mechanism = next((m for m in ("PLAIN", "LOGIN") if m in offered), "")
         if mechanism not in offered:
             shown = ", ".join(sorted(offered)[:10]) or "none"
-            raise _Stop(SmtpState.AUTH_FAILED, f"the server does not offer AUTH {mechanism or 'PLAIN or LOGIN'} "
-                                               f"(offered: {printable(shown[:200])})")
+            raise _Stop(
+                SmtpState.AUTH_FAILED,
+                f"the server does not offer AUTH {mechanism or 'PLAIN or LOGIN'} (offered: {printable(shown[:200])})",
+            )
         user, password = auth.username, auth.password.value
         # Every line that carries the password is shown as MASK, and the server's reply to it keeps its
         # codes but not its text (it might echo the credentials): masking by what was sent.
@@ -386,8 +414,9 @@ class _Session:
 
     # --- sending and receiving ------------------------------------------------------------
 
-    async def _command(self, stage: str, line: str, shown: str | None = None, deadline: float | None = None,
-                       secret: bool = False) -> Reply:
+    async def _command(
+        self, stage: str, line: str, shown: str | None = None, deadline: float | None = None, secret: bool = False
+    ) -> Reply:
         """Send one command line (shown in the transcript as ``shown``) and read its reply. With ``secret``
         the line carried credentials, so the reply's text is withheld."""
         started = time.perf_counter()
@@ -410,8 +439,9 @@ class _Session:
         except OSError as exc:
             raise ConnectionClosed(f"the connection was lost while sending ({type(exc).__name__})") from None
 
-    async def _reply(self, stage: str, deadline: float | None = None, withhold: bool = False,
-                     explain_as: str | None = None) -> Reply:
+    async def _reply(
+        self, stage: str, deadline: float | None = None, withhold: bool = False, explain_as: str | None = None
+    ) -> Reply:
         assert self.replies is not None
         reply = await self.replies.read(self.deadline if deadline is None else deadline)
         if withhold:

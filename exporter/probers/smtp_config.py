@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter import schema
-from exporter.schema import Errors, Field, Secret, Section
 from exporter.probers.tls_config import TLS_CONFIG_SECTION, TlsConfig
+from exporter.schema import Errors, Field, Secret, Section
 
 SMTP_PORT = 25
 SMTPS_PORT = 465
@@ -27,9 +27,11 @@ def local_fqdn() -> str:
 def ehlo_fallback_problem(name: str) -> str | None:
     """Why ``name`` (the host's own name, used when ``ehlo`` is not set) will be refused by many servers."""
     if name.lower() == "localhost" or name.lower().endswith(".localdomain") or "." not in name:
-        return (f"smtp.ehlo is not set and this host has no fully qualified domain name, so the probe says "
-                f"EHLO {name}; many mail servers reject that (RFC 5321 §4.1.1.1 asks for the client's FQDN or "
-                "an address literal): set smtp.ehlo to this host's public DNS name")
+        return (
+            f"smtp.ehlo is not set and this host has no fully qualified domain name, so the probe says "
+            f"EHLO {name}; many mail servers reject that (RFC 5321 §4.1.1.1 asks for the client's FQDN or "
+            "an address literal): set smtp.ehlo to this host's public DNS name"
+        )
     return None
 
 
@@ -37,15 +39,15 @@ def ehlo_fallback_problem(name: str) -> str | None:
 class SmtpAuth:
     username: str
     password: Secret
-    mechanism: str = "auto"              # auto | plain | login
+    mechanism: str = "auto"  # auto | plain | login
 
 
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
-    ehlo: str | None = None              # None: this host's FQDN, looked up when the probe runs
+    ehlo: str | None = None  # None: this host's FQDN, looked up when the probe runs
     expect_banner: re.Pattern | None = None
-    starttls: str = "opportunistic"      # no | opportunistic | required (ignored with tls: true)
-    tls: bool = False                    # implicit TLS from the first byte (port 465)
+    starttls: str = "opportunistic"  # no | opportunistic | required (ignored with tls: true)
+    tls: bool = False  # implicit TLS from the first byte (port 465)
     tls_config: TlsConfig = TlsConfig()
     mail_from: str | None = None
     rcpt_to: str | None = None
@@ -54,8 +56,8 @@ class SmtpSettings:
     body: str = DEFAULT_TEST_BODY
     auth: SmtpAuth | None = None
     # Mail domains (exporter/probers/maildomain.py).
-    mx: bool = False                     # the target is a mail domain: probe its MX hosts (RFC 5321 5.1)
-    mx_max_hosts: int = 5                # at most this many MX hosts probed, the module's timeout shared among them
+    mx: bool = False  # the target is a mail domain: probe its MX hosts (RFC 5321 5.1)
+    mx_max_hosts: int = 5  # at most this many MX hosts probed, the module's timeout shared among them
     relay_check_rcpt_to: str | None = None  # RCPT TO this foreign address must be refused (open-relay check)
 
     def __post_init__(self) -> None:
@@ -87,30 +89,40 @@ def _starttls(value: Any, path: str, errs: Errors) -> Any:
     return schema.choice("no", "opportunistic", "required")("no" if value is False else value, path, errs)
 
 
-AUTH_SECTION = Section({
-    "username": Field(schema.string),
-    "password_file": Field(schema.password_file),
-    "mechanism": Field(schema.choice("auto", "plain", "login"), "auto"),
-}, lambda username, password_file, mechanism: SmtpAuth(username, password_file, mechanism))
+AUTH_SECTION = Section(
+    {
+        "username": Field(schema.string),
+        "password_file": Field(schema.password_file),
+        "mechanism": Field(schema.choice("auto", "plain", "login"), "auto"),
+    },
+    lambda username, password_file, mechanism: SmtpAuth(username, password_file, mechanism),
+)
 
-SMTP_SECTION = Section({
-    "ehlo": Field(schema.token("a host name", "probe.example.com", _SMTP_WORD), None),
-    "expect_banner": Field(schema.regex, None),
-    "starttls": Field(_starttls, "opportunistic"),
-    "tls": Field(schema.boolean, False),
-    "tls_config": Field(schema.subsection(TLS_CONFIG_SECTION), TlsConfig()),
-    "mail_from": Field(schema.token("a mail address", "probe@example.com", _SMTP_WORD), None),
-    "rcpt_to": Field(schema.token("a mail address", "postmaster@example.com", _SMTP_WORD), None),
-    "send_test_message": Field(schema.boolean, False),
-    "subject": Field(schema.string, DEFAULT_TEST_SUBJECT),
-    "body": Field(schema.string, DEFAULT_TEST_BODY),
-    "auth": Field(schema.subsection(AUTH_SECTION), None),
-    # Mail domains (exporter/probers/maildomain.py).
-    "mx": Field(schema.boolean, False),
-    "mx_max_hosts": Field(schema.integer(1, 20), 5),
-    "relay_check_rcpt_to": Field(schema.token("a mail address in a domain the server must not relay to",
-                                              "relay-test@example.net", _SMTP_WORD), None),
-}, SmtpSettings)
+SMTP_SECTION = Section(
+    {
+        "ehlo": Field(schema.token("a host name", "probe.example.com", _SMTP_WORD), None),
+        "expect_banner": Field(schema.regex, None),
+        "starttls": Field(_starttls, "opportunistic"),
+        "tls": Field(schema.boolean, False),
+        "tls_config": Field(schema.subsection(TLS_CONFIG_SECTION), TlsConfig()),
+        "mail_from": Field(schema.token("a mail address", "probe@example.com", _SMTP_WORD), None),
+        "rcpt_to": Field(schema.token("a mail address", "postmaster@example.com", _SMTP_WORD), None),
+        "send_test_message": Field(schema.boolean, False),
+        "subject": Field(schema.string, DEFAULT_TEST_SUBJECT),
+        "body": Field(schema.string, DEFAULT_TEST_BODY),
+        "auth": Field(schema.subsection(AUTH_SECTION), None),
+        # Mail domains (exporter/probers/maildomain.py).
+        "mx": Field(schema.boolean, False),
+        "mx_max_hosts": Field(schema.integer(1, 20), 5),
+        "relay_check_rcpt_to": Field(
+            schema.token(
+                "a mail address in a domain the server must not relay to", "relay-test@example.net", _SMTP_WORD
+            ),
+            None,
+        ),
+    },
+    SmtpSettings,
+)
 
 
 def default_port(settings: SmtpSettings) -> int:

@@ -26,16 +26,17 @@ from enum import StrEnum
 
 class Party(StrEnum):
     """What a rejection refused."""
-    CLIENT = "client"          # this client: its IP address, reverse DNS, EHLO name, reputation (block lists)
-    SENDER = "sender"          # the MAIL FROM address
-    RECIPIENT = "recipient"    # the RCPT TO address (unknown user, full mailbox)
-    RELAY = "relay"            # relaying: the recipient's domain is not one this server accepts mail for
-    POLICY = "policy"          # a security/policy decision the reply does not attribute further
-    MESSAGE = "message"        # the message (content, size)
-    AUTH = "auth"              # the credentials or mechanism
-    TLS = "tls"                # encryption
-    SERVICE = "service"        # the server itself (busy, shutting down, out of storage, local error)
-    COMMAND = "command"        # the command's syntax or sequence
+
+    CLIENT = "client"  # this client: its IP address, reverse DNS, EHLO name, reputation (block lists)
+    SENDER = "sender"  # the MAIL FROM address
+    RECIPIENT = "recipient"  # the RCPT TO address (unknown user, full mailbox)
+    RELAY = "relay"  # relaying: the recipient's domain is not one this server accepts mail for
+    POLICY = "policy"  # a security/policy decision the reply does not attribute further
+    MESSAGE = "message"  # the message (content, size)
+    AUTH = "auth"  # the credentials or mechanism
+    TLS = "tls"  # encryption
+    SERVICE = "service"  # the server itself (busy, shutting down, out of storage, local error)
+    COMMAND = "command"  # the command's syntax or sequence
 
 
 # --- basic reply codes -------------------------------------------------------------------------
@@ -50,7 +51,7 @@ _CODES = {
     334: "the server waits for the next part of the authentication exchange (RFC 4954)",
     354: "start mail input: the server waits for the message, ended by a line holding only a dot",
     421: "service not available: the server is closing this connection (shutting down, overloaded, or limiting "
-         "connections from this client); temporary",
+    "connections from this client); temporary",
     450: "action not taken: mailbox unavailable (e.g. busy or temporarily blocked by policy); temporary",
     451: "action aborted: local error in processing on the server; temporary",
     452: "action not taken: insufficient system storage; temporary",
@@ -79,9 +80,8 @@ _STAGE_CODES = {
     "banner": {
         220: "the server is ready to talk (service ready)",
         421: "the server will not serve this connection now and closes it (busy, in maintenance, or limiting "
-             "connections from this client's address); temporary",
-        554: "the server refuses this connection: no SMTP service for this client (RFC 5321 section 3.1); "
-             "permanent",
+        "connections from this client's address); temporary",
+        554: "the server refuses this connection: no SMTP service for this client (RFC 5321 section 3.1); permanent",
         521: "this host never accepts mail (RFC 7504)",
     },
     "ehlo": {
@@ -98,7 +98,7 @@ _STAGE_CODES = {
     "starttls": {
         220: "ready to start TLS (RFC 3207)",
         454: "TLS not available due to a temporary reason (RFC 3207): the server could not set up TLS, "
-             "usually a certificate or key problem on its side",
+        "usually a certificate or key problem on its side",
         501: "syntax error: this command takes no parameters (RFC 3207)",
         502: "this server does not implement TLS",
     },
@@ -119,11 +119,10 @@ _STAGE_CODES = {
     },
     "rcpt": {
         250: "the recipient is accepted",
-        450: "the recipient's mailbox is unavailable right now (busy, or temporarily refused by policy); "
-             "temporary",
+        450: "the recipient's mailbox is unavailable right now (busy, or temporarily refused by policy); temporary",
         452: "insufficient system storage, or too many recipients in this transaction; temporary",
         550: "the recipient's mailbox is unavailable (not found, no access) or the address is refused for policy "
-             "reasons; permanent",
+        "reasons; permanent",
         551: "the recipient is not local and the server will not forward to it",
         553: "the recipient's address is not allowed (bad syntax, or refused by policy)",
         554: "the command was refused (transaction failed); permanent",
@@ -144,7 +143,7 @@ _STAGE_CODES = {
 # Likely causes, where the code alone does not decide (said as causes that remain, not as the meaning).
 _CAUSES = {
     ("banner", 554): "usual causes: this client's address is on a block list or has a poor reputation, or the "
-                     "server takes no mail from outside",
+    "server takes no mail from outside",
     ("banner", 421): "usual causes: too many connections (from this address or in total), or maintenance",
 }
 _FIRST_DIGIT = {
@@ -155,11 +154,21 @@ _FIRST_DIGIT = {
 }
 
 # --- RFC 3463 enhanced status codes ----------------------------------------------------------------
-_CLASSES = {"2": "success", "4": "temporary failure (a retry may succeed)",
-            "5": "permanent failure (the same attempt will fail again)"}
-_SUBJECTS = {"0": "other", "1": "addressing", "2": "the mailbox", "3": "the mail system",
-             "4": "network and routing", "5": "the mail protocol", "6": "the message content",
-             "7": "security or policy"}
+_CLASSES = {
+    "2": "success",
+    "4": "temporary failure (a retry may succeed)",
+    "5": "permanent failure (the same attempt will fail again)",
+}
+_SUBJECTS = {
+    "0": "other",
+    "1": "addressing",
+    "2": "the mailbox",
+    "3": "the mail system",
+    "4": "network and routing",
+    "5": "the mail protocol",
+    "6": "the message content",
+    "7": "security or policy",
+}
 # Success details that say more than "success".
 _SUCCESS = {
     "1.5": "the destination address is valid",
@@ -248,44 +257,94 @@ _GREYLISTING = re.compile(r"gr[ae]y[ -]?list", re.IGNORECASE)
 # Fixed phrases of real MTAs naming what they refused: first the exact prefixes (Postfix's
 # "<what> rejected:", Exim's and Microsoft's fixed texts), then looser words.
 _PARTY_PREFIXES = (
-    (Party.CLIENT, re.compile(r"client host (\[[^\]]*\] )?(rejected|blocked)|helo command rejected|"
-                              r"banned sending ip|traffic not accepted from this ip", re.IGNORECASE)),
+    (
+        Party.CLIENT,
+        re.compile(
+            r"client host (\[[^\]]*\] )?(rejected|blocked)|helo command rejected|"
+            r"banned sending ip|traffic not accepted from this ip",
+            re.IGNORECASE,
+        ),
+    ),
     (Party.SENDER, re.compile(r"sender address rejected|sender verify failed", re.IGNORECASE)),
-    (Party.RECIPIENT, re.compile(r"recipient address rejected|recipient not found|user unknown|unknown user|"
-                                 r"no such user", re.IGNORECASE)),
-    (Party.RELAY, re.compile(r"relay(ing)? (access )?(denied|not permitted|prohibited|not allowed)|"
-                             r"unable to relay|not permitted to relay|relay not permitted", re.IGNORECASE)),
-    (Party.TLS, re.compile(r"must issue a starttls|starttls (command )?(is )?required|encryption required",
-                           re.IGNORECASE)),
+    (
+        Party.RECIPIENT,
+        re.compile(
+            r"recipient address rejected|recipient not found|user unknown|unknown user|"
+            r"no such user",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        Party.RELAY,
+        re.compile(
+            r"relay(ing)? (access )?(denied|not permitted|prohibited|not allowed)|"
+            r"unable to relay|not permitted to relay|relay not permitted",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        Party.TLS,
+        re.compile(r"must issue a starttls|starttls (command )?(is )?required|encryption required", re.IGNORECASE),
+    ),
     (Party.AUTH, re.compile(r"authentication required|not authenticated", re.IGNORECASE)),
 )
 _PARTY_WORDS = (
-    (Party.CLIENT, re.compile(r"blocked using|(is|are) (listed )?(in|on) (a |the )?(black|block|deny)\s?list|"
-                              r"(black|block)listed|\bdnsbl\b|\brbl\b|reverse (dns|hostname)|"
-                              r"cannot find your hostname|your (ip|ip address|host)\b", re.IGNORECASE)),
-    (Party.SENDER, re.compile(r"\bspf\b|unverifiable sender|sender .*(denied|refused)|send as this sender",
-                              re.IGNORECASE)),
+    (
+        Party.CLIENT,
+        re.compile(
+            r"blocked using|(is|are) (listed )?(in|on) (a |the )?(black|block|deny)\s?list|"
+            r"(black|block)listed|\bdnsbl\b|\brbl\b|reverse (dns|hostname)|"
+            r"cannot find your hostname|your (ip|ip address|host)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        Party.SENDER,
+        re.compile(r"\bspf\b|unverifiable sender|sender .*(denied|refused)|send as this sender", re.IGNORECASE),
+    ),
     (Party.RECIPIENT, re.compile(r"mailbox (unavailable|not found|full)|does not exist", re.IGNORECASE)),
 )
 # Enhanced subject.detail -> what was refused (when the words do not say).
 _DETAIL_PARTY = {
-    "1.1": Party.RECIPIENT, "1.2": Party.RECIPIENT, "1.3": Party.RECIPIENT, "1.4": Party.RECIPIENT,
-    "1.6": Party.RECIPIENT, "1.10": Party.RECIPIENT, "2.1": Party.RECIPIENT, "2.2": Party.RECIPIENT,
-    "2.3": Party.MESSAGE, "3.4": Party.MESSAGE, "1.7": Party.SENDER, "1.8": Party.SENDER, "7.23": Party.SENDER,
+    "1.1": Party.RECIPIENT,
+    "1.2": Party.RECIPIENT,
+    "1.3": Party.RECIPIENT,
+    "1.4": Party.RECIPIENT,
+    "1.6": Party.RECIPIENT,
+    "1.10": Party.RECIPIENT,
+    "2.1": Party.RECIPIENT,
+    "2.2": Party.RECIPIENT,
+    "2.3": Party.MESSAGE,
+    "3.4": Party.MESSAGE,
+    "1.7": Party.SENDER,
+    "1.8": Party.SENDER,
+    "7.23": Party.SENDER,
     "7.24": Party.SENDER,
-    "7.26": Party.SENDER, "7.27": Party.SENDER, "7.25": Party.CLIENT, "7.8": Party.AUTH, "7.9": Party.AUTH,
-    "7.11": Party.AUTH, "7.12": Party.AUTH, "7.13": Party.AUTH, "7.10": Party.TLS,
+    "7.26": Party.SENDER,
+    "7.27": Party.SENDER,
+    "7.25": Party.CLIENT,
+    "7.8": Party.AUTH,
+    "7.9": Party.AUTH,
+    "7.11": Party.AUTH,
+    "7.12": Party.AUTH,
+    "7.13": Party.AUTH,
+    "7.10": Party.TLS,
 }
-_SUBJECT_PARTY = {"3": Party.SERVICE, "4": Party.SERVICE, "5": Party.COMMAND, "6": Party.MESSAGE,
-                  "7": Party.POLICY}
+_SUBJECT_PARTY = {"3": Party.SERVICE, "4": Party.SERVICE, "5": Party.COMMAND, "6": Party.MESSAGE, "7": Party.POLICY}
 _STAGE_PARTY = {
-    "banner": Party.CLIENT, "ehlo": Party.CLIENT, "helo": Party.CLIENT, "starttls": Party.TLS,
-    "auth": Party.AUTH, "mail": Party.SENDER, "rcpt": Party.RECIPIENT, "data": Party.MESSAGE,
+    "banner": Party.CLIENT,
+    "ehlo": Party.CLIENT,
+    "helo": Party.CLIENT,
+    "starttls": Party.TLS,
+    "auth": Party.AUTH,
+    "mail": Party.SENDER,
+    "rcpt": Party.RECIPIENT,
+    "data": Party.MESSAGE,
     "message": Party.MESSAGE,
 }
 _PARTY_WORDING = {
     Party.CLIENT: "the server refuses this client (its address, host name, the name it introduced itself with, "
-                  "or reputation such as a block list listing), not a particular message or address",
+    "or reputation such as a block list listing), not a particular message or address",
     Party.SENDER: "the server refuses the sender address",
     Party.RECIPIENT: "the server refuses the recipient address",
     Party.RELAY: "relaying denied: this server does not accept mail for the recipient's domain from this client",
@@ -296,8 +355,10 @@ _PARTY_WORDING = {
     Party.SERVICE: "a problem on the server's side",
     Party.COMMAND: "the server refuses the command as sent",
 }
-GREYLISTING_ADVICE = ("greylisting: the server defers the first attempt from an unknown sender on purpose; "
-                      "retry later: mail will be accepted after the delay")
+GREYLISTING_ADVICE = (
+    "greylisting: the server defers the first attempt from an unknown sender on purpose; "
+    "retry later: mail will be accepted after the delay"
+)
 
 
 def is_greylisting(code: int, text: str) -> bool:
@@ -367,8 +428,10 @@ def explain_enhanced(status: str) -> str:
         return "success" if subject == "0" else f"success (concerning {_SUBJECTS.get(subject, 'other')})"
     what = _DETAILS.get(key)
     if what is None:
-        what = (f"detail {detail} concerning {_SUBJECTS.get(subject, 'an unknown subject')} (a code outside the "
-                "IANA registry: the server's own)")
+        what = (
+            f"detail {detail} concerning {_SUBJECTS.get(subject, 'an unknown subject')} (a code outside the "
+            "IANA registry: the server's own)"
+        )
     return f"{_CLASSES.get(klass, 'unknown class')}: {what}"
 
 
@@ -379,9 +442,9 @@ class Explanation:
     enhanced: str | None
     code_meaning: str
     enhanced_meaning: str | None
-    refused: Party | None          # for 4xx/5xx: what the server refused
+    refused: Party | None  # for 4xx/5xx: what the server refused
     greylisting: bool
-    server_text: str               # the server's own words (first line after the codes), for quoting
+    server_text: str  # the server's own words (first line after the codes), for quoting
 
     @property
     def meaning(self) -> str:
@@ -432,9 +495,11 @@ def explain(stage: str, code: int, enhanced: str | None, text: str = "") -> Expl
     """Explain ``code`` (and ``enhanced``) as the answer to ``stage``, given the server's ``text``."""
     words = text
     if enhanced and words.startswith(enhanced):
-        words = words[len(enhanced):].lstrip()
+        words = words[len(enhanced) :].lstrip()
     return Explanation(
-        stage=stage, code=code, enhanced=enhanced,
+        stage=stage,
+        code=code,
+        enhanced=enhanced,
         code_meaning=explain_code(stage, code),
         enhanced_meaning=explain_enhanced(enhanced) if enhanced else None,
         refused=refused_party(stage, code, enhanced, text),

@@ -27,7 +27,8 @@ from exporter.probers.smtp_result import SmtpState
 OPEN_RELAY_EXPLANATION = (
     "the server accepted a recipient in a domain it must not relay to, from a client that did not "
     "authenticate: it is an open relay — anyone can send mail through it, and it will be abused and "
-    "blocklisted")
+    "blocklisted"
+)
 
 
 def _code(reply: Any) -> str:
@@ -43,21 +44,29 @@ async def check_relay(session: Any) -> tuple[SmtpState, str] | None:
     result = session.result
     reply = await session._command("relay_mail", f"MAIL FROM:<{settings.mail_from}>")
     if reply.code != 250:
-        return (SmtpState.SENDER_REJECTED,
-                f"the open-relay check could not start: MAIL FROM:<{settings.mail_from}> was answered "
-                f"{_code(reply)} {session._quote(reply)}")
+        return (
+            SmtpState.SENDER_REJECTED,
+            f"the open-relay check could not start: MAIL FROM:<{settings.mail_from}> was answered "
+            f"{_code(reply)} {session._quote(reply)}",
+        )
     reply = await session._command("relay_rcpt", f"RCPT TO:<{foreign}>")
     await session._command("relay_rset", "RSET")  # end the transaction: nothing is ever sent
     if reply.code in (250, 251):
-        return (SmtpState.OPEN_RELAY,
-                f"open relay: RCPT TO:<{foreign}> was answered {_code(reply)}: {OPEN_RELAY_EXPLANATION}. "
-                f"The server said {session._quote(reply)}")
+        return (
+            SmtpState.OPEN_RELAY,
+            f"open relay: RCPT TO:<{foreign}> was answered {_code(reply)}: {OPEN_RELAY_EXPLANATION}. "
+            f"The server said {session._quote(reply)}",
+        )
     if 400 <= reply.code < 500:
-        result.note(f"Open-relay check inconclusive: RCPT TO:<{foreign}> was refused for now ({_code(reply)}); "
-                    "not relaying at this moment, but a temporary refusal proves nothing")
+        result.note(
+            f"Open-relay check inconclusive: RCPT TO:<{foreign}> was refused for now ({_code(reply)}); "
+            "not relaying at this moment, but a temporary refusal proves nothing"
+        )
         return None
     if 500 <= reply.code < 600:
         result.note(f"Open-relay check passed: RCPT TO:<{foreign}> was refused ({_code(reply)}), as it should be")
         return None
-    return (SmtpState.PROTOCOL_ERROR, f"the open-relay check got an unexpected reply {_code(reply)} to "
-                                      f"RCPT TO:<{foreign}>")
+    return (
+        SmtpState.PROTOCOL_ERROR,
+        f"the open-relay check got an unexpected reply {_code(reply)} to RCPT TO:<{foreign}>",
+    )

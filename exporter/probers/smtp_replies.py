@@ -21,6 +21,7 @@ MAX_REPLY_LINES = 100
 
 class ReplyCode(IntEnum):
     """The reply codes the prober acts on or names (RFC 5321 4.2.3, RFC 4954, RFC 3207)."""
+
     SERVICE_READY = 220
     CLOSING = 221
     AUTH_SUCCEEDED = 235
@@ -75,9 +76,9 @@ _LINE = re.compile(rb"([2-5][0-9][0-9])([ -]?)(.*)", re.DOTALL)
 @dataclass(frozen=True, slots=True)
 class Reply:
     code: int
-    lines: tuple[str, ...]          # the text after the code on each line, decoded leniently
-    raw_lines: tuple[bytes, ...]    # each line as received, without its line ending
-    enhanced: str | None = None     # RFC 3463 status such as "5.7.1", when the first line starts with one
+    lines: tuple[str, ...]  # the text after the code on each line, decoded leniently
+    raw_lines: tuple[bytes, ...]  # each line as received, without its line ending
+    enhanced: str | None = None  # RFC 3463 status such as "5.7.1", when the first line starts with one
 
     @property
     def positive(self) -> bool:
@@ -124,8 +125,9 @@ async def open_stream(sock, **tls) -> tuple[asyncio.StreamReader, asyncio.Stream
 class ReplyReader:
     """Reads whole replies from an ``asyncio.StreamReader`` made by ``open_stream``."""
 
-    def __init__(self, reader: asyncio.StreamReader, max_line_bytes: int = MAX_LINE_BYTES,
-                 max_lines: int = MAX_REPLY_LINES):
+    def __init__(
+        self, reader: asyncio.StreamReader, max_line_bytes: int = MAX_LINE_BYTES, max_lines: int = MAX_REPLY_LINES
+    ):
         self.reader = reader
         self.max_line_bytes = max_line_bytes
         self.max_lines = max_lines
@@ -143,8 +145,9 @@ class ReplyReader:
                     raw = await self._line(len(lines))
                     code, last, _ = parse_line(raw)
                     if lines and code != int(lines[0][:3]):
-                        raise MalformedReply(f"reply code changed from {decode(lines[0][:3])} to {code} "
-                                             "inside one multi-line reply")
+                        raise MalformedReply(
+                            f"reply code changed from {decode(lines[0][:3])} to {code} inside one multi-line reply"
+                        )
                     lines.append(raw)
                     if last:
                         break
@@ -161,8 +164,9 @@ class ReplyReader:
         try:
             raw = await self.reader.readuntil(b"\n")
         except asyncio.LimitOverrunError:
-            raise ReplyTooLong(f"reply line {index + 1} is longer than {self.max_line_bytes} bytes "
-                               "(or has no line ending)") from None
+            raise ReplyTooLong(
+                f"reply line {index + 1} is longer than {self.max_line_bytes} bytes (or has no line ending)"
+            ) from None
         except asyncio.IncompleteReadError as exc:
             partial = f" after {decode(exc.partial[:80])!r}" if exc.partial else ""
             raise ConnectionClosed(f"the server closed the connection{partial}") from None

@@ -31,13 +31,13 @@ TLS_VERSIONS = tuple(_VERSIONS.values())
 @dataclass(slots=True)
 class TlsInfo:
     handshake_seconds: float | None = None
-    version: str | None = None               # blackbox_exporter's spelling: "TLS 1.3"
+    version: str | None = None  # blackbox_exporter's spelling: "TLS 1.3"
     cipher: str | None = None
-    verified: bool | None = None             # None: not checked (insecure_skip_verify)
+    verified: bool | None = None  # None: not checked (insecure_skip_verify)
     verify_error: str | None = None
-    earliest_expiry: float | None = None     # Unix time, earliest notAfter in the chain the server sent
+    earliest_expiry: float | None = None  # Unix time, earliest notAfter in the chain the server sent
     verified_chain_expiry: float | None = None  # earliest notAfter in the verified chain
-    subject: str | None = None               # the leaf's subject, for the transcript
+    subject: str | None = None  # the leaf's subject, for the transcript
 
 
 @functools.lru_cache(maxsize=64)

@@ -19,8 +19,7 @@ from exporter.model import Module
 from exporter.probers.base import Fact, Prober
 from exporter.probers.connect import connect_target
 from exporter.probers.connect_metrics import CONNECT_FAMILIES
-from exporter.probers.dialogue import (DialogueDetails, DialogueState, close_quietly, open_streams,
-                                       run_dialogue)
+from exporter.probers.dialogue import DialogueDetails, DialogueState, close_quietly, open_streams, run_dialogue
 from exporter.probers.dialogue_config import TCP_PROBER_SECTION, TcpProberSettings
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
@@ -48,8 +47,9 @@ async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolv
         if streams is None:
             return result
         reader, writer = streams
-        if await run_dialogue(reader, writer, tcp.query_response, tcp.tls_config, target.host, deadline,
-                              details, result):
+        if await run_dialogue(
+            reader, writer, tcp.query_response, tcp.tls_config, target.host, deadline, details, result
+        ):
             result.state = DialogueState.OK
             result.success = True
             if tcp.query_response:
@@ -64,6 +64,7 @@ async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolv
 
 
 # --- the tcp prober's own metric families (besides the common, TCP and TLS ones) --------------
+
 
 def _details(result: ProbeResult) -> DialogueDetails | None:
     details = result.details
@@ -90,33 +91,52 @@ def _expect_info(result: ProbeResult) -> Iterable[tuple[str, float]]:
     details = _details(result)
     if details is None:
         return ()
-    return [(",".join(f'{name}="{escape_label_value(value)}"' for name, value in labels), 1)
-            for labels in details.expect_labels]
+    return [
+        (",".join(f'{name}="{escape_label_value(value)}"' for name, value in labels), 1)
+        for labels in details.expect_labels
+    ]
 
 
 DIALOGUE_FAMILIES = (
     # blackbox_exporter's two flags, for modules with a dialogue or TLS (0 unless that cause failed it).
     # Not for a plain connect, where they can only be 0: +17% exposition text for 10,000 such targets.
-    Family("probe_failed_due_to_regex", "gauge",
-           "Whether the probe failed because no received line matched an expect before the server closed "
-           "the connection (1) or not (0).",
-           DetailValue(lambda r: int(d.failed_due_to_regex) if (d := _details(r)) else None)),
-    Family("probe_failed_due_to_bytes", "gauge",
-           "Whether the probe failed because the bytes received differ from expect_bytes (1) or not (0).",
-           DetailValue(lambda r: int(d.failed_due_to_bytes) if (d := _details(r)) else None)),
-    Family("probe_expect_info", "gauge",
-           "Labels of a query_response step, expanded from what its expect matched; always 1.",
-           DetailLines(_expect_info)),
-    Family("probe_dialogue_state", "gauge",
-           "Outcome of a module's query_response dialogue or TLS: exactly one state is 1 (absent for a "
-           "plain connect).",
-           DetailLines(_state)),
-    Family("probe_dialogue_failed_step", "gauge",
-           "Index in query_response of the step at which the dialogue failed (absent when none failed).",
-           DetailValue(lambda r: d.failed_step if (d := _details(r)) else None)),
-    Family("probe_dialogue_step_duration_seconds", "gauge",
-           "Time of each query_response step that ran, by its index.",
-           DetailLines(_step_durations)),
+    Family(
+        "probe_failed_due_to_regex",
+        "gauge",
+        "Whether the probe failed because no received line matched an expect before the server closed "
+        "the connection (1) or not (0).",
+        DetailValue(lambda r: int(d.failed_due_to_regex) if (d := _details(r)) else None),
+    ),
+    Family(
+        "probe_failed_due_to_bytes",
+        "gauge",
+        "Whether the probe failed because the bytes received differ from expect_bytes (1) or not (0).",
+        DetailValue(lambda r: int(d.failed_due_to_bytes) if (d := _details(r)) else None),
+    ),
+    Family(
+        "probe_expect_info",
+        "gauge",
+        "Labels of a query_response step, expanded from what its expect matched; always 1.",
+        DetailLines(_expect_info),
+    ),
+    Family(
+        "probe_dialogue_state",
+        "gauge",
+        "Outcome of a module's query_response dialogue or TLS: exactly one state is 1 (absent for a plain connect).",
+        DetailLines(_state),
+    ),
+    Family(
+        "probe_dialogue_failed_step",
+        "gauge",
+        "Index in query_response of the step at which the dialogue failed (absent when none failed).",
+        DetailValue(lambda r: d.failed_step if (d := _details(r)) else None),
+    ),
+    Family(
+        "probe_dialogue_step_duration_seconds",
+        "gauge",
+        "Time of each query_response step that ran, by its index.",
+        DetailLines(_step_durations),
+    ),
 )
 
 
@@ -137,8 +157,12 @@ def facts(result: ProbeResult, now: float) -> list[Fact]:
     elif details.steps:
         out.append(Fact(DIALOGUE, f"{result.state}, {len(details.step_seconds)} of {details.steps} steps run"))
     if details.step_seconds:
-        out.append(Fact(STEP_TIMES, ", ".join(f"#{index} {seconds * 1000:.2f} ms"
-                                             for index, seconds in enumerate(details.step_seconds))))
+        out.append(
+            Fact(
+                STEP_TIMES,
+                ", ".join(f"#{index} {seconds * 1000:.2f} ms" for index, seconds in enumerate(details.step_seconds)),
+            )
+        )
     if details.cert_expiry is not None:
         out.append(Fact(CERTIFICATE, expiry_words(details.cert_expiry, now)))
     return out
@@ -154,8 +178,9 @@ def details_json(result: ProbeResult) -> dict[str, Any] | None:
 
 
 # Every state a tcp probe reports: the connect's, and (for a module with a dialogue or TLS) the dialogue's.
-TcpProberState = StrEnum("TcpProberState", {state.name: state.value for enum in (TcpState, DialogueState)
-                                            for state in enum})
+TcpProberState = StrEnum(
+    "TcpProberState", {state.name: state.value for enum in (TcpState, DialogueState) for state in enum}
+)
 
 PROBER = Prober(
     name="tcp",

@@ -14,8 +14,8 @@ class TcpSettings:
     ip_protocol_fallback: bool = True
     source_ip_address: str | None = None
     # Path diagnosis (docs/path-diagnosis.md).
-    diagnose: str = "never"              # never | on_failure: extra packets towards the target's path
-    diagnose_interval: float = 600.0     # at most one diagnosis per target per interval (/metrics)
+    diagnose: str = "never"  # never | on_failure: extra packets towards the target's path
+    diagnose_interval: float = 600.0  # at most one diagnosis per target per interval (/metrics)
 
 
 TCP_FIELDS = {

@@ -31,6 +31,7 @@ MAX_NAME_LENGTH = 512
 @dataclass(frozen=True, slots=True)
 class LeafIdentity:
     """The labels of ``probe_ssl_last_chain_info``, with blackbox_exporter's names and spelling."""
+
     fingerprint_sha256: str
     subject: str
     issuer: str
@@ -55,7 +56,7 @@ def leaf_identity(ssl_object: Any) -> LeafIdentity | None:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
-    chain = smtp_tls._chain(ssl_object, verified=False)  # noqa: SLF001 - the SMTP prober's chain reader
+    chain = smtp_tls._chain(ssl_object, verified=False)
     leaf = chain[0] if chain else (ssl_object.getpeercert() or {})
     return LeafIdentity(
         fingerprint_sha256=hashlib.sha256(der).hexdigest(),
@@ -67,7 +68,7 @@ def leaf_identity(ssl_object: Any) -> LeafIdentity | None:
 
 
 def _bounded(text: str) -> str:
-    return text if len(text) <= MAX_NAME_LENGTH else text[:MAX_NAME_LENGTH - 3] + "..."
+    return text if len(text) <= MAX_NAME_LENGTH else text[: MAX_NAME_LENGTH - 3] + "..."
 
 
 def _serial(text: str) -> str:
@@ -80,9 +81,17 @@ def _serial(text: str) -> str:
 
 
 # Go's pkix.Name.String(): these attributes in this order (the reverse of ToRDNSequence), then the rest.
-_GO_ORDER = (("serialNumber", "SERIALNUMBER"), ("commonName", "CN"), ("organizationalUnitName", "OU"),
-             ("organizationName", "O"), ("postalCode", "POSTALCODE"), ("streetAddress", "STREET"),
-             ("localityName", "L"), ("stateOrProvinceName", "ST"), ("countryName", "C"))
+_GO_ORDER = (
+    ("serialNumber", "SERIALNUMBER"),
+    ("commonName", "CN"),
+    ("organizationalUnitName", "OU"),
+    ("organizationName", "O"),
+    ("postalCode", "POSTALCODE"),
+    ("streetAddress", "STREET"),
+    ("localityName", "L"),
+    ("stateOrProvinceName", "ST"),
+    ("countryName", "C"),
+)
 _GO_SHORT = dict(_GO_ORDER)
 
 
@@ -115,6 +124,7 @@ def _escape(value: str) -> str:
 
 # --- metric families shared by the probers that record TLS ------------------------------------
 
+
 class DetailValue:
     """One unlabelled sample read from ``result.details`` (left out when ``get`` returns None), with a
     fast writer: a result without details (a plain connect) costs one attribute test."""
@@ -138,6 +148,7 @@ class DetailValue:
             if value is None:
                 return ""
             return f"{labelled}{prefix}}} {format_value(value)}\n" if prefix else f"{bare}{format_value(value)}\n"
+
         return write
 
 
@@ -162,9 +173,11 @@ class DetailLines:
             lines = []
             for extra, value in samples(result):
                 labels = f"{prefix},{extra}" if prefix and extra else prefix or extra
-                lines.append(f"{name}{{{labels}}} {format_value(value)}\n" if labels
-                             else f"{name} {format_value(value)}\n")
+                lines.append(
+                    f"{name}{{{labels}}} {format_value(value)}\n" if labels else f"{name} {format_value(value)}\n"
+                )
             return "".join(lines)
+
         return write
 
 
@@ -193,25 +206,43 @@ def _bool(value: bool | None) -> int | None:
 
 
 TLS_FAMILIES = (
-    Family("probe_tls_handshake_duration_seconds", "gauge",
-           "Time of the TLS handshake.",
-           DetailValue(lambda r: t.handshake_seconds if (t := _tls(r)) else None)),
-    Family("probe_tls_version_info", "gauge",
-           "The TLS version negotiated: the series with value 1.",
-           DetailLines(_tls_version)),
-    Family("probe_tls_certificate_verified", "gauge",
-           "Whether the server's certificate chain verified for the server name (1) or not (0); "
-           "absent when not checked (insecure_skip_verify) or no TLS.",
-           DetailValue(lambda r: _bool(t.verified) if (t := _tls(r)) else None)),
-    Family("probe_ssl_earliest_cert_expiry", "gauge",
-           "Earliest expiry of the certificates the server sent, in Unix time.",
-           DetailValue(lambda r: t.earliest_expiry if (t := _tls(r)) else None)),
-    Family("probe_ssl_last_chain_expiry_timestamp_seconds", "gauge",
-           "Earliest expiry in the verified certificate chain, in Unix time (only when the chain verified).",
-           DetailValue(lambda r: t.verified_chain_expiry if (t := _tls(r)) else None)),
-    Family("probe_ssl_last_chain_info", "gauge",
-           "The server's leaf certificate: SHA-256 fingerprint, subject, issuer, DNS names, serial; always 1.",
-           DetailLines(_chain_info)),
+    Family(
+        "probe_tls_handshake_duration_seconds",
+        "gauge",
+        "Time of the TLS handshake.",
+        DetailValue(lambda r: t.handshake_seconds if (t := _tls(r)) else None),
+    ),
+    Family(
+        "probe_tls_version_info",
+        "gauge",
+        "The TLS version negotiated: the series with value 1.",
+        DetailLines(_tls_version),
+    ),
+    Family(
+        "probe_tls_certificate_verified",
+        "gauge",
+        "Whether the server's certificate chain verified for the server name (1) or not (0); "
+        "absent when not checked (insecure_skip_verify) or no TLS.",
+        DetailValue(lambda r: _bool(t.verified) if (t := _tls(r)) else None),
+    ),
+    Family(
+        "probe_ssl_earliest_cert_expiry",
+        "gauge",
+        "Earliest expiry of the certificates the server sent, in Unix time.",
+        DetailValue(lambda r: t.earliest_expiry if (t := _tls(r)) else None),
+    ),
+    Family(
+        "probe_ssl_last_chain_expiry_timestamp_seconds",
+        "gauge",
+        "Earliest expiry in the verified certificate chain, in Unix time (only when the chain verified).",
+        DetailValue(lambda r: t.verified_chain_expiry if (t := _tls(r)) else None),
+    ),
+    Family(
+        "probe_ssl_last_chain_info",
+        "gauge",
+        "The server's leaf certificate: SHA-256 fingerprint, subject, issuer, DNS names, serial; always 1.",
+        DetailLines(_chain_info),
+    ),
 )
 TLS_FAMILY_NAMES = frozenset(family.name for family in TLS_FAMILIES)
 

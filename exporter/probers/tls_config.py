@@ -12,8 +12,8 @@ from exporter.schema import Errors, Field, PemFile, Section
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    ca_file: PemFile | None = None       # None: the system's trust store
-    server_name: str | None = None       # None: the target's host
+    ca_file: PemFile | None = None  # None: the system's trust store
+    server_name: str | None = None  # None: the target's host
     insecure_skip_verify: bool = False
 
 
@@ -23,8 +23,11 @@ def _server_name(value: Any, path: str, errs: Errors) -> Any:
     return errs.add(path, f"{value!r} is not a host name or IP address to verify the certificate against")
 
 
-TLS_CONFIG_SECTION = Section({
-    "ca_file": Field(schema.ca_file, None),
-    "server_name": Field(_server_name, None),
-    "insecure_skip_verify": Field(schema.boolean, False),
-}, TlsConfig)
+TLS_CONFIG_SECTION = Section(
+    {
+        "ca_file": Field(schema.ca_file, None),
+        "server_name": Field(_server_name, None),
+        "insecure_skip_verify": Field(schema.boolean, False),
+    },
+    TlsConfig,
+)

@@ -17,39 +17,39 @@ _OPENSSL_LOCATION = re.compile(r"\s*\(_ssl\.c:\d+\)")
 # OpenSSL reason names (library SSL) -> what they mean for the person running the probe.
 _REASONS = {
     "WRONG_VERSION_NUMBER": "the server spoke plain text where TLS was expected: the wrong port, or `tls: true` "
-                            "on a port that uses STARTTLS (or a proxy answering in clear text)",
+    "on a port that uses STARTTLS (or a proxy answering in clear text)",
     "PACKET_LENGTH_TOO_LONG": "the server sent something that is not TLS where TLS was expected: the wrong port, "
-                              "or `tls: true` on a port that uses STARTTLS",
+    "or `tls: true` on a port that uses STARTTLS",
     "RECORD_LAYER_FAILURE": "the server sent something that is not TLS where TLS was expected",
     "HTTP_REQUEST": "the bytes exchanged look like HTTP, not TLS: the wrong port",
     "TLSV1_ALERT_INTERNAL_ERROR": "the server aborted its own handshake (TLS alert internal_error): its "
-                                  "certificate or private key is usually misconfigured (missing, unreadable, or "
-                                  "not matching each other)",
+    "certificate or private key is usually misconfigured (missing, unreadable, or "
+    "not matching each other)",
     "SSLV3_ALERT_HANDSHAKE_FAILURE": "the server refused the handshake (TLS alert handshake_failure): no cipher "
-                                     "or key exchange in common, or the server has no usable certificate",
+    "or key exchange in common, or the server has no usable certificate",
     "NO_SHARED_CIPHER": "no cipher in common between this client and the server",
     "NO_CIPHERS_AVAILABLE": "no cipher in common between this client and the server",
     "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common: the server only speaks versions this client does "
-                                    "not allow (e.g. TLS 1.0/1.1 only), or the other way round",
+    "not allow (e.g. TLS 1.0/1.1 only), or the other way round",
     "UNSUPPORTED_PROTOCOL": "no TLS version in common: the server offered a version this client does not allow",
     "NO_PROTOCOLS_AVAILABLE": "no TLS version is enabled on this client for this connection",
     "TLSV1_UNRECOGNIZED_NAME": "the server does not serve the name sent in the handshake (SNI): set "
-                               "`tls_config.server_name` to a name the server has a certificate for",
+    "`tls_config.server_name` to a name the server has a certificate for",
     "SSLV3_ALERT_BAD_CERTIFICATE": "the server rejected the handshake with alert bad_certificate: it probably "
-                                   "requires a client certificate",
+    "requires a client certificate",
     "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate",
     "TLSV1_ALERT_ACCESS_DENIED": "the server refused this client at the TLS level (alert access_denied)",
     "TLSV1_ALERT_DECODE_ERROR": "the server could not parse this client's handshake (alert decode_error): a TLS "
-                                "implementation bug or a middlebox rewriting the traffic",
+    "implementation bug or a middlebox rewriting the traffic",
     "TLSV1_ALERT_DECRYPT_ERROR": "the handshake's signature or key check failed (alert decrypt_error): a broken "
-                                 "server key or a middlebox in the path",
+    "server key or a middlebox in the path",
     "SSLV3_ALERT_ILLEGAL_PARAMETER": "the server sent a handshake parameter this client rejects",
     "UNSAFE_LEGACY_RENEGOTIATION_DISABLED": "the server does not support secure renegotiation (RFC 5746), which "
-                                            "OpenSSL 3 requires: an outdated TLS stack on the server",
+    "OpenSSL 3 requires: an outdated TLS stack on the server",
     "DH_KEY_TOO_SMALL": "the server's Diffie-Hellman key is too small for this client's security level",
     "EE_KEY_TOO_SMALL": "the server's certificate key is too small for this client's security level",
     "CA_MD_TOO_WEAK": "a certificate in the server's chain is signed with a digest too weak for this client "
-                      "(e.g. SHA-1)",
+    "(e.g. SHA-1)",
     "UNEXPECTED_EOF_WHILE_READING": "the server closed the connection in the middle of the handshake",
     "UNEXPECTED_MESSAGE": "the server sent a handshake message out of order",
 }
@@ -61,12 +61,12 @@ _VERIFY = {
     18: "the certificate is self-signed and not trusted here (set `tls_config.ca_file` if that is intended)",
     19: "the chain ends in a self-signed certificate not trusted here (set `tls_config.ca_file` to that CA)",
     20: "the issuer of the certificate is not known here: a missing intermediate certificate on the server, or "
-        "a private CA (set `tls_config.ca_file`)",
+    "a private CA (set `tls_config.ca_file`)",
     21: "the certificate's issuer could not be verified: the server does not send its intermediate certificate",
     23: "the certificate has been revoked",
     26: "the certificate may not be used for a TLS server",
     62: "the certificate does not name this server (host name mismatch): set `tls_config.server_name` or fix "
-        "the certificate",
+    "the certificate",
     64: "the certificate does not name this IP address (IP address mismatch)",
 }
 

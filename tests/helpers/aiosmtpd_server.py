@@ -34,8 +34,15 @@ async def start_aiosmtpd(servers, cert=None, implicit=False, mailbox=None, **opt
     mailbox = mailbox or Mailbox()
 
     def factory():
-        return SMTP(mailbox, hostname="mx.test", tls_context=None if implicit else context,
-                    authenticator=authenticator, auth_require_tls=True, **options)
+        return SMTP(
+            mailbox,
+            hostname="mx.test",
+            tls_context=None if implicit else context,
+            authenticator=authenticator,
+            auth_require_tls=True,
+            **options,
+        )
+
     return await servers.serve_protocol(factory, ssl=context if implicit else None)
 
 

@@ -11,13 +11,16 @@ from exporter.config import Config, parse_config
 
 def tcp_config(*targets: str, timeout: str = "2s", extra: str = "") -> Config:
     lines = "\n".join(f"  - {{target: '{t}', module: tcp_connect}}" for t in targets)
-    return parse_config(f"""
+    return parse_config(
+        f"""
 modules:
   tcp_connect: {{prober: tcp, timeout: {timeout}}}
 {extra}
 targets:
 {lines}
-""", "test.yml")
+""",
+        "test.yml",
+    )
 
 
 def require_binary(name: str) -> str:

@@ -25,8 +25,8 @@ import threading
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from exporter.app import EXPORTER, create_app
 from bench.pcap import handshakes
+from exporter.app import EXPORTER, create_app
 from exporter.config import parse_config
 from tests.helpers.metrics_text import samples
 
@@ -35,8 +35,10 @@ DELAY_BUCKETS = [0.005, 0.5, 0.9, 1.0, 1.02, 1.05, 1.1, 1.25, 1.5, 2.5, 3.0, 3.1
 
 
 def firewall(table: str) -> str:
-    rules = "\n".join(f"    tcp dport {port} tcp flags & (syn | ack) == syn numgen random mod 5 == 0 drop"
-                      for port in (LOSS_PORT, DELAY_PORT))
+    rules = "\n".join(
+        f"    tcp dport {port} tcp flags & (syn | ack) == syn numgen random mod 5 == 0 drop"
+        for port in (LOSS_PORT, DELAY_PORT)
+    )
     return f"table inet {table} {{\n  chain input {{\n    type filter hook input priority 0;\n{rules}\n  }}\n}}\n"
 
 
@@ -73,9 +75,25 @@ async def main(loss_samples: int) -> dict:
     tcpdump = shutil.which("tcpdump")
     capture = None
     if tcpdump:
-        capture = subprocess.Popen([tcpdump, "-i", "lo", "-n", "-U", "-B", "16384", "-s", "96", "-w", pcap,
-                                    f"tcp port {DELAY_PORT} and tcp[tcpflags] & tcp-syn != 0"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        capture = subprocess.Popen(
+            [
+                tcpdump,
+                "-i",
+                "lo",
+                "-n",
+                "-U",
+                "-B",
+                "16384",
+                "-s",
+                "96",
+                "-w",
+                pcap,
+                f"tcp port {DELAY_PORT} and tcp[tcpflags] & tcp-syn != 0",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         capture.stderr.readline()  # "listening on lo ..." once it captures
     loss_targets = "".join(f"  - {{target: '127.0.1.{i}:{LOSS_PORT}', module: lossy}}\n" for i in range(1, 101))
     delay_targets = "".join(f"  - {{target: '127.0.2.{i}:{DELAY_PORT}', module: delayed}}\n" for i in range(1, 21))
@@ -94,8 +112,9 @@ targets:
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             exporter = app[EXPORTER]
             for _ in range(1200):  # bounded: 2 minutes at most (~25 s expected)
-                counted = sum(entry.tally.total for entry in exporter.continuous.targets
-                              if entry.module.name == "lossy")
+                counted = sum(
+                    entry.tally.total for entry in exporter.continuous.targets if entry.module.name == "lossy"
+                )
                 if counted >= loss_samples:
                     break
                 await asyncio.sleep(0.1)
@@ -119,8 +138,12 @@ targets:
         elif name == "probe_tcp_connect_time_seconds_bucket" and labels["module"] == "delayed":
             buckets[labels["le"]] = buckets.get(labels["le"], 0) + value
     cumulative = [buckets[repr(float(b))] for b in DELAY_BUCKETS] + [buckets["+Inf"]]
-    return {"states": states, "bounds": DELAY_BUCKETS, "cumulative": cumulative,
-            "wire": wire_handshakes(pcap, DELAY_PORT) if capture is not None else None}
+    return {
+        "states": states,
+        "bounds": DELAY_BUCKETS,
+        "cumulative": cumulative,
+        "wire": wire_handshakes(pcap, DELAY_PORT) if capture is not None else None,
+    }
 
 
 if __name__ == "__main__":

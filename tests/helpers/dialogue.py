@@ -66,6 +66,7 @@ class ThreadedServers:
     def start(self, handler: Handler, ssl=None) -> int:
         async def enter() -> int:
             return await self._stack.enter_async_context(scripted_server(handler, ssl))
+
         return asyncio.run_coroutine_threadsafe(enter(), self.loop).result(30)
 
     def close(self) -> None:

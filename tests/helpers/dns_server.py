@@ -45,19 +45,42 @@ class MailLab:
         self._ip("netns", "add", self.name)
         self._ip("-n", self.name, "link", "set", "lo", "up")
         for address in [DNS_ADDRESS, *addresses]:
-            self._ip("-n", self.name, "addr", "add", f"{address}/{128 if ':' in address else 32}", "dev", "lo",
-                     *(["nodad"] if ":" in address else []))
+            self._ip(
+                "-n",
+                self.name,
+                "addr",
+                "add",
+                f"{address}/{128 if ':' in address else 32}",
+                "dev",
+                "lo",
+                *(["nodad"] if ":" in address else []),
+            )
         self.addresses = addresses
         self.etc.mkdir(parents=True, exist_ok=True)
         (self.etc / "resolv.conf").write_text(f"nameserver {DNS_ADDRESS}\noptions timeout:2 attempts:1\n")
 
     def start_dns(self, *options: str) -> None:
         """dnsmasq with only the given records (``--mx-host=…``, ``--host-record=…``, ``--local=/test/``)."""
-        self.popen(["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                    "--port=53", f"--listen-address={DNS_ADDRESS}", "--bind-interfaces", "--log-facility=-",
-                    *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.wait_for(f"import socket, dns.message, dns.query\n"
-                      f"dns.query.udp(dns.message.make_query('ready.invalid', 'A'), '{DNS_ADDRESS}', timeout=1)")
+        self.popen(
+            [
+                "dnsmasq",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--port=53",
+                f"--listen-address={DNS_ADDRESS}",
+                "--bind-interfaces",
+                "--log-facility=-",
+                *options,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.wait_for(
+            f"import socket, dns.message, dns.query\n"
+            f"dns.query.udp(dns.message.make_query('ready.invalid', 'A'), '{DNS_ADDRESS}', timeout=1)"
+        )
 
     def wait_for(self, code: str, attempts: int = 40) -> None:
         """Run ``code`` in the namespace until it succeeds (bounded)."""
@@ -82,8 +105,9 @@ class MailLab:
 
     def run(self, args: list[str], timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        return subprocess.run(self.command(args), capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=ROOT, **kwargs)
+        return subprocess.run(
+            self.command(args), capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, **kwargs
+        )
 
     # --- teardown ---------------------------------------------------------------------------
 

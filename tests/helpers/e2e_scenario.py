@@ -27,10 +27,27 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers.e2e_stack import (ALERTMANAGER_YML, PROMETHEUS_YML, SHARDED_YML, WEBHOOK_LOGGER, Processes,
-                             PrometheusApi, binary, dashboard_queries, dashboard_variable_queries, fast_global,
-                             free_port, http_get, needs_smtp, point_file_sd, readdress, rules_with_short_for,
-                             start_exporter, start_prometheus, wait_until_ready)
+from tests.helpers.e2e_stack import (
+    ALERTMANAGER_YML,
+    PROMETHEUS_YML,
+    SHARDED_YML,
+    WEBHOOK_LOGGER,
+    Processes,
+    PrometheusApi,
+    binary,
+    dashboard_queries,
+    dashboard_variable_queries,
+    fast_global,
+    free_port,
+    http_get,
+    needs_smtp,
+    point_file_sd,
+    readdress,
+    rules_with_short_for,
+    start_exporter,
+    start_prometheus,
+    wait_until_ready,
+)
 
 STARTUP_SECONDS = 20
 SETTLE_SECONDS = 40  # bound on waiting for data and alerts once everything runs
@@ -49,12 +66,17 @@ table inet e2e {
 """
 UNRESOLVABLE = "no-such-host.invalid:80"  # resolved only inside the namespace, where no resolver is reachable
 # TCP case -> the alert that must fire for it (with `state` = the case).
-TCP_ALERTS = {"refused": "ConnectivityPortRefused", "timeout": "ConnectivityPortFiltered",
-              "unreachable": "ConnectivityHostUnreachable", "dns_error": "ConnectivityDnsFailure"}
+TCP_ALERTS = {
+    "refused": "ConnectivityPortRefused",
+    "timeout": "ConnectivityPortFiltered",
+    "unreachable": "ConnectivityHostUnreachable",
+    "dns_error": "ConnectivityDnsFailure",
+}
 
 
 def smtp_prober_available() -> bool:
     from exporter.probers.table import PROBERS
+
     return "smtp" in PROBERS
 
 
@@ -101,6 +123,7 @@ def closed_port() -> int:
 
 # --- the stack scenario -------------------------------------------------------------------------------
 
+
 def stack_scenario(workdir: Path, netns: bool) -> dict:
     report: dict = {"netns": netns, "smtp": smtp_prober_available(), "alertmanager": False}
     started = time.monotonic()
@@ -111,18 +134,25 @@ def stack_scenario(workdir: Path, netns: bool) -> dict:
         refused_port = closed_port()
 
         # Pattern (1): targets in the exporter's config, probed on /metrics; `case` names the expectation.
-        cases = {"open": (f"127.0.0.1:{open_port}", "tcp_connect"),
-                 "refused": (f"127.0.0.1:{refused_port}", "tcp_connect"),
-                 "continuous": (f"127.0.0.1:{open_port}", "tcp_every_1s")}  # background probing (docs/continuous.md)
+        cases = {
+            "open": (f"127.0.0.1:{open_port}", "tcp_connect"),
+            "refused": (f"127.0.0.1:{refused_port}", "tcp_connect"),
+            "continuous": (f"127.0.0.1:{open_port}", "tcp_every_1s"),
+        }  # background probing (docs/continuous.md)
         if netns:
-            cases |= {"timeout": (DROPPED, "tcp_short"), "unreachable": (PROHIBITED, "tcp_connect"),
-                      "dns_error": (UNRESOLVABLE, "tcp_connect")}
+            cases |= {
+                "timeout": (DROPPED, "tcp_short"),
+                "unreachable": (PROHIBITED, "tcp_connect"),
+                "dns_error": (UNRESOLVABLE, "tcp_connect"),
+            }
         smtp_modules = ""
         if report["smtp"]:
             smtp_cases, smtp_modules = start_smtp_servers(stack, workdir)
             cases |= smtp_cases
-        targets = "\n".join(f"  - {{target: '{target}', module: {module}, labels: {{case: {case}}}}}"
-                            for case, (target, module) in cases.items())
+        targets = "\n".join(
+            f"  - {{target: '{target}', module: {module}, labels: {{case: {case}}}}}"
+            for case, (target, module) in cases.items()
+        )
         exporter_config = f"""
 global: {{scrape_timeout_offset: 500ms}}
 modules:
@@ -135,10 +165,14 @@ targets:
 """
         # Pattern (2): targets for /probe in a file_sd file; the second has no module label (default).
         file_sd = workdir / "targets.yml"
-        file_sd.write_text(yaml.safe_dump([
-            {"targets": [f"127.0.0.1:{open_port}"], "labels": {"module": "tcp_connect", "case": "probe_open"}},
-            {"targets": [f"127.0.0.1:{refused_port}"], "labels": {"case": "probe_refused"}},
-        ]))
+        file_sd.write_text(
+            yaml.safe_dump(
+                [
+                    {"targets": [f"127.0.0.1:{open_port}"], "labels": {"module": "tcp_connect", "case": "probe_open"}},
+                    {"targets": [f"127.0.0.1:{refused_port}"], "labels": {"case": "probe_refused"}},
+                ]
+            )
+        )
         report["cases"] = {case: target for case, (target, _) in cases.items()}
         report["probe_cases"] = {"probe_open": f"127.0.0.1:{open_port}", "probe_refused": f"127.0.0.1:{refused_port}"}
 
@@ -174,8 +208,15 @@ targets:
             time.sleep(POLL_SECONDS)
         report.update(snapshot)
         report["settle_seconds"] = round(time.monotonic() - started - report["startup_seconds"], 2)
-        report["prometheus_targets"] = [{"job": t["labels"].get("job"), "target": t["labels"].get("target"),
-                                         "health": t["health"], "error": t["lastError"]} for t in api.targets()]
+        report["prometheus_targets"] = [
+            {
+                "job": t["labels"].get("job"),
+                "target": t["labels"].get("target"),
+                "health": t["health"],
+                "error": t["lastError"],
+            }
+            for t in api.targets()
+        ]
     report["total_seconds"] = round(time.monotonic() - started, 2)
     return report
 
@@ -199,8 +240,9 @@ def start_smtp_servers(stack: ExitStack, workdir: Path) -> tuple[dict, str]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert(SMTP_SERVER_NAME).configure_cert(context)
     port = free_port()
-    controller = Controller(Sink(), hostname="127.0.0.1", port=port, server_hostname=SMTP_SERVER_NAME,
-                            tls_context=context)
+    controller = Controller(
+        Sink(), hostname="127.0.0.1", port=port, server_hostname=SMTP_SERVER_NAME, tls_context=context
+    )
     controller.start()
     stack.callback(controller.stop)
     blocked_port = listening_socket(stack, greeting=BLOCKED_GREETING)
@@ -214,8 +256,10 @@ def start_smtp_servers(stack: ExitStack, workdir: Path) -> tuple[dict, str]:
       mail_from: probe@e2e.test
       rcpt_to: postmaster@e2e.test
 """
-    cases = {"smtp_ok": (f"127.0.0.1:{port}", "smtp_starttls"),
-             "smtp_blocked": (f"127.0.0.1:{blocked_port}", "smtp_starttls")}
+    cases = {
+        "smtp_ok": (f"127.0.0.1:{port}", "smtp_starttls"),
+        "smtp_blocked": (f"127.0.0.1:{blocked_port}", "smtp_starttls"),
+    }
     return cases, modules
 
 
@@ -232,22 +276,34 @@ def start_alertmanager(processes: Processes, workdir: Path, deadline: float) -> 
     config_file = workdir / "alertmanager.yml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
-    processes.start("alertmanager", [
-        alertmanager, f"--config.file={config_file}", f"--storage.path={workdir / 'am'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"], cwd=workdir)
+    processes.start(
+        "alertmanager",
+        [
+            alertmanager,
+            f"--config.file={config_file}",
+            f"--storage.path={workdir / 'am'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        cwd=workdir,
+    )
     wait_until_ready(f"http://127.0.0.1:{port}/-/ready", processes, deadline)
     return f"127.0.0.1:{port}"
 
 
-def stack_snapshot(api: PrometheusApi, queries: list[dict], variables: list[dict], alertmanager: str | None,
-                   processes: Processes) -> dict:
+def stack_snapshot(
+    api: PrometheusApi, queries: list[dict], variables: list[dict], alertmanager: str | None, processes: Processes
+) -> dict:
     snapshot: dict = {
         "states": [series["metric"] for series in api.query("probe_tcp_state == 1")],
         "smtp_states": [series["metric"] for series in api.query("probe_smtp_state == 1")],
         "dashboard": [],
         "variables": {},
-        "alerts": [{"labels": alert["labels"], "state": alert["state"], "annotations": alert["annotations"]}
-                   for alert in api.alerts()],
+        "alerts": [
+            {"labels": alert["labels"], "state": alert["state"], "annotations": alert["annotations"]}
+            for alert in api.alerts()
+        ],
         "alertmanager_alerts": [],
         "notifications": [],
     }
@@ -265,8 +321,13 @@ def stack_snapshot(api: PrometheusApi, queries: list[dict], variables: list[dict
         status, body = http_get(f"http://{alertmanager}/api/v2/alerts", timeout=5.0)
         if status == 200:
             snapshot["alertmanager_alerts"] = [
-                {"labels": alert["labels"], "state": alert["status"]["state"],
-                 "receivers": [receiver["name"] for receiver in alert["receivers"]]} for alert in json.loads(body)]
+                {
+                    "labels": alert["labels"],
+                    "state": alert["status"]["state"],
+                    "receivers": [receiver["name"] for receiver in alert["receivers"]],
+                }
+                for alert in json.loads(body)
+            ]
         # Only complete lines: the logger may be writing the next one right now.
         complete = processes.log_text("webhook").rpartition("\n")[0]
         snapshot["notifications"] = [json.loads(line) for line in complete.splitlines() if '"alertname"' in line]
@@ -277,8 +338,11 @@ def stack_complete(snapshot: dict, report: dict) -> bool:
     seen_cases = {series.get("case") for series in snapshot["states"]}
     if not set(report["cases"]) | set(report["probe_cases"]) <= seen_cases:
         return False
-    firing = {(alert["labels"]["alertname"], alert["labels"].get("case")) for alert in snapshot["alerts"]
-              if alert["state"] == "firing"}
+    firing = {
+        (alert["labels"]["alertname"], alert["labels"].get("case"))
+        for alert in snapshot["alerts"]
+        if alert["state"] == "firing"
+    }
     if not all((alert, case) in firing for case, alert in TCP_ALERTS.items() if case in report["cases"]):
         return False
     if report["smtp"]:
@@ -309,8 +373,9 @@ def sharding_scenario(workdir: Path) -> dict:
         processes = stack.enter_context(Processes(workdir))
         deadline = time.monotonic() + STARTUP_SECONDS
         exporter_config = "modules:\n  tcp_connect: {prober: tcp, timeout: 1s}\n"
-        exporters = [start_exporter(processes, f"exporter-{shard}", exporter_config, workdir, deadline)
-                     for shard in range(2)]
+        exporters = [
+            start_exporter(processes, f"exporter-{shard}", exporter_config, workdir, deadline) for shard in range(2)
+        ]
         report["exporters"] = exporters
         file_sd = workdir / "targets.yml"
         file_sd.write_text(yaml.safe_dump([{"targets": SHARD_TARGETS, "labels": {"module": "tcp_connect"}}]))
@@ -321,8 +386,12 @@ def sharding_scenario(workdir: Path) -> dict:
         config.pop("rule_files", None)
         readdress(config, {"exporter-0:9816": exporters[0], "exporter-1:9816": exporters[1]})
         point_file_sd(config, [str(file_sd)])
-        report["modulus"] = next(rule["modulus"] for job in config["scrape_configs"]
-                                 for rule in job.get("relabel_configs", []) if rule.get("action") == "hashmod")
+        report["modulus"] = next(
+            rule["modulus"]
+            for job in config["scrape_configs"]
+            for rule in job.get("relabel_configs", [])
+            if rule.get("action") == "hashmod"
+        )
         api = start_prometheus(processes, workdir, copy.deepcopy(config), deadline)
 
         settle_deadline = time.monotonic() + SETTLE_SECONDS
@@ -331,17 +400,27 @@ def sharding_scenario(workdir: Path) -> dict:
             # One series per (target, exporter) that ever probed it in this run: a target probed by both
             # exporters, even once, shows up twice.
             series = [item["metric"] for item in api.query("count_over_time(probe_success[10m])")]
-            probes = {item["metric"]["instance"]: float(item["value"][1])
-                      for item in api.query('sum by (instance) (connectivity_exporter_probes_total)')}
-            if (len({s["target"] for s in series}) == len(SHARD_TARGETS) and len(probes) == 2
-                    and all(probes.values())) or time.monotonic() > settle_deadline:
+            probes = {
+                item["metric"]["instance"]: float(item["value"][1])
+                for item in api.query("sum by (instance) (connectivity_exporter_probes_total)")
+            }
+            if (
+                len({s["target"] for s in series}) == len(SHARD_TARGETS) and len(probes) == 2 and all(probes.values())
+            ) or time.monotonic() > settle_deadline:
                 break
             time.sleep(POLL_SECONDS)
         report["series"] = series
         report["probes_by_exporter"] = probes
-        report["prometheus_targets"] = [{"job": t["labels"].get("job"), "instance": t["labels"].get("instance"),
-                                         "target": t["labels"].get("target"), "health": t["health"],
-                                         "error": t["lastError"]} for t in api.targets()]
+        report["prometheus_targets"] = [
+            {
+                "job": t["labels"].get("job"),
+                "instance": t["labels"].get("instance"),
+                "target": t["labels"].get("target"),
+                "health": t["health"],
+                "error": t["lastError"],
+            }
+            for t in api.targets()
+        ]
     report["total_seconds"] = round(time.monotonic() - started, 2)
     return report
 
@@ -357,7 +436,7 @@ def main() -> int:
             report = stack_scenario(args.workdir, args.netns)
         else:
             report = sharding_scenario(args.workdir)
-    except Exception:  # noqa: BLE001 - reported to the test, which fails with it
+    except Exception:
         report = {"error": traceback.format_exc()}
     print(json.dumps(report))
     return 0

@@ -31,8 +31,14 @@ WEBHOOK_LOGGER = DEPLOY / "alertmanager" / "webhook_logger.py"
 DASHBOARD_JSON = DEPLOY / "grafana" / "dashboards" / "connectivity.json"
 
 # Template variables of the dashboard and what a query gets for them: "All" is ".*" (allValue).
-DASHBOARD_VARIABLES = {"job": ".*", "module": ".*", "target": ".*", "__rate_interval": "30s",
-                       "__interval": "15s", "__range": "5m"}
+DASHBOARD_VARIABLES = {
+    "job": ".*",
+    "module": ".*",
+    "target": ".*",
+    "__rate_interval": "30s",
+    "__interval": "15s",
+    "__range": "5m",
+}
 # Metric families that only SMTP (and its TLS) probes produce.
 SMTP_METRIC = re.compile(r"\bprobe_(smtp|ssl|tls)_\w+")
 
@@ -135,9 +141,17 @@ def start_prometheus(processes: Processes, workdir: Path, config: dict, deadline
     config_file = workdir / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
-    processes.start("prometheus", [
-        prometheus, f"--config.file={config_file}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], cwd=workdir)
+    processes.start(
+        "prometheus",
+        [
+            prometheus,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        cwd=workdir,
+    )
     base = f"http://127.0.0.1:{port}"
     wait_until_ready(f"{base}/-/ready", processes, deadline)
     return PrometheusApi(base)
@@ -147,14 +161,24 @@ def start_exporter(processes: Processes, name: str, config_text: str, workdir: P
     config_file = workdir / f"{name}.yml"
     config_file.write_text(config_text)
     port = free_port()
-    processes.start(name, [sys.executable, "-m", "exporter", f"--config.file={config_file}",
-                           f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"])
+    processes.start(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            f"--config.file={config_file}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+    )
     address = f"127.0.0.1:{port}"
     wait_until_ready(f"http://{address}/-/ready", processes, deadline)
     return address
 
 
 # --- the shipped files, adapted to a test run ---------------------------------------------------------
+
 
 def fast_global(config: dict, interval: str = "1s") -> None:
     """Scrape and evaluate every second, so a test sees data (and alerts) within seconds."""
@@ -166,6 +190,7 @@ def fast_global(config: dict, interval: str = "1s") -> None:
 
 def readdress(config: dict, mapping: dict[str, str]) -> None:
     """Replace host:port strings (static targets, relabel replacements, Alertmanager) per ``mapping``."""
+
     def walk(node):
         if isinstance(node, dict):
             return {key: walk(value) for key, value in node.items()}
@@ -175,6 +200,7 @@ def readdress(config: dict, mapping: dict[str, str]) -> None:
             for old, new in mapping.items():
                 node = node.replace(old, new)
         return node
+
     config.update(walk(config))
 
 
@@ -199,6 +225,7 @@ def rules_with_short_for(destination: Path, duration: str = "1s") -> Path:
 
 # --- the shipped dashboard ----------------------------------------------------------------------------
 
+
 def dashboard_queries(path: Path = DASHBOARD_JSON) -> list[dict]:
     """Every PromQL expression of the dashboard: {panel, ref, expr (as shipped), promql (substituted)}."""
     dashboard = json.loads(path.read_text())
@@ -208,8 +235,15 @@ def dashboard_queries(path: Path = DASHBOARD_JSON) -> list[dict]:
         for panel in panels:
             visit(panel.get("panels", []))
             for target in panel.get("targets", []):
-                out.append({"panel": panel["title"], "ref": target["refId"], "expr": target["expr"],
-                            "promql": substitute(target["expr"])})
+                out.append(
+                    {
+                        "panel": panel["title"],
+                        "ref": target["refId"],
+                        "expr": target["expr"],
+                        "promql": substitute(target["expr"]),
+                    }
+                )
+
     visit(dashboard["panels"])
     return out
 
@@ -230,11 +264,13 @@ def dashboard_variable_queries(path: Path = DASHBOARD_JSON) -> list[dict]:
 
 def substitute(expr: str) -> str:
     """Replace Grafana variables by what Grafana sends for "All" and typical ranges; fail on unknown ones."""
+
     def value(match: re.Match) -> str:
         name = match.group(1) or match.group(2)
         if name not in DASHBOARD_VARIABLES:
             raise ValueError(f"unknown dashboard variable ${name} in {expr!r}")
         return DASHBOARD_VARIABLES[name]
+
     return re.sub(r"\$\{(\w+)\}|\$([A-Za-z_]\w*)", value, expr)
 
 

@@ -31,8 +31,7 @@ def exim_root() -> tuple[Path | None, str]:
         return None, "apt-get/dpkg are not available to fetch exim4-daemon-light"
     download = CACHE.with_name(CACHE.name + ".debs")
     download.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["apt-get", "download", *PACKAGES], cwd=download, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(["apt-get", "download", *PACKAGES], cwd=download, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         return None, f"apt-get download {' '.join(PACKAGES)} failed: {done.stderr.strip()[-300:]}"
     for deb in sorted(download.glob("*.deb")):
@@ -76,8 +75,9 @@ def exim_workdir() -> Path:
     return work
 
 
-def exim_command(root: Path, work: Path, address: str, hostname: str, local_domains: str,
-                 open_relay: bool) -> list[str]:
+def exim_command(
+    root: Path, work: Path, address: str, hostname: str, local_domains: str, open_relay: bool
+) -> list[str]:
     """A command line (to run inside the lab's namespace) starting an Exim daemon on ADDRESS:25.
 
     ``open_relay``: accept every recipient from anywhere (the misconfiguration to detect);
@@ -89,13 +89,22 @@ def exim_command(root: Path, work: Path, address: str, hostname: str, local_doma
         os.chmod(work / sub, 0o777)
     os.chmod(work, 0o755)
     config = work / "exim.conf"
-    config.write_text(CONFIG.format(root=root, work=work, hostname=hostname, address=address,
-                                    local_domains=local_domains,
-                                    relay_from="0.0.0.0/0 : ::/0" if open_relay else ""))
+    config.write_text(
+        CONFIG.format(
+            root=root,
+            work=work,
+            hostname=hostname,
+            address=address,
+            local_domains=local_domains,
+            relay_from="0.0.0.0/0 : ::/0" if open_relay else "",
+        )
+    )
     os.chmod(config, 0o644)  # Exim refuses a config file others may write
     passwd, group = work / "passwd", work / "group"
     passwd.write_text(Path("/etc/passwd").read_text() + "Debian-exim:x:65534:65534::/nonexistent:/usr/sbin/nologin\n")
     group.write_text(Path("/etc/group").read_text() + "Debian-exim:x:65534:\n")
-    script = (f"mount --bind {passwd} /etc/passwd && mount --bind {group} /etc/group && "
-              f"LD_LIBRARY_PATH={root}/usr/lib/x86_64-linux-gnu exec {root}/usr/sbin/exim4 -C {config} -bdf")
+    script = (
+        f"mount --bind {passwd} /etc/passwd && mount --bind {group} /etc/group && "
+        f"LD_LIBRARY_PATH={root}/usr/lib/x86_64-linux-gnu exec {root}/usr/sbin/exim4 -C {config} -bdf"
+    )
     return ["unshare", "-m", "sh", "-c", script]

@@ -31,9 +31,15 @@ class ExporterProcess:
     def __init__(self, *args: str, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None):
         self.args = args
         environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "exporter", *args], cwd=REPO,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=environment)
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "exporter", *args],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -62,8 +68,9 @@ class ExporterProcess:
                 if remaining <= 0:
                     raise AssertionError(f"no {count}x {text!r} in the log within {timeout}s:\n{self.log_unlocked()}")
                 if self.proc.poll() is not None and not self._reader.is_alive():
-                    raise AssertionError(f"the exporter exited ({self.proc.returncode}) before logging "
-                                         f"{text!r}:\n{self.log_unlocked()}")
+                    raise AssertionError(
+                        f"the exporter exited ({self.proc.returncode}) before logging {text!r}:\n{self.log_unlocked()}"
+                    )
                 self._changed.wait(min(remaining, 0.1))
 
     def log_unlocked(self) -> str:
@@ -100,8 +107,9 @@ def start_exporter(*args: str, listens: int = 1, **kwargs) -> ExporterProcess:
     return process
 
 
-def http(method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
-         timeout: float = 10.0) -> tuple[int, str, dict[str, str]]:
+def http(
+    method: str, url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> tuple[int, str, dict[str, str]]:
     """(status, body, headers) of one plain-HTTP request with urllib; HTTP errors are answers, not exceptions."""
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:

@@ -46,6 +46,7 @@ class ServFail(asyncio.DatagramProtocol):
 
 def _quietly(handler):
     """A client hanging up early (the readiness check does) is not an error worth a traceback."""
+
     async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await handler(reader, writer)
@@ -53,6 +54,7 @@ def _quietly(handler):
             pass
         finally:
             writer.close()
+
     return run
 
 
@@ -71,9 +73,13 @@ async def main(spec: list[list]) -> None:
     for kind, address, port in spec:
         if kind in ("accept", "greylist"):
             handler = Accept() if kind == "accept" else Greylist()
-            keep.append(await loop.create_server(
-                lambda handler=handler, address=address: SMTP(handler, hostname=f"aiosmtpd-{address}"),
-                address, port))
+            keep.append(
+                await loop.create_server(
+                    lambda handler=handler, address=address: SMTP(handler, hostname=f"aiosmtpd-{address}"),
+                    address,
+                    port,
+                )
+            )
         elif kind == "block554":
             script = Script(greeting=b"554 5.7.1 Service unavailable; client host blocked using a DNSBL\r\n")
             keep.append(await asyncio.start_server(_quietly(script), address, port))

@@ -80,8 +80,8 @@ def wait_for_port(port: int, seconds: float = 30.0) -> None:
 @dataclass
 class Postfix:
     root: Path
-    cert_file: Path | None = None        # PEM with the key and the chain, for tls_auth
-    ca_file: Path | None = None          # the CA that issued cert_file, for the prober's tls_config
+    cert_file: Path | None = None  # PEM with the key and the chain, for tls_auth
+    ca_file: Path | None = None  # the CA that issued cert_file, for the prober's tls_config
     ports: dict[str, int] = field(default_factory=dict)
     dovecot: subprocess.Popen | None = None
     master: subprocess.Popen | None = None
@@ -100,8 +100,10 @@ class Postfix:
         data = self.root / "data"
         sasl = ""
         if self.sasl_port is not None:
-            sasl = (f"smtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:{self.sasl_port}\n"
-                    "smtpd_sasl_auth_enable = no\n")
+            sasl = (
+                f"smtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:{self.sasl_port}\n"
+                "smtpd_sasl_auth_enable = no\n"
+            )
         return f"""\
 compatibility_level = 3.6
 queue_directory = {queue}
@@ -162,12 +164,18 @@ test_greylist = check_recipient_access inline:{{ {{grey@{DOMAIN}={GREYLISTED}}} 
             "client_block": ["smtpd_client_restrictions=$test_client_block"],
             "greylist": ["smtpd_recipient_restrictions=$test_greylist"],
             "mailbox": [],
-            "broken_tls": ["smtpd_tls_security_level=may", f"smtpd_tls_cert_file={self.root}/missing-cert.pem",
-                           f"smtpd_tls_key_file={self.root}/missing-cert.pem"],
+            "broken_tls": [
+                "smtpd_tls_security_level=may",
+                f"smtpd_tls_cert_file={self.root}/missing-cert.pem",
+                f"smtpd_tls_key_file={self.root}/missing-cert.pem",
+            ],
         }
         if self.cert_file is not None:
-            behaviours["tls_auth"] = ["smtpd_tls_security_level=may", f"smtpd_tls_chain_files={self.cert_file}",
-                                      "smtpd_tls_auth_only=yes"]
+            behaviours["tls_auth"] = [
+                "smtpd_tls_security_level=may",
+                f"smtpd_tls_chain_files={self.cert_file}",
+                "smtpd_tls_auth_only=yes",
+            ]
             if self.sasl_port is not None:
                 behaviours["tls_auth"].append("smtpd_sasl_auth_enable=yes")
         for name, options in behaviours.items():
@@ -211,8 +219,12 @@ service anvil {{
   chroot =
 }}
 """)
-        self.dovecot = subprocess.Popen([DOVECOT, "-F", "-c", str(config)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, start_new_session=True)
+        self.dovecot = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             wait_for_port(self.sasl_port)
         except TimeoutError:
@@ -234,9 +246,13 @@ service anvil {{
         # not used: it insists that DIR be listed in the machine's default main.cf (alternate_config_directories).
         # Its own session: on SIGTERM the master signals its whole process group.
         with open(self.root / "maillog", "wb") as log:
-            self.master = subprocess.Popen([MASTER, "-c", str(self.config_dir), "-d"],
-                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                           env={**os.environ, "MAIL_CONFIG": str(self.config_dir)})
+            self.master = subprocess.Popen(
+                [MASTER, "-c", str(self.config_dir), "-d"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "MAIL_CONFIG": str(self.config_dir)},
+            )
         try:
             for port in self.ports.values():
                 wait_for_port(port)
@@ -249,8 +265,21 @@ service anvil {{
         postfix, postdrop = pwd.getpwnam("postfix"), grp.getgrnam("postdrop")
         queue = self.root / "queue"
         queue.mkdir(mode=0o755)
-        for name in ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming", "private",
-                     "saved", "trace", "maildrop", "public"):
+        for name in (
+            "active",
+            "bounce",
+            "corrupt",
+            "defer",
+            "deferred",
+            "flush",
+            "hold",
+            "incoming",
+            "private",
+            "saved",
+            "trace",
+            "maildrop",
+            "public",
+        ):
             path = queue / name
             path.mkdir()
             group = postdrop.gr_gid if name in ("maildrop", "public") else postfix.pw_gid

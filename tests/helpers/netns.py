@@ -41,8 +41,14 @@ def run_in_netns(scenario: str, *args: str, timeout: float = 60, mount_namespace
         pytest.skip(reason)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     flags = ["-n", "-m"] if mount_namespace else ["-n"]
-    done = subprocess.run(["unshare", *flags, sys.executable, str(ROOT / "tests" / "helpers" / "netns_scenarios.py"), scenario,
-                           *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    done = subprocess.run(
+        ["unshare", *flags, sys.executable, str(ROOT / "tests" / "helpers" / "netns_scenarios.py"), scenario, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
     if done.returncode != 0:
         raise AssertionError(f"netns scenario {scenario} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -31,16 +31,34 @@ targets:
 LATIN1 = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"), max_size=40)
 TARGETS = st.one_of(
     st.text(max_size=60),
-    st.builds(lambda h, p: f"{h}:{p}", st.sampled_from(["127.0.0.1", "localhost", "[::1]", "::1", "0.0.0.0",
-                                                         "127.1.2.3", "a..b", "-x", "x" * 300, "[::ffff:1.2.3.4]"]),
-              st.one_of(st.integers(-5, 70000).map(str), st.text(max_size=6))),
+    st.builds(
+        lambda h, p: f"{h}:{p}",
+        st.sampled_from(
+            [
+                "127.0.0.1",
+                "localhost",
+                "[::1]",
+                "::1",
+                "0.0.0.0",
+                "127.1.2.3",
+                "a..b",
+                "-x",
+                "x" * 300,
+                "[::ffff:1.2.3.4]",
+            ]
+        ),
+        st.one_of(st.integers(-5, 70000).map(str), st.text(max_size=6)),
+    ),
 )
-PARAMS = st.fixed_dictionaries({}, optional={
-    "target": TARGETS,
-    "module": st.one_of(st.sampled_from(["tcp_connect", "v6", "", "nope"]), st.text(max_size=20)),
-    "debug": st.one_of(st.sampled_from(["true", "false", "TRUE", "1"]), st.text(max_size=5)),
-    "timeout": st.text(max_size=5),
-})
+PARAMS = st.fixed_dictionaries(
+    {},
+    optional={
+        "target": TARGETS,
+        "module": st.one_of(st.sampled_from(["tcp_connect", "v6", "", "nope"]), st.text(max_size=20)),
+        "debug": st.one_of(st.sampled_from(["true", "false", "TRUE", "1"]), st.text(max_size=5)),
+        "timeout": st.text(max_size=5),
+    },
+)
 HEADERS = st.fixed_dictionaries({}, optional={"X-Prometheus-Scrape-Timeout-Seconds": LATIN1})
 
 
@@ -58,15 +76,14 @@ def main() -> None:
         response = await asyncio.wait_for(client.get(path, params=params, headers=headers), 10)
         return response.status, await response.text(), time.monotonic() - started
 
-    @settings(max_examples=int(sys.argv[1]), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=int(sys.argv[1]), deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(st.sampled_from(["/probe", "/probe", "/metrics"]), PARAMS, HEADERS)
     def request(path, params, headers):
         nonlocal count
         count += 1
         try:
             status, body, elapsed = loop.run_until_complete(call(path, params, headers))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             violations.append(f"hang: {path} {params!r} {headers!r}")
             return
         if not (200 <= status < 300 or 400 <= status < 500):

@@ -85,11 +85,16 @@ def firewall_matrix() -> dict:
         pass
     lines = "\n".join(f"  - {{target: '{t}', module: tcp_connect}}" for t in targets)
     try:
-        text, elapsed = asyncio.run(scrape(f"""
+        text, elapsed = asyncio.run(
+            scrape(
+                f"""
 modules: {{tcp_connect: {{prober: tcp, timeout: 1s}}}}
 targets:
 {lines}
-""", 10))
+""",
+                10,
+            )
+        )
     finally:
         listener.close()
         v6.close()
@@ -121,11 +126,21 @@ targets:
             after = open_fds()
             tasks_after = len(asyncio.all_tasks())
         states = per_target(text)
-        return {"status": response.status, "elapsed": elapsed, "fds_before": before, "fds_after": after,
-                "states": sorted({entry.get("state", "missing") for entry in states.values()}),
-                "count": len(states), "tasks_before": tasks_before, "tasks_after": tasks_after,
-                "min_connect": min(e["probe_tcp_connect_duration_seconds"] for e in states.values()
-                                   if "probe_tcp_connect_duration_seconds" in e)}
+        return {
+            "status": response.status,
+            "elapsed": elapsed,
+            "fds_before": before,
+            "fds_after": after,
+            "states": sorted({entry.get("state", "missing") for entry in states.values()}),
+            "count": len(states),
+            "tasks_before": tasks_before,
+            "tasks_after": tasks_after,
+            "min_connect": min(
+                e["probe_tcp_connect_duration_seconds"]
+                for e in states.values()
+                if "probe_tcp_connect_duration_seconds" in e
+            ),
+        }
 
     return asyncio.run(run())
 
@@ -145,10 +160,13 @@ targets:
             await asyncio.sleep(0.2)  # the second scrape arrives while the first probe is in flight
             second = asyncio.ensure_future(client.get("/probe", params={"target": "127.0.0.1:9010"}))
             texts = [await (await request).text() for request in (first, second)]
-        return {"first": per_target(texts[0])["127.0.0.1:9010"],
-                "second_state": [dict(l)["state"] for (n, l), v in samples(texts[1]).items()
-                                 if n == "probe_tcp_state" and v == 1],
-                "second_connect": samples(texts[1])[("probe_tcp_connect_duration_seconds", frozenset())]}
+        return {
+            "first": per_target(texts[0])["127.0.0.1:9010"],
+            "second_state": [
+                dict(l)["state"] for (n, l), v in samples(texts[1]).items() if n == "probe_tcp_state" and v == 1
+            ],
+            "second_connect": samples(texts[1])[("probe_tcp_connect_duration_seconds", frozenset())],
+        }
 
     result = asyncio.run(run())
     counter = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
@@ -210,8 +228,9 @@ targets:
             resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
             healthy = (await client.get("/-/healthy")).status
             recovered = per_target(await (await client.get("/metrics")).text())
-        counts = lambda states: {s: sum(1 for e in states.values() if e["state"] == s)
-                                 for s in {e["state"] for e in states.values()}}
+        counts = lambda states: {
+            s: sum(1 for e in states.values() if e["state"] == s) for s in {e["state"] for e in states.values()}
+        }
         return {"starved": counts(starved), "healthy": healthy, "recovered": counts(recovered)}
 
     try:
@@ -266,9 +285,15 @@ def soak(total_probes: int) -> dict:
                         states[entry["state"]] = states.get(entry["state"], 0) + 1
                 rss.append(rss_kib())
             fds_after, tasks_after = open_fds(), len(asyncio.all_tasks())
-        return {"probes": scrapes * len(lines), "states": states, "fds_before": fds_before, "fds_after": fds_after,
-                "tasks_before": tasks_before, "tasks_after": tasks_after,
-                "rss_kib": rss}
+        return {
+            "probes": scrapes * len(lines),
+            "states": states,
+            "fds_before": fds_before,
+            "fds_after": fds_after,
+            "tasks_before": tasks_before,
+            "tasks_after": tasks_after,
+            "rss_kib": rss,
+        }
 
     try:
         return asyncio.run(run())
@@ -279,6 +304,12 @@ def soak(total_probes: int) -> dict:
 
 if __name__ == "__main__":
     setup_network()
-    result = {"emfile": emfile, "firewall_matrix": firewall_matrix, "deadline_1000": deadline_1000, "overlap": overlap, "faults": faults,
-              "soak": lambda: soak(int(sys.argv[2]))}[sys.argv[1]]()
+    result = {
+        "emfile": emfile,
+        "firewall_matrix": firewall_matrix,
+        "deadline_1000": deadline_1000,
+        "overlap": overlap,
+        "faults": faults,
+        "soak": lambda: soak(int(sys.argv[2])),
+    }[sys.argv[1]]()
     print(json.dumps(result))

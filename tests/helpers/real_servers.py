@@ -77,9 +77,11 @@ def sshd(tmp_path: Path) -> Iterator[int]:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     port = free_port()
     config = tmp_path / "sshd_config"
-    config.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile {tmp_path}/sshd.pid\n"
-                      "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-                      "LoginGraceTime 10\n")
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {key}\nPidFile {tmp_path}/sshd.pid\n"
+        "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "LoginGraceTime 10\n"
+    )
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # its privilege separation directory
     log = tmp_path / "sshd.log"
     with _running(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)], log) as process:
@@ -169,13 +171,36 @@ def _postgres(home: Path, binary: str, pki: Pki, tmp_path: Path) -> Iterator[int
     for path in (cert, key):
         shutil.chown(path, "postgres", "postgres")
     initdb = os.path.join(os.path.dirname(binary), "initdb")
-    subprocess.run(["runuser", "-u", "postgres", "--", initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", initdb, "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        cwd=home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     port = free_port()
     log = tmp_path / "postgres.log"
-    command = ["runuser", "-u", "postgres", "--", binary, "-D", str(data), "-p", str(port),
-               "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={home}",
-               "-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
+    command = [
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        binary,
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        f"unix_socket_directories={home}",
+        "-c",
+        "ssl=on",
+        "-c",
+        f"ssl_cert_file={cert}",
+        "-c",
+        f"ssl_key_file={key}",
+    ]
     with _running(command, log, cwd=home) as process:
         wait_for_banner(port, process, log, needs_bytes=False)
         yield port

@@ -35,15 +35,21 @@ def syn_sent_to(port: int) -> bool:
 
 def main(grace: str, probe_timeout: str) -> dict:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    subprocess.run(["nft", "-f", "-"], check=True, text=True, input=f"""
+    subprocess.run(
+        ["nft", "-f", "-"],
+        check=True,
+        text=True,
+        input=f"""
 table inet shutdown_test {{
   chain input {{ type filter hook input priority 0; tcp dport {DROPPED_PORT} drop; }}
-}}""")
+}}""",
+    )
     directory = tempfile.mkdtemp()
     config = Path(directory) / "config.yml"
     config.write_text(f"modules:\n  slow: {{prober: tcp, timeout: {probe_timeout}}}\n")
-    process = start_exporter(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{EXPORTER_PORT}",
-                             f"--web.shutdown-timeout={grace}")
+    process = start_exporter(
+        f"--config.file={config}", f"--web.listen-address=127.0.0.1:{EXPORTER_PORT}", f"--web.shutdown-timeout={grace}"
+    )
     reply: dict = {}
 
     def scrape() -> None:
@@ -51,7 +57,7 @@ table inet shutdown_test {{
         try:
             with urllib.request.urlopen(url, timeout=30) as response:
                 reply.update(status=response.status, body=response.read().decode())
-        except Exception as exc:  # noqa: BLE001 - the observation is the exception's type
+        except Exception as exc:
             reply.update(error=type(exc).__name__)
         reply["finished"] = time.monotonic()
 
@@ -73,9 +79,15 @@ table inet shutdown_test {{
         process.stop()
     exited = time.monotonic()
     client.join(30)
-    return {"in_flight": in_flight, "late_connect_errno": late_connect, "exit_code": exit_code,
-            "exit_after": exited - signalled, "reply": {k: v for k, v in reply.items() if k != "finished"},
-            "reply_after": reply.get("finished", exited) - signalled, "log": process.log}
+    return {
+        "in_flight": in_flight,
+        "late_connect_errno": late_connect,
+        "exit_code": exit_code,
+        "exit_after": exited - signalled,
+        "reply": {k: v for k, v in reply.items() if k != "finished"},
+        "reply_after": reply.get("finished", exited) - signalled,
+        "log": process.log,
+    }
 
 
 if __name__ == "__main__":

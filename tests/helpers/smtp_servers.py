@@ -69,6 +69,7 @@ class Servers:
 @dataclass
 class Script:
     """A small, configurable SMTP server: default replies per verb, overridable per test."""
+
     greeting: bytes = b"220 mx.test ESMTP ready\r\n"
     replies: dict[str, bytes] = field(default_factory=dict)
     tls_context: ssl.SSLContext | None = None
@@ -119,10 +120,13 @@ class Pki:
         self.ca.cert_pem.write_to_path(str(self.ca_file))
         self.valid = self.ca.issue_cert("mx.test", "127.0.0.1")
         self.wrong_name = self.ca.issue_cert("other.test")
-        self.expired_not_after = datetime.datetime(2020, 1, 2, tzinfo=datetime.timezone.utc)
-        self.expired = self.ca.issue_cert("mx.test", "127.0.0.1",
-                                          not_before=datetime.datetime(2019, 1, 1, tzinfo=datetime.timezone.utc),
-                                          not_after=self.expired_not_after)
+        self.expired_not_after = datetime.datetime(2020, 1, 2, tzinfo=datetime.UTC)
+        self.expired = self.ca.issue_cert(
+            "mx.test",
+            "127.0.0.1",
+            not_before=datetime.datetime(2019, 1, 1, tzinfo=datetime.UTC),
+            not_after=self.expired_not_after,
+        )
 
     @staticmethod
     def not_after(cert: trustme.LeafCert) -> float:
@@ -141,19 +145,22 @@ class FloodProcess:
     """A server in a child process that sends ``payload`` to its first client, so that the
     probing process's memory can be measured without the server's own buffers in it."""
 
-    SCRIPT = ("import socket, sys, time\n"
-              "payload = sys.stdin.buffer.read()\n"
-              "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n"
-              "print(s.getsockname()[1], flush=True)\n"
-              "c, _ = s.accept()\n"
-              "try:\n    c.sendall(payload); time.sleep(30)\nexcept OSError:\n    pass\n")
+    SCRIPT = (
+        "import socket, sys, time\n"
+        "payload = sys.stdin.buffer.read()\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n"
+        "print(s.getsockname()[1], flush=True)\n"
+        "c, _ = s.accept()\n"
+        "try:\n    c.sendall(payload); time.sleep(30)\nexcept OSError:\n    pass\n"
+    )
 
     def __init__(self, payload: bytes):
         self.payload = payload
 
     def __enter__(self) -> int:
-        self.process = subprocess.Popen([sys.executable, "-c", self.SCRIPT], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", self.SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         self.process.stdin.write(self.payload)
         self.process.stdin.close()
         return int(self.process.stdout.readline())
@@ -174,8 +181,9 @@ async def probe(port: int, smtp: str = "{}", timeout: str = "2s") -> ProbeResult
     loop = asyncio.get_running_loop()
     resolver = Resolver(max_workers=1)
     try:
-        return await probe_smtp(parse_host_port(f"127.0.0.1:{port}", 25), module,
-                                loop.time() + module.timeout, resolver)
+        return await probe_smtp(
+            parse_host_port(f"127.0.0.1:{port}", 25), module, loop.time() + module.timeout, resolver
+        )
     finally:
         resolver.close()
 

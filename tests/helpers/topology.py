@@ -11,7 +11,6 @@ private ones that exist only inside these namespaces; nothing here can reach ano
 from __future__ import annotations
 
 import contextlib
-
 import os
 import shutil
 import subprocess
@@ -22,8 +21,8 @@ from dataclasses import dataclass, field
 import pytest
 
 SERVER4, SERVER6 = "10.61.3.2", "fd61:3::2"
-R1_4, R1_6 = "10.61.1.1", "fd61:1::1"        # r1 as the client sees it (the address its ICMP comes from)
-R2_4, R2_6 = "10.61.2.2", "fd61:2::2"        # r2 as the client sees it
+R1_4, R1_6 = "10.61.1.1", "fd61:1::1"  # r1 as the client sees it (the address its ICMP comes from)
+R2_4, R2_6 = "10.61.2.2", "fd61:2::2"  # r2 as the client sees it
 CLIENT4, CLIENT6 = "10.61.1.2", "fd61:1::2"
 
 
@@ -67,39 +66,66 @@ class Topology:
     def server(self) -> str:
         return self.ns("s")
 
-    def exec(self, role_ns: str, *argv: str, check: bool = True, timeout: float = 30,
-             input: str | None = None) -> subprocess.CompletedProcess:
+    def exec(
+        self, role_ns: str, *argv: str, check: bool = True, timeout: float = 30, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         return run("ip", "netns", "exec", role_ns, *argv, check=check, timeout=timeout, input=input)
 
     # (namespace role, device, IPv4, IPv6) of every link end, and the static routes: build applies
     # them, reset re-applies them (a link taken down loses its IPv6 addresses and its routes).
     def _ends(self) -> list[tuple[str, str, str, str]]:
-        return [(self.client, "c0", "10.61.1.2/24", "fd61:1::2/64"), (self.r1, "a0", "10.61.1.1/24", "fd61:1::1/64"),
-                (self.r1, "b0", "10.61.2.1/24", "fd61:2::1/64"), (self.r2, "a0", "10.61.2.2/24", "fd61:2::2/64"),
-                (self.r2, "b0", "10.61.3.1/24", "fd61:3::1/64"), (self.server, "s0", "10.61.3.2/24", "fd61:3::2/64")]
+        return [
+            (self.client, "c0", "10.61.1.2/24", "fd61:1::2/64"),
+            (self.r1, "a0", "10.61.1.1/24", "fd61:1::1/64"),
+            (self.r1, "b0", "10.61.2.1/24", "fd61:2::1/64"),
+            (self.r2, "a0", "10.61.2.2/24", "fd61:2::2/64"),
+            (self.r2, "b0", "10.61.3.1/24", "fd61:3::1/64"),
+            (self.server, "s0", "10.61.3.2/24", "fd61:3::2/64"),
+        ]
 
     def _routes(self) -> list[tuple[str, ...]]:
-        return [(self.client, "ip", "route", "replace", "default", "via", "10.61.1.1"),
-                (self.client, "ip", "-6", "route", "replace", "default", "via", "fd61:1::1"),
-                (self.r1, "ip", "route", "replace", "10.61.3.0/24", "via", "10.61.2.2"),
-                (self.r1, "ip", "-6", "route", "replace", "fd61:3::/64", "via", "fd61:2::2"),
-                (self.r2, "ip", "route", "replace", "10.61.1.0/24", "via", "10.61.2.1"),
-                (self.r2, "ip", "-6", "route", "replace", "fd61:1::/64", "via", "fd61:2::1"),
-                (self.server, "ip", "route", "replace", "default", "via", "10.61.3.1"),
-                (self.server, "ip", "-6", "route", "replace", "default", "via", "fd61:3::1")]
+        return [
+            (self.client, "ip", "route", "replace", "default", "via", "10.61.1.1"),
+            (self.client, "ip", "-6", "route", "replace", "default", "via", "fd61:1::1"),
+            (self.r1, "ip", "route", "replace", "10.61.3.0/24", "via", "10.61.2.2"),
+            (self.r1, "ip", "-6", "route", "replace", "fd61:3::/64", "via", "fd61:2::2"),
+            (self.r2, "ip", "route", "replace", "10.61.1.0/24", "via", "10.61.2.1"),
+            (self.r2, "ip", "-6", "route", "replace", "fd61:1::/64", "via", "fd61:2::1"),
+            (self.server, "ip", "route", "replace", "default", "via", "10.61.3.1"),
+            (self.server, "ip", "-6", "route", "replace", "default", "via", "fd61:3::1"),
+        ]
 
-    def build(self) -> "Topology":
+    def build(self) -> Topology:
         try:
             for name in (self.client, self.r1, self.r2, self.server):
                 run("ip", "netns", "add", name)
                 self.created.append(name)
                 self.exec(name, "ip", "link", "set", "lo", "up")
-                self.exec(name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
-                          "net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.keep_addr_on_down=1",
-                          "net.ipv6.conf.default.keep_addr_on_down=1")
+                self.exec(
+                    name,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                    "net.ipv6.conf.all.keep_addr_on_down=1",
+                    "net.ipv6.conf.default.keep_addr_on_down=1",
+                )
             for (left, left_dev, *_), (right, right_dev, *_) in zip(self._ends()[0::2], self._ends()[1::2]):
-                run("ip", "link", "add", f"{self.tag}x", "netns", left, "type", "veth", "peer", "name",
-                    f"{self.tag}y", "netns", right)
+                run(
+                    "ip",
+                    "link",
+                    "add",
+                    f"{self.tag}x",
+                    "netns",
+                    left,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    f"{self.tag}y",
+                    "netns",
+                    right,
+                )
                 self.exec(left, "ip", "link", "set", f"{self.tag}x", "name", left_dev)
                 self.exec(right, "ip", "link", "set", f"{self.tag}y", "name", right_dev)
             for router in (self.r1, self.r2):
@@ -120,11 +146,13 @@ class Topology:
 
     def warm_up(self) -> None:
         """Resolve every neighbour once (ARP/ND), so a first probe is not lost to a pending lookup."""
-        script = ("import socket, time\n"
-                  f"for family, address in ((socket.AF_INET, {SERVER4!r}), (socket.AF_INET6, {SERVER6!r})):\n"
-                  "    with socket.socket(family, socket.SOCK_DGRAM) as sock:\n"
-                  "        sock.sendto(b'warm-up', (address, 9))\n"
-                  "time.sleep(0.3)\n")
+        script = (
+            "import socket, time\n"
+            f"for family, address in ((socket.AF_INET, {SERVER4!r}), (socket.AF_INET6, {SERVER6!r})):\n"
+            "    with socket.socket(family, socket.SOCK_DGRAM) as sock:\n"
+            "        sock.sendto(b'warm-up', (address, 9))\n"
+            "time.sleep(0.3)\n"
+        )
         self.exec(self.client, sys.executable, "-c", script, check=False)
 
     def nft(self, role_ns: str, ruleset: str) -> None:
@@ -137,8 +165,15 @@ class Topology:
         """Back to the plain topology: no firewall rules, links up, default ICMP rate limits."""
         for name in (self.client, self.r1, self.r2, self.server):
             self.exec(name, "nft", "delete", "table", "inet", "pd", check=False)
-        self.exec(self.r2, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=1000", "net.ipv4.icmp_msgs_per_sec=1000",
-                  "net.ipv4.icmp_msgs_burst=50", "net.ipv6.icmp.ratelimit=1000")
+        self.exec(
+            self.r2,
+            "sysctl",
+            "-qw",
+            "net.ipv4.icmp_ratelimit=1000",
+            "net.ipv4.icmp_msgs_per_sec=1000",
+            "net.ipv4.icmp_msgs_burst=50",
+            "net.ipv6.icmp.ratelimit=1000",
+        )
         self._apply()
         for name in (self.client, self.r1, self.r2):  # forget neighbours that failed while a link was down
             self.exec(name, "ip", "neigh", "flush", "all", check=False)
@@ -147,7 +182,6 @@ class Topology:
     def close(self) -> None:
         while self.created:
             run("ip", "netns", "del", self.created.pop(), check=False)
-
 
 
 @contextlib.contextmanager
@@ -173,21 +207,25 @@ def built_topology(suffix: str = "", firewalls: dict[str, str] | None = None) ->
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
-def in_client(topology: Topology, *argv: str, timeout: float = 120, user: int | None = None,
-              python: str | None = None) -> subprocess.CompletedProcess:
+def in_client(
+    topology: Topology, *argv: str, timeout: float = 120, user: int | None = None, python: str | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python ARGV`` in the client namespace (as ``user`` without any capability, if given)."""
     prefix = ["ip", "netns", "exec", topology.client]
     if user is not None:
         prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([*prefix, python or sys.executable, *argv], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [*prefix, python or sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
 
 
 def check_json(topology: Topology, target: str, config: str, module: str = "diag") -> dict:
     import json
-    done = in_client(topology, "-m", "exporter.cli", "check", "--json", "--config.file", config, "--module", module,
-                     target)
+
+    done = in_client(
+        topology, "-m", "exporter.cli", "check", "--json", "--config.file", config, "--module", module, target
+    )
     if done.returncode not in (0, 1):
         raise AssertionError(f"check {target} failed ({done.returncode}): {done.stdout}\n{done.stderr}")
     if not done.stdout:
@@ -202,9 +240,11 @@ def check_text(topology: Topology, target: str, config: str, module: str = "diag
     return done.stdout
 
 
-FETCH = ("import sys, urllib.request\n"
-         "request = urllib.request.Request(sys.argv[1], headers={'X-Prometheus-Scrape-Timeout-Seconds': sys.argv[2]})\n"
-         "sys.stdout.write(urllib.request.urlopen(request, timeout=120).read().decode())\n")
+FETCH = (
+    "import sys, urllib.request\n"
+    "request = urllib.request.Request(sys.argv[1], headers={'X-Prometheus-Scrape-Timeout-Seconds': sys.argv[2]})\n"
+    "sys.stdout.write(urllib.request.urlopen(request, timeout=120).read().decode())\n"
+)
 
 
 class ClientExporter:
@@ -214,10 +254,27 @@ class ClientExporter:
         self.topology, self.port = topology, port
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.process = subprocess.Popen(
-            ["ip", "netns", "exec", topology.client, sys.executable, "-m", "exporter.cli", "--config.file", config,
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+            [
+                "ip",
+                "netns",
+                "exec",
+                topology.client,
+                sys.executable,
+                "-m",
+                "exporter.cli",
+                "--config.file",
+                config,
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
         import time
+
         for _ in range(300):  # bounded: up to ~30 s for the process to start serving
             if self.process.poll() is not None:
                 raise RuntimeError(f"the exporter exited: {self.process.stderr.read()[:2000]}")

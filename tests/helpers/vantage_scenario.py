@@ -69,6 +69,7 @@ table inet {table} {{
 
 # --- targets ------------------------------------------------------------------------------------------
 
+
 def serve_targets(stack: ExitStack) -> None:
     """Listeners on every target port: accept and close at once (the firewall, not the server, fails them)."""
     for target in (OK, DOWN_EVERYWHERE, DOWN_FROM_A):
@@ -98,6 +99,7 @@ def _accept_and_close(sock: socket.socket) -> None:
 
 # --- the processes ------------------------------------------------------------------------------------
 
+
 def short_for(source: Path, destination: Path) -> Path:
     """A copy of a shipped rule file evaluated every second with every ``for:`` set to FOR."""
     rules = yaml.safe_load(source.read_text())
@@ -112,46 +114,89 @@ def short_for(source: Path, destination: Path) -> Path:
 
 def start_exporter(processes: Processes, prefix: str, site: str, workdir: Path) -> None:
     config = workdir / f"exporter-{site}.yml"
-    config.write_text("global: {scrape_timeout_offset: 1s}\nmodules:\n  tcp_connect: {prober: tcp, timeout: 1s}\n"
-                      "targets:\n" + "".join(
-        f"  - {{target: '{target}', module: tcp_connect}}\n" for target in (OK, DOWN_EVERYWHERE, DOWN_FROM_A)))
-    processes.start(f"exporter-{site}", [
-        "ip", "netns", "exec", f"{prefix}{site}", sys.executable, "-m", "exporter", f"--config.file={config}",
-        f"--web.listen-address=0.0.0.0:{EXPORTER_PORT}", f"--probe.vantage={site}",
-        f"--web.central-url={CENTRAL_URL}", "--log.level=warn"])
+    config.write_text(
+        "global: {scrape_timeout_offset: 1s}\nmodules:\n  tcp_connect: {prober: tcp, timeout: 1s}\n"
+        "targets:\n"
+        + "".join(f"  - {{target: '{target}', module: tcp_connect}}\n" for target in (OK, DOWN_EVERYWHERE, DOWN_FROM_A))
+    )
+    processes.start(
+        f"exporter-{site}",
+        [
+            "ip",
+            "netns",
+            "exec",
+            f"{prefix}{site}",
+            sys.executable,
+            "-m",
+            "exporter",
+            f"--config.file={config}",
+            f"--web.listen-address=0.0.0.0:{EXPORTER_PORT}",
+            f"--probe.vantage={site}",
+            f"--web.central-url={CENTRAL_URL}",
+            "--log.level=warn",
+        ],
+    )
 
 
 def start_agent(processes: Processes, prefix: str, site: str, central_port: int, workdir: Path) -> None:
     """The shipped site-agent.yml with this site's name, scraping fast, sending to the central namespace."""
     config = yaml.safe_load((VANTAGE / "site-agent.yml").read_text())
-    config["global"].update(scrape_interval=f"{SCRAPE_SECONDS}s", scrape_timeout=f"{SCRAPE_SECONDS}s",
-                            external_labels={"vantage": site})
-    readdress(config, {"localhost:9816": f"127.0.0.1:{EXPORTER_PORT}",
-                       "central-prometheus:9090": f"{central_ip(site)}:{central_port}"})
-    config["remote_write"][0]["queue_config"].update(batch_send_deadline="1s", min_backoff="100ms",
-                                                     max_backoff="1s")
+    config["global"].update(
+        scrape_interval=f"{SCRAPE_SECONDS}s", scrape_timeout=f"{SCRAPE_SECONDS}s", external_labels={"vantage": site}
+    )
+    readdress(
+        config,
+        {
+            "localhost:9816": f"127.0.0.1:{EXPORTER_PORT}",
+            "central-prometheus:9090": f"{central_ip(site)}:{central_port}",
+        },
+    )
+    config["remote_write"][0]["queue_config"].update(batch_send_deadline="1s", min_backoff="100ms", max_backoff="1s")
     path = workdir / f"agent-{site}.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    processes.start(f"agent-{site}", [
-        "ip", "netns", "exec", f"{prefix}{site}", binary("prometheus"), "--enable-feature=agent",
-        f"--config.file={path}", f"--storage.agent.path={workdir / f'agent-{site}'}",
-        f"--web.listen-address=0.0.0.0:{AGENT_PORT}", "--log.level=warn"], cwd=workdir)
+    processes.start(
+        f"agent-{site}",
+        [
+            "ip",
+            "netns",
+            "exec",
+            f"{prefix}{site}",
+            binary("prometheus"),
+            "--enable-feature=agent",
+            f"--config.file={path}",
+            f"--storage.agent.path={workdir / f'agent-{site}'}",
+            f"--web.listen-address=0.0.0.0:{AGENT_PORT}",
+            "--log.level=warn",
+        ],
+        cwd=workdir,
+    )
 
 
-def start_central(processes: Processes, name: str, port: int, alertmanager_port: int, workdir: Path,
-                  deadline: float) -> str:
+def start_central(
+    processes: Processes, name: str, port: int, alertmanager_port: int, workdir: Path, deadline: float
+) -> str:
     """The shipped central.yml and rules (fast), with the remote-write receiver, listening on every link."""
     config = yaml.safe_load((VANTAGE / "central.yml").read_text())
     config["global"].update(evaluation_interval="1s", scrape_interval="1s")
-    config["rule_files"] = [str(short_for(VANTAGE / "rules" / "vantage.rules.yml", workdir / "vantage.rules.yml")),
-                            str(short_for(CONNECTIVITY_RULES, workdir / "connectivity.rules.yml"))]
+    config["rule_files"] = [
+        str(short_for(VANTAGE / "rules" / "vantage.rules.yml", workdir / "vantage.rules.yml")),
+        str(short_for(CONNECTIVITY_RULES, workdir / "connectivity.rules.yml")),
+    ]
     readdress(config, {"alertmanager:9093": f"127.0.0.1:{alertmanager_port}", "localhost:9090": f"127.0.0.1:{port}"})
     path = workdir / "central.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    processes.start(name, [
-        binary("prometheus"), f"--config.file={path}", f"--storage.tsdb.path={workdir / 'central'}",
-        f"--web.listen-address=0.0.0.0:{port}", "--web.enable-remote-write-receiver", "--log.level=warn"],
-        cwd=workdir)
+    processes.start(
+        name,
+        [
+            binary("prometheus"),
+            f"--config.file={path}",
+            f"--storage.tsdb.path={workdir / 'central'}",
+            f"--web.listen-address=0.0.0.0:{port}",
+            "--web.enable-remote-write-receiver",
+            "--log.level=warn",
+        ],
+        cwd=workdir,
+    )
     base = f"http://127.0.0.1:{port}"
     wait_until_ready(f"{base}/-/ready", processes, deadline)
     return base
@@ -164,16 +209,25 @@ def start_alertmanager(processes: Processes, port: int, workdir: Path, deadline:
     config["route"]["group_wait"] = "0s"
     path = workdir / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    processes.start("alertmanager", [
-        binary("prometheus-alertmanager", "alertmanager"), f"--config.file={path}",
-        f"--storage.path={workdir / 'am'}", f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
-        "--log.level=warn"], cwd=workdir)
+    processes.start(
+        "alertmanager",
+        [
+            binary("prometheus-alertmanager", "alertmanager"),
+            f"--config.file={path}",
+            f"--storage.path={workdir / 'am'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        cwd=workdir,
+    )
     base = f"http://127.0.0.1:{port}"
     wait_until_ready(f"{base}/-/ready", processes, deadline)
     return base
 
 
 # --- reading the central Prometheus, Alertmanager and the agents --------------------------------------
+
 
 def get_json(url: str) -> dict | list:
     status, body = http_get(url, timeout=5.0)
@@ -190,8 +244,11 @@ def query(base: str, expr: str, at: float | None = None) -> list[dict]:
 def firing(base: str) -> list[list]:
     """The central Prometheus' firing alerts as sorted [alertname, target, vantage] triples."""
     alerts = get_json(f"{base}/api/v1/alerts")["data"]["alerts"]
-    return sorted([a["labels"]["alertname"], a["labels"].get("target", ""), a["labels"].get("vantage", "")]
-                  for a in alerts if a["state"] == "firing")
+    return sorted(
+        [a["labels"]["alertname"], a["labels"].get("target", ""), a["labels"].get("vantage", "")]
+        for a in alerts
+        if a["state"] == "firing"
+    )
 
 
 def alertmanager_view(base: str) -> dict:
@@ -249,11 +306,15 @@ def wait_for(what: str, probe, done, processes: Processes, seconds: float = SETT
 
 # --- the scenario -------------------------------------------------------------------------------------
 
+
 def expected_firing(blind_c: bool) -> list[list]:
     everywhere = ["a", "b"] if blind_c else ["a", "b", "c"]
-    alerts = [["TargetDownEverywhere", DOWN_EVERYWHERE, ""], ["TargetDownFromSite", DOWN_FROM_A, "a"],
-              ["ConnectivityPortFiltered", DOWN_FROM_A, "a"],
-              *(["ConnectivityPortFiltered", DOWN_EVERYWHERE, site] for site in everywhere)]
+    alerts = [
+        ["TargetDownEverywhere", DOWN_EVERYWHERE, ""],
+        ["TargetDownFromSite", DOWN_FROM_A, "a"],
+        ["ConnectivityPortFiltered", DOWN_FROM_A, "a"],
+        *(["ConnectivityPortFiltered", DOWN_EVERYWHERE, site] for site in everywhere),
+    ]
     if blind_c:
         alerts += [["SiteBlind", "", "c"], ["ConnectivityExporterDown", "", "c"]]
     return sorted(alerts)
@@ -307,18 +368,26 @@ def dashboard_results(base: str) -> dict[str, int]:
 def phase(report: dict, name: str, central: str, alertmanager: str, blind_c: bool, processes: Processes) -> None:
     report[name] = {}
     want = expected_firing(blind_c)
-    wait_for(f"{name}: the central Prometheus' firing alerts to be {want}", lambda: firing(central),
-             lambda got: got == want, processes)
+    wait_for(
+        f"{name}: the central Prometheus' firing alerts to be {want}",
+        lambda: firing(central),
+        lambda got: got == want,
+        processes,
+    )
     pages = expected_pages(blind_c)
     suppressed = sorted(alert for alert in want if alert not in pages)
     report[name]["alertmanager"] = wait_for(
-        f"{name}: Alertmanager to notify {pages} and inhibit the rest", lambda: alertmanager_view(alertmanager),
-        lambda got: got.get("active") == pages and got.get("suppressed") == suppressed, processes)
+        f"{name}: Alertmanager to notify {pages} and inhibit the rest",
+        lambda: alertmanager_view(alertmanager),
+        lambda got: got.get("active") == pages and got.get("suppressed") == suppressed,
+        processes,
+    )
     # Only them: a few evaluations later the set is still (or again) exactly that; an alert that was merely
     # pending a moment ago would be firing now.
     time.sleep(3)
-    report[name]["firing"] = wait_for(f"{name}: the firing alerts to stay {want}", lambda: firing(central),
-                                      lambda got: got == want, processes)
+    report[name]["firing"] = wait_for(
+        f"{name}: the firing alerts to stay {want}", lambda: firing(central), lambda got: got == want, processes
+    )
     report[name]["matrix"] = matrix(central)
     report[name]["failing"] = by_target(central, "target:probe_vantage_points_failing:count")
     report[name]["reporting"] = by_target(central, "target:probe_vantage_points:count")
@@ -341,8 +410,7 @@ def measure(report: dict, central: str) -> None:
         report["remote_write"][site] = {"bytes": sent_bytes, "samples": samples}
 
 
-def backfill(report: dict, workdir: Path, central_port: int, alertmanager_port: int,
-             processes: Processes) -> None:
+def backfill(report: dict, workdir: Path, central_port: int, alertmanager_port: int, processes: Processes) -> None:
     """Stop the central Prometheus, let the agents buffer, start it again: the gap must fill in."""
     central_process = processes.started.pop("central")[0]
     central_process.terminate()
@@ -350,18 +418,25 @@ def backfill(report: dict, workdir: Path, central_port: int, alertmanager_port: 
     stopped = time.time()
 
     def unsent_seconds() -> float:
-        return min(agent_metric(site, "prometheus_remote_storage_highest_timestamp_in_seconds")
-                   - agent_metric(site, "prometheus_remote_storage_queue_highest_sent_timestamp_seconds")
-                   for site in ("a", "b"))
-    report["buffered_seconds"] = wait_for(f"the agents to buffer {BUFFERED_SECONDS}s of samples",
-                                          unsent_seconds,
-                                          lambda s: s >= BUFFERED_SECONDS and time.time() - stopped >= BUFFERED_SECONDS,
-                                          processes)
+        return min(
+            agent_metric(site, "prometheus_remote_storage_highest_timestamp_in_seconds")
+            - agent_metric(site, "prometheus_remote_storage_queue_highest_sent_timestamp_seconds")
+            for site in ("a", "b")
+        )
+
+    report["buffered_seconds"] = wait_for(
+        f"the agents to buffer {BUFFERED_SECONDS}s of samples",
+        unsent_seconds,
+        lambda s: s >= BUFFERED_SECONDS and time.time() - stopped >= BUFFERED_SECONDS,
+        processes,
+    )
     restarted = time.time()
-    central = start_central(processes, "central-again", central_port, alertmanager_port, workdir,
-                            time.monotonic() + STARTUP_SECONDS)
-    report["samples_retried"] = {site: agent_metric(site, "prometheus_remote_storage_samples_retried_total")
-                                 for site in ("a", "b")}
+    central = start_central(
+        processes, "central-again", central_port, alertmanager_port, workdir, time.monotonic() + STARTUP_SECONDS
+    )
+    report["samples_retried"] = {
+        site: agent_metric(site, "prometheus_remote_storage_samples_retried_total") for site in ("a", "b")
+    }
     window = max(1, int(restarted - stopped))
     # Samples of the OK target with timestamps inside the outage, per site that kept running.
     expr = f'count_over_time(probe_success{{target="{OK}"}}[{window}s])'
@@ -369,17 +444,26 @@ def backfill(report: dict, workdir: Path, central_port: int, alertmanager_port: 
 
     def gap_samples() -> dict[str, float]:
         return {s["metric"]["vantage"]: float(s["value"][1]) for s in query(central, expr, at=restarted)}
-    report["backfill"] = {"window_seconds": window, "samples_needed": expected, "samples": wait_for(
-        "the central Prometheus to hold the buffered samples of the outage", gap_samples,
-        lambda got: all(got.get(site, 0) >= expected for site in ("a", "b")), processes)}
+
+    report["backfill"] = {
+        "window_seconds": window,
+        "samples_needed": expected,
+        "samples": wait_for(
+            "the central Prometheus to hold the buffered samples of the outage",
+            gap_samples,
+            lambda got: all(got.get(site, 0) >= expected for site in ("a", "b")),
+            processes,
+        ),
+    }
 
 
 def scenario(prefix: str, workdir: Path) -> dict:
     report: dict = {"prefix": prefix}
     with ExitStack() as stack:
         subprocess.run(["nft", "-f", "-"], input=nft_rules(f"{prefix}t"), text=True, check=True, timeout=10)
-        stack.callback(subprocess.run, ["nft", "delete", "table", "inet", f"{prefix}t"], capture_output=True,
-                       timeout=10)
+        stack.callback(
+            subprocess.run, ["nft", "delete", "table", "inet", f"{prefix}t"], capture_output=True, timeout=10
+        )
         serve_targets(stack)
         processes = stack.enter_context(Processes(workdir))
         deadline = time.monotonic() + STARTUP_SECONDS
