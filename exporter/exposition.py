@@ -133,6 +133,17 @@ def one_hot(label: str, values: Iterable[str], current: Callable[[ProbeResult], 
     return _OneHot(label, values, current)
 
 
+def current_only(label: str, current: Callable[[ProbeResult], str | None]) -> Samples:
+    """Samples for a large or open state set: only the current value's series, at 1 (absent: no value).
+    A one-hot family would write a 0 series for every other value on every target."""
+
+    def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
+        now = current(result)
+        return () if now is None else ((f'{label}="{escape_label_value(now)}"', 1),)
+
+    return samples
+
+
 def single(get: Callable[[ProbeResult], float | None]) -> Samples:
     """One unlabelled sample, left out when ``get`` returns None."""
     return _Single(get)
