@@ -9,9 +9,7 @@ import socket
 import threading
 import time
 
-import pytest
-
-from exporter.config import parse_config
+from exporter.config.loader import parse_config
 from tests.helpers.metrics_text import samples, value
 
 PERIOD = 2.0  # the listener is up for 2 s, then down (refused) for 2 s

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,21 @@ servers = smtp_servers.servers  # the fixture
 BUDGET = {"plain tcp": 11, "plain tcp by name": 11, "continuous tcp": 25, "continuous tcp by name": 25, "smtp": 45}
 
 
-def series_per_target(text: str) -> Counter[str]:
-    """Series per value of the ``case`` label (each target of the config carries one)."""
-    return Counter(dict(labels)["case"] for (_, labels) in samples(text) if "case" in dict(labels))
+Sample = tuple[str, dict[str, str], float]
+
+
+def by_case(text: str) -> dict[str, list[Sample]]:
+    """Every series of the scrape that belongs to a target, grouped by the target's ``case`` label."""
+    out: dict[str, list[Sample]] = {}
+    for (name, pairs), value in samples(text).items():
+        labels = dict(pairs)
+        if "case" in labels:
+            out.setdefault(labels["case"], []).append((name, labels, value))
+    return out
+
+
+def of(series: list[Sample], name: str) -> list[tuple[dict[str, str], float]]:
+    return [(labels, value) for family, labels, value in series if family == name]
 
 
 async def scrape(port: int) -> str:
@@ -61,13 +72,13 @@ async def wait_probed(port: int, limit: float = 30.0) -> str:
     deadline = time.monotonic() + limit
     while True:
         text = await scrape(port)
-        found = samples(text)
-        done = [
+        cases = by_case(text)
+        probed = [
             case
             for case in ("continuous tcp", "continuous tcp by name")
-            if sum(v for (n, l), v in found.items() if n == "probe_results_total" and ("case", case) in l) >= 2
+            if sum(value for _, value in of(cases.get(case, []), "probe_results_total")) >= 2
         ]
-        if len(done) == 2 or time.monotonic() > deadline:
+        if len(probed) == 2 or time.monotonic() > deadline:
             return text
         await asyncio.sleep(0.2)
 
@@ -92,33 +103,24 @@ async def test_series_per_target_within_budget(servers, tmp_path: Path, processe
             text = await wait_probed(port)
         finally:
             await asyncio.to_thread(exporter.stop)
-    counts = series_per_target(text)
-    found = samples(text)
+    cases = by_case(text)
+    counts = {case: len(series) for case, series in cases.items()}
     # The probes did what the cases say, so the counts are those of healthy targets.
     for case in BUDGET:
-        assert found[("probe_success", frozenset({("case", case), *labels_of(found, case)}))] == 1, (case, text)
+        assert of(cases[case], "probe_success")[0][1] == 1, (case, text)
     over = {case: counts[case] for case, budget in BUDGET.items() if counts[case] > budget}
-    assert not over, f"series per target over budget {BUDGET}: {dict(counts)}"
+    assert not over, f"series per target over budget {BUDGET}: {counts}"
     # The continuous targets really carry their counters and histogram (not a budget met by losing them).
     for case in ("continuous tcp", "continuous tcp by name"):
-        names = {n for (n, l) in found if ("case", case) in l}
+        names = {name for name, _, _ in cases[case]}
         assert {"probe_results_total", "probe_tcp_connect_time_seconds_bucket", "probe_state_changes_total"} <= names
-    states = {dict(l)["state"] for (n, l) in found if n == "probe_results_total" and ("case", "continuous tcp") in l}
-    assert states == {"open", "refused", "timeout", "unreachable", "error"}  # no dns_error for an IP literal
-    named = {
-        dict(l)["state"] for (n, l) in found if n == "probe_results_total" and ("case", "continuous tcp by name") in l
-    }
-    assert named == states | {"dns_error"}
-    # SMTP: STARTTLS kept at 0/1 for alerts; the dialogue's state is the one series at 1.
-    smtp = {(n, frozenset(l) - labels_of(found, "smtp") - {("case", "smtp")}): v for (n, l), v in found.items()}
-    assert smtp[("probe_smtp_capability", frozenset({("capability", "STARTTLS")}))] == 1
-    smtp_states = [dict(l) for (n, l), v in found.items() if n == "probe_smtp_state" and ("case", "smtp") in l]
-    assert [s["state"] for s in smtp_states] == ["ok"]
-
-
-def labels_of(found: dict, case: str) -> frozenset:
-    """The target and module labels of the case's probe_success series."""
-    for name, labels in found:
-        if name == "probe_success" and ("case", case) in labels:
-            return frozenset(pair for pair in labels if pair[0] != "case")
-    raise AssertionError(f"no probe_success for {case}")
+    literal = {labels["state"] for labels, _ in of(cases["continuous tcp"], "probe_results_total")}
+    assert literal == {"open", "refused", "timeout", "unreachable", "error"}  # no dns_error for an IP literal
+    named = {labels["state"] for labels, _ in of(cases["continuous tcp by name"], "probe_results_total")}
+    assert named == literal | {"dns_error"}
+    # SMTP: STARTTLS kept at 0/1 for alerts; the dialogue's state is the one series, at 1.
+    capabilities = {labels["capability"]: value for labels, value in of(cases["smtp"], "probe_smtp_capability")}
+    assert capabilities["STARTTLS"] == 1 and 0 not in capabilities.values()
+    assert [(labels["state"], value) for labels, value in of(cases["smtp"], "probe_smtp_state")] == [("ok", 1)]
+    versions = of(cases["smtp"], "probe_tls_version_info")
+    assert len(versions) == 1 and versions[0][1] == 1
