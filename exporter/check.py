@@ -20,6 +20,8 @@ from exporter.logs import setup_logging
 from exporter.pathdiag.hooks import diagnosable, diagnose_inline
 from exporter.pathdiag.render import hop_table, path_json
 from exporter.pathdiag.trace import DEFAULT_SETTINGS as PATH_SETTINGS
+from exporter.probers.addresses import table as address_table
+from exporter.probers.addresses import to_json as addresses_json
 from exporter.probers.connect import EXPLANATIONS, TIMEOUT_CAUSES
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
@@ -148,12 +150,16 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     lines.append("")
     outcome = "SUCCESS" if result.success else "FAILURE"
     lines.append(
-        f"{outcome}: {result.state}" + ("" if result.state == result.tcp_state else f" (TCP: {result.tcp_state})")
+        f"{outcome}: {result.state}"
+        + ("" if result.state == result.tcp_state else f" (TCP: {result.tcp_state})")
+        + ("" if result.addresses is None else f" (every address: {result.addresses.state})")
     )
     explanation = printable(verdict(result, module))
     lines.append(explanation[:1].upper() + explanation[1:])
     lines += prober_lines(result, module)
     lines += PROBERS[module.prober].report_lines(result)
+    if result.addresses is not None:
+        lines += [printable(line) for line in address_table(result.addresses)]
     timings = [f"total {result.duration_seconds * 1000:.2f} ms"]
     if result.dns_lookup_seconds:
         timings.insert(0, f"DNS {result.dns_lookup_seconds * 1000:.2f} ms")
@@ -167,7 +173,7 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
 
 def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     fields = {
-        f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in ("details", "icmp", "path")
+        f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in ("details", "icmp", "path", "addresses")
     }
     document = {
         "target": str(address),
@@ -187,6 +193,8 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
             "by": "host" if result.address and result.icmp.sent_by_host(result.address) else "network",
         },
         "path": None if result.path is None else path_json(result.path),
+        # tcp.probe_addresses: all (docs/metrics.md, "Every address of a name"); null with "one".
+        "addresses": None if result.addresses is None else addresses_json(result.addresses),
     }
     document.update(PROBERS[module.prober].json_sections(result))
     return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"

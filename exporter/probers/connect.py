@@ -16,6 +16,7 @@ from collections import deque
 
 from exporter.address import HostPort
 from exporter.model import Module
+from exporter.probers.connect_all import connect_every_address, every_address
 from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
 from exporter.probers.resolve import ResolveError, Resolver, literal
 from exporter.probers.result import ProbeResult, TcpState, classify_errno, describe_errno
@@ -42,6 +43,8 @@ async def connect_target(
     Returns the connected socket (the caller owns and closes it), or None with
     ``result.tcp_state`` saying why not. Never raises for a network failure.
     """
+    if every_address(module):  # tcp.probe_addresses: all (connect_all.py)
+        return await connect_every_address(result, target, module, deadline, resolver)
     loop = asyncio.get_running_loop()
     tcp = module.tcp
     resolved = literal(target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exporter.exposition import Family, one_hot, single
 from exporter.pathdiag.metrics import TCP_REJECTED_BY
+from exporter.probers.address_metrics import ADDRESS_FAMILIES
 from exporter.probers.result import TcpState
 
 # Owned by the handler, with blackbox_exporter's names and meaning.
@@ -47,4 +48,5 @@ TCP_FAMILIES = (
 )
 
 # probe_tcp_rejected_by: who sent the ICMP error that ended a connect.
-CONNECT_FAMILIES = COMMON_FAMILIES + TCP_FAMILIES + (TCP_REJECTED_BY,)
+# The ADDRESS_FAMILIES only for modules with tcp.probe_addresses: all.
+CONNECT_FAMILIES = COMMON_FAMILIES + TCP_FAMILIES + (TCP_REJECTED_BY,) + ADDRESS_FAMILIES

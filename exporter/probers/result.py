@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # path diagnosis types; annotations only, so no import cost or cycle
     from exporter.pathdiag.icmp import IcmpReply
     from exporter.pathdiag.model import PathDiagnosis
+    from exporter.probers.addresses import AddressesReport
 
 
 class TcpState(StrEnum):
@@ -75,6 +76,8 @@ class ProbeResult:
     icmp: IcmpReply | None = None
     # A path diagnosis run for this probe (/probe and check run it inline).
     path: PathDiagnosis | None = None
+    # With tcp.probe_addresses: all, every address of the name (exporter.probers.addresses).
+    addresses: AddressesReport | None = None
 
     def note(self, line: str) -> None:
         self.transcript.append(line)
