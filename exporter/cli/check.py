@@ -173,7 +173,9 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
 
 def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     fields = {
-        f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in ("details", "icmp", "path", "addresses")
+        f.name: getattr(result, f.name)
+        for f in dataclasses.fields(result)
+        if f.name not in ("details", "icmp", "path", "addresses")
     }
     document = {
         "target": str(address),

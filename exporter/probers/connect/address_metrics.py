@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from exporter.core.exposition import Family, format_value
-from exporter.probers.connect.addresses import AddressesReport, AddressesState, AddressOutcome
-from exporter.probers.connect.result import ProbeResult, TcpState
+from exporter.probers.connect.result import AddressesReport, AddressesState, AddressOutcome, ProbeResult, TcpState
 
 Lines = Callable[[AddressesReport], Iterable[tuple[str, float]]]
 
@@ -40,7 +39,9 @@ class AddressLines:
             out = []
             for extra, value in lines(report):
                 labels = f"{prefix},{extra}" if prefix and extra else prefix or extra
-                out.append(f"{name}{{{labels}}} {format_value(value)}\n" if labels else f"{name} {format_value(value)}\n")
+                out.append(
+                    f"{name}{{{labels}}} {format_value(value)}\n" if labels else f"{name} {format_value(value)}\n"
+                )
             return "".join(out)
 
         return write

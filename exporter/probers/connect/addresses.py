@@ -7,11 +7,9 @@ Pure logic over per-address outcomes; the connects themselves are in ``exporter.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from exporter.probers.connect.result import TcpState
+from exporter.probers.connect.result import AddressesReport, AddressesState, AddressOutcome, TcpState
 
 # RFC 8305 section 8 ("Summary of Configurable Values"): the recommended Connection Attempt Delay.
 # Section 5 also bounds it (at least 100 ms, at most 2 s); a client with no RTT history uses 250 ms.
@@ -23,61 +21,6 @@ FIRST_ADDRESS_FAMILY_COUNT = 1
 MIN_ATTEMPT_SPACING = 0.01
 
 NO_IPV6_ROUTE = "this exporter cannot reach IPv6: no route"
-
-
-class AddressesState(StrEnum):
-    ALL_OK = "all_ok"  # every address connects
-    SOME_FAILING = "some_failing"  # failures that are not a whole family
-    IPV4_FAILING = "ipv4_failing"  # every IPv4 address fails, some IPv6 one works
-    IPV6_FAILING = "ipv6_failing"  # every IPv6 address fails, some IPv4 one works
-    ALL_FAILING = "all_failing"  # no address connects
-    DNS_ERROR = "dns_error"  # the name gave no address
-
-
-@dataclass(slots=True)
-class AddressOutcome:
-    """The connect to one address of the name."""
-
-    address: str
-    ip_protocol: int
-    state: TcpState = TcpState.TIMEOUT
-    # None: the connect never started (the deadline passed first).
-    connect_seconds: float | None = None
-    detail: str = ""
-    # The local kernel had no route for it (ENETUNREACH before any packet left, no ICMP sender).
-    no_local_route: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.state is TcpState.OPEN
-
-
-@dataclass(slots=True)
-class AddressesReport:
-    """Every probed address of one name, and what they add up to."""
-
-    outcomes: list[AddressOutcome] = field(default_factory=list)
-    # How many distinct addresses the name resolved to (more than ``outcomes`` when the cap cut).
-    resolved: int = 0
-    state: AddressesState = AddressesState.DNS_ERROR
-    # What an RFC 8305 client would wait from its first connection attempt until connected; None: never.
-    happy_eyeballs_seconds: float | None = None
-    # IP versions this exporter has no route for at all: their addresses say nothing about the target.
-    no_route_families: tuple[int, ...] = ()
-
-    @property
-    def cut(self) -> int:
-        """Addresses left out by ``tcp.probe_addresses_max``."""
-        return max(0, self.resolved - len(self.outcomes))
-
-    @property
-    def counted(self) -> list[AddressOutcome]:
-        """The outcomes that count for the verdict (not those of a family with no route from here)."""
-        return [o for o in self.outcomes if o.ip_protocol not in self.no_route_families]
-
-    @property
-    def all_connected(self) -> bool:
-        return self.state is AddressesState.ALL_OK
 
 
 def happy_eyeballs_order(outcomes: Sequence[AddressOutcome]) -> list[AddressOutcome]:
@@ -247,11 +190,16 @@ def table(report: AddressesReport) -> list[str]:
     rows = [("ADDRESS", "IP", "STATE", "CONNECT")]
     for o in report.outcomes:
         took = "-" if o.connect_seconds is None else f"{o.connect_seconds * 1000:.2f} ms"
-        state = str(o.state) + (" (no route from here: not counted)" if o.ip_protocol in report.no_route_families else "")
+        state = str(o.state) + (
+            " (no route from here: not counted)" if o.ip_protocol in report.no_route_families else ""
+        )
         rows.append((o.address, f"v{o.ip_protocol}", state, took))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     lines = [f"Every address ({report.state}):"]
-    lines += ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3] for row in rows]
+    lines += [
+        "  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3]
+        for row in rows
+    ]
     if report.cut:
         lines.append(f"  ... {report.cut} more not probed (tcp.probe_addresses_max)")
     he = report.happy_eyeballs_seconds

@@ -15,8 +15,8 @@ import weakref
 from collections import deque
 
 from exporter.core.address import HostPort
-from exporter.probers.connect.every import connect_every_address, every_address
 from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
+from exporter.probers.connect.every import connect_every_address, every_address
 from exporter.probers.connect.resolve import ResolveError, Resolver, literal
 from exporter.probers.connect.result import ProbeResult, TcpState, classify_errno, describe_errno
 from exporter.probers.connect.settings import TcpSettings
@@ -44,7 +44,7 @@ async def connect_target(
     ``result.tcp_state`` saying why not. Never raises for a network failure.
     """
     if every_address(tcp):  # tcp.probe_addresses: all (every.py)
-        return await connect_every_address(result, target, tcp, deadline, resolver)
+        return await connect_every_address(result, target, tcp, deadline, resolver, connect_target)
     loop = asyncio.get_running_loop()
     resolved = literal(target)
     if resolved is None:

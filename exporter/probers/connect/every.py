@@ -15,17 +15,20 @@ import ipaddress
 import logging
 import socket
 import time
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from exporter.core.address import HostPort
-from exporter.probers.connect.addresses import AddressesReport, AddressOutcome, experience, finish, happy_eyeballs_order
+from exporter.probers.connect.addresses import experience, finish, happy_eyeballs_order
 from exporter.probers.connect.resolve import Resolved, ResolveError, Resolver
-from exporter.probers.connect.result import ProbeResult, TcpState
+from exporter.probers.connect.result import AddressesReport, AddressOutcome, ProbeResult, TcpState
 
 if TYPE_CHECKING:
     from exporter.probers.connect.settings import TcpSettings
+
+ConnectTarget = Callable[[ProbeResult, HostPort, "TcpSettings", float, Resolver], Awaitable[socket.socket | None]]
 
 log = logging.getLogger("exporter.addresses")
 
@@ -37,6 +40,9 @@ _PENDING: ContextVar[list[_Pending] | None] = ContextVar("pending_addresses", de
 _CUT_LOGGED: set[str] = set()
 _CUT_LOGGED_MAX = 10_000
 _NO_ROUTE_LOGGED: list[bool] = [False]
+
+
+Collecting = tuple[list["_Pending"], Token[list["_Pending"] | None]]
 
 
 @dataclass(slots=True)
@@ -54,12 +60,16 @@ def every_address(tcp: TcpSettings) -> bool:
 
 
 async def connect_every_address(
-    result: ProbeResult, target: HostPort, tcp: TcpSettings, deadline: float, resolver: Resolver
+    result: ProbeResult,
+    target: HostPort,
+    tcp: TcpSettings,
+    deadline: float,
+    resolver: Resolver,
+    connect_target: ConnectTarget,
 ) -> socket.socket | None:
     """``connect_target`` for ``probe_addresses: all``: the same contract (fills ``result``, returns the
-    connected socket or None), plus ``result.addresses``."""
-    from exporter.probers.connect.dial import connect_target  # dial dispatches here: imported on use
-
+    connected socket or None), plus ``result.addresses``. ``connect_target`` (passed in by dial.py, which
+    dispatches here) connects each address."""
     report = result.addresses = AddressesReport()
     started = time.perf_counter()
     if target.ip is None:
@@ -108,7 +118,7 @@ async def connect_every_address(
 
     connects = asyncio.gather(*(one(index, resolved) for index, resolved in enumerate(probed)))
     try:
-        await asyncio.wait([first, connects], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([first, connects], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
     except BaseException:
         connects.cancel()
         _close_chosen(first, sockets)
@@ -215,13 +225,13 @@ def apply_verdict(result: ProbeResult) -> None:
     result.success = False
 
 
-def start_collecting() -> tuple[list[_Pending], object]:
+def start_collecting() -> Collecting:
     """Called by the runner before a probe of an ``all`` module: collect the connects it leaves running."""
     collector: list[_Pending] = []
     return collector, _PENDING.set(collector)
 
 
-async def settle(collecting: tuple[list[_Pending], object]) -> None:
+async def settle(collecting: Collecting) -> None:
     """Called by the runner after the prober returned: wait for the remaining connects (each ends by the
     probe's deadline) and conclude every report."""
     for pending in collecting[0]:
@@ -229,10 +239,10 @@ async def settle(collecting: tuple[list[_Pending], object]) -> None:
         _conclude(pending)
 
 
-def stop_collecting(collecting: tuple[list[_Pending], object]) -> None:
+def stop_collecting(collecting: Collecting) -> None:
     """Called by the runner in ``finally``: cancel what a cancelled or failed probe left running."""
     collector, token = collecting
     for pending in collector:
         if not pending.connects.done():
             pending.connects.cancel()
-    _PENDING.reset(token)  # type: ignore[arg-type]
+    _PENDING.reset(token)

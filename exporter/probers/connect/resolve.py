@@ -76,8 +76,9 @@ class Resolver:
             raise ResolveError(f"{target.host} is not a valid name for DNS") from None
         seen: dict[str, Resolved] = {}
         for info_family, _, _, _, sockaddr in infos:
-            if info_family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in seen:
-                seen[sockaddr[0]] = Resolved(info_family, sockaddr, sockaddr[0])
+            ip = str(sockaddr[0])
+            if info_family in (socket.AF_INET, socket.AF_INET6) and ip not in seen:
+                seen[ip] = Resolved(info_family, sockaddr, ip)
         if not seen:
             raise ResolveError(f"{target.host} has no IPv4 or IPv6 address")
         return list(seen.values())
