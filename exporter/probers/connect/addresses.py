@@ -133,15 +133,14 @@ def experience(report: AddressesReport) -> str:
     failed = [o for o in counted if not o.ok]
     he = report.happy_eyeballs_seconds
     state = report.state
-    prefix = f"{NO_IPV6_ROUTE}; " if report.no_route_families else ""
     if state is AddressesState.DNS_ERROR:
         return "clients cannot connect: the name has no address"
     if state is AddressesState.ALL_OK:
         families = sorted({o.ip_protocol for o in counted})
         over = " and ".join(_family_words(v) for v in families)
-        return prefix + f"every address connects over {over}: clients connect in {_seconds(he)}"
+        return f"every address connects over {over}: clients connect in {_seconds(he)}"
     if state is AddressesState.ALL_FAILING:
-        return prefix + f"no client can connect: every address {_causes(failed)}"
+        return f"no client can connect: every address {_causes(failed)}"
     if state is AddressesState.IPV6_FAILING:
         if all(o.state is TcpState.TIMEOUT for o in failed):
             why = "the IPv6 path drops packets"
@@ -155,12 +154,19 @@ def experience(report: AddressesReport) -> str:
         )
     shown = ", ".join(f"{o.address} {_CAUSES.get(o.state, str(o.state)).split(' (')[0]}" for o in failed)
     return (
-        prefix + f"{len(failed)} of {len(counted)} addresses fail ({shown}): a client that tries only one "
+        f"{len(failed)} of {len(counted)} addresses fail ({shown}): a client that tries only one "
         f'address fails now and then ("it works, sometimes"); Happy Eyeballs clients connect in {_seconds(he)}'
     )
 
 
 # --- what people read: check's table and JSON (docs/metrics.md, "Every address of a name") ---------------
+
+
+def note(report: AddressesReport) -> str | None:
+    """Said once per report: this exporter itself cannot reach a family, so its addresses are not counted."""
+    if not report.no_route_families:
+        return None
+    return f"{NO_IPV6_ROUTE} (the IPv6 addresses of the name are not counted)"
 
 
 def to_json(report: AddressesReport) -> dict[str, Any]:
@@ -172,6 +178,7 @@ def to_json(report: AddressesReport) -> dict[str, Any]:
         "resolved": report.resolved,
         "not_probed": report.cut,
         "no_route_families": list(report.no_route_families),
+        "note": note(report),
         "list": [
             {
                 "address": o.address,
@@ -204,6 +211,8 @@ def table(report: AddressesReport) -> list[str]:
         lines.append(f"  ... {report.cut} more not probed (tcp.probe_addresses_max)")
     he = report.happy_eyeballs_seconds
     lines.append(f"Happy Eyeballs (RFC 8305): {_seconds(he)}" + ("" if he is not None else " (no address connects)"))
+    if (said := note(report)) is not None:
+        lines.append(f"Note: {said}")
     sentence = experience(report)
     lines.append("What users experience: " + sentence[:1].upper() + sentence[1:] + ".")
     return lines

@@ -206,11 +206,9 @@ def _conclude(pending: _Pending) -> None:
             shown = f"[{outcome.address}]" if outcome.ip_protocol == 6 else outcome.address
             took = "" if outcome.connect_seconds is None else f" in {outcome.connect_seconds * 1000:.2f} ms"
             result.note(f"Address {shown}: {outcome.state}{took}")
-    if report.no_route_families:
-        result.note(f"Note: {experience(report).split(';')[0]}; its IPv6 addresses are not counted")
-        if not _NO_ROUTE_LOGGED[0]:
-            _NO_ROUTE_LOGGED[0] = True
-            log.warning("this exporter cannot reach IPv6: no route (IPv6 addresses of names are not counted)")
+    if report.no_route_families and not _NO_ROUTE_LOGGED[0]:
+        _NO_ROUTE_LOGGED[0] = True
+        log.warning("this exporter cannot reach IPv6: no route (IPv6 addresses of names are not counted)")
     result.note(f"Every address: {report.state}; {experience(report)}")
 
 
