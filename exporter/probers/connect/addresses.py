@@ -98,7 +98,8 @@ def finish(report: AddressesReport) -> AddressesReport:
     # connectivity; its addresses say nothing about the target.
     report.no_route_families = (6,) if v6 and all(o.no_local_route for o in v6) else ()
     report.state = classify(report)
-    report.happy_eyeballs_seconds = happy_eyeballs_seconds(report.outcomes)
+    # A family this host cannot reach at all is not the target's: the time is that of a client without it.
+    report.happy_eyeballs_seconds = happy_eyeballs_seconds(report.counted)
     return report
 
 
