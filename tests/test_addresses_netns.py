@@ -250,3 +250,11 @@ def test_alert_rules_in_a_real_prometheus(report: dict[str, Any]) -> None:
     assert not [key for key in firing if key[1] == "dual-ok.test:8080"]
     he = {r["metric"]["target"]: float(r["value"][1]) for r in report["prometheus"]["happy_eyeballs"]}
     assert he["v6-drop.test:8080"] >= 0.25 and he["dual-ok.test:8080"] < 0.25
+
+
+def test_status_page_shows_every_address_verdict(report: dict[str, Any]) -> None:
+    page = report["status_page"]
+    row = next(line for line in page.split("<tr") if "v6-drop.test:8080" in line)
+    assert "every address: ipv6_failing, 1 of 2 connect, Happy Eyeballs 0.2" in row
+    ok_row = next(line for line in page.split("<tr") if "dual-ok.test:8080" in line)
+    assert "every address: all_ok, 2 of 2 connect" in ok_row

@@ -120,6 +120,9 @@ def run(workdir: Path, with_prometheus: bool) -> dict[str, object]:
                 "probe_status": status,
                 "probe": body.decode(errors="replace"),
             }
+        http_get(f"http://{exporter}/metrics", timeout=30)  # the status page shows the latest scrape
+        status_page = http_get(f"http://{exporter}/", timeout=10)[1].decode(errors="replace")
+        report["status_page"] = status_page
         diagnosed = check(f"v6-drop.test:{TCP_PORT}", "tcp_all_diagnose", config, "--json")
         cases["diagnose"] = {"exit": diagnosed.returncode, "json": json.loads(diagnosed.stdout)}
         report["cases"] = cases

@@ -170,6 +170,15 @@ def note(report: AddressesReport) -> str | None:
     return f"{NO_IPV6_ROUTE} (the IPv6 addresses of the name are not counted)"
 
 
+def summary(report: AddressesReport) -> str:
+    """A few words for a status table: the verdict, how many addresses work, the Happy Eyeballs time."""
+    counted = report.counted
+    words = f"every address: {report.state}, {sum(o.ok for o in counted)} of {len(counted)} connect"
+    if report.happy_eyeballs_seconds is not None:
+        words += f", Happy Eyeballs {_seconds(report.happy_eyeballs_seconds)}"
+    return words
+
+
 def to_json(report: AddressesReport) -> dict[str, Any]:
     """``check --json``'s "addresses" object (a documented contract)."""
     return {
