@@ -146,7 +146,7 @@ def status_table(
                 f"<td>never</td><td></td>{end}"
             )
             continue
-        facts = {fact.label: fact.text for fact in PROBERS[module.prober].facts(result, now)}
+        facts = {fact.label: fact.text for fact in result.details.facts(str(result.state), now)}
         cells = "".join(f"<td>{esc(facts.get(column, ''))}</td>" for column in columns)
         out.append(
             f"{start}{state_cell(result)}"
