@@ -105,7 +105,7 @@ def test_happy_eyeballs_seconds(outcomes: list[AddressOutcome], expected: float 
         (
             [v4("192.0.2.1", OPEN, 0.001), v4("192.0.2.2", TIMEOUT, 5)],
             AddressesState.SOME_FAILING,
-            '1 of 2 addresses fail (192.0.2.2 drops packets): a client that tries only one address fails now and '
+            "1 of 2 addresses fail (192.0.2.2 drops packets): a client that tries only one address fails now and "
             'then ("it works, sometimes"); Happy Eyeballs clients connect in 1.0 ms',
         ),
         (
@@ -138,11 +138,15 @@ def test_no_ipv6_route_is_one_note_not_failing_addresses() -> None:
     found = report(v6("2001:db8::1", UNREACHABLE, 0.0, no_route=True), v4("192.0.2.1", OPEN, 0.001))
     assert found.no_route_families == (6,) and found.all_connected
     document = to_json(found)
-    assert document["note"] == "this exporter cannot reach IPv6: no route (the IPv6 addresses of the name are not counted)"
+    assert (
+        document["note"] == "this exporter cannot reach IPv6: no route (the IPv6 addresses of the name are not counted)"
+    )
     assert [entry["counted"] for entry in document["list"]] == [False, True]
     assert sum("cannot reach IPv6" in line for line in table(found)) == 1
     # Only an IPv6 address refused locally for want of a route makes the family "no route".
-    assert report(v6("2001:db8::1", UNREACHABLE, 0.0), v4("192.0.2.1", OPEN, 0.001)).state is AddressesState.IPV6_FAILING
+    assert (
+        report(v6("2001:db8::1", UNREACHABLE, 0.0), v4("192.0.2.1", OPEN, 0.001)).state is AddressesState.IPV6_FAILING
+    )
 
 
 def test_the_cap_is_said() -> None:
@@ -158,7 +162,10 @@ def test_config_keys() -> None:
     assert config.modules["m"].tcp.probe_addresses_max == 4
     default = parse_config("modules:\n  m: {prober: smtp}\n").modules["m"].tcp
     assert (default.probe_addresses, default.probe_addresses_max) == ("one", 8)
-    for bad, words in (("probe_addresses: every", "expected one of one, all"), ("probe_addresses_max: 0", "out of range")):
+    for bad, words in (
+        ("probe_addresses: every", "expected one of one, all"),
+        ("probe_addresses_max: 0", "out of range"),
+    ):
         with pytest.raises(ConfigError) as raised:
             parse_config(f"modules:\n  m: {{prober: tcp, tcp: {{{bad}}}}}\n")
         assert any(words in error and "probe_addresses" in error for error in raised.value.errors)
@@ -172,7 +179,10 @@ def test_families_pass_promtool_and_are_absent_with_one() -> None:
     prefix = label_prefix([("target", "dual.example:443"), ("module", "tcp_all")])
     text = render([(prefix, result, families), (prefix.replace("dual", "one"), plain, families)], ADDRESS_FAMILIES)
     assert "one.example" not in text
-    assert 'probe_address_success{target="dual.example:443",module="tcp_all",address="2001:db8::1",ip_protocol="6"} 0' in text
+    assert (
+        'probe_address_success{target="dual.example:443",module="tcp_all",address="2001:db8::1",ip_protocol="6"} 0'
+        in text
+    )
     assert 'probe_addresses_state{target="dual.example:443",module="tcp_all",state="ipv6_failing"} 1' in text
     assert 'probe_addresses_not_probed{target="dual.example:443",module="tcp_all"} 1' in text
     check = subprocess.run(

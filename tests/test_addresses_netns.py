@@ -116,7 +116,9 @@ def series(report: dict[str, Any], name: str, family: str) -> dict[str, float]:
         ("dns_error", "dns_error", {}),
     ],
 )
-def test_every_verdict_and_each_address_state(report: dict[str, Any], name: str, verdict: str, per_address: dict) -> None:
+def test_every_verdict_and_each_address_state(
+    report: dict[str, Any], name: str, verdict: str, per_address: dict
+) -> None:
     found = addresses(report, name)
     assert found["state"] == verdict
     assert states(report, name) == per_address
@@ -211,7 +213,9 @@ def test_the_cap_cuts_with_a_warning(report: dict[str, Any]) -> None:
     found = addresses(report, "cap")
     assert len(found["list"]) == 2 and found["resolved"] == 3 and found["not_probed"] == 1
     assert series(report, "cap", "probe_addresses_not_probed") == {"": 1.0}
-    assert any("not probed" in line and "probe_addresses_max" in line for line in case(report, "cap")["json"]["transcript"])
+    assert any(
+        "not probed" in line and "probe_addresses_max" in line for line in case(report, "cap")["json"]["transcript"]
+    )
 
 
 def test_a_dialogue_runs_on_one_address_and_every_address_is_connected(report: dict[str, Any]) -> None:

@@ -18,8 +18,8 @@ from urllib.parse import quote, urlencode
 from exporter.config.model import Config
 from exporter.core.address import HostPort
 from exporter.pathdiag.render import summary as path_summary
-from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.connect.addresses import summary as address_summary
+from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.table import PROBERS
 from exporter.probing.report import debug_report
 from exporter.service.history import Recorded, Row
@@ -149,7 +149,7 @@ def status_table(
                 f"<td>never</td><td></td>{end}"
             )
             continue
-        facts = {fact.label: fact.text for fact in PROBERS[module.prober].facts(result, now)}
+        facts = {fact.label: fact.text for fact in result.details.facts(str(result.state), now)}
         cells = "".join(f"<td>{esc(facts.get(column, ''))}</td>" for column in columns)
         out.append(
             f"{start}{state_cell(result)}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from exporter.core.exposition import Family, one_hot, single
+from exporter.core.exposition import Family, labelled, one_hot, single
 from exporter.probers.connect.address_metrics import ADDRESS_FAMILIES
 from exporter.probers.connect.result import ProbeResult, TcpState
 
@@ -62,7 +62,7 @@ TCP_REJECTED_BY = Family(
     "gauge",
     'For a connect ended by an ICMP error: 1 on by="host" when the target itself sent it, on by="network" '
     "when another address did (a router or network firewall).",
-    _rejected_by,
+    labelled(_rejected_by),
 )
 
 

@@ -454,7 +454,7 @@ class _Session:
         if key not in self.explained:
             self.explained.add(key)
             heading = f"{explained_stage} {reply.code}" + (f" {reply.enhanced}" if reply.enhanced else "")
-            self.details.explanations.append((heading, self._explain(explained_stage, reply).line()))
+            self.details.reply_explanations.append((heading, self._explain(explained_stage, reply).line()))
         return reply
 
     async def _quit_and_close(self, wait_for_reply: bool) -> None:
