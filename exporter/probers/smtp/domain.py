@@ -184,7 +184,7 @@ def mail_domain(result: ProbeResult) -> MailDomainDetails | None:
 # --- the probe ------------------------------------------------------------------------------
 
 
-async def probe_smtp_target(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
+async def probe_smtp_target(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     """The smtp prober's entry in the prober table: a mail domain with ``mx: true``, else one host."""
     if module.settings is not None and module.settings.mx:
         return await probe_mail_domain(target, module, deadline, resolver)
@@ -197,7 +197,7 @@ def with_mail_domains(smtp: Prober) -> Prober:
     return dataclasses.replace(smtp, probe=probe_smtp_target, families=smtp.families + MAIL_DOMAIN_FAMILIES)
 
 
-async def probe_mail_domain(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
+async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     settings = module.settings
     assert settings is not None
     details = MailDomainDetails(domain=target.host)
@@ -241,7 +241,7 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: float, r
         if remaining <= 0.01:
             result.note(f"No time left for MX {host.host}: not probed")
             break
-        share = Deadline(loop.time() + remaining / (len(probed) - index))
+        share = deadline.share(len(probed) - index)
         await _probe_host(host, target.port, module, share, resolver, dns_resolver, result)
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)
@@ -249,7 +249,7 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: float, r
 
 
 async def _probe_host(
-    host: MxHost, port: int, module: Module, deadline: float, resolver: Resolver, dns_resolver, result: ProbeResult
+    host: MxHost, port: int, module: Module, deadline: Deadline, resolver: Resolver, dns_resolver, result: ProbeResult
 ) -> None:
     started = time.perf_counter()
     found: HostAddresses = await lookup_addresses(host.host, deadline, module.tcp, dns_resolver)
@@ -272,7 +272,7 @@ async def _probe_host(
         remaining = deadline - loop.time()
         if remaining <= 0:
             break
-        own_deadline = Deadline(loop.time() + remaining / (len(candidates) - index))
+        own_deadline = deadline.share(len(candidates) - index)
         outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
         _record(host, address, outcome, result)
         if outcome.state != SmtpState.CONNECT_FAILED:
@@ -384,7 +384,7 @@ def _short(host: MxHost) -> str:
         return "open relay (accepted a foreign recipient)"
     reply = _failing_reply(host)
     if reply is not None:
-        code = f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
+        code = reply.code_text
         return f"{host.state} ({code}, {'temporary' if reply.code < 500 else 'permanent'})"
     if host.state == SmtpState.CONNECT_FAILED:
         return f"connect_failed ({host.tcp_state})"

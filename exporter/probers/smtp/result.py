@@ -130,10 +130,7 @@ class SmtpDetails(DetailsBase):
     # The read-only view the status page and `check` show (stage -> "550 5.1.1", certificate expiry).
     @property
     def reply_codes(self) -> dict[str, str]:
-        return {
-            stage: f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
-            for stage, reply in self.replies.items()
-        }
+        return {stage: reply.code_text for stage, reply in self.replies.items()}
 
     @property
     def cert_expiry(self) -> float | None:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 from exporter.core import transcript
+from exporter.core.deadline import Deadline
 from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, ProbeResult
 from exporter.probers.tcp.dialogue_config import DialogueStep, TcpTlsConfig, client_context
 from exporter.probers.tls.families import LeafIdentity, describe_session, expiry_words, handshake_failure
@@ -252,7 +253,7 @@ async def open_streams(
     tls: bool,
     tls_config: TcpTlsConfig,
     host: str,
-    deadline: float,
+    deadline: Deadline,
     details: DialogueDetails,
     result: ProbeResult,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
@@ -319,7 +320,7 @@ async def run_dialogue(
     steps: tuple[DialogueStep, ...],
     tls_config: TcpTlsConfig,
     host: str,
-    deadline: float,
+    deadline: Deadline,
     details: DialogueDetails,
     result: ProbeResult,
 ) -> bool:
@@ -358,7 +359,7 @@ async def _run_step(
     step: DialogueStep,
     tls_config: TcpTlsConfig,
     host: str,
-    deadline: float,
+    deadline: Deadline,
     details: DialogueDetails,
     result: ProbeResult,
 ) -> None:
