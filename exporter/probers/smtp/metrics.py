@@ -8,9 +8,9 @@ cannot create series at will or break the exposition.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 
-from exporter.core.exposition import Family, Samples, current_only, single
+from exporter.core.exposition import Family, Samples, current_only, labelled, single
 from exporter.probers.connect.result import ProbeResult
 from exporter.probers.smtp.result import (
     AUTH_MECHANISMS,
@@ -26,21 +26,21 @@ def _details(result: ProbeResult) -> SmtpDetails | None:
     return details if isinstance(details, SmtpDetails) else None
 
 
-def _per_stage(stages: tuple[str, ...], value) -> Samples:
+def _per_stage(stages: tuple[str, ...], value: Callable[[SmtpDetails, str], float | None]) -> Samples[ProbeResult]:
     rendered = [(stage, f'stage="{stage}"') for stage in stages]
 
     def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
         details = _details(result)
         if details is None:
             return ()
-        out = []
+        out: list[tuple[str, float]] = []
         for stage, text in rendered:
             got = value(details, stage)
             if got is not None:
                 out.append((text, got))
         return out
 
-    return samples
+    return labelled(samples)
 
 
 def _enhanced(result: ProbeResult) -> Iterable[tuple[str, float]]:
@@ -54,7 +54,12 @@ def _enhanced(result: ProbeResult) -> Iterable[tuple[str, float]]:
     ]
 
 
-def _flags(label: str, names: tuple[str, ...], present, always: tuple[str, ...] = ()) -> Samples:
+def _flags(
+    label: str,
+    names: tuple[str, ...],
+    present: Callable[[SmtpDetails], Collection[str] | None],
+    always: tuple[str, ...] = (),
+) -> Samples[ProbeResult]:
     """A series at 1 for each well-known name present; the names in ``always`` (the ones alerts test,
     e.g. STARTTLS) are written at 0 too, every other absent name is left out (absent means absent)."""
     rendered = [(name, f'{label}="{name}"', name in always) for name in names]
@@ -66,7 +71,7 @@ def _flags(label: str, names: tuple[str, ...], present, always: tuple[str, ...] 
             return ()
         return [(text, 1 if name in have else 0) for name, text, kept in rendered if kept or name in have]
 
-    return samples
+    return labelled(samples)
 
 
 SMTP_FAMILIES = (
@@ -99,7 +104,7 @@ SMTP_FAMILIES = (
         "probe_smtp_enhanced_status_code_info",
         "gauge",
         "The RFC 3463 enhanced status code of a stage's last reply, when the server gave one; always 1.",
-        _enhanced,
+        labelled(_enhanced),
     ),
     Family(
         "probe_smtp_capability",
