@@ -165,7 +165,10 @@ def wait_ready(proc: Proc, port: int, path: str, seconds: float = 20.0) -> None:
     raise BenchError(f"{proc.name} did not answer {path} on port {port} within {seconds:g}s")
 
 
-def start_exporter(config_text: str, port: int, event_loop: str, workdir: Path, processes: int = 1) -> Proc:
+def start_exporter(
+    config_text: str, port: int, event_loop: str, workdir: Path, processes: int = 1, repo: Path = REPO
+) -> Proc:
+    """``repo``: the checkout whose ``exporter`` package runs (the working directory comes first on sys.path)."""
     config = workdir / f"exporter-{port}.yml"
     config.write_text(config_text)
     proc = Proc(
@@ -180,7 +183,7 @@ def start_exporter(config_text: str, port: int, event_loop: str, workdir: Path, 
             f"--runtime.probe-processes={processes}",
             "--log.level=warn",
         ],
-        cwd=REPO,
+        cwd=repo,
         stdout=subprocess.DEVNULL,
     )
     wait_ready(proc, port, "/-/ready")

@@ -192,16 +192,24 @@ def test_connect_pacer_starts_a_bounded_number_per_iteration_in_order(run):
 
     async def go():
         pacer = connect._ConnectPacer(asyncio.get_running_loop())
-        turns = [pacer.turn() for _ in range(3 * CONNECTS_PER_ITERATION)]
-        immediate = sum(turn is None for turn in turns)
-        waiting = [turn for turn in turns if turn is not None]
-        waiting[0].cancel()
+        begun: list[int] = []
+        cancelled = {CONNECTS_PER_ITERATION}  # the first one that has to wait
+
+        def begin(index: int) -> bool:
+            if index in cancelled:
+                return False
+            begun.append(index)
+            return True
+
+        turns = [pacer.turn(lambda i=i: begin(i)) for i in range(3 * CONNECTS_PER_ITERATION)]
+        immediate = sum(turns)
+        waiting = len(turns) - immediate
         released_per_iteration = []
         for _ in range(4):
             await asyncio.sleep(0)
-            released_per_iteration.append(sum(1 for w in waiting if w.done() and not w.cancelled()))
-        order_kept = all(waiting[i].done() or not waiting[i + 1].done() for i in range(1, len(waiting) - 1))
-        return immediate, len(waiting), released_per_iteration, order_kept
+            released_per_iteration.append(len(begun))
+        order_kept = begun == sorted(begun)
+        return immediate, waiting, released_per_iteration, order_kept
 
     immediate, waiting, released, order_kept = run(go)
     assert immediate == CONNECTS_PER_ITERATION

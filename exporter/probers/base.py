@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from exporter.core.exposition import Family
 from exporter.core.schema import Section
@@ -30,6 +30,17 @@ if TYPE_CHECKING:
 
 # (target, module, deadline: the loop-clock moment the probe must be done by, resolver) -> result
 ProbeFn = Callable[["HostPort", "Module", "Deadline", "Resolver"], Awaitable["ProbeResult"]]
+
+
+class Cancel(Protocol):
+    def cancel(self) -> None: ...
+
+
+# The same probe without a coroutine (issue 25): given a module, a starter (target, deadline, done) -> a
+# handle to cancel the probe, or None when this module needs ``probe``. The starter takes IP-literal
+# targets only; ``done(result)`` is called once, perhaps before the starter returns, never after ``cancel()``.
+Starter = Callable[["HostPort", "Deadline", Callable[["ProbeResult"], None]], Cancel]
+StartFn = Callable[["Module"], Starter | None]
 
 
 def _no_port(module: Module) -> int | None:
@@ -69,6 +80,9 @@ class Prober:
     # series each (docs/metrics.md). None: every state of ``states``. A state outside the list that
     # turns up anyway (a bug) is counted under ``error_state``, which the list must hold.
     counted_states: Callable[[Module, HostPort], tuple[str, ...]] | None = None
+    # Optional: ``probe`` driven by callbacks only, for the cases it covers (a plain connect to an IP
+    # literal for the tcp prober): no coroutine, task or future per probe on the scrape path.
+    start: StartFn | None = None
     # Built once: every planned target refers to it.
     family_set: frozenset[Family] = field(init=False)
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
+from exporter.probers.base import Cancel, Starter
 from exporter.probers.connect.every import apply_verdict, settle, start_collecting, stop_collecting
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.module import Module
 from exporter.probers.table import PROBERS
+from exporter.probing.slots import Slots
 
 log = logging.getLogger("exporter.probing.runner")
 
@@ -60,20 +62,104 @@ def fill_cut(
     return out
 
 
+class _CallbackProbe:
+    """A probe run through its prober's ``start`` (callbacks only): resolves ``outcome``.
+
+    Cancelling ``outcome`` (the awaiting task was cancelled) stops the probe and frees its slot."""
+
+    __slots__ = ("runner", "key", "target", "module", "deadline", "outcome", "handle", "started", "slot", "starter")
+
+    def __init__(
+        self, runner: ProbeRunner, key: Key, target: HostPort, module: Module, deadline: Deadline, starter: Starter
+    ):
+        self.runner, self.key, self.target, self.module, self.deadline = runner, key, target, module, deadline
+        self.starter = starter
+        self.outcome: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
+        self.handle: Cancel | None = None
+        self.started = 0.0
+        self.slot = False
+
+    def granted(self) -> bool:
+        """Holding a slot: start the probe (False: it was cancelled while waiting)."""
+        if self.outcome.done():
+            return False
+        self.slot = True
+        if self.deadline.passed():
+            # The slot came too late: starting a connect now would only report a meaningless
+            # near-zero "connect time" for a target that was never really tried.
+            self.done(deadline_result(self.module, 0.0))
+            return True
+        self.started = time.perf_counter()
+        try:
+            self.handle = self.starter(self.target, self.deadline.within(self.module.timeout), self.done)
+        except Exception as exc:  # a bug in a prober must not take the scrape down
+            self.done(self.runner.internal_error(self.target, self.module, exc))
+        return True
+
+    def done(self, result: ProbeResult) -> None:
+        if self.outcome.done():
+            return
+        result.duration_seconds = time.perf_counter() - self.started if self.started else 0.0
+        self._leave()
+        self.outcome.set_result(result)
+
+    def stopped(self, outcome: asyncio.Future[ProbeResult]) -> None:
+        """``outcome``'s done callback: a cancelled probe stops at once."""
+        if outcome.cancelled():
+            if self.handle is not None:
+                self.handle.cancel()
+            self._leave()
+
+    def _leave(self) -> None:
+        runner = self.runner
+        if runner._inflight.get(self.key, (None,))[0] is self.outcome:
+            del runner._inflight[self.key]
+        if self.slot:
+            self.slot = False
+            runner._slots.give()
+
+
+Key = tuple[str, int, int]
+
+
 class ProbeRunner:
     def __init__(self, resolver: Resolver, max_concurrency: int):
         self.resolver = resolver
         self.max_concurrency = max_concurrency
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._slots = Slots(max_concurrency)
         # Keyed by (host, port, id(module)): hashing the HostPort and Module dataclasses themselves
         # (an ipaddress object and nested settings) cost more than the rest of the bookkeeping.
         # The module object is alive while its probe is in flight, so its id cannot be reused.
         # Each in-flight probe with the deadline it runs to.
-        self._inflight: dict[tuple[str, int, int], tuple[asyncio.Future[ProbeResult], float]] = {}
+        self._inflight: dict[Key, tuple[asyncio.Future[ProbeResult], float]] = {}
 
-    async def probe(self, target: HostPort, module: Module, deadline: Deadline) -> ProbeResult:
+    def probe(self, target: HostPort, module: Module, deadline: Deadline) -> Awaitable[ProbeResult]:
         """Probe one target before ``deadline`` (loop time), sharing an in-flight probe of it."""
         key = (target.host, target.port, id(module))
+        start = PROBERS[module.prober].start
+        starter = start(module) if start is not None and target.ip is not None and key not in self._inflight else None
+        if starter is not None:
+            # An IP literal whose prober runs on callbacks for this module: no coroutine per probe (issue 25).
+            probe = _CallbackProbe(self, key, target, module, deadline, starter)
+            if self._slots.try_take():
+                probe.granted()
+            else:
+                self._slots.queue(probe.granted)
+            if not probe.outcome.done():
+                self._inflight[key] = (probe.outcome, deadline)
+                probe.outcome.add_done_callback(probe.stopped)
+            return probe.outcome
+        return self._probe(key, target, module, deadline)
+
+    def internal_error(self, target: HostPort, module: Module, exc: Exception) -> ProbeResult:
+        log.error("prober %s raised for target %s", module.prober, target, exc_info=exc)
+        return ProbeResult(
+            state=PROBERS[module.prober].error_state,
+            tcp_state=TcpState.ERROR,
+            detail=f"internal error in the {module.prober} prober: {type(exc).__name__}",
+        )
+
+    async def _probe(self, key: Key, target: HostPort, module: Module, deadline: Deadline) -> ProbeResult:
         loop = asyncio.get_running_loop()
         for _ in range(3):
             entry = self._inflight.get(key)
@@ -105,7 +191,8 @@ class ProbeRunner:
         return result
 
     async def _run(self, target: HostPort, module: Module, deadline: Deadline) -> ProbeResult:
-        async with self._slots:
+        await self._slots.take()
+        try:
             if deadline.passed():
                 # The slot came too late: starting a connect now would only report a meaningless
                 # near-zero "connect time" for a target that was never really tried.
@@ -120,17 +207,14 @@ class ProbeRunner:
                     await settle(collecting)
                     apply_verdict(result)
             except Exception as exc:  # a bug in a prober must not take the scrape down
-                log.exception("prober %s raised for target %s", module.prober, target)
-                result = ProbeResult(
-                    state=PROBERS[module.prober].error_state,
-                    tcp_state=TcpState.ERROR,
-                    detail=f"internal error in the {module.prober} prober: {type(exc).__name__}",
-                )
+                result = self.internal_error(target, module, exc)
             finally:
                 if collecting is not None:
                     stop_collecting(collecting)
             result.duration_seconds = time.perf_counter() - started
             return result
+        finally:
+            self._slots.give()
 
     async def probe_all(self, targets: Sequence[tuple[HostPort, Module]], deadline: Deadline) -> list[ProbeResult]:
         """Probe every target concurrently; those unfinished at ``deadline`` are reported as timeouts."""

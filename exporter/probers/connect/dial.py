@@ -3,6 +3,10 @@
 The connect is driven by hand (non-blocking connect + a writability callback) rather than
 through asyncio streams: the callback stamps the time the kernel reported the outcome,
 so the connect time is not inflated by however long the event loop takes to resume us.
+
+``Dial`` is the connect itself, callbacks only (no coroutine, no future): ``start_connect`` runs it
+for a caller that wants its outcome as a callback (the runner's plain-connect probes, issue 25), and
+``connect_target`` awaits the very same ``Dial`` after resolving the name. One code path, two ways in.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import socket
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
 from exporter.probers.connect.every import connect_every_address, every_address
-from exporter.probers.connect.resolve import ResolveError, Resolver, literal
+from exporter.probers.connect.resolve import Resolved, ResolveError, Resolver, literal
 from exporter.probers.connect.result import ProbeResult, TcpState, classify_errno, describe_errno
 from exporter.probers.connect.settings import TcpSettings
 
@@ -64,60 +69,34 @@ async def connect_target(
             )
         result.dns_lookup_seconds = time.perf_counter() - started
         result.note(f"Resolved {target.host} to {resolved.ip} in {result.dns_lookup_seconds * 1000:.1f} ms")
-    result.ip_protocol = resolved.ip_protocol
-    result.address = resolved.ip
-    shown = f"[{resolved.ip}]" if resolved.ip_protocol == 6 else resolved.ip
-    result.note(f"Trying {shown}:{target.port}...")
-
-    sock: socket.socket | None = None
-    connected = False
+    outcome: asyncio.Future[socket.socket | None] = loop.create_future()
+    dial = Dial(loop, result, target.port, resolved, tcp, deadline, lambda _, sock: outcome.set_result(sock))
+    dial.start()
     try:
-        try:
-            pause = _pacer(loop).turn()
-            if pause is not None:
-                await pause
-            if loop.time() >= deadline:
-                # A connect started now would report a meaningless near-zero connect time.
-                _failed(result, TcpState.TIMEOUT, "the deadline passed before the connect could start")
-                return None
-            # SOCK_NONBLOCK: non-blocking from birth, one syscall fewer than setblocking(False).
-            sock = socket.socket(resolved.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
-            # ICMP errors for this SYN are queued with their sender: who rejected (host or network).
-            enable_recverr(sock)
-            if tcp.source_ip_address:
-                sock.bind((tcp.source_ip_address, 0))
-            code, seconds = await _connect(loop, sock, resolved.sockaddr, deadline)
-        except OSError as exc:
-            # socket(), bind() or add_writer() failed before any packet left: EMFILE, EADDRNOTAVAIL, ...
-            reason = describe_errno(exc.errno) if exc.errno else str(exc)
-            _failed(result, TcpState.ERROR, f"could not start the connection: {reason}")
-            return None
-        result.connect_seconds = seconds
-        state = TcpState.TIMEOUT if code is None else classify_errno(code)
-        result.tcp_state = result.state = state
-        if state is TcpState.OPEN:
-            connected = True
-            # Connected: from now on an ICMP error would abort the session outright with IP_RECVERR set
-            # (instead of being a soft error TCP rides out), so the option ends with the connect.
-            disable_recverr(sock)
-            result.note(f"Connected to {shown}:{target.port} in {seconds * 1000:.2f} ms")
-            result.detail = EXPLANATIONS[state]
-            return sock
-        reason = "no answer" if code is None else describe_errno(code)
-        result.note(f"{reason} after {seconds * 1000:.2f} ms")
-        icmp = read_icmp_errors(sock)[:1] if code else []
-        if icmp:
-            result.icmp = icmp[0]
-            sender = f"[{icmp[0].sender}]" if ":" in icmp[0].sender else icmp[0].sender
-            words = f"{icmp[0].description} by {sender} — {who_sent(icmp[0], resolved.ip)}"
-            result.note(f"ICMP {words}")
-            result.detail = f"{EXPLANATIONS[state]}: {words} ({reason} connecting to {shown}:{target.port})"
-        else:
-            result.detail = f"{EXPLANATIONS[state]} ({reason} connecting to {shown}:{target.port})"
+        return await outcome
+    except BaseException:  # cancelled (the scrape's deadline): nothing may stay open
+        dial.cancel()
+        if outcome.done() and not outcome.cancelled() and (sock := outcome.result()) is not None:
+            sock.close()  # connected just before the cancellation reached us
+        raise
+
+
+Done = Callable[[ProbeResult, "socket.socket | None"], None]
+
+
+def start_connect(
+    result: ProbeResult, target: HostPort, tcp: TcpSettings, deadline: Deadline, done: Done
+) -> Dial | None:
+    """``connect_target`` without a coroutine, for an IP-literal target of a single-address module:
+    ``done(result, socket or None)`` is called once with the outcome (perhaps before this returns).
+    None: this target needs ``connect_target`` (a name to resolve, or ``probe_addresses: all``).
+    Cancel with the returned ``Dial.cancel()`` (``done`` is then never called)."""
+    resolved = literal(target)
+    if resolved is None or every_address(tcp):
         return None
-    finally:
-        if sock is not None and not connected:
-            sock.close()
+    dial = Dial(asyncio.get_running_loop(), result, target.port, resolved, tcp, deadline, done)
+    dial.start()
+    return dial
 
 
 def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:
@@ -127,41 +106,153 @@ def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:
     return
 
 
-async def _connect(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: tuple, deadline: Deadline
-) -> tuple[int | None, float]:
-    """Return (errno or 0, seconds), or (None, seconds) when the deadline passed first."""
-    started = time.perf_counter()
-    code = sock.connect_ex(sockaddr)
-    if code != errno.EINPROGRESS:
-        return code, time.perf_counter() - started
-    fd = sock.fileno()
-    outcome: asyncio.Future[tuple[int | None, float]] = loop.create_future()
+_WAITING, _CONNECTING, _OVER = 0, 1, 2
 
-    def on_writable() -> None:
+
+class Dial:
+    """One connect to a resolved address, driven by loop callbacks only: fills ``result`` (state, times,
+    detail, transcript, ICMP sender) and calls ``done(result, socket or None)`` exactly once, unless
+    cancelled first. The socket passed to ``done`` is connected and owned by the receiver."""
+
+    __slots__ = ("_loop", "_result", "_port", "_resolved", "_tcp", "_deadline", "_done", "_sock", "_timer", "_fd")
+    __slots__ += ("_phase", "_started")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        result: ProbeResult,
+        port: int,
+        resolved: Resolved,
+        tcp: TcpSettings,
+        deadline: float,
+        done: Done,
+    ):
+        self._loop = loop
+        self._result = result
+        self._port = port
+        self._resolved = resolved
+        self._tcp = tcp
+        self._deadline = deadline
+        self._done = done
+        self._sock: socket.socket | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._fd = -1
+        self._phase = _WAITING
+        self._started = 0.0
+
+    def start(self) -> None:
+        result, resolved = self._result, self._resolved
+        result.ip_protocol = resolved.ip_protocol
+        result.address = resolved.ip
+        result.note(f"Trying {self._shown()}:{self._port}...")
+        if _pacer(self._loop).turn(self._begin):
+            self._begin()
+
+    def cancel(self) -> None:
+        """Stop now: the socket closed, no callback left behind, ``done`` never called."""
+        if self._phase == _OVER:
+            return
+        self._phase = _OVER
+        self._release()
+        if self._sock is not None:
+            self._sock.close()
+
+    def _shown(self) -> str:
+        ip = self._resolved.ip
+        return f"[{ip}]" if self._resolved.ip_protocol == 6 else ip
+
+    def _begin(self) -> bool:
+        """Start the connect (the pacer's turn came); False when it was cancelled while waiting."""
+        if self._phase != _WAITING:
+            return False
+        self._phase = _CONNECTING
+        loop = self._loop
+        if loop.time() >= self._deadline:
+            # A connect started now would report a meaningless near-zero connect time.
+            self._end(TcpState.TIMEOUT, "the deadline passed before the connect could start")
+            return True
+        try:
+            # SOCK_NONBLOCK: non-blocking from birth, one syscall fewer than setblocking(False).
+            sock = self._sock = socket.socket(self._resolved.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            # ICMP errors for this SYN are queued with their sender: who rejected (host or network).
+            enable_recverr(sock)
+            if self._tcp.source_ip_address:
+                sock.bind((self._tcp.source_ip_address, 0))
+            self._started = time.perf_counter()
+            code = sock.connect_ex(self._resolved.sockaddr)
+            if code != errno.EINPROGRESS:
+                self._outcome(code, time.perf_counter())
+                return True
+            self._fd = sock.fileno()
+            loop.add_writer(self._fd, self._on_writable)
+            # A bare timer: far cheaper per probe than asyncio.timeout_at (which also cancels a task).
+            self._timer = loop.call_at(self._deadline, self._on_deadline)
+        except OSError as exc:
+            # socket(), bind() or add_writer() failed before any packet left: EMFILE, EADDRNOTAVAIL, ...
+            self._release()
+            reason = describe_errno(exc.errno) if exc.errno else str(exc)
+            self._end(TcpState.ERROR, f"could not start the connection: {reason}")
+        return True
+
+    def _on_writable(self) -> None:
         stamp = time.perf_counter()
-        loop.remove_writer(fd)
-        if not outcome.done():
-            outcome.set_result((sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), stamp))
+        if self._phase == _CONNECTING and self._sock is not None:
+            self._outcome(self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), stamp)
 
-    def on_deadline() -> None:
+    def _on_deadline(self) -> None:
         stamp = time.perf_counter()
-        loop.remove_writer(fd)
-        if not outcome.done():
-            outcome.set_result((None, stamp))
+        if self._phase == _CONNECTING:
+            self._outcome(None, stamp)
 
-    loop.add_writer(fd, on_writable)
-    # A bare timer resolving the same future: far cheaper per probe than asyncio.timeout_at,
-    # which arms a timer too but also cancels and un-cancels the task on expiry.
-    timer = loop.call_at(deadline, on_deadline)
-    try:
-        code, stamp = await outcome
-    except BaseException:  # cancelled by the scrape deadline: the socket is closed by the caller
-        loop.remove_writer(fd)
-        raise
-    finally:
-        timer.cancel()
-    return code, stamp - started
+    def _release(self) -> None:
+        if self._fd >= 0:
+            self._loop.remove_writer(self._fd)
+            self._fd = -1
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _end(self, state: TcpState, reason: str) -> None:
+        """No connect was made: ``reason`` says why (the socket, if any, closed)."""
+        self._phase = _OVER
+        if self._sock is not None:
+            self._sock.close()
+        _failed(self._result, state, reason)
+        self._done(self._result, None)
+
+    def _outcome(self, code: int | None, stamp: float) -> None:
+        """The kernel's answer (errno, 0 when connected) or None for the deadline, stamped at ``stamp``."""
+        self._phase = _OVER
+        self._release()
+        result, sock = self._result, self._sock
+        assert sock is not None
+        seconds = result.connect_seconds = stamp - self._started
+        state = TcpState.TIMEOUT if code is None else classify_errno(code)
+        result.tcp_state = result.state = state
+        shown, port = self._shown(), self._port
+        if state is TcpState.OPEN:
+            # Connected: from now on an ICMP error would abort the session outright with IP_RECVERR set
+            # (instead of being a soft error TCP rides out), so the option ends with the connect.
+            disable_recverr(sock)
+            result.note(f"Connected to {shown}:{port} in {seconds * 1000:.2f} ms")
+            result.detail = EXPLANATIONS[state]
+            self._done(result, sock)
+            return
+        try:
+            reason = "no answer" if code is None else describe_errno(code)
+            result.note(f"{reason} after {seconds * 1000:.2f} ms")
+            icmp = read_icmp_errors(sock)[:1] if code else []
+            if icmp:
+                result.icmp = icmp[0]
+                sender = f"[{icmp[0].sender}]" if ":" in icmp[0].sender else icmp[0].sender
+                words = f"{icmp[0].description} by {sender} — {who_sent(icmp[0], self._resolved.ip)}"
+                result.note(f"ICMP {words}")
+                result.detail = f"{EXPLANATIONS[state]}: {words} ({reason} connecting to {shown}:{port})"
+            else:
+                result.detail = f"{EXPLANATIONS[state]} ({reason} connecting to {shown}:{port})"
+        finally:
+            sock.close()
+        self._done(result, None)
 
 
 # At most this many connects begin per event-loop iteration (see _ConnectPacer).
@@ -184,19 +275,19 @@ class _ConnectPacer:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._started = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Each waiting connect's start: it returns False when that connect was cancelled meanwhile.
+        self._waiters: deque[Callable[[], bool]] = deque()
         self._armed = False
 
-    def turn(self) -> asyncio.Future[None] | None:
-        """None: connect now; otherwise a future to await first (FIFO)."""
+    def turn(self, begin: Callable[[], bool]) -> bool:
+        """True: start now (the caller calls ``begin``); False: ``begin`` is called in a later iteration (FIFO)."""
         if self._started < CONNECTS_PER_ITERATION and not self._waiters:
             self._started += 1
             self._arm()
-            return None
-        waiter = self._loop.create_future()
-        self._waiters.append(waiter)
+            return True
+        self._waiters.append(begin)
         self._arm()
-        return waiter
+        return False
 
     def _arm(self) -> None:
         if not self._armed:
@@ -208,9 +299,7 @@ class _ConnectPacer:
         self._started = 0
         waiters = self._waiters
         while waiters and self._started < CONNECTS_PER_ITERATION:
-            waiter = waiters.popleft()
-            if not waiter.done():  # done: its probe was cancelled while waiting
-                waiter.set_result(None)
+            if waiters.popleft()():
                 self._started += 1
         if self._started:
             self._arm()

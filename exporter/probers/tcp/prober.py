@@ -7,14 +7,15 @@ with one, ``result.state`` is a ``DialogueState`` and ``result.details`` the ``D
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import socket
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.core.exposition import Family, escape_label_value
-from exporter.probers.base import Prober
-from exporter.probers.connect.dial import connect_target
+from exporter.probers.base import Cancel, Prober, Starter
+from exporter.probers.connect.dial import connect_target, start_connect
 from exporter.probers.connect.metrics import CONNECT_FAMILIES
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
@@ -32,17 +33,44 @@ from exporter.probers.tcp.dialogue_config import TCP_PROBER_SECTION, TcpProberSe
 from exporter.probers.tls.families import TLS_FAMILIES, detail_lines, detail_value
 
 
+def _plain(tcp: object) -> bool:
+    """A connect and nothing more (a Module built in code may carry the connect step's plain TcpSettings)."""
+    return not isinstance(tcp, TcpProberSettings) or not (tcp.query_response or tcp.tls)
+
+
+def _connected_only(result: ProbeResult, sock: socket.socket | None) -> ProbeResult:
+    """The end of a plain connect probe: the connection (if any) closed, success is being open."""
+    if sock is not None:
+        sock.close()
+        result.note("Connection closed by the prober")
+    result.success = result.tcp_state is TcpState.OPEN
+    return result
+
+
+def start_tcp(module: Module) -> Starter | None:
+    """``probe_tcp`` for a plain connect to an IP literal, on the connect step's callbacks (no coroutine)."""
+    tcp = module.tcp
+    if not _plain(tcp) or tcp.probe_addresses == "all":
+        return None
+
+    def start(target: HostPort, deadline: Deadline, done: Callable[[ProbeResult], None]) -> Cancel:
+        dial = start_connect(
+            ProbeResult(), target, tcp, deadline, lambda result, sock: done(_connected_only(result, sock))
+        )
+        if dial is None:
+            raise ValueError(f"{target} is not an IP literal: the runner must use probe_tcp")
+        return dial
+
+    return start
+
+
 async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     result = ProbeResult()
     tcp = module.tcp
     sock = await connect_target(result, target, module.tcp, deadline, resolver)
-    # A Module built in code may carry the connect step's plain TcpSettings: no dialogue then.
-    if not isinstance(tcp, TcpProberSettings) or not (tcp.query_response or tcp.tls):
-        if sock is not None:
-            sock.close()
-            result.note("Connection closed by the prober")
-        result.success = result.tcp_state is TcpState.OPEN
-        return result
+    if _plain(tcp):
+        return _connected_only(result, sock)
+    assert isinstance(tcp, TcpProberSettings)
     details = result.details = DialogueDetails(steps=len(tcp.query_response))
     if sock is None:
         result.state = DialogueState.CONNECT_FAILED
@@ -167,6 +195,7 @@ def counted_states(module: Module, address: HostPort) -> tuple[str, ...]:
 PROBER = Prober(
     name="tcp",
     probe=probe_tcp,
+    start=start_tcp,
     states=TcpProberState,
     error_state=TcpState.ERROR,
     cut_state=TcpState.TIMEOUT,
