@@ -100,6 +100,7 @@ class _CallbackProbe:
         if self.outcome.done():
             return
         result.duration_seconds = time.perf_counter() - self.started if self.started else 0.0
+        self.handle = None  # the handle refers back to ``done``: no cycle left for the GC
         self._leave()
         self.outcome.set_result(result)
 
@@ -108,6 +109,7 @@ class _CallbackProbe:
         if outcome.cancelled():
             if self.handle is not None:
                 self.handle.cancel()
+                self.handle = None
             self._leave()
 
     def _leave(self) -> None:

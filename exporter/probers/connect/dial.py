@@ -109,6 +109,10 @@ def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:
 _WAITING, _CONNECTING, _OVER = 0, 1, 2
 
 
+def _ignore(result: ProbeResult, sock: socket.socket | None) -> None:
+    return
+
+
 class Dial:
     """One connect to a resolved address, driven by loop callbacks only: fills ``result`` (state, times,
     detail, transcript, ICMP sender) and calls ``done(result, socket or None)`` exactly once, unless
@@ -156,6 +160,8 @@ class Dial:
         self._release()
         if self._sock is not None:
             self._sock.close()
+            self._sock = None
+        self._done = _ignore
 
     def _shown(self) -> str:
         ip = self._resolved.ip
@@ -218,7 +224,7 @@ class Dial:
         if self._sock is not None:
             self._sock.close()
         _failed(self._result, state, reason)
-        self._done(self._result, None)
+        self._finish(None)
 
     def _outcome(self, code: int | None, stamp: float) -> None:
         """The kernel's answer (errno, 0 when connected) or None for the deadline, stamped at ``stamp``."""
@@ -236,7 +242,7 @@ class Dial:
             disable_recverr(sock)
             result.note(f"Connected to {shown}:{port} in {seconds * 1000:.2f} ms")
             result.detail = EXPLANATIONS[state]
-            self._done(result, sock)
+            self._finish(sock)
             return
         try:
             reason = "no answer" if code is None else describe_errno(code)
@@ -252,7 +258,14 @@ class Dial:
                 result.detail = f"{EXPLANATIONS[state]} ({reason} connecting to {shown}:{port})"
         finally:
             sock.close()
-        self._done(result, None)
+        self._finish(None)
+
+    def _finish(self, sock: socket.socket | None) -> None:
+        # The receiver usually holds this Dial (to cancel it): dropping ``done`` and the socket here breaks
+        # that reference cycle, so a finished probe is freed at once instead of by the cyclic GC (which,
+        # 10,000 probes at a time, ran 6x as often and cost more than the coroutines it replaced).
+        done, self._done, self._sock = self._done, _ignore, None
+        done(self._result, sock)
 
 
 # At most this many connects begin per event-loop iteration (see _ConnectPacer).

@@ -279,6 +279,9 @@ class TcpProberSettings(TcpSettings):
     query_response: tuple[DialogueStep, ...] = ()
     tls: bool = False
     tls_config: TcpTlsConfig = TcpTlsConfig()
+    # Opt-in: end the connection with a reset (SO_LINGER 0) instead of FIN: no TIME_WAIT on this host
+    # and less work per probe, but the target sees a reset (issue 25, docs/performance.md).
+    close_with_reset: bool = False
 
     def __post_init__(self) -> None:
         if self.tls:
@@ -296,6 +299,7 @@ TCP_PROBER_SECTION = Section(
         "query_response": Field(parse_query_response, ()),
         "tls": Field(schema.boolean, False),
         "tls_config": Field(parse_tls_config, TcpTlsConfig()),
+        "close_with_reset": Field(schema.boolean, False),
     },
     TcpProberSettings,
 )

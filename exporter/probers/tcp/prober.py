@@ -8,6 +8,7 @@ with one, ``result.state`` is a ``DialogueState`` and ``result.details`` the ``D
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 
@@ -38,11 +39,27 @@ def _plain(tcp: object) -> bool:
     return not isinstance(tcp, TcpProberSettings) or not (tcp.query_response or tcp.tls)
 
 
-def _connected_only(result: ProbeResult, sock: socket.socket | None) -> ProbeResult:
+# SO_LINGER on with a zero timeout: close() sends a reset and frees the socket at once (no TIME_WAIT).
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+
+def reset_on_close(sock: socket.socket | None, tcp: object) -> bool:
+    """Arm ``tcp.close_with_reset`` on a connected socket before it is closed; whether it was."""
+    if sock is None or not (isinstance(tcp, TcpProberSettings) and tcp.close_with_reset):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+    except OSError:  # the connection is already gone: a plain close is all there is
+        return False
+    return True
+
+
+def _connected_only(result: ProbeResult, sock: socket.socket | None, tcp: object) -> ProbeResult:
     """The end of a plain connect probe: the connection (if any) closed, success is being open."""
     if sock is not None:
+        reset = reset_on_close(sock, tcp)
         sock.close()
-        result.note("Connection closed by the prober")
+        result.note("Connection reset by the prober (close_with_reset)" if reset else "Connection closed by the prober")
     result.success = result.tcp_state is TcpState.OPEN
     return result
 
@@ -55,7 +72,7 @@ def start_tcp(module: Module) -> Starter | None:
 
     def start(target: HostPort, deadline: Deadline, done: Callable[[ProbeResult], None]) -> Cancel:
         dial = start_connect(
-            ProbeResult(), target, tcp, deadline, lambda result, sock: done(_connected_only(result, sock))
+            ProbeResult(), target, tcp, deadline, lambda result, sock: done(_connected_only(result, sock, tcp))
         )
         if dial is None:
             raise ValueError(f"{target} is not an IP literal: the runner must use probe_tcp")
@@ -69,7 +86,7 @@ async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolv
     tcp = module.tcp
     sock = await connect_target(result, target, module.tcp, deadline, resolver)
     if _plain(tcp):
-        return _connected_only(result, sock)
+        return _connected_only(result, sock, tcp)
     assert isinstance(tcp, TcpProberSettings)
     details = result.details = DialogueDetails(steps=len(tcp.query_response))
     if sock is None:
@@ -88,9 +105,11 @@ async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolv
             result.success = True
             if tcp.query_response:
                 result.detail = f"the dialogue's {len(tcp.query_response)} steps succeeded"
-            result.note("Connection closed by the prober")
+            closing = "reset by the prober (close_with_reset)" if tcp.close_with_reset else "closed by the prober"
+            result.note(f"Connection {closing}")
         return result
     finally:
+        reset_on_close(sock, tcp)
         if writer is not None:
             close_quietly(writer)
         else:
