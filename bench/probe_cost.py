@@ -95,10 +95,13 @@ def scrape_section(native: tools.NativeTools, exporters: dict[str, Path], n: int
             scrape_once(procs[name], port, n)  # warm-up
             procs[name].reset_peak_memory()
             out["exporters"][name] = {"wall": [], "cpu": [], "wrong": 0, "ratio": []}
-        for _ in range(reps):
+        names = list(exporters)
+        for rep in range(reps):
             c_rate = c_loop(native, n)
             out["c_loop"].append(c_rate)
-            for index, name in enumerate(exporters):
+            # Each repetition in another order: a later scrape meets the earlier ones' TIME_WAIT sockets.
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
+                index = names.index(name)
                 wall, cpu, wrong = scrape_once(procs[name], EXPORTER_PORT + index, n)
                 row = out["exporters"][name]
                 row["wall"].append(wall)
@@ -130,10 +133,11 @@ def probe_section(exporters: dict[str, Path], reps: int, seconds: float, workdir
             raise BenchError("prometheus-blackbox-exporter is not installed")
         contenders["blackbox_exporter"] = (tools.start_blackbox(binary, BLACKBOX_PORT, workdir), BLACKBOX_PORT)
         runs: dict[str, list[dict]] = {name: [] for name in contenders}
-        for proc, port in contenders.values():  # warm-up
+        for _, port in contenders.values():  # warm-up
             tools.run_wrk(f"http://127.0.0.1:{port}/", PROBE_CONCURRENCY, 2.0, (OPEN_PORT, PROBE_TARGETS))
-        for _ in range(reps):
-            for name, (proc, port) in contenders.items():
+        order = list(contenders.items())
+        for rep in range(reps):
+            for name, (proc, port) in order[rep % len(order) :] + order[: rep % len(order)]:
                 before = proc.cpu_seconds()
                 run = tools.run_wrk(f"http://127.0.0.1:{port}/", PROBE_CONCURRENCY, seconds, (OPEN_PORT, PROBE_TARGETS))
                 run["cpu_us"] = (proc.cpu_seconds() - before) / max(run["requests"], 1) * 1e6
@@ -234,9 +238,7 @@ def main() -> int:
                 report["probe"] = probe_section(exporters, args.reps, args.probe_seconds, workdir)
             if "continuous" in sections:
                 log("continuous probing ...")
-                report["continuous"] = continuous_section(
-                    exporters, args.continuous_targets, args.reps, 10.0, workdir
-                )
+                report["continuous"] = continuous_section(exporters, args.continuous_targets, args.reps, 10.0, workdir)
         finally:
             acceptor.stop()
     args.json.parent.mkdir(parents=True, exist_ok=True)

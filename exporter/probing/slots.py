@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 
 class Slots:
-    __slots__ = ("_free", "_waiters")
+    __slots__ = ("_free", "_waiters", "_handing_out")
 
     def __init__(self, count: int):
         self._free = count
+        self._handing_out = False
         # Each waiter is called with the slot already taken for it; it returns False when its probe
         # was cancelled meanwhile (the slot then goes to the next).
         self._waiters: deque[Callable[[], bool]] = deque()
@@ -51,8 +52,17 @@ class Slots:
             raise
 
     def give(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            if waiters.popleft()():
-                return
         self._free += 1
+        if self._handing_out:
+            # A waiter finished at once (e.g. its deadline had passed) and gave its slot back: the loop
+            # below hands it on. Recursing instead would go one frame deeper per queued probe.
+            return
+        self._handing_out = True
+        try:
+            waiters = self._waiters
+            while self._free > 0 and waiters:
+                self._free -= 1
+                if not waiters.popleft()():
+                    self._free += 1  # cancelled while waiting: the slot stays free
+        finally:
+            self._handing_out = False
