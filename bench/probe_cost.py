@@ -17,7 +17,7 @@ machine affects them alike); every figure is the median and (min–max) of the r
 
 ``--exporter NAME=CHECKOUT`` (repeatable) compares several checkouts of the exporter in the same run
 (each started with its directory as the working directory, so ``python -m exporter`` imports it); the
-default is this checkout. Traffic goes to 127.0.0.0/8 only; as root inside a private network namespace.
+default is this checkout. A NAME ending in ``+reset`` runs its module with ``tcp.close_with_reset: true``. Traffic goes to 127.0.0.0/8 only; as root inside a private network namespace.
 """
 
 from __future__ import annotations
@@ -50,6 +50,14 @@ from run import (
 from tools import BenchError
 
 IN_FLIGHT = 512
+
+
+def config_for(name: str, targets: list[str]) -> str:
+    """``exporter_config``; a contender named ``...+reset`` closes with a reset (tcp.close_with_reset)."""
+    text = exporter_config(targets)
+    if name.endswith("+reset"):
+        text = text.replace("{prober: tcp, timeout: 5s}", "{prober: tcp, timeout: 5s, tcp: {close_with_reset: true}}")
+    return text
 
 
 def fmt(values: list[float], digits: int = 0, scale: float = 1.0) -> str:
@@ -91,7 +99,7 @@ def scrape_section(native: tools.NativeTools, exporters: dict[str, Path], n: int
     try:
         for index, (name, checkout) in enumerate(exporters.items()):
             port = EXPORTER_PORT + index
-            procs[name] = tools.start_exporter(exporter_config(targets), port, "uvloop", workdir, repo=checkout)
+            procs[name] = tools.start_exporter(config_for(name, targets), port, "uvloop", workdir, repo=checkout)
             scrape_once(procs[name], port, n)  # warm-up
             procs[name].reset_peak_memory()
             out["exporters"][name] = {"wall": [], "cpu": [], "wrong": 0, "ratio": []}
@@ -127,7 +135,10 @@ def probe_section(exporters: dict[str, Path], reps: int, seconds: float, workdir
     try:
         for index, (name, checkout) in enumerate(exporters.items()):
             port = EXPORTER_PORT + index
-            contenders[name] = (tools.start_exporter(exporter_config([]), port, "uvloop", workdir, repo=checkout), port)
+            contenders[name] = (
+                tools.start_exporter(config_for(name, []), port, "uvloop", workdir, repo=checkout),
+                port,
+            )
         binary = tools.blackbox_binary()
         if binary is None:
             raise BenchError("prometheus-blackbox-exporter is not installed")
