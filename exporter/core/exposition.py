@@ -54,10 +54,12 @@ class Family(Generic[R]):
     # was a fifth of its CPU).
     text_header: str = field(init=False, repr=False)
     write_piece: PieceWriter[R] = field(init=False, repr=False)
+    write_one: Writer[R] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_header", f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.type}\n")
         object.__setattr__(self, "write_piece", self.samples.piece_writer(self))
+        object.__setattr__(self, "write_one", self.samples.writer(self.name))
 
     def header(self) -> str:
         return self.text_header
@@ -267,6 +269,14 @@ def current_only(label: str, current: Callable[[R], str | None], only_if: Guard[
 
 def render(results: Results[R], families: Sequence[Family[R]]) -> str:
     """Write ``families`` for every (label_prefix, result, families it has) triple, grouped by family."""
+    if len(results) == 1:
+        # /probe: one result, written family by family without the chunking (a third of its render time).
+        prefix, result, present = results[0]
+        out = []
+        for family in families:
+            if family in present and (body := family.write_one(prefix, result)):
+                out += (family.text_header, body)
+        return "".join(out)
     return "".join(render_chunks(results, families))
 
 
