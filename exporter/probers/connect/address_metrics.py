@@ -129,3 +129,4 @@ ADDRESS_FAMILIES: tuple[Family[ProbeResult], ...] = (
         labelled(_report(_no_route), only_if=has_addresses),
     ),
 )
+ADDRESS_FAMILY_SET = frozenset(ADDRESS_FAMILIES)

@@ -13,13 +13,14 @@ import socket
 import time
 import weakref
 from collections import deque
+from collections.abc import Sequence
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
-from exporter.probers.connect.every import connect_every_address, every_address
+from exporter.probers.connect.every import connect_each, connect_every_address, every_address
 from exporter.probers.connect.resolve import ResolveError, Resolver, literal
-from exporter.probers.connect.result import ProbeResult, TcpState, classify_errno, describe_errno
+from exporter.probers.connect.result import AddressOutcome, ProbeResult, TcpState, classify_errno, describe_errno
 from exporter.probers.connect.settings import TcpSettings
 
 # Kept apart so `check` can say how long it waited before giving the same causes.
@@ -118,6 +119,14 @@ async def connect_target(
     finally:
         if sock is not None and not connected:
             sock.close()
+
+
+async def connect_addresses(
+    addresses: Sequence[str], port: int, tcp: TcpSettings, deadline: Deadline, resolver: Resolver
+) -> list[AddressOutcome]:
+    """``tcp.probe_addresses: all`` for a prober that finds the addresses itself (a mail domain's MX hosts):
+    connect to each at once with ``connect_target`` and close; the outcome of each."""
+    return await connect_each(addresses, port, tcp, deadline, resolver, connect_target)
 
 
 def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:

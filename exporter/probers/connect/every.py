@@ -15,12 +15,14 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from exporter.core.address import HostPort
+from exporter.core.deadline import Deadline
 from exporter.probers.connect.addresses import experience, finish, happy_eyeballs_order
 from exporter.probers.connect.resolve import Resolved, ResolveError, Resolver
 from exporter.probers.connect.result import AddressesReport, AddressOutcome, ProbeResult, TcpState
@@ -28,7 +30,7 @@ from exporter.probers.connect.result import AddressesReport, AddressOutcome, Pro
 if TYPE_CHECKING:
     from exporter.probers.connect.settings import TcpSettings
 
-ConnectTarget = Callable[[ProbeResult, HostPort, "TcpSettings", float, Resolver], Awaitable[socket.socket | None]]
+ConnectTarget = Callable[[ProbeResult, HostPort, "TcpSettings", Deadline, Resolver], Awaitable[socket.socket | None]]
 
 log = logging.getLogger("exporter.addresses")
 
@@ -63,7 +65,7 @@ async def connect_every_address(
     result: ProbeResult,
     target: HostPort,
     tcp: TcpSettings,
-    deadline: float,
+    deadline: Deadline,
     resolver: Resolver,
     connect_target: ConnectTarget,
 ) -> socket.socket | None:
@@ -142,6 +144,42 @@ async def connect_every_address(
             raise
         _conclude(pending)
     return sock
+
+
+@contextmanager
+def single_address() -> Iterator[None]:
+    """Within it, ``connect_target`` connects to the one address it is given, whatever probe_addresses says:
+    for a prober that already walks addresses itself (a mail domain's MX hosts) and has them connected with
+    ``connect_each``."""
+    token = _PER_ADDRESS.set(True)
+    try:
+        yield
+    finally:
+        _PER_ADDRESS.reset(token)
+
+
+async def connect_each(
+    addresses: Sequence[str],
+    port: int,
+    tcp: TcpSettings,
+    deadline: Deadline,
+    resolver: Resolver,
+    connect_target: ConnectTarget,
+) -> list[AddressOutcome]:
+    """Connect to each address at once (then close), under ``deadline``: the outcome of each."""
+    outcomes = [AddressOutcome(address, 6 if ":" in address else 4) for address in addresses]
+
+    async def one(outcome: AddressOutcome) -> None:
+        _PER_ADDRESS.set(True)
+        sub = ProbeResult()
+        literal = HostPort(outcome.address, port, ipaddress.ip_address(outcome.address))
+        sock = await connect_target(sub, literal, tcp, deadline, resolver)
+        if sock is not None:
+            sock.close()
+        _record(outcome, sub)
+
+    await asyncio.gather(*(one(outcome) for outcome in outcomes))
+    return outcomes
 
 
 def _ordered(found: list[Resolved]) -> list[Resolved]:

@@ -36,8 +36,19 @@ from exporter.core.deadline import Deadline
 from exporter.core.exposition import Family, Samples, escape_label_value, labelled
 from exporter.core.transcript import printable
 from exporter.probers.base import Prober
+from exporter.probers.connect.addresses import experience, finish
+from exporter.probers.connect.dial import connect_addresses
+from exporter.probers.connect.every import single_address
 from exporter.probers.connect.resolve import Resolver
-from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, ProbeResult, TcpState
+from exporter.probers.connect.result import (
+    AddressesReport,
+    AddressOutcome,
+    DetailsBase,
+    Fact,
+    JsonObject,
+    ProbeResult,
+    TcpState,
+)
 from exporter.probers.module import Module
 from exporter.probers.smtp.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
 from exporter.probers.smtp.result import REPLY_STAGES, SmtpDetails, SmtpState
@@ -236,20 +247,32 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
     if len(details.mx) > len(probed):
         result.note(f"Probing the first {len(probed)} of {len(details.mx)} MX hosts (mx_max_hosts)")
     loop = asyncio.get_running_loop()
+    # tcp.probe_addresses: all: every address of every probed MX host (docs/metrics.md, "Every address").
+    every = AddressesReport() if module.tcp.probe_addresses == "all" else None
     for index, host in enumerate(probed):
         remaining = deadline - loop.time()
         if remaining <= 0.01:
             result.note(f"No time left for MX {host.host}: not probed")
             break
         share = deadline.share(len(probed) - index)
-        await _probe_host(host, target.port, module, share, resolver, dns_resolver, result)
+        await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, every)
+    if every is not None:
+        result.addresses = finish(_distinct(every))
+        result.note(f"Every address of the MX hosts: {result.addresses.state}; {experience(result.addresses)}")
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)
     return _finish(result, details)
 
 
 async def _probe_host(
-    host: MxHost, port: int, module: Module, deadline: Deadline, resolver: Resolver, dns_resolver, result: ProbeResult
+    host: MxHost,
+    port: int,
+    module: Module,
+    deadline: Deadline,
+    resolver: Resolver,
+    dns_resolver,
+    result: ProbeResult,
+    every: AddressesReport | None,
 ) -> None:
     started = time.perf_counter()
     found: HostAddresses = await lookup_addresses(host.host, deadline, module.tcp, dns_resolver)
@@ -268,16 +291,44 @@ async def _probe_host(
     host_module = _module_for(module, host.host)
     loop = asyncio.get_running_loop()
     candidates = found.addresses[:MAX_ADDRESSES_TRIED]
-    for index, address in enumerate(candidates):
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        own_deadline = deadline.share(len(candidates) - index)
-        outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
-        _record(host, address, outcome, result)
-        if outcome.state != SmtpState.CONNECT_FAILED:
-            break  # a host that answered decides; only a failed connect moves on to its next address
+
+    async def sessions() -> None:
+        for index, address in enumerate(candidates):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            own_deadline = deadline.share(len(candidates) - index)
+            outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
+            _record(host, address, outcome, result)
+            if outcome.state != SmtpState.CONNECT_FAILED:
+                break  # a host that answered decides; only a failed connect moves on to its next address
+
+    if every is None:
+        await sessions()
+    else:
+        # tcp.probe_addresses: all: every address of the host is connected to at once, beside the sessions
+        # (which connect to their one address each).
+        tcp = module.tcp
+        every.resolved += len(found.addresses)
+        connects = asyncio.ensure_future(
+            connect_addresses(found.addresses[: tcp.probe_addresses_max], port, tcp, deadline, resolver)
+        )
+        try:
+            with single_address():
+                await sessions()
+            every.outcomes += await connects
+        finally:
+            connects.cancel()  # a no-op once done; a cancelled probe leaves nothing running
     host.duration_seconds = time.perf_counter() - started
+
+
+def _distinct(report: AddressesReport) -> AddressesReport:
+    """Each address once (two MX hosts may share one), its first outcome kept."""
+    seen: dict[str, AddressOutcome] = {}
+    for outcome in report.outcomes:
+        seen.setdefault(outcome.address, outcome)
+    cut = report.resolved - len(report.outcomes)
+    return AddressesReport(list(seen.values()), len(seen) + cut)
 
 
 def _literal(address: str, port: int) -> HostPort:
