@@ -171,7 +171,12 @@ def test_no_address_connects_no_happy_eyeballs_time(report: dict[str, Any]) -> N
 
 def test_what_users_experience_in_one_sentence_and_a_table(report: dict[str, Any]) -> None:
     human = case(report, "ipv6_drop")["human"]
-    assert "Clients with IPv6 wait 0.25 s, then connect over IPv4: the IPv6 path drops packets." in human
+    # 0.25 s plus the IPv4 connect time (more than 5 ms on a loaded machine: then "0.26 s").
+    waited = re.search(
+        r"Clients with IPv6 wait (\d+\.\d\d) s, then connect over IPv4: the IPv6 path drops packets\.", human
+    )
+    assert waited is not None, human
+    assert 0.25 <= float(waited.group(1)) < 0.75
     assert re.search(rf"^  {re.escape(V6_DROP)}\s+v6\s+timeout\s", human, re.MULTILINE)
     assert re.search(rf"^  {re.escape(V4_OK2)}\s+v4\s+open\s", human, re.MULTILINE)
     refused = case(report, "ipv6_refuse")["human"]
@@ -238,11 +243,12 @@ def test_smtp_every_address(report: dict[str, Any]) -> None:
 
 def test_an_mx_hosts_every_address(report: dict[str, Any]) -> None:
     document = case(report, "mail_domain")["json"]
-    assert document["mail_domain"]["state"] == "ok"  # the MX host's session (over IPv4) accepted
-    assert states(report, "mail_domain") == {V4_OK2: "open", V6_DROP: "timeout"}
+    shown = json.dumps(document, indent=1)[:3000]
+    assert document["mail_domain"]["state"] == "ok", shown  # the MX host's session (over IPv4) accepted
+    assert states(report, "mail_domain") == {V4_OK2: "open", V6_DROP: "timeout"}, shown
     assert addresses(report, "mail_domain")["state"] == "ipv6_failing"
     assert document["success"] is False
-    assert series(report, "mail_domain", "probe_address_success") == {
+    assert series(report, "mail_domain", "probe_address_success") == {  # /probe, the same probe again
         f'address="{V4_OK2}",ip_protocol="4"': 1.0,
         f'address="{V6_DROP}",ip_protocol="6"': 0.0,
     }

@@ -36,19 +36,10 @@ from exporter.core.deadline import Deadline
 from exporter.core.exposition import Family, Samples, escape_label_value, labelled
 from exporter.core.transcript import printable
 from exporter.probers.base import Prober
-from exporter.probers.connect.addresses import experience, finish
-from exporter.probers.connect.dial import connect_addresses
-from exporter.probers.connect.every import single_address
+from exporter.probers.connect.addresses import distinct, experience, finish
+from exporter.probers.connect.dial import connect_beside
 from exporter.probers.connect.resolve import Resolver
-from exporter.probers.connect.result import (
-    AddressesReport,
-    AddressOutcome,
-    DetailsBase,
-    Fact,
-    JsonObject,
-    ProbeResult,
-    TcpState,
-)
+from exporter.probers.connect.result import AddressesReport, DetailsBase, Fact, JsonObject, ProbeResult, TcpState
 from exporter.probers.module import Module
 from exporter.probers.smtp.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
 from exporter.probers.smtp.result import REPLY_STAGES, SmtpDetails, SmtpState
@@ -247,8 +238,7 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
     if len(details.mx) > len(probed):
         result.note(f"Probing the first {len(probed)} of {len(details.mx)} MX hosts (mx_max_hosts)")
     loop = asyncio.get_running_loop()
-    # tcp.probe_addresses: all: every address of every probed MX host (docs/metrics.md, "Every address").
-    every = AddressesReport() if module.tcp.probe_addresses == "all" else None
+    every = AddressesReport()  # tcp.probe_addresses: all: every address of every probed MX host if module.tcp.probe_addresses == "all" else None
     for index, host in enumerate(probed):
         remaining = deadline - loop.time()
         if remaining <= 0.01:
@@ -257,7 +247,7 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
         share = deadline.share(len(probed) - index)
         await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, every)
     if every is not None:
-        result.addresses = finish(_distinct(every))
+        result.addresses = finish(distinct(every))
         result.note(f"Every address of the MX hosts: {result.addresses.state}; {experience(result.addresses)}")
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)
@@ -305,30 +295,9 @@ async def _probe_host(
 
     if every is None:
         await sessions()
-    else:
-        # tcp.probe_addresses: all: every address of the host is connected to at once, beside the sessions
-        # (which connect to their one address each).
-        tcp = module.tcp
-        every.resolved += len(found.addresses)
-        connects = asyncio.ensure_future(
-            connect_addresses(found.addresses[: tcp.probe_addresses_max], port, tcp, deadline, resolver)
-        )
-        try:
-            with single_address():
-                await sessions()
-            every.outcomes += await connects
-        finally:
-            connects.cancel()  # a no-op once done; a cancelled probe leaves nothing running
+    else:  # tcp.probe_addresses: all: every address of the host, at once, beside the sessions
+        await connect_beside(sessions(), found.addresses, port, module.tcp, deadline, resolver, every)
     host.duration_seconds = time.perf_counter() - started
-
-
-def _distinct(report: AddressesReport) -> AddressesReport:
-    """Each address once (two MX hosts may share one), its first outcome kept."""
-    seen: dict[str, AddressOutcome] = {}
-    for outcome in report.outcomes:
-        seen.setdefault(outcome.address, outcome)
-    cut = report.resolved - len(report.outcomes)
-    return AddressesReport(list(seen.values()), len(seen) + cut)
 
 
 def _literal(address: str, port: int) -> HostPort:
