@@ -170,7 +170,8 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
         f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in ("details", "icmp", "path")
     }
     document = {
-        "target": str(address),
+        "target": str(address),  # as written on the command line (or in the config)
+        "port": address.port,  # the port connected to, the module's default when the target has none
         "module": module.name,
         "prober": module.prober,
         "timeout_seconds": module.timeout,
