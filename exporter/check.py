@@ -77,9 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def builtin_module(name: str) -> Module:
-    return parse_config(f"modules:\n  {name}: {BUILTIN_MODULES[name]}\n", source=f"<built-in module {name}>").modules[
-        name
-    ]
+    text = f"modules:\n  {name}: {BUILTIN_MODULES[name]}\n"
+    return parse_config(text, source=f"<built-in module {name}>", blackbox=False).modules[name]
 
 
 def find_module(name: str, config_file: str | None) -> Module:

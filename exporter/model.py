@@ -24,6 +24,8 @@ class Module:
     # Continuous probing (docs/continuous.md): probe every `interval` seconds in the background.
     interval: float | None = None
     histogram_buckets: HistogramBuckets | None = None  # None: the defaults
+    # Set when a file the module names cannot be read (exporter/unusable.py): why; its probes fail with it.
+    unusable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +87,6 @@ class Config:
     # Modules of blackbox_exporter probers not implemented here (name -> prober): skipped with a warning,
     # so an unchanged blackbox.yml loads; /probe answers 400 for them.
     unsupported_modules: Mapping[str, str] = field(default_factory=dict)
+    # One line per file a module names that cannot be read (exporter/unusable.py): warnings at load
+    # (one per module, in ``warnings``), errors for ``--config.check``.
+    unreadable_files: tuple[str, ...] = ()

@@ -18,6 +18,7 @@ from exporter.model import Module
 from exporter.probers.resolve import Resolver
 from exporter.probers.result import ProbeResult, TcpState
 from exporter.probers.table import PROBERS
+from exporter.unusable import probe_detail
 
 log = logging.getLogger("exporter.runner")
 
@@ -38,6 +39,15 @@ def deadline_result(module: Module, waited: float) -> ProbeResult:
         f"(module {module.name}, timeout {module.timeout:g}s)"
     )
     result.note(result.detail)
+    return result
+
+
+def unusable_result(module: Module) -> ProbeResult:
+    """The failed result of a module that names a file that cannot be read (exporter/unusable.py)."""
+    assert module.unusable is not None
+    detail = probe_detail(module.name, module.unusable)
+    result = ProbeResult(state=PROBERS[module.prober].error_state, tcp_state=TcpState.ERROR, detail=detail)
+    result.note(detail)
     return result
 
 
@@ -110,6 +120,8 @@ class ProbeRunner:
                 # near-zero "connect time" for a target that was never really tried.
                 return deadline_result(module, 0.0)
             started = time.perf_counter()
+            if module.unusable is not None:  # a file it names cannot be read: nothing is sent
+                return unusable_result(module)
             own_deadline = deadline.within(module.timeout)
             try:
                 result = await PROBERS[module.prober].probe(target, module, own_deadline, self.resolver)
