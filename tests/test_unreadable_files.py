@@ -59,7 +59,7 @@ def test_unreadable_file_is_one_warning_per_module_and_one_check_error_per_file(
     assert len(unusable) == len(warnings)
 
     results = asyncio.run(probe_each(config))
-    for name, module in config.modules.items():
+    for name in config.modules:
         result = results[name]
         if name in unusable:
             assert not result.success and result.state == "error" and result.tcp_state == "error"
