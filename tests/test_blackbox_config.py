@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config, parse_config
-from exporter.probers.goregex import translate
+from exporter.config.loader import load_config, parse_config
+from exporter.probers.tcp.goregex import translate
 from tests.helpers.exporter_process import REPO
 
 BLACKBOX_FILES = sorted((Path(__file__).parent / "configs" / "blackbox").glob("*.yml"))

@@ -251,8 +251,7 @@ def probe_both(env, module: str, port: int) -> dict[str, dict[str, float]]:
     def one(name: str) -> dict[str, float]:
         status, body, _ = http("GET", f"http://127.0.0.1:{env[name]}/probe?{query}", headers=headers, timeout=30)
         assert status == 200, (name, status, body)
-        values = {n: v for (n, labels), v in samples(body).items() if not labels}
-        return values
+        return {n: v for (n, labels), v in samples(body).items() if not labels}
 
     with ThreadPoolExecutor(2) as pool:
         blackbox, ours = pool.map(one, ("blackbox", "ours"))
@@ -410,7 +409,7 @@ def fixture_pairs(tmp_path_factory):
                 theirs = tmp_path / f"blackbox-{name}"
                 theirs.write_text(tcp_modules_only(FIXTURES / name))
                 blackbox_port, our_port = free_port(), free_port()
-                log = open(tmp_path / f"blackbox-{name}.log", "wb")  # noqa: SIM115 (closed in finally)
+                log = open(tmp_path / f"blackbox-{name}.log", "wb")
                 blackbox = subprocess.Popen(
                     [*prefix, BLACKBOX, f"--config.file={theirs}", f"--web.listen-address=127.0.0.1:{blackbox_port}"],
                     stdout=log,

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config
-from exporter.deadline import Deadline
-from exporter.probers.resolve import Resolver
-from exporter.runner import ProbeRunner
+from exporter.config.loader import load_config
+from exporter.core.address import parse_host_port
+from exporter.core.deadline import Deadline
+from exporter.probers.connect.resolve import Resolver
+from exporter.probing.runner import ProbeRunner
 from tests.helpers.exporter_process import REPO, free_port, http, start_exporter
 from tests.helpers.html_tables import Tables
 from tests.helpers.metrics_text import value
@@ -35,8 +36,6 @@ def expected(path: Path, kind: str) -> list[str]:
 
 async def probe_each(config, target: str = "127.0.0.1:9") -> dict:
     """Probe every module once through the real runner (nothing listens on port 9 of loopback)."""
-    from exporter.address import parse_host_port
-
     resolver = Resolver(max_workers=1)
     try:
         runner = ProbeRunner(resolver, max_concurrency=4)
