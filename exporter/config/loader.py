@@ -389,6 +389,9 @@ def parse_config(text: str, source: str = "<config>", blackbox: bool | None = No
     modules = _modules(top["modules"], errs, blackbox)
     targets = _targets(top["targets"], modules, errs)
     probe_access = _probe_access(top["probe_access"], modules, errs)
+    for path, problem in errs.unreadable:
+        if not path.startswith("modules."):  # only a module's own probes can fail in its place
+            errs.add(path, problem)
     if errs.lines:
         raise ConfigError(errs.lines)
     return Config(
