@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # path diagnosis types; annotations only, so no import cost or cycle
     from exporter.pathdiag.icmp import IcmpReply
     from exporter.pathdiag.model import PathDiagnosis
+    from exporter.probers.mtu import MtuReport
 
 
 class TcpState(StrEnum):
@@ -75,6 +76,8 @@ class ProbeResult:
     icmp: IcmpReply | None = None
     # A path diagnosis run for this probe (/probe and check run it inline).
     path: PathDiagnosis | None = None
+    # tcp.mtu_check: do full-size packets get through both ways (docs/mtu.md).
+    mtu: MtuReport | None = None
 
     def note(self, line: str) -> None:
         self.transcript.append(line)

@@ -16,6 +16,8 @@ class TcpSettings:
     # Path diagnosis (docs/path-diagnosis.md).
     diagnose: str = "never"  # never | on_failure: extra packets towards the target's path
     diagnose_interval: float = 600.0  # at most one diagnosis per target per interval (/metrics)
+    # Path-MTU black holes (docs/mtu.md): extra full-size data and packets after the connect.
+    mtu_check: bool = False
 
 
 TCP_FIELDS = {
@@ -25,5 +27,6 @@ TCP_FIELDS = {
     # path diagnosis
     "diagnose": Field(schema.choice("never", "on_failure"), "never"),
     "diagnose_interval": Field(schema.duration(1.0, 7 * 86400.0), 600.0),
+    "mtu_check": Field(schema.boolean, False),
 }
 TCP_SECTION = Section(TCP_FIELDS, TcpSettings)
