@@ -13,10 +13,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.app import create_app
-from exporter.config import ConfigError, load_config, parse_config
-from exporter.histogram import DEFAULT_CONNECT_BUCKETS, HistogramBuckets, Layout, TargetTally, quantile, render_tallies
-from exporter.schedule import first_tick, following_tick, phase
+from exporter.config.loader import ConfigError, load_config, parse_config
+from exporter.continuous.schedule import first_tick, following_tick, phase
+from exporter.core.histogram import (
+    DEFAULT_CONNECT_BUCKETS,
+    HistogramBuckets,
+    Layout,
+    TargetTally,
+    quantile,
+    render_tallies,
+)
+from exporter.web.app import create_app
 from tests.helpers.metrics_text import samples, value
 
 INVALID = sorted((Path(__file__).parent / "configs" / "invalid").glob("continuous_*.yml"))
@@ -48,7 +55,7 @@ def test_ticks_sit_on_the_phase_and_never_drift():
     tick = first_tick(interval, target_phase, wall_now=1003.0, loop_now=50.0)
     assert tick == pytest.approx(59.5)
     start = tick
-    for step in range(1, 10_001):
+    for _step in range(1, 10_001):
         tick, missed = following_tick(tick, interval, loop_now=tick)
         assert missed == 0
     assert tick == pytest.approx(start + 10_000 * interval, abs=1e-6)
@@ -151,7 +158,7 @@ targets:
   - {target: "127.0.0.1:3", module: on_scrape, interval: 250ms}
   - {target: "127.0.0.1:4", module: on_scrape}
 """)
-    from exporter.service import build_plan
+    from exporter.probing.plan import build_plan
 
     plan = build_plan(config)
     assert [(str(t.address), interval) for t, interval in plan.continuous] == [
@@ -215,7 +222,7 @@ async def scrape(client) -> str:
 
 def results_total(text: str, **labels: str) -> float:
     wanted = frozenset(labels.items())
-    return sum(v for (name, l), v in samples(text).items() if name == "probe_results_total" and wanted <= l)
+    return sum(v for (name, lab), v in samples(text).items() if name == "probe_results_total" and wanted <= lab)
 
 
 async def test_a_scrape_of_continuous_targets_never_probes(make_client):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from exporter.config import parse_config
+from exporter.config.loader import parse_config
 from tests.helpers.metrics_text import samples, value
 
 PERIOD = 2.0  # the listener is up for 2 s, then down (refused) for 2 s

@@ -11,9 +11,9 @@ import subprocess
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.exposition import Family, format_value, label_prefix, one_hot, render, single
-from exporter.probers.connect_metrics import COMMON_FAMILIES, TCP_FAMILIES
-from exporter.probers.result import ProbeResult, TcpState
+from exporter.core.exposition import Family, format_value, label_prefix, one_hot, render, single
+from exporter.probers.connect.metrics import COMMON_FAMILIES, TCP_FAMILIES
+from exporter.probers.connect.result import ProbeResult, TcpState
 from tests.helpers.configs import require_binary
 from tests.helpers.metrics_text import samples
 

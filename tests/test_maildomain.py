@@ -13,8 +13,10 @@ import subprocess
 
 import pytest
 
-from exporter.address import parse_host_port
-from exporter.probers.maildomain import (
+from exporter.core.address import parse_host_port
+from exporter.probers.connect.resolve import Resolver
+from exporter.probers.connect.result import ProbeResult
+from exporter.probers.smtp.domain import (
     MAIL_DOMAIN_FAMILIES,
     MailDomainDetails,
     MailDomainState,
@@ -25,11 +27,9 @@ from exporter.probers.maildomain import (
     probe_mail_domain,
     render_text,
 )
-from exporter.probers.resolve import Resolver
-from exporter.probers.result import ProbeResult
-from exporter.probers.smtp_replies import Reply
-from exporter.probers.smtp_result import SmtpDetails
-from exporter.service import render_single
+from exporter.probers.smtp.replies import Reply
+from exporter.probers.smtp.result import SmtpDetails
+from exporter.service.exporter import render_single
 from tests.helpers import smtp_servers
 from tests.helpers.smtp_servers import Script, probe, smtp_config
 

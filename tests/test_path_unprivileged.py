@@ -76,7 +76,16 @@ def unprivileged(network: Topology, *argv: str):
 )
 def test_check_diagnoses_without_privileges(network, readable_config, target, verdict, blocked_by):
     done = unprivileged(
-        network, "-m", "exporter.cli", "check", "--json", "--config.file", readable_config, "--module", "diag", target
+        network,
+        "-m",
+        "exporter",
+        "check",
+        "--json",
+        "--config.file",
+        readable_config,
+        "--module",
+        "diag",
+        target,
     )
     assert done.returncode == 1, done.stderr
     result = json.loads(done.stdout)

@@ -12,8 +12,8 @@ import tracemalloc
 
 import pytest
 
-from exporter.probers import smtp
-from exporter.probers.smtp_replies import MAX_LINE_BYTES
+from exporter.probers.smtp import session as smtp
+from exporter.probers.smtp.replies import MAX_LINE_BYTES
 from tests.helpers import smtp_servers
 from tests.helpers.smtp_servers import FloodProcess, Pki, Script, probe
 

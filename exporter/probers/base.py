@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from exporter.exposition import Family
-from exporter.schema import Section
+from exporter.core.exposition import Family
+from exporter.core.schema import Section
 
 if TYPE_CHECKING:
-    from exporter.address import HostPort
-    from exporter.deadline import Deadline
-    from exporter.model import Module
-    from exporter.probers.resolve import Resolver
-    from exporter.probers.result import ProbeResult
+    from exporter.core.address import HostPort
+    from exporter.core.deadline import Deadline
+    from exporter.probers.connect.resolve import Resolver
+    from exporter.probers.connect.result import ProbeResult
+    from exporter.probers.module import Module
 
 
 @dataclass(frozen=True, slots=True)

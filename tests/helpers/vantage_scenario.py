@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 import urllib.parse
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import yaml
@@ -82,10 +82,8 @@ def serve_targets(stack: ExitStack) -> None:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def _accept_and_close(sock: socket.socket) -> None:

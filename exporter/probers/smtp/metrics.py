@@ -1,0 +1,126 @@
+"""The SMTP prober's own metric families (written by ``exporter.exposition``); its TLS families are the
+ones shared with the tcp prober (``exporter.probers.tls``).
+
+Label values come from fixed lists (states, stages, well-known extensions, TLS versions) or
+from a validated ``d.d.d`` enhanced status code, never from free server text, so a server
+cannot create series at will or break the exposition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from exporter.core.exposition import Family, Samples, one_hot, single
+from exporter.probers.connect.result import ProbeResult
+from exporter.probers.smtp.result import (
+    AUTH_MECHANISMS,
+    CAPABILITIES,
+    REPLY_STAGES,
+    TIMED_STAGES,
+    SmtpDetails,
+    SmtpState,
+)
+
+
+def _details(result: ProbeResult) -> SmtpDetails | None:
+    details = result.details
+    return details if isinstance(details, SmtpDetails) else None
+
+
+def _per_stage(stages: tuple[str, ...], value) -> Samples:
+    rendered = [(stage, f'stage="{stage}"') for stage in stages]
+
+    def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
+        details = _details(result)
+        if details is None:
+            return ()
+        out = []
+        for stage, text in rendered:
+            got = value(details, stage)
+            if got is not None:
+                out.append((text, got))
+        return out
+
+    return samples
+
+
+def _enhanced(result: ProbeResult) -> Iterable[tuple[str, float]]:
+    details = _details(result)
+    if details is None:
+        return ()
+    return [
+        (f'stage="{stage}",code="{reply.enhanced}"', 1)
+        for stage in REPLY_STAGES
+        if (reply := details.replies.get(stage)) is not None and reply.enhanced
+    ]
+
+
+def _flags(label: str, names: tuple[str, ...], present) -> Samples:
+    rendered = [(name, f'{label}="{name}"') for name in names]
+
+    def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
+        details = _details(result)
+        have = present(details) if details is not None else None
+        if have is None:
+            return ()
+        return [(text, 1 if name in have else 0) for name, text in rendered]
+
+    return samples
+
+
+SMTP_FAMILIES = (
+    Family(
+        "probe_smtp_state",
+        "gauge",
+        "Outcome of the SMTP dialogue: exactly one state is 1.",
+        one_hot("state", [state.value for state in SmtpState], lambda r: str(r.state)),
+    ),
+    Family(
+        "probe_smtp_banner_duration_seconds",
+        "gauge",
+        "Time from the open connection (after the TLS handshake with implicit TLS) to the complete greeting.",
+        single(lambda r: d.banner_seconds if (d := _details(r)) else None),
+    ),
+    Family(
+        "probe_smtp_stage_duration_seconds",
+        "gauge",
+        "Time of each dialogue stage reached, from sending the command to its complete reply.",
+        _per_stage(TIMED_STAGES, lambda d, stage: d.stage_seconds.get(stage)),
+    ),
+    Family(
+        "probe_smtp_reply_code",
+        "gauge",
+        "The last reply code of each stage reached.",
+        _per_stage(REPLY_STAGES, lambda d, stage: r.code if (r := d.replies.get(stage)) else None),
+    ),
+    Family(
+        "probe_smtp_enhanced_status_code_info",
+        "gauge",
+        "The RFC 3463 enhanced status code of a stage's last reply, when the server gave one; always 1.",
+        _enhanced,
+    ),
+    Family(
+        "probe_smtp_capability",
+        "gauge",
+        "Whether the server advertised a well-known EHLO extension (1) or not (0); STARTTLS as seen before TLS.",
+        _flags("capability", CAPABILITIES, lambda d: d.capabilities),
+    ),
+    Family(
+        "probe_smtp_auth_mechanism",
+        "gauge",
+        "Whether the server offered a well-known AUTH mechanism (1) or not (0), in its last EHLO reply.",
+        _flags("mechanism", AUTH_MECHANISMS, lambda d: d.auth_mechanisms if d.capabilities is not None else None),
+    ),
+    Family(
+        "probe_smtp_size_limit_bytes",
+        "gauge",
+        "The message size limit the server advertised with SIZE, in bytes (0: the server states no fixed limit).",
+        single(lambda r: d.size_limit if (d := _details(r)) else None),
+    ),
+    Family(
+        "probe_smtp_tls",
+        "gauge",
+        "Whether the dialogue ran over TLS (1: implicit TLS or STARTTLS succeeded), 0 otherwise.",
+        single(lambda r: int(d.encrypted) if (d := _details(r)) and d.replies else None),
+    ),
+)
