@@ -22,6 +22,7 @@ from exporter.core.transcript import printable
 from exporter.pathdiag.render import hop_table, path_json
 from exporter.pathdiag.trace import DEFAULT_SETTINGS as PATH_SETTINGS
 from exporter.probers.connect.dial import EXPLANATIONS, TIMEOUT_CAUSES
+from exporter.probers.connect.mtu_report import mtu_json, mtu_lines
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.table import PROBERS
@@ -154,6 +155,7 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     lines.append(explanation[:1].upper() + explanation[1:])
     lines += prober_lines(result, module)
     lines += PROBERS[module.prober].report_lines(result)
+    lines += mtu_lines(result.mtu)
     timings = [f"total {result.duration_seconds * 1000:.2f} ms"]
     if result.dns_lookup_seconds:
         timings.insert(0, f"DNS {result.dns_lookup_seconds * 1000:.2f} ms")
@@ -167,7 +169,9 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
 
 def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     fields = {
-        f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in ("details", "icmp", "path")
+        f.name: getattr(result, f.name)
+        for f in dataclasses.fields(result)
+        if f.name not in ("details", "icmp", "path", "mtu")
     }
     document = {
         "target": str(address),
@@ -187,6 +191,7 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
             "by": "host" if result.address and result.icmp.sent_by_host(result.address) else "network",
         },
         "path": None if result.path is None else path_json(result.path),
+        "mtu": mtu_json(result.mtu),
     }
     document.update(PROBERS[module.prober].json_sections(result))
     return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"

@@ -111,10 +111,13 @@ class MtuCheck:
         self._started = time.perf_counter()
         ms.set_dont_fragment(sock)
         local = sock.getsockname()[0]
+        self.peer = sock.getpeername()  # kept: the prober may close the socket before the small-MSS retry
+        self._last_info: ms.TcpInfo | None = None
         self.device_mtu = ms.device_mtu(local, sock.family)
         self.initial_mtu = ms.path_mtu(sock)
         self._to_reporter: ms.DatagramAnswer | None = None
         self.sent = 0
+        self._peer_mss_limit: int | None = None
 
     # --- from the target ------------------------------------------------------------------
 
@@ -137,10 +140,15 @@ class MtuCheck:
         else:
             self.report.from_target = Finding.PASSED
 
+    def before_close(self) -> None:
+        """The prober is about to close the connection: keep what the kernel knows about it."""
+        if self.sock.fileno() >= 0:
+            self._last_info = ms.tcp_info(self.sock)
+
     async def from_target_stalled(self, exchange: ExchangeFn) -> bool:
         """The exchange stalled: repeat it on a new connection that advertises a small MSS. True when that
         succeeded while the first did not: the target's full-size segments are dropped on the way."""
-        info = ms.tcp_info(self.sock)
+        info = ms.tcp_info(self.sock) if self.sock.fileno() >= 0 else self._last_info
         self.report.largest_received = info.rcv_mss if info else None
         if info is not None and info.rcv_mss >= info.advmss:
             # Full-size data did arrive: whatever stalled, it was not the size of the target's packets.
@@ -175,10 +183,9 @@ class MtuCheck:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, SMALL_MSS.get(family, 536))
             ms.set_dont_fragment(sock)
-            peer = self.sock.getpeername()
             loop = asyncio.get_running_loop()
             async with asyncio.timeout_at(self.deadline):
-                await loop.sock_connect(sock, peer)
+                await loop.sock_connect(sock, self.peer)
             self.report.extra_packets += 3
             return sock
         except (OSError, TimeoutError):
@@ -276,6 +283,9 @@ class MtuCheck:
             report.reported_by = recalled(self.address, mtu_now)
             return Finding.REDUCED
         report.path_mtu = sent_mss + ms.header_bytes(self.sock, info)
+        if sent_mss < info.advmss:
+            # The target's MSS is below ours: nothing larger is ever sent to it, so nothing larger was tested.
+            self._peer_mss_limit = sent_mss
         return Finding.PASSED
 
     async def _silent(self, sent_mss: int) -> Finding:
@@ -324,6 +334,11 @@ class MtuCheck:
             report.detail = "full-size segments pass " + (
                 "both ways" if len(set(report.tested)) == 2 else f"{report.tested[0].replace('_', ' ')}"
             )
+            if self._peer_mss_limit is not None:
+                report.detail += (
+                    f" (towards the target, segments of {self._peer_mss_limit} bytes of data: the target's MSS "
+                    "allows no larger ones)"
+                )
         return report
 
     def _reduced_words(self) -> str:

@@ -158,6 +158,8 @@ class _Session:
         except (ConnectionClosed, MalformedReply) as exc:
             result.state, result.detail = SmtpState.PROTOCOL_ERROR, printable(str(exc))
         finally:
+            if self.mtu is not None:
+                self.mtu.before_close()
             if self.writer is None:
                 sock.close()
             await self._quit_and_close(clean)

@@ -88,4 +88,4 @@ def conclude(check: MtuCheck, result: ProbeResult) -> None:
     words = explanation(report)
     if words is not None and result.success:
         result.success = False
-        result.detail = f"{words}: {report.detail}"
+        result.detail = report.detail

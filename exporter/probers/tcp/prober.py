@@ -70,6 +70,8 @@ async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolv
                     await tcp_mtu.to_target_streams(check, writer, result)
                 result.note("Connection closed by the prober")
     finally:
+        if check is not None:
+            check.before_close()
         if writer is not None:
             close_quietly(writer)
         else:
