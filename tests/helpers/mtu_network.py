@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tests.helpers.topology import ROOT, Topology, built_topology
 
-TLS_PORT, SMTP_PORT = 8443, 8025
+TLS_PORT, SMTP_PORT, SILENT_PORT = 8443, 8025, 8444
 R1_RETURN = "10.61.4.1"  # r1's end of the return-only link
 DROP_FRAG_NEEDED = """table inet pd {
   chain output {
@@ -100,7 +100,7 @@ def mtu_network(
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         servers = subprocess.Popen(
             ["ip", "netns", "exec", topology.server, sys.executable, str(ROOT / "tests/helpers/mtu_servers.py")]
-            + [str(ca_file), str(TLS_PORT), str(SMTP_PORT)],
+            + [str(ca_file), str(TLS_PORT), str(SMTP_PORT), str(SILENT_PORT)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,11 +1,12 @@
 """Real servers for the path-MTU tests, run inside the server namespace:
 
-    python mtu_servers.py CA_FILE TLS_PORT SMTP_PORT
+    python mtu_servers.py CA_FILE TLS_PORT SMTP_PORT SILENT_PORT
 
 - a TLS server (Python's ssl, OpenSSL) whose certificate chain — leaf, three intermediates, RSA —
   is several kilobytes: its certificate flight fills several full-size segments;
 - aiosmtpd with STARTTLS, the same chain.
-Both read whatever the client sends until it closes. The root CA is written to CA_FILE; "ready" is
+- a silent server: it accepts and never sends a byte (a stalled or hostile server).
+All read whatever the client sends until it closes. The root CA is written to CA_FILE; "ready" is
 printed once both listen.
 """
 
@@ -46,17 +47,18 @@ async def drain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def main(ca_file: str, tls_port: int, smtp_port: int) -> None:
+async def main(ca_file: str, tls_port: int, smtp_port: int, silent_port: int) -> None:
     context = chain_context(ca_file)
     loop = asyncio.get_running_loop()
     tls = await asyncio.start_server(drain, "0.0.0.0", tls_port, ssl=context)
     smtp = await loop.create_server(
         lambda: SMTP(Sink(), hostname="mx.test", tls_context=context), "0.0.0.0", smtp_port
     )
+    silent = await asyncio.start_server(drain, "0.0.0.0", silent_port)
     print("ready", flush=True)
-    async with tls, smtp:
+    async with tls, smtp, silent:
         await asyncio.Event().wait()  # until the test kills the process
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
