@@ -106,3 +106,25 @@ def test_no_false_black_hole_on_a_busy_machine() -> None:
             burner.kill()
             burner.wait(timeout=30)
     assert states == ["ok"] * 6, states
+
+
+def test_probe_endpoint_exposes_the_mtu_families(tmp_path) -> None:
+    """/probe of the exporter running in the client namespace: the state one-hot, the path MTU and the
+    reporting router, in text promtool accepts."""
+    from tests.helpers.topology import SERVER4, ClientExporter
+
+    with mtu_network("mp", CONFIG, narrow=True) as network:
+        exporter = ClientExporter(network.topology, str(network.config), port=19117)
+        try:
+            text = exporter.get(f"/probe?target={SERVER4}:{SMTP_PORT}&module=smtp_mtu", scrape_timeout=15)
+        finally:
+            exporter.close()
+    lines = set(text.splitlines())
+    assert 'probe_mtu_state{state="reduced"} 1' in lines, text
+    assert {f'probe_mtu_state{{state="{state}"}} 0' for state in ("ok", "unknown")} <= lines
+    assert "probe_path_mtu_bytes 1200" in lines, text
+    assert f'probe_path_mtu_reported_by_info{{address="{R1_4}"}} 1' in lines, text
+    promtool = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    if promtool.returncode == 127:
+        pytest.skip("promtool is not installed (Debian package 'prometheus'; .ci/run installs it)")
+    assert promtool.returncode == 0, promtool.stdout + promtool.stderr

@@ -59,7 +59,21 @@ def _narrow_return(topology: Topology, mtu: int) -> None:
     run = subprocess.run
     tag = topology.tag
     done = run(
-        ["ip", "link", "add", f"{tag}v", "netns", topology.r1, "type", "veth", "peer", "name", f"{tag}w", "netns", topology.r2],
+        [
+            "ip",
+            "link",
+            "add",
+            f"{tag}v",
+            "netns",
+            topology.r1,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"{tag}w",
+            "netns",
+            topology.r2,
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -88,7 +102,7 @@ def mtu_network(
 ) -> Iterator[MtuNetwork]:
     """A fresh network shaped as asked, the servers running, and the exporter's config written
     (``module_config``'s CA_FILE replaced by the test CA's path)."""
-    firewalls = {router: DROP_FRAG_NEEDED for router in drop_frag_needed}
+    firewalls = dict.fromkeys(drop_frag_needed, DROP_FRAG_NEEDED)
     with built_topology(suffix, firewalls) as topology:
         if narrow:
             _narrow(topology, mtu)

@@ -21,7 +21,7 @@ from aiosmtpd.smtp import SMTP
 
 
 class Sink:
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_DATA(self, server, session, envelope):
         return "250 2.0.0 OK"
 
 
@@ -51,9 +51,7 @@ async def main(ca_file: str, tls_port: int, smtp_port: int, silent_port: int) ->
     context = chain_context(ca_file)
     loop = asyncio.get_running_loop()
     tls = await asyncio.start_server(drain, "0.0.0.0", tls_port, ssl=context)
-    smtp = await loop.create_server(
-        lambda: SMTP(Sink(), hostname="mx.test", tls_context=context), "0.0.0.0", smtp_port
-    )
+    smtp = await loop.create_server(lambda: SMTP(Sink(), hostname="mx.test", tls_context=context), "0.0.0.0", smtp_port)
     silent = await asyncio.start_server(drain, "0.0.0.0", silent_port)
     print("ready", flush=True)
     async with tls, smtp, silent:
