@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from tests.helpers.mtu_network import SILENT_PORT, SMTP_PORT, TLS_PORT, mtu_network
-from tests.helpers.topology import R1_4
+from tests.helpers.topology import R1_4, R1_6
 
 pytestmark = pytest.mark.netns
 
@@ -33,7 +33,8 @@ CONFIG = """modules:
 """
 MODULES = {"tls_mtu": TLS_PORT, "smtp_mtu": SMTP_PORT}
 
-# name: (network shape, expected state, path MTU, reporter, directions tested, the probe succeeds)
+# name: (network shape, expected state, path MTU, reporter, directions tested, the probe succeeds), for IPv4
+# with the narrow links at 1200; IPv6 (whose links are at least 1280 bytes) has them at 1280 and r1's IPv6 address.
 CASES = {
     "clean": ({}, "ok", 1500, None, ["from_target", "to_target"], True),
     # The middle link at 1200 both ways, routers announce it: PMTUD works, r1 (the client's side) said so.
@@ -60,12 +61,17 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("module", sorted(MODULES))
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_mtu_state(case: str, module: str) -> None:
+def test_mtu_state(case: str, module: str, ipv6: bool) -> None:
     shape, state, path_mtu, reporter, tested, success = CASES[case]
-    with mtu_network(f"m{sorted(CASES).index(case)}{module[0]}", CONFIG, **shape) as network:
-        document = network.check(module, MODULES[module])
+    if ipv6:
+        path_mtu = 1280 if path_mtu == 1200 else path_mtu
+        reporter = R1_6 if reporter == R1_4 else reporter
+    suffix = f"m{sorted(CASES).index(case)}{module[0]}{int(ipv6)}"
+    with mtu_network(suffix, CONFIG, mtu=1280 if ipv6 else 1200, **shape) as network:
+        document = network.check(module, MODULES[module], ipv6=ipv6)
     mtu = document["mtu"]
     assert mtu is not None, document
     assert (mtu["state"], mtu["path_mtu"], mtu["reported_by"]) == (state, path_mtu, reporter), mtu

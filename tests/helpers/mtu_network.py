@@ -25,11 +25,12 @@ from pathlib import Path
 from tests.helpers.topology import ROOT, Topology, built_topology
 
 TLS_PORT, SMTP_PORT, SILENT_PORT = 8443, 8025, 8444
-R1_RETURN = "10.61.4.1"  # r1's end of the return-only link
+R1_RETURN, R1_RETURN6 = "10.61.4.1", "fd61:4::1"  # r1's end of the return-only link
 DROP_FRAG_NEEDED = """table inet pd {
   chain output {
     type filter hook output priority 0;
     icmp type destination-unreachable icmp code frag-needed drop
+    icmpv6 type packet-too-big drop
   }
 }
 """
@@ -43,10 +44,11 @@ class MtuNetwork:
     config: Path
     servers: subprocess.Popen[str]
 
-    def check(self, module: str, port: int) -> dict:
-        from tests.helpers.topology import SERVER4, check_json
+    def check(self, module: str, port: int, ipv6: bool = False) -> dict:
+        from tests.helpers.topology import SERVER4, SERVER6, check_json
 
-        return check_json(self.topology, f"{SERVER4}:{port}", str(self.config), module)
+        target = f"[{SERVER6}]:{port}" if ipv6 else f"{SERVER4}:{port}"
+        return check_json(self.topology, target, str(self.config), module)
 
 
 def _narrow(topology: Topology, mtu: int) -> None:
@@ -82,13 +84,18 @@ def _narrow_return(topology: Topology, mtu: int) -> None:
         raise RuntimeError(f"veth for the return path: {done.stderr.strip()[:300]}")
     topology.exec(topology.r1, "ip", "link", "set", f"{tag}v", "name", "b1")
     topology.exec(topology.r2, "ip", "link", "set", f"{tag}w", "name", "a1")
-    for ns, dev, address in ((topology.r1, "b1", f"{R1_RETURN}/24"), (topology.r2, "a1", "10.61.4.2/24")):
+    for ns, dev, address, address6 in (
+        (topology.r1, "b1", f"{R1_RETURN}/24", f"{R1_RETURN6}/64"),
+        (topology.r2, "a1", "10.61.4.2/24", "fd61:4::2/64"),
+    ):
         topology.exec(ns, "ip", "link", "set", dev, "mtu", str(mtu), "up")
         topology.exec(ns, "ip", "addr", "add", address, "dev", dev)
+        topology.exec(ns, "ip", "-6", "addr", "add", address6, "dev", dev, "nodad")
     # r1 receives the server's packets on b1 although its route to the server is via b0: no reverse-path filter.
     for key in ("all", "default", "b1", "b0"):
         topology.exec(topology.r1, "sysctl", "-qw", f"net.ipv4.conf.{key}.rp_filter=0")
     topology.exec(topology.r2, "ip", "route", "replace", "10.61.1.0/24", "via", R1_RETURN)
+    topology.exec(topology.r2, "ip", "-6", "route", "replace", "fd61:1::/64", "via", R1_RETURN6)
 
 
 @contextlib.contextmanager

@@ -50,9 +50,9 @@ async def drain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 async def main(ca_file: str, tls_port: int, smtp_port: int, silent_port: int) -> None:
     context = chain_context(ca_file)
     loop = asyncio.get_running_loop()
-    tls = await asyncio.start_server(drain, "0.0.0.0", tls_port, ssl=context)
-    smtp = await loop.create_server(lambda: SMTP(Sink(), hostname="mx.test", tls_context=context), "0.0.0.0", smtp_port)
-    silent = await asyncio.start_server(drain, "0.0.0.0", silent_port)
+    tls = await asyncio.start_server(drain, None, tls_port, ssl=context)
+    smtp = await loop.create_server(lambda: SMTP(Sink(), hostname="mx.test", tls_context=context), None, smtp_port)
+    silent = await asyncio.start_server(drain, None, silent_port)
     print("ready", flush=True)
     async with tls, smtp, silent:
         await asyncio.Event().wait()  # until the test kills the process
