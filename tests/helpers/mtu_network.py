@@ -90,12 +90,14 @@ def _narrow_return(topology: Topology, mtu: int) -> None:
     ):
         topology.exec(ns, "ip", "link", "set", dev, "mtu", str(mtu), "up")
         topology.exec(ns, "ip", "addr", "add", address, "dev", dev)
-        topology.exec(ns, "ip", "-6", "addr", "add", address6, "dev", dev, "nodad")
+        if mtu >= 1280:  # IPv6 needs links of at least 1280 bytes (RFC 8200)
+            topology.exec(ns, "ip", "-6", "addr", "add", address6, "dev", dev, "nodad")
     # r1 receives the server's packets on b1 although its route to the server is via b0: no reverse-path filter.
     for key in ("all", "default", "b1", "b0"):
         topology.exec(topology.r1, "sysctl", "-qw", f"net.ipv4.conf.{key}.rp_filter=0")
     topology.exec(topology.r2, "ip", "route", "replace", "10.61.1.0/24", "via", R1_RETURN)
-    topology.exec(topology.r2, "ip", "-6", "route", "replace", "fd61:1::/64", "via", R1_RETURN6)
+    if mtu >= 1280:
+        topology.exec(topology.r2, "ip", "-6", "route", "replace", "fd61:1::/64", "via", R1_RETURN6)
 
 
 @contextlib.contextmanager
@@ -106,10 +108,13 @@ def mtu_network(
     narrow_return: bool = False,
     drop_frag_needed: tuple[str, ...] = (),
     mtu: int = 1200,
+    client_ruleset: str = "",
 ) -> Iterator[MtuNetwork]:
     """A fresh network shaped as asked, the servers running, and the exporter's config written
     (``module_config``'s CA_FILE replaced by the test CA's path)."""
     firewalls = dict.fromkeys(drop_frag_needed, DROP_FRAG_NEEDED)
+    if client_ruleset:
+        firewalls["client"] = client_ruleset
     with built_topology(suffix, firewalls) as topology:
         if narrow:
             _narrow(topology, mtu)

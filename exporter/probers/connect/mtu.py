@@ -39,6 +39,8 @@ POLL = 0.02  # TCP_INFO has no event for "acknowledged": polled while the test r
 SMALL_MSS = {socket.AF_INET: 536, socket.AF_INET6: 1220}  # RFC 879 / RFC 8200's minimum MTU - 60
 # The largest segment tested: a 9000-byte jumbo frame's (the payload is one segment and a bit more).
 MAX_TESTED_MSS = 8948
+# How long the UDP datagram's answer is awaited at least (silence: UDP filtered, or a black hole).
+REPORTER_WAIT = 0.2
 # How long a learnt path MTU's reporter is remembered: the kernel keeps the exception ~10 minutes.
 LEARNT_TTL = 600.0
 
@@ -120,6 +122,7 @@ class MtuCheck:
         self._to_reporter: ms.DatagramAnswer | None = None
         self.sent = 0
         self._peer_mss_limit: int | None = None
+        self._worked_around: int | None = None  # the segment size this host's MTU probing fell back to
 
     # --- from the target ------------------------------------------------------------------
 
@@ -220,6 +223,11 @@ class MtuCheck:
         if reporter is not None:
             report.extra_packets += 1
         try:
+            if reporter is not None:
+                # Its answer first: a router's ICMP for it names the router and lowers the path MTU before the
+                # TCP data leaves (which then goes out at the announced size, no retransmission needed).
+                await self._await_reporter(reporter, before)
+                before = ms.tcp_info(self.sock) or before
             self.sent = self.payload_size()
             await send(self.sent)
             finding = await self._watch(before, mtu_before, reporter)
@@ -229,6 +237,16 @@ class MtuCheck:
                 reporter.close()
         report.to_target = finding
         return finding
+
+    async def _await_reporter(self, reporter: socket.socket, info: ms.TcpInfo) -> None:
+        """Until the datagram's ICMP answer is queued, or a few round trips (at least REPORTER_WAIT) passed."""
+        loop = asyncio.get_running_loop()
+        until = min(self.deadline, loop.time() + max(REPORTER_WAIT, 4 * info.rtt_us / 1e6))
+        for _ in range(int(60 / POLL)):  # bounded; ``until`` ends it long before
+            self._read_reporter(reporter)
+            if self._to_reporter is not None or loop.time() + POLL > until:
+                return
+            await asyncio.sleep(POLL)
 
     def _read_reporter(self, reporter: socket.socket) -> None:
         if self._to_reporter is None:
@@ -282,6 +300,12 @@ class MtuCheck:
             report.largest_sent = info.snd_mss
             return Finding.REDUCED
         sent_mss = min(sent_mss, MAX_TESTED_MSS)
+        if info.snd_mss < sent_mss and not report.learnt_before:
+            # Acknowledged only after this host shrank its segments by itself, with no ICMP and the path MTU
+            # unchanged: the kernel's packetization-layer probing (tcp_mtu_probing, RFC 4821) found a hole.
+            report.largest_sent = sent_mss
+            self._worked_around = info.snd_mss
+            return Finding.BLACKHOLE
         report.largest_sent = sent_mss
         if report.learnt_before:
             report.path_mtu = mtu_now
@@ -319,6 +343,12 @@ class MtuCheck:
                 f"({report.largest_sent} bytes of data) was never acknowledged and no ICMP came back, "
                 "while a new connection with small packets still opens"
             )
+            if self._worked_around is not None:
+                report.detail = (
+                    "large packets toward the target are dropped — a path-MTU black hole: a full-size segment "
+                    f"({report.largest_sent} bytes of data) drew no ICMP and was acknowledged only after this host's "
+                    f"own MTU probing (tcp_mtu_probing) fell back to {self._worked_around} bytes; hosts without it hang"
+                )
         elif back is Finding.BLACKHOLE:
             report.state = MtuState.BLACKHOLE_FROM_TARGET
             report.detail = (
