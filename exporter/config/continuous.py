@@ -24,7 +24,7 @@ _EXPONENT_AS_TEXT = re.compile(r"[0-9]+[eE][-+]?[0-9]+")
 
 def reads_greeting(prober: str) -> bool:
     """Whether the prober reads a greeting first (it has a banner histogram)."""
-    return PROBERS[prober].greeting_seconds is not None
+    return PROBERS[prober].reads_greeting
 
 
 def _bucket_bounds(value: Any, path: str, errs: Errors) -> Any:

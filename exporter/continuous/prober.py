@@ -54,7 +54,7 @@ def layout_for(prober_name: str, buckets: HistogramBuckets) -> Layout:
     return Layout(
         [state.value for state in prober.states],
         buckets,
-        with_banner=prober.greeting_seconds is not None,
+        with_banner=prober.reads_greeting,
         fallback_state=prober.error_state,
     )
 
@@ -88,7 +88,7 @@ class ContinuousTarget:
         "running",
         "active",
         "snapshots",
-        "_greeting",
+        "_reads_greeting",
     )
 
     def __init__(self, planned: Planned, interval: float, tally: TargetTally):
@@ -105,7 +105,7 @@ class ContinuousTarget:
         self.active = True  # False once a reload removed it
         # (unix time, counts) for the status page's window; the first is the zero it started from.
         self.snapshots: list[tuple[float, object]] = [(time.time(), tally.window_counts())]
-        self._greeting = PROBERS[planned.module.prober].greeting_seconds
+        self._reads_greeting = PROBERS[planned.module.prober].reads_greeting
 
     def record(self, result: ProbeResult, when: float) -> None:
         self.latest = result
@@ -114,7 +114,7 @@ class ContinuousTarget:
             str(result.state),
             result.success,
             result.connect_seconds if result.tcp_state is TcpState.OPEN else None,
-            self._greeting(result) if self._greeting is not None else None,
+            result.details.greeting_seconds() if self._reads_greeting else None,
             result.duration_seconds,
         )
 

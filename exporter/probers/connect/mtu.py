@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from exporter.core.deadline import Deadline
 from exporter.probers.connect import mtu_socket as ms
 
 TO_TARGET, FROM_TARGET = "to_target", "from_target"
@@ -103,13 +104,13 @@ def recalled(address: str, mtu: int) -> str | None:
 
 SendFn = Callable[[int], Awaitable[None]]
 # (a connected socket advertising a small MSS, deadline) -> whether the exchange completed.
-ExchangeFn = Callable[[socket.socket, float], Awaitable[bool]]
+ExchangeFn = Callable[[socket.socket, Deadline], Awaitable[bool]]
 
 
 class MtuCheck:
     """The check's state on one probe connection; the prober calls it at the right moments."""
 
-    def __init__(self, sock: socket.socket, address: str, port: int, deadline: float):
+    def __init__(self, sock: socket.socket, address: str, port: int, deadline: Deadline):
         self.sock, self.address, self.port, self.deadline = sock, address, port, deadline
         self.report = MtuReport()
         self._started = time.perf_counter()
@@ -126,11 +127,10 @@ class MtuCheck:
 
     # --- from the target ------------------------------------------------------------------
 
-    def stall_deadline(self) -> float:
+    def stall_deadline(self) -> Deadline:
         """How long to wait for the target's large data on the probe's own connection: half of what is
         left, so that the small-MSS retry has the other half."""
-        loop = asyncio.get_running_loop()
-        return loop.time() + max(0.0, self.deadline - loop.time()) / 2
+        return self.deadline.share(2)
 
     def from_target_arrived(self) -> None:
         """The exchange that carries the target's large data completed on the probe's connection."""

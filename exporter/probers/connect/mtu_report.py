@@ -8,25 +8,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from exporter.core.exposition import Family, escape_label_value
+from exporter.core.exposition import Family, escape_label_value, labelled, one_hot, single
 from exporter.probers.connect.mtu import MtuReport, MtuState
 from exporter.probers.connect.result import ProbeResult
 
-_STATES = [(state.value, f'state="{state.value}"') for state in MtuState]
+
+def has_mtu(result: ProbeResult) -> bool:
+    return result.mtu is not None
 
 
-def _state(result: ProbeResult) -> Iterable[tuple[str, float]]:
-    report = result.mtu
-    if report is None:
-        return ()
-    return [(text, 1 if value == report.state else 0) for value, text in _STATES]
+def _state(result: ProbeResult) -> str | None:
+    return result.mtu.state.value if result.mtu is not None else None
 
 
-def _path_mtu(result: ProbeResult) -> Iterable[tuple[str, float]]:
-    report = result.mtu
-    if report is None or report.path_mtu is None:
-        return ()
-    return (("", report.path_mtu),)
+def _path_mtu(result: ProbeResult) -> float | None:
+    return result.mtu.path_mtu if result.mtu is not None else None
 
 
 def _reported_by(result: ProbeResult) -> Iterable[tuple[str, float]]:
@@ -36,27 +32,27 @@ def _reported_by(result: ProbeResult) -> Iterable[tuple[str, float]]:
     return ((f'address="{escape_label_value(report.reported_by)}"', 1),)
 
 
-MTU_FAMILIES = (
+MTU_FAMILIES: tuple[Family[ProbeResult], ...] = (
     Family(
         "probe_mtu_state",
         "gauge",
         "tcp.mtu_check: whether full-size packets pass both ways; exactly one of ok, reduced, "
         "blackhole_to_target, blackhole_from_target, unknown is 1 (absent without the check).",
-        _state,
+        one_hot("state", [state.value for state in MtuState], _state, only_if=has_mtu),
     ),
     Family(
         "probe_path_mtu_bytes",
         "gauge",
         "tcp.mtu_check: the path MTU towards the target, in bytes (a reduced one as an ICMP reported it or the "
         "kernel learnt it; otherwise the largest packet that passed); absent when undecided.",
-        _path_mtu,
+        single(_path_mtu, only_if=has_mtu),
     ),
     Family(
         "probe_path_mtu_reported_by_info",
         "gauge",
         "tcp.mtu_check: the router whose ICMP 'fragmentation needed' / 'packet too big' reported a smaller "
         "path MTU, by address; always 1 (absent when none did).",
-        _reported_by,
+        labelled(_reported_by, only_if=has_mtu),
     ),
 )
 

@@ -8,9 +8,9 @@ cannot create series at will or break the exposition.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 
-from exporter.core.exposition import Family, Samples, one_hot, single
+from exporter.core.exposition import Family, Samples, labelled, one_hot, single
 from exporter.probers.connect.result import ProbeResult
 from exporter.probers.smtp.result import (
     AUTH_MECHANISMS,
@@ -27,21 +27,21 @@ def _details(result: ProbeResult) -> SmtpDetails | None:
     return details if isinstance(details, SmtpDetails) else None
 
 
-def _per_stage(stages: tuple[str, ...], value) -> Samples:
+def _per_stage(stages: tuple[str, ...], value: Callable[[SmtpDetails, str], float | None]) -> Samples[ProbeResult]:
     rendered = [(stage, f'stage="{stage}"') for stage in stages]
 
     def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
         details = _details(result)
         if details is None:
             return ()
-        out = []
+        out: list[tuple[str, float]] = []
         for stage, text in rendered:
             got = value(details, stage)
             if got is not None:
                 out.append((text, got))
         return out
 
-    return samples
+    return labelled(samples)
 
 
 def _enhanced(result: ProbeResult) -> Iterable[tuple[str, float]]:
@@ -55,7 +55,9 @@ def _enhanced(result: ProbeResult) -> Iterable[tuple[str, float]]:
     ]
 
 
-def _flags(label: str, names: tuple[str, ...], present) -> Samples:
+def _flags(
+    label: str, names: tuple[str, ...], present: Callable[[SmtpDetails], Collection[str] | None]
+) -> Samples[ProbeResult]:
     rendered = [(name, f'{label}="{name}"') for name in names]
 
     def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
@@ -65,7 +67,7 @@ def _flags(label: str, names: tuple[str, ...], present) -> Samples:
             return ()
         return [(text, 1 if name in have else 0) for name, text in rendered]
 
-    return samples
+    return labelled(samples)
 
 
 SMTP_FAMILIES = (
@@ -97,7 +99,7 @@ SMTP_FAMILIES = (
         "probe_smtp_enhanced_status_code_info",
         "gauge",
         "The RFC 3463 enhanced status code of a stage's last reply, when the server gave one; always 1.",
-        _enhanced,
+        labelled(_enhanced),
     ),
     Family(
         "probe_smtp_capability",

@@ -15,6 +15,7 @@ import contextlib
 import socket
 import ssl
 
+from exporter.core.deadline import Deadline
 from exporter.probers.smtp.replies import ConnectionClosed, MalformedReply, ReplyReader, ReplyTimeout, open_stream
 from exporter.probers.smtp.settings import SmtpSettings
 from exporter.probers.tls.handshake import client_context, server_name
@@ -43,7 +44,7 @@ def stall_words(after: str) -> str:
     )
 
 
-async def replay(settings: SmtpSettings, host: str, sock: socket.socket, deadline: float) -> bool:
+async def replay(settings: SmtpSettings, host: str, sock: socket.socket, deadline: Deadline) -> bool:
     """Greeting, EHLO, STARTTLS and the TLS handshake (or the implicit-TLS handshake) on ``sock``; True
     when the handshake completed. Ends with QUIT; never raises for a network or protocol failure."""
     context = client_context(settings.tls_config, False)

@@ -25,6 +25,7 @@ import ssl
 import time
 
 from exporter.core.address import HostPort
+from exporter.core.deadline import Deadline
 from exporter.core.transcript import printable, record
 from exporter.probers.connect.dial import connect_target
 from exporter.probers.connect.mtu import Finding, MtuCheck
@@ -88,7 +89,7 @@ class _Unverified(Exception):
     """The certificate did not verify and the policy says: carry on without verification."""
 
 
-async def probe_smtp(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
+async def probe_smtp(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     settings = module.settings
     assert settings is not None  # the config loader sets it for every smtp module
     result = ProbeResult(state=SmtpState.CONNECT_FAILED)
@@ -110,13 +111,13 @@ async def probe_smtp(target: HostPort, module: Module, deadline: float, resolver
 class _Session:
     """One connection's dialogue; writes its findings into ``result`` and ``result.details``."""
 
-    def __init__(self, result: ProbeResult, target: HostPort, settings: SmtpSettings, deadline: float, verify: bool):
+    def __init__(self, result: ProbeResult, target: HostPort, settings: SmtpSettings, deadline: Deadline, verify: bool):
         self.result = result
         self.details = SmtpDetails()
         result.details = self.details
         self.target = target
         self.settings = settings
-        self.deadline = deadline
+        self.deadline = Deadline(deadline)  # callers outside the runner (tests, check) may pass loop time
         self.verify = verify
         self.replies: ReplyReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -208,21 +209,21 @@ class _Session:
             if pattern.search(text) is None:
                 raise _Stop(
                     SmtpState.BANNER_MISMATCH,
-                    f"the greeting does not match expect_banner {pattern.pattern!r}: {self._quote(greeting)}",
+                    f"the greeting does not match expect_banner {pattern.pattern!r}: {self.quote(greeting)}",
                 )
 
     async def _hello(self) -> None:
         name = self.settings.ehlo_name
         if self.settings.ehlo is None and (problem := ehlo_fallback_problem(name)):
             self.result.note(f"Warning: {problem}")
-        reply = await self._command("ehlo", f"EHLO {name}")
+        reply = await self.command("ehlo", f"EHLO {name}")
         if reply.code == ReplyCode.OK:
             self._capabilities(reply)
             return
         command = "EHLO"
         if reply.permanent:  # an old server without ESMTP: try the original greeting
             command = "HELO"
-            reply = await self._command("helo", f"HELO {name}")
+            reply = await self.command("helo", f"HELO {name}")
             if reply.code == ReplyCode.OK:
                 self.result.note("EHLO refused, HELO accepted: the server offers no extensions")
                 self.details.capabilities = frozenset()
@@ -261,7 +262,7 @@ class _Session:
                 raise _Stop(SmtpState.STARTTLS_UNAVAILABLE, "the server does not offer STARTTLS (starttls: required)")
             self.result.note("STARTTLS is not offered: continuing unencrypted (starttls: opportunistic)")
             return
-        reply = await self._command("starttls", "STARTTLS")
+        reply = await self.command("starttls", "STARTTLS")
         if reply.code != ReplyCode.SERVICE_READY:
             # Advertised, then refused: the server's TLS is broken (often an unreadable certificate or key).
             refusal = (
@@ -362,17 +363,17 @@ class _Session:
         # codes but not its text (it might echo the credentials): masking by what was sent.
         if mechanism == "PLAIN":
             token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-            reply = await self._command("auth", f"AUTH PLAIN {token}", shown=f"AUTH PLAIN {MASK}", secret=True)
+            reply = await self.command("auth", f"AUTH PLAIN {token}", shown=f"AUTH PLAIN {MASK}", secret=True)
             if reply.code == ReplyCode.AUTH_CONTINUE:  # a server that wants the credentials on their own line
-                reply = await self._command("auth", token, shown=MASK, secret=True)
+                reply = await self.command("auth", token, shown=MASK, secret=True)
         else:
             user_token = base64.b64encode(user.encode()).decode()
             password_token = base64.b64encode(password.encode()).decode()
-            reply = await self._command("auth", "AUTH LOGIN")
+            reply = await self.command("auth", "AUTH LOGIN")
             if reply.code == ReplyCode.AUTH_CONTINUE:
-                reply = await self._command("auth", user_token, shown=f"{user_token} (user name)")
+                reply = await self.command("auth", user_token, shown=f"{user_token} (user name)")
             if reply.code == ReplyCode.AUTH_CONTINUE:
-                reply = await self._command("auth", password_token, shown=MASK, secret=True)
+                reply = await self.command("auth", password_token, shown=MASK, secret=True)
         if reply.code != ReplyCode.AUTH_SUCCEEDED:
             raise self._refusal(SmtpState.AUTH_FAILED, "auth", f"AUTH {mechanism} as {user}", reply)
 
@@ -385,23 +386,23 @@ class _Session:
         if settings.send_test_message:
             await self._send_message()
         else:
-            await self._command("rset", "RSET")  # end the transaction: no message is sent
+            await self.command("rset", "RSET")  # end the transaction: no message is sent
 
     async def _mail_from(self, sender: str) -> None:
         command = f"MAIL FROM:<{sender}>"
-        reply = await self._command("mail", command)
+        reply = await self.command("mail", command)
         if reply.code != ReplyCode.OK:
             raise self._refusal(SmtpState.SENDER_REJECTED, "mail", command, reply)
 
     async def _rcpt_to(self, recipient: str) -> Reply:
         command = f"RCPT TO:<{recipient}>"
-        reply = await self._command("rcpt", command)
+        reply = await self.command("rcpt", command)
         if reply.code not in (ReplyCode.OK, ReplyCode.USER_NOT_LOCAL_WILL_FORWARD):
             raise self._refusal(SmtpState.RECIPIENT_REJECTED, "rcpt", command, reply)
         return reply
 
     async def _send_message(self) -> None:
-        reply = await self._command("data", "DATA")
+        reply = await self.command("data", "DATA")
         if reply.code != ReplyCode.START_MAIL_INPUT:
             raise self._refusal(SmtpState.DATA_REJECTED, "data", "DATA", reply)
         started = time.perf_counter()
@@ -442,7 +443,7 @@ class _Session:
         if finding is Finding.BLACKHOLE:
             self.details.stalled_at = self.waiting_for
             words = smtp_mtu.blackhole_words(check.report.largest_sent)
-            self.details.explanations.append(("NOOP then silence", words))
+            self.details.reply_explanations.append(("NOOP then silence", words))
             raise _Stop(SmtpState.TIMEOUT, words)
         assert self.replies is not None
         reply = await self.replies.read(self.deadline)  # 250, or 500 for a line over 512 octets: both harmless
@@ -457,21 +458,21 @@ class _Session:
         if stalled and self.waiting_for.startswith("the TLS handshake"):
             settings, host = self.settings, self.target.host
 
-            async def exchange(sock: socket.socket, deadline: float) -> bool:
+            async def exchange(sock: socket.socket, deadline: Deadline) -> bool:
                 return await smtp_mtu.replay(settings, host, sock, deadline)
 
             after = "STARTTLS" if not settings.tls else "the TLS ClientHello"
             if await check.from_target_stalled(exchange):
                 words = smtp_mtu.stall_words(after)
-                self.details.explanations.append((f"{after} then silence", words))
+                self.details.reply_explanations.append((f"{after} then silence", words))
                 result.detail = f"{result.detail}; {words}"
         result.mtu = check.finish()
         result.note(f"Path MTU check: {result.mtu.state}: {result.mtu.detail}")
 
     # --- sending and receiving ------------------------------------------------------------
 
-    async def _command(
-        self, stage: str, line: str, shown: str | None = None, deadline: float | None = None, secret: bool = False
+    async def command(
+        self, stage: str, line: str, shown: str | None = None, deadline: Deadline | None = None, secret: bool = False
     ) -> Reply:
         """Send one command line (shown in the transcript as ``shown``) and read its reply. With ``secret``
         the line carried credentials, so the reply's text is withheld."""
@@ -496,7 +497,7 @@ class _Session:
             raise ConnectionClosed(f"the connection was lost while sending ({type(exc).__name__})") from None
 
     async def _reply(
-        self, stage: str, deadline: float | None = None, withhold: bool = False, explain_as: str | None = None
+        self, stage: str, deadline: Deadline | None = None, withhold: bool = False, explain_as: str | None = None
     ) -> Reply:
         assert self.replies is not None
         reply = await self.replies.read(self.deadline if deadline is None else deadline)
@@ -509,8 +510,8 @@ class _Session:
         key = (explained_stage, reply.code, reply.enhanced)
         if key not in self.explained:
             self.explained.add(key)
-            heading = f"{explained_stage} {reply.code}" + (f" {reply.enhanced}" if reply.enhanced else "")
-            self.details.explanations.append((heading, self._explain(explained_stage, reply).line()))
+            heading = f"{explained_stage} {reply.code_text}"
+            self.details.reply_explanations.append((heading, self._explain(explained_stage, reply).line()))
         return reply
 
     async def _quit_and_close(self, wait_for_reply: bool) -> None:
@@ -521,9 +522,9 @@ class _Session:
         now = asyncio.get_running_loop().time
         try:
             if not writer.is_closing():
-                if wait_for_reply and now() < self.deadline:
+                if wait_for_reply and not self.deadline.passed():
                     try:
-                        await self._command("quit", "QUIT", deadline=min(self.deadline, now() + QUIT_WAIT))
+                        await self.command("quit", "QUIT", deadline=self.deadline.within(QUIT_WAIT))
                     except (ReplyTimeout, ConnectionClosed, MalformedReply) as exc:
                         self.result.note(f"No clean reply to QUIT: {printable(str(exc))}")
                 else:
@@ -544,7 +545,7 @@ class _Session:
     def _log(self, line: str) -> None:
         record(self.result.transcript, line)
 
-    def _quote(self, reply: Reply) -> str:
+    def quote(self, reply: Reply) -> str:
         text = printable(decode(reply.raw_lines[-1]))
         return repr(text[:200] + ("..." if len(text) > 200 else ""))
 
@@ -559,7 +560,7 @@ class _Session:
         self.details.refused = str(explanation.refused) if explanation.refused is not None else None
         self.details.greylisted = self.details.greylisted or explanation.greylisting
         code = f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
-        return f"{what} was answered {code}: {explanation.summary}. The server said {self._quote(reply)}"
+        return f"{what} was answered {code}: {explanation.summary}. The server said {self.quote(reply)}"
 
     def _refusal(self, state: SmtpState, stage: str, what: str, reply: Reply) -> _Stop:
         """The stop for a refused command: ``state`` names the stage, unless the reply says that this client

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from exporter.core.deadline import Deadline
 from exporter.probers.connect.mtu import ExchangeFn, Finding, MtuCheck, explanation
 from exporter.probers.connect.result import ProbeResult
 from exporter.probers.tcp.dialogue import DialogueDetails, DialogueState, close_quietly, open_streams, run_dialogue
@@ -53,7 +54,7 @@ def replay(tcp: TcpProberSettings, host: str, failed_step: int | None) -> Exchan
     """The handshake and the dialogue up to the step that stalled, for a small-MSS connection."""
     steps = tcp.query_response[: (failed_step + 1) if failed_step is not None else 0]
 
-    async def exchange(sock: socket.socket, deadline: float) -> bool:
+    async def exchange(sock: socket.socket, deadline: Deadline) -> bool:
         scratch, details = ProbeResult(), DialogueDetails()
         streams = await open_streams(sock, tcp.tls, tcp.tls_config, host, deadline, details, scratch)
         if streams is None:
@@ -67,7 +68,7 @@ def replay(tcp: TcpProberSettings, host: str, failed_step: int | None) -> Exchan
     return exchange
 
 
-async def after_stall(check: MtuCheck, tcp: TcpProberSettings, host: str, result: ProbeResult, until: float) -> None:
+async def after_stall(check: MtuCheck, tcp: TcpProberSettings, host: str, result: ProbeResult, until: Deadline) -> None:
     """The handshake or dialogue failed: if it ran out of its half of the time, retry small."""
     stalled = result.state in (DialogueState.TLS_ERROR, DialogueState.TIMEOUT)
     if not stalled or asyncio.get_running_loop().time() < until:
