@@ -255,7 +255,12 @@ def _module(name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Error
         own, spec = prober.section
         settings = spec.parse(fields[own], join(path, own), errs)
     buckets = continuous_config.histogram_buckets(
-        fields["histogram_buckets"], prober.name, join(path, "histogram_buckets"), errs
+        fields["histogram_buckets"],
+        prober.name,
+        join(path, "histogram_buckets"),
+        errs,
+        fields["histograms"],
+        join(path, "histograms"),
     )
     if tcp is INVALID or settings is INVALID or buckets is INVALID:
         return INVALID

@@ -173,6 +173,17 @@ TcpProberState = StrEnum(
     "TcpProberState", {state.name: state.value for enum in (TcpState, DialogueState) for state in enum}
 )
 
+
+def counted_states(module: Module, address: HostPort) -> tuple[str, ...]:
+    """The states a probe of this module and address can end in: a plain connect ends in a TCP state
+    (no DNS error for an IP literal, which is never looked up); a dialogue or TLS in a dialogue state,
+    or ``error`` when the prober itself failed."""
+    tcp = module.tcp
+    if isinstance(tcp, TcpProberSettings) and (tcp.query_response or tcp.tls):
+        return (*(state.value for state in DialogueState), TcpState.ERROR.value)
+    return tuple(state.value for state in TcpState if not (state is TcpState.DNS_ERROR and address.ip is not None))
+
+
 PROBER = Prober(
     name="tcp",
     probe=probe_tcp,
@@ -182,4 +193,5 @@ PROBER = Prober(
     families=CONNECT_FAMILIES + DIALOGUE_FAMILIES + TLS_FAMILIES,
     tcp_section=TCP_PROBER_SECTION,
     columns=(DIALOGUE, CERTIFICATE),
+    counted_states=counted_states,
 )
