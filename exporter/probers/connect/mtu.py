@@ -116,12 +116,15 @@ class MtuCheck:
         self.report = MtuReport()
         self._started = time.perf_counter()
         ms.set_dont_fragment(sock)
-        local = sock.getsockname()[0]
-        self.peer = sock.getpeername()  # kept: the prober may close the socket before the small-MSS retry
+        try:
+            local: str | None = sock.getsockname()[0]
+            # Kept: the prober may close the socket before the small-MSS retry.
+            self.peer: tuple[object, ...] | None = sock.getpeername()
+        except OSError:  # reset right after the connect: nothing will be tested, nothing raises
+            local, self.peer = None, None
         self._last_info: ms.TcpInfo | None = None
         self._received_before: int | None = None
-        self.device_mtu = ms.device_mtu(local, sock.family)
-        self.initial_mtu = ms.path_mtu(sock)
+        self.device_mtu = ms.device_mtu(local, sock.family) if local is not None else None
         self._to_reporter: ms.DatagramAnswer | None = None
         self.sent = 0
         self._peer_mss_limit: int | None = None
@@ -195,7 +198,12 @@ class MtuCheck:
 
     async def _small_connection(self) -> socket.socket | None:
         family = self.sock.family
-        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        if self.peer is None:
+            return None
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        except OSError:  # EMFILE and the like: no retry possible
+            return None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, SMALL_MSS.get(family, 536))
             ms.set_dont_fragment(sock)
