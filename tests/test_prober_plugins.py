@@ -226,4 +226,6 @@ def test_only_a_prober_that_reads_a_greeting_gets_the_greeting_histogram():
     assert table.PROBERS["smtp"].reads_greeting and not table.PROBERS["tcp"].reads_greeting
     assert ProbeResult(details=SmtpDetails(banner_seconds=0.0123)).details.greeting_seconds() == 0.0123
     assert ProbeResult().details is NO_DETAILS and NO_DETAILS.greeting_seconds() is None  # cut before any details
-    assert layout_for("smtp", HistogramBuckets()).with_banner and not layout_for("tcp", HistogramBuckets()).with_banner
+    every = HistogramBuckets(histograms=("connect", "banner", "duration"))
+    assert layout_for("smtp", every).with_banner and not layout_for("tcp", every).with_banner
+    assert not layout_for("smtp", HistogramBuckets()).with_banner  # opt-in: connect time only by default

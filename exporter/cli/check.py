@@ -20,7 +20,9 @@ from exporter.core.logs import setup_logging
 from exporter.core.transcript import printable
 from exporter.pathdiag.render import path_json
 from exporter.pathdiag.trace import DEFAULT_SETTINGS as PATH_SETTINGS
+from exporter.probers.connect.addresses import to_json as addresses_json
 from exporter.probers.connect.dial import EXPLANATIONS, TIMEOUT_CAUSES
+from exporter.probers.connect.mtu_report import mtu_json
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probing.diagnose import diagnosable, diagnose_inline
@@ -135,7 +137,9 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     lines.append("")
     outcome = "SUCCESS" if result.success else "FAILURE"
     lines.append(
-        f"{outcome}: {result.state}" + ("" if result.state == result.tcp_state else f" (TCP: {result.tcp_state})")
+        f"{outcome}: {result.state}"
+        + ("" if result.state == result.tcp_state else f" (TCP: {result.tcp_state})")
+        + ("" if result.addresses is None else f" (every address: {result.addresses.state})")
     )
     explanation = printable(verdict(result, module))
     lines.append(explanation[:1].upper() + explanation[1:])
@@ -152,7 +156,9 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
 
 def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     fields = {
-        f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in ("details", "icmp", "path")
+        f.name: getattr(result, f.name)
+        for f in dataclasses.fields(result)
+        if f.name not in ("details", "icmp", "path", "addresses", "mtu")
     }
     document = {
         "target": str(address),  # as written on the command line (or in the config)
@@ -173,6 +179,9 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
             "by": "host" if result.address and result.icmp.sent_by_host(result.address) else "network",
         },
         "path": None if result.path is None else path_json(result.path),
+        # tcp.probe_addresses: all (docs/metrics.md, "Every address of a name"); null with "one".
+        "addresses": None if result.addresses is None else addresses_json(result.addresses),
+        "mtu": mtu_json(result.mtu),
     }
     document.update(result.details.json_sections())
     return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"

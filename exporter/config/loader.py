@@ -261,7 +261,12 @@ def _module(
         own, spec = prober.section
         settings = spec.parse(fields[own], join(path, own), errs)
     buckets = continuous_config.histogram_buckets(
-        fields["histogram_buckets"], prober.name, join(path, "histogram_buckets"), errs
+        fields["histogram_buckets"],
+        prober.name,
+        join(path, "histogram_buckets"),
+        errs,
+        fields["histograms"],
+        join(path, "histograms"),
     )
     if tcp is INVALID or settings is INVALID or buckets is INVALID:
         return INVALID

@@ -211,6 +211,17 @@ def labelled(read: Callable[[R], Iterable[tuple[str, float]]], only_if: Guard[R]
     return _Labelled(read, only_if)
 
 
+def current_only(label: str, current: Callable[[R], str | None], only_if: Guard[R] = None) -> Samples[R]:
+    """A state set too large or open for one-hot: only the current value's series, at 1 (absent: no
+    value). A one-hot family would write a 0 series for every other value on every target."""
+
+    def read(result: R) -> Iterable[tuple[str, float]]:
+        now = current(result)
+        return () if now is None else ((f'{label}="{escape_label_value(now)}"', 1),)
+
+    return _Labelled(read, only_if)
+
+
 Results = Sequence[tuple[str, R, frozenset[Family[R]]]]
 
 

@@ -65,6 +65,10 @@ class Prober:
     reads_greeting: bool = False
     # Fact labels the status page shows as columns.
     columns: tuple[str, ...] = ()
+    # The states a continuous target of this module and address can end in: one probe_results_total
+    # series each (docs/metrics.md). None: every state of ``states``. A state outside the list that
+    # turns up anyway (a bug) is counted under ``error_state``, which the list must hold.
+    counted_states: Callable[[Module, HostPort], tuple[str, ...]] | None = None
     # Built once: every planned target refers to it.
     family_set: frozenset[Family] = field(init=False)
 

@@ -7,6 +7,8 @@ import time
 
 from exporter.core.transcript import printable
 from exporter.pathdiag.render import hop_table
+from exporter.probers.connect.addresses import table as address_table
+from exporter.probers.connect.mtu_report import mtu_lines
 from exporter.probers.connect.result import ProbeResult
 from exporter.probers.module import Module
 
@@ -20,6 +22,9 @@ def details_lines(result: ProbeResult, now: float | None = None) -> list[str]:
         lines.append("Reply codes explained:")
         lines += [f"  {printable(heading)}: {printable(meaning)}" for heading, meaning in explanations]
     lines += [printable(line) for line in details.report_lines()]
+    if result.addresses is not None:  # tcp.probe_addresses: all: the table and what users experience
+        lines += [printable(line) for line in address_table(result.addresses)]
+    lines += [printable(line) for line in mtu_lines(result.mtu)]  # tcp.mtu_check (docs/mtu.md)
     return lines
 
 

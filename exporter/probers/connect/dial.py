@@ -17,6 +17,7 @@ from collections import deque
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
+from exporter.probers.connect.every import connect_every_address, every_address
 from exporter.probers.connect.resolve import ResolveError, Resolver, literal
 from exporter.probers.connect.result import ProbeResult, TcpState, classify_errno, describe_errno
 from exporter.probers.connect.settings import TcpSettings
@@ -43,6 +44,8 @@ async def connect_target(
     Returns the connected socket (the caller owns and closes it), or None with
     ``result.tcp_state`` saying why not. Never raises for a network failure.
     """
+    if every_address(tcp):  # tcp.probe_addresses: all (every.py)
+        return await connect_every_address(result, target, tcp, deadline, resolver, connect_target)
     loop = asyncio.get_running_loop()
     resolved = literal(target)
     if resolved is None:

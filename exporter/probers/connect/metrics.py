@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from exporter.core.exposition import Family, labelled, one_hot, single
+from exporter.probers.connect.address_metrics import ADDRESS_FAMILIES
+from exporter.probers.connect.mtu_report import MTU_FAMILIES
 from exporter.probers.connect.result import ProbeResult, TcpState
 
 # Owned by the handler, with blackbox_exporter's names and meaning.
@@ -66,4 +68,5 @@ TCP_REJECTED_BY = Family(
 
 
 # probe_tcp_rejected_by: who sent the ICMP error that ended a connect.
-CONNECT_FAMILIES = COMMON_FAMILIES + TCP_FAMILIES + (TCP_REJECTED_BY,)
+# The ADDRESS_FAMILIES only for modules with tcp.probe_addresses: all.
+CONNECT_FAMILIES = COMMON_FAMILIES + TCP_FAMILIES + (TCP_REJECTED_BY,) + ADDRESS_FAMILIES + MTU_FAMILIES

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # path diagnosis types; annotations only, so no import cost or cycle
     from exporter.pathdiag.icmp import IcmpReply
     from exporter.pathdiag.model import PathDiagnosis
+    from exporter.probers.connect.mtu import MtuReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,64 @@ def describe_errno(code: int) -> str:
         return f"errno {code}"
 
 
+# --- tcp.probe_addresses: all: every address of the name (the logic: exporter.probers.connect.addresses) ---
+
+
+class AddressesState(StrEnum):
+    ALL_OK = "all_ok"  # every address connects
+    SOME_FAILING = "some_failing"  # failures that are not a whole family
+    IPV4_FAILING = "ipv4_failing"  # every IPv4 address fails, some IPv6 one works
+    IPV6_FAILING = "ipv6_failing"  # every IPv6 address fails, some IPv4 one works
+    ALL_FAILING = "all_failing"  # no address connects
+    DNS_ERROR = "dns_error"  # the name gave no address
+
+
+@dataclass(slots=True)
+class AddressOutcome:
+    """The connect to one address of the name."""
+
+    address: str
+    ip_protocol: int
+    state: TcpState = TcpState.TIMEOUT
+    # None: the connect never started (the deadline passed first).
+    connect_seconds: float | None = None
+    detail: str = ""
+    # The local kernel had no route for it (ENETUNREACH before any packet left, no ICMP sender).
+    no_local_route: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.state is TcpState.OPEN
+
+
+@dataclass(slots=True)
+class AddressesReport:
+    """Every probed address of one name, and what they add up to."""
+
+    outcomes: list[AddressOutcome] = field(default_factory=list)
+    # How many distinct addresses the name resolved to (more than ``outcomes`` when the cap cut).
+    resolved: int = 0
+    state: AddressesState = AddressesState.DNS_ERROR
+    # What an RFC 8305 client would wait from its first connection attempt until connected; None: never.
+    happy_eyeballs_seconds: float | None = None
+    # IP versions this exporter has no route for at all: their addresses say nothing about the target.
+    no_route_families: tuple[int, ...] = ()
+
+    @property
+    def cut(self) -> int:
+        """Addresses left out by ``tcp.probe_addresses_max``."""
+        return max(0, self.resolved - len(self.outcomes))
+
+    @property
+    def counted(self) -> list[AddressOutcome]:
+        """The outcomes that count for the verdict (not those of a family with no route from here)."""
+        return [o for o in self.outcomes if o.ip_protocol not in self.no_route_families]
+
+    @property
+    def all_connected(self) -> bool:
+        return self.state is AddressesState.ALL_OK
+
+
 @dataclass(slots=True)
 class ProbeResult:
     success: bool = False
@@ -150,6 +209,10 @@ class ProbeResult:
     icmp: IcmpReply | None = None
     # A path diagnosis run for this probe (/probe and check run it inline).
     path: PathDiagnosis | None = None
+    # With tcp.probe_addresses: all, every address of the name (exporter.probers.connect.addresses).
+    addresses: AddressesReport | None = None
+    # tcp.mtu_check: do full-size packets get through both ways (docs/mtu.md).
+    mtu: MtuReport | None = None
 
     def note(self, line: str) -> None:
         self.transcript.append(line)

@@ -146,7 +146,8 @@ def _tls_version(result: ProbeResult) -> Iterable[tuple[str, float]]:
     tls = _tls(result)
     if tls is None or tls.version is None:
         return ()
-    return [(f'version="{version}"', 1 if version == tls.version else 0) for version in TLS_VERSIONS]
+    # Only the version seen (an info metric): the other versions' series would always be 0.
+    return [(f'version="{version}"', 1) for version in TLS_VERSIONS if version == tls.version]
 
 
 def _chain_info(result: ProbeResult) -> Iterable[tuple[str, float]]:
