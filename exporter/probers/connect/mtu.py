@@ -111,15 +111,20 @@ class MtuCheck:
     """The check's state on one probe connection; the prober calls it at the right moments."""
 
     def __init__(self, sock: socket.socket, address: str, port: int, deadline: Deadline):
-        self.sock, self.address, self.port, self.deadline = sock, address, port, deadline
+        self.sock, self.address, self.port = sock, address, port
+        self.deadline = Deadline(deadline)  # callers may still pass a plain loop time
         self.report = MtuReport()
         self._started = time.perf_counter()
         ms.set_dont_fragment(sock)
-        local = sock.getsockname()[0]
-        self.peer = sock.getpeername()  # kept: the prober may close the socket before the small-MSS retry
+        try:
+            local: str | None = sock.getsockname()[0]
+            # Kept: the prober may close the socket before the small-MSS retry.
+            self.peer: tuple[object, ...] | None = sock.getpeername()
+        except OSError:  # reset right after the connect: nothing will be tested, nothing raises
+            local, self.peer = None, None
         self._last_info: ms.TcpInfo | None = None
-        self.device_mtu = ms.device_mtu(local, sock.family)
-        self.initial_mtu = ms.path_mtu(sock)
+        self._received_before: int | None = None
+        self.device_mtu = ms.device_mtu(local, sock.family) if local is not None else None
         self._to_reporter: ms.DatagramAnswer | None = None
         self.sent = 0
         self._peer_mss_limit: int | None = None
@@ -132,18 +137,27 @@ class MtuCheck:
         left, so that the small-MSS retry has the other half."""
         return self.deadline.share(2)
 
-    def from_target_arrived(self) -> None:
-        """The exchange that carries the target's large data completed on the probe's connection."""
+    def expect_from_target(self) -> None:
+        """The exchange that carries the target's large data (the TLS handshake) starts now."""
         info = ms.tcp_info(self.sock)
-        if info is None or info.rcv_mss <= ms.TCP_MSS_DEFAULT:
-            return  # nothing larger than 536 bytes came: this direction was not tested
+        self._received_before = info.bytes_received if info is not None else None
+
+    def from_target_arrived(self) -> None:
+        """That exchange completed on the probe's connection: did the target's data come in full-size segments?"""
+        info = ms.tcp_info(self.sock)
+        if info is None:
+            return
+        received = info.bytes_received - self._received_before if self._received_before is not None else 0
+        if info.rcv_mss >= info.advmss:
+            finding = Finding.PASSED  # a segment as large as we allow arrived
+        elif received > info.advmss and info.rcv_mss > ms.TCP_MSS_DEFAULT:
+            # More than a full segment's worth came, none of it full-size: the target's side sends smaller ones.
+            finding = Finding.REDUCED
+        else:
+            return  # the target sent less than one full segment: this direction was not tested
         self.report.tested.append(FROM_TARGET)
         self.report.largest_received = info.rcv_mss
-        if info.rcv_mss < info.advmss:
-            # The target's segments are smaller than we allow: its side learnt (or has) a smaller MTU.
-            self.report.from_target = Finding.REDUCED
-        else:
-            self.report.from_target = Finding.PASSED
+        self.report.from_target = finding
 
     def before_close(self) -> None:
         """The prober is about to close the connection: keep what the kernel knows about it."""
@@ -184,7 +198,12 @@ class MtuCheck:
 
     async def _small_connection(self) -> socket.socket | None:
         family = self.sock.family
-        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        if self.peer is None:
+            return None
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        except OSError:  # EMFILE and the like: no retry possible
+            return None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, SMALL_MSS.get(family, 536))
             ms.set_dont_fragment(sock)
@@ -217,7 +236,8 @@ class MtuCheck:
             report.possible.append("this kernel gives no TCP_INFO for the connection")
             return Finding.UNKNOWN
         mtu_before = ms.path_mtu(self.sock) or before.pmtu
-        if self.device_mtu is not None and mtu_before < self.device_mtu:
+        # IP_MTU never reads above 65535 (loopback's device MTU is 65536).
+        if self.device_mtu is not None and mtu_before < min(self.device_mtu, 65535):
             report.learnt_before = True
         reporter = ms.open_reporter(self.sock.family, self.address, mtu_before)
         if reporter is not None:
@@ -263,14 +283,10 @@ class MtuCheck:
             if info is None:
                 break
             if self._outstanding() == 0:
-                report.extra_packets += (
-                    -(-self.sent // max(1, info.snd_mss)) + info.total_retrans - before.total_retrans
-                )
+                report.extra_packets += self._segments(before, info)
                 return self._acked(info, sent_mss, mtu_before)
             if info.retransmits >= BLACKHOLE_RETRANSMITS and info.pmtu >= mtu_before:
-                report.extra_packets += (
-                    -(-self.sent // max(1, info.snd_mss)) + info.total_retrans - before.total_retrans
-                )
+                report.extra_packets += self._segments(before, info)
                 return await self._silent(sent_mss)
             if loop.time() + POLL >= self.deadline:
                 break
@@ -280,6 +296,12 @@ class MtuCheck:
             f"{BLACKHOLE_RETRANSMITS} times: a black hole towards the target, or a slow path or server"
         ]
         return Finding.UNKNOWN
+
+    def _segments(self, before: ms.TcpInfo, now: ms.TcpInfo) -> int:
+        """Segments the test data took, retransmissions included (TCP_INFO's count where the kernel has it)."""
+        if now.segs_out > before.segs_out:
+            return now.segs_out - before.segs_out
+        return -(-self.sent // max(1, now.snd_mss)) + now.total_retrans - before.total_retrans
 
     def _outstanding(self) -> int | None:
         """Bytes written to the socket and not yet acknowledged (SIOCOUTQ), None if unreadable."""

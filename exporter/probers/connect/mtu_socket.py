@@ -36,12 +36,14 @@ class TcpInfo:
     advmss: int  # the MSS we advertised
     rtt_us: int
     total_retrans: int
+    bytes_received: int  # payload bytes received on the connection (0 on kernels before 4.1)
+    segs_out: int  # segments sent, retransmissions included (0 on kernels before 4.2)
 
 
 def tcp_info(sock: socket.socket) -> TcpInfo | None:
     """struct tcp_info's fields used here (offsets from <linux/tcp.h>); None if the kernel gives less."""
     try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144)
     except OSError:
         return None
     if len(raw) < 104:
@@ -51,7 +53,8 @@ def tcp_info(sock: socket.socket) -> TcpInfo | None:
     (rtt,) = struct.unpack_from("=I", raw, 68)
     (advmss,) = struct.unpack_from("=I", raw, 84)
     (total,) = struct.unpack_from("=I", raw, 100)
-    return TcpInfo(raw[2], raw[5], snd_mss, rcv_mss, unacked, pmtu, advmss, rtt, total)
+    received, segs_out = struct.unpack_from("=QI", raw, 128) if len(raw) >= 140 else (0, 0)
+    return TcpInfo(raw[2], raw[5], snd_mss, rcv_mss, unacked, pmtu, advmss, rtt, total, received, segs_out)
 
 
 def header_bytes(sock: socket.socket, info: TcpInfo) -> int:

@@ -301,6 +301,8 @@ class _Session:
         started = time.perf_counter()
         # With mtu_check the certificate flight gets half the time left: the rest is for a small-MSS retry.
         until = self.deadline if self.mtu is None else self.mtu.stall_deadline()
+        if self.mtu is not None:
+            self.mtu.expect_from_target()
         try:
             async with asyncio.timeout_at(until):
                 if sock is not None:

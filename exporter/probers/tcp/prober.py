@@ -59,6 +59,8 @@ async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolv
     writer = None
     # With mtu_check the target's data gets half the time left: the rest is for a small-MSS retry.
     until = deadline if check is None else check.stall_deadline()
+    if check is not None:
+        check.expect_from_target()
     try:
         streams = await open_streams(sock, tcp.tls, tcp.tls_config, target.host, until, details, result)
         if streams is not None:
