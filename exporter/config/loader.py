@@ -29,7 +29,7 @@ from exporter.config.model import (
 from exporter.core import schema
 from exporter.core.address import AddressError, parse_host_port
 from exporter.core.configfile import ConfigError, load_yaml, read_config_text
-from exporter.core.schema import INVALID, Errors, Field, join, kind, section
+from exporter.core.schema import INVALID, Errors, Field, Invalid, join, kind, section
 from exporter.core.vantage import VANTAGE_LABEL, central_url_problem, vantage_problem
 from exporter.probers.module import Module
 from exporter.probers.table import PROBERS
@@ -209,7 +209,7 @@ def unsupported_reason(name: str, prober: str) -> str:
     )
 
 
-def _blackbox_only_prober(raw: Any, path: str, errs: Errors) -> str | object | None:
+def _blackbox_only_prober(raw: Any, path: str, errs: Errors) -> str | Invalid | None:
     """For a module of another blackbox_exporter prober, its prober (keys checked by name only); else None."""
     if not isinstance(raw, dict) or raw.get("prober") not in BLACKBOX_ONLY_PROBERS:
         return None
@@ -238,7 +238,7 @@ class _Modules:
 
 def _module(
     name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Errors, blackbox: bool = False
-) -> Module | object:
+) -> Module | Invalid:
     path = join("modules", name)
     if not isinstance(name, str) or not MODULE_NAME.match(name):
         return errs.add(path, f"invalid module name {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
@@ -355,7 +355,7 @@ def _targets(raw: Any, modules: _Modules, errs: Errors) -> list[TargetConfig]:
     return targets
 
 
-def _probe_access(raw: Any, modules: _Modules, errs: Errors) -> ProbeAccess | None | object:
+def _probe_access(raw: Any, modules: _Modules, errs: Errors) -> ProbeAccess | Invalid | None:
     if raw is None:
         return None
     fields = section(raw, "probe_access", PROBE_ACCESS_FIELDS, errs)
@@ -397,7 +397,7 @@ def parse_config(text: str, source: str = "<config>", blackbox: bool | None = No
     for path, problem in errs.unreadable:
         if not path.startswith("modules."):  # only a module's own probes can fail in its place
             errs.add(path, problem)
-    if errs.lines:
+    if errs.lines or settings is INVALID or probe_access is INVALID:  # INVALID comes with its error line
         raise ConfigError(errs.lines)
     return Config(
         modules=MappingProxyType(modules.loaded),
