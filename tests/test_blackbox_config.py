@@ -166,3 +166,22 @@ def test_exporter_serves_an_unchanged_blackbox_yml():
         exporter.stop()
     for name in ("http_2xx", "http_post_2xx", "grpc", "grpc_plain", "icmp", "icmp_ttl5"):
         assert sum(f"modules.{name}: skipped" in line for line in exporter.lines) == 1, exporter.log
+
+
+def test_a_config_of_other_probers_only_serves(tmp_path):
+    """The Helm chart's default (one http module) starts: the exporter's own metrics, /probe answers 400."""
+    from tests.helpers.exporter_process import free_port, http, start_exporter
+
+    path = Path(__file__).parent / "configs" / "blackbox" / "helm-chart-default.yml"
+    port = free_port()
+    process = start_exporter(f"--config.file={path}", f"--web.listen-address=127.0.0.1:{port}")
+    try:
+        process.wait_for_log(
+            "modules: no module uses a supported prober (tcp, smtp): this configuration probes nothing"
+        )
+        status, body, _ = http("GET", f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and "connectivity_exporter_config_targets 0" in body
+        status, body, _ = http("GET", f"http://127.0.0.1:{port}/probe?module=http_2xx&target=127.0.0.1:1")
+        assert status == 400 and "blackbox_exporter's http prober" in body
+    finally:
+        process.stop()
