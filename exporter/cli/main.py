@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from exporter import __version__
 from exporter.cli.usage import OneLineArgumentParser
 from exporter.config.loader import Config, ConfigError, load_config
+from exporter.config.unusable import warning_text
 from exporter.core.durations import parse_duration
 from exporter.core.logs import LEVELS, setup_logging
 from exporter.core.runtime import MAX_PROBE_PROCESSES, EventLoopUnavailable, new_event_loop, raise_fd_limit
@@ -231,8 +232,19 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(exc.errors), file=sys.stderr)
             return 1
     if args.config_check:
+        # An unreadable file is an error here (as in `promtool check config`), reported once per file
+        # instead of the module's warning; the server itself loads such a config (exporter/config/unusable.py).
+        unusable_warnings = {
+            f"{config.source}: modules.{name}: {warning_text(module.unusable)}"
+            for name, module in config.modules.items()
+            if module.unusable is not None
+        }
         for warning in config.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+            if warning not in unusable_warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+        if config.unreadable_files:
+            print("\n".join(config.unreadable_files), file=sys.stderr)
+            return 1
         print("config OK")
         return 0
     for warning in config.warnings:
