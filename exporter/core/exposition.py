@@ -202,7 +202,7 @@ class _Single(Samples[R]):
             return super().piece_writer(family)
 
         def write_piece(piece: Results[R]) -> str:
-            out = []
+            out: list[str] = []
             for prefix, result, present in piece:
                 if family in present and (value := get(result)) is not None:
                     kind = value.__class__
@@ -272,7 +272,7 @@ def render(results: Results[R], families: Sequence[Family[R]]) -> str:
     if len(results) == 1:
         # /probe: one result, written family by family without the chunking (a third of its render time).
         prefix, result, present = results[0]
-        out = []
+        out: list[str] = []
         for family in families:
             if family in present and (body := family.write_one(prefix, result)):
                 out += (family.text_header, body)

@@ -17,14 +17,14 @@ import socket
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
-from exporter.probers.connect.every import connect_every_address, every_address
+from exporter.probers.connect.every import connect_each_beside, connect_every_address, every_address
 from exporter.probers.connect.resolve import Resolved, ResolveError, Resolver, literal
-from exporter.probers.connect.result import ProbeResult, TcpState, classify_errno, describe_errno
+from exporter.probers.connect.result import AddressesReport, ProbeResult, TcpState, classify_errno, describe_errno
 from exporter.probers.connect.settings import TcpSettings
 
 # Kept apart so `check` can say how long it waited before giving the same causes.
@@ -99,6 +99,21 @@ def start_connect(
     return dial
 
 
+async def connect_beside(
+    work: Awaitable[None],
+    addresses: Sequence[str],
+    port: int,
+    tcp: TcpSettings,
+    deadline: Deadline,
+    resolver: Resolver,
+    every: AddressesReport,
+) -> None:
+    """``tcp.probe_addresses: all`` for a prober that finds and walks the addresses itself (a mail domain's MX
+    hosts): ``work`` runs with ``connect_target`` on one address each time, while every address (at most
+    ``tcp.probe_addresses_max``) is connected to at once and closed; their outcomes are added to ``every``."""
+    await connect_each_beside(work, addresses, port, tcp, deadline, resolver, every, connect_target)
+
+
 def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:
     result.tcp_state = result.state = state
     result.note(reason)
@@ -118,8 +133,20 @@ class Dial:
     detail, transcript, ICMP sender) and calls ``done(result, socket or None)`` exactly once, unless
     cancelled first. The socket passed to ``done`` is connected and owned by the receiver."""
 
-    __slots__ = ("_loop", "_result", "_port", "_resolved", "_tcp", "_deadline", "_done", "_sock", "_timer", "_fd")
-    __slots__ += ("_phase", "_started")
+    __slots__ = (
+        "_loop",
+        "_result",
+        "_port",
+        "_resolved",
+        "_tcp",
+        "_deadline",
+        "_done",
+        "_sock",
+        "_timer",
+        "_fd",
+        "_phase",
+        "_started",
+    )
 
     def __init__(
         self,

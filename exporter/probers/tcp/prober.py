@@ -18,9 +18,11 @@ from exporter.core.exposition import Family, escape_label_value
 from exporter.probers.base import Cancel, Prober, Starter
 from exporter.probers.connect.dial import connect_target, start_connect
 from exporter.probers.connect.metrics import CONNECT_FAMILIES
+from exporter.probers.connect.mtu import MtuCheck
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.module import Module
+from exporter.probers.tcp import mtu as tcp_mtu
 from exporter.probers.tcp.dialogue import (
     CERTIFICATE,
     DIALOGUE,
@@ -67,7 +69,7 @@ def _connected_only(result: ProbeResult, sock: socket.socket | None, tcp: object
 def start_tcp(module: Module) -> Starter | None:
     """``probe_tcp`` for a plain connect to an IP literal, on the connect step's callbacks (no coroutine)."""
     tcp = module.tcp
-    if not _plain(tcp) or tcp.probe_addresses == "all":
+    if not _plain(tcp) or tcp.probe_addresses == "all" or tcp.mtu_check:
         return None
 
     def start(target: HostPort, deadline: Deadline, done: Callable[[ProbeResult], None]) -> Cancel:
@@ -85,35 +87,56 @@ async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolv
     result = ProbeResult()
     tcp = module.tcp
     sock = await connect_target(result, target, module.tcp, deadline, resolver)
+    check = None
+    if sock is not None and tcp.mtu_check and result.address is not None:
+        check = MtuCheck(sock, result.address, target.port, deadline)
     if _plain(tcp):
-        return _connected_only(result, sock, tcp)
+        if sock is not None and check is not None:
+            await tcp_mtu.to_target_socket(check, sock, result)
+        _connected_only(result, sock, tcp)
+        if check is not None:
+            tcp_mtu.conclude(check, result)
+        return result
     assert isinstance(tcp, TcpProberSettings)
     details = result.details = DialogueDetails(steps=len(tcp.query_response))
     if sock is None:
         result.state = DialogueState.CONNECT_FAILED
         return result
     writer = None
+    # With mtu_check the target's data gets half the time left: the rest is for a small-MSS retry.
+    until = deadline if check is None else check.stall_deadline()
+    if check is not None:
+        check.expect_from_target()
     try:
-        streams = await open_streams(sock, tcp.tls, tcp.tls_config, target.host, deadline, details, result)
-        if streams is None:
-            return result
-        reader, writer = streams
-        if await run_dialogue(
-            reader, writer, tcp.query_response, tcp.tls_config, target.host, deadline, details, result
-        ):
-            result.state = DialogueState.OK
-            result.success = True
-            if tcp.query_response:
-                result.detail = f"the dialogue's {len(tcp.query_response)} steps succeeded"
-            closing = "reset by the prober (close_with_reset)" if tcp.close_with_reset else "closed by the prober"
-            result.note(f"Connection {closing}")
-        return result
+        streams = await open_streams(sock, tcp.tls, tcp.tls_config, target.host, until, details, result)
+        if streams is not None:
+            reader, writer = streams
+            if check is not None and tcp.tls:
+                check.from_target_arrived()
+            if await run_dialogue(
+                reader, writer, tcp.query_response, tcp.tls_config, target.host, until, details, result
+            ):
+                result.state = DialogueState.OK
+                result.success = True
+                if tcp.query_response:
+                    result.detail = f"the dialogue's {len(tcp.query_response)} steps succeeded"
+                if check is not None:
+                    await tcp_mtu.to_target_streams(check, writer, result)
+                closing = "reset by the prober (close_with_reset)" if tcp.close_with_reset else "closed by the prober"
+                result.note(f"Connection {closing}")
     finally:
+        if check is not None:
+            check.before_close()
         reset_on_close(sock, tcp)
         if writer is not None:
             close_quietly(writer)
         else:
             sock.close()
+    if check is not None:
+        if not result.success:
+            await tcp_mtu.after_stall(check, tcp, target.host, result, until)
+        tcp_mtu.conclude(check, result)
+    return result
 
 
 # --- the tcp prober's own metric families (besides the common, TCP and TLS ones) --------------
