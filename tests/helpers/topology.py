@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.helpers.unprivileged import Runtime, as_user
+
 SERVER4, SERVER6 = "10.61.3.2", "fd61:3::2"
 R1_4, R1_6 = "10.61.1.1", "fd61:1::1"  # r1 as the client sees it (the address its ICMP comes from)
 R2_4, R2_6 = "10.61.2.2", "fd61:2::2"  # r2 as the client sees it
@@ -208,16 +210,16 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def in_client(
-    topology: Topology, *argv: str, timeout: float = 120, user: int | None = None, python: str | None = None
+    topology: Topology, *argv: str, timeout: float = 120, runtime: Runtime | None = None
 ) -> subprocess.CompletedProcess:
-    """Run ``python ARGV`` in the client namespace (as ``user`` without any capability, if given)."""
+    """Run ``python ARGV`` in the client namespace; with a ``runtime``, as its unprivileged user (no capability
+    at all) with the interpreter and readable copy of the exporter it provides."""
     prefix = ["ip", "netns", "exec", topology.client]
-    if user is not None:
-        prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [*prefix, python or sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
-    )
+    if runtime is None:
+        command, env, cwd = [*prefix, sys.executable, *argv], dict(os.environ, PYTHONPATH=str(ROOT)), ROOT
+    else:
+        command, env, cwd = [*prefix, *as_user(runtime.python, *argv)], runtime.environ(), runtime.root
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def check_json(topology: Topology, target: str, config: str, module: str = "diag") -> dict:
