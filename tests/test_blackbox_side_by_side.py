@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import pytest
 
 from tests.helpers.dialogue import ThreadedServers
+from tests.helpers.eventually import eventually
 from tests.helpers.exporter_process import free_port, http, start_exporter
 from tests.helpers.metrics_text import samples
 from tests.helpers.real_servers import dovecot, postgres, sshd
 from tests.helpers.smtp_servers import Pki
+
+pytestmark = pytest.mark.mta
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 
@@ -213,7 +215,10 @@ def both_exporters(tmp_path_factory):
         ):
             our_port = free_port()
             ours = start_exporter(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{our_port}")
-            _wait_http(f"http://127.0.0.1:{blackbox_port}/metrics")
+            url = f"http://127.0.0.1:{blackbox_port}/metrics"
+            eventually(
+                lambda: _status(url, blackbox), until=lambda s: s == 200, what=f"{url} to answer", ignoring=(OSError,)
+            )
             yield {"blackbox": blackbox_port, "ours": our_port, "ports": ports, "log": ours}
     finally:
         if ours is not None:
@@ -229,15 +234,10 @@ def _mkdir(path):
     return path
 
 
-def _wait_http(url: str) -> None:
-    for _ in range(300):  # bounded: up to ~60 s
-        try:
-            if http("GET", url, timeout=2)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer")
+def _status(url: str, process: subprocess.Popen) -> int:
+    if process.poll() is not None:
+        raise AssertionError(f"{url}: the server exited with {process.returncode}")
+    return http("GET", url, timeout=2)[0]
 
 
 def probe_both(env, module: str, port: int) -> dict[str, dict[str, float]]:

@@ -14,6 +14,8 @@ import pytest
 from exporter.config import parse_config
 from tests.helpers.metrics_text import samples, value
 
+pytestmark = pytest.mark.slow
+
 PERIOD = 2.0  # the listener is up for 2 s, then down (refused) for 2 s
 INTERVAL = 0.5  # 4 background probes per period
 SAMPLES = 64  # 16 up/down periods; the expected open share is exactly 1/2 (see below)

@@ -28,6 +28,8 @@ from tests.helpers.e2e_stack import (
     start_prometheus,
 )
 
+pytestmark = pytest.mark.e2e
+
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules" / "continuous.rules.yml"
 STARTUP_SECONDS = 30
 SETTLE_SECONDS = 60

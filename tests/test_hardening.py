@@ -49,6 +49,7 @@ kill -TERM $pid; wait $pid; echo "exit=$?" >&2
 
 
 @pytest.mark.netns
+@pytest.mark.slow
 def test_serves_unprivileged_on_a_read_only_root(unprivileged_runtime):
     for tool in ("unshare", "ip"):
         if shutil.which(tool) is None:

@@ -15,7 +15,7 @@ from exporter.pathdiag.trace import DEFAULT_SETTINGS
 from tests.helpers.metrics_text import samples, value
 from tests.helpers.topology import SERVER4, ClientExporter, Topology, built_topology, in_client
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 TARGETS = 1000
 FIRST_PORT = 20000
 CAP = 4

@@ -31,7 +31,7 @@ from tests.helpers.topology import (
     topology_unavailable_reason,
 )
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 # (case, IPv4 target, IPv6 target, verdict, blocked_by v4, blocked_by v6, words check must print)
 CASES = [

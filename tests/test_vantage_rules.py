@@ -236,6 +236,7 @@ def test_dashboard_queries_parse_and_use_only_its_variables():
 # --- the inhibitions, in a real Alertmanager with the shipped config ------------------------------------
 
 
+@pytest.mark.e2e
 def test_alertmanager_inhibits_each_cause_once(tmp_path):
     """Alerts posted to a real Alertmanager (loopback only): each inhibition rule silences what it should,
     and nothing of another target or site."""

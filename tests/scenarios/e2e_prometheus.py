@@ -1,8 +1,8 @@
 """End-to-end scenarios with real processes: the exporter, Prometheus running the shipped configs and
 rules, Alertmanager with the shipped routing, and the shipped webhook logger as its receiver.
 
-    python3 -m tests.helpers.e2e_scenario stack WORKDIR [--netns]
-    python3 -m tests.helpers.e2e_scenario sharding WORKDIR
+    python3 -m tests.scenarios.e2e_prometheus stack WORKDIR [--netns]
+    python3 -m tests.scenarios.e2e_prometheus sharding WORKDIR
 
 Prints one JSON report on stdout; tests/test_e2e_prometheus.py asserts on it. With --netns the
 scenario must already run inside a private network namespace (``unshare -n``): it brings up ``lo``

@@ -1,6 +1,6 @@
 """SIGTERM during an in-flight /probe, run inside a private network namespace (``unshare -n``).
 
-Run as ``unshare -n python3 -m tests.helpers.shutdown_scenario GRACE PROBE_TIMEOUT``; prints one JSON object of
+Run as ``unshare -n python3 -m tests.scenarios.shutdown GRACE PROBE_TIMEOUT``; prints one JSON object of
 observations for tests/test_shutdown.py to assert on. Inside the namespace an nftables rule drops SYNs
 to port 9001, so a probe of 127.0.0.1:9001 stays in flight until its module timeout.
 """
