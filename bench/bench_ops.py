@@ -18,14 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bcrypt
 
-from exporter import webauth
-from exporter.address import parse_host_port
-from exporter.config import Config, Module, TargetConfig
-from exporter.history import ProbeHistory
-from exporter.probers.result import ProbeResult, TcpState
-from exporter.service import build_plan
-from exporter.statuspage import render_status_page
-from exporter.webauth import BasicAuth
+from exporter.config.loader import Config, Module, TargetConfig
+from exporter.core.address import parse_host_port
+from exporter.probers.connect.result import ProbeResult, TcpState
+from exporter.probing.plan import build_plan
+from exporter.service.history import ProbeHistory
+from exporter.web import auth as webauth
+from exporter.web.auth import BasicAuth
+from exporter.web.statuspage import render_status_page
 
 
 def timed(fn, repeat: int) -> list[float]:

@@ -71,7 +71,7 @@ def rss_mb():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 if sys.argv[1] == "yamlload":
-    from exporter.yamlload import load
+    from exporter.core.yamlload import load
 else:
     def load(text):
         return yaml.load(text, Loader=StrictCSafeLoader)

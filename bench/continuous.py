@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tools
 
-from exporter.histogram import quantile
+from exporter.core.histogram import quantile
 
 INTERVAL = 10.0
 SCRAPE_EVERY = 15.0
@@ -89,7 +89,7 @@ def read_counts(body: bytes) -> dict:
 
 def per_bucket(cumulative: dict[str, float], bounds: list[float]) -> list[float]:
     values = [cumulative.get(repr(float(b)), 0.0) for b in bounds] + [cumulative.get("+Inf", 0.0)]
-    return [values[0]] + [b - a for a, b in zip(values, values[1:])]
+    return [values[0]] + [b - a for a, b in zip(values, values[1:], strict=False)]
 
 
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:

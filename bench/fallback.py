@@ -6,6 +6,7 @@ python3 bench/fallback.py connect-loop PORT SECONDS
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import select
 import signal
@@ -22,10 +23,8 @@ def acceptor(port: int, max_seconds: int) -> None:
     signal.alarm(max_seconds)  # a hard bound on the loop below
     print("ready", flush=True)
     while True:
-        try:
+        with contextlib.suppress(ConnectionAbortedError, InterruptedError):
             listener.accept()[0].close()
-        except (ConnectionAbortedError, InterruptedError):
-            pass
 
 
 def connect_loop(port: int, seconds: float) -> None:

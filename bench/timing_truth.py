@@ -24,22 +24,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.address import HostPort, parse_host_port
-from exporter.config import Module
-from exporter.deadline import Deadline
-from exporter.probers.connect import connect_target
-from exporter.probers.resolve import Resolver
-from exporter.probers.result import ProbeResult
+from exporter.config.loader import Module
+from exporter.core.address import HostPort, parse_host_port
+from exporter.core.deadline import Deadline
+from exporter.core.runtime import new_event_loop
+from exporter.probers.connect.dial import connect_target
+from exporter.probers.connect.resolve import Resolver
+from exporter.probers.connect.result import ProbeResult
 from exporter.probers.table import PROBERS
-from exporter.runner import ProbeRunner
-from exporter.runtime import new_event_loop
+from exporter.probing.runner import ProbeRunner
 
 TCPI_RTT_OFFSET = 68  # struct tcp_info: 8 one-byte fields, then 15 u32 before tcpi_rtt (microseconds)
 
 
 async def probe_with_kernel_rtt(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
     result = ProbeResult()
-    sock = await connect_target(result, target, module, deadline, resolver)
+    sock = await connect_target(result, target, module.tcp, deadline, resolver)
     if sock is not None:
         try:
             info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)

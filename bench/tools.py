@@ -244,7 +244,7 @@ def run_wrk(url: str, connections: int, seconds: float, rotate: tuple[int, int] 
         text=True,
         timeout=seconds + 60,
     )
-    line = next((l for l in out.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
+    line = next((lab for lab in out.stdout.splitlines() if lab.startswith("WRK_JSON ")), None)
     if line is None:
         raise BenchError(f"wrk produced no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
     raw = json.loads(line[len("WRK_JSON ") :])

@@ -27,7 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.durations import parse_duration
+from exporter.core.durations import parse_duration
 from tests.helpers.e2e_stack import Processes, binary, free_port, readdress, wait_until_ready
 from tests.scenarios.vantage import VANTAGE, agent_metric_at, query
 

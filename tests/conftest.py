@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.app import create_app
-from exporter.config import Config
+from exporter.config.loader import Config
+from exporter.web.app import create_app
 from tests.helpers import unprivileged
 
 

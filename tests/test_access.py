@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.access import Denied, ProbeGate, _TokenBuckets
-from exporter.address import parse_host_port
-from exporter.config import RateLimit, parse_config
+from exporter.config.access import Denied, ProbeGate, _TokenBuckets
+from exporter.config.loader import RateLimit, parse_config
+from exporter.core.address import parse_host_port
 from tests.helpers.metrics_text import state_of, value
 
 LOCKED = """

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config, parse_config
-from exporter.probers.goregex import translate
+from exporter.config.loader import load_config, parse_config
+from exporter.probers.tcp.goregex import translate
 from tests.helpers.exporter_process import REPO
 
 BLACKBOX_FILES = sorted((Path(__file__).parent / "configs" / "blackbox").glob("*.yml"))
@@ -23,7 +23,7 @@ def test_blackbox_example_files_load(path):
     assert config.modules and all(module.prober == "tcp" for module in config.modules.values())
     assert set(config.unsupported_modules.values()) <= {"http", "icmp", "dns", "grpc", "unix", "websocket"}
     assert len(config.warnings) == len(config.unsupported_modules)
-    for name, warning in zip(config.unsupported_modules, config.warnings):
+    for name, warning in zip(config.unsupported_modules, config.warnings, strict=False):
         assert f"modules.{name}: skipped" in warning and "\n" not in warning
 
 

@@ -247,8 +247,7 @@ def probe_both(env, module: str, port: int) -> dict[str, dict[str, float]]:
     def one(name: str) -> dict[str, float]:
         status, body, _ = http("GET", f"http://127.0.0.1:{env[name]}/probe?{query}", headers=headers, timeout=30)
         assert status == 200, (name, status, body)
-        values = {n: v for (n, labels), v in samples(body).items() if not labels}
-        return values
+        return {n: v for (n, labels), v in samples(body).items() if not labels}
 
     with ThreadPoolExecutor(2) as pool:
         blackbox, ours = pool.map(one, ("blackbox", "ours"))

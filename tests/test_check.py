@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from exporter.probers.transcript import printable
+from exporter.core.transcript import printable
 from tests.helpers.exporter_process import REPO
 
 DROPPED_PORT = 9001
@@ -163,7 +163,8 @@ def test_a_name_that_does_not_resolve_is_a_dns_error():
 def test_one_escaper_for_every_server_text():
     """check, the SMTP transcript and the dialogue transcript escape the same way (one function),
     bidi overrides included: a server cannot reorder what a person reads."""
-    from exporter.probers import dialogue, smtp
+    from exporter.probers.smtp import session as smtp
+    from exporter.probers.tcp import dialogue
 
     assert smtp.printable is printable
     assert printable("mx \u202eevil") == "mx \\u202eevil"

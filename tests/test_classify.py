@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from exporter.probers.result import TcpState, classify_errno
+from exporter.probers.connect.result import TcpState, classify_errno
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from exporter.cli import main
+from exporter.cli.main import main
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, load_config, parse_config
+from exporter.config.loader import ConfigError, load_config, parse_config
 
 INVALID = sorted((Path(__file__).parent / "configs" / "invalid").glob("*.yml"))
 ROOT = Path(__file__).parent.parent

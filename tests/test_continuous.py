@@ -13,10 +13,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.app import create_app
-from exporter.config import ConfigError, load_config, parse_config
-from exporter.histogram import DEFAULT_CONNECT_BUCKETS, HistogramBuckets, Layout, TargetTally, quantile, render_tallies
-from exporter.schedule import first_tick, following_tick, phase
+from exporter.config.loader import ConfigError, load_config, parse_config
+from exporter.continuous.schedule import first_tick, following_tick, phase
+from exporter.core.histogram import (
+    DEFAULT_CONNECT_BUCKETS,
+    HistogramBuckets,
+    Layout,
+    TargetTally,
+    quantile,
+    render_tallies,
+)
+from exporter.web.app import create_app
 from tests.helpers.eventually import eventually
 from tests.helpers.metrics_text import samples, value
 
@@ -49,7 +56,7 @@ def test_ticks_sit_on_the_phase_and_never_drift():
     tick = first_tick(interval, target_phase, wall_now=1003.0, loop_now=50.0)
     assert tick == pytest.approx(59.5)
     start = tick
-    for step in range(1, 10_001):
+    for _step in range(1, 10_001):
         tick, missed = following_tick(tick, interval, loop_now=tick)
         assert missed == 0
     assert tick == pytest.approx(start + 10_000 * interval, abs=1e-6)
@@ -85,7 +92,8 @@ def test_a_value_on_a_bound_falls_in_that_bucket():
 
 
 def test_rendered_families_parse_as_conventional_histograms_and_counters():
-    open_tally, smtp_tally = TargetTally(layout()), TargetTally(layout(HistogramBuckets(), banner=True))
+    every = HistogramBuckets(histograms=("connect", "banner", "duration"))
+    open_tally, smtp_tally = TargetTally(layout()), TargetTally(layout(every, banner=True))
     for connect in (0.0005, 0.005, 0.005, 0.05, 2.0):
         open_tally.observe("open", True, connect, None, connect + 0.001)
     smtp_tally.observe("open", True, 0.004, 0.3, 0.5)
@@ -107,9 +115,14 @@ def test_rendered_families_parse_as_conventional_histograms_and_counters():
     assert found[("probe_results_total", a | {("state", "open")})] == 5
     assert found[("probe_results_total", a | {("state", "timeout")})] == 0
     assert found[("probe_skipped_total", a)] == 1
-    # The banner histogram only for the smtp-like layout; its label value with a quote survives.
+    b = frozenset({("target", "b:25"), ("module", "s"), ("site", 'x"y')})
+    assert ("probe_skipped_total", b) not in found  # absent until a tick is skipped
+    # The banner and duration histograms only where the module lists them (opt-in); a label value
+    # with a quote survives.
     banner = [labels for name, labels in found if name == "probe_smtp_banner_time_seconds_count"]
-    assert banner == [frozenset({("target", "b:25"), ("module", "s"), ("site", 'x"y')})]
+    assert banner == [b]
+    duration = [labels for name, labels in found if name == "probe_total_time_seconds_count"]
+    assert duration == [b]
     if shutil.which("promtool"):
         checked = subprocess.run(
             ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
@@ -152,7 +165,7 @@ targets:
   - {target: "127.0.0.1:3", module: on_scrape, interval: 250ms}
   - {target: "127.0.0.1:4", module: on_scrape}
 """)
-    from exporter.service import build_plan
+    from exporter.probing.plan import build_plan
 
     plan = build_plan(config)
     assert [(str(t.address), interval) for t, interval in plan.continuous] == [
@@ -163,8 +176,20 @@ targets:
     assert [str(t.address) for t in plan.targets] == ["127.0.0.1:4"]
     assert config.modules["every_5s"].histogram_buckets.connect == (0.001, 0.01)
     assert config.modules["every_5s"].histogram_buckets.duration[0] == 0.001
+    assert config.modules["every_5s"].histogram_buckets.histograms == ("connect",)  # the default: one histogram
     assert config.modules["on_scrape"].histogram_buckets is None
     assert HistogramBuckets().connect == DEFAULT_CONNECT_BUCKETS
+
+
+def test_histograms_other_than_connect_are_opt_in():
+    config = parse_config("""
+modules:
+  smtp_every_1m: {prober: smtp, interval: 1m, histograms: [connect, banner], histogram_buckets: {banner: [1, 5]}}
+  tcp_timed: {prober: tcp, interval: 10s, histograms: [duration]}
+""")
+    smtp = config.modules["smtp_every_1m"].histogram_buckets
+    assert (smtp.histograms, smtp.banner) == (("connect", "banner"), (1.0, 5.0))
+    assert config.modules["tcp_timed"].histogram_buckets.histograms == ("duration",)
 
 
 # --- the running exporter ------------------------------------------------------------------------
@@ -203,7 +228,7 @@ async def scrape(client) -> str:
 
 def results_total(text: str, **labels: str) -> float:
     wanted = frozenset(labels.items())
-    return sum(v for (name, l), v in samples(text).items() if name == "probe_results_total" and wanted <= l)
+    return sum(v for (name, lab), v in samples(text).items() if name == "probe_results_total" and wanted <= lab)
 
 
 async def test_a_scrape_of_continuous_targets_never_probes(make_client):
@@ -289,7 +314,7 @@ async def test_a_probe_longer_than_its_interval_never_overlaps_itself(make_clien
         client = await make_client(
             parse_config(f"""
 modules:
-  slow: {{prober: smtp, interval: 200ms, timeout: 1s}}
+  slow: {{prober: smtp, interval: 200ms, timeout: 1s, histograms: [connect, banner, duration]}}
 targets:
   - {{target: "127.0.0.1:{port}", module: slow}}
 """)

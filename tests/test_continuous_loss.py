@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.histogram import quantile
+from exporter.core.histogram import quantile
 from tests.helpers.netns import netns_unavailable_reason
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -46,7 +46,7 @@ def test_one_syn_in_five_dropped_shows_as_20_percent_timeouts(outcome):
     states = outcome["states"]["lossy"]
     total = sum(states.values())
     assert total >= LOSS_SAMPLES
-    assert set(state for state, count in states.items() if count) <= {"open", "timeout"}
+    assert {state for state, count in states.items() if count} <= {"open", "timeout"}
     share = states["timeout"] / total
     assert 0.15 <= share <= 0.25, states
 

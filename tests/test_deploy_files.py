@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.address import parse_host_port
-from exporter.config import load_config
-from exporter.probers.result import TcpState
+from exporter.config.loader import load_config
+from exporter.core.address import parse_host_port
+from exporter.probers.connect.result import TcpState
 from tests.helpers.configs import require_binary
 from tests.helpers.e2e_stack import (
     ALERTMANAGER_YML,
@@ -279,13 +279,14 @@ def test_state_table_maps_every_tcp_state_the_exporter_has():
 
 
 def test_smtp_state_mapping_matches_the_prober():
-    from exporter.probers.smtp_result import SmtpState
+    from exporter.probers.smtp.result import SmtpState
 
     table = next(panel for panel in all_panels() if panel["title"] == "State per target")
     expr = next(target["expr"] for target in table["targets"] if "probe_smtp_state" in target["expr"])
     codes = {int(code): state for state, code in re.findall(r'state="(\w+)"\} \* (\d+)', expr)}
     states = [state.value for state in SmtpState]
-    assert codes == {code: state for code, state in enumerate(states) if code}
+    # Every state has its term, ok (0) included: only the current state's series exists (not one-hot).
+    assert codes == dict(enumerate(states))
     override = next(o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "SMTP state")
     options = next(p["value"] for p in override["properties"] if p["id"] == "mappings")[0]["options"]
     assert {code: options[str(code)]["text"] for code in range(len(states))} == dict(enumerate(states))

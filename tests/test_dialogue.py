@@ -9,7 +9,7 @@ import ssl
 
 import pytest
 
-from exporter.probers.dialogue import DialogueState, expand, masked, printable
+from exporter.probers.tcp.dialogue import DialogueState, expand, masked, printable
 from tests.helpers.dialogue import module_from, probe, scripted_server
 from tests.helpers.metrics_text import samples, state_of, value
 from tests.helpers.smtp_servers import Pki
@@ -47,7 +47,10 @@ async def test_expect_send_with_expansion_and_labels():
     assert value(text, "probe_expect_info", software="OpenSSH_9.2p1") == 1
     assert state_of(text, "probe_dialogue_state") == "ok"
     assert state_of(text) == "open"
-    assert {dict(l)["step"] for (n, l) in samples(text) if n == "probe_dialogue_step_duration_seconds"} == {"0", "1"}
+    assert {dict(lab)["step"] for (n, lab) in samples(text) if n == "probe_dialogue_step_duration_seconds"} == {
+        "0",
+        "1",
+    }
     assert ("probe_dialogue_failed_step", frozenset()) not in samples(text)
     assert "> SSH-2.0-probe [13 more bytes]" in result.transcript  # sent arguments masked
     assert "< SSH-2.0-OpenSSH_9.2p1 Debian" in result.transcript
@@ -238,7 +241,7 @@ async def test_starttls_dialogue_records_tls_like_blackbox(tmp_path):
     assert value(text, "probe_tls_certificate_verified") == 1
     assert value(text, "probe_ssl_earliest_cert_expiry") == pytest.approx(Pki.not_after(pki.valid), abs=1)
     assert value(text, "probe_ssl_last_chain_expiry_timestamp_seconds") > 0
-    info = [dict(l) for (n, l) in samples(text) if n == "probe_ssl_last_chain_info"]
+    info = [dict(lab) for (n, lab) in samples(text) if n == "probe_ssl_last_chain_info"]
     assert len(info) == 1 and re.fullmatch(r"[0-9a-f]{64}", info[0]["fingerprint_sha256"])
     assert info[0]["subjectalternative"] == "mx.test"
     assert info[0]["issuer"].startswith("OU=") or "O=" in info[0]["issuer"]

@@ -27,7 +27,7 @@ modules:
     with sshd(tmp_path) as port:
         result, text = await probe(module_from(config), port)
     assert result.success, result.detail
-    labels = [dict(l) for (n, l), v in samples(text).items() if n == "probe_expect_info" and v == 1]
+    labels = [dict(lab) for (n, lab), v in samples(text).items() if n == "probe_expect_info" and v == 1]
     assert len(labels) == 1 and labels[0]["ssh_version"].startswith("OpenSSH_"), labels
 
 
@@ -57,7 +57,7 @@ modules:
     assert value(text, "probe_tls_certificate_verified") == 1
     assert value(text, "probe_ssl_earliest_cert_expiry") == pytest.approx(Pki.not_after(pki.valid), abs=1)
     assert value(text, "probe_expect_info", server="dovecot") == 1
-    steps = [v for (n, l), v in samples(text).items() if n == "probe_dialogue_step_duration_seconds"]
+    steps = [v for (n, lab), v in samples(text).items() if n == "probe_dialogue_step_duration_seconds"]
     assert len(steps) == 7
     assert any(line.startswith("< * CAPABILITY") for line in result.transcript)
 
@@ -103,7 +103,7 @@ modules:
     assert result.success, result.detail
     assert value(text, "probe_failed_due_to_bytes") == 0
     assert value(text, "probe_tls_version_info", version="TLS 1.3") == 1
-    info = [dict(l) for (n, l) in samples(text) if n == "probe_ssl_last_chain_info"]
+    info = [dict(lab) for (n, lab) in samples(text) if n == "probe_ssl_last_chain_info"]
     assert info and info[0]["subjectalternative"] == "mx.test"
     if verify:
         assert value(text, "probe_tls_certificate_verified") == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from exporter.probers.tls import _serial, go_name
+from exporter.probers.tls.families import _serial, go_name
 from tests.helpers.dialogue import ThreadedServers
 from tests.helpers.exporter_process import REPO
 

@@ -4,6 +4,7 @@ installed) and the plain asyncio loop (the fallback). Real loopback sockets, tin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -11,16 +12,16 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from exporter.address import parse_host_port
-from exporter.config import Module
-from exporter.deadline import Deadline
-from exporter.probers import connect
-from exporter.probers.connect import CONNECTS_PER_ITERATION, connect_target
-from exporter.probers.resolve import Resolver
-from exporter.probers.result import ProbeResult, TcpState
-from exporter.probers.tcp import probe_tcp
-from exporter.runner import ProbeRunner
-from exporter.runtime import new_event_loop
+from exporter.config.loader import Module
+from exporter.core.address import parse_host_port
+from exporter.core.deadline import Deadline
+from exporter.core.runtime import new_event_loop
+from exporter.probers.connect import dial as connect
+from exporter.probers.connect.dial import CONNECTS_PER_ITERATION, connect_target
+from exporter.probers.connect.resolve import Resolver
+from exporter.probers.connect.result import ProbeResult, TcpState
+from exporter.probers.tcp.prober import probe_tcp
+from exporter.probing.runner import ProbeRunner
 
 MODULE = Module(name="tcp_connect", prober="tcp", timeout=2.0)
 
@@ -75,10 +76,8 @@ def draining_listener() -> Iterator[int]:
 
     def drain() -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):
                 sock.accept()[0].close()
-            except TimeoutError:
-                pass
 
     thread = threading.Thread(target=drain, daemon=True)
     thread.start()
@@ -124,7 +123,7 @@ def test_deadline_gives_timeout_and_leaves_no_socket_or_writer(run, full_listene
             connect_target(
                 result,
                 parse_host_port(f"127.0.0.1:{full_listener}"),
-                MODULE,
+                MODULE.tcp,
                 loop.time() + 0.05,
                 Resolver(max_workers=1),
             ),
@@ -148,7 +147,7 @@ def test_cancelled_connect_closes_its_socket(run, full_listener):
             connect_target(
                 ProbeResult(),
                 parse_host_port(f"127.0.0.1:{full_listener}"),
-                MODULE,
+                MODULE.tcp,
                 loop.time() + 5,
                 Resolver(max_workers=1),
             )

@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from exporter import frames
-from exporter.report import debug_report
-from exporter.service import render_single
+from exporter.probing.report import debug_report
+from exporter.service.exporter import render_single
+from exporter.workers import frames
 from tests.helpers import smtp_servers
 from tests.helpers.aiosmtpd_server import start_aiosmtpd, tls_config
 from tests.helpers.smtp_servers import Pki, probe, smtp_config

@@ -6,7 +6,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.config import Config, ConfigError, parse_config
+from exporter.config.loader import Config, ConfigError, parse_config
 
 KEYS = [
     "global",

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from exporter.config import parse_config
+from exporter.config.loader import parse_config
 from tests.helpers.configs import require_binary, tcp_config
 from tests.helpers.metrics_text import samples, state_of, value
 

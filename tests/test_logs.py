@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from exporter.config import ConfigError
-from exporter.logs import JsonFormatter, LogfmtFormatter
+from exporter.config.loader import ConfigError
+from exporter.core.logs import JsonFormatter, LogfmtFormatter
 
 ERRORS = ConfigError(
     [

@@ -69,7 +69,7 @@ def test_dashboard_mail_domain_panels_use_families_the_exporter_writes():
     import json
     import re
 
-    from exporter.probers.maildomain import MAIL_DOMAIN_FAMILIES
+    from exporter.probers.smtp.domain import MAIL_DOMAIN_FAMILIES
 
     board = json.loads((RULES_DIR.parent.parent / "grafana" / "dashboards" / "connectivity.json").read_text())
     titles = [panel["title"] for panel in board["panels"]]

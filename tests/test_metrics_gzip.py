@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from exporter import httpgzip
+from exporter.web import gzip as httpgzip
 from tests.helpers.configs import tcp_config
 from tests.helpers.metrics_text import state_of, value
 

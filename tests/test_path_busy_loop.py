@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from exporter.core.runtime import new_event_loop
 from exporter.pathdiag.model import Reply
 from exporter.pathdiag.probes import UdpProbe, tcp_probe
-from exporter.runtime import new_event_loop
 
 LOOPS = ["asyncio", "uvloop"]
 

@@ -232,8 +232,8 @@ def outcomes(network, tmp_path_factory):
         with ThreadPoolExecutor(max_workers=2 * len(targets)) as pool:
             json_runs = [pool.submit(check_json, network, target, config) for target in targets]
             text_runs = [pool.submit(check_text, network, target, config) for target in targets]
-            as_json = {target: run.result() for target, run in zip(targets, json_runs)}
-            as_text = {target: run.result() for target, run in zip(targets, text_runs)}
+            as_json = {target: run.result() for target, run in zip(targets, json_runs, strict=False)}
+            as_text = {target: run.result() for target, run in zip(targets, text_runs, strict=False)}
         deadline = time.monotonic() + 120
         while True:  # diagnoses appear on later scrapes; bounded wait
             text = exporter.get("/metrics")

@@ -76,7 +76,7 @@ def test_check_diagnoses_without_privileges(
     done = unprivileged(
         network,
         unprivileged_runtime,
-        *("-m", "exporter.cli", "check", "--json", "--config.file", readable_config, "--module", "diag", target),
+        *("-m", "exporter", "check", "--json", "--config.file", readable_config, "--module", "diag", target),
     )
     # Exit 1 is "the probe failed" only with the failed probe's JSON: not a crash, not an unreadable module.
     assert done.returncode == 1, done.stderr

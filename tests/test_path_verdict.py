@@ -12,15 +12,15 @@ import subprocess
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.app import EXPORTER, create_app
-from exporter.config import parse_config
+from exporter.config.loader import parse_config
 from exporter.pathdiag.icmp import IP_RECVERR, IPV6_RECVERR, IcmpKind, IcmpReply, describe, parse_extended_error
-from exporter.pathdiag.metrics import render_path_families
 from exporter.pathdiag.model import Answer, HopEvidence, PathDiagnosis, Reply, Verdict
 from exporter.pathdiag.render import hop_table, path_json, short
-from exporter.pathdiag.scheduler import DiagnosisScheduler
 from exporter.pathdiag.trace import diagnose
 from exporter.pathdiag.verdict import decide
+from exporter.probing.diagnosis_scheduler import DiagnosisScheduler
+from exporter.probing.path_metrics import render_path_families
+from exporter.web.app import EXPORTER, create_app
 from tests.helpers.configs import require_binary
 from tests.helpers.metrics_text import samples, value
 
@@ -538,8 +538,8 @@ async def test_probe_runs_the_diagnosis_inline(aiohttp_client, closed_port):
 
 
 async def test_a_target_cut_at_the_scrape_deadline_is_still_diagnosed_by_its_ip_literal(closed_port):
-    from exporter.runner import deadline_result
-    from exporter.service import build_plan
+    from exporter.probing.plan import build_plan
+    from exporter.probing.runner import deadline_result
 
     plan = build_plan(diagnosing_config(f"127.0.0.1:{closed_port}", f"[::1]:{closed_port}"))
     cut = deadline_result(plan.targets[0].module, 2.0)  # no address: it never got an outcome
@@ -555,24 +555,26 @@ async def test_a_target_cut_at_the_scrape_deadline_is_still_diagnosed_by_its_ip_
 
 
 async def test_connected_socket_drops_ip_recverr_and_a_refusal_has_no_icmp(listener, closed_port):
-    from exporter.address import parse_host_port
-    from exporter.probers.connect import connect_target
-    from exporter.probers.resolve import Resolver
-    from exporter.probers.result import ProbeResult
+    from exporter.core.address import parse_host_port
+    from exporter.probers.connect.dial import connect_target
+    from exporter.probers.connect.resolve import Resolver
+    from exporter.probers.connect.result import ProbeResult
 
     module = diagnosing_config().modules["tcp_connect"]
     resolver = Resolver(max_workers=1)
     try:
         loop = asyncio.get_running_loop()
         result = ProbeResult()
-        sock = await connect_target(result, parse_host_port(f"127.0.0.1:{listener}"), module, loop.time() + 5, resolver)
+        sock = await connect_target(
+            result, parse_host_port(f"127.0.0.1:{listener}"), module.tcp, loop.time() + 5, resolver
+        )
         assert sock is not None
         assert sock.getsockopt(socket.IPPROTO_IP, IP_RECVERR) == 0  # an established session rides out ICMP
         sock.close()
         refused = ProbeResult()
         assert (
             await connect_target(
-                refused, parse_host_port(f"127.0.0.1:{closed_port}"), module, loop.time() + 5, resolver
+                refused, parse_host_port(f"127.0.0.1:{closed_port}"), module.tcp, loop.time() + 5, resolver
             )
             is None
         )
@@ -587,7 +589,7 @@ def run_check(*argv: str) -> subprocess.CompletedProcess:
     import sys
 
     return subprocess.run(
-        [sys.executable, "-m", "exporter.cli", "check", *argv], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "exporter", "check", *argv], capture_output=True, text=True, timeout=60
     )
 
 

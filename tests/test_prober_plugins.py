@@ -11,16 +11,17 @@ from enum import StrEnum
 
 import pytest
 
-from exporter import check, schema
-from exporter.config import ConfigError, parse_config
-from exporter.exposition import Family, one_hot, single
+from exporter.cli import check
+from exporter.config.loader import ConfigError, parse_config
+from exporter.core import schema
+from exporter.core.exposition import Family, one_hot, single
 from exporter.probers import table
-from exporter.probers.base import Fact, Prober
-from exporter.probers.connect import connect_target
-from exporter.probers.connect_metrics import CONNECT_FAMILIES
-from exporter.probers.result import ProbeResult
-from exporter.probers.tcp_config import TCP_SECTION
-from exporter.runner import deadline_result
+from exporter.probers.base import Prober
+from exporter.probers.connect.dial import connect_target
+from exporter.probers.connect.metrics import CONNECT_FAMILIES
+from exporter.probers.connect.result import NO_DETAILS, DetailsBase, Fact, ProbeResult
+from exporter.probers.connect.settings import TCP_SECTION
+from exporter.probing.runner import deadline_result
 from tests.helpers.metrics_text import state_of, value
 
 
@@ -37,13 +38,24 @@ class GreetSettings:
 
 
 @dataclass
-class GreetDetails:
+class GreetDetails(DetailsBase):
+    """What a person reads about a greet result lives on its details type, not on the prober."""
+
     bytes_read: int
+
+    def facts(self, state, now):
+        return [Fact("Bytes read", str(self.bytes_read))]
+
+    def explanations(self):
+        return [("silence", "nothing was said")]
+
+    def contract(self):
+        return dataclasses.asdict(self)
 
 
 async def probe_greet(target, module, deadline, resolver) -> ProbeResult:
     result = ProbeResult(state=GreetState.CONNECT_FAILED)
-    sock = await connect_target(result, target, module, deadline, resolver)
+    sock = await connect_target(result, target, module.tcp, deadline, resolver)
     if sock is not None:
         sock.close()
         result.state = GreetState.SILENT
@@ -76,9 +88,6 @@ GREET = Prober(
     section=("greet", schema.Section({"word": schema.Field(schema.string, "hello")}, GreetSettings)),
     default_port=lambda module: 7,
     warnings=lambda module: ["greet.word is the default"] if module.settings.word == "hello" else [],
-    facts=lambda result, now: [Fact("Bytes read", str(result.details.bytes_read))] if result.details else [],
-    explanations=lambda result: [("silence", "nothing was said")] if result.state == "silent" else [],
-    details_json=lambda result: dataclasses.asdict(result.details) if result.details else None,
     columns=("Bytes read",),
 )
 
@@ -178,10 +187,11 @@ def test_nothing_imports_the_command_line():
             """
 import pkgutil, importlib, sys
 import exporter
-names = [m.name for m in pkgutil.walk_packages(exporter.__path__, 'exporter.') if m.name not in ('exporter.cli', 'exporter.__main__')]
+names = [m.name for m in pkgutil.walk_packages(exporter.__path__, 'exporter.')
+         if not m.name.startswith('exporter.cli') and m.name != 'exporter.__main__']
 for name in names:
     importlib.import_module(name)
-print('cli imported' if 'exporter.cli' in sys.modules else 'ok')
+print(sorted(name for name in sys.modules if name.startswith('exporter.cli.')) or 'ok')
 """,
         ],
         capture_output=True,
@@ -192,7 +202,7 @@ print('cli imported' if 'exporter.cli' in sys.modules else 'ok')
 
 
 def test_the_ehlo_fallback_warns_when_the_host_has_no_fqdn(monkeypatch):
-    from exporter.probers import smtp_plugin
+    from exporter.probers.smtp import prober as smtp_plugin
 
     monkeypatch.setattr(smtp_plugin, "local_fqdn", lambda: "localhost")
     config = parse_config(
@@ -209,12 +219,13 @@ def test_the_ehlo_fallback_warns_when_the_host_has_no_fqdn(monkeypatch):
 
 
 def test_only_a_prober_that_reads_a_greeting_gets_the_greeting_histogram():
-    from exporter.continuous import layout_for
-    from exporter.histogram import HistogramBuckets
-    from exporter.probers.smtp_result import SmtpDetails
+    from exporter.continuous.prober import layout_for
+    from exporter.core.histogram import HistogramBuckets
+    from exporter.probers.smtp.result import SmtpDetails
 
-    smtp = table.PROBERS["smtp"]
-    assert smtp.greeting_seconds(ProbeResult(details=SmtpDetails(banner_seconds=0.0123))) == 0.0123
-    assert smtp.greeting_seconds(ProbeResult()) is None  # cut before any details
-    assert table.PROBERS["tcp"].greeting_seconds is None
-    assert layout_for("smtp", HistogramBuckets()).with_banner and not layout_for("tcp", HistogramBuckets()).with_banner
+    assert table.PROBERS["smtp"].reads_greeting and not table.PROBERS["tcp"].reads_greeting
+    assert ProbeResult(details=SmtpDetails(banner_seconds=0.0123)).details.greeting_seconds() == 0.0123
+    assert ProbeResult().details is NO_DETAILS and NO_DETAILS.greeting_seconds() is None  # cut before any details
+    every = HistogramBuckets(histograms=("connect", "banner", "duration"))
+    assert layout_for("smtp", every).with_banner and not layout_for("tcp", every).with_banner
+    assert not layout_for("smtp", HistogramBuckets()).with_banner  # opt-in: connect time only by default

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.app import EXPORTER
-from exporter.config import load_config
+from exporter.config.loader import load_config
+from exporter.web.app import EXPORTER
 
 
 async def test_reload_applies_max_concurrency_and_keeps_rate_limit_state(make_client, tmp_path):

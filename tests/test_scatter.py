@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from exporter.address import parse_host_port
-from exporter.config import Module
-from exporter.deadline import Deadline
-from exporter.probers.result import ProbeResult, TcpState
-from exporter.scatter import STALLS_BEFORE_KILL, scatter_gather
-from exporter.workerhandle import WorkerGone
+from exporter.config.loader import Module
+from exporter.core.address import parse_host_port
+from exporter.core.deadline import Deadline
+from exporter.probers.connect.result import ProbeResult, TcpState
+from exporter.workers.handle import WorkerGone
+from exporter.workers.scatter import STALLS_BEFORE_KILL, scatter_gather
 
 MODULE = Module(name="m", prober="tcp", timeout=1.0)
 TARGETS = [(parse_host_port(f"127.0.0.{i + 1}:80"), MODULE) for i in range(6)]

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
-from exporter.address import parse_host_port
-from exporter.config import parse_config
-from exporter.deadline import Deadline
-from exporter.probers.connect import connect_target
-from exporter.probers.resolve import Resolver
-from exporter.probers.result import ProbeResult, TcpState
-from exporter.runner import ProbeRunner
+from exporter.config.loader import parse_config
+from exporter.core.address import parse_host_port
+from exporter.core.deadline import Deadline
+from exporter.probers.connect.dial import connect_target
+from exporter.probers.connect.resolve import Resolver
+from exporter.probers.connect.result import ProbeResult, TcpState
+from exporter.probing.runner import ProbeRunner
 from tests.helpers.configs import tcp_config
 from tests.helpers.metrics_text import state_of
 
@@ -25,7 +25,7 @@ async def test_no_connect_starts_after_the_deadline(listener):
     try:
         loop = asyncio.get_running_loop()
         sock = await connect_target(
-            result, parse_host_port(f"127.0.0.1:{listener}"), module, Deadline(loop.time() - 0.001), resolver
+            result, parse_host_port(f"127.0.0.1:{listener}"), module.tcp, Deadline(loop.time() - 0.001), resolver
         )
     finally:
         resolver.close()

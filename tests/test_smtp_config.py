@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from exporter.config import ConfigError, default_port, load_config, parse_config
+from exporter.config.loader import ConfigError, default_port, load_config, parse_config
 from tests.helpers.smtp_servers import Pki
 
 
@@ -68,7 +68,7 @@ def test_the_example_config_shows_an_envelope_test():
     """Issue 14: without rcpt_to, a server that refuses every message from this address looks ok."""
     from pathlib import Path
 
-    from exporter.config import load_config
+    from exporter.config.loader import load_config
 
     config = load_config(str(Path(__file__).resolve().parent.parent / "config.example.yml"))
     envelope = config.modules["smtp_envelope"].settings

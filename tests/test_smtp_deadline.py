@@ -31,8 +31,8 @@ CHILD = textwrap.dedent("""
     import asyncio, socket, time
     from aiohttp.test_utils import TestClient, TestServer
     from prometheus_client import CollectorRegistry
-    from exporter.app import create_app
-    from exporter.config import parse_config
+    from exporter.web.app import create_app
+    from exporter.config.loader import parse_config
 
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 53))  # receives the queries, never answers

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from exporter.probers.smtp_explain import GREYLISTING_ADVICE, explain, explain_code, explain_enhanced
+from exporter.probers.smtp.explain import GREYLISTING_ADVICE, explain, explain_code, explain_enhanced
 
 CASES = [
     # --- Postfix ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from exporter.config import parse_config
+from exporter.config.loader import parse_config
 from tests.helpers import smtp_servers
 from tests.helpers.configs import require_binary
 from tests.helpers.metrics_text import samples, state_of, value

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from exporter.address import parse_host_port
-from exporter.check import json_report
-from exporter.probers.smtp_explain import Party
-from exporter.probers.smtp_result import SMTP_DETAILS_JSON_SCHEMA, SmtpState
-from exporter.runner import deadline_result
+from exporter.cli.check import json_report
+from exporter.core.address import parse_host_port
+from exporter.probers.smtp.explain import Party
+from exporter.probers.smtp.result import SMTP_DETAILS_JSON_SCHEMA, SmtpState
+from exporter.probing.runner import deadline_result
 from tests.helpers import smtp_servers
 from tests.helpers.smtp_servers import Pki, Script, probe, smtp_config
 

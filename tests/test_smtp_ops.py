@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from exporter.config import parse_config
+from exporter.config.loader import parse_config
 from tests.helpers.html_tables import Tables
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from exporter.probers.smtp_replies import (
+from exporter.probers.smtp.replies import (
     MAX_LINE_BYTES,
     ConnectionClosed,
     MalformedReply,

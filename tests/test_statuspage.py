@@ -6,15 +6,15 @@ import re
 import time
 from types import SimpleNamespace
 
-from exporter.address import parse_host_port
-from exporter.app import EXPORTER
-from exporter.config import Module, parse_config
-from exporter.history import ProbeHistory
-from exporter.probers.result import ProbeResult, TcpState
-from exporter.probers.smtp_replies import Reply
-from exporter.probers.smtp_result import SmtpDetails
-from exporter.probers.smtp_tls import TlsInfo
-from exporter.statuspage import render_status_page
+from exporter.config.loader import Module, parse_config
+from exporter.core.address import parse_host_port
+from exporter.probers.connect.result import ProbeResult, TcpState
+from exporter.probers.smtp.replies import Reply
+from exporter.probers.smtp.result import SmtpDetails
+from exporter.probers.tls.handshake import TlsInfo
+from exporter.service.history import ProbeHistory
+from exporter.web.app import EXPORTER
+from exporter.web.statuspage import render_status_page
 from tests.helpers.configs import tcp_config
 from tests.helpers.html_tables import Tables
 
@@ -54,7 +54,7 @@ def test_a_large_scrape_keeps_only_its_newest_entries():
     results = [result(i % 3 != 0, "open" if i % 3 else "refused") for i in range(10_000)]
     history.record_scrape(targets, results, 5.0)
     assert [e.address for e in history.recent] == [t.address for t in targets[-100:]]
-    failed = [t.address for t, r in zip(targets, results) if not r.success]
+    failed = [t.address for t, r in zip(targets, results, strict=False) if not r.success]
     assert [e.address for e in history.failures] == failed[-100:]
     ids = [e.id for e in (*history.recent, *history.failures)]
     assert len(set(ids)) == len(ids)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.address import AddressError, parse_host_port
+from exporter.core.address import AddressError, parse_host_port
 from tests.helpers.configs import tcp_config
 
 

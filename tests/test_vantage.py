@@ -9,11 +9,11 @@ import sys
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.app import create_app
-from exporter.cli import build_parser
-from exporter.config import parse_config
-from exporter.selfmetrics import ExporterMetrics
-from exporter.vantage import Site, VantageLabelled, vantage_problem
+from exporter.cli.main import build_parser
+from exporter.config.loader import parse_config
+from exporter.core.selfmetrics import ExporterMetrics
+from exporter.core.vantage import Site, VantageLabelled, vantage_problem
+from exporter.web.app import create_app
 from tests.helpers.configs import require_binary
 from tests.helpers.metrics_text import samples, state_of, value
 
@@ -83,7 +83,7 @@ async def test_output_with_vantage_passes_promtool_check_metrics(aiohttp_client,
 async def test_reload_keeps_the_flag_and_follows_the_config_key(aiohttp_client, tmp_path, listener, closed_port):
     path = tmp_path / "config.yml"
     path.write_text(config_text(listener, closed_port, "global: {vantage: old-site}"))
-    from exporter.config import load_config
+    from exporter.config.loader import load_config
 
     for site, after_reload in ((Site(vantage="fra1"), "fra1"), (None, "new-site")):
         path.write_text(config_text(listener, closed_port, "global: {vantage: old-site}"))
@@ -175,6 +175,6 @@ async def test_status_page_without_site_has_no_central_link(aiohttp_client, list
     ],
 )
 def test_central_urls(url, problem):
-    from exporter.vantage import central_url_problem
+    from exporter.core.vantage import central_url_problem
 
     assert central_url_problem(url) == problem

@@ -11,10 +11,10 @@ import sys
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter import webauth
-from exporter.app import create_app
-from exporter.config import ConfigError
-from exporter.webconfig import load_web_config, parse_web_config
+from exporter.config.loader import ConfigError
+from exporter.web import auth as webauth
+from exporter.web.app import create_app
+from exporter.web.config import load_web_config, parse_web_config
 from tests.helpers.configs import tcp_config
 from tests.helpers.exporter_process import REPO, free_port, start_exporter
 

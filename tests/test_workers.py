@@ -7,6 +7,7 @@ SIGSTOP and killed with SIGKILL, as a hung or crashed process would be.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import selectors
@@ -57,10 +58,8 @@ def port_listened() -> Iterator[int]:
     def accept_and_close() -> None:
         while not stop.is_set():
             for key, _ in selector.select(0.05):
-                try:
+                with contextlib.suppress(BlockingIOError):
                     key.fileobj.accept()[0].close()
-                except BlockingIOError:
-                    pass
 
     thread = threading.Thread(target=accept_and_close, daemon=True)
     thread.start()
@@ -110,7 +109,7 @@ def wait_for_value(base: str, name: str, expected: float) -> str:
 
 @pytest.fixture
 def server(tmp_path, port_listened):
-    hosts = [host for pair in zip(OPEN_HOSTS, REFUSED_HOSTS) for host in pair]
+    hosts = [host for pair in zip(OPEN_HOSTS, REFUSED_HOSTS, strict=False) for host in pair]
     config = tmp_path / "config.yml"
     config.write_text(config_text(port_listened, hosts))
     port = free_port()
@@ -143,7 +142,7 @@ def test_a_stalled_worker_costs_its_share_not_the_scrape_and_is_replaced(server,
     stalled_share = hosts[1::PROCESSES]  # worker 1 probes targets 1, 4, 7, 10 of the plan
     os.kill(stalled, signal.SIGSTOP)
     try:
-        for attempt in range(3):
+        for _attempt in range(3):
             text, seconds = scrape(base, timeout="1.5")
             # Within the scrape timeout: the stalled share is cut at the deadline, the rest is probed.
             assert seconds < 1.5 + 5  # not the stalled worker's forever (the client gives up at 30 s)
@@ -152,10 +151,8 @@ def test_a_stalled_worker_costs_its_share_not_the_scrape_and_is_replaced(server,
         assert value(text, "connectivity_exporter_deadline_exceeded_probes_total") == 3 * len(stalled_share)
         process.wait_for_log("probe worker 1 killed: it stopped answering")
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(stalled, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
     process.wait_for_log("probe worker 1 ready", count=2, timeout=15)
     text = wait_for_value(base, "connectivity_exporter_probe_workers", PROCESSES - 1)
     assert value(text, "connectivity_exporter_probe_worker_exits_total") == 1

@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter import yamlload
+from exporter.core import yamlload
 
 KEYS = st.one_of(st.text(max_size=10), st.integers(-1000, 1000), st.booleans(), st.none(), st.floats(allow_nan=False))
 SCALARS = st.one_of(

@@ -5,6 +5,7 @@ echo where the system lets unprivileged users ping (``net.ipv4.ping_group_range`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import select
 import socket
@@ -168,10 +169,8 @@ class UdpProbe:
             self._timer.cancel()
         sock, self._sock = self._sock, None
         if sock is not None:
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 self.loop.remove_reader(sock.fileno())
-            except (ValueError, OSError):
-                pass
             sock.close()
 
     def close(self) -> None:

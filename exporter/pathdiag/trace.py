@@ -12,6 +12,7 @@ silence again means the SYN never got there. The verdict is then computed from a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from dataclasses import dataclass
@@ -197,10 +198,8 @@ class _Trace:
         for ttl, probe in self.pending:
             remaining = self.deadline - reserve - self.loop.time()
             if remaining > 0 and not probe.answer.done():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(probe.answer), remaining)
-                except TimeoutError:
-                    pass
             if probe.answer.done():
                 answer = probe.answer.result()
                 if answer.answered:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from exporter.exposition import Family
-from exporter.probers import smtp_plugin, tcp
+from exporter.core.exposition import Family
 from exporter.probers.base import Prober
+from exporter.probers.smtp import prober as smtp_plugin
+from exporter.probers.tcp import prober as tcp
 
 PROBERS: dict[str, Prober] = {prober.name: prober for prober in (tcp.PROBER, smtp_plugin.PROBER)}
 

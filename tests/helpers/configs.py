@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from exporter.config import Config, parse_config
+from exporter.config.loader import Config, parse_config
 
 
 def tcp_config(*targets: str, timeout: str = "2s", extra: str = "") -> Config:

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from exporter.address import parse_host_port
-from exporter.config import parse_config
-from exporter.deadline import Deadline
-from exporter.probers.resolve import Resolver
-from exporter.runner import ProbeRunner
-from exporter.service import render_single
+from exporter.config.loader import parse_config
+from exporter.core.address import parse_host_port
+from exporter.core.deadline import Deadline
+from exporter.probers.connect.resolve import Resolver
+from exporter.probing.runner import ProbeRunner
+from exporter.service.exporter import render_single
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -19,7 +19,6 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 @contextlib.asynccontextmanager
 async def scripted_server(handler: Handler, ssl=None):
     """A loopback server running ``handler`` per client; yields (port, list of bytes each client sent)."""
-    received: list[bytearray] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

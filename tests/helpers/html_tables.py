@@ -31,7 +31,7 @@ class Tables(HTMLParser):
     def rows(self, table_id: str) -> list[dict[str, str]]:
         """The table's rows as {column heading: cell text} (columns depend on the probers shown)."""
         heading, *rows = self.tables[table_id]
-        return [dict(zip(heading, row)) for row in rows]
+        return [dict(zip(heading, row, strict=False)) for row in rows]
 
     def handle_endtag(self, tag):
         if tag in ("td", "th") and self._cell is not None and self._table:

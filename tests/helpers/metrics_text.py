@@ -16,7 +16,7 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 def value(text: str, name: str, **labels: str) -> float:
     wanted = frozenset(labels.items())
-    matches = [v for (n, l), v in samples(text).items() if n == name and wanted <= l]
+    matches = [v for (n, lab), v in samples(text).items() if n == name and wanted <= lab]
     if len(matches) != 1:
         raise AssertionError(f"{len(matches)} samples of {name} match {labels}")
     return matches[0]
@@ -25,7 +25,7 @@ def value(text: str, name: str, **labels: str) -> float:
 def state_of(text: str, family: str = "probe_tcp_state", **labels: str) -> str:
     """The one state whose one-hot series is 1."""
     wanted = frozenset(labels.items())
-    on = [dict(l)["state"] for (n, l), v in samples(text).items() if n == family and wanted <= l and v == 1]
+    on = [dict(lab)["state"] for (n, lab), v in samples(text).items() if n == family and wanted <= lab and v == 1]
     if len(on) != 1:
         raise AssertionError(f"expected exactly one {family} at 1 for {labels}, got {on}")
     return on[0]

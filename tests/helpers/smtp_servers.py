@@ -19,11 +19,11 @@ import pytest
 import trustme
 from cryptography import x509
 
-from exporter.address import parse_host_port
-from exporter.config import Config, parse_config
-from exporter.probers.resolve import Resolver
-from exporter.probers.result import ProbeResult
-from exporter.probers.smtp import probe_smtp
+from exporter.config.loader import Config, parse_config
+from exporter.core.address import parse_host_port
+from exporter.probers.connect.resolve import Resolver
+from exporter.probers.connect.result import ProbeResult
+from exporter.probers.smtp.session import probe_smtp
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

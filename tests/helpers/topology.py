@@ -143,7 +143,9 @@ class Topology:
                     "net.ipv6.conf.all.keep_addr_on_down=1",
                     "net.ipv6.conf.default.keep_addr_on_down=1",
                 )
-            for (left, left_dev, *_), (right, right_dev, *_) in zip(self._ends()[0::2], self._ends()[1::2]):
+            for (left, left_dev, *_), (right, right_dev, *_) in zip(
+                self._ends()[0::2], self._ends()[1::2], strict=False
+            ):
                 run(
                     "ip",
                     "link",
@@ -245,9 +247,7 @@ def in_client(
 def check_json(topology: Topology, target: str, config: str, module: str = "diag") -> dict:
     import json
 
-    done = in_client(
-        topology, "-m", "exporter.cli", "check", "--json", "--config.file", config, "--module", module, target
-    )
+    done = in_client(topology, "-m", "exporter", "check", "--json", "--config.file", config, "--module", module, target)
     if done.returncode not in (0, 1):
         raise AssertionError(f"check {target} failed ({done.returncode}): {done.stdout}\n{done.stderr}")
     if not done.stdout:
@@ -256,7 +256,7 @@ def check_json(topology: Topology, target: str, config: str, module: str = "diag
 
 
 def check_text(topology: Topology, target: str, config: str, module: str = "diag") -> str:
-    done = in_client(topology, "-m", "exporter.cli", "check", "--config.file", config, "--module", module, target)
+    done = in_client(topology, "-m", "exporter", "check", "--config.file", config, "--module", module, target)
     if done.returncode not in (0, 1):
         raise AssertionError(f"check {target} failed ({done.returncode}): {done.stdout}\n{done.stderr}")
     return done.stdout
@@ -283,7 +283,7 @@ class ClientExporter:
                 topology.client,
                 sys.executable,
                 "-m",
-                "exporter.cli",
+                "exporter",
                 "--config.file",
                 config,
                 f"--web.listen-address=127.0.0.1:{port}",

@@ -27,8 +27,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from bench.pcap import handshakes
-from exporter.app import EXPORTER, create_app
-from exporter.config import parse_config
+from exporter.config.loader import parse_config
+from exporter.web.app import EXPORTER, create_app
 from tests.helpers.eventually import eventually
 from tests.helpers.metrics_text import samples
 

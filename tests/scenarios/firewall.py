@@ -17,8 +17,8 @@ import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from exporter.app import create_app
-from exporter.config import parse_config
+from exporter.config.loader import parse_config
+from exporter.web.app import create_app
 from tests.helpers.eventually import eventually
 from tests.helpers.metrics_text import samples
 
@@ -178,7 +178,7 @@ targets:
         return {
             "first": per_target(texts[0])["127.0.0.1:9010"],
             "second_state": [
-                dict(l)["state"] for (n, l), v in samples(texts[1]).items() if n == "probe_tcp_state" and v == 1
+                dict(lab)["state"] for (n, lab), v in samples(texts[1]).items() if n == "probe_tcp_state" and v == 1
             ],
             "second_connect": samples(texts[1])[("probe_tcp_connect_duration_seconds", frozenset())],
         }
@@ -239,9 +239,12 @@ targets:
             resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
             healthy = (await client.get("/-/healthy")).status
             recovered = per_target(await (await client.get("/metrics")).text())
-        counts = lambda states: {
-            s: sum(1 for e in states.values() if e["state"] == s) for s in {e["state"] for e in states.values()}
-        }
+
+        def counts(states):
+            return {
+                s: sum(1 for e in states.values() if e["state"] == s) for s in {e["state"] for e in states.values()}
+            }
+
         return {"starved": counts(starved), "healthy": healthy, "recovered": counts(recovered)}
 
     try:

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from exporter.app import create_app
-from exporter.config import parse_config
+from exporter.config.loader import parse_config
+from exporter.web.app import create_app
 
 CONFIG = """
 modules:

@@ -30,7 +30,7 @@ class Accept:
 
 class Greylist:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        return "450 4.2.0 <%s>: Recipient address rejected: Greylisted, please try again later" % address
+        return f"450 4.2.0 <{address}>: Recipient address rejected: Greylisted, please try again later"
 
 
 class ServFail(asyncio.DatagramProtocol):

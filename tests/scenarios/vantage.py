@@ -25,7 +25,7 @@ import time
 import traceback
 import urllib.parse
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -89,10 +89,8 @@ def serve_targets(stack: ExitStack) -> None:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def _accept_and_close(sock: socket.socket) -> None:

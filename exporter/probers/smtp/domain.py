@@ -1,0 +1,566 @@
+"""Mail domains (``smtp.mx: true``): find the domain's MX hosts and run the SMTP test on each.
+
+The target is a mail domain (``example.com``; its port is used for every MX host). The MX
+hosts are found as a sending MTA finds them (``exporter.probers.mx``) and probed one after
+the other in that order, each with the smtp prober's own ``probe_smtp`` (so every option of
+the module — STARTTLS, rcpt_to, the open-relay check — applies to each host). A host's
+addresses are tried in the module's family order until one connects.
+
+Time: the module's timeout is shared fairly. When a host's turn comes it gets the remaining
+time divided by the hosts still to probe (itself included), so time a fast host did not use
+goes to the hosts after it, and a host that drops packets cannot starve the backups.
+At most ``smtp.mx_max_hosts`` hosts are probed; the rest are listed as not probed.
+
+The domain verdict (``MailDomainState``) is what a sender would experience now:
+- ok: no host tried before (or as preferred as) the first accepting host failed.
+- degraded: a more (or equally) preferred host failed, a backup accepts — mail is delayed, not lost.
+- all_mx_failed: no host accepts; no_mail_host: neither MX nor address records;
+  null_mx; no_such_domain (NXDOMAIN); dns_error (temporary DNS failure).
+``probe_success`` is 1 for ok and degraded: mail to the domain would be accepted now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import dns.exception
+
+from exporter.core.address import HostPort
+from exporter.core.deadline import Deadline
+from exporter.core.exposition import Family, Samples, escape_label_value, labelled
+from exporter.core.transcript import printable
+from exporter.probers.base import Prober
+from exporter.probers.connect.resolve import Resolver
+from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, ProbeResult, TcpState
+from exporter.probers.module import Module
+from exporter.probers.smtp.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
+from exporter.probers.smtp.result import REPLY_STAGES, SmtpDetails, SmtpState
+from exporter.probers.smtp.session import probe_smtp
+
+# An MX host whose addresses all fail to connect is given up after this many addresses.
+MAX_ADDRESSES_TRIED = 2
+# Lines of each host's transcript kept in the domain's transcript.
+MAX_HOST_TRANSCRIPT = 60
+MAX_GREETING = 120
+NOT_PROBED = "not_probed"
+
+
+class MailDomainState(StrEnum):
+    OK = "ok"  # the most preferred reachable MX accepts
+    DEGRADED = "degraded"  # a more preferred MX fails, a backup accepts: mail delayed, not lost
+    ALL_MX_FAILED = "all_mx_failed"  # no MX host accepts
+    NULL_MX = "null_mx"  # RFC 7505: the domain accepts no mail
+    NO_SUCH_DOMAIN = "no_such_domain"  # NXDOMAIN
+    DNS_ERROR = "dns_error"  # a temporary DNS failure: SERVFAIL, timeout
+    NO_MAIL_HOST = "no_mail_host"  # the domain exists with neither MX nor address records
+
+
+_FROM_LOOKUP = {
+    MxLookup.NULL_MX: MailDomainState.NULL_MX,
+    MxLookup.NO_SUCH_DOMAIN: MailDomainState.NO_SUCH_DOMAIN,
+    MxLookup.DNS_ERROR: MailDomainState.DNS_ERROR,
+    MxLookup.NO_MAIL_HOST: MailDomainState.NO_MAIL_HOST,
+}
+
+# RFC 7504's two codes, as they read for a whole domain (the per-reply wording is smtp_explain's).
+DOMAIN_REPLY_MEANINGS = {
+    521: "521 (RFC 7504): this host says it never accepts mail; if every MX host of the domain says so, "
+    "the domain takes no mail at all (like a null MX); if only some do, those hosts are misconfigured "
+    "as MX hosts",
+    556: "556 (RFC 7504): the recipient's domain does not accept mail — the server checked the domain "
+    "(typically found a null MX, RFC 7505) and will never deliver there; the sender must not retry",
+}
+
+
+# The verdicts in a few words (the MX table's heading); the full sentence is the probe's detail.
+STATE_WORDS = {
+    MailDomainState.OK: "mail to the domain is accepted now",
+    MailDomainState.DEGRADED: "a preferred MX host fails, a backup accepts: mail is delayed, not lost",
+    MailDomainState.ALL_MX_FAILED: "no MX host accepts mail now",
+    MailDomainState.NULL_MX: "a null MX, RFC 7505: the domain accepts no mail",
+    MailDomainState.NO_SUCH_DOMAIN: "NXDOMAIN, the domain does not exist: mail to it bounces",
+    MailDomainState.DNS_ERROR: "the MX lookup failed for now: senders queue mail and retry",
+    MailDomainState.NO_MAIL_HOST: "neither MX nor address records: the domain takes no mail",
+}
+
+
+@dataclass(slots=True)
+class MxHost:
+    host: str
+    preference: int
+    addresses: list[str] = field(default_factory=list)
+    implicit: bool = False
+    state: str = NOT_PROBED  # the smtp prober's SmtpState, or not_probed
+    tcp_state: str | None = None
+    success: bool = False
+    address: str | None = None  # the address the verdict comes from
+    detail: str = ""
+    greeting: str | None = None
+    dns_seconds: float = 0.0
+    connect_seconds: float | None = None
+    duration_seconds: float = 0.0
+    smtp: SmtpDetails | None = None
+    dns_temporary: bool = False  # no address because a lookup failed for now
+
+    @property
+    def probed(self) -> bool:
+        return self.state != NOT_PROBED
+
+    def reply(self, stage: str):
+        return self.smtp.replies.get(stage) if self.smtp is not None else None
+
+
+@dataclass(slots=True)
+class MailDomainDetails(DetailsBase):
+    """What probing a mail domain found (``ProbeResult.details`` with ``smtp.mx: true``)."""
+
+    domain: str
+    state: MailDomainState = MailDomainState.DNS_ERROR
+    mx_records: int | None = None  # MX records in the answer; None when the lookup failed
+    implicit: bool = False
+    mx: list[MxHost] = field(default_factory=list)
+    lookup_seconds: float = 0.0
+    verdict: str = ""
+
+    def facts(self, state: str, now: float) -> list[Fact]:
+        return [Fact("Mail domain", f"{self.state} ({STATE_WORDS[self.state]})")]
+
+    def explanations(self) -> list[tuple[str, str]]:
+        """Each host's explained replies, headed by the host (read by `check` and /probe?debug=true)."""
+        out: list[tuple[str, str]] = []
+        for host in self.mx:
+            if host.smtp is None:
+                continue
+            for heading, meaning in host.smtp.reply_explanations:
+                code = heading.split()[1] if len(heading.split()) > 1 else ""
+                domain_meaning = DOMAIN_REPLY_MEANINGS.get(int(code)) if code.isdigit() else None
+                out.append((f"{host.host}: {heading}", domain_meaning or meaning))
+        return out
+
+    def json_sections(self) -> JsonObject:
+        return {"mail_domain": self.contract()}
+
+    def report_lines(self) -> list[str]:
+        return render_text(self)
+
+    def contract(self) -> JsonObject:
+        """The ``mail_domain`` object of ``check --json`` (a contract: keys kept, extended freely)."""
+        return {
+            "domain": self.domain,
+            "state": str(self.state),
+            "verdict": self.verdict,
+            "mx_records": self.mx_records,
+            "implicit_mx": self.implicit,
+            "mx": [
+                {
+                    "host": host.host,
+                    "preference": host.preference,
+                    "addresses": list(host.addresses),
+                    "state": host.state,
+                    "tcp_state": host.tcp_state,
+                    "success": host.success,
+                    "address": host.address,
+                    "greeting": host.greeting,
+                    "detail": host.detail,
+                    "reply_codes": host.smtp.reply_codes if host.smtp is not None else {},
+                    "duration_seconds": host.duration_seconds,
+                }
+                for host in self.mx
+            ],
+        }
+
+
+def mail_domain(result: ProbeResult) -> MailDomainDetails | None:
+    details = result.details
+    return details if isinstance(details, MailDomainDetails) else None
+
+
+# --- the probe ------------------------------------------------------------------------------
+
+
+async def probe_smtp_target(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
+    """The smtp prober's entry in the prober table: a mail domain with ``mx: true``, else one host."""
+    if module.settings is not None and module.settings.mx:
+        return await probe_mail_domain(target, module, deadline, resolver)
+    return await probe_smtp(target, module, deadline, resolver)
+
+
+def with_mail_domains(smtp: Prober) -> Prober:
+    """The smtp prober plugin extended with ``smtp.mx``: a mail domain's results carry
+    ``MailDomainDetails`` (its own facts, explanations and JSON) and its own families."""
+    return dataclasses.replace(smtp, probe=probe_smtp_target, families=smtp.families + MAIL_DOMAIN_FAMILIES)
+
+
+async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
+    settings = module.settings
+    assert settings is not None
+    details = MailDomainDetails(domain=target.host)
+    result = ProbeResult(state=SmtpState.CONNECT_FAILED, tcp_state=TcpState.DNS_ERROR, details=details)
+    if target.ip is not None:
+        details.state = MailDomainState.DNS_ERROR
+        details.verdict = (
+            f"{target.host} is an IP address, not a mail domain: a module with mx: true needs a "
+            "domain name (probe a single server with a module without mx)"
+        )
+        return _finish(result, details)
+    try:
+        dns_resolver = new_resolver()
+    except dns.exception.DNSException as exc:  # no resolv.conf, or one without a nameserver
+        details.state = MailDomainState.DNS_ERROR
+        details.verdict = f"no DNS resolver to ask for the MX records: {exc}"
+        return _finish(result, details)
+    result.note(f"Looking up the MX records of {target.host}")
+    answer = await lookup_mx(target.host, deadline, module.tcp, dns_resolver)
+    details.lookup_seconds = result.dns_lookup_seconds = answer.seconds
+    details.mx_records = answer.count
+    for note in answer.notes:
+        result.note(note)
+    if answer.outcome not in (MxLookup.MX, MxLookup.IMPLICIT):
+        details.state = _FROM_LOOKUP[answer.outcome]
+        details.verdict = answer.reason
+        result.note(f"DNS: {answer.reason} ({answer.seconds * 1000:.1f} ms)")
+        return _finish(result, details)
+    details.implicit = answer.outcome is MxLookup.IMPLICIT
+    details.mx = [MxHost(record.host, record.preference, implicit=details.implicit) for record in answer.records]
+    result.note(
+        f"DNS: {len(details.mx)} mail host(s) in {answer.seconds * 1000:.1f} ms: "
+        + ", ".join(f"{host.preference} {host.host}" for host in details.mx)
+    )
+    probed = details.mx[: settings.mx_max_hosts]
+    if len(details.mx) > len(probed):
+        result.note(f"Probing the first {len(probed)} of {len(details.mx)} MX hosts (mx_max_hosts)")
+    loop = asyncio.get_running_loop()
+    for index, host in enumerate(probed):
+        remaining = deadline - loop.time()
+        if remaining <= 0.01:
+            result.note(f"No time left for MX {host.host}: not probed")
+            break
+        share = deadline.share(len(probed) - index)
+        await _probe_host(host, target.port, module, share, resolver, dns_resolver, result)
+    details.state = _verdict(details.mx)
+    details.verdict = _verdict_words(details)
+    return _finish(result, details)
+
+
+async def _probe_host(
+    host: MxHost, port: int, module: Module, deadline: Deadline, resolver: Resolver, dns_resolver, result: ProbeResult
+) -> None:
+    started = time.perf_counter()
+    found: HostAddresses = await lookup_addresses(host.host, deadline, module.tcp, dns_resolver)
+    host.dns_seconds = found.seconds
+    result.dns_lookup_seconds += found.seconds
+    host.addresses = found.addresses
+    result.note(
+        f"--- MX {host.preference} {host.host}: "
+        + (", ".join(found.addresses) if found.addresses else (found.error or "no address"))
+    )
+    if not found.addresses:
+        host.state, host.tcp_state = SmtpState.CONNECT_FAILED, TcpState.DNS_ERROR
+        host.detail, host.dns_temporary = found.error or "no address", found.temporary
+        host.duration_seconds = time.perf_counter() - started
+        return
+    host_module = _module_for(module, host.host)
+    loop = asyncio.get_running_loop()
+    candidates = found.addresses[:MAX_ADDRESSES_TRIED]
+    for index, address in enumerate(candidates):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        own_deadline = deadline.share(len(candidates) - index)
+        outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
+        _record(host, address, outcome, result)
+        if outcome.state != SmtpState.CONNECT_FAILED:
+            break  # a host that answered decides; only a failed connect moves on to its next address
+    host.duration_seconds = time.perf_counter() - started
+
+
+def _literal(address: str, port: int) -> HostPort:
+    return HostPort(address, port, ipaddress.ip_address(address))
+
+
+def _module_for(module: Module, host: str) -> Module:
+    """The module as one MX host is probed: its certificate is checked against the MX host's name."""
+    smtp = module.settings
+    assert smtp is not None
+    tls_config = smtp.tls_config
+    if tls_config.server_name is None:
+        tls_config = dataclasses.replace(tls_config, server_name=host)
+    return dataclasses.replace(module, settings=dataclasses.replace(smtp, mx=False, tls_config=tls_config))
+
+
+def _record(host: MxHost, address: str, outcome: ProbeResult, result: ProbeResult) -> None:
+    host.address = address
+    host.state = str(outcome.state)
+    host.tcp_state = str(outcome.tcp_state)
+    host.success = outcome.success
+    host.detail = outcome.detail
+    host.connect_seconds = outcome.connect_seconds
+    host.smtp = outcome.details if isinstance(outcome.details, SmtpDetails) else None
+    banner = host.reply("banner")
+    if banner is not None and banner.lines:
+        text = printable(banner.lines[0])
+        host.greeting = f"{banner.code} {text[:MAX_GREETING]}" + ("..." if len(text) > MAX_GREETING else "")
+    for line in outcome.transcript[:MAX_HOST_TRANSCRIPT]:
+        result.note(f"  {line}")
+    if len(outcome.transcript) > MAX_HOST_TRANSCRIPT:
+        result.note(f"  ... {len(outcome.transcript) - MAX_HOST_TRANSCRIPT} more lines")
+    result.note(f"  => {address}: {host.state}" + ("" if outcome.success else f": {outcome.detail}"))
+
+
+def _verdict(hosts: list[MxHost]) -> MailDomainState:
+    tried = [host for host in hosts if host.probed]
+    accepting = [host for host in tried if host.success]
+    if not accepting:
+        return MailDomainState.ALL_MX_FAILED
+    best = min(host.preference for host in accepting)
+    # A sender tries hosts of lower preference first, and equal ones in random order: any of
+    # them failing delays some mail.
+    if any(not host.success and host.preference <= best for host in tried):
+        return MailDomainState.DEGRADED
+    return MailDomainState.OK
+
+
+def _deciding(details: MailDomainDetails) -> MxHost | None:
+    """The host whose outcome the top-level series show: the first accepting one, else the first tried."""
+    tried = [host for host in details.mx if host.probed]
+    return next((host for host in tried if host.success), tried[0] if tried else None)
+
+
+def _verdict_words(details: MailDomainDetails) -> str:
+    domain, state = details.domain, details.state
+    tried = [host for host in details.mx if host.probed]
+    failed = [host for host in tried if not host.success]
+    kind = "its implicit MX (the domain's own address)" if details.implicit else f"{len(tried)} MX host(s)"
+    if state is MailDomainState.OK:
+        first = _deciding(details)
+        assert first is not None
+        extra = (
+            (f"; but {len(failed)} backup host(s) fail: " + ", ".join(f"{host.host} ({host.state})" for host in failed))
+            if failed
+            else ""
+        )
+        return f"mail to {domain} is accepted now: {first.host} (preference {first.preference}) accepts{extra}"
+    if state is MailDomainState.DEGRADED:
+        first = _deciding(details)
+        assert first is not None
+        ahead = [host for host in failed if host.preference <= first.preference]
+        return (
+            f"mail to {domain} is delayed, not lost: "
+            + ", ".join(f"{host.host} (preference {host.preference}) fails with {host.state}" for host in ahead)
+            + f"; senders retry and reach {first.host} (preference {first.preference}), which accepts"
+        )
+    if not tried:
+        return f"no MX host of {domain} could be probed before the deadline"
+    codes = {
+        reply.code for host in tried for stage in ("banner", "rcpt", "mail") if (reply := host.reply(stage)) is not None
+    }
+    if codes == {521}:
+        return f"every MX host of {domain} answers 521: {DOMAIN_REPLY_MEANINGS[521]}"
+    reasons = "; ".join(f"{host.host}: {_short(host)}" for host in tried)
+    if all(_temporary(host) for host in tried):
+        return (
+            f"no MX host of {domain} accepts mail now, but every failure is temporary "
+            f"(senders queue and retry; mail is delayed): {reasons}"
+        )
+    return f"no MX host of {domain} accepts mail ({kind} tried): {reasons}"
+
+
+def _failing_reply(host: MxHost):
+    """The reply that ended the host's dialogue (the last one of 400 or more), if any."""
+    replies = [host.reply(stage) for stage in REPLY_STAGES]
+    replies += [host.reply("relay_rcpt")]
+    return next((reply for reply in reversed(replies) if reply is not None and reply.code >= 400), None)
+
+
+def _short(host: MxHost) -> str:
+    """A host's failure in a few words: its state, and the reply code or TCP outcome behind it."""
+    if host.state == SmtpState.OPEN_RELAY:
+        return "open relay (accepted a foreign recipient)"
+    reply = _failing_reply(host)
+    if reply is not None:
+        code = reply.code_text
+        return f"{host.state} ({code}, {'temporary' if reply.code < 500 else 'permanent'})"
+    if host.state == SmtpState.CONNECT_FAILED:
+        return f"connect_failed ({host.tcp_state})"
+    return host.state
+
+
+def _temporary(host: MxHost) -> bool:
+    """Whether a sender would queue and retry this host (as opposed to bouncing or never trying)."""
+    if host.state in (SmtpState.CONNECT_FAILED, SmtpState.BANNER_TIMEOUT, SmtpState.TIMEOUT):
+        return host.tcp_state != TcpState.DNS_ERROR or host.dns_temporary
+    reply = _failing_reply(host)
+    return reply is not None and reply.code < 500
+
+
+def _finish(result: ProbeResult, details: MailDomainDetails) -> ProbeResult:
+    result.success = details.state in (MailDomainState.OK, MailDomainState.DEGRADED)
+    result.detail = details.verdict
+    deciding = _deciding(details)
+    if deciding is not None:
+        result.state = SmtpState(deciding.state)
+        result.tcp_state = TcpState(deciding.tcp_state) if deciding.tcp_state else TcpState.ERROR
+        result.connect_seconds = deciding.connect_seconds
+        result.address = deciding.address
+        if deciding.address:
+            result.ip_protocol = 6 if ":" in deciding.address else 4
+    result.note(f"Mail domain {details.domain}: {details.state}")
+    return result
+
+
+# --- metric families ------------------------------------------------------------------------
+
+
+def _host_labels(host: MxHost) -> str:
+    return f'mx="{escape_label_value(host.host)}",preference="{host.preference}"'
+
+
+def _per_host(value: Callable[[MxHost], float | None]) -> Samples[ProbeResult]:
+    def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
+        details = mail_domain(result)
+        if details is None:
+            return ()
+        out = []
+        for host in details.mx:
+            if host.probed and (got := value(host)) is not None:
+                out.append((_host_labels(host), got))
+        return out
+
+    return labelled(samples)
+
+
+def _per_host_one_hot(values: list[str], current: Callable[[MxHost], str | None]) -> Samples[ProbeResult]:
+    def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
+        details = mail_domain(result)
+        if details is None:
+            return ()
+        out = []
+        for host in details.mx:
+            if host.probed:
+                labels, now = _host_labels(host), current(host)
+                out += [(f'{labels},state="{value}"', 1 if value == now else 0) for value in values]
+        return out
+
+    return labelled(samples)
+
+
+def _domain_state(result: ProbeResult) -> Iterable[tuple[str, float]]:
+    details = mail_domain(result)
+    if details is None:
+        return ()
+    return [(f'state="{state.value}"', 1 if state is details.state else 0) for state in MailDomainState]
+
+
+def _mx_records(result: ProbeResult) -> Iterable[tuple[str, float]]:
+    details = mail_domain(result)
+    return () if details is None or details.mx_records is None else (("", details.mx_records),)
+
+
+def _reply_codes(result: ProbeResult) -> Iterable[tuple[str, float]]:
+    details = mail_domain(result)
+    if details is None:
+        return ()
+    return [
+        (f'{_host_labels(host)},stage="{stage}"', reply.code)
+        for host in details.mx
+        if host.probed
+        for stage in REPLY_STAGES
+        if (reply := host.reply(stage)) is not None
+    ]
+
+
+MAIL_DOMAIN_FAMILIES = (
+    Family(
+        "probe_mail_domain_state",
+        "gauge",
+        "Verdict on a mail domain (smtp.mx): exactly one of ok, degraded, all_mx_failed, null_mx, "
+        "no_such_domain, dns_error, no_mail_host is 1.",
+        labelled(_domain_state),
+    ),
+    Family(
+        "probe_mx_records",
+        "gauge",
+        "MX records the mail domain publishes (a null MX counts 1; 0: none, the implicit MX is used).",
+        labelled(_mx_records),
+    ),
+    Family(
+        "probe_mx_success",
+        "gauge",
+        "Whether this MX host passed the module's SMTP test (1) or not (0); only hosts probed.",
+        _per_host(lambda host: int(host.success)),
+    ),
+    Family(
+        "probe_mx_smtp_state",
+        "gauge",
+        "Outcome of the SMTP test on this MX host: exactly one state is 1 per host.",
+        _per_host_one_hot([state.value for state in SmtpState], lambda host: host.state),
+    ),
+    Family(
+        "probe_mx_tcp_state",
+        "gauge",
+        "Outcome of the TCP connect to this MX host: exactly one state is 1 per host.",
+        _per_host_one_hot([state.value for state in TcpState], lambda host: host.tcp_state),
+    ),
+    Family(
+        "probe_mx_reply_code",
+        "gauge",
+        "The last reply code of each SMTP stage this MX host reached.",
+        labelled(_reply_codes),
+    ),
+    Family(
+        "probe_mx_connect_duration_seconds",
+        "gauge",
+        "Time until the TCP connect to this MX host had an outcome.",
+        _per_host(lambda host: host.connect_seconds),
+    ),
+    Family(
+        "probe_mx_banner_duration_seconds",
+        "gauge",
+        "Time from the open connection to this MX host's complete greeting.",
+        _per_host(lambda host: host.smtp.banner_seconds if host.smtp is not None else None),
+    ),
+    Family(
+        "probe_mx_duration_seconds",
+        "gauge",
+        "How long probing this MX host took (its address lookup included), in seconds.",
+        _per_host(lambda host: host.duration_seconds),
+    ),
+)
+
+
+# --- text for people (check, /probe?debug=true) ---------------------------------------------
+
+
+def render_text(details: MailDomainDetails) -> list[str]:
+    """The MX table, in the order tried; [] for results that are not a mail domain's or have no MX host.
+    (The verdict is the probe's detail and the plugin's "Mail domain" fact.)"""
+    if not details.mx:
+        return []
+    lines = [f"MX hosts of {details.domain}, in the order tried:"]
+    rows = [("PREF", "MX HOST", "ADDRESSES", "STATE", "GREETING")]
+    for host in details.mx:
+        addresses = ", ".join(host.addresses) or "-"
+        state = host.state
+        if host.probed and host.tcp_state not in (None, TcpState.OPEN):
+            state += f" ({host.tcp_state})"
+        rows.append(
+            (
+                str(host.preference),
+                host.host + (" (implicit)" if host.implicit else ""),
+                addresses,
+                state,
+                host.greeting or "-",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    lines += [
+        "  " + "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
+        for row in rows
+    ]
+    return lines

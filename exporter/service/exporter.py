@@ -1,0 +1,221 @@
+"""The exporter's state between requests: the loaded config, the per-target plan
+derived from it once per load, the probe runner and the exporter's own metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Sequence
+
+from exporter.config.access import ProbeGate
+from exporter.config.loader import Config, ConfigError, Module, load_config
+from exporter.continuous.prober import ContinuousProber
+from exporter.core.address import HostPort
+from exporter.core.deadline import Deadline
+from exporter.core.exposition import Family, label_prefix, render, render_chunks
+from exporter.core.selfmetrics import ExporterMetrics
+from exporter.core.vantage import VANTAGE_LABEL, Site
+from exporter.probers.connect.result import ProbeResult
+from exporter.probers.table import PROBERS
+from exporter.probing.diagnosis_scheduler import DiagnosisScheduler, SchedulerCollector
+from exporter.probing.path_metrics import render_path_families
+from exporter.probing.plan import Plan, PlannedTarget, build_plan
+from exporter.probing.runner import ProbeRunner, deadline_result
+from exporter.service.history import ProbeHistory
+from exporter.workers.pool import WorkerPool
+
+log = logging.getLogger("exporter")
+
+FINISH_SECONDS_PER_TARGET = 10e-6  # measured: ~6-10 µs per target to tally and render, on 2 cores
+
+
+class Exporter:
+    def __init__(self, config: Config, metrics: ExporterMetrics, site: Site | None = None):
+        self.metrics = metrics
+        self.site = site or Site()  # from the command line: wins over the config file
+        self.runner: ProbeRunner | None = None  # created on the server's loop at startup
+        self.pool: WorkerPool | None = None  # probe worker processes, when there are any
+        self.history = ProbeHistory()  # for the status page
+        self.plan = self._build_plan(config)
+        self.gate = ProbeGate(config.probe_access)
+        # Path diagnoses of failed targets, in the background.
+        self.diagnoses = DiagnosisScheduler(config.settings.max_diagnoses_in_flight)
+        metrics.registry.register(SchedulerCollector(self.diagnoses))
+        self.continuous = ContinuousProber(metrics.registry)  # started by the app (cleanup context)
+        self.continuous.update(self.plan.continuous)
+        self._reloading = asyncio.Lock()
+        self._loaded(config)
+
+    @property
+    def config(self) -> Config:
+        return self.plan.config
+
+    @property
+    def vantage(self) -> str | None:
+        return self.plan.vantage
+
+    @property
+    def central_url(self) -> str | None:
+        return self.site.central_url or self.config.settings.central_url
+
+    def _build_plan(self, config: Config) -> Plan:
+        return build_plan(config, self.site.vantage or config.settings.vantage)
+
+    def _loaded(self, config: Config) -> None:
+        self.metrics.config_targets.set(len(config.targets))
+        self.metrics.reload_successful.set(1)
+        self.metrics.reload_timestamp.set(time.time())
+        # Time to tally and render a scrape, measured on each one; a first guess until then.
+        self._finish_seconds = FINISH_SECONDS_PER_TARGET * len(config.targets)
+
+    async def reload(self) -> Config:
+        """Load the config file again; on any error keep serving the old config and raise ConfigError."""
+        async with self._reloading:  # two SIGHUPs in a row load one after the other
+            try:
+                # In a thread: a large file takes most of a second to parse, and a stalled event loop
+                # would inflate the connect times of every probe in flight (they are stamped by callbacks).
+                plan = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: self._build_plan(load_config(self.config.source))
+                )
+            except ConfigError:
+                self.metrics.reload_successful.set(0)
+                raise
+            config = plan.config
+            for warning in config.warnings:
+                log.warning(warning)
+            if config.probe_access != self.config.probe_access:  # keep rate-limit buckets otherwise
+                self.gate = ProbeGate(config.probe_access)
+            if self.runner is not None and config.settings.max_concurrency != self.runner.max_concurrency:
+                # Probes in flight finish on the old runner; new ones use the new limit.
+                self.runner = ProbeRunner(self.runner.resolver, config.settings.max_concurrency)
+            self.plan = plan
+            # Path diagnosis: the new cap; diagnoses of removed targets are forgotten.
+            self.diagnoses.max_in_flight = config.settings.max_diagnoses_in_flight
+            self.diagnoses.retain(
+                {(str(t.address), t.module.name) for t in [*plan.targets, *(planned for planned, _ in plan.continuous)]}
+            )
+            self.continuous.update(plan.continuous)  # keeps the counters of unchanged targets
+            if self.pool is not None:
+                self.pool.set_plan(plan)
+            self._loaded(config)
+        log.info("configuration reloaded: %d modules, %d targets", len(config.modules), len(config.targets))
+        return config
+
+    def _require_runner(self) -> ProbeRunner:
+        if self.runner is None:
+            raise RuntimeError("the exporter is not started")
+        return self.runner
+
+    async def scrape(self, budget: float) -> list[bytes]:
+        """Probe every configured target within ``budget`` seconds; return their metrics, encoded,
+        one chunk per family (10,000 targets make ~12 MB: never held as text and bytes at once)."""
+        plan = self.plan  # a reload during the scrape must not mix two configs
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Stop probing early enough to write the reply by the deadline: twice as long before it as
+        # tallying and rendering took last time (sending the reply takes about as long again;
+        # with 10,000 targets ~0.1 s each), at most a quarter of the budget.
+        reserve = min(2 * self._finish_seconds, budget / 4)
+        deadline = Deadline.after(budget).earlier(reserve)
+        if self.pool is not None:
+            results = await self.pool.probe_all(plan, self._require_runner(), deadline)
+        else:
+            results = await self._require_runner().probe_all(
+                [(target.address, target.module) for target in plan.targets], deadline
+            )
+        probed = loop.time()
+        self.metrics.scrape_duration.labels("metrics").observe(probed - started)
+        self._count(results, plan.targets)
+        self.history.record_scrape(plan.targets, results, time.time())
+        # Continuous targets are only read: their latest result joins the gauges (a family's lines
+        # must stay together), then their counters and histograms follow.
+        self.metrics.count_probes(self.continuous.take_outcomes())
+        pieces = render_chunks(
+            [(target.labels, result, target.families) for target, result in zip(plan.targets, results, strict=False)]
+            + self.continuous.latest_results(),
+            plan.families,
+        )
+        if self.continuous.targets:
+            # Rendering 10,000 continuous targets takes ~0.5 s: let their ticks fire between pieces.
+            chunks = await self.continuous.encode_yielding(itertools.chain(pieces, self.continuous.render()))
+        else:
+            chunks = [chunk.encode() for chunk in pieces]
+        # Failures (of this scrape, and the latest of continuous targets) go to the background path
+        # diagnosis; the latest diagnoses are shown.
+        probed_continuously = [entry for entry in self.continuous.targets if entry.latest is not None]
+        everything = [*plan.targets, *probed_continuously]
+        self.diagnoses.after_scrape(everything, [*results, *(entry.latest for entry in probed_continuously)])
+        chunks += [chunk.encode() for chunk in render_path_families(self.diagnoses.entries(everything))]
+        self._finish_seconds = loop.time() - probed
+        return chunks
+
+    async def probe(self, address: HostPort, module: Module, budget: float) -> ProbeResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = Deadline.after(budget)
+        # The probe runs as its own task, waited for rather than cancelled from here: when the loop wakes late
+        # (a loaded machine), a timeout on this same task fires together with the prober's own and cancels it
+        # twice, which hides the prober's classification (an SMTP probe out of time during DNS is dns_error,
+        # not the dialogue's `timeout`). probe_all waits for its workers the same way.
+        task = asyncio.ensure_future(self._require_runner().probe(address, module, deadline))
+        try:
+            await asyncio.wait({task}, timeout=deadline.remaining() + 0.02)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)  # a cancelled probe closes its sockets at once
+        # Cancelled here at the deadline: cut; otherwise its result (or its exception, as before).
+        cut = not task.done() or task.cancelled()
+        result = deadline_result(module, loop.time() - started) if cut else task.result()
+        self.metrics.scrape_duration.labels("probe").observe(loop.time() - started)
+        self._count([result], [PlannedTarget(address, module, "", frozenset())])
+        self.history.record_probe(address, module, result, time.time())
+        return result
+
+    def _count(self, results: list[ProbeResult], targets: Sequence[PlannedTarget]) -> None:
+        # Tallied in C (a Counter over pairs), states stringified per distinct pair, not per probe.
+        tally: Tally = Tally()
+        pairs = Tally(
+            zip([target.module.name for target in targets], [result.state for result in results], strict=False)
+        )
+        for (module, state), count in pairs.items():
+            tally[(module, str(state))] += count
+        self.metrics.count_probes(tally)
+        exceeded = sum(1 for result in results if result.cut_at_deadline)
+        if exceeded:
+            self.metrics.deadline_exceeded.inc(exceeded)
+        if log.isEnabledFor(logging.DEBUG):  # once per scrape, not per probe
+            for target, result in zip(targets, results, strict=False):
+                if not result.success:
+                    log.debug(
+                        "probe failed",
+                        extra={
+                            "fields": {
+                                "target": str(target.address),
+                                "module": target.module.name,
+                                "state": str(result.state),
+                                "detail": result.detail,
+                            }
+                        },
+                    )
+
+
+def render_single(result: ProbeResult, module: Module, vantage: str | None = None) -> str:
+    """Metrics of one /probe request: the same families, without target/module labels
+    (with the ``vantage`` label when the exporter has one)."""
+    families, present = _single_layout(module.prober)
+    prefix = label_prefix(((VANTAGE_LABEL, vantage),)) if vantage else ""
+    text = render([(prefix, result, present)], families)
+    if result.path is not None:  # a diagnosis run inline for this request
+        text += "".join(render_path_families([(prefix, result.path)]))
+    return text
+
+
+@functools.cache
+def _single_layout(prober_name: str) -> tuple[tuple[Family, ...], frozenset[Family]]:
+    prober = PROBERS[prober_name]
+    return prober.families, prober.family_set

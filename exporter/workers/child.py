@@ -1,0 +1,143 @@
+"""A probe worker: a child process that probes its share of the configured targets.
+
+One event loop runs on one core. With ``--runtime.probe-processes=N`` the serving process starts
+N-1 of these (``python -m exporter.workers.child``) and splits every scrape of the configured
+targets between itself and them, so a large scrape uses N cores. A worker holds no HTTP server,
+no metrics registry and no config file: the serving process sends it its targets.
+
+Messages on stdin (see ``exporter.frames``), replies on stdout, logs on stderr:
+  ("plan", version, max_concurrency, [(HostPort, Module), ...])   the targets of this worker
+  ("probe", request_id, version, budget_seconds)   ->  ("results", request_id, [ProbeResult, ...])
+It sends ("ready", pid) once it can take requests, and exits when stdin closes: it ignores SIGINT and
+SIGTERM so that a signal sent to the whole process group lets the serving process finish its
+in-flight scrapes first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from exporter.core.deadline import Deadline
+from exporter.core.logs import LEVELS, setup_logging
+from exporter.core.runtime import new_event_loop, raise_fd_limit
+from exporter.probers.connect.resolve import Resolver
+from exporter.probing.runner import ProbeRunner
+from exporter.workers import frames
+
+log = logging.getLogger("exporter.worker")
+
+DNS_WORKERS = 64
+# Plans kept: the current one and the one before, for a scrape that started just before a reload.
+PLANS_KEPT = 2
+
+
+def reply_margin(targets: int) -> float:
+    """Seconds a worker stops early so its reply reaches the serving process by the deadline:
+    pickling and unpickling cost ~8 µs per result (measured), plus the pipe."""
+    return 0.01 + 8e-6 * targets
+
+
+class WorkerServer:
+    """The child side: holds its shares of the plans and answers probe requests from the serving process."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self._writer = writer
+        self._resolver = Resolver(max_workers=DNS_WORKERS)
+        self._runner: ProbeRunner | None = None
+        self._plans: dict[int, list] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    def handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "plan":
+            _, version, max_concurrency, targets = message
+            if self._runner is None or self._runner.max_concurrency != max_concurrency:
+                raise_fd_limit(max_concurrency)
+                self._runner = ProbeRunner(self._resolver, max_concurrency)
+            self._plans[version] = targets
+            for old in sorted(self._plans)[:-PLANS_KEPT]:
+                del self._plans[old]
+        elif kind == "probe":
+            _, request_id, version, budget = message
+            task = asyncio.ensure_future(self._probe(request_id, version, budget))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            log.error("probe worker: unknown message %r ignored", str(kind)[:40])
+
+    async def _probe(self, request_id: int, version: int, budget: float) -> None:
+        targets = self._plans.get(version)
+        if targets is None or self._runner is None:
+            # The serving process probes this share itself on a None reply.
+            self._writer.write(frames.encode(("results", request_id, None)))
+            return
+        deadline = Deadline.after(budget).earlier(reply_margin(len(targets)))
+        try:
+            reply = frames.encode(("results", request_id, await self._runner.probe_all(targets, deadline)))
+        except Exception:  # a bug, or a result that cannot be pickled: the serving process probes instead
+            log.exception("probe worker: request %d failed", request_id)
+            reply = frames.encode(("results", request_id, None))
+        self._writer.write(reply)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._resolver.close()
+
+
+async def serve(stdin, stdout) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdout)
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    worker = WorkerServer(writer)
+    writer.write(frames.encode(("ready", os.getpid())))
+    try:
+        while True:
+            try:
+                message = await frames.read(reader)
+            except frames.FrameError as exc:
+                log.error("probe worker: %s; exiting", exc)
+                return
+            if message is None:
+                return  # the serving process closed our stdin: it is shutting down or gone
+            worker.handle(message)
+            await writer.drain()
+    finally:
+        worker.close()
+        writer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m exporter.workers.child", description="Probe worker of connectivity_exporter (started by it)."
+    )
+    parser.add_argument(
+        "--runtime.event-loop", dest="event_loop", choices=["auto", "asyncio", "uvloop"], default="auto"
+    )
+    parser.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info")
+    parser.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Our replies own fd 1; anything else printing to stdout would corrupt them, so it goes to stderr.
+    stdout = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    stdin = os.fdopen(0, "rb", buffering=0)
+    loop = new_event_loop(args.event_loop)
+    try:
+        loop.run_until_complete(serve(stdin, stdout))
+    finally:
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
