@@ -3,7 +3,7 @@ address and nftables dropping or refusing chosen ones: every verdict, the per-ad
 Eyeballs time, probe_success, the no-IPv6-route case, the tcp dialogue and smtp probers, the path diagnosis of the
 failing address, and (with --prometheus) the shipped alert rules in a real Prometheus.
 
-The scenario runs inside the namespace (tests/helpers/addresses_scenario.py); this module makes the lab and
+The scenario runs inside the namespace (tests/scenarios/addresses.py); this module makes the lab and
 asserts on the JSON the scenario prints.
 """
 
@@ -65,7 +65,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         firewall = lab.run(["nft", "-f", "-"], input=FIREWALL)
         assert firewall.returncode == 0, firewall.stderr
         lab.start_dns(*DNS)
-        argv = [sys.executable, "-m", "tests.helpers.addresses_scenario", str(tmp)]
+        argv = [sys.executable, "-m", "tests.scenarios.addresses", str(tmp)]
         if binary("prometheus") is not None:
             argv.append("--prometheus")
         done = lab.run(argv, timeout=300)

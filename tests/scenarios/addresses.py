@@ -1,5 +1,5 @@
 """Every address of a name, end to end, run INSIDE the addresses lab's namespace (tests/test_addresses_netns.py):
-``ip netns exec LAB python -m tests.helpers.addresses_scenario WORKDIR [--prometheus]``.
+``ip netns exec LAB python -m tests.scenarios.addresses WORKDIR [--prometheus]``.
 
 The lab (made by the test) has dnsmasq serving the names below and nftables dropping or refusing chosen
 addresses. This script starts the servers on every address (a line-greeting TCP server on port 8080, aiosmtpd on
