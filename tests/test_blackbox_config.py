@@ -17,11 +17,38 @@ from tests.helpers.exporter_process import REPO
 BLACKBOX_FILES = sorted((Path(__file__).parent / "configs" / "blackbox").glob("*.yml"))
 
 
+# Per file: the modules kept (all tcp) and the other probers' modules skipped, exactly.
+BLACKBOX_EXPECTED = {
+    "debian-blackbox": (
+        ["irc_banner", "pop3s_banner", "ssh_banner", "tcp_connect"],
+        {"http_2xx": "http", "http_post_2xx": "http", "grpc": "grpc", "grpc_plain": "grpc", "icmp": "icmp"}
+        | {"icmp_ttl5": "icmp"},
+    ),
+    "example": (
+        ["imap_starttls", "irc_banner_example", "smtp_starttls", "tcp_connect_example", "tls_connect"],
+        {
+            **dict.fromkeys(
+                ["http_2xx_example", "http_with_proxy", "http_post_2xx", "http_basic_auth_example"], "http"
+            ),
+            **dict.fromkeys(["http_custom_ca_example", "http_gzip", "http_gzip_with_accept_encoding"], "http"),
+            "icmp_example": "icmp",
+            **dict.fromkeys(["dns_udp_example", "dns_soa", "dns_tcp_example"], "dns"),
+        },
+    ),
+}
+
+
+def test_every_blackbox_file_has_its_expectation():
+    assert sorted(p.stem for p in BLACKBOX_FILES) == sorted(BLACKBOX_EXPECTED)
+
+
 @pytest.mark.parametrize("path", BLACKBOX_FILES, ids=[p.stem for p in BLACKBOX_FILES])
 def test_blackbox_example_files_load(path):
     config = load_config(str(path))
-    assert config.modules and all(module.prober == "tcp" for module in config.modules.values())
-    assert set(config.unsupported_modules.values()) <= {"http", "icmp", "dns", "grpc", "unix", "websocket"}
+    kept, skipped = BLACKBOX_EXPECTED[path.stem]
+    assert sorted(config.modules) == kept
+    assert all(module.prober == "tcp" for module in config.modules.values())
+    assert dict(config.unsupported_modules) == skipped
     assert len(config.warnings) == len(config.unsupported_modules)
     for name, warning in zip(config.unsupported_modules, config.warnings, strict=False):
         assert f"modules.{name}: skipped" in warning and "\n" not in warning

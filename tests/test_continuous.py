@@ -436,7 +436,8 @@ targets:
         )
         assert value(text, "connectivity_exporter_probe_workers") == 1
         process.signal(signal.SIGTERM)
-        assert process.wait() == 0
+        assert process.wait() == 0, process.log
+        assert "msg=stopped exit_code=0" in process.log  # a clean stop on SIGTERM, workers included
     finally:
         process.stop()
 

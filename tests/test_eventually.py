@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from tests.helpers.eventually import eventually
+from tests.helpers.eventually import GaveUp, eventually
 
 
 def test_returns_the_first_value_that_passes():
@@ -23,6 +23,7 @@ def test_a_timeout_names_what_was_awaited_and_the_last_value():
     assert message.startswith("gave up waiting for a negative number after 0.2 s (")
     last = int(message.rsplit("last seen: ", 1)[1])
     assert last == next(values) - 1  # the value of the very last attempt, not an earlier one
+    assert isinstance(caught.value, GaveUp) and caught.value.last == last
 
 
 def test_ignored_exceptions_are_not_yet_and_reported_as_the_last_value():

@@ -17,6 +17,7 @@ import textwrap
 import pytest
 
 from tests.helpers.dns_server import ROOT, MailLab, lab_unavailable_reason
+from tests.helpers.eventually import eventually
 from tests.helpers.exim import exim_command, exim_root, exim_workdir
 from tests.helpers.exporter_process import start_exporter
 
@@ -448,7 +449,6 @@ def test_metrics_scrape_of_domain_targets_through_probe_workers(lab, tmp_path):
 @pytest.mark.e2e
 def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_path):
     """The dashboard's Mail domains row, queried in a real Prometheus scraping the exporter in the lab."""
-    import time
 
     import yaml
 
@@ -501,22 +501,22 @@ def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_
         "print(json.dumps(out))\n"
     )
     try:
-        results: dict = {}
-        for _ in range(120):  # bounded: Prometheus starts, scrapes every second
-            done = lab.run(
-                [
-                    sys.executable,
-                    "-c",
-                    ask,
-                    f"http://127.0.0.1:{prometheus_port}",
-                    *[query["promql"] for query in queries],
-                ]
-            )
-            if done.returncode == 0:
-                results = json.loads(done.stdout)
-                if all(results.values()):
-                    break
-            time.sleep(0.5)
+
+        def answers() -> dict:
+            argv = [sys.executable, "-c", ask, f"http://127.0.0.1:{prometheus_port}"]
+            done = lab.run([*argv, *[query["promql"] for query in queries]])
+            if done.returncode != 0:
+                raise OSError(f"Prometheus not answering yet: {done.stderr[-300:]}")
+            return json.loads(done.stdout)
+
+        # Prometheus starts and scrapes every second; each panel's query must return data.
+        results = eventually(
+            answers,
+            until=lambda results: all(results.values()),
+            what="every mail-domain panel's query to return data",
+            interval=0.5,
+            ignoring=(OSError,),
+        )
     finally:
         exporter.stop()
         server.terminate()

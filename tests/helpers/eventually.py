@@ -11,7 +11,8 @@ assertion, not like a hang.
 ``probe`` is called once per attempt; its result is tested with ``until`` (default: truthy) and returned as
 soon as it passes. Exceptions listed in ``ignoring`` count as "not yet" (e.g. ``OSError`` while a server is
 still starting) and are reported as the last value; any other exception ends the wait at once (e.g. a
-``probe`` that raises because the process it waits for has exited).
+``probe`` that raises because the process it waits for has exited). A timeout raises ``GaveUp``, an
+``AssertionError`` that also carries the last value (a scenario may report it instead of failing at once).
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ T = TypeVar("T")
 TIMEOUT = 60.0  # seconds; generous on purpose: it bounds a failure, it never paces a passing test
 INTERVAL = 0.1  # seconds between attempts
 _SHOWN = 2000  # characters of the last value in a failure message (scrapes and logs can be long)
+
+
+class GaveUp(AssertionError):
+    """The condition did not hold in time; ``last`` is the last value seen (or the last ignored error's text)."""
+
+    def __init__(self, message: str, last: object) -> None:
+        super().__init__(message)
+        self.last = last
 
 
 def _truthy(value: object) -> bool:
@@ -53,12 +62,13 @@ class _Attempts:
     def expired(self) -> bool:
         return time.monotonic() >= self.deadline
 
-    def failure(self) -> AssertionError:
+    def failure(self) -> GaveUp:
         shown = self.last if isinstance(self.last, str) else repr(self.last)
         if len(shown) > _SHOWN:
             shown = "…" + shown[-_SHOWN:]
-        return AssertionError(
-            f"gave up waiting for {self.what} after {self.timeout:g} s ({self.attempts} attempts); last seen: {shown}"
+        return GaveUp(
+            f"gave up waiting for {self.what} after {self.timeout:g} s ({self.attempts} attempts); last seen: {shown}",
+            self.last,
         )
 
 
