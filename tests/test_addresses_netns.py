@@ -20,7 +20,7 @@ import pytest
 from tests.helpers.dns_server import MailLab, lab_unavailable_reason
 from tests.helpers.e2e_stack import binary
 
-pytestmark = [pytest.mark.netns]
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 V4_OK, V4_OK2, V4_DROP, V4_REFUSE = "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"
