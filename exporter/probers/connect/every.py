@@ -18,9 +18,10 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from exporter.core.address import HostPort
+from exporter.core.deadline import Deadline
 from exporter.probers.connect.addresses import experience, finish, happy_eyeballs_order
 from exporter.probers.connect.resolve import Resolved, ResolveError, Resolver
 from exporter.probers.connect.result import AddressesReport, AddressOutcome, ProbeResult, TcpState
@@ -28,7 +29,7 @@ from exporter.probers.connect.result import AddressesReport, AddressOutcome, Pro
 if TYPE_CHECKING:
     from exporter.probers.connect.settings import TcpSettings
 
-ConnectTarget = Callable[[ProbeResult, HostPort, "TcpSettings", float, Resolver], Awaitable[socket.socket | None]]
+ConnectTarget = Callable[[ProbeResult, HostPort, "TcpSettings", Deadline, Resolver], Awaitable[socket.socket | None]]
 
 log = logging.getLogger("exporter.addresses")
 
@@ -63,7 +64,7 @@ async def connect_every_address(
     result: ProbeResult,
     target: HostPort,
     tcp: TcpSettings,
-    deadline: float,
+    deadline: Deadline,
     resolver: Resolver,
     connect_target: ConnectTarget,
 ) -> socket.socket | None:
@@ -118,7 +119,8 @@ async def connect_every_address(
 
     connects = asyncio.gather(*(one(index, resolved) for index, resolved in enumerate(probed)))
     try:
-        await asyncio.wait([first, connects], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+        waited: list[asyncio.Future[Any]] = [first, connects]  # two result types: no common Future[T]
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
         connects.cancel()
         _close_chosen(first, sockets)

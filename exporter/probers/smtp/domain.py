@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import dns.asyncresolver
 import dns.exception
 
 from exporter.core.address import HostPort
@@ -40,6 +41,7 @@ from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, ProbeResult, TcpState
 from exporter.probers.module import Module
 from exporter.probers.smtp.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
+from exporter.probers.smtp.replies import Reply
 from exporter.probers.smtp.result import REPLY_STAGES, SmtpDetails, SmtpState
 from exporter.probers.smtp.session import probe_smtp
 
@@ -112,7 +114,7 @@ class MxHost:
     def probed(self) -> bool:
         return self.state != NOT_PROBED
 
-    def reply(self, stage: str):
+    def reply(self, stage: str) -> Reply | None:
         return self.smtp.replies.get(stage) if self.smtp is not None else None
 
 
@@ -249,7 +251,13 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
 
 
 async def _probe_host(
-    host: MxHost, port: int, module: Module, deadline: Deadline, resolver: Resolver, dns_resolver, result: ProbeResult
+    host: MxHost,
+    port: int,
+    module: Module,
+    deadline: Deadline,
+    resolver: Resolver,
+    dns_resolver: dns.asyncresolver.Resolver,
+    result: ProbeResult,
 ) -> None:
     started = time.perf_counter()
     found: HostAddresses = await lookup_addresses(host.host, deadline, module.tcp, dns_resolver)
@@ -371,7 +379,7 @@ def _verdict_words(details: MailDomainDetails) -> str:
     return f"no MX host of {domain} accepts mail ({kind} tried): {reasons}"
 
 
-def _failing_reply(host: MxHost):
+def _failing_reply(host: MxHost) -> Reply | None:
     """The reply that ended the host's dialogue (the last one of 400 or more), if any."""
     replies = [host.reply(stage) for stage in REPLY_STAGES]
     replies += [host.reply("relay_rcpt")]
