@@ -37,8 +37,10 @@ from exporter.core.deadline import Deadline
 from exporter.core.exposition import Family, Samples, escape_label_value, labelled
 from exporter.core.transcript import printable
 from exporter.probers.base import Prober
+from exporter.probers.connect.addresses import distinct, experience, finish
+from exporter.probers.connect.dial import connect_beside
 from exporter.probers.connect.resolve import Resolver
-from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, ProbeResult, TcpState
+from exporter.probers.connect.result import AddressesReport, DetailsBase, Fact, JsonObject, ProbeResult, TcpState
 from exporter.probers.module import Module
 from exporter.probers.smtp.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
 from exporter.probers.smtp.replies import Reply
@@ -238,13 +240,17 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
     if len(details.mx) > len(probed):
         result.note(f"Probing the first {len(probed)} of {len(details.mx)} MX hosts (mx_max_hosts)")
     loop = asyncio.get_running_loop()
+    every = AddressesReport()  # tcp.probe_addresses: all: every address of every probed MX host if module.tcp.probe_addresses == "all" else None
     for index, host in enumerate(probed):
         remaining = deadline - loop.time()
         if remaining <= 0.01:
             result.note(f"No time left for MX {host.host}: not probed")
             break
         share = deadline.share(len(probed) - index)
-        await _probe_host(host, target.port, module, share, resolver, dns_resolver, result)
+        await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, every)
+    if every is not None:
+        result.addresses = finish(distinct(every))
+        result.note(f"Every address of the MX hosts: {result.addresses.state}; {experience(result.addresses)}")
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)
     return _finish(result, details)
@@ -258,6 +264,7 @@ async def _probe_host(
     resolver: Resolver,
     dns_resolver: dns.asyncresolver.Resolver,
     result: ProbeResult,
+    every: AddressesReport | None,
 ) -> None:
     started = time.perf_counter()
     found: HostAddresses = await lookup_addresses(host.host, deadline, module.tcp, dns_resolver)
@@ -276,15 +283,22 @@ async def _probe_host(
     host_module = _module_for(module, host.host)
     loop = asyncio.get_running_loop()
     candidates = found.addresses[:MAX_ADDRESSES_TRIED]
-    for index, address in enumerate(candidates):
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        own_deadline = deadline.share(len(candidates) - index)
-        outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
-        _record(host, address, outcome, result)
-        if outcome.state != SmtpState.CONNECT_FAILED:
-            break  # a host that answered decides; only a failed connect moves on to its next address
+
+    async def sessions() -> None:
+        for index, address in enumerate(candidates):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            own_deadline = deadline.share(len(candidates) - index)
+            outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
+            _record(host, address, outcome, result)
+            if outcome.state != SmtpState.CONNECT_FAILED:
+                break  # a host that answered decides; only a failed connect moves on to its next address
+
+    if every is None:
+        await sessions()
+    else:  # tcp.probe_addresses: all: every address of the host, at once, beside the sessions
+        await connect_beside(sessions(), found.addresses, port, module.tcp, deadline, resolver, every)
     host.duration_seconds = time.perf_counter() - started
 
 
