@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import dns.asyncresolver
 import dns.exception
 
 from exporter.core.address import HostPort
@@ -42,8 +43,10 @@ from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import AddressesReport, DetailsBase, Fact, JsonObject, ProbeResult, TcpState
 from exporter.probers.module import Module
 from exporter.probers.smtp.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
+from exporter.probers.smtp.replies import Reply
 from exporter.probers.smtp.result import REPLY_STAGES, SmtpDetails, SmtpState
 from exporter.probers.smtp.session import probe_smtp
+from exporter.probers.smtp.settings import SmtpSettings, smtp_settings
 
 # An MX host whose addresses all fail to connect is given up after this many addresses.
 MAX_ADDRESSES_TRIED = 2
@@ -114,7 +117,7 @@ class MxHost:
     def probed(self) -> bool:
         return self.state != NOT_PROBED
 
-    def reply(self, stage: str):
+    def reply(self, stage: str) -> Reply | None:
         return self.smtp.replies.get(stage) if self.smtp is not None else None
 
 
@@ -188,7 +191,8 @@ def mail_domain(result: ProbeResult) -> MailDomainDetails | None:
 
 async def probe_smtp_target(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     """The smtp prober's entry in the prober table: a mail domain with ``mx: true``, else one host."""
-    if module.settings is not None and module.settings.mx:
+    settings = module.settings
+    if isinstance(settings, SmtpSettings) and settings.mx:
         return await probe_mail_domain(target, module, deadline, resolver)
     return await probe_smtp(target, module, deadline, resolver)
 
@@ -200,8 +204,7 @@ def with_mail_domains(smtp: Prober) -> Prober:
 
 
 async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
-    settings = module.settings
-    assert settings is not None
+    settings = smtp_settings(module)
     details = MailDomainDetails(domain=target.host)
     result = ProbeResult(state=SmtpState.CONNECT_FAILED, tcp_state=TcpState.DNS_ERROR, details=details)
     if target.ip is not None:
@@ -260,7 +263,7 @@ async def _probe_host(
     module: Module,
     deadline: Deadline,
     resolver: Resolver,
-    dns_resolver,
+    dns_resolver: dns.asyncresolver.Resolver,
     result: ProbeResult,
     every: AddressesReport | None,
 ) -> None:
@@ -306,8 +309,7 @@ def _literal(address: str, port: int) -> HostPort:
 
 def _module_for(module: Module, host: str) -> Module:
     """The module as one MX host is probed: its certificate is checked against the MX host's name."""
-    smtp = module.settings
-    assert smtp is not None
+    smtp = smtp_settings(module)
     tls_config = smtp.tls_config
     if tls_config.server_name is None:
         tls_config = dataclasses.replace(tls_config, server_name=host)
@@ -391,7 +393,7 @@ def _verdict_words(details: MailDomainDetails) -> str:
     return f"no MX host of {domain} accepts mail ({kind} tried): {reasons}"
 
 
-def _failing_reply(host: MxHost):
+def _failing_reply(host: MxHost) -> Reply | None:
     """The reply that ended the host's dialogue (the last one of 400 or more), if any."""
     replies = [host.reply(stage) for stage in REPLY_STAGES]
     replies += [host.reply("relay_rcpt")]

@@ -4,10 +4,11 @@ Each function does something the standard library has no public API for on every
 (Debian 12's 3.11.2 and newer); the probers call these and never touch the internals themselves, so a
 new Python release that breaks one of them breaks it here, in one place.
 
-- ``peer_chain``: the certificate chains of a finished TLS handshake. They are public as
-  ``get_unverified_chain()`` / ``get_verified_chain()`` only from Python 3.13; on 3.11 and 3.12 the
-  same methods exist on the connection's private ``_sslobj`` (an ``_ssl._SSLSocket``), and their
-  certificates offer only the undocumented ``get_info()`` (the dict ``getpeercert()`` returns).
+- ``peer_chain``: the certificate chains of a finished TLS handshake, each certificate as the dict
+  ``getpeercert()`` returns. The methods are on the connection's private ``_sslobj`` (an
+  ``_ssl._SSLSocket``, Python 3.10 and later), whose certificates offer only the undocumented
+  ``get_info()``. Python 3.13 made ``get_unverified_chain()`` / ``get_verified_chain()`` public, but
+  they return DER bytes, and the standard library has no public way to turn DER into that dict.
 - ``read_ahead`` / ``discard_read_ahead``: bytes an ``asyncio.StreamReader`` has received but not handed
   out yet (its private ``_buffer``). There is no public way to see them without awaiting a read, and a
   STARTTLS dialogue must know of them (RFC 3207 section 5: nothing may follow the server's go-ahead)
@@ -29,9 +30,10 @@ CertInfo = dict[str, Any]
 
 def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket, verified: bool) -> list[CertInfo]:
     """The chain the server sent (``verified=False``) or the one OpenSSL verified, trust anchor
-    included; leaf first. Without either API: the leaf alone when verified, else nothing."""
+    included; leaf first. Without the private methods: the leaf alone when verified, else nothing."""
     name = "get_verified_chain" if verified else "get_unverified_chain"
-    getter = getattr(ssl_object, name, None) or getattr(getattr(ssl_object, "_sslobj", None), name, None)
+    # The private object first: the public methods of 3.13 return DER bytes, which have no get_info().
+    getter = getattr(getattr(ssl_object, "_sslobj", None), name, None)
     if getter is None:
         leaf = ssl_object.getpeercert() if verified else None
         return [leaf] if leaf else []
