@@ -152,12 +152,17 @@ def run(workdir: Path, with_prometheus: bool) -> dict[str, object]:
             ],
         )
         wait_until_ready(f"http://127.0.0.1:{port}/-/ready", processes, time.monotonic() + 30)
-        workers_metrics = ""
-        for _ in range(40):  # until the workers are up and the scrape has every target (bounded)
-            workers_metrics = http_get(f"http://127.0.0.1:{port}/metrics", timeout=30)[1].decode(errors="replace")
-            if workers_metrics.count("probe_addresses_state{") >= 18:
-                break
-            time.sleep(0.25)
+        try:  # until the workers are up and the scrape has every target; reported, not raised
+            workers_metrics = eventually(
+                processes.watching(
+                    lambda: http_get(f"http://127.0.0.1:{port}/metrics", timeout=30)[1].decode(errors="replace")
+                ),
+                until=lambda text: text.count("probe_addresses_state{") >= 18,
+                what="every target's address states through the probe workers",
+                interval=0.25,
+            )
+        except GaveUp as gave_up:
+            workers_metrics = gave_up.last
         report["workers_metrics"] = workers_metrics
         diagnosed = check(f"v6-drop.test:{TCP_PORT}", "tcp_all_diagnose", config, "--json")
         cases["diagnose"] = {"exit": diagnosed.returncode, "json": json.loads(diagnosed.stdout)}
