@@ -40,6 +40,8 @@ from exporter.probers.base import Fact, Prober
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.module import Module
+from exporter.probers.smtp import mail_tls
+from exporter.probers.smtp.mail_tls import MailTls
 from exporter.probers.smtp.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
 from exporter.probers.smtp.result import REPLY_STAGES, SmtpDetails, SmtpState
 from exporter.probers.smtp.session import probe_smtp
@@ -108,6 +110,7 @@ class MxHost:
     duration_seconds: float = 0.0
     smtp: SmtpDetails | None = None
     dns_temporary: bool = False  # no address because a lookup failed for now
+    refused_by: str | None = None  # why senders enforcing MTA-STS refuse this host (smtp.mta_sts)
 
     @property
     def probed(self) -> bool:
@@ -126,6 +129,7 @@ class MailDomainDetails:
     mx: list[MxHost] = field(default_factory=list)
     lookup_seconds: float = 0.0
     verdict: str = ""
+    tls: MailTls | None = None  # smtp.mta_sts / smtp.dane (exporter.probers.smtp.mail_tls)
 
     @property
     def explanations(self) -> list[tuple[str, str]]:
@@ -164,6 +168,7 @@ class MailDomainDetails:
                 }
                 for host in self.mx
             ],
+            **(self.tls.contract() if self.tls is not None else {"mta_sts": None, "tls_rpt": None, "dane": None}),
         }
 
 
@@ -251,24 +256,38 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: float, r
         f"DNS: {len(details.mx)} mail host(s) in {answer.seconds * 1000:.1f} ms: "
         + ", ".join(f"{host.preference} {host.host}" for host in details.mx)
     )
+    loop = asyncio.get_running_loop()
+    discovery = None
+    if settings.mta_sts or settings.dane:
+        details.tls = MailTls(details.domain, settings.mta_sts, settings.dane)
+        discovery = asyncio.create_task(mail_tls.discover(details.tls, deadline))
     probed = details.mx[: settings.mx_max_hosts]
     if len(details.mx) > len(probed):
         result.note(f"Probing the first {len(probed)} of {len(details.mx)} MX hosts (mx_max_hosts)")
-    loop = asyncio.get_running_loop()
     for index, host in enumerate(probed):
         remaining = deadline - loop.time()
         if remaining <= 0.01:
             result.note(f"No time left for MX {host.host}: not probed")
             break
         share = Deadline(loop.time() + remaining / (len(probed) - index))
-        await _probe_host(host, target.port, module, share, resolver, dns_resolver, result)
+        await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, details.tls)
+    if discovery is not None and details.tls is not None:
+        await discovery  # bounded by the deadline like everything in it
+        _apply_policy(details, details.tls, result)
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)
     return _finish(result, details)
 
 
 async def _probe_host(
-    host: MxHost, port: int, module: Module, deadline: float, resolver: Resolver, dns_resolver, result: ProbeResult
+    host: MxHost,
+    port: int,
+    module: Module,
+    deadline: float,
+    resolver: Resolver,
+    dns_resolver,
+    result: ProbeResult,
+    tls: MailTls | None = None,
 ) -> None:
     started = time.perf_counter()
     found: HostAddresses = await lookup_addresses(host.host, deadline, module.tcp, dns_resolver)
@@ -285,6 +304,16 @@ async def _probe_host(
         host.duration_seconds = time.perf_counter() - started
         return
     host_module = _module_for(module, host.host)
+    # The TLS policy checks (own STARTTLS session, TLSA lookup) run beside the SMTP test, in its share.
+    tls_check = (
+        asyncio.create_task(
+            mail_tls.check_host(
+                tls, host.host, host.preference, found.addresses, port, module.settings.ehlo_name, deadline
+            )
+        )
+        if tls is not None
+        else None
+    )
     loop = asyncio.get_running_loop()
     candidates = found.addresses[:MAX_ADDRESSES_TRIED]
     for index, address in enumerate(candidates):
@@ -296,6 +325,8 @@ async def _probe_host(
         _record(host, address, outcome, result)
         if outcome.state != SmtpState.CONNECT_FAILED:
             break  # a host that answered decides; only a failed connect moves on to its next address
+    if tls_check is not None:
+        await tls_check
     host.duration_seconds = time.perf_counter() - started
 
 
@@ -334,33 +365,56 @@ def _record(host: MxHost, address: str, outcome: ProbeResult, result: ProbeResul
 
 def _verdict(hosts: list[MxHost]) -> MailDomainState:
     tried = [host for host in hosts if host.probed]
-    accepting = [host for host in tried if host.success]
+    accepting = [host for host in tried if _accepts(host)]
     if not accepting:
         return MailDomainState.ALL_MX_FAILED
     best = min(host.preference for host in accepting)
     # A sender tries hosts of lower preference first, and equal ones in random order: any of
     # them failing delays some mail.
-    if any(not host.success and host.preference <= best for host in tried):
+    if any(not _accepts(host) and host.preference <= best for host in tried):
         return MailDomainState.DEGRADED
     return MailDomainState.OK
+
+
+def _accepts(host: MxHost) -> bool:
+    """Whether senders deliver to the host: its SMTP test passes and no enforced MTA-STS policy refuses it."""
+    return host.success and host.refused_by is None
+
+
+def _apply_policy(details: MailDomainDetails, tls: MailTls, result: ProbeResult) -> None:
+    mail_tls.evaluate(tls, [(host.host, host.preference) for host in details.mx])
+    refusals = tls.refusals()
+    for host in details.mx:
+        host.refused_by = refusals.get(host.host)
+    for line in mail_tls.render_text(tls):
+        result.note(line)
+
+
+def _fails(host: MxHost) -> str:
+    if host.success and host.refused_by is not None:
+        return f"is refused by senders that enforce MTA-STS ({host.refused_by})"
+    return f"fails with {host.state}"
 
 
 def _deciding(details: MailDomainDetails) -> MxHost | None:
     """The host whose outcome the top-level series show: the first accepting one, else the first tried."""
     tried = [host for host in details.mx if host.probed]
-    return next((host for host in tried if host.success), tried[0] if tried else None)
+    return next((host for host in tried if _accepts(host)), tried[0] if tried else None)
 
 
 def _verdict_words(details: MailDomainDetails) -> str:
     domain, state = details.domain, details.state
     tried = [host for host in details.mx if host.probed]
-    failed = [host for host in tried if not host.success]
+    failed = [host for host in tried if not _accepts(host)]
     kind = "its implicit MX (the domain's own address)" if details.implicit else f"{len(tried)} MX host(s)"
     if state is MailDomainState.OK:
         first = _deciding(details)
         assert first is not None
         extra = (
-            (f"; but {len(failed)} backup host(s) fail: " + ", ".join(f"{host.host} ({host.state})" for host in failed))
+            (
+                f"; but {len(failed)} backup host(s) fail: "
+                + ", ".join(f"{host.host} ({_short(host) if host.refused_by else host.state})" for host in failed)
+            )
             if failed
             else ""
         )
@@ -371,7 +425,7 @@ def _verdict_words(details: MailDomainDetails) -> str:
         ahead = [host for host in failed if host.preference <= first.preference]
         return (
             f"mail to {domain} is delayed, not lost: "
-            + ", ".join(f"{host.host} (preference {host.preference}) fails with {host.state}" for host in ahead)
+            + ", ".join(f"{host.host} (preference {host.preference}) {_fails(host)}" for host in ahead)
             + f"; senders retry and reach {first.host} (preference {first.preference}), which accepts"
         )
     if not tried:
@@ -399,6 +453,8 @@ def _failing_reply(host: MxHost):
 
 def _short(host: MxHost) -> str:
     """A host's failure in a few words: its state, and the reply code or TCP outcome behind it."""
+    if host.success and host.refused_by is not None:
+        return f"refused by senders that enforce MTA-STS: {host.refused_by}"
     if host.state == SmtpState.OPEN_RELAY:
         return "open relay (accepted a foreign recipient)"
     reply = _failing_reply(host)
@@ -412,6 +468,8 @@ def _short(host: MxHost) -> str:
 
 def _temporary(host: MxHost) -> bool:
     """Whether a sender would queue and retry this host (as opposed to bouncing or never trying)."""
+    if host.success and host.refused_by is not None:
+        return True  # RFC 8461 §5: an enforcing sender defers the mail rather than bounce it
     if host.state in (SmtpState.CONNECT_FAILED, SmtpState.BANNER_TIMEOUT, SmtpState.TIMEOUT):
         return host.tcp_state != TcpState.DNS_ERROR or host.dns_temporary
     reply = _failing_reply(host)
@@ -547,6 +605,7 @@ MAIL_DOMAIN_FAMILIES = (
         "How long probing this MX host took (its address lookup included), in seconds.",
         _per_host(lambda host: host.duration_seconds),
     ),
+    *mail_tls.families(lambda result: details.tls if (details := mail_domain(result)) is not None else None),
 )
 
 
@@ -556,8 +615,10 @@ MAIL_DOMAIN_FAMILIES = (
 def render_text(details: Any) -> list[str]:
     """The MX table, in the order tried; [] for results that are not a mail domain's or have no MX host.
     (The verdict is the probe's detail and the plugin's "Mail domain" fact.)"""
-    if not isinstance(details, MailDomainDetails) or not details.mx:
+    if not isinstance(details, MailDomainDetails):
         return []
+    if not details.mx:
+        return mail_tls.render_text(details.tls)
     lines = [f"MX hosts of {details.domain}, in the order tried:"]
     rows = [("PREF", "MX HOST", "ADDRESSES", "STATE", "GREETING")]
     for host in details.mx:
@@ -579,4 +640,4 @@ def render_text(details: Any) -> list[str]:
         "  " + "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
         for row in rows
     ]
-    return lines
+    return lines + mail_tls.render_text(details.tls)
