@@ -154,15 +154,19 @@ def lab(tmp_path_factory):
             ],
             "sites": sites,
         }
-        (tmp / "spec.json").write_text(json.dumps(spec))
-        servers = lab.popen(
-            [sys.executable, "-m", "tests.helpers.mail_tls_servers", str(tmp / "spec.json")],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        )
-        assert servers.stdout is not None and servers.stdout.readline().strip() == "ready"
+        # The SMTP servers and the (partly hostile) policy hosts run in two processes, so a policy host
+        # busy writing cannot delay an SMTP greeting.
+        smtp_spec = {"smtp": spec.pop("smtp")}
+        for name, part in (("smtp", smtp_spec), ("https", spec)):
+            (tmp / f"{name}.json").write_text(json.dumps(part))
+            servers = lab.popen(
+                [sys.executable, "-m", "tests.helpers.mail_tls_servers", str(tmp / f"{name}.json")],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            )
+            assert servers.stdout is not None and servers.stdout.readline().strip() == "ready"
         for address, port in ((MX1, 25), (MX_NOTLS, 25), (POLICY, 443)):
             lab.wait_for(f"import socket; socket.create_connection(('{address}', {port}), timeout=2).close()")
         (tmp / "config.yml").write_text(CONFIG)
@@ -287,7 +291,7 @@ def test_policy_host_failures(lab, domain, state, words):
     assert sts(doc)["state"] == state and words in sts(doc)["reason"], sts(doc)
     assert sts(doc)["id"] is not None and sts(doc)["failing_mx"] == []
     # The policy fetch never stalls the probe: the MX host still accepts, inside the deadline.
-    assert code == 0 and doc["mail_domain"]["state"] == "ok"
+    assert code == 0 and doc["mail_domain"]["state"] == "ok", (doc["detail"], doc["transcript"][-12:])
     assert doc["duration_seconds"] <= TIMEOUT + 0.5
     assert elapsed < TIMEOUT + 30  # the whole check process, interpreter start-up included
 

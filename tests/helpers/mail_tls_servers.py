@@ -50,6 +50,8 @@ def _app(sites: dict[str, dict[str, Any]]) -> web.Application:
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
         for _ in range(100_000):  # bounded; the client hangs up long before
+            if request.transport is None or request.transport.is_closing():
+                break  # the client gave up: stop, or this process would starve its other servers
             if kind == "slow":
                 await response.write(b"v")
                 await asyncio.sleep(0.5)
