@@ -91,7 +91,8 @@ def test_a_value_on_a_bound_falls_in_that_bucket():
 
 
 def test_rendered_families_parse_as_conventional_histograms_and_counters():
-    open_tally, smtp_tally = TargetTally(layout()), TargetTally(layout(HistogramBuckets(), banner=True))
+    every = HistogramBuckets(histograms=("connect", "banner", "duration"))
+    open_tally, smtp_tally = TargetTally(layout()), TargetTally(layout(every, banner=True))
     for connect in (0.0005, 0.005, 0.005, 0.05, 2.0):
         open_tally.observe("open", True, connect, None, connect + 0.001)
     smtp_tally.observe("open", True, 0.004, 0.3, 0.5)
@@ -113,9 +114,14 @@ def test_rendered_families_parse_as_conventional_histograms_and_counters():
     assert found[("probe_results_total", a | {("state", "open")})] == 5
     assert found[("probe_results_total", a | {("state", "timeout")})] == 0
     assert found[("probe_skipped_total", a)] == 1
-    # The banner histogram only for the smtp-like layout; its label value with a quote survives.
+    b = frozenset({("target", "b:25"), ("module", "s"), ("site", 'x"y')})
+    assert ("probe_skipped_total", b) not in found  # absent until a tick is skipped
+    # The banner and duration histograms only where the module lists them (opt-in); a label value
+    # with a quote survives.
     banner = [labels for name, labels in found if name == "probe_smtp_banner_time_seconds_count"]
-    assert banner == [frozenset({("target", "b:25"), ("module", "s"), ("site", 'x"y')})]
+    assert banner == [b]
+    duration = [labels for name, labels in found if name == "probe_total_time_seconds_count"]
+    assert duration == [b]
     if shutil.which("promtool"):
         checked = subprocess.run(
             ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
@@ -169,8 +175,20 @@ targets:
     assert [str(t.address) for t in plan.targets] == ["127.0.0.1:4"]
     assert config.modules["every_5s"].histogram_buckets.connect == (0.001, 0.01)
     assert config.modules["every_5s"].histogram_buckets.duration[0] == 0.001
+    assert config.modules["every_5s"].histogram_buckets.histograms == ("connect",)  # the default: one histogram
     assert config.modules["on_scrape"].histogram_buckets is None
     assert HistogramBuckets().connect == DEFAULT_CONNECT_BUCKETS
+
+
+def test_histograms_other_than_connect_are_opt_in():
+    config = parse_config("""
+modules:
+  smtp_every_1m: {prober: smtp, interval: 1m, histograms: [connect, banner], histogram_buckets: {banner: [1, 5]}}
+  tcp_timed: {prober: tcp, interval: 10s, histograms: [duration]}
+""")
+    smtp = config.modules["smtp_every_1m"].histogram_buckets
+    assert (smtp.histograms, smtp.banner) == (("connect", "banner"), (1.0, 5.0))
+    assert config.modules["tcp_timed"].histogram_buckets.histograms == ("duration",)
 
 
 # --- the running exporter ------------------------------------------------------------------------
@@ -308,7 +326,7 @@ async def test_a_probe_longer_than_its_interval_never_overlaps_itself(make_clien
         client = await make_client(
             parse_config(f"""
 modules:
-  slow: {{prober: smtp, interval: 200ms, timeout: 1s}}
+  slow: {{prober: smtp, interval: 200ms, timeout: 1s, histograms: [connect, banner, duration]}}
 targets:
   - {{target: "127.0.0.1:{port}", module: slow}}
 """)

@@ -166,7 +166,18 @@ def lab(tmp_path_factory):
 
 def check(lab: MailLab, domain: str) -> dict:
     done = lab.run(
-        [sys.executable, "-m", "exporter", "check", domain, "--module", "dane", "--config.file", str(lab.config), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "check",
+            domain,
+            "--module",
+            "dane",
+            "--config.file",
+            str(lab.config),
+            "--json",
+        ],
         timeout=90,
     )
     assert done.returncode in (0, 1), done.stderr

@@ -11,7 +11,7 @@ import subprocess
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.core.exposition import Family, format_value, label_prefix, one_hot, render, single
+from exporter.core.exposition import Family, format_value, label_prefix, labelled, one_hot, render, single
 from exporter.probers.connect.metrics import COMMON_FAMILIES, TCP_FAMILIES
 from exporter.probers.connect.result import ProbeResult, TcpState
 from tests.helpers.configs import require_binary
@@ -30,8 +30,10 @@ ALL = (*FAMILIES, ODD, SPARSE)
 
 
 def generic(family: Family) -> Family:
-    """The same family through the generic per-sample loop (its samples without the fast writer)."""
-    return Family(family.name, family.type, family.help, lambda result, samples=family.samples: samples(result))
+    """The same family through the generic labelled writer (its samples as pairs, not its fast writer)."""
+    return Family(
+        family.name, family.type, family.help, labelled(lambda result, samples=family.samples: samples(result))
+    )
 
 
 floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5))
@@ -68,8 +70,8 @@ def _result(success, state, connect, duration, protocol, phase, optional) -> Pro
 @given(st.lists(st.tuples(label_values, results, st.booleans()), max_size=12))
 def test_fast_writers_match_the_generic_loop(entries):
     triples = []
-    for index, (note, result, labelled) in enumerate(entries):
-        prefix = label_prefix([("target", f"t{index}"), ("note", note)]) if labelled else ""
+    for index, (note, result, with_labels) in enumerate(entries):
+        prefix = label_prefix([("target", f"t{index}"), ("note", note)]) if with_labels else ""
         # Some targets lack some families, as targets of different probers do.
         present = frozenset(ALL if index % 3 else FAMILIES)
         triples.append((prefix, result, present))

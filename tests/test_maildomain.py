@@ -160,7 +160,7 @@ def test_the_mx_table():
     assert lines[1].split() == ["PREF", "MX", "HOST", "ADDRESSES", "STATE", "GREETING"]
     assert lines[2].split()[:5] == ["10", "a.example.test", "192.0.2.1", "connect_failed", "(refused)"]
     assert lines[4].split() == ["30", "c.example.test", "-", "not_probed", "-"]
-    assert render_text(None) == [] and render_text(SmtpDetails()) == []
+    assert SmtpDetails().report_lines() == []  # one host's details: no MX table
     assert render_text(MailDomainDetails("null.test", MailDomainState.NULL_MX)) == []
 
 
@@ -242,7 +242,7 @@ async def test_no_relay_check_unless_configured(servers):
 
 def test_replies_are_explained_per_host_with_rfc_7504_domain_wording():
     smtp = SmtpDetails(
-        explanations=[
+        reply_explanations=[
             ("banner 220", "the server is ready"),
             ("rcpt 556 5.1.10", "the recipient's domain does not accept mail"),
         ]
@@ -250,7 +250,7 @@ def test_replies_are_explained_per_host_with_rfc_7504_domain_wording():
     details = MailDomainDetails(
         "example.test", mx=[MxHost("mx1.example.test", 10, state="recipient_rejected", smtp=smtp)]
     )
-    explained = dict(details.explanations)
+    explained = dict(details.explanations())
     assert explained["mx1.example.test: banner 220"] == "the server is ready"
     assert explained["mx1.example.test: rcpt 556 5.1.10"].startswith(
         "556 (RFC 7504): the recipient's domain does not accept mail"
@@ -263,11 +263,12 @@ async def test_the_smtp_plugin_serves_both_kinds_of_result(servers):
 
     smtp = PROBERS["smtp"]
     domain = domain_result([host("a", 10), host("b", 20, "connect_failed", "refused")])
-    assert smtp.details_json(domain) == domain.details.contract()
-    assert [(fact.label, fact.text) for fact in smtp.facts(domain, 0.0)] == [
+    assert domain.details.json_sections() == {"mail_domain": domain.details.contract()}
+    assert [(fact.label, fact.text) for fact in domain.details.facts(str(domain.state), 0.0)] == [
         ("Mail domain", "ok (mail to the domain is accepted now)")
     ]
+    assert domain.details.report_lines()[0] == "MX hosts of example.test, in the order tried:"
     assert set(MAIL_DOMAIN_FAMILIES) <= smtp.family_set
     single = await probe(await servers.start(Script()), "{starttls: no}")
-    assert smtp.details_json(single) == single.details.to_json()
-    assert [fact.label for fact in smtp.facts(single, 0.0)][:1] == ["Banner after"]
+    assert single.details.json_sections() == {} and single.details.contract()["encrypted"] is False
+    assert [fact.label for fact in single.details.facts(str(single.state), 0.0)][:1] == ["Banner after"]

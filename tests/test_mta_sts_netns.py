@@ -320,3 +320,40 @@ def test_human_report_explains_the_failure(lab):
         in done.stdout
     )
     assert "the certificate is for someone-else.test, not mx.wrongcert.test" in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian package prometheus)")
+def test_exporter_series(lab):
+    from tests.helpers.exporter_process import free_port, start_exporter
+
+    port = free_port()
+    exporter = start_exporter(
+        "--config.file", str(lab.config), f"--web.listen-address=127.0.0.1:{port}", prefix=tuple(lab.command([]))
+    )
+    fetch = (
+        "import sys, urllib.request\nsys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=60).read().decode())"
+    )
+    try:
+        pages = {
+            domain: lab.run([sys.executable, "-c", fetch, f"http://127.0.0.1:{port}/probe?module=sts&target={domain}"])
+            for domain in ("unlisted.test", "enforce-ok.test", "absent.test")
+        }
+    finally:
+        exporter.stop()
+    lines = pages["unlisted.test"].stdout.splitlines()
+    assert 'probe_mta_sts_state{state="enforce_failing"} 1' in lines
+    assert 'probe_mta_sts_state{state="enforce_ok"} 0' in lines
+    assert 'probe_mta_sts_mx_failing{mx="mx1.good.test",preference="10"} 0' in lines
+    assert 'probe_mta_sts_mx_failing{mx="mx2.good.test",preference="20"} 1' in lines
+    assert 'probe_mta_sts_mx_state{mx="mx2.good.test",preference="20",state="not_listed"} 1' in lines
+    assert "probe_mta_sts_max_age_seconds 604800" in lines
+    assert 'probe_mta_sts_policy_info{id="20261206T113",mode="enforce"} 1' in lines
+    assert "probe_tls_rpt_present 0" in lines
+    assert "probe_success 1" in lines  # the primary takes the mail
+    assert "probe_tls_rpt_present 1" in pages["enforce-ok.test"].stdout.splitlines()
+    absent = pages["absent.test"].stdout.splitlines()
+    assert 'probe_mta_sts_state{state="absent"} 1' in absent
+    assert not [line for line in absent if line.startswith(("probe_mta_sts_mx", "probe_mta_sts_max_age"))]
+    for page in pages.values():
+        lint = subprocess.run(["promtool", "check", "metrics"], input=page.stdout, capture_output=True, text=True)
+        assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr

@@ -16,10 +16,10 @@ from exporter.config.loader import ConfigError, parse_config
 from exporter.core import schema
 from exporter.core.exposition import Family, one_hot, single
 from exporter.probers import table
-from exporter.probers.base import Fact, Prober
+from exporter.probers.base import Prober
 from exporter.probers.connect.dial import connect_target
 from exporter.probers.connect.metrics import CONNECT_FAMILIES
-from exporter.probers.connect.result import ProbeResult
+from exporter.probers.connect.result import NO_DETAILS, DetailsBase, Fact, ProbeResult
 from exporter.probers.connect.settings import TCP_SECTION
 from exporter.probing.runner import deadline_result
 from tests.helpers.metrics_text import state_of, value
@@ -38,8 +38,19 @@ class GreetSettings:
 
 
 @dataclass
-class GreetDetails:
+class GreetDetails(DetailsBase):
+    """What a person reads about a greet result lives on its details type, not on the prober."""
+
     bytes_read: int
+
+    def facts(self, state, now):
+        return [Fact("Bytes read", str(self.bytes_read))]
+
+    def explanations(self):
+        return [("silence", "nothing was said")]
+
+    def contract(self):
+        return dataclasses.asdict(self)
 
 
 async def probe_greet(target, module, deadline, resolver) -> ProbeResult:
@@ -77,9 +88,6 @@ GREET = Prober(
     section=("greet", schema.Section({"word": schema.Field(schema.string, "hello")}, GreetSettings)),
     default_port=lambda module: 7,
     warnings=lambda module: ["greet.word is the default"] if module.settings.word == "hello" else [],
-    facts=lambda result, now: [Fact("Bytes read", str(result.details.bytes_read))] if result.details else [],
-    explanations=lambda result: [("silence", "nothing was said")] if result.state == "silent" else [],
-    details_json=lambda result: dataclasses.asdict(result.details) if result.details else None,
     columns=("Bytes read",),
 )
 
@@ -215,8 +223,9 @@ def test_only_a_prober_that_reads_a_greeting_gets_the_greeting_histogram():
     from exporter.core.histogram import HistogramBuckets
     from exporter.probers.smtp.result import SmtpDetails
 
-    smtp = table.PROBERS["smtp"]
-    assert smtp.greeting_seconds(ProbeResult(details=SmtpDetails(banner_seconds=0.0123))) == 0.0123
-    assert smtp.greeting_seconds(ProbeResult()) is None  # cut before any details
-    assert table.PROBERS["tcp"].greeting_seconds is None
-    assert layout_for("smtp", HistogramBuckets()).with_banner and not layout_for("tcp", HistogramBuckets()).with_banner
+    assert table.PROBERS["smtp"].reads_greeting and not table.PROBERS["tcp"].reads_greeting
+    assert ProbeResult(details=SmtpDetails(banner_seconds=0.0123)).details.greeting_seconds() == 0.0123
+    assert ProbeResult().details is NO_DETAILS and NO_DETAILS.greeting_seconds() is None  # cut before any details
+    every = HistogramBuckets(histograms=("connect", "banner", "duration"))
+    assert layout_for("smtp", every).with_banner and not layout_for("tcp", every).with_banner
+    assert not layout_for("smtp", HistogramBuckets()).with_banner  # opt-in: connect time only by default

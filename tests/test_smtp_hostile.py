@@ -60,7 +60,7 @@ async def test_banner_rejected_is_its_own_state_and_still_says_quit(servers, gre
     assert sent(script) == [b"QUIT"]
     if code == 554:
         assert "no SMTP service for this client" in result.detail and result.details.refused == "client"
-        assert "block list" in dict(result.details.explanations)["banner 554 5.7.1"]
+        assert "block list" in dict(result.details.explanations())["banner 554 5.7.1"]
 
 
 async def test_banner_mismatch(servers):

@@ -134,7 +134,7 @@ async def test_auth_good_and_bad(postfix, tmp_path, mechanism):
     assert failed.state == "auth_failed", failed.detail
     assert failed.details.replies["auth"].code == 535
     for result in (ok, failed):
-        text = "\n".join(result.transcript) + result.detail + repr(result.details.to_json())
+        text = "\n".join(result.transcript) + result.detail + repr(result.details.contract())
         assert mta.PASSWORD not in text
         assert "********" in text
     # Masking by what was sent: the server's own words (which contain "server") are never blanked.

@@ -198,7 +198,7 @@ async def test_masking_is_by_what_was_sent_not_by_searching_server_text(servers,
         assert masked and all(line.startswith("C: ") for line in masked), masked
         # ... and the server's words are shown as they came, never blanked where they match the password.
         assert "The server said" in result.detail
-        everything = "\n".join(result.transcript) + result.detail + "".join(m for _, m in result.details.explanations)
+        everything = "\n".join(result.transcript) + result.detail + "".join(m for _, m in result.details.explanations())
         assert "********" not in everything.replace("C: AUTH PLAIN ********", "").replace("C: ********", "")
         # The reply to the credentials keeps its codes; its text (which could echo them) is withheld.
         assert result.details.replies["auth"].code == 535

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from exporter.probers.smtp_result import SmtpState  # noqa: E402
+from exporter.probers.smtp.result import SmtpState  # noqa: E402
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "connectivity.json"
 SELECTOR = 'job=~"$job",module=~"$module",target=~"$target"'
@@ -25,7 +25,9 @@ COLOURS = {"ok": "green", "timeout": "orange", "banner_timeout": "orange", "conn
 
 
 def expression(states: list[str]) -> str:
-    terms = [f'probe_smtp_state{{{SELECTOR},state="{state}"}} * {code}' for code, state in enumerate(states) if code]
+    # Code 0 (ok) has a term too: only the current state's series exists (not one-hot), so without it an
+    # "ok" target would have no value at all.
+    terms = [f'probe_smtp_state{{{SELECTOR},state="{state}"}} * {code}' for code, state in enumerate(states)]
     terms.append(f'probe_smtp_state{{{SELECTOR},state!~"{"|".join(states)}"}} * 99')
     return "sum without (state) (\n    " + "\n  or ".join(terms) + "\n)"
 

@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import json
 import sys
-import time
 
 from exporter.cli.usage import OneLineArgumentParser
 from exporter.config.loader import ConfigError, Module, default_port, load_config, parse_config, unsupported_reason
@@ -19,13 +18,15 @@ from exporter.core.deadline import Deadline
 from exporter.core.durations import format_duration
 from exporter.core.logs import setup_logging
 from exporter.core.transcript import printable
-from exporter.pathdiag.render import hop_table, path_json
+from exporter.pathdiag.render import path_json
 from exporter.pathdiag.trace import DEFAULT_SETTINGS as PATH_SETTINGS
+from exporter.probers.connect.addresses import to_json as addresses_json
 from exporter.probers.connect.dial import EXPLANATIONS, TIMEOUT_CAUSES
+from exporter.probers.connect.mtu_report import mtu_json
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
-from exporter.probers.table import PROBERS
 from exporter.probing.diagnose import diagnosable, diagnose_inline
+from exporter.probing.report import details_lines, path_lines
 from exporter.probing.runner import ProbeRunner
 
 EXIT_SUCCESS, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -127,17 +128,6 @@ def verdict(result: ProbeResult, module: Module) -> str:
     return result.detail or EXPLANATIONS.get(result.tcp_state, "")
 
 
-def prober_lines(result: ProbeResult, module: Module) -> list[str]:
-    """The prober's own facts and reply explanations, as lines of the report."""
-    prober = PROBERS[module.prober]
-    lines = [f"{fact.label}: {printable(fact.text)}" for fact in prober.facts(result, time.time())]
-    explanations = prober.explanations(result)
-    if explanations:
-        lines.append("Reply codes explained:")
-        lines += [f"  {printable(heading)}: {printable(meaning)}" for heading, meaning in explanations]
-    return lines
-
-
 def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     lines = [
         f"Probing {address} with module {module.name} (prober {module.prober}, "
@@ -148,26 +138,28 @@ def human_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     lines.append("")
     outcome = "SUCCESS" if result.success else "FAILURE"
     lines.append(
-        f"{outcome}: {result.state}" + ("" if result.state == result.tcp_state else f" (TCP: {result.tcp_state})")
+        f"{outcome}: {result.state}"
+        + ("" if result.state == result.tcp_state else f" (TCP: {result.tcp_state})")
+        + ("" if result.addresses is None else f" (every address: {result.addresses.state})")
     )
     explanation = printable(verdict(result, module))
     lines.append(explanation[:1].upper() + explanation[1:])
-    lines += prober_lines(result, module)
-    lines += PROBERS[module.prober].report_lines(result)
+    lines += details_lines(result)
     timings = [f"total {result.duration_seconds * 1000:.2f} ms"]
     if result.dns_lookup_seconds:
         timings.insert(0, f"DNS {result.dns_lookup_seconds * 1000:.2f} ms")
     if result.connect_seconds is not None:
         timings.insert(-1, f"connect {result.connect_seconds * 1000:.2f} ms")
     lines.append("Timings: " + ", ".join(timings))
-    if result.path is not None:
-        lines += ["", *hop_table(result.path)]
+    lines += path_lines(result)
     return "\n".join(lines) + "\n"
 
 
 def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     fields = {
-        f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in ("details", "icmp", "path")
+        f.name: getattr(result, f.name)
+        for f in dataclasses.fields(result)
+        if f.name not in ("details", "icmp", "path", "addresses", "mtu")
     }
     document = {
         "target": str(address),
@@ -176,7 +168,7 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
         "timeout_seconds": module.timeout,
         "verdict": verdict(result, module),
         **fields,
-        "details": PROBERS[module.prober].details_json(result),
+        "details": result.details.contract(),
         "icmp": None
         if result.icmp is None
         else {
@@ -187,8 +179,11 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
             "by": "host" if result.address and result.icmp.sent_by_host(result.address) else "network",
         },
         "path": None if result.path is None else path_json(result.path),
+        # tcp.probe_addresses: all (docs/metrics.md, "Every address of a name"); null with "one".
+        "addresses": None if result.addresses is None else addresses_json(result.addresses),
+        "mtu": mtu_json(result.mtu),
     }
-    document.update(PROBERS[module.prober].json_sections(result))
+    document.update(result.details.json_sections())
     return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"
 
 

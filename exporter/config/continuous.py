@@ -12,10 +12,12 @@ from exporter.core.histogram import (
     DEFAULT_BANNER_BUCKETS,
     DEFAULT_CONNECT_BUCKETS,
     DEFAULT_DURATION_BUCKETS,
+    DEFAULT_HISTOGRAMS,
+    HISTOGRAM_NAMES,
     MAX_BUCKETS,
     HistogramBuckets,
 )
-from exporter.core.schema import INVALID, Errors, Field
+from exporter.core.schema import INVALID, Errors, Field, Invalid
 from exporter.probers.table import PROBERS
 
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 86400.0
@@ -24,7 +26,7 @@ _EXPONENT_AS_TEXT = re.compile(r"[0-9]+[eE][-+]?[0-9]+")
 
 def reads_greeting(prober: str) -> bool:
     """Whether the prober reads a greeting first (it has a banner histogram)."""
-    return PROBERS[prober].greeting_seconds is not None
+    return PROBERS[prober].reads_greeting
 
 
 def _bucket_bounds(value: Any, path: str, errs: Errors) -> Any:
@@ -56,20 +58,59 @@ HISTOGRAM_BUCKET_FIELDS = {
     "banner": Field(_bucket_bounds, DEFAULT_BANNER_BUCKETS),
     "duration": Field(_bucket_bounds, DEFAULT_DURATION_BUCKETS),
 }
-# Added to a module's keys; ``histogram_buckets`` is parsed once the prober is known.
+# Added to a module's keys; ``histograms`` and ``histogram_buckets`` are parsed once the prober is known.
 MODULE_FIELDS = {
     "interval": INTERVAL,
+    "histograms": Field(schema.raw, None),
     "histogram_buckets": Field(schema.raw, None),
 }
 
 
-def histogram_buckets(raw: Any, prober: str, path: str, errs: Errors) -> Any:
-    """The module's buckets, None when it sets none (the defaults apply), or INVALID."""
+def _histogram_names(value: Any, prober: str, path: str, errs: Errors) -> tuple[str, ...] | Invalid:
+    """The histograms a module's continuous targets have (each costs its buckets + 3 series per target)."""
+    if value is None:
+        return DEFAULT_HISTOGRAMS
+    if not isinstance(value, list):
+        return errs.add(
+            path, f"expected a list of histogram names ({', '.join(HISTOGRAM_NAMES)}), got {schema.kind(value)}"
+        )
+    names: list[str] = []
+    for index, name in enumerate(value):
+        where = f"{path}[{index}]"
+        if name not in HISTOGRAM_NAMES:
+            return errs.add(where, f"expected one of {', '.join(HISTOGRAM_NAMES)}, got {str(name)[:40]!r}")
+        if name == "banner" and not reads_greeting(prober):
+            return errs.add(where, f"not used by prober {prober!r} (only the smtp prober reads a banner)")
+        if name in names:
+            return errs.add(where, f"{name!r} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+def histogram_buckets(
+    raw: Any, prober: str, path: str, errs: Errors, histograms: Any = None, histograms_path: str = "histograms"
+) -> HistogramBuckets | Invalid | None:
+    """The module's histograms and buckets, None when it sets neither (the defaults apply), or INVALID.
+
+    ``histograms`` is the raw ``histograms:`` list, found at ``histograms_path``."""
+    names = _histogram_names(histograms, prober, histograms_path, errs)
+    if names is INVALID:
+        return INVALID
     if raw is None:
-        return None
+        return None if histograms is None else HistogramBuckets(histograms=names)
     if isinstance(raw, dict) and "banner" in raw and not reads_greeting(prober):
         return errs.add(
             schema.join(path, "banner"), f"not used by prober {prober!r} (only the smtp prober reads a banner)"
         )
     fields = schema.section(raw, path, HISTOGRAM_BUCKET_FIELDS, errs)
-    return INVALID if fields is INVALID else HistogramBuckets(**fields)
+    if fields is INVALID:
+        return INVALID
+    for name in fields:
+        if name in raw and name not in names:
+            # Buckets for a histogram the module does not have would silently do nothing.
+            return errs.add(
+                schema.join(path, name),
+                f"buckets for a histogram this module does not have: add {name!r} to histograms "
+                f"(now {list(names)}) or remove them",
+            )
+    return HistogramBuckets(**fields, histograms=names)

@@ -28,7 +28,7 @@ from exporter.config.model import (
 from exporter.core import schema
 from exporter.core.address import AddressError, parse_host_port
 from exporter.core.configfile import ConfigError, load_yaml, read_config_text
-from exporter.core.schema import INVALID, Errors, Field, join, kind, section
+from exporter.core.schema import INVALID, Errors, Field, Invalid, join, kind, section
 from exporter.core.vantage import VANTAGE_LABEL, central_url_problem, vantage_problem
 from exporter.probers.module import Module
 from exporter.probers.table import PROBERS
@@ -208,7 +208,7 @@ def unsupported_reason(name: str, prober: str) -> str:
     )
 
 
-def _blackbox_only_prober(raw: Any, path: str, errs: Errors) -> str | object | None:
+def _blackbox_only_prober(raw: Any, path: str, errs: Errors) -> str | Invalid | None:
     """For a module of another blackbox_exporter prober, its prober (keys checked by name only); else None."""
     if not isinstance(raw, dict) or raw.get("prober") not in BLACKBOX_ONLY_PROBERS:
         return None
@@ -235,7 +235,7 @@ class _Modules:
         return module
 
 
-def _module(name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Errors) -> Module | object:
+def _module(name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Errors) -> Module | Invalid:
     path = join("modules", name)
     if not isinstance(name, str) or not MODULE_NAME.match(name):
         return errs.add(path, f"invalid module name {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
@@ -255,7 +255,12 @@ def _module(name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Error
         own, spec = prober.section
         settings = spec.parse(fields[own], join(path, own), errs)
     buckets = continuous_config.histogram_buckets(
-        fields["histogram_buckets"], prober.name, join(path, "histogram_buckets"), errs
+        fields["histogram_buckets"],
+        prober.name,
+        join(path, "histogram_buckets"),
+        errs,
+        fields["histograms"],
+        join(path, "histograms"),
     )
     if tcp is INVALID or settings is INVALID or buckets is INVALID:
         return INVALID
@@ -335,7 +340,7 @@ def _targets(raw: Any, modules: _Modules, errs: Errors) -> list[TargetConfig]:
     return targets
 
 
-def _probe_access(raw: Any, modules: _Modules, errs: Errors) -> ProbeAccess | None | object:
+def _probe_access(raw: Any, modules: _Modules, errs: Errors) -> ProbeAccess | Invalid | None:
     if raw is None:
         return None
     fields = section(raw, "probe_access", PROBE_ACCESS_FIELDS, errs)
@@ -370,7 +375,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     modules = _modules(top["modules"], errs)
     targets = _targets(top["targets"], modules, errs)
     probe_access = _probe_access(top["probe_access"], modules, errs)
-    if errs.lines:
+    if errs.lines or settings is INVALID or probe_access is INVALID:  # INVALID comes with its error line
         raise ConfigError(errs.lines)
     return Config(
         modules=MappingProxyType(modules.loaded),

@@ -47,16 +47,23 @@ LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5
 
 
 @functools.cache
-def layout_for(prober_name: str, buckets: HistogramBuckets) -> Layout:
-    """Every target of a prober and buckets shares one layout. The label values of probe_results_total
-    are the prober's states, every one written (0 until seen, so rate() sees a first failure)."""
+def layout_for(prober_name: str, buckets: HistogramBuckets, states: tuple[str, ...] | None = None) -> Layout:
+    """Every target of a prober, state set and buckets shares one layout. The label values of
+    probe_results_total are the states the target can end in (``states``; None: all the prober's),
+    every one written (0 until seen, so rate() sees a first failure)."""
     prober = PROBERS[prober_name]
     return Layout(
-        [state.value for state in prober.states],
+        states if states is not None else [state.value for state in prober.states],
         buckets,
-        with_banner=prober.greeting_seconds is not None,
+        with_banner=prober.reads_greeting,
         fallback_state=prober.error_state,
     )
+
+
+def target_layout(module: Module, address: HostPort) -> Layout:
+    prober = PROBERS[module.prober]
+    states = prober.counted_states(module, address) if prober.counted_states is not None else None
+    return layout_for(module.prober, module_buckets(module), states)
 
 
 def module_buckets(module: Module) -> HistogramBuckets:
@@ -88,7 +95,7 @@ class ContinuousTarget:
         "running",
         "active",
         "snapshots",
-        "_greeting",
+        "_reads_greeting",
     )
 
     def __init__(self, planned: Planned, interval: float, tally: TargetTally):
@@ -105,7 +112,7 @@ class ContinuousTarget:
         self.active = True  # False once a reload removed it
         # (unix time, counts) for the status page's window; the first is the zero it started from.
         self.snapshots: list[tuple[float, object]] = [(time.time(), tally.window_counts())]
-        self._greeting = PROBERS[planned.module.prober].greeting_seconds
+        self._reads_greeting = PROBERS[planned.module.prober].reads_greeting
 
     def record(self, result: ProbeResult, when: float) -> None:
         self.latest = result
@@ -114,7 +121,7 @@ class ContinuousTarget:
             str(result.state),
             result.success,
             result.connect_seconds if result.tcp_state is TcpState.OPEN else None,
-            self._greeting(result) if self._greeting is not None else None,
+            result.details.greeting_seconds() if self._reads_greeting else None,
             result.duration_seconds,
         )
 
@@ -168,7 +175,7 @@ class ContinuousProber:
         by_key: dict[tuple[str, str], ContinuousTarget] = {}
         for item, interval in planned:
             key = (str(item.address), item.module.name)
-            layout = layout_for(item.module.prober, module_buckets(item.module))
+            layout = target_layout(item.module, item.address)
             entry = self._by_key.get(key)
             if entry is None:
                 entry = ContinuousTarget(item, interval, TargetTally(layout))

@@ -35,6 +35,7 @@ def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
     if any(c.isspace() or ord(c) < 0x20 or c == "/" for c in text):
         raise AddressError(f"target {text!r} contains whitespace, control characters or '/'; expected host:port")
 
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     if text.startswith("["):
         close = text.find("]")
         if close < 0:

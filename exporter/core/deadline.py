@@ -30,6 +30,12 @@ class Deadline(float):
         """This deadline moved ``seconds`` earlier (time kept back, e.g. to send the reply)."""
         return Deadline(self - seconds)
 
+    def share(self, parts: int) -> Deadline:
+        """A fair share of the time left when ``parts`` tries remain (this one included): each try gets
+        what is left divided by the tries still to come, so a fast try leaves more for the next."""
+        now = asyncio.get_running_loop().time()
+        return Deadline(now + max(0.0, self - now) / max(1, parts))
+
     def within(self, seconds: float) -> Deadline:
         """The sooner of this deadline and ``seconds`` from now (e.g. a module's own timeout)."""
         return Deadline(min(self, asyncio.get_running_loop().time() + seconds))

@@ -10,30 +10,37 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
 from exporter.core.exposition import escape_label_value
 
-# Upper bounds in seconds. Chosen for LAN-to-WAN latencies: sub-millisecond for a LAN, tens of
-# milliseconds for a continent, hundreds for the other side of the world or a satellite hop; 1 s and
-# 2.5 s catch a connect that needed one SYN retransmission (Linux waits 1 s, then 2 s more).
-DEFAULT_CONNECT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Upper bounds in seconds; every bound costs one series per continuous target, so the default is three
+# bounds, each separating a physical regime of a connect: up to 10 ms a LAN, a metro network or the same
+# region; up to 100 ms a continent; up to 1 s the other side of the world or a satellite hop; above 1 s
+# the first SYN (or its SYN-ACK) was lost and retransmitted (Linux's initial RTO is 1 s). A module
+# that needs more resolution lists its own (histogram_buckets.connect).
+DEFAULT_CONNECT_BUCKETS = (0.01, 0.1, 1.0)
 # An SMTP greeting is often delayed on purpose (anti-spam "greet pause", 5-30 s) and may take
 # longer under load; RFC 5321 4.5.3.2.1 lets a client wait 5 minutes for it.
 DEFAULT_BANNER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 DEFAULT_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MAX_BUCKETS = 40
+# Histograms a continuous target has unless its module lists others (``histograms:``): connect time only.
+HISTOGRAM_NAMES = ("connect", "banner", "duration")
+DEFAULT_HISTOGRAMS = ("connect",)
 
 
 @dataclass(frozen=True, slots=True)
 class HistogramBuckets:
-    """Bucket upper bounds (seconds, increasing; +Inf is implicit) of a module's three histograms."""
+    """Bucket upper bounds (seconds, increasing; +Inf is implicit) of a module's three histograms, and
+    which of them its continuous targets have (``histograms``, a subset of ``HISTOGRAM_NAMES``)."""
 
     connect: tuple[float, ...] = DEFAULT_CONNECT_BUCKETS
     banner: tuple[float, ...] = DEFAULT_BANNER_BUCKETS
     duration: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
+    histograms: tuple[str, ...] = DEFAULT_HISTOGRAMS
 
 
 def _le(bound: float) -> str:
@@ -45,6 +52,7 @@ class Layout:
 
     counts: [state 0 .. state S-1, state changes, skipped ticks, successes, connect buckets + overflow,
     banner buckets + overflow, duration buckets + overflow]; sums: [connect, banner, duration].
+    A histogram the module does not have keeps only its overflow slot and is neither counted nor written.
     """
 
     __slots__ = (
@@ -56,6 +64,7 @@ class Layout:
         "size",
         "le_texts",
         "with_banner",
+        "written",
         "state_texts",
     )
 
@@ -63,8 +72,16 @@ class Layout:
         self.states = tuple(states)
         self.state_index = {state: index for index, state in enumerate(self.states)}
         self.fallback_state = self.state_index[fallback_state]
-        self.with_banner = with_banner
-        self.bounds = (buckets.connect, buckets.banner, buckets.duration)
+        self.with_banner = with_banner and "banner" in buckets.histograms
+        self.written = (
+            "connect" in buckets.histograms,
+            self.with_banner,
+            "duration" in buckets.histograms,
+        )
+        self.bounds = tuple(
+            bounds if written else ()
+            for bounds, written in zip((buckets.connect, buckets.banner, buckets.duration), self.written, strict=True)
+        )
         bases, offset = [], len(self.states) + 3
         for bounds in self.bounds:
             bases.append(offset)
@@ -102,11 +119,13 @@ class TargetTally:
             self.consecutive_failures = 0
         else:
             self.consecutive_failures += 1
-        if connect is not None:
+        written = layout.written
+        if connect is not None and written[CONNECT]:
             self._observe(CONNECT, connect)
-        if banner is not None and layout.with_banner:
+        if banner is not None and written[BANNER]:
             self._observe(BANNER, banner)
-        self._observe(DURATION, duration)
+        if written[DURATION]:
+            self._observe(DURATION, duration)
 
     def _observe(self, which: int, value: float) -> None:
         layout = self.layout
@@ -148,7 +167,7 @@ class TargetTally:
         base = self.layout.hist_base[which]
         return list(self.counts[base : base + len(self.layout.bounds[which]) + 1])
 
-    def window_counts(self) -> array:
+    def window_counts(self) -> array[int]:
         """What the status page compares over time: state counts and the connect histogram."""
         end = self.layout.hist_base[CONNECT] + len(self.layout.bounds[CONNECT]) + 1
         return self.counts[:end]
@@ -186,7 +205,7 @@ RESULTS_HELP = "Background probes of a continuous target since the exporter star
 CHANGES_HELP = "Times a continuous target's outcome state differed from its previous probe's (flaps)."
 SKIPPED_HELP = (
     "Scheduled probes of a continuous target not started because its previous probe "
-    "was still running (a probe never overlaps itself)."
+    "was still running (a probe never overlaps itself); absent until one is skipped."
 )
 CONSECUTIVE_HELP = "Failed background probes in a row of a continuous target (0 after a success)."
 HISTOGRAMS = (
@@ -214,9 +233,10 @@ FAMILY_NAMES = (
 
 Tallied = Sequence[tuple[str, TargetTally]]  # (escaped label prefix, tally)
 TARGETS_PER_CHUNK = 1000
+_Writer = Callable[[str, TargetTally], str]  # (label prefix, tally) -> its lines of one family
 
 
-def _chunked(tallies: Tallied, header: str, write) -> Iterator[str]:
+def _chunked(tallies: Tallied, header: str, write: _Writer) -> Iterator[str]:
     for start in range(0, len(tallies), TARGETS_PER_CHUNK):
         body = "".join(
             [text for prefix, tally in tallies[start : start + TARGETS_PER_CHUNK] if (text := write(prefix, tally))]
@@ -247,7 +267,11 @@ def render_tallies(tallies: Tallied) -> Iterator[str]:
         return f"probe_state_changes_total{{{prefix}}} {tally.counts[len(tally.layout.states)]}\n"
 
     def skipped(prefix: str, tally: TargetTally) -> str:
-        return f"probe_skipped_total{{{prefix}}} {tally.counts[len(tally.layout.states) + 1]}\n"
+        # Absent until a tick is skipped: a skip needs a probe that outlasts its interval, which a
+        # healthy target with timeout < interval never has, so a zero here would be a series per
+        # target that says nothing.
+        count = tally.counts[len(tally.layout.states) + 1]
+        return f"probe_skipped_total{{{prefix}}} {count}\n" if count else ""
 
     def consecutive(prefix: str, tally: TargetTally) -> str:
         return f"probe_consecutive_failures{{{prefix}}} {tally.consecutive_failures}\n"
@@ -260,13 +284,13 @@ def render_tallies(tallies: Tallied) -> Iterator[str]:
         yield from _chunked(tallies, _header(family.name, "histogram", family.help), _histogram_writer(family))
 
 
-def _histogram_writer(family: HistogramFamily):
+def _histogram_writer(family: HistogramFamily) -> _Writer:
     which = family.which
     bucket, total, count = family.name + "_bucket{", family.name + "_sum{", family.name + "_count{"
 
     def write(prefix: str, tally: TargetTally) -> str:
         layout = tally.layout
-        if which == BANNER and not layout.with_banner:
+        if not layout.written[which]:
             return ""
         base = layout.hist_base[which]
         les = layout.le_texts[which]

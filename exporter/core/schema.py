@@ -7,19 +7,27 @@ in a file is reported at once. Used by the main configuration, each prober's own
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import os
 import re
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Generic, TypeVar
 
 from exporter.core.configfile import FileProblem, read_bounded
 from exporter.core.durations import parse_duration
 
+
+class Invalid(enum.Enum):
+    """The type of ``INVALID``: one member, so ``value is INVALID`` narrows ``T | Invalid`` to ``T``."""
+
+    INVALID = "INVALID"
+
+
 REQUIRED = object()
-INVALID = object()
+INVALID: Final = Invalid.INVALID  # what a parser returns after recording its problem
 MAX_SMALL_FILE_BYTES = 1024 * 1024
 
 
@@ -31,7 +39,7 @@ class Errors:
         self.lines: list[str] = []
         self.warnings: list[str] = []
 
-    def add(self, path: str, problem: str) -> object:
+    def add(self, path: str, problem: str) -> Invalid:
         self.lines.append(self._line(path, problem))
         return INVALID
 
@@ -53,17 +61,20 @@ class Field:
     default: Any = REQUIRED
 
 
+Built = TypeVar("Built", covariant=True)
+
+
 @dataclass(frozen=True)
-class Section:
+class Section(Generic[Built]):
     """A configuration section: its fields and the (frozen dataclass) type they build.
 
     The type's ``__post_init__`` may raise ValueError for rules across fields; the message becomes the
     section's error line."""
 
     fields: Mapping[str, Field]
-    build: Callable[..., Any]
+    build: Callable[..., Built]
 
-    def parse(self, raw: Any, path: str, errs: Errors) -> Any:
+    def parse(self, raw: Any, path: str, errs: Errors) -> Built | Invalid:
         values = section(raw, path, self.fields, errs)
         if values is INVALID:
             return INVALID
@@ -97,7 +108,7 @@ def join(path: str, key: Any) -> str:
     return f"{path}[{shown}]"
 
 
-def unknown_keys(raw: dict, path: str, allowed: Iterable[str], errs: Errors) -> list[Any]:
+def unknown_keys(raw: dict[Any, Any], path: str, allowed: Iterable[str], errs: Errors) -> list[Any]:
     """Record one error per key of ``raw`` not in ``allowed``; return those keys."""
     allowed = list(allowed)
     unknown = [key for key in raw if key not in allowed]
@@ -106,7 +117,7 @@ def unknown_keys(raw: dict, path: str, allowed: Iterable[str], errs: Errors) -> 
     return unknown
 
 
-def section(raw: Any, path: str, fields: Mapping[str, Field], errs: Errors) -> dict[str, Any] | object:
+def section(raw: Any, path: str, fields: Mapping[str, Field], errs: Errors) -> dict[str, Any] | Invalid:
     """The parsed values of a mapping with exactly these keys (unknown keys are errors)."""
     if raw is None:
         raw = {}
@@ -126,7 +137,7 @@ def section(raw: Any, path: str, fields: Mapping[str, Field], errs: Errors) -> d
     return out
 
 
-def subsection(spec: Section) -> Parser:
+def subsection(spec: Section[object]) -> Parser:
     return spec.parse
 
 
@@ -205,7 +216,7 @@ def regex(value: Any, path: str, errs: Errors) -> Any:
         return errs.add(path, f"invalid regular expression {value!r}: {exc.msg} at position {exc.pos}")
 
 
-def token(what: str, example: str, pattern: re.Pattern) -> Parser:
+def token(what: str, example: str, pattern: re.Pattern[str]) -> Parser:
     """A word sent on a protocol command line, matching ``pattern``."""
 
     def parse(value: Any, path: str, errs: Errors) -> Any:

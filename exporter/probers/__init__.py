@@ -1,6 +1,6 @@
 """The probers: one module per protocol, one signature, dispatched by name.
 
-    async def probe(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult
+    async def probe(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult
 
 ``deadline`` is in ``loop.time()`` terms. A probe never raises for a network failure.
 """

@@ -1,8 +1,10 @@
 """What a prober is: a self-describing plugin.
 
-Everything the rest of the exporter needs to know about a prober is here, in one object: its
-configuration sections, its ``probe()`` function, its own state enum (with the states it reports when it
-raised or was cut at the deadline), its metric families, its default port and the facts it shows people.
+Everything the rest of the exporter needs to know about a prober is here, in one object of static data:
+its configuration sections, its ``probe()`` function, its own state enum (with the states it reports when
+it raised or was cut at the deadline), its metric families and its default port. What a *result* says to
+people (facts, explanations, JSON, report lines) is answered by the result's typed details
+(``exporter.probers.connect.result.Details``), not by the prober.
 Config, exposition, the status page, ``check``, the debug report, history and the worker frames loop over
 probers and never special-case one. Adding a prober = one module defining a ``Prober`` plus its tests,
 and one line in ``exporter.probers.table``.
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from exporter.core.exposition import Family
 from exporter.core.schema import Section
@@ -23,15 +25,8 @@ if TYPE_CHECKING:
     from exporter.core.deadline import Deadline
     from exporter.probers.connect.resolve import Resolver
     from exporter.probers.connect.result import ProbeResult
+    from exporter.probers.connect.settings import TcpSettings
     from exporter.probers.module import Module
-
-
-@dataclass(frozen=True, slots=True)
-class Fact:
-    """One thing a person reads about a probe: ``label: text`` (plain text; each view escapes it)."""
-
-    label: str
-    text: str
 
 
 # (target, module, deadline: the loop-clock moment the probe must be done by, resolver) -> result
@@ -46,26 +41,6 @@ def _no_warnings(module: Module) -> list[str]:
     return []
 
 
-def _no_facts(result: ProbeResult, now: float) -> list[Fact]:
-    return []
-
-
-def _no_explanations(result: ProbeResult) -> list[tuple[str, str]]:
-    return []
-
-
-def _no_json(result: ProbeResult) -> dict[str, Any] | None:
-    return None
-
-
-def _no_blocks(result: ProbeResult) -> list[str]:
-    return []
-
-
-def _no_sections(result: ProbeResult) -> dict[str, Any]:
-    return {}
-
-
 @dataclass(frozen=True)
 class Prober:
     name: str
@@ -77,33 +52,26 @@ class Prober:
     # Reported when the probe had not finished at the scrape deadline.
     cut_state: str
     # Every family this prober's results are written with, common ones included, in order.
-    families: tuple[Family, ...]
+    families: tuple[Family[ProbeResult], ...]
     # The ``tcp:`` section as this prober reads it (the connect step's fields, perhaps extended).
-    tcp_section: Section
+    tcp_section: Section[TcpSettings]
     # The prober's own section (name, schema), e.g. ("smtp", SMTP_SECTION); None if it has none.
-    section: tuple[str, Section] | None = None
+    section: tuple[str, Section[object]] | None = None
     # The port used when a target leaves it out (None: the port is required).
     default_port: Callable[[Module], int | None] = _no_port
     # Lines a person should read when a module is loaded (e.g. a default that servers will refuse).
     warnings: Callable[[Module], list[str]] = _no_warnings
-    # What a person reads about a result beyond the connect step, in reading order (``check``, the
-    # debug report, the status page), from the prober's own ``ProbeResult.details``.
-    facts: Callable[[ProbeResult, float], list[Fact]] = _no_facts
-    # (what was answered, what it means in plain words) pairs, e.g. each SMTP reply code explained.
-    explanations: Callable[[ProbeResult], list[tuple[str, str]]] = _no_explanations
-    # The details as JSON-native types for ``check --json`` (a documented, stable schema).
-    details_json: Callable[[ProbeResult], dict[str, Any] | None] = _no_json
-    # Longer text a person reads in ``check`` and the debug report, as lines (e.g. a table of MX hosts).
-    report_lines: Callable[[ProbeResult], list[str]] = _no_blocks
-    # Top-level objects of ``check --json`` beside "details" (e.g. "mail_domain"): documented contracts.
-    json_sections: Callable[[ProbeResult], dict[str, Any]] = _no_sections
-    # The time to the server's greeting, for a prober that reads one before anything else; continuous
-    # targets of such a prober get the greeting-time histogram. None: the prober reads no greeting.
-    greeting_seconds: Callable[[ProbeResult], float | None] | None = None
+    # Whether the prober reads a server greeting before anything else (its results' details then answer
+    # ``greeting_seconds()``): continuous targets of such a prober get the greeting-time histogram.
+    reads_greeting: bool = False
     # Fact labels the status page shows as columns.
     columns: tuple[str, ...] = ()
+    # The states a continuous target of this module and address can end in: one probe_results_total
+    # series each (docs/metrics.md). None: every state of ``states``. A state outside the list that
+    # turns up anyway (a bug) is counted under ``error_state``, which the list must hold.
+    counted_states: Callable[[Module, HostPort], tuple[str, ...]] | None = None
     # Built once: every planned target refers to it.
-    family_set: frozenset[Family] = field(init=False)
+    family_set: frozenset[Family[ProbeResult]] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "family_set", frozenset(self.families))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from exporter.pathdiag.model import PathDiagnosis
 from exporter.pathdiag.trace import DEFAULT_SETTINGS, DiagnosisSettings, diagnose
 from exporter.probers.connect.result import ProbeResult
-from exporter.probing.diagnose import wants_diagnosis
+from exporter.probing.diagnose import diagnosis_address, wants_diagnosis
 
 log = logging.getLogger("exporter.pathdiag")
 
@@ -76,7 +76,7 @@ class DiagnosisScheduler:
             if result.success:
                 self._latest.pop(key, None)
                 continue
-            address = result.address
+            address = diagnosis_address(result)
             if address is None and result.cut_at_deadline:
                 # Cut at the scrape deadline before any outcome: an IP literal can still be diagnosed.
                 address = _ip_literal(target.address.host)

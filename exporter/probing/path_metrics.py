@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from exporter.core.exposition import Family, escape_label_value, one_hot, render_chunks, single
+from exporter.core.exposition import Family, escape_label_value, labelled, one_hot, render_chunks, single
 from exporter.pathdiag.model import PathDiagnosis, Verdict
 from exporter.probers.connect.result import ProbeResult
 
@@ -51,7 +51,7 @@ PATH_FAMILIES = (
         "gauge",
         "The device that rejected the connection, or the last one that answered before the SYN was dropped "
         "(value always 1).",
-        _blocked_by,
+        labelled(_blocked_by),
     ),
     Family(
         "probe_path_blocked_at_hop",

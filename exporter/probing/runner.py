@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
+from exporter.probers.connect.every import apply_verdict, settle, start_collecting, stop_collecting
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.module import Module
@@ -111,8 +112,13 @@ class ProbeRunner:
                 return deadline_result(module, 0.0)
             started = time.perf_counter()
             own_deadline = deadline.within(module.timeout)
+            # tcp.probe_addresses: all leaves connects running while the prober works (connect_all.py).
+            collecting = start_collecting() if module.tcp.probe_addresses == "all" else None
             try:
                 result = await PROBERS[module.prober].probe(target, module, own_deadline, self.resolver)
+                if collecting is not None:
+                    await settle(collecting)
+                    apply_verdict(result)
             except Exception as exc:  # a bug in a prober must not take the scrape down
                 log.exception("prober %s raised for target %s", module.prober, target)
                 result = ProbeResult(
@@ -120,6 +126,9 @@ class ProbeRunner:
                     tcp_state=TcpState.ERROR,
                     detail=f"internal error in the {module.prober} prober: {type(exc).__name__}",
                 )
+            finally:
+                if collecting is not None:
+                    stop_collecting(collecting)
             result.duration_seconds = time.perf_counter() - started
             return result
 

@@ -45,7 +45,7 @@ def continuous_section(
         "</tr></thead><tbody>",
     ]
     bounds_of = {}
-    for _ratio, entry, stats in rows[:max_rows]:
+    for _failure_ratio, entry, stats in rows[:max_rows]:
         start, end = target_cells(entry.address, entry.module.name)
         bounds = bounds_of.get(id(entry.tally.layout))
         if bounds is None:

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 from exporter.config.model import Config
 from exporter.core.address import HostPort
 from exporter.pathdiag.render import summary as path_summary
+from exporter.probers.connect.addresses import summary as address_summary
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.table import PROBERS
 from exporter.probing.report import debug_report
@@ -116,6 +117,8 @@ def state_cell(result: ProbeResult) -> str:
     shown = esc(result.state)
     if result.tcp_state is not TcpState.OPEN and str(result.state) != str(result.tcp_state):
         shown += f" <span class=why>(TCP: {esc(result.tcp_state)})</span>"
+    if result.addresses is not None:  # tcp.probe_addresses: all
+        shown += f" <span class=addresses>{esc(address_summary(result.addresses))}</span>"
     return f'<td class="state {state_class(result)}">{shown}</td>'
 
 
@@ -146,7 +149,7 @@ def status_table(
                 f"<td>never</td><td></td>{end}"
             )
             continue
-        facts = {fact.label: fact.text for fact in PROBERS[module.prober].facts(result, now)}
+        facts = {fact.label: fact.text for fact in result.details.facts(str(result.state), now)}
         cells = "".join(f"<td>{esc(facts.get(column, ''))}</td>" for column in columns)
         out.append(
             f"{start}{state_cell(result)}"

@@ -15,7 +15,9 @@ import weakref
 from collections import deque
 
 from exporter.core.address import HostPort
+from exporter.core.deadline import Deadline
 from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
+from exporter.probers.connect.every import connect_every_address, every_address
 from exporter.probers.connect.resolve import ResolveError, Resolver, literal
 from exporter.probers.connect.result import ProbeResult, TcpState, classify_errno, describe_errno
 from exporter.probers.connect.settings import TcpSettings
@@ -35,13 +37,15 @@ EXPLANATIONS = {
 
 
 async def connect_target(
-    result: ProbeResult, target: HostPort, tcp: TcpSettings, deadline: float, resolver: Resolver
+    result: ProbeResult, target: HostPort, tcp: TcpSettings, deadline: Deadline, resolver: Resolver
 ) -> socket.socket | None:
     """Resolve and connect; fill the DNS/connect fields of ``result``.
 
     Returns the connected socket (the caller owns and closes it), or None with
     ``result.tcp_state`` saying why not. Never raises for a network failure.
     """
+    if every_address(tcp):  # tcp.probe_addresses: all (every.py)
+        return await connect_every_address(result, target, tcp, deadline, resolver, connect_target)
     loop = asyncio.get_running_loop()
     resolved = literal(target)
     if resolved is None:
@@ -124,7 +128,7 @@ def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:
 
 
 async def _connect(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: tuple, deadline: float
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: tuple, deadline: Deadline
 ) -> tuple[int | None, float]:
     """Return (errno or 0, seconds), or (None, seconds) when the deadline passed first."""
     started = time.perf_counter()

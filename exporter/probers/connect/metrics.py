@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from exporter.core.exposition import Family, one_hot, single
+from exporter.core.exposition import Family, labelled, one_hot, single
+from exporter.probers.connect.address_metrics import ADDRESS_FAMILIES
+from exporter.probers.connect.mtu_report import MTU_FAMILIES
 from exporter.probers.connect.result import ProbeResult, TcpState
 
 # Owned by the handler, with blackbox_exporter's names and meaning.
@@ -61,9 +63,10 @@ TCP_REJECTED_BY = Family(
     "gauge",
     'For a connect ended by an ICMP error: 1 on by="host" when the target itself sent it, on by="network" '
     "when another address did (a router or network firewall).",
-    _rejected_by,
+    labelled(_rejected_by),
 )
 
 
 # probe_tcp_rejected_by: who sent the ICMP error that ended a connect.
-CONNECT_FAMILIES = COMMON_FAMILIES + TCP_FAMILIES + (TCP_REJECTED_BY,)
+# The ADDRESS_FAMILIES only for modules with tcp.probe_addresses: all.
+CONNECT_FAMILIES = COMMON_FAMILIES + TCP_FAMILIES + (TCP_REJECTED_BY,) + ADDRESS_FAMILIES + MTU_FAMILIES

@@ -49,6 +49,40 @@ class Resolver:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def resolve_every(self, target: HostPort, tcp: TcpSettings) -> list[Resolved]:
+        """Every distinct address of ``target`` (both families, in the resolver's order), for
+        ``tcp.probe_addresses: all``; raises ResolveError (or TimeoutError from the caller's deadline)."""
+        fixed = literal(target)
+        if fixed is not None:
+            return [fixed]
+        family = socket.AF_UNSPEC
+        if tcp.source_ip_address:
+            # A socket bound to a source address reaches only its own family.
+            family = socket.AF_INET6 if ":" in tcp.source_ip_address else socket.AF_INET
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.run_in_executor(
+                self._executor,
+                socket.getaddrinfo,
+                target.host,
+                target.port,
+                family,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+            )
+        except socket.gaierror as exc:
+            raise ResolveError(f"{target.host} does not resolve: {exc.strerror}") from None
+        except UnicodeError:
+            raise ResolveError(f"{target.host} is not a valid name for DNS") from None
+        seen: dict[str, Resolved] = {}
+        for info_family, _, _, _, sockaddr in infos:
+            ip = str(sockaddr[0])
+            if info_family in (socket.AF_INET, socket.AF_INET6) and ip not in seen:
+                seen[ip] = Resolved(info_family, sockaddr, ip)
+        if not seen:
+            raise ResolveError(f"{target.host} has no IPv4 or IPv6 address")
+        return list(seen.values())
+
     async def resolve(self, target: HostPort, tcp: TcpSettings) -> Resolved:
         """Resolve ``target``; raises ResolveError (or TimeoutError from the caller's deadline)."""
         fixed = literal(target)

@@ -25,20 +25,19 @@ import asyncio
 import dataclasses
 import ipaddress
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 import dns.exception
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
-from exporter.core.exposition import Family, escape_label_value
+from exporter.core.exposition import Family, Samples, escape_label_value, labelled
 from exporter.core.transcript import printable
-from exporter.probers.base import Fact, Prober
+from exporter.probers.base import Prober
 from exporter.probers.connect.resolve import Resolver
-from exporter.probers.connect.result import ProbeResult, TcpState
+from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, ProbeResult, TcpState
 from exporter.probers.module import Module
 from exporter.probers.smtp import mail_tls
 from exporter.probers.smtp.mail_tls import MailTls
@@ -121,7 +120,9 @@ class MxHost:
 
 
 @dataclass(slots=True)
-class MailDomainDetails:
+class MailDomainDetails(DetailsBase):
+    """What probing a mail domain found (``ProbeResult.details`` with ``smtp.mx: true``)."""
+
     domain: str
     state: MailDomainState = MailDomainState.DNS_ERROR
     mx_records: int | None = None  # MX records in the answer; None when the lookup failed
@@ -131,20 +132,28 @@ class MailDomainDetails:
     verdict: str = ""
     tls: MailTls | None = None  # smtp.mta_sts / smtp.dane (exporter.probers.smtp.mail_tls)
 
-    @property
+    def facts(self, state: str, now: float) -> list[Fact]:
+        return [Fact("Mail domain", f"{self.state} ({STATE_WORDS[self.state]})")]
+
     def explanations(self) -> list[tuple[str, str]]:
         """Each host's explained replies, headed by the host (read by `check` and /probe?debug=true)."""
         out: list[tuple[str, str]] = []
         for host in self.mx:
             if host.smtp is None:
                 continue
-            for heading, meaning in host.smtp.explanations:
+            for heading, meaning in host.smtp.reply_explanations:
                 code = heading.split()[1] if len(heading.split()) > 1 else ""
                 domain_meaning = DOMAIN_REPLY_MEANINGS.get(int(code)) if code.isdigit() else None
                 out.append((f"{host.host}: {heading}", domain_meaning or meaning))
         return out
 
-    def contract(self) -> dict[str, Any]:
+    def json_sections(self) -> JsonObject:
+        return {"mail_domain": self.contract()}
+
+    def report_lines(self) -> list[str]:
+        return render_text(self)
+
+    def contract(self) -> JsonObject:
         """The ``mail_domain`` object of ``check --json`` (a contract: keys kept, extended freely)."""
         return {
             "domain": self.domain,
@@ -180,7 +189,7 @@ def mail_domain(result: ProbeResult) -> MailDomainDetails | None:
 # --- the probe ------------------------------------------------------------------------------
 
 
-async def probe_smtp_target(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
+async def probe_smtp_target(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     """The smtp prober's entry in the prober table: a mail domain with ``mx: true``, else one host."""
     if module.settings is not None and module.settings.mx:
         return await probe_mail_domain(target, module, deadline, resolver)
@@ -188,40 +197,12 @@ async def probe_smtp_target(target: HostPort, module: Module, deadline: float, r
 
 
 def with_mail_domains(smtp: Prober) -> Prober:
-    """The smtp prober plugin extended with ``smtp.mx``: mail-domain results get their own families,
-    facts, explanations and JSON; everything else goes to the smtp plugin's own functions."""
-
-    def facts(result: ProbeResult, now: float) -> list[Fact]:
-        details = mail_domain(result)
-        if details is None:
-            return smtp.facts(result, now)
-        return [Fact("Mail domain", f"{details.state} ({STATE_WORDS[details.state]})")]
-
-    def explanations(result: ProbeResult) -> list[tuple[str, str]]:
-        details = mail_domain(result)
-        return details.explanations if details is not None else smtp.explanations(result)
-
-    def details_json(result: ProbeResult) -> dict[str, Any] | None:
-        details = mail_domain(result)
-        return details.contract() if details is not None else smtp.details_json(result)
-
-    def json_sections(result: ProbeResult) -> dict[str, Any]:
-        details = mail_domain(result)
-        return {"mail_domain": details.contract()} if details is not None else smtp.json_sections(result)
-
-    return dataclasses.replace(
-        smtp,
-        probe=probe_smtp_target,
-        families=smtp.families + MAIL_DOMAIN_FAMILIES,
-        facts=facts,
-        explanations=explanations,
-        details_json=details_json,
-        report_lines=lambda result: render_text(result.details),
-        json_sections=json_sections,
-    )
+    """The smtp prober plugin extended with ``smtp.mx``: a mail domain's results carry
+    ``MailDomainDetails`` (its own facts, explanations and JSON) and its own families."""
+    return dataclasses.replace(smtp, probe=probe_smtp_target, families=smtp.families + MAIL_DOMAIN_FAMILIES)
 
 
-async def probe_mail_domain(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
+async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     settings = module.settings
     assert settings is not None
     details = MailDomainDetails(domain=target.host)
@@ -272,7 +253,7 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: float, r
         if remaining <= 0.01:
             result.note(f"No time left for MX {host.host}: not probed")
             break
-        share = Deadline(loop.time() + remaining / (len(probed) - index))
+        share = deadline.share(len(probed) - index)
         await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, details.tls)
     if discovery is not None and details.tls is not None:
         await discovery  # bounded by the deadline like everything in it
@@ -286,7 +267,7 @@ async def _probe_host(
     host: MxHost,
     port: int,
     module: Module,
-    deadline: float,
+    deadline: Deadline,
     resolver: Resolver,
     dns_resolver,
     result: ProbeResult,
@@ -323,7 +304,7 @@ async def _probe_host(
         remaining = deadline - loop.time()
         if remaining <= 0:
             break
-        own_deadline = Deadline(loop.time() + remaining / (len(candidates) - index))
+        own_deadline = deadline.share(len(candidates) - index)
         outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
         _record(host, address, outcome, result)
         if outcome.state != SmtpState.CONNECT_FAILED:
@@ -464,7 +445,7 @@ def _short(host: MxHost) -> str:
         return "open relay (accepted a foreign recipient)"
     reply = _failing_reply(host)
     if reply is not None:
-        code = f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
+        code = reply.code_text
         return f"{host.state} ({code}, {'temporary' if reply.code < 500 else 'permanent'})"
     if host.state == SmtpState.CONNECT_FAILED:
         return f"connect_failed ({host.tcp_state})"
@@ -503,7 +484,7 @@ def _host_labels(host: MxHost) -> str:
     return f'mx="{escape_label_value(host.host)}",preference="{host.preference}"'
 
 
-def _per_host(value) -> Any:
+def _per_host(value: Callable[[MxHost], float | None]) -> Samples[ProbeResult]:
     def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
         details = mail_domain(result)
         if details is None:
@@ -514,10 +495,10 @@ def _per_host(value) -> Any:
                 out.append((_host_labels(host), got))
         return out
 
-    return samples
+    return labelled(samples)
 
 
-def _per_host_one_hot(values: list[str], current) -> Any:
+def _per_host_one_hot(values: list[str], current: Callable[[MxHost], str | None]) -> Samples[ProbeResult]:
     def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
         details = mail_domain(result)
         if details is None:
@@ -529,7 +510,7 @@ def _per_host_one_hot(values: list[str], current) -> Any:
                 out += [(f'{labels},state="{value}"', 1 if value == now else 0) for value in values]
         return out
 
-    return samples
+    return labelled(samples)
 
 
 def _domain_state(result: ProbeResult) -> Iterable[tuple[str, float]]:
@@ -563,13 +544,13 @@ MAIL_DOMAIN_FAMILIES = (
         "gauge",
         "Verdict on a mail domain (smtp.mx): exactly one of ok, degraded, all_mx_failed, null_mx, "
         "no_such_domain, dns_error, no_mail_host is 1.",
-        _domain_state,
+        labelled(_domain_state),
     ),
     Family(
         "probe_mx_records",
         "gauge",
         "MX records the mail domain publishes (a null MX counts 1; 0: none, the implicit MX is used).",
-        _mx_records,
+        labelled(_mx_records),
     ),
     Family(
         "probe_mx_success",
@@ -590,7 +571,10 @@ MAIL_DOMAIN_FAMILIES = (
         _per_host_one_hot([state.value for state in TcpState], lambda host: host.tcp_state),
     ),
     Family(
-        "probe_mx_reply_code", "gauge", "The last reply code of each SMTP stage this MX host reached.", _reply_codes
+        "probe_mx_reply_code",
+        "gauge",
+        "The last reply code of each SMTP stage this MX host reached.",
+        labelled(_reply_codes),
     ),
     Family(
         "probe_mx_connect_duration_seconds",
@@ -617,11 +601,9 @@ MAIL_DOMAIN_FAMILIES = (
 # --- text for people (check, /probe?debug=true) ---------------------------------------------
 
 
-def render_text(details: Any) -> list[str]:
+def render_text(details: MailDomainDetails) -> list[str]:
     """The MX table, in the order tried; [] for results that are not a mail domain's or have no MX host.
     (The verdict is the probe's detail and the plugin's "Mail domain" fact.)"""
-    if not isinstance(details, MailDomainDetails):
-        return []
     if not details.mx:
         return mail_tls.render_text(details.tls)
     lines = [f"MX hosts of {details.domain}, in the order tried:"]

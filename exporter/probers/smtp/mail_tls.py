@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import dns.exception
 
-from exporter.core.exposition import Family, escape_label_value
+from exporter.core.exposition import Family, escape_label_value, labelled
 from exporter.probers.smtp import dane
 from exporter.probers.smtp.dane import DaneCheck, DaneState
 from exporter.probers.smtp.mta_sts import (
@@ -205,7 +205,7 @@ def evaluate(details: MailTls, mx: Iterable[tuple[str, int]]) -> None:
 # --- metric families ---------------------------------------------------------------------------
 
 R = TypeVar("R")
-Samples = Callable[[R], Iterable[tuple[str, float]]]
+Read = Callable[[R], Iterable[tuple[str, float]]]
 
 
 def _labels(host: str, preference: int) -> str:
@@ -219,7 +219,7 @@ def families(get: Callable[[R], MailTls | None]) -> tuple[Family[R], ...]:
             return ()
         return [(f'state="{s.value}"', 1 if s is tls.mta_sts.state else 0) for s in MtaStsState]
 
-    def sts_mx(value: Callable[[Any], float]) -> Samples[R]:
+    def sts_mx(value: Callable[[Any], float]) -> Read[R]:
         def samples(result: R) -> Iterable[tuple[str, float]]:
             tls = get(result)
             if tls is None or tls.mta_sts is None:
@@ -278,46 +278,46 @@ def families(get: Callable[[R], MailTls | None]) -> tuple[Family[R], ...]:
             "gauge",
             "MTA-STS (RFC 8461) of the mail domain (smtp.mta_sts): exactly one of absent, none, testing_ok, "
             "testing_failing, enforce_ok, enforce_failing, policy_unavailable, policy_invalid is 1.",
-            sts_state,
+            labelled(sts_state),
         ),
         Family(
             "probe_mta_sts_mx_failing",
             "gauge",
             "1 when this MX host fails the domain's MTA-STS policy (not listed, no STARTTLS, certificate "
             "not valid for its name); in enforce mode enforcing senders refuse it.",
-            sts_mx(lambda check: int(check.failing)),
+            labelled(sts_mx(lambda check: int(check.failing))),
         ),
         Family(
             "probe_mta_sts_mx_state",
             "gauge",
             "This MX host against the MTA-STS policy: exactly one state is 1 per host.",
-            sts_mx_state,
+            labelled(sts_mx_state),
         ),
-        Family("probe_mta_sts_max_age_seconds", "gauge", "The MTA-STS policy's max_age.", max_age),
+        Family("probe_mta_sts_max_age_seconds", "gauge", "The MTA-STS policy's max_age.", labelled(max_age)),
         Family(
             "probe_mta_sts_policy_info",
             "gauge",
             "The MTA-STS policy id (from the _mta-sts TXT record) and mode; always 1.",
-            policy_info,
+            labelled(policy_info),
         ),
         Family(
             "probe_tls_rpt_present",
             "gauge",
             "1 when the domain publishes exactly one valid TLS-RPT record (_smtp._tls, RFC 8460).",
-            rpt,
+            labelled(rpt),
         ),
         Family(
             "probe_dane_state",
             "gauge",
             "DANE (RFC 7672) summary over the MX hosts (smtp.dane), the worst host's state: exactly one is 1.",
-            dane_state,
+            labelled(dane_state),
         ),
         Family(
             "probe_dane_mx_state",
             "gauge",
             "DANE state of this MX host: valid, mismatch, unsigned, absent, bogus, unusable, dns_error or "
             "unchecked; exactly one is 1 per host.",
-            dane_mx,
+            labelled(dane_mx),
         ),
     )
 

@@ -8,9 +8,9 @@ cannot create series at will or break the exposition.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 
-from exporter.core.exposition import Family, Samples, one_hot, single
+from exporter.core.exposition import Family, Samples, current_only, labelled, single
 from exporter.probers.connect.result import ProbeResult
 from exporter.probers.smtp.result import (
     AUTH_MECHANISMS,
@@ -18,7 +18,6 @@ from exporter.probers.smtp.result import (
     REPLY_STAGES,
     TIMED_STAGES,
     SmtpDetails,
-    SmtpState,
 )
 
 
@@ -27,21 +26,21 @@ def _details(result: ProbeResult) -> SmtpDetails | None:
     return details if isinstance(details, SmtpDetails) else None
 
 
-def _per_stage(stages: tuple[str, ...], value) -> Samples:
+def _per_stage(stages: tuple[str, ...], value: Callable[[SmtpDetails, str], float | None]) -> Samples[ProbeResult]:
     rendered = [(stage, f'stage="{stage}"') for stage in stages]
 
     def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
         details = _details(result)
         if details is None:
             return ()
-        out = []
+        out: list[tuple[str, float]] = []
         for stage, text in rendered:
             got = value(details, stage)
             if got is not None:
                 out.append((text, got))
         return out
 
-    return samples
+    return labelled(samples)
 
 
 def _enhanced(result: ProbeResult) -> Iterable[tuple[str, float]]:
@@ -55,25 +54,33 @@ def _enhanced(result: ProbeResult) -> Iterable[tuple[str, float]]:
     ]
 
 
-def _flags(label: str, names: tuple[str, ...], present) -> Samples:
-    rendered = [(name, f'{label}="{name}"') for name in names]
+def _flags(
+    label: str,
+    names: tuple[str, ...],
+    present: Callable[[SmtpDetails], Collection[str] | None],
+    always: tuple[str, ...] = (),
+) -> Samples[ProbeResult]:
+    """A series at 1 for each well-known name present; the names in ``always`` (the ones alerts test,
+    e.g. STARTTLS) are written at 0 too, every other absent name is left out (absent means absent)."""
+    rendered = [(name, f'{label}="{name}"', name in always) for name in names]
 
     def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
         details = _details(result)
         have = present(details) if details is not None else None
         if have is None:
             return ()
-        return [(text, 1 if name in have else 0) for name, text in rendered]
+        return [(text, 1 if name in have else 0) for name, text, kept in rendered if kept or name in have]
 
-    return samples
+    return labelled(samples)
 
 
 SMTP_FAMILIES = (
     Family(
         "probe_smtp_state",
         "gauge",
-        "Outcome of the SMTP dialogue: exactly one state is 1.",
-        one_hot("state", [state.value for state in SmtpState], lambda r: str(r.state)),
+        "Outcome of the SMTP dialogue: the one series, at 1, names the state.",
+        # 18 states and more to come: not a one-hot family (docs/metrics.md, "What a target costs").
+        current_only("state", lambda r: str(r.state)),
     ),
     Family(
         "probe_smtp_banner_duration_seconds",
@@ -97,18 +104,19 @@ SMTP_FAMILIES = (
         "probe_smtp_enhanced_status_code_info",
         "gauge",
         "The RFC 3463 enhanced status code of a stage's last reply, when the server gave one; always 1.",
-        _enhanced,
+        labelled(_enhanced),
     ),
     Family(
         "probe_smtp_capability",
         "gauge",
-        "Whether the server advertised a well-known EHLO extension (1) or not (0); STARTTLS as seen before TLS.",
-        _flags("capability", CAPABILITIES, lambda d: d.capabilities),
+        "A well-known EHLO extension the server advertised (1); STARTTLS is always written, 0 when not "
+        "advertised (as seen before TLS); any other extension not advertised is absent.",
+        _flags("capability", CAPABILITIES, lambda d: d.capabilities, always=("STARTTLS",)),
     ),
     Family(
         "probe_smtp_auth_mechanism",
         "gauge",
-        "Whether the server offered a well-known AUTH mechanism (1) or not (0), in its last EHLO reply.",
+        "A well-known AUTH mechanism the server offered in its last EHLO reply (1); absent when not offered.",
         _flags("mechanism", AUTH_MECHANISMS, lambda d: d.auth_mechanisms if d.capabilities is not None else None),
     ),
     Family(

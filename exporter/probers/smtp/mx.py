@@ -29,6 +29,7 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
+from exporter.core.deadline import Deadline
 from exporter.probers.connect.settings import TcpSettings
 
 # A host name as it may appear in a label or a line of text (DNS names are at most 253 characters).
@@ -79,7 +80,7 @@ def new_resolver() -> dns.asyncresolver.Resolver:
     return dns.asyncresolver.Resolver(configure=True)
 
 
-def _remaining(deadline: float) -> float:
+def _remaining(deadline: Deadline) -> float:
     return max(0.001, deadline - asyncio.get_running_loop().time())
 
 
@@ -99,7 +100,7 @@ def _describe_failure(name: str, exc: BaseException) -> str:
     return f"the DNS lookup of {name} failed ({type(exc).__name__})"
 
 
-async def _query(resolver: dns.asyncresolver.Resolver, name: dns.name.Name, rdtype: str, deadline: float):
+async def _query(resolver: dns.asyncresolver.Resolver, name: dns.name.Name, rdtype: str, deadline: Deadline):
     """The answer, or None for NOERROR without records; raises NXDOMAIN and other DNS exceptions."""
     try:
         async with asyncio.timeout_at(deadline):
@@ -109,7 +110,7 @@ async def _query(resolver: dns.asyncresolver.Resolver, name: dns.name.Name, rdty
 
 
 async def lookup_mx(
-    domain: str, deadline: float, tcp: TcpSettings, resolver: dns.asyncresolver.Resolver | None = None
+    domain: str, deadline: Deadline, tcp: TcpSettings, resolver: dns.asyncresolver.Resolver | None = None
 ) -> MxAnswer:
     started = time.perf_counter()
     answer = await _lookup_mx(domain, deadline, tcp, resolver)
@@ -118,7 +119,7 @@ async def lookup_mx(
 
 
 async def _lookup_mx(
-    domain: str, deadline: float, tcp: TcpSettings, resolver: dns.asyncresolver.Resolver | None
+    domain: str, deadline: Deadline, tcp: TcpSettings, resolver: dns.asyncresolver.Resolver | None
 ) -> MxAnswer:
     try:
         name = dns.name.from_text(domain)  # absolute: no search list, as a sending MTA does
@@ -161,7 +162,7 @@ async def _lookup_mx(
 
 
 async def _implicit(
-    domain: str, name: dns.name.Name, resolver: dns.asyncresolver.Resolver, deadline: float, tcp: TcpSettings
+    domain: str, name: dns.name.Name, resolver: dns.asyncresolver.Resolver, deadline: Deadline, tcp: TcpSettings
 ) -> MxAnswer:
     found = await lookup_addresses(domain, deadline, tcp, resolver)
     if found.addresses:
@@ -188,7 +189,7 @@ def _families(tcp: TcpSettings) -> list[str]:
 
 
 async def lookup_addresses(
-    host: str, deadline: float, tcp: TcpSettings, resolver: dns.asyncresolver.Resolver | None = None
+    host: str, deadline: Deadline, tcp: TcpSettings, resolver: dns.asyncresolver.Resolver | None = None
 ) -> HostAddresses:
     """The host's addresses of the families the module may use, the preferred family first.
 

@@ -1,56 +1,29 @@
-"""The ``smtp`` prober as a plugin: its config section, states, families and the facts people read
-(a mail server, or with ``smtp.mx`` a mail domain: every MX host of it)."""
+"""The ``smtp`` prober as a plugin: its config section, states and families (a mail server, or with
+``smtp.mx`` a mail domain: every MX host of it). What people read comes from its details types
+(``SmtpDetails``, ``MailDomainDetails``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from exporter.probers.base import Fact, Prober
+from exporter.probers.base import Prober
 from exporter.probers.connect.metrics import CONNECT_FAMILIES
-from exporter.probers.connect.result import ProbeResult
 from exporter.probers.connect.settings import TCP_SECTION
 from exporter.probers.module import Module
 from exporter.probers.smtp.domain import with_mail_domains
 from exporter.probers.smtp.metrics import SMTP_FAMILIES
-from exporter.probers.smtp.result import SmtpDetails, SmtpState
+from exporter.probers.smtp.result import BANNER, CERTIFICATE, REPLIES, SmtpState
 from exporter.probers.smtp.session import probe_smtp
-from exporter.probers.smtp.settings import SMTP_SECTION, default_port, ehlo_fallback_problem, local_fqdn
-from exporter.probers.tls.families import TLS_FAMILIES, expiry_words
-
-BANNER, REPLIES, CERTIFICATE = "Banner after", "SMTP replies", "Certificate expires"
+from exporter.probers.smtp.settings import SMTP_SECTION, SmtpSettings, default_port, ehlo_fallback_problem, local_fqdn
+from exporter.probers.tls.families import TLS_FAMILIES
 
 
-def _details(result: ProbeResult) -> SmtpDetails | None:
-    details = result.details
-    return details if isinstance(details, SmtpDetails) else None
-
-
-def facts(result: ProbeResult, now: float) -> list[Fact]:
-    details = _details(result)
-    if details is None:
-        return []
-    out = []
-    if details.banner_seconds is not None:
-        out.append(Fact(BANNER, f"{details.banner_seconds * 1000:.2f} ms"))
-    if details.replies:
-        out.append(Fact(REPLIES, ", ".join(f"{stage} {code}" for stage, code in details.reply_codes.items())))
-    if details.cert_expiry is not None:
-        out.append(Fact(CERTIFICATE, expiry_words(details.cert_expiry, now)))
-    return out
-
-
-def explanations(result: ProbeResult) -> list[tuple[str, str]]:
-    details = _details(result)
-    return list(details.explanations) if details is not None else []
-
-
-def details_json(result: ProbeResult) -> dict[str, Any] | None:
-    details = _details(result)
-    return details.to_json() if details is not None else None
+def _settings(module: Module) -> SmtpSettings:
+    settings = module.settings
+    assert isinstance(settings, SmtpSettings), f"module {module.name}: not an smtp module"
+    return settings
 
 
 def warnings(module: Module) -> list[str]:
-    if module.settings.ehlo is not None:
+    if _settings(module).ehlo is not None:
         return []
     problem = ehlo_fallback_problem(local_fqdn())
     return [problem] if problem else []
@@ -66,13 +39,10 @@ _SERVER = Prober(
     families=CONNECT_FAMILIES + SMTP_FAMILIES + TLS_FAMILIES,
     tcp_section=TCP_SECTION,
     section=("smtp", SMTP_SECTION),
-    default_port=lambda module: default_port(module.settings),
+    default_port=lambda module: default_port(_settings(module)),
     warnings=warnings,
-    facts=facts,
-    explanations=explanations,
-    details_json=details_json,
     columns=(BANNER, REPLIES, CERTIFICATE),
-    greeting_seconds=lambda result: d.banner_seconds if (d := _details(result)) is not None else None,
+    reads_greeting=True,
 )
-# With smtp.mx the target is a mail domain (exporter.probers.maildomain).
+# With smtp.mx the target is a mail domain (exporter.probers.smtp.domain).
 PROBER = with_mail_domains(_SERVER)

@@ -14,15 +14,18 @@ Outcomes of ``RCPT TO:<relay_check_rcpt_to>``:
 - 4xx: refused for now (greylisting, a busy server): not an open relay at this moment, but not
   proof either; the probe passes and the transcript says the check was inconclusive.
 
-Hooked into the smtp prober's dialogue with one call (``exporter/probers/smtp.py``, marked
-"maildomain hook"); the dialogue owns the connection, this module only decides.
+Called by the smtp prober's dialogue (``exporter/probers/smtp/session.py``) after the envelope; the
+dialogue owns the connection, this module only decides, through the session's public ``command``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
+from exporter.probers.connect.result import ProbeResult
+from exporter.probers.smtp.replies import Reply
 from exporter.probers.smtp.result import SmtpState
+from exporter.probers.smtp.settings import SmtpSettings
 
 OPEN_RELAY_EXPLANATION = (
     "the server accepted a recipient in a domain it must not relay to, from a client that did not "
@@ -31,31 +34,42 @@ OPEN_RELAY_EXPLANATION = (
 )
 
 
-def _code(reply: Any) -> str:
-    return f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
+class RelaySession(Protocol):
+    """What the check needs of the smtp prober's open session."""
+
+    settings: SmtpSettings
+    result: ProbeResult
+
+    async def command(self, stage: str, line: str) -> Reply: ...
+
+    def quote(self, reply: Reply) -> str: ...
 
 
-async def check_relay(session: Any) -> tuple[SmtpState, str] | None:
+def _code(reply: Reply) -> str:
+    return reply.code_text
+
+
+async def check_relay(session: RelaySession) -> tuple[SmtpState, str] | None:
     """Run the relay check on the smtp prober's open session; a (state, detail) to stop with, or None."""
     settings = session.settings
-    foreign = getattr(settings, "relay_check_rcpt_to", None)
+    foreign = settings.relay_check_rcpt_to
     if not foreign:
         return None
     result = session.result
-    reply = await session._command("relay_mail", f"MAIL FROM:<{settings.mail_from}>")
+    reply = await session.command("relay_mail", f"MAIL FROM:<{settings.mail_from}>")
     if reply.code != 250:
         return (
             SmtpState.SENDER_REJECTED,
             f"the open-relay check could not start: MAIL FROM:<{settings.mail_from}> was answered "
-            f"{_code(reply)} {session._quote(reply)}",
+            f"{_code(reply)} {session.quote(reply)}",
         )
-    reply = await session._command("relay_rcpt", f"RCPT TO:<{foreign}>")
-    await session._command("relay_rset", "RSET")  # end the transaction: nothing is ever sent
+    reply = await session.command("relay_rcpt", f"RCPT TO:<{foreign}>")
+    await session.command("relay_rset", "RSET")  # end the transaction: nothing is ever sent
     if reply.code in (250, 251):
         return (
             SmtpState.OPEN_RELAY,
             f"open relay: RCPT TO:<{foreign}> was answered {_code(reply)}: {OPEN_RELAY_EXPLANATION}. "
-            f"The server said {session._quote(reply)}",
+            f"The server said {session.quote(reply)}",
         )
     if 400 <= reply.code < 500:
         result.note(

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from enum import IntEnum
 
+from exporter.core.deadline import Deadline
+
 # RFC 5321 allows 512 octets per reply line; real servers exceed it a little, so be lenient but bounded.
 MAX_LINE_BYTES = 2048
 MAX_REPLY_LINES = 100
@@ -81,6 +83,11 @@ class Reply:
     enhanced: str | None = None  # RFC 3463 status such as "5.7.1", when the first line starts with one
 
     @property
+    def code_text(self) -> str:
+        """The code with the enhanced status code when there is one: "550 5.1.1" (how people quote it)."""
+        return f"{self.code} {self.enhanced}" if self.enhanced else str(self.code)
+
+    @property
     def positive(self) -> bool:
         return 200 <= self.code < 400
 
@@ -136,7 +143,7 @@ class ReplyReader:
         """Bytes received but not read yet (after STARTTLS's 220 there must be none: RFC 3207 section 5)."""
         return len(getattr(self.reader, "_buffer", b""))
 
-    async def read(self, deadline: float) -> Reply:
+    async def read(self, deadline: Deadline) -> Reply:
         """The next complete reply, before ``deadline`` (loop time)."""
         lines: list[bytes] = []
         try:

@@ -6,8 +6,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from exporter.probers.connect.result import DetailsBase, Fact, JsonObject
 from exporter.probers.smtp.replies import Reply
+from exporter.probers.tls.families import expiry_words
 from exporter.probers.tls.handshake import TlsInfo
+
+# Fact labels (the status page shows them as columns).
+BANNER, REPLIES, CERTIFICATE = "Banner after", "SMTP replies", "Certificate expires"
 
 
 class SmtpState(StrEnum):
@@ -102,7 +107,9 @@ AUTH_MECHANISMS = (
 
 
 @dataclass(slots=True)
-class SmtpDetails:
+class SmtpDetails(DetailsBase):
+    """What the SMTP dialogue recorded (``ProbeResult.details`` of an smtp probe of one host)."""
+
     banner_seconds: float | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
     replies: dict[str, Reply] = field(default_factory=dict)  # the last reply of each stage
@@ -112,7 +119,7 @@ class SmtpDetails:
     encrypted: bool = False
     tls: TlsInfo | None = None
     # (what was answered, e.g. "rcpt 550 5.1.1", plain-language meaning) for each distinct reply.
-    explanations: list[tuple[str, str]] = field(default_factory=list)
+    reply_explanations: list[tuple[str, str]] = field(default_factory=list)
     # For a rejection: what the server refused (smtp_explain.Party: client, sender, recipient, relay, ...).
     refused: str | None = None
     greylisted: bool = False  # a 4xx whose own words say greylisting
@@ -123,16 +130,29 @@ class SmtpDetails:
     # The read-only view the status page and `check` show (stage -> "550 5.1.1", certificate expiry).
     @property
     def reply_codes(self) -> dict[str, str]:
-        return {
-            stage: f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
-            for stage, reply in self.replies.items()
-        }
+        return {stage: reply.code_text for stage, reply in self.replies.items()}
 
     @property
     def cert_expiry(self) -> float | None:
         return self.tls.earliest_expiry if self.tls is not None else None
 
-    def to_json(self) -> dict[str, Any]:
+    def facts(self, state: str, now: float) -> list[Fact]:
+        out = []
+        if self.banner_seconds is not None:
+            out.append(Fact(BANNER, f"{self.banner_seconds * 1000:.2f} ms"))
+        if self.replies:
+            out.append(Fact(REPLIES, ", ".join(f"{stage} {code}" for stage, code in self.reply_codes.items())))
+        if self.cert_expiry is not None:
+            out.append(Fact(CERTIFICATE, expiry_words(self.cert_expiry, now)))
+        return out
+
+    def explanations(self) -> list[tuple[str, str]]:
+        return list(self.reply_explanations)
+
+    def greeting_seconds(self) -> float | None:
+        return self.banner_seconds
+
+    def contract(self) -> JsonObject:
         """JSON-native view (lists, strings, numbers, null): the stable schema documented in docs/smtp.md."""
         tls = self.tls
         return {
@@ -158,7 +178,7 @@ class SmtpDetails:
                 "verified_chain_expiry": tls.verified_chain_expiry,
                 "subject": tls.subject,
             },
-            "explanations": [{"reply": heading, "meaning": meaning} for heading, meaning in self.explanations],
+            "explanations": [{"reply": heading, "meaning": meaning} for heading, meaning in self.reply_explanations],
             "refused": self.refused,
             "greylisted": self.greylisted,
             "starttls_refused": self.starttls_refused,
@@ -168,7 +188,7 @@ class SmtpDetails:
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _STRING_OR_NULL = {"type": ["string", "null"]}
-# The JSON Schema (draft 2020-12) of ``SmtpDetails.to_json()``: `check --json`'s "details" for the smtp prober.
+# The JSON Schema (draft 2020-12) of ``SmtpDetails.contract()``: `check --json`'s "details" for the smtp prober.
 # A contract: fields may be added, none removed or retyped.
 SMTP_DETAILS_JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

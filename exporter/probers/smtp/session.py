@@ -20,15 +20,19 @@ import email.message
 import email.policy
 import email.utils
 import re
+import socket
 import ssl
 import time
 
 from exporter.core.address import HostPort
+from exporter.core.deadline import Deadline
 from exporter.core.transcript import printable, record
 from exporter.probers.connect.dial import connect_target
+from exporter.probers.connect.mtu import Finding, MtuCheck
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult
 from exporter.probers.module import Module
+from exporter.probers.smtp import mtu as smtp_mtu
 from exporter.probers.smtp.explain import Explanation, Party, explain
 from exporter.probers.smtp.relay import check_relay
 from exporter.probers.smtp.replies import (
@@ -85,7 +89,7 @@ class _Unverified(Exception):
     """The certificate did not verify and the policy says: carry on without verification."""
 
 
-async def probe_smtp(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
+async def probe_smtp(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     settings = module.settings
     assert settings is not None  # the config loader sets it for every smtp module
     result = ProbeResult(state=SmtpState.CONNECT_FAILED)
@@ -107,13 +111,13 @@ async def probe_smtp(target: HostPort, module: Module, deadline: float, resolver
 class _Session:
     """One connection's dialogue; writes its findings into ``result`` and ``result.details``."""
 
-    def __init__(self, result: ProbeResult, target: HostPort, settings: SmtpSettings, deadline: float, verify: bool):
+    def __init__(self, result: ProbeResult, target: HostPort, settings: SmtpSettings, deadline: Deadline, verify: bool):
         self.result = result
         self.details = SmtpDetails()
         result.details = self.details
         self.target = target
         self.settings = settings
-        self.deadline = deadline
+        self.deadline = Deadline(deadline)  # callers outside the runner (tests, check) may pass loop time
         self.verify = verify
         self.replies: ReplyReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -121,6 +125,7 @@ class _Session:
         self.explained: set[tuple[str, int, str | None]] = set()
         self.waiting_for = "the greeting"  # what the server owes a reply to, for a timeout's verdict
         self.starttls_refusal = ""  # the verdict when STARTTLS was refused and the dialogue went on
+        self.mtu: MtuCheck | None = None  # tcp.mtu_check (smtp_mtu.py)
 
     # --- the dialogue -------------------------------------------------------------------
 
@@ -130,6 +135,8 @@ class _Session:
         if sock is None:
             result.state = SmtpState.CONNECT_FAILED
             return
+        if module.tcp.mtu_check and result.address is not None:
+            self.mtu = MtuCheck(sock, result.address, self.target.port, self.deadline)
         clean = False  # whether the stream is still in step, so QUIT can wait for its reply
         try:
             await self._dialogue(sock, verify_error)
@@ -152,9 +159,13 @@ class _Session:
         except (ConnectionClosed, MalformedReply) as exc:
             result.state, result.detail = SmtpState.PROTOCOL_ERROR, printable(str(exc))
         finally:
+            if self.mtu is not None:
+                self.mtu.before_close()
             if self.writer is None:
                 sock.close()
             await self._quit_and_close(clean)
+        if self.mtu is not None:
+            await self._mtu_verdict(module, resolver)
         if result.state is not SmtpState.OK:
             # The verdict itself is printed once, by whoever shows the result; the transcript only marks the end.
             result.note(f"Outcome: {result.state}")
@@ -175,6 +186,8 @@ class _Session:
         await self._hello()
         if not settings.tls and settings.starttls != "no":
             await self._starttls(verify_error)
+        if self.mtu is not None:
+            await self._mtu_to_target(self.mtu)
         if settings.auth is not None:
             await self._authenticate()
         if settings.mail_from:
@@ -196,21 +209,21 @@ class _Session:
             if pattern.search(text) is None:
                 raise _Stop(
                     SmtpState.BANNER_MISMATCH,
-                    f"the greeting does not match expect_banner {pattern.pattern!r}: {self._quote(greeting)}",
+                    f"the greeting does not match expect_banner {pattern.pattern!r}: {self.quote(greeting)}",
                 )
 
     async def _hello(self) -> None:
         name = self.settings.ehlo_name
         if self.settings.ehlo is None and (problem := ehlo_fallback_problem(name)):
             self.result.note(f"Warning: {problem}")
-        reply = await self._command("ehlo", f"EHLO {name}")
+        reply = await self.command("ehlo", f"EHLO {name}")
         if reply.code == ReplyCode.OK:
             self._capabilities(reply)
             return
         command = "EHLO"
         if reply.permanent:  # an old server without ESMTP: try the original greeting
             command = "HELO"
-            reply = await self._command("helo", f"HELO {name}")
+            reply = await self.command("helo", f"HELO {name}")
             if reply.code == ReplyCode.OK:
                 self.result.note("EHLO refused, HELO accepted: the server offers no extensions")
                 self.details.capabilities = frozenset()
@@ -249,7 +262,7 @@ class _Session:
                 raise _Stop(SmtpState.STARTTLS_UNAVAILABLE, "the server does not offer STARTTLS (starttls: required)")
             self.result.note("STARTTLS is not offered: continuing unencrypted (starttls: opportunistic)")
             return
-        reply = await self._command("starttls", "STARTTLS")
+        reply = await self.command("starttls", "STARTTLS")
         if reply.code != ReplyCode.SERVICE_READY:
             # Advertised, then refused: the server's TLS is broken (often an unreadable certificate or key).
             refusal = (
@@ -286,8 +299,12 @@ class _Session:
             f"({'verifying the certificate' if self.verify else 'certificate not verified'})"
         )
         started = time.perf_counter()
+        # With mtu_check the certificate flight gets half the time left: the rest is for a small-MSS retry.
+        until = self.deadline if self.mtu is None else self.mtu.stall_deadline()
+        if self.mtu is not None:
+            self.mtu.expect_from_target()
         try:
-            async with asyncio.timeout_at(self.deadline):
+            async with asyncio.timeout_at(until):
                 if sock is not None:
                     reader, self.writer = await open_stream(sock, ssl=context, server_hostname=hostname)
                     self.replies = ReplyReader(reader)
@@ -310,6 +327,8 @@ class _Session:
             info.handshake_seconds = time.perf_counter() - started
             raise _Stop(SmtpState.TLS_ERROR, f"the TLS handshake failed: {describe_handshake_failure(exc)}") from None
         info.handshake_seconds = self.details.stage_seconds["tls"] = time.perf_counter() - started
+        if self.mtu is not None:
+            self.mtu.from_target_arrived()
         assert self.writer is not None
         describe(info, self.writer.get_extra_info("ssl_object"), True if self.verify else None)
         if verify_error is not None:
@@ -346,17 +365,17 @@ class _Session:
         # codes but not its text (it might echo the credentials): masking by what was sent.
         if mechanism == "PLAIN":
             token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-            reply = await self._command("auth", f"AUTH PLAIN {token}", shown=f"AUTH PLAIN {MASK}", secret=True)
+            reply = await self.command("auth", f"AUTH PLAIN {token}", shown=f"AUTH PLAIN {MASK}", secret=True)
             if reply.code == ReplyCode.AUTH_CONTINUE:  # a server that wants the credentials on their own line
-                reply = await self._command("auth", token, shown=MASK, secret=True)
+                reply = await self.command("auth", token, shown=MASK, secret=True)
         else:
             user_token = base64.b64encode(user.encode()).decode()
             password_token = base64.b64encode(password.encode()).decode()
-            reply = await self._command("auth", "AUTH LOGIN")
+            reply = await self.command("auth", "AUTH LOGIN")
             if reply.code == ReplyCode.AUTH_CONTINUE:
-                reply = await self._command("auth", user_token, shown=f"{user_token} (user name)")
+                reply = await self.command("auth", user_token, shown=f"{user_token} (user name)")
             if reply.code == ReplyCode.AUTH_CONTINUE:
-                reply = await self._command("auth", password_token, shown=MASK, secret=True)
+                reply = await self.command("auth", password_token, shown=MASK, secret=True)
         if reply.code != ReplyCode.AUTH_SUCCEEDED:
             raise self._refusal(SmtpState.AUTH_FAILED, "auth", f"AUTH {mechanism} as {user}", reply)
 
@@ -369,23 +388,23 @@ class _Session:
         if settings.send_test_message:
             await self._send_message()
         else:
-            await self._command("rset", "RSET")  # end the transaction: no message is sent
+            await self.command("rset", "RSET")  # end the transaction: no message is sent
 
     async def _mail_from(self, sender: str) -> None:
         command = f"MAIL FROM:<{sender}>"
-        reply = await self._command("mail", command)
+        reply = await self.command("mail", command)
         if reply.code != ReplyCode.OK:
             raise self._refusal(SmtpState.SENDER_REJECTED, "mail", command, reply)
 
     async def _rcpt_to(self, recipient: str) -> Reply:
         command = f"RCPT TO:<{recipient}>"
-        reply = await self._command("rcpt", command)
+        reply = await self.command("rcpt", command)
         if reply.code not in (ReplyCode.OK, ReplyCode.USER_NOT_LOCAL_WILL_FORWARD):
             raise self._refusal(SmtpState.RECIPIENT_REJECTED, "rcpt", command, reply)
         return reply
 
     async def _send_message(self) -> None:
-        reply = await self._command("data", "DATA")
+        reply = await self.command("data", "DATA")
         if reply.code != ReplyCode.START_MAIL_INPUT:
             raise self._refusal(SmtpState.DATA_REJECTED, "data", "DATA", reply)
         started = time.perf_counter()
@@ -412,10 +431,50 @@ class _Session:
         # Dot-stuffing: a body line starting with '.' gets a second one (RFC 5321 4.5.2).
         return b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines) + b"."
 
+    # --- tcp.mtu_check ----------------------------------------------------------------------
+
+    async def _mtu_to_target(self, check: MtuCheck) -> None:
+        """A NOOP padded past one full-size segment (smtp_mtu.py says why it is harmless), then its reply."""
+
+        async def send(size: int) -> None:
+            line = smtp_mtu.noop_line(size)
+            await self._send(line, f"NOOP <{len(line) - 5} padding bytes: path-MTU test>")
+
+        self.waiting_for = "a full-size NOOP (path-MTU test)"
+        finding = await check.to_target(send)
+        if finding is Finding.BLACKHOLE:
+            self.details.stalled_at = self.waiting_for
+            words = smtp_mtu.blackhole_words(check.report.largest_sent)
+            self.details.reply_explanations.append(("NOOP then silence", words))
+            raise _Stop(SmtpState.TIMEOUT, words)
+        assert self.replies is not None
+        reply = await self.replies.read(self.deadline)  # 250, or 500 for a line over 512 octets: both harmless
+        for raw in reply.raw_lines:
+            self._log(f"S: {decode(raw)}")
+
+    async def _mtu_verdict(self, module: Module, resolver: Resolver) -> None:
+        """After the session: a stalled TLS handshake is retried with a small MSS; the report is kept."""
+        check, result = self.mtu, self.result
+        assert check is not None
+        stalled = result.state in (SmtpState.TIMEOUT, SmtpState.BANNER_TIMEOUT)
+        if stalled and self.waiting_for.startswith("the TLS handshake"):
+            settings, host = self.settings, self.target.host
+
+            async def exchange(sock: socket.socket, deadline: Deadline) -> bool:
+                return await smtp_mtu.replay(settings, host, sock, deadline)
+
+            after = "STARTTLS" if not settings.tls else "the TLS ClientHello"
+            if await check.from_target_stalled(exchange):
+                words = smtp_mtu.stall_words(after)
+                self.details.reply_explanations.append((f"{after} then silence", words))
+                result.detail = f"{result.detail}; {words}"
+        result.mtu = check.finish()
+        result.note(f"Path MTU check: {result.mtu.state}: {result.mtu.detail}")
+
     # --- sending and receiving ------------------------------------------------------------
 
-    async def _command(
-        self, stage: str, line: str, shown: str | None = None, deadline: float | None = None, secret: bool = False
+    async def command(
+        self, stage: str, line: str, shown: str | None = None, deadline: Deadline | None = None, secret: bool = False
     ) -> Reply:
         """Send one command line (shown in the transcript as ``shown``) and read its reply. With ``secret``
         the line carried credentials, so the reply's text is withheld."""
@@ -440,7 +499,7 @@ class _Session:
             raise ConnectionClosed(f"the connection was lost while sending ({type(exc).__name__})") from None
 
     async def _reply(
-        self, stage: str, deadline: float | None = None, withhold: bool = False, explain_as: str | None = None
+        self, stage: str, deadline: Deadline | None = None, withhold: bool = False, explain_as: str | None = None
     ) -> Reply:
         assert self.replies is not None
         reply = await self.replies.read(self.deadline if deadline is None else deadline)
@@ -453,8 +512,8 @@ class _Session:
         key = (explained_stage, reply.code, reply.enhanced)
         if key not in self.explained:
             self.explained.add(key)
-            heading = f"{explained_stage} {reply.code}" + (f" {reply.enhanced}" if reply.enhanced else "")
-            self.details.explanations.append((heading, self._explain(explained_stage, reply).line()))
+            heading = f"{explained_stage} {reply.code_text}"
+            self.details.reply_explanations.append((heading, self._explain(explained_stage, reply).line()))
         return reply
 
     async def _quit_and_close(self, wait_for_reply: bool) -> None:
@@ -465,9 +524,9 @@ class _Session:
         now = asyncio.get_running_loop().time
         try:
             if not writer.is_closing():
-                if wait_for_reply and now() < self.deadline:
+                if wait_for_reply and not self.deadline.passed():
                     try:
-                        await self._command("quit", "QUIT", deadline=min(self.deadline, now() + QUIT_WAIT))
+                        await self.command("quit", "QUIT", deadline=self.deadline.within(QUIT_WAIT))
                     except (ReplyTimeout, ConnectionClosed, MalformedReply) as exc:
                         self.result.note(f"No clean reply to QUIT: {printable(str(exc))}")
                 else:
@@ -488,7 +547,7 @@ class _Session:
     def _log(self, line: str) -> None:
         record(self.result.transcript, line)
 
-    def _quote(self, reply: Reply) -> str:
+    def quote(self, reply: Reply) -> str:
         text = printable(decode(reply.raw_lines[-1]))
         return repr(text[:200] + ("..." if len(text) > 200 else ""))
 
@@ -503,7 +562,7 @@ class _Session:
         self.details.refused = str(explanation.refused) if explanation.refused is not None else None
         self.details.greylisted = self.details.greylisted or explanation.greylisting
         code = f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
-        return f"{what} was answered {code}: {explanation.summary}. The server said {self._quote(reply)}"
+        return f"{what} was answered {code}: {explanation.summary}. The server said {self.quote(reply)}"
 
     def _refusal(self, state: SmtpState, stage: str, what: str, reply: Reply) -> _Stop:
         """The stop for a refused command: ``state`` names the stage, unless the reply says that this client

@@ -21,13 +21,14 @@ import asyncio
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
 from exporter.core import transcript
-from exporter.probers.connect.result import ProbeResult
+from exporter.core.deadline import Deadline
+from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, ProbeResult
 from exporter.probers.tcp.dialogue_config import DialogueStep, TcpTlsConfig, client_context
-from exporter.probers.tls.families import LeafIdentity, describe_session, handshake_failure
+from exporter.probers.tls.families import LeafIdentity, describe_session, expiry_words, handshake_failure
 from exporter.probers.tls.handshake import TlsInfo
 
 MAX_LINE_BYTES = 64 * 1024  # Go's bufio.MaxScanTokenSize
@@ -61,8 +62,12 @@ STATE_EXPLANATIONS = {
 }
 
 
+# Fact labels (the status page shows Dialogue and Certificate as columns).
+DIALOGUE, RECEIVED, STEP_TIMES, CERTIFICATE = "Dialogue", "Received instead", "Step times", "Certificate expires"
+
+
 @dataclass(slots=True)
-class DialogueDetails:
+class DialogueDetails(DetailsBase):
     """What the tcp prober records about a dialogue or TLS (``ProbeResult.details``)."""
 
     steps: int = 0
@@ -80,6 +85,26 @@ class DialogueDetails:
     def cert_expiry(self) -> float | None:
         """For the status page and ``check`` (the name the SMTP details use too)."""
         return self.tls.earliest_expiry if self.tls is not None else None
+
+    def facts(self, state: str, now: float) -> list[Fact]:
+        out = []
+        if self.failed_step is not None:
+            out.append(Fact(DIALOGUE, f"{state} at step {self.failed_step} of {self.steps}"))
+            if self.received:
+                out.append(Fact(RECEIVED, " | ".join(self.received)))
+        elif self.steps:
+            out.append(Fact(DIALOGUE, f"{state}, {len(self.step_seconds)} of {self.steps} steps run"))
+        if self.step_seconds:
+            times = ", ".join(f"#{index} {seconds * 1000:.2f} ms" for index, seconds in enumerate(self.step_seconds))
+            out.append(Fact(STEP_TIMES, times))
+        if self.cert_expiry is not None:
+            out.append(Fact(CERTIFICATE, expiry_words(self.cert_expiry, now)))
+        return out
+
+    def contract(self) -> JsonObject:
+        document = asdict(self)
+        document["expect_labels"] = [dict(labels) for labels in self.expect_labels]
+        return document
 
 
 class _Failed(Exception):
@@ -228,7 +253,7 @@ async def open_streams(
     tls: bool,
     tls_config: TcpTlsConfig,
     host: str,
-    deadline: float,
+    deadline: Deadline,
     details: DialogueDetails,
     result: ProbeResult,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
@@ -295,7 +320,7 @@ async def run_dialogue(
     steps: tuple[DialogueStep, ...],
     tls_config: TcpTlsConfig,
     host: str,
-    deadline: float,
+    deadline: Deadline,
     details: DialogueDetails,
     result: ProbeResult,
 ) -> bool:
@@ -334,7 +359,7 @@ async def _run_step(
     step: DialogueStep,
     tls_config: TcpTlsConfig,
     host: str,
-    deadline: float,
+    deadline: Deadline,
     details: DialogueDetails,
     result: ProbeResult,
 ) -> None:

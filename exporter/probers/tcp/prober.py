@@ -8,59 +8,87 @@ with one, ``result.state`` is a ``DialogueState`` and ``result.details`` the ``D
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict
 from enum import StrEnum
-from typing import Any
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.core.exposition import Family, escape_label_value
-from exporter.probers.base import Fact, Prober
+from exporter.probers.base import Prober
 from exporter.probers.connect.dial import connect_target
 from exporter.probers.connect.metrics import CONNECT_FAMILIES
+from exporter.probers.connect.mtu import MtuCheck
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.module import Module
-from exporter.probers.tcp.dialogue import DialogueDetails, DialogueState, close_quietly, open_streams, run_dialogue
+from exporter.probers.tcp import mtu as tcp_mtu
+from exporter.probers.tcp.dialogue import (
+    CERTIFICATE,
+    DIALOGUE,
+    DialogueDetails,
+    DialogueState,
+    close_quietly,
+    open_streams,
+    run_dialogue,
+)
 from exporter.probers.tcp.dialogue_config import TCP_PROBER_SECTION, TcpProberSettings
-from exporter.probers.tls.families import TLS_FAMILIES, DetailLines, DetailValue, expiry_words
+from exporter.probers.tls.families import TLS_FAMILIES, detail_lines, detail_value
 
 
 async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     result = ProbeResult()
     tcp = module.tcp
     sock = await connect_target(result, target, module.tcp, deadline, resolver)
+    check = None
+    if sock is not None and tcp.mtu_check and result.address is not None:
+        check = MtuCheck(sock, result.address, target.port, deadline)
     # A Module built in code may carry the connect step's plain TcpSettings: no dialogue then.
     if not isinstance(tcp, TcpProberSettings) or not (tcp.query_response or tcp.tls):
         if sock is not None:
+            if check is not None:
+                await tcp_mtu.to_target_socket(check, sock, result)
             sock.close()
             result.note("Connection closed by the prober")
         result.success = result.tcp_state is TcpState.OPEN
+        if check is not None:
+            tcp_mtu.conclude(check, result)
         return result
     details = result.details = DialogueDetails(steps=len(tcp.query_response))
     if sock is None:
         result.state = DialogueState.CONNECT_FAILED
         return result
     writer = None
+    # With mtu_check the target's data gets half the time left: the rest is for a small-MSS retry.
+    until = deadline if check is None else check.stall_deadline()
+    if check is not None:
+        check.expect_from_target()
     try:
-        streams = await open_streams(sock, tcp.tls, tcp.tls_config, target.host, deadline, details, result)
-        if streams is None:
-            return result
-        reader, writer = streams
-        if await run_dialogue(
-            reader, writer, tcp.query_response, tcp.tls_config, target.host, deadline, details, result
-        ):
-            result.state = DialogueState.OK
-            result.success = True
-            if tcp.query_response:
-                result.detail = f"the dialogue's {len(tcp.query_response)} steps succeeded"
-            result.note("Connection closed by the prober")
-        return result
+        streams = await open_streams(sock, tcp.tls, tcp.tls_config, target.host, until, details, result)
+        if streams is not None:
+            reader, writer = streams
+            if check is not None and tcp.tls:
+                check.from_target_arrived()
+            if await run_dialogue(
+                reader, writer, tcp.query_response, tcp.tls_config, target.host, until, details, result
+            ):
+                result.state = DialogueState.OK
+                result.success = True
+                if tcp.query_response:
+                    result.detail = f"the dialogue's {len(tcp.query_response)} steps succeeded"
+                if check is not None:
+                    await tcp_mtu.to_target_streams(check, writer, result)
+                result.note("Connection closed by the prober")
     finally:
+        if check is not None:
+            check.before_close()
         if writer is not None:
             close_quietly(writer)
         else:
             sock.close()
+    if check is not None:
+        if not result.success:
+            await tcp_mtu.after_stall(check, tcp, target.host, result, until)
+        tcp_mtu.conclude(check, result)
+    return result
 
 
 # --- the tcp prober's own metric families (besides the common, TCP and TLS ones) --------------
@@ -105,82 +133,58 @@ DIALOGUE_FAMILIES = (
         "gauge",
         "Whether the probe failed because no received line matched an expect before the server closed "
         "the connection (1) or not (0).",
-        DetailValue(lambda r: int(d.failed_due_to_regex) if (d := _details(r)) else None),
+        detail_value(lambda r: int(d.failed_due_to_regex) if (d := _details(r)) else None),
     ),
     Family(
         "probe_failed_due_to_bytes",
         "gauge",
         "Whether the probe failed because the bytes received differ from expect_bytes (1) or not (0).",
-        DetailValue(lambda r: int(d.failed_due_to_bytes) if (d := _details(r)) else None),
+        detail_value(lambda r: int(d.failed_due_to_bytes) if (d := _details(r)) else None),
     ),
     Family(
         "probe_expect_info",
         "gauge",
         "Labels of a query_response step, expanded from what its expect matched; always 1.",
-        DetailLines(_expect_info),
+        detail_lines(_expect_info),
     ),
     Family(
         "probe_dialogue_state",
         "gauge",
         "Outcome of a module's query_response dialogue or TLS: exactly one state is 1 (absent for a plain connect).",
-        DetailLines(_state),
+        detail_lines(_state),
     ),
     Family(
         "probe_dialogue_failed_step",
         "gauge",
         "Index in query_response of the step at which the dialogue failed (absent when none failed).",
-        DetailValue(lambda r: d.failed_step if (d := _details(r)) else None),
+        detail_value(lambda r: d.failed_step if (d := _details(r)) else None),
     ),
     Family(
         "probe_dialogue_step_duration_seconds",
         "gauge",
         "Time of each query_response step that ran, by its index.",
-        DetailLines(_step_durations),
+        detail_lines(_step_durations),
     ),
 )
 
 
 # --- what people read, and the plugin -------------------------------------------------------
 
-DIALOGUE, RECEIVED, STEP_TIMES, CERTIFICATE = "Dialogue", "Received instead", "Step times", "Certificate expires"
-
-
-def facts(result: ProbeResult, now: float) -> list[Fact]:
-    details = _details(result)
-    if details is None:
-        return []
-    out = []
-    if details.failed_step is not None:
-        out.append(Fact(DIALOGUE, f"{result.state} at step {details.failed_step} of {details.steps}"))
-        if details.received:
-            out.append(Fact(RECEIVED, " | ".join(details.received)))
-    elif details.steps:
-        out.append(Fact(DIALOGUE, f"{result.state}, {len(details.step_seconds)} of {details.steps} steps run"))
-    if details.step_seconds:
-        out.append(
-            Fact(
-                STEP_TIMES,
-                ", ".join(f"#{index} {seconds * 1000:.2f} ms" for index, seconds in enumerate(details.step_seconds)),
-            )
-        )
-    if details.cert_expiry is not None:
-        out.append(Fact(CERTIFICATE, expiry_words(details.cert_expiry, now)))
-    return out
-
-
-def details_json(result: ProbeResult) -> dict[str, Any] | None:
-    details = _details(result)
-    if details is None:
-        return None
-    document = asdict(details)
-    document["expect_labels"] = [dict(labels) for labels in details.expect_labels]
-    return document
-
-
 # Every state a tcp probe reports: the connect's, and (for a module with a dialogue or TLS) the dialogue's.
 TcpProberState = StrEnum(
     "TcpProberState", {state.name: state.value for enum in (TcpState, DialogueState) for state in enum}
 )
+
+
+def counted_states(module: Module, address: HostPort) -> tuple[str, ...]:
+    """The states a probe of this module and address can end in: a plain connect ends in a TCP state
+    (no DNS error for an IP literal, which is never looked up); a dialogue or TLS in a dialogue state,
+    or ``error`` when the prober itself failed."""
+    tcp = module.tcp
+    if isinstance(tcp, TcpProberSettings) and (tcp.query_response or tcp.tls):
+        return (*(state.value for state in DialogueState), TcpState.ERROR.value)
+    return tuple(state.value for state in TcpState if not (state is TcpState.DNS_ERROR and address.ip is not None))
+
 
 PROBER = Prober(
     name="tcp",
@@ -190,7 +194,6 @@ PROBER = Prober(
     cut_state=TcpState.TIMEOUT,
     families=CONNECT_FAMILIES + DIALOGUE_FAMILIES + TLS_FAMILIES,
     tcp_section=TCP_PROBER_SECTION,
-    facts=facts,
-    details_json=details_json,
     columns=(DIALOGUE, CERTIFICATE),
+    counted_states=counted_states,
 )

@@ -4,7 +4,7 @@ The handshake itself runs in asyncio (``open_connection(ssl=...)`` / ``StreamWri
 verified by OpenSSL with the context from ``tls_config`` (``exporter.probers.dialogue_config``), as
 blackbox_exporter verifies with Go's crypto/tls: chain and host name (``server_name``, else the
 target's host) unless ``insecure_skip_verify``. What a finished handshake tells is read with the
-SMTP prober's helpers (``smtp_tls.describe``), plus the leaf's identity for
+TLS handshake helpers (``handshake.describe``), plus the leaf's identity for
 ``probe_ssl_last_chain_info`` in blackbox_exporter's spelling (Go's ``pkix.Name.String()``).
 
 The TLS families are shared by every prober whose details carry ``tls`` (a ``TlsInfo``), so an
@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.core.exposition import Family, Samples, escape_label_value, format_value
-from exporter.probers.connect.result import ProbeResult
+from exporter.core.exposition import Family, Samples, escape_label_value, labelled, single
+from exporter.probers.connect.result import ProbeResult, has_details
 from exporter.probers.tls import errors as tls_errors
-from exporter.probers.tls import handshake as smtp_tls
+from exporter.probers.tls import handshake
 from exporter.probers.tls.handshake import TLS_VERSIONS, TlsInfo
 
 # Bound on each label value of probe_ssl_last_chain_info (subjects come from the server).
@@ -49,7 +49,7 @@ def handshake_failure(exc: BaseException) -> str:
 
 def describe_session(ssl_object: Any, verified: bool | None) -> tuple[TlsInfo, LeafIdentity | None]:
     info = TlsInfo()
-    smtp_tls.describe(info, ssl_object, verified)
+    handshake.describe(info, ssl_object, verified)
     return info, leaf_identity(ssl_object)
 
 
@@ -57,7 +57,7 @@ def leaf_identity(ssl_object: Any) -> LeafIdentity | None:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
-    chain = smtp_tls._chain(ssl_object, verified=False)
+    chain = handshake.peer_chain(ssl_object, verified=False)
     leaf = chain[0] if chain else (ssl_object.getpeercert() or {})
     return LeafIdentity(
         fingerprint_sha256=hashlib.sha256(der).hexdigest(),
@@ -126,60 +126,15 @@ def _escape(value: str) -> str:
 # --- metric families shared by the probers that record TLS ------------------------------------
 
 
-class DetailValue:
-    """One unlabelled sample read from ``result.details`` (left out when ``get`` returns None), with a
-    fast writer: a result without details (a plain connect) costs one attribute test."""
-
-    __slots__ = ("get",)
-
-    def __init__(self, get: Callable[[ProbeResult], float | None]):
-        self.get = get
-
-    def __call__(self, result: ProbeResult) -> Iterable[tuple[str, float]]:
-        value = self.get(result) if result.details is not None else None
-        return () if value is None else (("", value),)
-
-    def writer(self, name: str):
-        get, labelled, bare = self.get, name + "{", name + " "
-
-        def write(prefix: str, result: ProbeResult) -> str:
-            if result.details is None:
-                return ""
-            value = get(result)
-            if value is None:
-                return ""
-            return f"{labelled}{prefix}}} {format_value(value)}\n" if prefix else f"{bare}{format_value(value)}\n"
-
-        return write
+def detail_value(get: Callable[[ProbeResult], float | None]) -> Samples[ProbeResult]:
+    """One unlabelled sample read from a result's details; a result without details (a plain connect,
+    most targets of a large scrape) costs one identity test."""
+    return single(get, only_if=has_details)
 
 
-class DetailLines:
-    """Labelled samples read from ``result.details``, with a fast writer for ``exposition.render``: a result
-    without details (a plain connect, most targets of a large scrape) costs one attribute test."""
-
-    __slots__ = ("samples",)
-
-    def __init__(self, samples: Samples):
-        self.samples = samples
-
-    def __call__(self, result: ProbeResult) -> Iterable[tuple[str, float]]:
-        return self.samples(result) if result.details is not None else ()
-
-    def writer(self, name: str):
-        samples = self.samples
-
-        def write(prefix: str, result: ProbeResult) -> str:
-            if result.details is None:
-                return ""
-            lines = []
-            for extra, value in samples(result):
-                labels = f"{prefix},{extra}" if prefix and extra else prefix or extra
-                lines.append(
-                    f"{name}{{{labels}}} {format_value(value)}\n" if labels else f"{name} {format_value(value)}\n"
-                )
-            return "".join(lines)
-
-        return write
+def detail_lines(read: Callable[[ProbeResult], Iterable[tuple[str, float]]]) -> Samples[ProbeResult]:
+    """Labelled samples read from a result's details (a result without details: one identity test)."""
+    return labelled(read, only_if=has_details)
 
 
 def _tls(result: ProbeResult) -> TlsInfo | None:
@@ -191,7 +146,8 @@ def _tls_version(result: ProbeResult) -> Iterable[tuple[str, float]]:
     tls = _tls(result)
     if tls is None or tls.version is None:
         return ()
-    return [(f'version="{version}"', 1 if version == tls.version else 0) for version in TLS_VERSIONS]
+    # Only the version seen (an info metric): the other versions' series would always be 0.
+    return [(f'version="{version}"', 1) for version in TLS_VERSIONS if version == tls.version]
 
 
 def _chain_info(result: ProbeResult) -> Iterable[tuple[str, float]]:
@@ -211,38 +167,38 @@ TLS_FAMILIES = (
         "probe_tls_handshake_duration_seconds",
         "gauge",
         "Time of the TLS handshake.",
-        DetailValue(lambda r: t.handshake_seconds if (t := _tls(r)) else None),
+        detail_value(lambda r: t.handshake_seconds if (t := _tls(r)) else None),
     ),
     Family(
         "probe_tls_version_info",
         "gauge",
         "The TLS version negotiated: the series with value 1.",
-        DetailLines(_tls_version),
+        detail_lines(_tls_version),
     ),
     Family(
         "probe_tls_certificate_verified",
         "gauge",
         "Whether the server's certificate chain verified for the server name (1) or not (0); "
         "absent when not checked (insecure_skip_verify) or no TLS.",
-        DetailValue(lambda r: _bool(t.verified) if (t := _tls(r)) else None),
+        detail_value(lambda r: _bool(t.verified) if (t := _tls(r)) else None),
     ),
     Family(
         "probe_ssl_earliest_cert_expiry",
         "gauge",
         "Earliest expiry of the certificates the server sent, in Unix time.",
-        DetailValue(lambda r: t.earliest_expiry if (t := _tls(r)) else None),
+        detail_value(lambda r: t.earliest_expiry if (t := _tls(r)) else None),
     ),
     Family(
         "probe_ssl_last_chain_expiry_timestamp_seconds",
         "gauge",
         "Earliest expiry in the verified certificate chain, in Unix time (only when the chain verified).",
-        DetailValue(lambda r: t.verified_chain_expiry if (t := _tls(r)) else None),
+        detail_value(lambda r: t.verified_chain_expiry if (t := _tls(r)) else None),
     ),
     Family(
         "probe_ssl_last_chain_info",
         "gauge",
         "The server's leaf certificate: SHA-256 fingerprint, subject, issuer, DNS names, serial; always 1.",
-        DetailLines(_chain_info),
+        detail_lines(_chain_info),
     ),
 )
 TLS_FAMILY_NAMES = frozenset(family.name for family in TLS_FAMILIES)

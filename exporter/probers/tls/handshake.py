@@ -62,7 +62,7 @@ def version_label(ssl_object: Any) -> str | None:
     return _VERSIONS.get(raw, "unknown") if raw else None
 
 
-def _chain(ssl_object: Any, verified: bool) -> list[dict]:
+def peer_chain(ssl_object: Any, verified: bool) -> list[dict]:
     name = "get_verified_chain" if verified else "get_unverified_chain"
     getter = getattr(ssl_object, name, None) or getattr(getattr(ssl_object, "_sslobj", None), name, None)
     if getter is None:
@@ -98,10 +98,10 @@ def describe(info: TlsInfo, ssl_object: Any, verified: bool | None) -> None:
     cipher = ssl_object.cipher()
     info.cipher = cipher[0] if cipher else None
     info.verified = verified
-    sent = _chain(ssl_object, verified=False)
+    sent = peer_chain(ssl_object, verified=False)
     info.earliest_expiry = _earliest_expiry(sent)
     if verified:
-        info.verified_chain_expiry = _earliest_expiry(_chain(ssl_object, verified=True))
+        info.verified_chain_expiry = _earliest_expiry(peer_chain(ssl_object, verified=True))
         if info.earliest_expiry is None:
             info.earliest_expiry = info.verified_chain_expiry
     if sent:

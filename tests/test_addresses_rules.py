@@ -1,0 +1,64 @@
+"""The every-address alerting rules (deploy/prometheus/rules/addresses.rules.yml), checked and unit-tested by the
+real promtool; every alert has a firing and a silent case in addresses.rules.test.yml. The same rules in a running
+Prometheus against the real exporter: tests/test_addresses_netns.py::test_alert_rules_in_a_real_prometheus."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.probers.connect.result import AddressesState
+from tests.helpers.configs import require_binary
+
+RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
+RULES = RULES_DIR / "addresses.rules.yml"
+RULE_TESTS = RULES_DIR / "addresses.rules.test.yml"
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require_binary("promtool"), *args], cwd=RULES_DIR, capture_output=True, text=True, timeout=60
+    )
+
+
+def alerts() -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+
+
+def test_promtool_checks_the_rules() -> None:
+    done = promtool("check", "rules", RULES.name)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_unit_tests_pass() -> None:
+    done = promtool("test", "rules", RULE_TESTS.name)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("alert", [rule["alert"] for rule in alerts()])
+def test_every_alert_has_a_firing_and_a_silent_case(alert: str) -> None:
+    cases = [
+        case
+        for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for case in group["alert_rule_test"]
+        if case["alertname"] == alert
+    ]
+    assert any(case["exp_alerts"] for case in cases) and any(not case["exp_alerts"] for case in cases)
+
+
+def test_the_rules_name_only_states_that_exist() -> None:
+    named = set()
+    for rule in alerts():
+        for part in rule["expr"].split('state="')[1:]:
+            named.add(part.split('"')[0])
+    assert named and named <= {state.value for state in AddressesState}
+
+
+def test_prometheus_configs_load_the_rules() -> None:
+    for config in ("prometheus.yml", "prometheus-sharded.yml"):
+        rule_files = yaml.safe_load((RULES_DIR.parent / config).read_text())["rule_files"]
+        assert "rules/addresses.rules.yml" in rule_files
