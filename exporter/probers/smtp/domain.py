@@ -257,7 +257,7 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
         await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, details.tls)
     if discovery is not None and details.tls is not None:
         await discovery  # bounded by the deadline like everything in it
-        _apply_policy(details, details.tls, result)
+        _apply_policy(probed, details.tls, result)
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)
     return _finish(result, details)
@@ -367,10 +367,11 @@ def _accepts(host: MxHost) -> bool:
     return host.success and host.refused_by is None
 
 
-def _apply_policy(details: MailDomainDetails, tls: MailTls, result: ProbeResult) -> None:
-    mail_tls.evaluate(tls, [(host.host, host.preference) for host in details.mx])
+def _apply_policy(probed: list[MxHost], tls: MailTls, result: ProbeResult) -> None:
+    # Only the hosts within mx_max_hosts are judged: that bounds the per-host series.
+    mail_tls.evaluate(tls, [(host.host, host.preference) for host in probed])
     refusals = tls.refusals()
-    for host in details.mx:
+    for host in probed:
         host.refused_by = refusals.get(host.host)
     for line in mail_tls.render_text(tls):
         result.note(line)
