@@ -28,6 +28,15 @@ class Invalid(enum.Enum):
 
 REQUIRED = object()
 INVALID: Final = Invalid.INVALID  # what a parser returns after recording its problem
+
+
+class Unreadable(enum.Enum):
+    """The type of ``UNREADABLE``: a file that could not be read (its module is marked unusable)."""
+
+    UNREADABLE = "UNREADABLE"
+
+
+UNREADABLE: Final = Unreadable.UNREADABLE  # the field gets a stand-in; exporter/config/unusable.py
 MAX_SMALL_FILE_BYTES = 1024 * 1024
 
 
@@ -38,10 +47,21 @@ class Errors:
         self.source = source
         self.lines: list[str] = []
         self.warnings: list[str] = []
+        # (path, problem) of each file a module names that cannot be read: not an error at load, the
+        # module's probes fail instead (exporter/config/unusable.py); ``--config.check`` reports them as errors.
+        self.unreadable: list[tuple[str, str]] = []
 
     def add(self, path: str, problem: str) -> Invalid:
         self.lines.append(self._line(path, problem))
         return INVALID
+
+    def unreadable_file(self, path: str, problem: str) -> None:
+        """A file named at ``path`` cannot be read (missing, permissions): recorded, not an error."""
+        self.unreadable.append((path, problem))
+
+    def unreadable_lines(self) -> tuple[str, ...]:
+        """One line per unreadable file, in the form of an error line (for ``--config.check``)."""
+        return tuple(self._line(path, problem) for path, problem in self.unreadable)
 
     def warn(self, path: str, problem: str) -> None:
         """Something that loads but that a person should know about (logged once at load)."""
@@ -275,6 +295,9 @@ def small_file(what: str) -> Parser:
         try:
             return read_bounded(location, MAX_SMALL_FILE_BYTES, f"{what} {value!r}")
         except FileProblem as problem:
+            if problem.unreadable:
+                errs.unreadable_file(path, problem.reason)
+                return UNREADABLE
             return errs.add(path, problem.reason)
 
     return parse
@@ -284,6 +307,8 @@ def ca_file(value: Any, path: str, errs: Errors) -> Any:
     text = small_file("CA file")(value, path, errs)
     if text is INVALID:
         return INVALID
+    if text is UNREADABLE:
+        return None  # the system store stands in: the module is never probed (exporter/config/unusable.py)
     try:
         ssl.create_default_context(cadata=text)
     except (ssl.SSLError, ValueError):
@@ -295,6 +320,8 @@ def password_file(value: Any, path: str, errs: Errors) -> Any:
     text = small_file("password file")(value, path, errs)
     if text is INVALID:
         return INVALID
+    if text is UNREADABLE:
+        return Secret("")  # a stand-in: the module is never probed (exporter/config/unusable.py)
     password = text.rstrip("\r\n")
     if not password or "\n" in password:
         return errs.add(path, f"password file {value!r} must hold the password on one line")
