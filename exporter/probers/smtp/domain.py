@@ -40,7 +40,6 @@ from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, ProbeResult, TcpState
 from exporter.probers.module import Module
 from exporter.probers.smtp import mail_tls
-from exporter.probers.smtp.mail_tls import MailTls
 from exporter.probers.smtp.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
 from exporter.probers.smtp.result import REPLY_STAGES, SmtpDetails, SmtpState
 from exporter.probers.smtp.session import probe_smtp
@@ -130,7 +129,7 @@ class MailDomainDetails(DetailsBase):
     mx: list[MxHost] = field(default_factory=list)
     lookup_seconds: float = 0.0
     verdict: str = ""
-    tls: MailTls | None = None  # smtp.mta_sts / smtp.dane (exporter.probers.smtp.mail_tls)
+    tls: mail_tls.MailTls | None = None  # smtp.mta_sts / smtp.dane (exporter.probers.smtp.mail_tls)
 
     def facts(self, state: str, now: float) -> list[Fact]:
         return [Fact("Mail domain", f"{self.state} ({STATE_WORDS[self.state]})")]
@@ -238,13 +237,8 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
         + ", ".join(f"{host.preference} {host.host}" for host in details.mx)
     )
     loop = asyncio.get_running_loop()
-    discovery = None
-    if settings.mta_sts or settings.dane:
-        details.tls = MailTls(details.domain, settings.mta_sts, settings.dane)
-        # A tenth of the time is kept back: a policy host that dribbles bytes until its deadline must
-        # leave time for the verdict, or the whole probe would be cut at the deadline.
-        policy_deadline = loop.time() + (deadline - loop.time()) * 0.9
-        discovery = asyncio.create_task(mail_tls.discover(details.tls, policy_deadline))
+    details.tls = mail_tls.MailTls.of(details.domain, settings.mta_sts, settings.dane)
+    discovery = mail_tls.start_discovery(details.tls, deadline)
     probed = details.mx[: settings.mx_max_hosts]
     if len(details.mx) > len(probed):
         result.note(f"Probing the first {len(probed)} of {len(details.mx)} MX hosts (mx_max_hosts)")
@@ -257,7 +251,7 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
         await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, details.tls)
     if discovery is not None and details.tls is not None:
         await discovery  # bounded by the deadline like everything in it
-        _apply_policy(probed, details.tls, result)
+        mail_tls.apply_policy(details.tls, probed, result.note)
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)
     return _finish(result, details)
@@ -271,7 +265,7 @@ async def _probe_host(
     resolver: Resolver,
     dns_resolver,
     result: ProbeResult,
-    tls: MailTls | None = None,
+    tls: mail_tls.MailTls | None = None,
 ) -> None:
     started = time.perf_counter()
     found: HostAddresses = await lookup_addresses(host.host, deadline, module.tcp, dns_resolver)
@@ -288,16 +282,7 @@ async def _probe_host(
         host.duration_seconds = time.perf_counter() - started
         return
     host_module = _module_for(module, host.host)
-    # The TLS policy checks (own STARTTLS session, TLSA lookup) run beside the SMTP test, in its share.
-    tls_check = (
-        asyncio.create_task(
-            mail_tls.check_host(
-                tls, host.host, host.preference, found.addresses, port, module.settings.ehlo_name, deadline
-            )
-        )
-        if tls is not None
-        else None
-    )
+    tls_check = mail_tls.start_host_check(tls, host.host, host.preference, found.addresses, port, module, deadline)
     loop = asyncio.get_running_loop()
     candidates = found.addresses[:MAX_ADDRESSES_TRIED]
     for index, address in enumerate(candidates):
@@ -367,22 +352,6 @@ def _accepts(host: MxHost) -> bool:
     return host.success and host.refused_by is None
 
 
-def _apply_policy(probed: list[MxHost], tls: MailTls, result: ProbeResult) -> None:
-    # Only the hosts within mx_max_hosts are judged: that bounds the per-host series.
-    mail_tls.evaluate(tls, [(host.host, host.preference) for host in probed])
-    refusals = tls.refusals()
-    for host in probed:
-        host.refused_by = refusals.get(host.host)
-    for line in mail_tls.render_text(tls):
-        result.note(line)
-
-
-def _fails(host: MxHost) -> str:
-    if host.success and host.refused_by is not None:
-        return f"is refused by senders that enforce MTA-STS ({host.refused_by})"
-    return f"fails with {host.state}"
-
-
 def _deciding(details: MailDomainDetails) -> MxHost | None:
     """The host whose outcome the top-level series show: the first accepting one, else the first tried."""
     tried = [host for host in details.mx if host.probed]
@@ -412,7 +381,7 @@ def _verdict_words(details: MailDomainDetails) -> str:
         ahead = [host for host in failed if host.preference <= first.preference]
         return (
             f"mail to {domain} is delayed, not lost: "
-            + ", ".join(f"{host.host} (preference {host.preference}) {_fails(host)}" for host in ahead)
+            + ", ".join(f"{host.host} (preference {host.preference}) {mail_tls.fails(host)}" for host in ahead)
             + f"; senders retry and reach {first.host} (preference {first.preference}), which accepts"
         )
     if not tried:

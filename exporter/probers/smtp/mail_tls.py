@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import dns.exception
 
+from exporter.core.deadline import Deadline
 from exporter.core.exposition import Family, escape_label_value, labelled
+from exporter.probers.module import Module
 from exporter.probers.smtp import dane
 from exporter.probers.smtp.dane import DaneCheck, DaneState
 from exporter.probers.smtp.mta_sts import (
@@ -56,6 +58,10 @@ class MailTls:
     hosts: dict[str, HostTls] = field(default_factory=dict)
     verdict: str = ""  # the MTA-STS sentence
 
+    @classmethod
+    def of(cls, domain: str, mta_sts: bool, dane: bool) -> MailTls | None:
+        return cls(domain, mta_sts, dane) if mta_sts or dane else None
+
     @property
     def dane_checks(self) -> list[DaneCheck]:
         return [host.dane for host in self.hosts.values() if host.dane is not None]
@@ -80,6 +86,59 @@ class MailTls:
                 "mx": [{"host": c.host, "state": str(c.state), "reason": c.reason} for c in self.dane_checks],
             },
         }
+
+
+class PolicyHost(Protocol):
+    """An MX host of the mail-domain probe, as far as the policy verdict reads and writes it."""
+
+    host: str
+    preference: int
+    state: str
+    success: bool
+    refused_by: str | None
+
+
+def start_discovery(details: MailTls | None, deadline: Deadline) -> asyncio.Task[None] | None:
+    if details is None:
+        return None
+    # A tenth of the time is kept back: a policy host that dribbles bytes until its deadline must
+    # leave time for the verdict, or the whole probe would be cut at the deadline.
+    loop = asyncio.get_running_loop()
+    return asyncio.create_task(discover(details, loop.time() + (deadline - loop.time()) * 0.9))
+
+
+def start_host_check(
+    details: MailTls | None,
+    host: str,
+    preference: int,
+    addresses: list[str],
+    port: int,
+    module: Module,
+    deadline: Deadline,
+) -> asyncio.Task[None] | None:
+    """The host's TLS policy checks (an own STARTTLS session, the TLSA lookup), run beside its SMTP test."""
+    if details is None or module.settings is None:
+        return None
+    ehlo = module.settings.ehlo_name
+    return asyncio.create_task(check_host(details, host, preference, addresses, port, ehlo, deadline))
+
+
+def apply_policy(details: MailTls, probed: Iterable[PolicyHost], note: Callable[[str], None]) -> None:
+    """Judge the hosts probed (within mx_max_hosts: that bounds the per-host series); mark the refused ones."""
+    hosts = list(probed)
+    evaluate(details, [(host.host, host.preference) for host in hosts])
+    refusals = details.refusals()
+    for host in hosts:
+        host.refused_by = refusals.get(host.host)
+    for line in render_text(details):
+        note(line)
+
+
+def fails(host: PolicyHost) -> str:
+    """How a host that senders do not use fails, for the mail-domain verdict."""
+    if host.success and host.refused_by is not None:
+        return f"is refused by senders that enforce MTA-STS ({host.refused_by})"
+    return f"fails with {host.state}"
 
 
 # --- discovery: TXT records and the policy ---------------------------------------------------
