@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ import yaml
 from aiosmtpd.smtp import SMTP
 
 from tests.helpers.aiosmtpd_server import Mailbox
-from tests.helpers.e2e_stack import DEPLOY, Processes, http_get, start_exporter, start_prometheus
+from tests.helpers.e2e_stack import DEPLOY, Processes, dashboard_queries, http_get, start_exporter, start_prometheus
 
 TCP_PORT, SMTP_PORT = 8080, 2525
 RULES = DEPLOY / "prometheus" / "rules" / "addresses.rules.yml"
@@ -38,6 +39,7 @@ modules:
     timeout: 2s
     tcp: {{probe_addresses: all, query_response: [{{expect: "^hello"}}]}}
   smtp_all: {{prober: smtp, timeout: 3s, tcp: {{probe_addresses: all}}, smtp: {{starttls: "no"}}}}
+  mx_all: {{prober: smtp, timeout: 4s, tcp: {{probe_addresses: all}}, smtp: {{mx: true, starttls: "no"}}}}
   tcp_all_diagnose: {{prober: tcp, timeout: 2s, tcp: {{probe_addresses: all, diagnose: on_failure}}}}
 targets:
   - {{target: "dual-ok.test:{TCP_PORT}", module: tcp_all}}
@@ -59,6 +61,7 @@ CASES = [
     ("cap", f"pool.test:{TCP_PORT}", "tcp_all_max2"),
     ("dialogue", f"v6-drop.test:{TCP_PORT}", "hello_all"),
     ("smtp", f"v6-drop.test:{SMTP_PORT}", "smtp_all"),
+    ("mail_domain", f"mail.test:{SMTP_PORT}", "mx_all"),
 ]
 
 
@@ -154,7 +157,17 @@ def prometheus_part(processes: Processes, workdir: Path, exporter: str) -> dict[
         if wanted <= {(a["labels"]["alertname"], a["labels"]["target"]) for a in firing}:
             break
         time.sleep(0.5)
+    panels = [q for q in dashboard_queries() if re.search(r"\bprobe_(address_|addresses|happy_eyeballs_)", q["expr"])]
+    dashboard = []
+    for query in panels:
+        try:
+            count = len(api.query(query["promql"]))
+        except RuntimeError as exc:
+            dashboard.append({**query, "count": 0, "error": str(exc)})
+        else:
+            dashboard.append({**query, "count": count})
     return {
+        "dashboard": dashboard,
         "alerts": firing,
         "happy_eyeballs": api.query("probe_happy_eyeballs_seconds"),
         "states": api.query("probe_addresses_state == 1"),

@@ -69,6 +69,14 @@ def happy_eyeballs_seconds(outcomes: Sequence[AddressOutcome], delay: float = CO
     return best
 
 
+def distinct(report: AddressesReport) -> AddressesReport:
+    """Each address once (two MX hosts may share one), its first outcome kept."""
+    seen: dict[str, AddressOutcome] = {}
+    for outcome in report.outcomes:
+        seen.setdefault(outcome.address, outcome)
+    return AddressesReport(list(seen.values()), len(seen) + report.cut)
+
+
 def classify(report: AddressesReport) -> AddressesState:
     """The verdict over the counted addresses."""
     if not report.outcomes:

@@ -13,13 +13,14 @@ import socket
 import time
 import weakref
 from collections import deque
+from collections.abc import Awaitable, Sequence
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
-from exporter.probers.connect.every import connect_every_address, every_address
+from exporter.probers.connect.every import connect_each_beside, connect_every_address, every_address
 from exporter.probers.connect.resolve import ResolveError, Resolver, literal
-from exporter.probers.connect.result import ProbeResult, TcpState, classify_errno, describe_errno
+from exporter.probers.connect.result import AddressesReport, ProbeResult, TcpState, classify_errno, describe_errno
 from exporter.probers.connect.settings import TcpSettings
 
 # Kept apart so `check` can say how long it waited before giving the same causes.
@@ -118,6 +119,21 @@ async def connect_target(
     finally:
         if sock is not None and not connected:
             sock.close()
+
+
+async def connect_beside(
+    work: Awaitable[None],
+    addresses: Sequence[str],
+    port: int,
+    tcp: TcpSettings,
+    deadline: Deadline,
+    resolver: Resolver,
+    every: AddressesReport,
+) -> None:
+    """``tcp.probe_addresses: all`` for a prober that finds and walks the addresses itself (a mail domain's MX
+    hosts): ``work`` runs with ``connect_target`` on one address each time, while every address (at most
+    ``tcp.probe_addresses_max``) is connected to at once and closed; their outcomes are added to ``every``."""
+    await connect_each_beside(work, addresses, port, tcp, deadline, resolver, every, connect_target)
 
 
 def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:

@@ -33,14 +33,17 @@ import dns.exception
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
-from exporter.core.exposition import Family, Samples, escape_label_value, labelled
+from exporter.core.exposition import Family, Samples, labelled
 from exporter.core.transcript import printable
 from exporter.probers.base import Prober
+from exporter.probers.connect.addresses import distinct, experience, finish
+from exporter.probers.connect.dial import connect_beside
 from exporter.probers.connect.resolve import Resolver
-from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, ProbeResult, TcpState
+from exporter.probers.connect.result import AddressesReport, DetailsBase, Fact, JsonObject, ProbeResult, TcpState
 from exporter.probers.module import Module
 from exporter.probers.smtp import mail_tls
 from exporter.probers.smtp.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
+from exporter.probers.smtp.mx_series import host_labels, per_host, per_host_one_hot
 from exporter.probers.smtp.result import REPLY_STAGES, SmtpDetails, SmtpState
 from exporter.probers.smtp.session import probe_smtp
 
@@ -242,16 +245,18 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
     probed = details.mx[: settings.mx_max_hosts]
     if len(details.mx) > len(probed):
         result.note(f"Probing the first {len(probed)} of {len(details.mx)} MX hosts (mx_max_hosts)")
+    every = AddressesReport()  # tcp.probe_addresses: all: every address of every probed MX host if module.tcp.probe_addresses == "all" else None
     for index, host in enumerate(probed):
         remaining = deadline - loop.time()
         if remaining <= 0.01:
             result.note(f"No time left for MX {host.host}: not probed")
             break
         share = deadline.share(len(probed) - index)
-        await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, details.tls)
-    if discovery is not None and details.tls is not None:
-        await discovery  # bounded by the deadline like everything in it
-        mail_tls.apply_policy(details.tls, probed, result.note)
+        await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, every, details.tls)
+    if every is not None:
+        result.addresses = finish(distinct(every))
+        result.note(f"Every address of the MX hosts: {result.addresses.state}; {experience(result.addresses)}")
+    await mail_tls.apply_policy(details.tls, discovery, probed, result.note)
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)
     return _finish(result, details)
@@ -265,6 +270,7 @@ async def _probe_host(
     resolver: Resolver,
     dns_resolver,
     result: ProbeResult,
+    every: AddressesReport | None,
     tls: mail_tls.MailTls | None = None,
 ) -> None:
     started = time.perf_counter()
@@ -285,15 +291,22 @@ async def _probe_host(
     tls_check = mail_tls.start_host_check(tls, host.host, host.preference, found.addresses, port, module, deadline)
     loop = asyncio.get_running_loop()
     candidates = found.addresses[:MAX_ADDRESSES_TRIED]
-    for index, address in enumerate(candidates):
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        own_deadline = deadline.share(len(candidates) - index)
-        outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
-        _record(host, address, outcome, result)
-        if outcome.state != SmtpState.CONNECT_FAILED:
-            break  # a host that answered decides; only a failed connect moves on to its next address
+
+    async def sessions() -> None:
+        for index, address in enumerate(candidates):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            own_deadline = deadline.share(len(candidates) - index)
+            outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
+            _record(host, address, outcome, result)
+            if outcome.state != SmtpState.CONNECT_FAILED:
+                break  # a host that answered decides; only a failed connect moves on to its next address
+
+    if every is None:
+        await sessions()
+    else:  # tcp.probe_addresses: all: every address of the host, at once, beside the sessions
+        await connect_beside(sessions(), found.addresses, port, module.tcp, deadline, resolver, every)
     if tls_check is not None:
         await tls_check
     host.duration_seconds = time.perf_counter() - started
@@ -450,37 +463,17 @@ def _finish(result: ProbeResult, details: MailDomainDetails) -> ProbeResult:
 # --- metric families ------------------------------------------------------------------------
 
 
-def _host_labels(host: MxHost) -> str:
-    return f'mx="{escape_label_value(host.host)}",preference="{host.preference}"'
+def _probed(result: ProbeResult) -> list[MxHost] | None:
+    details = mail_domain(result)
+    return None if details is None else [host for host in details.mx if host.probed]
 
 
 def _per_host(value: Callable[[MxHost], float | None]) -> Samples[ProbeResult]:
-    def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
-        details = mail_domain(result)
-        if details is None:
-            return ()
-        out = []
-        for host in details.mx:
-            if host.probed and (got := value(host)) is not None:
-                out.append((_host_labels(host), got))
-        return out
-
-    return labelled(samples)
+    return per_host(_probed, value)
 
 
 def _per_host_one_hot(values: list[str], current: Callable[[MxHost], str | None]) -> Samples[ProbeResult]:
-    def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
-        details = mail_domain(result)
-        if details is None:
-            return ()
-        out = []
-        for host in details.mx:
-            if host.probed:
-                labels, now = _host_labels(host), current(host)
-                out += [(f'{labels},state="{value}"', 1 if value == now else 0) for value in values]
-        return out
-
-    return labelled(samples)
+    return per_host_one_hot(_probed, values, current)
 
 
 def _domain_state(result: ProbeResult) -> Iterable[tuple[str, float]]:
@@ -500,7 +493,7 @@ def _reply_codes(result: ProbeResult) -> Iterable[tuple[str, float]]:
     if details is None:
         return ()
     return [
-        (f'{_host_labels(host)},stage="{stage}"', reply.code)
+        (f'{host_labels(host.host, host.preference)},stage="{stage}"', reply.code)
         for host in details.mx
         if host.probed
         for stage in REPLY_STAGES

@@ -25,6 +25,7 @@ from exporter.probers.smtp.dane import DaneCheck, DaneState
 from exporter.probers.smtp.mta_sts import (
     MtaStsResult,
     MtaStsState,
+    MxPolicyCheck,
     MxPolicyState,
     check_mx,
     classify,
@@ -33,6 +34,7 @@ from exporter.probers.smtp.mta_sts import (
     state_words,
 )
 from exporter.probers.smtp.mx_certificate import MxTls, check_mx_tls, system_context, verifies_with_anchor
+from exporter.probers.smtp.mx_series import per_host, per_host_one_hot
 from exporter.probers.smtp.policy_dns import Lookup, TlsaAnswer, dnssec_resolver, lookup_tlsa, lookup_txt
 from exporter.probers.smtp.policy_fetch import fetch_policy
 from exporter.probers.smtp.tls_rpt import TlsRpt, parse_tls_rpt
@@ -123,8 +125,16 @@ def start_host_check(
     return asyncio.create_task(check_host(details, host, preference, addresses, port, ehlo, deadline))
 
 
-def apply_policy(details: MailTls, probed: Iterable[PolicyHost], note: Callable[[str], None]) -> None:
+async def apply_policy(
+    details: MailTls | None,
+    discovery: asyncio.Task[None] | None,
+    probed: Iterable[PolicyHost],
+    note: Callable[[str], None],
+) -> None:
     """Judge the hosts probed (within mx_max_hosts: that bounds the per-host series); mark the refused ones."""
+    if details is None or discovery is None:
+        return
+    await discovery  # bounded by its deadline like everything in it
     hosts = list(probed)
     evaluate(details, [(host.host, host.preference) for host in hosts])
     refusals = details.refusals()
@@ -267,35 +277,20 @@ R = TypeVar("R")
 Read = Callable[[R], Iterable[tuple[str, float]]]
 
 
-def _labels(host: str, preference: int) -> str:
-    return f'mx="{escape_label_value(host)}",preference="{preference}"'
-
-
 def families(get: Callable[[R], MailTls | None]) -> tuple[Family[R], ...]:
+    def policy_checks(result: R) -> list[MxPolicyCheck] | None:
+        tls = get(result)
+        return tls.mta_sts.mx if tls is not None and tls.mta_sts is not None else None
+
+    def dane_checks(result: R) -> list[DaneCheck] | None:
+        tls = get(result)
+        return tls.dane_checks if tls is not None else None
+
     def sts_state(result: R) -> Iterable[tuple[str, float]]:
         tls = get(result)
         if tls is None or tls.mta_sts is None:
             return ()
         return [(f'state="{s.value}"', 1 if s is tls.mta_sts.state else 0) for s in MtaStsState]
-
-    def sts_mx(value: Callable[[Any], float]) -> Read[R]:
-        def samples(result: R) -> Iterable[tuple[str, float]]:
-            tls = get(result)
-            if tls is None or tls.mta_sts is None:
-                return ()
-            return [(_labels(c.host, c.preference), value(c)) for c in tls.mta_sts.mx]
-
-        return samples
-
-    def sts_mx_state(result: R) -> Iterable[tuple[str, float]]:
-        tls = get(result)
-        if tls is None or tls.mta_sts is None:
-            return ()
-        return [
-            (f'{_labels(c.host, c.preference)},state="{s.value}"', 1 if s is c.state else 0)
-            for c in tls.mta_sts.mx
-            for s in MxPolicyState
-        ]
 
     def max_age(result: R) -> Iterable[tuple[str, float]]:
         tls = get(result)
@@ -321,16 +316,6 @@ def families(get: Callable[[R], MailTls | None]) -> tuple[Family[R], ...]:
         now = dane.summary(tls.dane_checks)
         return [] if now is None else [(f'state="{s.value}"', 1 if s is now else 0) for s in DaneState]
 
-    def dane_mx(result: R) -> Iterable[tuple[str, float]]:
-        tls = get(result)
-        if tls is None:
-            return ()
-        return [
-            (f'{_labels(c.host, c.preference)},state="{s.value}"', 1 if s is c.state else 0)
-            for c in tls.dane_checks
-            for s in DaneState
-        ]
-
     return (
         Family(
             "probe_mta_sts_state",
@@ -344,13 +329,13 @@ def families(get: Callable[[R], MailTls | None]) -> tuple[Family[R], ...]:
             "gauge",
             "1 when this MX host fails the domain's MTA-STS policy (not listed, no STARTTLS, certificate "
             "not valid for its name); in enforce mode enforcing senders refuse it.",
-            labelled(sts_mx(lambda check: int(check.failing))),
+            per_host(policy_checks, lambda check: int(check.failing)),
         ),
         Family(
             "probe_mta_sts_mx_state",
             "gauge",
             "This MX host against the MTA-STS policy: exactly one state is 1 per host.",
-            labelled(sts_mx_state),
+            per_host_one_hot(policy_checks, [state.value for state in MxPolicyState], lambda c: str(c.state)),
         ),
         Family("probe_mta_sts_max_age_seconds", "gauge", "The MTA-STS policy's max_age.", labelled(max_age)),
         Family(
@@ -376,7 +361,7 @@ def families(get: Callable[[R], MailTls | None]) -> tuple[Family[R], ...]:
             "gauge",
             "DANE state of this MX host: valid, mismatch, unsigned, absent, bogus, unusable, dns_error or "
             "unchecked; exactly one is 1 per host.",
-            labelled(dane_mx),
+            per_host_one_hot(dane_checks, [state.value for state in DaneState], lambda c: str(c.state)),
         ),
     )
 

@@ -185,7 +185,8 @@ def _families(tcp: TcpSettings) -> list[str]:
     if tcp.source_ip_address:
         return ["AAAA" if ":" in tcp.source_ip_address else "A"]
     preferred, other = ("AAAA", "A") if tcp.preferred_ip_protocol == "ip6" else ("A", "AAAA")
-    return [preferred, other] if tcp.ip_protocol_fallback else [preferred]
+    # probe_addresses: all probes every address of both families.
+    return [preferred, other] if tcp.ip_protocol_fallback or tcp.probe_addresses == "all" else [preferred]
 
 
 async def lookup_addresses(

@@ -7,8 +7,7 @@ handshake (as a sender's TLS library does). A certificate that does not verify e
 handshake, so a second session with verification off fetches the chain the host presents: its
 names go into the words ("the certificate is for x, not y") and its DER into the DANE check.
 
-Python 3.11 exposes the presented chain only on the private ``_sslobj`` (public in 3.13); without
-it the leaf alone is used.
+The presented chain comes from ``tls.stdlib_adapter`` (private API before Python 3.13).
 """
 
 from __future__ import annotations
@@ -21,11 +20,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from exporter.probers.tls.stdlib_adapter import presented_chain
+
 MAX_REPLY_LINES = 64
 MAX_LINE = 2048
 MAX_CHAIN = 10
 ADDRESSES_TRIED = 2
-_DER = 2  # _ssl.ENCODING_DER (not re-exported by ssl)
 
 
 class TlsOutcome(StrEnum):
@@ -98,17 +98,8 @@ def _names(info: dict[str, Any]) -> list[str]:
 
 
 def _presented(ssl_object: Any) -> tuple[list[bytes], list[str]]:
-    getter = getattr(ssl_object, "get_unverified_chain", None) or getattr(
-        getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None
-    )
-    if getter is not None:
-        try:
-            chain = list(getter() or ())[:MAX_CHAIN]
-            return [cert.public_bytes(_DER) for cert in chain], (_names(chain[0].get_info()) if chain else [])
-        except (ssl.SSLError, ValueError, AttributeError):
-            pass
-    leaf = ssl_object.getpeercert(binary_form=True)
-    return ([leaf] if leaf else []), []
+    chain = presented_chain(ssl_object)[:MAX_CHAIN]
+    return [der for der, _ in chain], (_names(chain[0][1]) if chain else [])
 
 
 async def starttls_session(

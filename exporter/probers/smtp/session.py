@@ -49,6 +49,7 @@ from exporter.probers.smtp.result import SmtpDetails, SmtpState
 from exporter.probers.smtp.settings import SmtpSettings, ehlo_fallback_problem
 from exporter.probers.tls.errors import describe_handshake_failure, describe_verify_failure
 from exporter.probers.tls.handshake import TlsInfo, client_context, describe, server_name
+from exporter.probers.tls.stdlib_adapter import abort_transport
 
 MASK = "********"
 # A reply to a line that carried credentials may echo them: its text is withheld (by position, not by
@@ -74,15 +75,6 @@ class _Stop(Exception):
         super().__init__(detail)
         self.state = state
         self.detail = detail
-
-
-def abort_transport(transport: asyncio.BaseTransport) -> None:
-    """Drop the connection now. On CPython before 3.11.7 (Debian 12 ships 3.11.2), ``abort()`` on an SSL
-    transport whose connection is already lost raises AttributeError (its protocol reference is gone);
-    such a transport has nothing left to drop."""
-    if getattr(transport, "_ssl_protocol", True) is None:
-        return
-    transport.abort()
 
 
 class _Unverified(Exception):
