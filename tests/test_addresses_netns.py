@@ -294,3 +294,13 @@ def test_dashboard_panels_have_data_in_a_real_prometheus(report: dict[str, Any])
         f"{entry['panel']} {entry['ref']}: {entry.get('error', 'no data')}" for entry in dashboard if not entry["count"]
     ]
     assert not empty
+
+
+def test_probe_workers_carry_every_address(report: dict[str, Any]) -> None:
+    text = report["workers_metrics"]
+    assert 'probe_addresses_state{target="v6-drop.test:8080",module="tcp_all",state="ipv6_failing"} 1' in text
+    assert (
+        f'probe_address_success{{target="pool.test:8080",module="tcp_all",address="{V4_REFUSE}",ip_protocol="4"}} 0'
+        in text
+    )
+    assert 'probe_addresses_state{target="dual-ok.test:8080",module="tcp_all",state="all_ok"} 1' in text

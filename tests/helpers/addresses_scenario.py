@@ -24,7 +24,16 @@ import yaml
 from aiosmtpd.smtp import SMTP
 
 from tests.helpers.aiosmtpd_server import Mailbox
-from tests.helpers.e2e_stack import DEPLOY, Processes, dashboard_queries, http_get, start_exporter, start_prometheus
+from tests.helpers.e2e_stack import (
+    DEPLOY,
+    Processes,
+    dashboard_queries,
+    free_port,
+    http_get,
+    start_exporter,
+    start_prometheus,
+    wait_until_ready,
+)
 
 TCP_PORT, SMTP_PORT = 8080, 2525
 RULES = DEPLOY / "prometheus" / "rules" / "addresses.rules.yml"
@@ -126,6 +135,29 @@ def run(workdir: Path, with_prometheus: bool) -> dict[str, object]:
         http_get(f"http://{exporter}/metrics", timeout=30)  # the status page shows the latest scrape
         status_page = http_get(f"http://{exporter}/", timeout=10)[1].decode(errors="replace")
         report["status_page"] = status_page
+        # The same configured targets probed by worker processes: results (per-address outcomes included) cross
+        # a process boundary.
+        port = free_port()
+        processes.start(
+            "exporter-workers",
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                f"--config.file={config}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--runtime.probe-processes=2",
+                "--log.level=warn",
+            ],
+        )
+        wait_until_ready(f"http://127.0.0.1:{port}/-/ready", processes, time.monotonic() + 30)
+        workers_metrics = ""
+        for _ in range(40):  # until the workers are up and the scrape has every target (bounded)
+            workers_metrics = http_get(f"http://127.0.0.1:{port}/metrics", timeout=30)[1].decode(errors="replace")
+            if workers_metrics.count("probe_addresses_state{") >= 18:
+                break
+            time.sleep(0.25)
+        report["workers_metrics"] = workers_metrics
         diagnosed = check(f"v6-drop.test:{TCP_PORT}", "tcp_all_diagnose", config, "--json")
         cases["diagnose"] = {"exit": diagnosed.returncode, "json": json.loads(diagnosed.stdout)}
         report["cases"] = cases

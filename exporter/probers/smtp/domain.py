@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import dns.asyncresolver
 import dns.exception
 
 from exporter.core.address import HostPort
@@ -44,6 +45,7 @@ from exporter.probers.module import Module
 from exporter.probers.smtp import mail_tls
 from exporter.probers.smtp.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
 from exporter.probers.smtp.mx_series import host_labels, per_host, per_host_one_hot
+from exporter.probers.smtp.replies import Reply
 from exporter.probers.smtp.result import REPLY_STAGES, SmtpDetails, SmtpState
 from exporter.probers.smtp.session import probe_smtp
 
@@ -117,7 +119,7 @@ class MxHost:
     def probed(self) -> bool:
         return self.state != NOT_PROBED
 
-    def reply(self, stage: str):
+    def reply(self, stage: str) -> Reply | None:
         return self.smtp.replies.get(stage) if self.smtp is not None else None
 
 
@@ -268,7 +270,7 @@ async def _probe_host(
     module: Module,
     deadline: Deadline,
     resolver: Resolver,
-    dns_resolver,
+    dns_resolver: dns.asyncresolver.Resolver,
     result: ProbeResult,
     every: AddressesReport | None,
     tls: mail_tls.MailTls | None = None,
@@ -413,7 +415,7 @@ def _verdict_words(details: MailDomainDetails) -> str:
     return f"no MX host of {domain} accepts mail ({kind} tried): {reasons}"
 
 
-def _failing_reply(host: MxHost):
+def _failing_reply(host: MxHost) -> Reply | None:
     """The reply that ended the host's dialogue (the last one of 400 or more), if any."""
     replies = [host.reply(stage) for stage in REPLY_STAGES]
     replies += [host.reply("relay_rcpt")]
