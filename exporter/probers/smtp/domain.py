@@ -48,6 +48,7 @@ from exporter.probers.smtp.mx_series import host_labels, per_host, per_host_one_
 from exporter.probers.smtp.replies import Reply
 from exporter.probers.smtp.result import REPLY_STAGES, SmtpDetails, SmtpState
 from exporter.probers.smtp.session import probe_smtp
+from exporter.probers.smtp.settings import SmtpSettings, smtp_settings
 
 # An MX host whose addresses all fail to connect is given up after this many addresses.
 MAX_ADDRESSES_TRIED = 2
@@ -195,7 +196,8 @@ def mail_domain(result: ProbeResult) -> MailDomainDetails | None:
 
 async def probe_smtp_target(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     """The smtp prober's entry in the prober table: a mail domain with ``mx: true``, else one host."""
-    if module.settings is not None and module.settings.mx:
+    settings = module.settings
+    if isinstance(settings, SmtpSettings) and settings.mx:
         return await probe_mail_domain(target, module, deadline, resolver)
     return await probe_smtp(target, module, deadline, resolver)
 
@@ -207,8 +209,7 @@ def with_mail_domains(smtp: Prober) -> Prober:
 
 
 async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
-    settings = module.settings
-    assert settings is not None
+    settings = smtp_settings(module)
     details = MailDomainDetails(domain=target.host)
     result = ProbeResult(state=SmtpState.CONNECT_FAILED, tcp_state=TcpState.DNS_ERROR, details=details)
     if target.ip is not None:
@@ -320,8 +321,7 @@ def _literal(address: str, port: int) -> HostPort:
 
 def _module_for(module: Module, host: str) -> Module:
     """The module as one MX host is probed: its certificate is checked against the MX host's name."""
-    smtp = module.settings
-    assert smtp is not None
+    smtp = smtp_settings(module)
     tls_config = smtp.tls_config
     if tls_config.server_name is None:
         tls_config = dataclasses.replace(tls_config, server_name=host)

@@ -46,7 +46,7 @@ from exporter.probers.smtp.replies import (
     open_stream,
 )
 from exporter.probers.smtp.result import SmtpDetails, SmtpState
-from exporter.probers.smtp.settings import SmtpSettings, ehlo_fallback_problem
+from exporter.probers.smtp.settings import SmtpSettings, ehlo_fallback_problem, smtp_settings
 from exporter.probers.tls.errors import describe_handshake_failure, describe_verify_failure
 from exporter.probers.tls.handshake import TlsInfo, client_context, describe, server_name
 from exporter.probers.tls.stdlib_adapter import abort_transport
@@ -82,8 +82,7 @@ class _Unverified(Exception):
 
 
 async def probe_smtp(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
-    settings = module.settings
-    assert settings is not None  # the config loader sets it for every smtp module
+    settings = smtp_settings(module)
     result = ProbeResult(state=SmtpState.CONNECT_FAILED)
     tls_config = settings.tls_config
     verify = settings.encrypted and not tls_config.insecure_skip_verify

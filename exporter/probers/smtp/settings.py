@@ -10,6 +10,7 @@ from typing import Any
 
 from exporter.core import schema
 from exporter.core.schema import Errors, Field, Secret, Section
+from exporter.probers.module import Module
 from exporter.probers.tls.settings import TLS_CONFIG_SECTION, TlsConfig
 
 SMTP_PORT = 25
@@ -134,3 +135,10 @@ SMTP_SECTION = Section(
 
 def default_port(settings: SmtpSettings) -> int:
     return SMTPS_PORT if settings.tls else SMTP_PORT
+
+
+def smtp_settings(module: Module) -> SmtpSettings:
+    """The module's ``smtp:`` section: the config loader sets it for every module of the smtp prober."""
+    settings = module.settings
+    assert isinstance(settings, SmtpSettings), f"module {module.name}: not an smtp module"
+    return settings
