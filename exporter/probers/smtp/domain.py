@@ -291,7 +291,8 @@ async def _probe_host(
         host.duration_seconds = time.perf_counter() - started
         return
     host_module = _module_for(module, host.host)
-    tls_check = mail_tls.start_host_check(tls, host.host, host.preference, found.addresses, port, module, deadline)
+    ehlo = smtp_settings(module).ehlo_name
+    tls_check = mail_tls.start_host_check(tls, host.host, host.preference, found.addresses, port, ehlo, deadline)
     loop = asyncio.get_running_loop()
     candidates = found.addresses[:MAX_ADDRESSES_TRIED]
 

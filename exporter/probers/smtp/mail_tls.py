@@ -19,7 +19,6 @@ import dns.exception
 
 from exporter.core.deadline import Deadline
 from exporter.core.exposition import Family, escape_label_value, labelled
-from exporter.probers.module import Module
 from exporter.probers.smtp import dane
 from exporter.probers.smtp.dane import DaneCheck, DaneState
 from exporter.probers.smtp.mta_sts import (
@@ -115,13 +114,12 @@ def start_host_check(
     preference: int,
     addresses: list[str],
     port: int,
-    module: Module,
+    ehlo: str,
     deadline: Deadline,
 ) -> asyncio.Task[None] | None:
     """The host's TLS policy checks (an own STARTTLS session, the TLSA lookup), run beside its SMTP test."""
-    if details is None or module.settings is None:
+    if details is None:
         return None
-    ehlo = module.settings.ehlo_name
     return asyncio.create_task(check_host(details, host, preference, addresses, port, ehlo, deadline))
 
 
