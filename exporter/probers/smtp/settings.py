@@ -60,8 +60,13 @@ class SmtpSettings:
     mx: bool = False  # the target is a mail domain: probe its MX hosts (RFC 5321 5.1)
     mx_max_hosts: int = 5  # at most this many MX hosts probed, the module's timeout shared among them
     relay_check_rcpt_to: str | None = None  # RCPT TO this foreign address must be refused (open-relay check)
+    # Mail TLS policies of a mail domain (exporter/probers/smtp/mail_tls.py).
+    mta_sts: bool = False  # MTA-STS (RFC 8461) and TLS-RPT (RFC 8460)
+    dane: bool = False  # DANE TLSA records of every MX host (RFC 7672)
 
     def __post_init__(self) -> None:
+        if (self.mta_sts or self.dane) and not self.mx:
+            raise ValueError("mta_sts and dane need mx: true (they judge the MX hosts of a mail domain)")
         if self.relay_check_rcpt_to and not self.mail_from:
             raise ValueError("relay_check_rcpt_to needs mail_from (the relay check starts with MAIL FROM)")
         if self.rcpt_to and not self.mail_from:
@@ -121,6 +126,8 @@ SMTP_SECTION = Section(
             ),
             None,
         ),
+        "mta_sts": Field(schema.boolean, False),
+        "dane": Field(schema.boolean, False),
     },
     SmtpSettings,
 )

@@ -9,6 +9,7 @@ new Python release that breaks one of them breaks it here, in one place.
   ``_ssl._SSLSocket``, Python 3.10 and later), whose certificates offer only the undocumented
   ``get_info()``. Python 3.13 made ``get_unverified_chain()`` / ``get_verified_chain()`` public, but
   they return DER bytes, and the standard library has no public way to turn DER into that dict.
+- ``presented_chain``: the chain the server sent as (DER, that dict) pairs, from the same private methods.
 - ``read_ahead`` / ``discard_read_ahead``: bytes an ``asyncio.StreamReader`` has received but not handed
   out yet (its private ``_buffer``). There is no public way to see them without awaiting a read, and a
   STARTTLS dialogue must know of them (RFC 3207 section 5: nothing may follow the server's go-ahead)
@@ -26,6 +27,7 @@ from typing import Any
 
 # What ``getpeercert()`` returns: per key, a string or nested tuples of (name, value) pairs.
 CertInfo = dict[str, Any]
+_DER = 2  # _ssl.ENCODING_DER, the format argument of the private certificates' public_bytes()
 
 
 def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket, verified: bool) -> list[CertInfo]:
@@ -39,6 +41,21 @@ def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket, verified: bool) -> lis
         return [leaf] if leaf else []
     try:
         return [cert.get_info() for cert in getter() or ()]
+    except (ssl.SSLError, ValueError, AttributeError):
+        return []
+
+
+def presented_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[tuple[bytes, CertInfo]]:
+    """The chain the server sent, leaf first, as (DER, ``get_info()``) pairs (DANE matches the DER).
+    Without the private method: the leaf's DER alone, with no info (an unverified peer's getpeercert() is
+    empty)."""
+    # The private object first, as in peer_chain: 3.13's public method returns bare DER bytes.
+    getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if getter is None:
+        leaf = ssl_object.getpeercert(binary_form=True)
+        return [(leaf, {})] if leaf else []
+    try:
+        return [(cert.public_bytes(_DER), cert.get_info()) for cert in getter() or ()]
     except (ssl.SSLError, ValueError, AttributeError):
         return []
 
