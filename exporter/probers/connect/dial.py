@@ -61,12 +61,12 @@ async def connect_target(
                 resolved = await resolver.resolve(target, tcp)
         except ResolveError as exc:
             result.dns_lookup_seconds = time.perf_counter() - started
-            return _failed(result, TcpState.DNS_ERROR, exc.reason)
+            _failed(result, TcpState.DNS_ERROR, exc.reason)
+            return None
         except TimeoutError:
             result.dns_lookup_seconds = time.perf_counter() - started
-            return _failed(
-                result, TcpState.DNS_ERROR, f"no answer from the resolver for {target.host} before the deadline"
-            )
+            _failed(result, TcpState.DNS_ERROR, f"no answer from the resolver for {target.host} before the deadline")
+            return None
         result.dns_lookup_seconds = time.perf_counter() - started
         result.note(f"Resolved {target.host} to {resolved.ip} in {result.dns_lookup_seconds * 1000:.1f} ms")
     outcome: asyncio.Future[socket.socket | None] = loop.create_future()
