@@ -93,7 +93,7 @@ async def _probe_workers(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     exporter = app[EXPORTER]
-    pool = WorkerPool(options, exporter.metrics)
+    pool = WorkerPool(options, exporter.metrics, exporter.continuous.update)
     await pool.start(exporter.plan)
     exporter.pool = pool
     try:

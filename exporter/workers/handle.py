@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from exporter.workers import frames
@@ -46,6 +47,8 @@ class WorkerHandle:
         self._reader: asyncio.Task | None = None
         self.exited: asyncio.Future[int] | None = None
         self.started_at = 0.0
+        # Called when the worker says it is ready (the pool hands it its continuous targets then).
+        self.on_ready: Callable[[WorkerHandle], None] | None = None
 
     async def start(self) -> None:
         self.ready = False
@@ -85,6 +88,16 @@ class WorkerHandle:
         reply.add_done_callback(lambda _: self._pending.pop(request_id, None))
         return reply
 
+    def request_shard(self) -> asyncio.Future | None:
+        """Ask for what its continuous targets add to a scrape (a ``Shard``); None if it cannot be asked."""
+        request_id = self._next_id = self._next_id + 1
+        if not self.ready or not self.send(("collect", request_id)):
+            return None
+        reply = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = reply
+        reply.add_done_callback(lambda _: self._pending.pop(request_id, None))
+        return reply
+
     async def _read_replies(self, process: asyncio.subprocess.Process, exited: asyncio.Future) -> None:
         reason = "its output ended"
         try:
@@ -99,7 +112,9 @@ class WorkerHandle:
                 if message[0] == "ready":
                     self.ready = True
                     log.info("probe worker %d ready", self.number, extra={"pid": message[1]})
-                elif message[0] == "results":
+                    if self.on_ready is not None:
+                        self.on_ready(self)
+                elif message[0] in ("results", "shard"):
                     reply = self._pending.get(message[1])
                     if reply is not None and not reply.done():
                         reply.set_result(message[2])
