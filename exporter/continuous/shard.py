@@ -131,8 +131,8 @@ def joined(
     return chunks
 
 
-def outcomes_of(shards: Iterable[Shard]) -> Tally:
-    total: Tally = Tally()
+def outcomes_of(shards: Iterable[Shard]) -> Tally[tuple[str, str]]:
+    total: Tally[tuple[str, str]] = Tally()
     for shard in shards:
         total.update(shard.outcomes)
     return total
