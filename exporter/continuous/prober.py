@@ -7,7 +7,8 @@ global ``max_concurrency`` bounds background probes and scrape probes together. 
 previous probe is still running at its tick is not probed again (no overlap): the tick is counted
 in ``probe_skipped_total``.
 
-Runs in the serving process only: ``--runtime.probe-processes`` workers take scrape-time probes.
+With ``--runtime.probe-processes`` each process runs one of these for the targets it owns
+(``exporter.continuous.assign``); a scrape reads every process's (``exporter.continuous.shard``).
 """
 
 from __future__ import annotations

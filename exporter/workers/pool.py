@@ -3,6 +3,7 @@
 A scrape of the configured targets is split by target: target i of the plan is always probed by
 process i mod N (0 is the serving process), so the probes of one target never run in two processes
 at once and overlapping scrapes still share them (the split and the gathering: ``exporter.scatter``).
+Continuous targets are spread over all processes with a stable owner each (``exporter.workers.spread``).
 Everything else stays in the serving process: /probe, results, the status page, the exporter's own
 metrics, reloads. A worker that exits is started again after a back-off that grows while it keeps failing.
 """
