@@ -172,6 +172,10 @@ def test_two_processes_write_what_one_process_writes(tmp_path: Path, listener: i
                 spread_logged(exporter, len(addresses) - len(owned_by_worker(addresses)))
             wait_until(port, lambda c: len(c) == 20 and min(totals(c).values()) >= 2, "every target probed")
             _, body, _ = http("GET", f"http://127.0.0.1:{port}/metrics")
+            _, page, _ = http("GET", f"http://127.0.0.1:{port}/")
+            elsewhere = len(owned_by_worker(addresses))
+            # The status page lists this process's own continuous targets and says how many the worker has.
+            assert (f"{elsewhere:,} more continuous targets are probed by the probe worker" in page) == (processes == 2)
         finally:
             exporter.stop()
         series[processes] = {
