@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from exporter.config.access import ProbeGate
 from exporter.config.loader import Config, ConfigError, Module, load_config
 from exporter.continuous.prober import ContinuousProber
-from exporter.continuous.shard import ContinuousStats, Stats, collect, joined, outcomes_of
+from exporter.continuous.shard import ContinuousStats, Pacer, Stats, collect, joined, outcomes_of
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.core.exposition import TARGETS_PER_CHUNK, Family, label_prefix, render
@@ -156,6 +156,7 @@ class Exporter:
             (target.labels, result, target.families) for target, result in zip(plan.targets, results, strict=True)
         ]
         own = []
+        pacer = Pacer()
         for family in plan.families:
             write = family.samples.writer(family.name)
             parts = []
@@ -172,8 +173,8 @@ class Exporter:
                 )
                 if body:
                     parts.append(body.encode())
-                if shards:  # let the continuous targets' ticks fire between pieces
-                    await asyncio.sleep(0)
+                if shards:  # let the continuous targets' ticks fire meanwhile
+                    await pacer.pause()
             own.append((family, parts))
         chunks = joined(own, shards)
         # Failures (of this scrape, and the latest of continuous targets) go to the background path
