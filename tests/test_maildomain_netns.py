@@ -434,13 +434,14 @@ def test_metrics_scrape_of_domain_targets_through_probe_workers(lab, tmp_path):
     finally:
         exporter.stop()
     lines = metrics.splitlines()
-    assert 'probe_mail_domain_state{target="primary-ok.test:25",module="mx",site="lab",state="ok"} 1' in lines
-    assert 'probe_mail_domain_state{target="degraded.test:25",module="mx",state="degraded"} 1' in lines
-    assert 'probe_mail_domain_state{target="null.test:25",module="mx",state="null_mx"} 1' in lines
+    # The target label is the domain as configured (issue 21: it was "primary-ok.test:25").
+    assert 'probe_mail_domain_state{target="primary-ok.test",module="mx",site="lab",state="ok"} 1' in lines
+    assert 'probe_mail_domain_state{target="degraded.test",module="mx",state="degraded"} 1' in lines
+    assert 'probe_mail_domain_state{target="null.test",module="mx",state="null_mx"} 1' in lines
     assert (
-        'probe_mx_success{target="degraded.test:25",module="mx",mx="exim-closed.example.test",preference="20"} 1'
+        'probe_mx_success{target="degraded.test",module="mx",mx="exim-closed.example.test",preference="20"} 1'
     ) in lines
-    assert 'probe_success{target="null.test:25",module="mx"} 0' in lines
+    assert 'probe_success{target="null.test",module="mx"} 0' in lines
     lint = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True, timeout=60)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
@@ -528,4 +529,4 @@ def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_
         if query["panel"] == "Mail domain verdict"
         for series in results[query["promql"]]
     }
-    assert verdicts == {"primary-ok.test:25": "ok", "degraded.test:25": "degraded"}
+    assert verdicts == {"primary-ok.test": "ok", "degraded.test": "degraded"}

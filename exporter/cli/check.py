@@ -22,6 +22,7 @@ from exporter.pathdiag.render import path_json
 from exporter.pathdiag.trace import DEFAULT_SETTINGS as PATH_SETTINGS
 from exporter.probers.connect.addresses import to_json as addresses_json
 from exporter.probers.connect.dial import EXPLANATIONS, TIMEOUT_CAUSES
+from exporter.probers.connect.mtu_report import mtu_json
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probing.diagnose import diagnosable, diagnose_inline
@@ -77,9 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def builtin_module(name: str) -> Module:
-    return parse_config(f"modules:\n  {name}: {BUILTIN_MODULES[name]}\n", source=f"<built-in module {name}>").modules[
-        name
-    ]
+    text = f"modules:\n  {name}: {BUILTIN_MODULES[name]}\n"
+    return parse_config(text, source=f"<built-in module {name}>", blackbox=False).modules[name]
 
 
 def find_module(name: str, config_file: str | None) -> Module:
@@ -158,10 +158,11 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
     fields = {
         f.name: getattr(result, f.name)
         for f in dataclasses.fields(result)
-        if f.name not in ("details", "icmp", "path", "addresses")
+        if f.name not in ("details", "icmp", "path", "addresses", "mtu")
     }
     document = {
-        "target": str(address),
+        "target": str(address),  # as written on the command line (or in the config)
+        "port": address.port,  # the port connected to, the module's default when the target has none
         "module": module.name,
         "prober": module.prober,
         "timeout_seconds": module.timeout,
@@ -180,6 +181,7 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
         "path": None if result.path is None else path_json(result.path),
         # tcp.probe_addresses: all (docs/metrics.md, "Every address of a name"); null with "one".
         "addresses": None if result.addresses is None else addresses_json(result.addresses),
+        "mtu": mtu_json(result.mtu),
     }
     document.update(result.details.json_sections())
     return json.dumps(document, indent=2, default=str, ensure_ascii=False) + "\n"

@@ -167,7 +167,7 @@ class TargetTally:
         base = self.layout.hist_base[which]
         return list(self.counts[base : base + len(self.layout.bounds[which]) + 1])
 
-    def window_counts(self) -> array:
+    def window_counts(self) -> array[int]:
         """What the status page compares over time: state counts and the connect histogram."""
         end = self.layout.hist_base[CONNECT] + len(self.layout.bounds[CONNECT]) + 1
         return self.counts[:end]
@@ -233,9 +233,10 @@ FAMILY_NAMES = (
 
 Tallied = Sequence[tuple[str, TargetTally]]  # (escaped label prefix, tally)
 TARGETS_PER_CHUNK = 1000
+_Writer = Callable[[str, TargetTally], str]  # (label prefix, tally) -> its lines of one family
 
 
-def _chunked(tallies: Tallied, header: str, write) -> Iterator[str]:
+def _chunked(tallies: Tallied, header: str, write: _Writer) -> Iterator[str]:
     for start in range(0, len(tallies), TARGETS_PER_CHUNK):
         body = "".join(
             [text for prefix, tally in tallies[start : start + TARGETS_PER_CHUNK] if (text := write(prefix, tally))]
@@ -249,9 +250,6 @@ def _chunked(tallies: Tallied, header: str, write) -> Iterator[str]:
 
 def _header(name: str, kind: str, help_text: str) -> str:
     return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
-
-
-TallyWriter = Callable[[str, TargetTally], str]
 
 
 def _results(prefix: str, tally: TargetTally) -> str:
@@ -277,7 +275,7 @@ def _consecutive(prefix: str, tally: TargetTally) -> str:
     return f"probe_consecutive_failures{{{prefix}}} {tally.consecutive_failures}\n"
 
 
-def tally_families() -> list[tuple[str, str, TallyWriter]]:
+def tally_families() -> list[tuple[str, str, _Writer]]:
     """(name, header, writer) of every counter and histogram family of continuous targets, in order; a
     writer gives one target's lines (or nothing). Several processes' lines of a family join under one header."""
     return [
@@ -300,7 +298,7 @@ def render_tallies(tallies: Tallied) -> Iterator[str]:
         yield from _chunked(tallies, header, write)
 
 
-def _histogram_writer(family: HistogramFamily) -> TallyWriter:
+def _histogram_writer(family: HistogramFamily) -> _Writer:
     which = family.which
     bucket, total, count = family.name + "_bucket{", family.name + "_sum{", family.name + "_count{"
 

@@ -21,3 +21,6 @@ class Module:
     # Continuous probing (docs/continuous.md): probe every `interval` seconds in the background.
     interval: float | None = None
     histogram_buckets: HistogramBuckets | None = None  # None: the defaults
+    # Set when a file the module names cannot be read (exporter/config/unusable.py): why; its probes
+    # fail with it and send nothing.
+    unusable: str | None = None

@@ -8,6 +8,7 @@ import time
 from exporter.core.transcript import printable
 from exporter.pathdiag.render import hop_table
 from exporter.probers.connect.addresses import table as address_table
+from exporter.probers.connect.mtu_report import mtu_lines
 from exporter.probers.connect.result import ProbeResult
 from exporter.probers.module import Module
 
@@ -23,6 +24,7 @@ def details_lines(result: ProbeResult, now: float | None = None) -> list[str]:
     lines += [printable(line) for line in details.report_lines()]
     if result.addresses is not None:  # tcp.probe_addresses: all: the table and what users experience
         lines += [printable(line) for line in address_table(result.addresses)]
+    lines += [printable(line) for line in mtu_lines(result.mtu)]  # tcp.mtu_check (docs/mtu.md)
     return lines
 
 

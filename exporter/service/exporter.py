@@ -21,7 +21,7 @@ from exporter.core.selfmetrics import ExporterMetrics
 from exporter.core.vantage import VANTAGE_LABEL, Site
 from exporter.probers.connect.result import ProbeResult
 from exporter.probers.table import PROBERS
-from exporter.probing.diagnosis_scheduler import DiagnosisScheduler, SchedulerCollector
+from exporter.probing.diagnosis_scheduler import Diagnosed, DiagnosisScheduler, SchedulerCollector
 from exporter.probing.path_metrics import render_path_families
 from exporter.probing.plan import Plan, PlannedTarget, build_plan
 from exporter.probing.runner import ProbeRunner, deadline_result
@@ -162,14 +162,7 @@ class Exporter:
             parts = []
             for start in range(0, len(scraped), TARGETS_PER_CHUNK):
                 body = "".join(
-                    [
-                        write(
-                            p,
-                            r,
-                        )
-                        for p, r, present in scraped[start : start + TARGETS_PER_CHUNK]
-                        if family in present
-                    ]
+                    [write(p, r) for p, r, present in scraped[start : start + TARGETS_PER_CHUNK] if family in present]
                 )
                 if body:
                     parts.append(body.encode())
@@ -189,7 +182,7 @@ class Exporter:
         self.diagnoses.after_scrape(
             [*plan.targets, *(planned for planned, _ in diagnosed)], [*results, *(result for _, result in diagnosed)]
         )
-        everything = [*plan.targets, *(planned for planned, _ in plan.continuous)]
+        everything: list[Diagnosed] = [*plan.targets, *(planned for planned, _ in plan.continuous)]
         chunks += [chunk.encode() for chunk in render_path_families(self.diagnoses.entries(everything))]
         self._finish_seconds = loop.time() - probed
         return chunks
@@ -219,7 +212,7 @@ class Exporter:
 
     def _count(self, results: list[ProbeResult], targets: Sequence[PlannedTarget]) -> None:
         # Tallied in C (a Counter over pairs), states stringified per distinct pair, not per probe.
-        tally: Tally = Tally()
+        tally: Tally[tuple[str, str]] = Tally()
         pairs = Tally(
             zip([target.module.name for target in targets], [result.state for result in results], strict=False)
         )
@@ -257,6 +250,6 @@ def render_single(result: ProbeResult, module: Module, vantage: str | None = Non
 
 
 @functools.cache
-def _single_layout(prober_name: str) -> tuple[tuple[Family, ...], frozenset[Family]]:
+def _single_layout(prober_name: str) -> tuple[tuple[Family[ProbeResult], ...], frozenset[Family[ProbeResult]]]:
     prober = PROBERS[prober_name]
     return prober.families, prober.family_set

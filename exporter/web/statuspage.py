@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -20,11 +20,16 @@ from exporter.core.address import HostPort
 from exporter.pathdiag.render import summary as path_summary
 from exporter.probers.connect.addresses import summary as address_summary
 from exporter.probers.connect.result import ProbeResult, TcpState
+from exporter.probers.module import Module
 from exporter.probers.table import PROBERS
 from exporter.probing.report import debug_report
 from exporter.service.history import Recorded, Row
 
 MAX_DETAIL = 300
+# The words of a target's latest background path diagnosis, if it has one.
+PathWords = Callable[[HostPort, Module], str | None]
+# (state, success) -> targets in it: the summary line above a table.
+StateTally = Counter[tuple[str, bool]]
 MAX_ROWS = 2000
 KNOWN_STATES = frozenset(state.value for state in TcpState)
 
@@ -123,7 +128,12 @@ def state_cell(result: ProbeResult) -> str:
 
 
 def status_table(
-    table_id: str, rows: Iterable[Row], now: float, tally: Counter, max_rows: int = MAX_ROWS, path_words=None
+    table_id: str,
+    rows: Iterable[Row],
+    now: float,
+    tally: StateTally,
+    max_rows: int = MAX_ROWS,
+    path_words: PathWords | None = None,
 ) -> list[str]:
     rows = list(rows)
     for _, _, _, result in rows:
@@ -166,7 +176,7 @@ def status_table(
     return out
 
 
-def _path_cell(address: HostPort, module, result: ProbeResult, path_words) -> str:
+def _path_cell(address: HostPort, module: Module, result: ProbeResult, path_words: PathWords | None) -> str:
     """Issue 13: the words of the target's latest path diagnosis, under the detail."""
     if result.success:
         return ""
@@ -176,7 +186,7 @@ def _path_cell(address: HostPort, module, result: ProbeResult, path_words) -> st
     return f"<br><span class=path>{esc(words)}</span>" if words else ""
 
 
-def summary(tally: Counter) -> str:
+def summary(tally: StateTally) -> str:
     return "".join(
         f'<span class="state {summary_class(state, success)}">{esc(state)}: {count}</span>'
         for (state, success), count in sorted(tally.items())
@@ -215,7 +225,7 @@ def render_status_page(
     max_rows: int = MAX_ROWS,
     vantage: str | None = None,
     central_url: str | None = None,
-    path_words=None,
+    path_words: PathWords | None = None,
     sections: Iterable[str] = (),
 ) -> str:
     """``sections``: more HTML after the targets table (the continuous targets' section)."""
@@ -226,9 +236,9 @@ def render_status_page(
         if example
         else link("/probe", target="127.0.0.1:22", module="tcp_connect", debug="true")
     )
-    tally: Counter = Counter()
+    tally: StateTally = Counter()
     table = status_table("targets", rows, now, tally, max_rows, path_words)
-    ad_hoc_tally: Counter = Counter()
+    ad_hoc_tally: StateTally = Counter()
     ad_hoc = list(ad_hoc)
     ad_hoc_table = status_table("adhoc", ad_hoc, now, ad_hoc_tally, max_rows) if ad_hoc else []
     head_refresh = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""

@@ -19,17 +19,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import os
 import signal
 import sys
+from typing import Any
 
 from exporter.continuous.prober import ContinuousProber
 from exporter.continuous.shard import collect
+from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
+from exporter.core.exposition import Family
 from exporter.core.logs import LEVELS, setup_logging
 from exporter.core.runtime import new_event_loop, raise_fd_limit
 from exporter.probers.connect.resolve import Resolver
+from exporter.probers.connect.result import ProbeResult
+from exporter.probers.module import Module
 from exporter.probers.table import PROBERS, families_in_order
 from exporter.probing.plan import PlannedTarget
 from exporter.probing.runner import ProbeRunner
@@ -55,14 +61,14 @@ class WorkerServer:
         self._writer = writer
         self._resolver = Resolver(max_workers=DNS_WORKERS)
         self._runner: ProbeRunner | None = None
-        self._plans: dict[int, list] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._plans: dict[int, list[tuple[HostPort, Module]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         # The continuous targets this worker owns (exporter.continuous.assign), probed here in the background.
         self._continuous = ContinuousProber()
         self._continuous_started = False
-        self._families: list = []
+        self._families: list[Family[ProbeResult]] = []
 
-    def handle(self, message: tuple) -> None:
+    def handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "plan":
             _, version, max_concurrency, targets = message
@@ -100,7 +106,7 @@ class WorkerServer:
             reply = frames.encode(("results", request_id, None))
         self._writer.write(reply)
 
-    def _take_continuous(self, targets: list) -> None:
+    def _take_continuous(self, targets: list[tuple[HostPort, Module, str, float]]) -> None:
         # Families are functions, not sent: each target's come from its prober, as build_plan gives them.
         planned = [
             (PlannedTarget(address, module, labels, PROBERS[module.prober].family_set), interval)
@@ -127,7 +133,7 @@ class WorkerServer:
         self._resolver.close()
 
 
-async def serve(stdin, stdout) -> None:
+async def serve(stdin: io.FileIO, stdout: io.FileIO) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)

@@ -53,7 +53,7 @@ class WorkerPool:
         # Plans the workers hold, newest last: (plan, version, shares); share 0 is ours.
         self._plans: list[tuple[Plan, int, list[list[int]]]] = []
         self._closing = False
-        self._watchers: set[asyncio.Task] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
         # Continuous targets on every process (exporter.workers.spread); ``local_continuous`` takes ours.
         self.spread = Spread(self._workers, local_continuous or (lambda share: None))
         for worker in self._workers:

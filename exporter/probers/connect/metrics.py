@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from exporter.core.exposition import Family, labelled, one_hot, single
 from exporter.probers.connect.address_metrics import ADDRESS_FAMILIES
+from exporter.probers.connect.mtu_report import MTU_FAMILIES
 from exporter.probers.connect.result import ProbeResult, TcpState
 
 # Owned by the handler, with blackbox_exporter's names and meaning.
@@ -68,4 +69,4 @@ TCP_REJECTED_BY = Family(
 
 # probe_tcp_rejected_by: who sent the ICMP error that ended a connect.
 # The ADDRESS_FAMILIES only for modules with tcp.probe_addresses: all.
-CONNECT_FAMILIES = COMMON_FAMILIES + TCP_FAMILIES + (TCP_REJECTED_BY,) + ADDRESS_FAMILIES
+CONNECT_FAMILIES = COMMON_FAMILIES + TCP_FAMILIES + (TCP_REJECTED_BY,) + ADDRESS_FAMILIES + MTU_FAMILIES

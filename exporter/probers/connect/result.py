@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # path diagnosis types; annotations only, so no import cost or cycle
     from exporter.pathdiag.icmp import IcmpReply
     from exporter.pathdiag.model import PathDiagnosis
+    from exporter.probers.connect.mtu import MtuReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,8 @@ class ProbeResult:
     path: PathDiagnosis | None = None
     # With tcp.probe_addresses: all, every address of the name (exporter.probers.connect.addresses).
     addresses: AddressesReport | None = None
+    # tcp.mtu_check: do full-size packets get through both ways (docs/mtu.md).
+    mtu: MtuReport | None = None
 
     def note(self, line: str) -> None:
         self.transcript.append(line)

@@ -19,6 +19,8 @@ class TcpSettings:
     # Every address of the name (docs/metrics.md "Every address"): one | all.
     probe_addresses: str = "one"
     probe_addresses_max: int = 8  # addresses probed at most with "all"; the rest are reported as cut
+    # Path-MTU black holes (docs/mtu.md): extra full-size data and packets after the connect.
+    mtu_check: bool = False
 
 
 TCP_FIELDS = {
@@ -31,5 +33,6 @@ TCP_FIELDS = {
     # every address of the name
     "probe_addresses": Field(schema.choice("one", "all"), "one"),
     "probe_addresses_max": Field(schema.integer(1, 64), 8),
+    "mtu_check": Field(schema.boolean, False),
 }
 TCP_SECTION = Section(TCP_FIELDS, TcpSettings)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from exporter.core.deadline import Deadline
+from exporter.probers.tls.stdlib_adapter import read_ahead
 
 # RFC 5321 allows 512 octets per reply line; real servers exceed it a little, so be lenient but bounded.
 MAX_LINE_BYTES = 2048
@@ -141,7 +142,7 @@ class ReplyReader:
 
     def buffered(self) -> int:
         """Bytes received but not read yet (after STARTTLS's 220 there must be none: RFC 3207 section 5)."""
-        return len(getattr(self.reader, "_buffer", b""))
+        return read_ahead(self.reader)
 
     async def read(self, deadline: Deadline) -> Reply:
         """The next complete reply, before ``deadline`` (loop time)."""

@@ -20,6 +20,7 @@ import email.message
 import email.policy
 import email.utils
 import re
+import socket
 import ssl
 import time
 
@@ -27,9 +28,11 @@ from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.core.transcript import printable, record
 from exporter.probers.connect.dial import connect_target
+from exporter.probers.connect.mtu import Finding, MtuCheck
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult
 from exporter.probers.module import Module
+from exporter.probers.smtp import mtu as smtp_mtu
 from exporter.probers.smtp.explain import Explanation, Party, explain
 from exporter.probers.smtp.relay import check_relay
 from exporter.probers.smtp.replies import (
@@ -46,6 +49,7 @@ from exporter.probers.smtp.result import SmtpDetails, SmtpState
 from exporter.probers.smtp.settings import SmtpSettings, ehlo_fallback_problem
 from exporter.probers.tls.errors import describe_handshake_failure, describe_verify_failure
 from exporter.probers.tls.handshake import TlsInfo, client_context, describe, server_name
+from exporter.probers.tls.stdlib_adapter import abort_transport
 
 MASK = "********"
 # A reply to a line that carried credentials may echo them: its text is withheld (by position, not by
@@ -71,15 +75,6 @@ class _Stop(Exception):
         super().__init__(detail)
         self.state = state
         self.detail = detail
-
-
-def abort_transport(transport: asyncio.BaseTransport) -> None:
-    """Drop the connection now. On CPython before 3.11.7 (Debian 12 ships 3.11.2), ``abort()`` on an SSL
-    transport whose connection is already lost raises AttributeError (its protocol reference is gone);
-    such a transport has nothing left to drop."""
-    if getattr(transport, "_ssl_protocol", True) is None:
-        return
-    transport.abort()
 
 
 class _Unverified(Exception):
@@ -122,6 +117,7 @@ class _Session:
         self.explained: set[tuple[str, int, str | None]] = set()
         self.waiting_for = "the greeting"  # what the server owes a reply to, for a timeout's verdict
         self.starttls_refusal = ""  # the verdict when STARTTLS was refused and the dialogue went on
+        self.mtu: MtuCheck | None = None  # tcp.mtu_check (smtp_mtu.py)
 
     # --- the dialogue -------------------------------------------------------------------
 
@@ -131,6 +127,8 @@ class _Session:
         if sock is None:
             result.state = SmtpState.CONNECT_FAILED
             return
+        if module.tcp.mtu_check and result.address is not None:
+            self.mtu = MtuCheck(sock, result.address, self.target.port, self.deadline)
         clean = False  # whether the stream is still in step, so QUIT can wait for its reply
         try:
             await self._dialogue(sock, verify_error)
@@ -153,9 +151,13 @@ class _Session:
         except (ConnectionClosed, MalformedReply) as exc:
             result.state, result.detail = SmtpState.PROTOCOL_ERROR, printable(str(exc))
         finally:
+            if self.mtu is not None:
+                self.mtu.before_close()
             if self.writer is None:
                 sock.close()
             await self._quit_and_close(clean)
+        if self.mtu is not None:
+            await self._mtu_verdict(module, resolver)
         if result.state is not SmtpState.OK:
             # The verdict itself is printed once, by whoever shows the result; the transcript only marks the end.
             result.note(f"Outcome: {result.state}")
@@ -176,6 +178,8 @@ class _Session:
         await self._hello()
         if not settings.tls and settings.starttls != "no":
             await self._starttls(verify_error)
+        if self.mtu is not None:
+            await self._mtu_to_target(self.mtu)
         if settings.auth is not None:
             await self._authenticate()
         if settings.mail_from:
@@ -287,8 +291,12 @@ class _Session:
             f"({'verifying the certificate' if self.verify else 'certificate not verified'})"
         )
         started = time.perf_counter()
+        # With mtu_check the certificate flight gets half the time left: the rest is for a small-MSS retry.
+        until = self.deadline if self.mtu is None else self.mtu.stall_deadline()
+        if self.mtu is not None:
+            self.mtu.expect_from_target()
         try:
-            async with asyncio.timeout_at(self.deadline):
+            async with asyncio.timeout_at(until):
                 if sock is not None:
                     reader, self.writer = await open_stream(sock, ssl=context, server_hostname=hostname)
                     self.replies = ReplyReader(reader)
@@ -311,6 +319,8 @@ class _Session:
             info.handshake_seconds = time.perf_counter() - started
             raise _Stop(SmtpState.TLS_ERROR, f"the TLS handshake failed: {describe_handshake_failure(exc)}") from None
         info.handshake_seconds = self.details.stage_seconds["tls"] = time.perf_counter() - started
+        if self.mtu is not None:
+            self.mtu.from_target_arrived()
         assert self.writer is not None
         describe(info, self.writer.get_extra_info("ssl_object"), True if self.verify else None)
         if verify_error is not None:
@@ -412,6 +422,46 @@ class _Session:
             lines.pop()
         # Dot-stuffing: a body line starting with '.' gets a second one (RFC 5321 4.5.2).
         return b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines) + b"."
+
+    # --- tcp.mtu_check ----------------------------------------------------------------------
+
+    async def _mtu_to_target(self, check: MtuCheck) -> None:
+        """A NOOP padded past one full-size segment (smtp_mtu.py says why it is harmless), then its reply."""
+
+        async def send(size: int) -> None:
+            line = smtp_mtu.noop_line(size)
+            await self._send(line, f"NOOP <{len(line) - 5} padding bytes: path-MTU test>")
+
+        self.waiting_for = "a full-size NOOP (path-MTU test)"
+        finding = await check.to_target(send)
+        if finding is Finding.BLACKHOLE:
+            self.details.stalled_at = self.waiting_for
+            words = smtp_mtu.blackhole_words(check.report.largest_sent)
+            self.details.reply_explanations.append(("NOOP then silence", words))
+            raise _Stop(SmtpState.TIMEOUT, words)
+        assert self.replies is not None
+        reply = await self.replies.read(self.deadline)  # 250, or 500 for a line over 512 octets: both harmless
+        for raw in reply.raw_lines:
+            self._log(f"S: {decode(raw)}")
+
+    async def _mtu_verdict(self, module: Module, resolver: Resolver) -> None:
+        """After the session: a stalled TLS handshake is retried with a small MSS; the report is kept."""
+        check, result = self.mtu, self.result
+        assert check is not None
+        stalled = result.state in (SmtpState.TIMEOUT, SmtpState.BANNER_TIMEOUT)
+        if stalled and self.waiting_for.startswith("the TLS handshake"):
+            settings, host = self.settings, self.target.host
+
+            async def exchange(sock: socket.socket, deadline: Deadline) -> bool:
+                return await smtp_mtu.replay(settings, host, sock, deadline)
+
+            after = "STARTTLS" if not settings.tls else "the TLS ClientHello"
+            if await check.from_target_stalled(exchange):
+                words = smtp_mtu.stall_words(after)
+                self.details.reply_explanations.append((f"{after} then silence", words))
+                result.detail = f"{result.detail}; {words}"
+        result.mtu = check.finish()
+        result.note(f"Path MTU check: {result.mtu.state}: {result.mtu.detail}")
 
     # --- sending and receiving ------------------------------------------------------------
 

@@ -45,7 +45,7 @@ class SmtpAuth:
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
     ehlo: str | None = None  # None: this host's FQDN, looked up when the probe runs
-    expect_banner: re.Pattern | None = None
+    expect_banner: re.Pattern[str] | None = None
     starttls: str = "opportunistic"  # no | opportunistic | required (ignored with tls: true)
     tls: bool = False  # implicit TLS from the first byte (port 465)
     tls_config: TlsConfig = TlsConfig()

@@ -30,6 +30,7 @@ from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, Probe
 from exporter.probers.tcp.dialogue_config import DialogueStep, TcpTlsConfig, client_context
 from exporter.probers.tls.families import LeafIdentity, describe_session, expiry_words, handshake_failure
 from exporter.probers.tls.handshake import TlsInfo
+from exporter.probers.tls.stdlib_adapter import discard_read_ahead
 
 MAX_LINE_BYTES = 64 * 1024  # Go's bufio.MaxScanTokenSize
 READ_CHUNK = 16 * 1024
@@ -240,10 +241,7 @@ class _Conversation:
     def discard_before_tls(self) -> None:
         pending = len(self.buffer)
         self.buffer.clear()
-        inner = getattr(self.reader, "_buffer", None)  # read ahead by asyncio: also plaintext
-        if isinstance(inner, bytearray):
-            pending += len(inner)
-            inner.clear()
+        pending += discard_read_ahead(self.reader)  # read ahead by asyncio: also plaintext
         if pending:
             self.result.note(f"(discarded {pending} bytes received before the TLS handshake)")
 

@@ -16,9 +16,11 @@ from exporter.core.exposition import Family, escape_label_value
 from exporter.probers.base import Prober
 from exporter.probers.connect.dial import connect_target
 from exporter.probers.connect.metrics import CONNECT_FAMILIES
+from exporter.probers.connect.mtu import MtuCheck
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.module import Module
+from exporter.probers.tcp import mtu as tcp_mtu
 from exporter.probers.tcp.dialogue import (
     CERTIFICATE,
     DIALOGUE,
@@ -36,37 +38,57 @@ async def probe_tcp(target: HostPort, module: Module, deadline: Deadline, resolv
     result = ProbeResult()
     tcp = module.tcp
     sock = await connect_target(result, target, module.tcp, deadline, resolver)
+    check = None
+    if sock is not None and tcp.mtu_check and result.address is not None:
+        check = MtuCheck(sock, result.address, target.port, deadline)
     # A Module built in code may carry the connect step's plain TcpSettings: no dialogue then.
     if not isinstance(tcp, TcpProberSettings) or not (tcp.query_response or tcp.tls):
         if sock is not None:
+            if check is not None:
+                await tcp_mtu.to_target_socket(check, sock, result)
             sock.close()
             result.note("Connection closed by the prober")
         result.success = result.tcp_state is TcpState.OPEN
+        if check is not None:
+            tcp_mtu.conclude(check, result)
         return result
     details = result.details = DialogueDetails(steps=len(tcp.query_response))
     if sock is None:
         result.state = DialogueState.CONNECT_FAILED
         return result
     writer = None
+    # With mtu_check the target's data gets half the time left: the rest is for a small-MSS retry.
+    until = deadline if check is None else check.stall_deadline()
+    if check is not None:
+        check.expect_from_target()
     try:
-        streams = await open_streams(sock, tcp.tls, tcp.tls_config, target.host, deadline, details, result)
-        if streams is None:
-            return result
-        reader, writer = streams
-        if await run_dialogue(
-            reader, writer, tcp.query_response, tcp.tls_config, target.host, deadline, details, result
-        ):
-            result.state = DialogueState.OK
-            result.success = True
-            if tcp.query_response:
-                result.detail = f"the dialogue's {len(tcp.query_response)} steps succeeded"
-            result.note("Connection closed by the prober")
-        return result
+        streams = await open_streams(sock, tcp.tls, tcp.tls_config, target.host, until, details, result)
+        if streams is not None:
+            reader, writer = streams
+            if check is not None and tcp.tls:
+                check.from_target_arrived()
+            if await run_dialogue(
+                reader, writer, tcp.query_response, tcp.tls_config, target.host, until, details, result
+            ):
+                result.state = DialogueState.OK
+                result.success = True
+                if tcp.query_response:
+                    result.detail = f"the dialogue's {len(tcp.query_response)} steps succeeded"
+                if check is not None:
+                    await tcp_mtu.to_target_streams(check, writer, result)
+                result.note("Connection closed by the prober")
     finally:
+        if check is not None:
+            check.before_close()
         if writer is not None:
             close_quietly(writer)
         else:
             sock.close()
+    if check is not None:
+        if not result.success:
+            await tcp_mtu.after_stall(check, tcp, target.host, result, until)
+        tcp_mtu.conclude(check, result)
+    return result
 
 
 # --- the tcp prober's own metric families (besides the common, TCP and TLS ones) --------------
