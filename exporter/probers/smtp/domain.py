@@ -36,7 +36,7 @@ from exporter.core.deadline import Deadline
 from exporter.core.exposition import Family, Samples, escape_label_value, labelled
 from exporter.core.transcript import printable
 from exporter.probers.base import Prober
-from exporter.probers.connect.addresses import distinct, experience, finish
+from exporter.probers.connect.addresses import distinct, finish
 from exporter.probers.connect.dial import connect_beside
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import AddressesReport, DetailsBase, Fact, JsonObject, ProbeResult, TcpState
@@ -248,7 +248,7 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
         await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, every)
     if every is not None:
         result.addresses = finish(distinct(every))
-        result.note(f"Every address of the MX hosts: {result.addresses.state}; {experience(result.addresses)}")
+        result.note(f"Every address of the MX hosts: {result.addresses.state}")
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)
     return _finish(result, details)
