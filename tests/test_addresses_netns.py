@@ -3,7 +3,7 @@ address and nftables dropping or refusing chosen ones: every verdict, the per-ad
 Eyeballs time, probe_success, the no-IPv6-route case, the tcp dialogue and smtp probers, the path diagnosis of the
 failing address, and (with --prometheus) the shipped alert rules in a real Prometheus.
 
-The scenario runs inside the namespace (tests/helpers/addresses_scenario.py); this module makes the lab and
+The scenario runs inside the namespace (tests/scenarios/addresses.py); this module makes the lab and
 asserts on the JSON the scenario prints.
 """
 
@@ -20,7 +20,7 @@ import pytest
 from tests.helpers.dns_server import MailLab, lab_unavailable_reason
 from tests.helpers.e2e_stack import binary
 
-pytestmark = [pytest.mark.netns]
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 V4_OK, V4_OK2, V4_DROP, V4_REFUSE = "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"
@@ -67,7 +67,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         firewall = lab.run(["nft", "-f", "-"], input=FIREWALL)
         assert firewall.returncode == 0, firewall.stderr
         lab.start_dns(*DNS)
-        argv = [sys.executable, "-m", "tests.helpers.addresses_scenario", str(tmp)]
+        argv = [sys.executable, "-m", "tests.scenarios.addresses", str(tmp)]
         if binary("prometheus") is not None:
             argv.append("--prometheus")
         done = lab.run(argv, timeout=300)

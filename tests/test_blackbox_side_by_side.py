@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlencode
@@ -21,10 +20,13 @@ import pytest
 import yaml
 
 from tests.helpers.dialogue import ThreadedServers
+from tests.helpers.eventually import eventually
 from tests.helpers.exporter_process import free_port, http, start_exporter
 from tests.helpers.metrics_text import samples
 from tests.helpers.real_servers import dovecot, postgres, sshd
 from tests.helpers.smtp_servers import Pki
+
+pytestmark = pytest.mark.mta
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 
@@ -217,7 +219,8 @@ def both_exporters(tmp_path_factory):
         ):
             our_port = free_port()
             ours = start_exporter(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{our_port}")
-            _wait_http(f"http://127.0.0.1:{blackbox_port}/metrics")
+            url = f"http://127.0.0.1:{blackbox_port}/metrics"
+            _wait_http(url, blackbox)
             yield {"blackbox": blackbox_port, "ours": our_port, "ports": ports, "log": ours}
     finally:
         if ours is not None:
@@ -233,15 +236,15 @@ def _mkdir(path):
     return path
 
 
-def _wait_http(url: str) -> None:
-    for _ in range(300):  # bounded: up to ~60 s
-        try:
-            if http("GET", url, timeout=2)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer")
+def _wait_http(url: str, process: subprocess.Popen | None = None) -> None:
+    """Until ``url`` answers 200; a ``process`` (the server behind it) that exits meanwhile ends the wait."""
+
+    def status() -> int:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{url}: the server exited with {process.returncode}")
+        return http("GET", url, timeout=2)[0]
+
+    eventually(status, until=lambda code: code == 200, what=f"{url} to answer 200", ignoring=(OSError,))
 
 
 def probe_both(env, module: str, port: int) -> dict[str, dict[str, float]]:

@@ -17,10 +17,11 @@ import textwrap
 import pytest
 
 from tests.helpers.dns_server import ROOT, MailLab, lab_unavailable_reason
+from tests.helpers.eventually import eventually
 from tests.helpers.exim import exim_command, exim_root, exim_workdir
 from tests.helpers.exporter_process import start_exporter
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.mta]
 
 MX_A, MX_DOWN, MX_BLOCK, MX_GREY, MX_SILENT = "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14", "192.0.2.15"
 EXIM_OPEN, EXIM_CLOSED = "192.0.2.21", "192.0.2.22"
@@ -140,7 +141,7 @@ def lab(tmp_path_factory):
             ["dns_silent", DNS_SILENT, 53],
         ]
         servers = lab.popen(
-            [sys.executable, "-m", "tests.helpers.maildomain_servers", json.dumps(spec)],
+            [sys.executable, "-m", "tests.scenarios.maildomain_servers", json.dumps(spec)],
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
@@ -446,9 +447,9 @@ def test_metrics_scrape_of_domain_targets_through_probe_workers(lab, tmp_path):
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+@pytest.mark.e2e
 def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_path):
     """The dashboard's Mail domains row, queried in a real Prometheus scraping the exporter in the lab."""
-    import time
 
     import yaml
 
@@ -501,22 +502,22 @@ def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_
         "print(json.dumps(out))\n"
     )
     try:
-        results: dict = {}
-        for _ in range(120):  # bounded: Prometheus starts, scrapes every second
-            done = lab.run(
-                [
-                    sys.executable,
-                    "-c",
-                    ask,
-                    f"http://127.0.0.1:{prometheus_port}",
-                    *[query["promql"] for query in queries],
-                ]
-            )
-            if done.returncode == 0:
-                results = json.loads(done.stdout)
-                if all(results.values()):
-                    break
-            time.sleep(0.5)
+
+        def answers() -> dict:
+            argv = [sys.executable, "-c", ask, f"http://127.0.0.1:{prometheus_port}"]
+            done = lab.run([*argv, *[query["promql"] for query in queries]])
+            if done.returncode != 0:
+                raise OSError(f"Prometheus not answering yet: {done.stderr[-300:]}")
+            return json.loads(done.stdout)
+
+        # Prometheus starts and scrapes every second; each panel's query must return data.
+        results = eventually(
+            answers,
+            until=lambda results: all(results.values()),
+            what="every mail-domain panel's query to return data",
+            interval=0.5,
+            ignoring=(OSError,),
+        )
     finally:
         exporter.stop()
         server.terminate()

@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import bcrypt
 
+from tests.helpers.eventually import eventually
 from tests.helpers.smtp_servers import Pki, Script, Servers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,12 +92,17 @@ targets:
     try:
         auth = aiohttp.BasicAuth("admin", WEB_PASSWORD)
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
-            for _ in range(600):  # bounded wait for the listener (30 s: a loaded machine starts slowly)
-                try:
-                    async with http.get("/-/healthy", auth=auth) as response:
-                        break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
+
+            async def healthy() -> int:
+                async with http.get("/-/healthy", auth=auth) as response:
+                    return response.status
+
+            await eventually(
+                healthy,
+                until=lambda status: status == 200,
+                what="the exporter's listener",
+                ignoring=(aiohttp.ClientConnectionError,),
+            )
             for path in (
                 "/metrics",
                 f"/probe?target=127.0.0.1:{bad_port}&module=smtp_auth&debug=true",

@@ -10,10 +10,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from tests.helpers.eventually import eventually
 from tests.helpers.exporter_process import REPO, free_port, http, start_exporter
 from tests.helpers.html_tables import Tables
 
@@ -42,12 +42,17 @@ def run_exporter(tmp_path, config_text: str):
 
 
 def assert_everywhere(process, base: str, configured: list[str], continuous: str) -> None:
-    for _ in range(200):  # bounded: the continuous target's first background probe
+
+    def scraped() -> str:
         status, metrics, _ = http("GET", base + "/metrics")
-        assert status == 200
-        if f'probe_success{{target="{continuous}",' in metrics:
-            break
-        time.sleep(0.1)
+        assert status == 200, metrics
+        return metrics
+
+    metrics = eventually(
+        scraped,
+        until=lambda metrics: f'probe_success{{target="{continuous}",' in metrics,
+        what=f"the continuous target {continuous!r}'s first background probe",
+    )
     # Every series names the configured strings, one probe_success each (the continuous one included).
     assert targets_in(metrics) == dict.fromkeys(configured, 1), metrics
     assert f'probe_success{{target="{continuous}",' in metrics

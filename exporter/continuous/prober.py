@@ -17,6 +17,7 @@ import functools
 import heapq
 import itertools
 import time
+from array import array
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ class ContinuousTarget:
         self.running = False
         self.active = True  # False once a reload removed it
         # (unix time, counts) for the status page's window; the first is the zero it started from.
-        self.snapshots: list[tuple[float, object]] = [(time.time(), tally.window_counts())]
+        self.snapshots: list[tuple[float, array[int]]] = [(time.time(), tally.window_counts())]
         self._reads_greeting = PROBERS[planned.module.prober].reads_greeting
 
     def record(self, result: ProbeResult, when: float) -> None:
@@ -343,7 +344,7 @@ class ContinuousProber:
         states = len(layout.states)
         base = layout.hist_base[0]
         when, old = entry.snapshots[0]
-        delta = [a - b for a, b in zip(current, old, strict=False)]  # type: ignore[call-overload]
+        delta = [a - b for a, b in zip(current, old, strict=False)]
         probes = sum(delta[:states])
         failures = probes - delta[states + 2]
         return WindowStats(now - when, probes, failures, delta[base:])

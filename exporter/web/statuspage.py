@@ -12,7 +12,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from exporter.config.model import Config
@@ -80,7 +79,7 @@ def link(path: str, **query: str) -> str:
     return esc(f"{path}?{urlencode(query)}") if query else esc(path)
 
 
-def ms(seconds: Any) -> str:
+def ms(seconds: float | None) -> str:
     return f"{seconds * 1000:.2f} ms" if isinstance(seconds, (int, float)) else ""
 
 

@@ -7,7 +7,6 @@ Pure logic over per-address outcomes; the connects themselves are in ``exporter.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from exporter.probers.connect.result import AddressesReport, AddressesState, AddressOutcome, TcpState
 
@@ -187,7 +186,7 @@ def summary(report: AddressesReport) -> str:
     return words
 
 
-def to_json(report: AddressesReport) -> dict[str, Any]:
+def to_json(report: AddressesReport) -> dict[str, object]:
     """``check --json``'s "addresses" object (a documented contract)."""
     return {
         "state": report.state.value,

@@ -19,7 +19,7 @@ from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
 from exporter.probers.connect.every import connect_each_beside, connect_every_address, every_address
-from exporter.probers.connect.resolve import ResolveError, Resolver, literal
+from exporter.probers.connect.resolve import ResolveError, Resolver, SockAddr, literal
 from exporter.probers.connect.result import AddressesReport, ProbeResult, TcpState, classify_errno, describe_errno
 from exporter.probers.connect.settings import TcpSettings
 
@@ -57,12 +57,12 @@ async def connect_target(
                 resolved = await resolver.resolve(target, tcp)
         except ResolveError as exc:
             result.dns_lookup_seconds = time.perf_counter() - started
-            return _failed(result, TcpState.DNS_ERROR, exc.reason)
+            _failed(result, TcpState.DNS_ERROR, exc.reason)
+            return None
         except TimeoutError:
             result.dns_lookup_seconds = time.perf_counter() - started
-            return _failed(
-                result, TcpState.DNS_ERROR, f"no answer from the resolver for {target.host} before the deadline"
-            )
+            _failed(result, TcpState.DNS_ERROR, f"no answer from the resolver for {target.host} before the deadline")
+            return None
         result.dns_lookup_seconds = time.perf_counter() - started
         result.note(f"Resolved {target.host} to {resolved.ip} in {result.dns_lookup_seconds * 1000:.1f} ms")
     result.ip_protocol = resolved.ip_protocol
@@ -144,11 +144,11 @@ def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:
 
 
 async def _connect(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: tuple, deadline: Deadline
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: SockAddr, deadline: Deadline
 ) -> tuple[int | None, float]:
     """Return (errno or 0, seconds), or (None, seconds) when the deadline passed first."""
     started = time.perf_counter()
-    code = sock.connect_ex(sockaddr)
+    code: int | None = sock.connect_ex(sockaddr)
     if code != errno.EINPROGRESS:
         return code, time.perf_counter() - started
     fd = sock.fileno()

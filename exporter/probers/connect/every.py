@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
@@ -129,7 +129,8 @@ async def connect_every_address(
 
     connects = asyncio.gather(*(one(index, resolved) for index, resolved in enumerate(probed)))
     try:
-        await asyncio.wait([first, connects], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+        waited: list[asyncio.Future[Any]] = [first, connects]  # two result types: no common Future[T]
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
         connects.cancel()
         _close_chosen(first, sockets)

@@ -100,7 +100,9 @@ def _describe_failure(name: str, exc: BaseException) -> str:
     return f"the DNS lookup of {name} failed ({type(exc).__name__})"
 
 
-async def _query(resolver: dns.asyncresolver.Resolver, name: dns.name.Name, rdtype: str, deadline: Deadline):
+async def _query(
+    resolver: dns.asyncresolver.Resolver, name: dns.name.Name, rdtype: str, deadline: Deadline
+) -> dns.resolver.Answer | None:
     """The answer, or None for NOERROR without records; raises NXDOMAIN and other DNS exceptions."""
     try:
         async with asyncio.timeout_at(deadline):

@@ -18,6 +18,7 @@ Sent lines appear in the transcript as their first word only: a dialogue may car
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import time
@@ -128,7 +129,7 @@ def masked(line: bytes) -> str:
     return f"{shown} [{len(rest)} more bytes]" if rest else shown
 
 
-def expand(template: bytes, pattern, match) -> bytes:
+def expand(template: bytes, pattern: re.Pattern[bytes], match: re.Match[bytes]) -> bytes:
     """Go's ``Regexp.Expand``: ``$1``, ``${1}``, ``$name``, ``${name}``, ``$$``; unknown groups give nothing."""
     out = bytearray()
     i, n = 0, len(template)

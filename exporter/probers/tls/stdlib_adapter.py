@@ -4,10 +4,12 @@ Each function does something the standard library has no public API for on every
 (Debian 12's 3.11.2 and newer); the probers call these and never touch the internals themselves, so a
 new Python release that breaks one of them breaks it here, in one place.
 
-- ``peer_chain``: the certificate chains of a finished TLS handshake. They are public as
-  ``get_unverified_chain()`` / ``get_verified_chain()`` only from Python 3.13; on 3.11 and 3.12 the
-  same methods exist on the connection's private ``_sslobj`` (an ``_ssl._SSLSocket``), and their
-  certificates offer only the undocumented ``get_info()`` (the dict ``getpeercert()`` returns).
+- ``peer_chain``: the certificate chains of a finished TLS handshake, each certificate as the dict
+  ``getpeercert()`` returns. The methods are on the connection's private ``_sslobj`` (an
+  ``_ssl._SSLSocket``, Python 3.10 and later), whose certificates offer only the undocumented
+  ``get_info()``. Python 3.13 made ``get_unverified_chain()`` / ``get_verified_chain()`` public, but
+  they return DER bytes, and the standard library has no public way to turn DER into that dict.
+- ``presented_chain``: the chain the server sent as (DER, that dict) pairs, from the same private methods.
 - ``read_ahead`` / ``discard_read_ahead``: bytes an ``asyncio.StreamReader`` has received but not handed
   out yet (its private ``_buffer``). There is no public way to see them without awaiting a read, and a
   STARTTLS dialogue must know of them (RFC 3207 section 5: nothing may follow the server's go-ahead)
@@ -25,18 +27,35 @@ from typing import Any
 
 # What ``getpeercert()`` returns: per key, a string or nested tuples of (name, value) pairs.
 CertInfo = dict[str, Any]
+_DER = 2  # _ssl.ENCODING_DER, the format argument of the private certificates' public_bytes()
 
 
 def peer_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket, verified: bool) -> list[CertInfo]:
     """The chain the server sent (``verified=False``) or the one OpenSSL verified, trust anchor
-    included; leaf first. Without either API: the leaf alone when verified, else nothing."""
+    included; leaf first. Without the private methods: the leaf alone when verified, else nothing."""
     name = "get_verified_chain" if verified else "get_unverified_chain"
-    getter = getattr(ssl_object, name, None) or getattr(getattr(ssl_object, "_sslobj", None), name, None)
+    # The private object first: the public methods of 3.13 return DER bytes, which have no get_info().
+    getter = getattr(getattr(ssl_object, "_sslobj", None), name, None)
     if getter is None:
         leaf = ssl_object.getpeercert() if verified else None
         return [leaf] if leaf else []
     try:
         return [cert.get_info() for cert in getter() or ()]
+    except (ssl.SSLError, ValueError, AttributeError):
+        return []
+
+
+def presented_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[tuple[bytes, CertInfo]]:
+    """The chain the server sent, leaf first, as (DER, ``get_info()``) pairs (DANE matches the DER).
+    Without the private method: the leaf's DER alone, with no info (an unverified peer's getpeercert() is
+    empty)."""
+    # The private object first, as in peer_chain: 3.13's public method returns bare DER bytes.
+    getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if getter is None:
+        leaf = ssl_object.getpeercert(binary_form=True)
+        return [(leaf, {})] if leaf else []
+    try:
+        return [(cert.public_bytes(_DER), cert.get_info()) for cert in getter() or ()]
     except (ssl.SSLError, ValueError, AttributeError):
         return []
 

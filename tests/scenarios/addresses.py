@@ -1,5 +1,5 @@
 """Every address of a name, end to end, run INSIDE the addresses lab's namespace (tests/test_addresses_netns.py):
-``ip netns exec LAB python -m tests.helpers.addresses_scenario WORKDIR [--prometheus]``.
+``ip netns exec LAB python -m tests.scenarios.addresses WORKDIR [--prometheus]``.
 
 The lab (made by the test) has dnsmasq serving the names below and nftables dropping or refusing chosen
 addresses. This script starts the servers on every address (a line-greeting TCP server on port 8080, aiosmtpd on
@@ -34,6 +34,7 @@ from tests.helpers.e2e_stack import (
     start_prometheus,
     wait_until_ready,
 )
+from tests.helpers.eventually import GaveUp, eventually
 
 TCP_PORT, SMTP_PORT = 8080, 2525
 RULES = DEPLOY / "prometheus" / "rules" / "addresses.rules.yml"
@@ -151,12 +152,17 @@ def run(workdir: Path, with_prometheus: bool) -> dict[str, object]:
             ],
         )
         wait_until_ready(f"http://127.0.0.1:{port}/-/ready", processes, time.monotonic() + 30)
-        workers_metrics = ""
-        for _ in range(40):  # until the workers are up and the scrape has every target (bounded)
-            workers_metrics = http_get(f"http://127.0.0.1:{port}/metrics", timeout=30)[1].decode(errors="replace")
-            if workers_metrics.count("probe_addresses_state{") >= 18:
-                break
-            time.sleep(0.25)
+        try:  # until the workers are up and the scrape has every target; reported, not raised
+            workers_metrics = eventually(
+                processes.watching(
+                    lambda: http_get(f"http://127.0.0.1:{port}/metrics", timeout=30)[1].decode(errors="replace")
+                ),
+                until=lambda text: text.count("probe_addresses_state{") >= 18,
+                what="every target's address states through the probe workers",
+                interval=0.25,
+            )
+        except GaveUp as gave_up:
+            workers_metrics = gave_up.last
         report["workers_metrics"] = workers_metrics
         diagnosed = check(f"v6-drop.test:{TCP_PORT}", "tcp_all_diagnose", config, "--json")
         cases["diagnose"] = {"exit": diagnosed.returncode, "json": json.loads(diagnosed.stdout)}
@@ -181,14 +187,15 @@ def prometheus_part(processes: Processes, workdir: Path, exporter: str) -> dict[
     }
     api = start_prometheus(processes, workdir, config, time.monotonic() + 30)
     wanted = {("ConnectivityIPv6Broken", "v6-drop.test:8080"), ("ConnectivityAddressesFailing", "pool.test:8080")}
-    firing: list[dict[str, object]] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        processes.check_alive()
-        firing = [a for a in api.alerts() if a["state"] == "firing"]
-        if wanted <= {(a["labels"]["alertname"], a["labels"]["target"]) for a in firing}:
-            break
-        time.sleep(0.5)
+    try:  # reported, not raised: the test names the alerts that did not fire
+        firing = eventually(
+            processes.watching(lambda: [a for a in api.alerts() if a["state"] == "firing"]),
+            until=lambda firing: wanted <= {(a["labels"]["alertname"], a["labels"]["target"]) for a in firing},
+            what=f"alerts {sorted(wanted)} firing",
+            interval=0.5,
+        )
+    except GaveUp as gave_up:
+        firing = gave_up.last
     panels = [q for q in dashboard_queries() if re.search(r"\bprobe_(address_|addresses|happy_eyeballs_)", q["expr"])]
     dashboard = []
     for query in panels:
