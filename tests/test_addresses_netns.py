@@ -20,7 +20,7 @@ import pytest
 from tests.helpers.dns_server import MailLab, lab_unavailable_reason
 from tests.helpers.e2e_stack import binary
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.e2e, pytest.mark.slow]  # a real Prometheus too; ~90 s
 
 ROOT = Path(__file__).resolve().parent.parent
 V4_OK, V4_OK2, V4_DROP, V4_REFUSE = "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"
@@ -255,6 +255,12 @@ def test_an_mx_hosts_every_address(report: dict[str, Any]) -> None:
         f'address="{V4_OK2}",ip_protocol="4"': 1.0,
         f'address="{V6_DROP}",ip_protocol="6"': 0.0,
     }
+
+
+def test_a_mail_domain_with_one_is_todays_probe(report: dict[str, Any]) -> None:
+    document = case(report, "mail_domain_one")["json"]
+    assert document["addresses"] is None and document["success"] is True
+    assert "probe_address" not in case(report, "mail_domain_one")["probe"]
 
 
 def test_path_diagnosis_runs_for_the_failing_address(report: dict[str, Any]) -> None:
