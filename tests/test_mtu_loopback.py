@@ -130,6 +130,7 @@ def postfix():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.mta
 async def test_postfix_answers_the_padded_noop_and_the_envelope_goes_on(postfix) -> None:
     """A real MTA: the padded NOOP (a jumbo frame's worth on loopback, past Postfix's 2048-byte line limit)
     draws an answer and the dialogue continues to RCPT TO and RSET; the session ends cleanly."""

@@ -99,6 +99,7 @@ def test_silent_server_is_unknown_with_what_remains_possible() -> None:
     assert document["duration_seconds"] < 4 * 2, document  # bounded by the probe's own deadline (generous slack)
 
 
+@pytest.mark.slow
 def test_no_false_black_hole_on_a_busy_machine() -> None:
     """The clean path stays ok while every core is kept busy: the decisions wait on the kernel's
     acknowledgements and retransmission timers, not on how fast this process runs."""
