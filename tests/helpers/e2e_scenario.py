@@ -137,8 +137,9 @@ def stack_scenario(workdir: Path, netns: bool) -> dict:
         cases = {
             "open": (f"127.0.0.1:{open_port}", "tcp_connect"),
             "refused": (f"127.0.0.1:{refused_port}", "tcp_connect"),
-            "continuous": (f"127.0.0.1:{open_port}", "tcp_every_1s"),
-        }  # background probing (docs/continuous.md)
+            "continuous": (f"127.0.0.1:{open_port}", "tcp_every_1s"),  # background probing (docs/continuous.md)
+            "mtu": (f"127.0.0.1:{open_port}", "tcp_mtu"),  # the dashboard's Path MTU table (docs/mtu.md)
+        }
         if netns:
             cases |= {
                 "timeout": (DROPPED, "tcp_short"),
@@ -159,6 +160,7 @@ modules:
   tcp_connect: {{prober: tcp, timeout: 2s, tcp: {{diagnose: on_failure}}}}  # the dashboard's path columns
   tcp_short: {{prober: tcp, timeout: 300ms}}
   tcp_every_1s: {{prober: tcp, timeout: 2s, interval: 1s}}
+  tcp_mtu: {{prober: tcp, timeout: 2s, tcp: {{mtu_check: true}}}}
 {smtp_modules}
 targets:
 {targets}
@@ -196,8 +198,13 @@ targets:
         api = start_prometheus(processes, workdir, config, deadline)
         report["startup_seconds"] = round(time.monotonic() - started, 2)
 
-        # Mail-domain panels need MX records from a DNS server: tests/test_maildomain_netns.py runs those.
-        queries = [query for query in dashboard_queries() if not re.search(r"\bprobe_(mx|mail_domain)_", query["expr"])]
+        # Mail-domain panels need MX records from a DNS server: tests/test_maildomain_netns.py runs those. The
+        # router that reports a smaller path MTU needs routers: tests/test_mtu_paths.py checks that series.
+        queries = [
+            query
+            for query in dashboard_queries()
+            if not re.search(r"\bprobe_(mx|mail_domain)_|\bprobe_path_mtu_reported_by_info\b", query["expr"])
+        ]
         variables = dashboard_variable_queries()
         settle_deadline = time.monotonic() + SETTLE_SECONDS
         while True:
