@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.core.durations import parse_duration
 from tests.helpers.e2e_stack import Processes, binary, free_port, readdress, wait_until_ready
-from tests.helpers.vantage_scenario import VANTAGE, agent_metric_at, query
+from tests.scenarios.vantage import VANTAGE, agent_metric_at, query
 
 
 def listener() -> int:

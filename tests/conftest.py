@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 from collections.abc import Iterator
 
@@ -10,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.config.loader import Config
 from exporter.web.app import create_app
+from tests.helpers import unprivileged
 
 
 @pytest.fixture
@@ -55,3 +58,20 @@ def make_client(aiohttp_client):
         return await aiohttp_client(create_app(config, registry=CollectorRegistry()))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def unprivileged_runtime() -> Iterator[unprivileged.Runtime]:
+    """``python -m exporter`` for uid 65532 from a readable copy, wherever this clone lives (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip(f"needs root to run the exporter as uid {unprivileged.UID}")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed (Debian package util-linux)")
+    try:
+        runtime = unprivileged.stage()
+    except unprivileged.Unavailable as reason:
+        pytest.skip(str(reason))
+    try:
+        yield runtime
+    finally:
+        runtime.close()

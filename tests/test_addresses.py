@@ -189,3 +189,19 @@ def test_families_pass_promtool_and_are_absent_with_one() -> None:
         [require_binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_plan_writes_the_address_families_only_for_all_modules() -> None:
+    from exporter.probers.connect.address_metrics import ADDRESS_FAMILY_SET
+    from exporter.probing.plan import build_plan
+
+    one = parse_config("modules:\n  m: {prober: tcp}\ntargets:\n  - {target: 'a.example:80', module: m}\n")
+    assert not ADDRESS_FAMILY_SET & set(build_plan(one).families)
+    mixed = parse_config(
+        "modules:\n  m: {prober: tcp}\n  a: {prober: tcp, tcp: {probe_addresses: all}}\n"
+        "targets:\n  - {target: 'a.example:80', module: m}\n  - {target: 'a.example:80', module: a}\n"
+    )
+    plan = build_plan(mixed)
+    assert set(plan.families) >= ADDRESS_FAMILY_SET
+    by_module = {target.module.name: target.families for target in plan.targets}
+    assert not ADDRESS_FAMILY_SET & by_module["m"] and by_module["a"] >= ADDRESS_FAMILY_SET

@@ -17,14 +17,84 @@ from tests.helpers.exporter_process import REPO
 BLACKBOX_FILES = sorted((Path(__file__).parent / "configs" / "blackbox").glob("*.yml"))
 
 
+# Each real configuration, loaded unchanged: (its tcp modules, those naming a file missing here).
+REAL_FILES = {
+    "example": (
+        {
+            "tls_connect",
+            "tcp_connect_example",
+            "imap_starttls",
+            "smtp_starttls",
+            "irc_banner_example",
+            "rabbitmq",
+            "rabbitmq_insecure",
+        },
+        {"rabbitmq", "rabbitmq_insecure"},
+    ),
+    "debian-blackbox": ({"irc_banner", "pop3s_banner", "ssh_banner", "tcp_connect"}, set()),
+    "kube-prometheus": ({"irc_banner", "pop3s_banner", "ssh_banner", "tcp_connect"}, set()),
+    "helm-chart-default": (set(), set()),
+}
+
+
+# Each real configuration's modules of other probers, skipped with a warning: {module: prober}, exactly.
+SKIPPED = {
+    "example": {
+        **dict.fromkeys(
+            ["http_2xx_example", "http_with_proxy", "http_with_proxy_and_headers", "http_post_2xx"], "http"
+        ),
+        **dict.fromkeys(["http_any_response_example", "http_post_body_file", "http_basic_auth_example"], "http"),
+        **dict.fromkeys(["http_json_cel_match", "http_2xx_oauth_client_credentials", "http_custom_ca_example"], "http"),
+        **dict.fromkeys(["http_gzip", "http_gzip_with_accept_encoding"], "http"),
+        "icmp_example": "icmp",
+        **dict.fromkeys(["dns_udp_example", "dns_soa", "dns_tcp_example"], "dns"),
+    },
+    "debian-blackbox": {"http_2xx": "http", "http_post_2xx": "http", "grpc": "grpc", "grpc_plain": "grpc"}
+    | {"icmp": "icmp", "icmp_ttl5": "icmp"},
+    "kube-prometheus": {"http_2xx": "http", "http_post_2xx": "http"},
+    "helm-chart-default": {"http_2xx": "http"},
+}
+
+
+def test_every_real_configuration_is_listed():
+    assert {path.stem for path in BLACKBOX_FILES} == set(REAL_FILES) == set(SKIPPED)
+    for path in BLACKBOX_FILES:
+        if path.stem != "debian-blackbox":  # Debian's own file, as the package installs it
+            header = path.read_text().split("\nmodules:")[0].split('\n"modules":')[0]
+            assert header.startswith("# Origin: ") and re.search(r"commit [0-9a-f]{40}", header), path.name
+
+
 @pytest.mark.parametrize("path", BLACKBOX_FILES, ids=[p.stem for p in BLACKBOX_FILES])
 def test_blackbox_example_files_load(path):
+    tcp_modules, unusable = REAL_FILES[path.stem]
     config = load_config(str(path))
-    assert config.modules and all(module.prober == "tcp" for module in config.modules.values())
-    assert set(config.unsupported_modules.values()) <= {"http", "icmp", "dns", "grpc", "unix", "websocket"}
-    assert len(config.warnings) == len(config.unsupported_modules)
-    for name, warning in zip(config.unsupported_modules, config.warnings, strict=False):
-        assert f"modules.{name}: skipped" in warning and "\n" not in warning
+    assert set(config.modules) == tcp_modules and all(m.prober == "tcp" for m in config.modules.values())
+    assert {name for name, module in config.modules.items() if module.unusable} == unusable
+    assert dict(config.unsupported_modules) == SKIPPED[path.stem]
+    no_module = [f"{path}: modules: no module uses a supported prober (tcp, smtp): this configuration probes nothing"]
+    assert len(config.warnings) == len(config.unsupported_modules) + len(unusable) + len(no_module * (not tcp_modules))
+    skipped = [w for w in config.warnings if ": skipped: " in w]
+    for name, warning in zip(config.unsupported_modules, skipped, strict=True):
+        assert warning.startswith(f"{path}: modules.{name}: skipped") and "\n" not in warning
+    if not tcp_modules:
+        assert config.warnings[-1:] == tuple(no_module)
+
+
+def test_blackbox_yml_modules_keep_blackbox_defaults_and_our_format_keeps_ip4():
+    """blackbox_exporter's default preferred_ip_protocol is ip6 (config.go DefaultTCPProbe); a file with only
+    `modules:` is a blackbox.yml. Our own format (targets, global or probe_access present) keeps ip4."""
+    modules = "modules:\n  plain: {prober: tcp}\n  v4: {prober: tcp, tcp: {preferred_ip_protocol: ip4}}\n"
+    modules += "  mx: {prober: smtp, smtp: {ehlo: probe.example.net}}\n"
+    blackbox = parse_config(modules, "blackbox.yml").modules
+    assert [blackbox[n].tcp.preferred_ip_protocol for n in ("plain", "v4", "mx")] == ["ip6", "ip4", "ip4"]
+    assert blackbox["plain"].tcp.ip_protocol_fallback is True
+    for extra in ("targets: []\n", "global: {max_concurrency: 8}\n", "probe_access: {allowed_modules: [plain]}\n"):
+        ours = parse_config(modules + extra, "config.yml").modules
+        assert [ours[n].tcp.preferred_ip_protocol for n in ("plain", "v4", "mx")] == ["ip4", "ip4", "ip4"], extra
+    kube = load_config(str(Path(__file__).parent / "configs" / "blackbox" / "kube-prometheus.yml"))
+    assert {m.tcp.preferred_ip_protocol for m in kube.modules.values()} == {"ip4"}  # written explicitly there
+    example = load_config(str(Path(__file__).parent / "configs" / "blackbox" / "example.yml"))
+    assert {m.tcp.preferred_ip_protocol for m in example.modules.values()} == {"ip6"}
 
 
 def test_debian_blackbox_yml_modules():
@@ -115,3 +185,22 @@ def test_exporter_serves_an_unchanged_blackbox_yml():
         exporter.stop()
     for name in ("http_2xx", "http_post_2xx", "grpc", "grpc_plain", "icmp", "icmp_ttl5"):
         assert sum(f"modules.{name}: skipped" in line for line in exporter.lines) == 1, exporter.log
+
+
+def test_a_config_of_other_probers_only_serves(tmp_path):
+    """The Helm chart's default (one http module) starts: the exporter's own metrics, /probe answers 400."""
+    from tests.helpers.exporter_process import free_port, http, start_exporter
+
+    path = Path(__file__).parent / "configs" / "blackbox" / "helm-chart-default.yml"
+    port = free_port()
+    process = start_exporter(f"--config.file={path}", f"--web.listen-address=127.0.0.1:{port}")
+    try:
+        process.wait_for_log(
+            "modules: no module uses a supported prober (tcp, smtp): this configuration probes nothing"
+        )
+        status, body, _ = http("GET", f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and "connectivity_exporter_config_targets 0" in body
+        status, body, _ = http("GET", f"http://127.0.0.1:{port}/probe?module=http_2xx&target=127.0.0.1:1")
+        assert status == 400 and "blackbox_exporter's http prober" in body
+    finally:
+        process.stop()

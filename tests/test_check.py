@@ -86,7 +86,9 @@ def test_modules_come_from_the_config_file(tmp_path, closed_port):
     assert done.returncode == 1
     assert "with module quick (prober tcp, timeout 250ms)" in done.stdout
     # Built-in modules stay available next to the file's.
-    assert check(f"127.0.0.1:{closed_port}", "--config.file", str(config)).returncode == 1
+    builtin = check(f"127.0.0.1:{closed_port}", "--config.file", str(config))
+    assert builtin.returncode == 1, builtin.stderr
+    assert "with module tcp_connect (prober tcp" in builtin.stdout and "FAILURE: refused" in builtin.stdout
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from exporter.core.histogram import (
     render_tallies,
 )
 from exporter.web.app import create_app
+from tests.helpers.eventually import eventually
 from tests.helpers.metrics_text import samples, value
 
 INVALID = sorted((Path(__file__).parent / "configs" / "invalid").glob("continuous_*.yml"))
@@ -219,19 +220,6 @@ class CountingServer:
             self.server.close()
 
 
-async def wait_until(check, what: str, limit: float = 60.0):
-    """Poll ``check`` (bounded) until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
 async def scrape(client) -> str:
     response = await client.get("/metrics")
     assert response.status == 200
@@ -294,7 +282,7 @@ targets:
                 else None
             )
 
-        text = await enough() or await wait_until(enough, "5 background probes of each target")
+        text = await eventually(enough, what="5 background probes of each target")
         opened = value(text, "probe_results_total", target=f"127.0.0.1:{port}", state="open")
         assert opened == results_total(text, target=f"127.0.0.1:{port}")
         assert value(text, "probe_tcp_connect_time_seconds_count", target=f"127.0.0.1:{port}") == opened
@@ -336,7 +324,7 @@ targets:
             text = await scrape(client)
             return text if results_total(text) >= 3 else None
 
-        text = await wait_until(three_probes, "three probes of the silent server")
+        text = await eventually(three_probes, what="three probes of the silent server")
         probes = results_total(text)
         assert value(text, "probe_results_total", state="banner_timeout") == probes
         skipped = value(text, "probe_skipped_total")
@@ -368,7 +356,7 @@ async def test_reload_keeps_unchanged_targets_counters_and_drops_removed_ones(ai
             text = await scrape(client)
             return text if results_total(text, target=kept) >= n and results_total(text, target=removed) >= 1 else None
 
-        before = await wait_until(lambda: probed(4), "four probes before the reload")
+        before = await eventually(lambda: probed(4), what="four probes before the reload")
         kept_before = results_total(before, target=kept)
 
         write(kept, "127.0.0.1:1")
@@ -416,7 +404,6 @@ targets:
 def test_with_probe_workers_continuous_targets_run_in_the_serving_process(tmp_path, listener, closed_port):
     """--runtime.probe-processes=2: scrape-time targets go to the worker, continuous ones keep running here."""
     import signal
-    import time
 
     from tests.helpers.exporter_process import free_port, http, start_exporter
 
@@ -435,13 +422,13 @@ targets:
     )
     try:
         process.wait_for_log("probe worker 1 ready")
-        deadline = time.monotonic() + 30
-        while True:
+
+        def scraped() -> str:
             status, text, _ = http("GET", f"http://127.0.0.1:{port}/metrics")
-            assert status == 200
-            if results_total(text) >= 5 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+            assert status == 200, text
+            return text
+
+        text = eventually(scraped, until=lambda text: results_total(text) >= 5, what="5 background probes")
         assert value(text, "probe_results_total", state="refused") == results_total(text) >= 5
         assert value(text, "probe_success", target=f"127.0.0.1:{listener}") == 1
         assert (
@@ -449,7 +436,8 @@ targets:
         )
         assert value(text, "connectivity_exporter_probe_workers") == 1
         process.signal(signal.SIGTERM)
-        assert process.wait() == 0
+        assert process.wait() == 0, process.log
+        assert "msg=stopped exit_code=0" in process.log  # a clean stop on SIGTERM, workers included
     finally:
         process.stop()
 
@@ -464,12 +452,10 @@ targets:
   - {{target: "127.0.0.1:{closed_port}", module: watch}}
 """)
     )
-    verdict = None
-    for _ in range(100):  # bounded: up to ~20 s on a loaded machine
+
+    async def verdicts() -> list[str]:
         text = await (await client.get("/metrics")).text()
-        on = [line for line in text.splitlines() if line.startswith("probe_path_diagnosis{") and line.endswith(" 1")]
-        if on:
-            verdict = on[0]
-            break
-        await asyncio.sleep(0.2)
-    assert verdict is not None and 'verdict="reached"' in verdict and f'target="127.0.0.1:{closed_port}"' in verdict
+        return [line for line in text.splitlines() if line.startswith("probe_path_diagnosis{") and line.endswith(" 1")]
+
+    verdict = (await eventually(verdicts, what="a path diagnosis of the failing continuous target"))[0]
+    assert 'verdict="reached"' in verdict and f'target="127.0.0.1:{closed_port}"' in verdict

@@ -3,14 +3,18 @@ states in the right proportion and every flap, while a scrape-only module sees o
 
 from __future__ import annotations
 
-import asyncio
 import select
 import socket
 import threading
 import time
 
+import pytest
+
 from exporter.config.loader import parse_config
+from tests.helpers.eventually import eventually
 from tests.helpers.metrics_text import samples, value
+
+pytestmark = pytest.mark.slow
 
 PERIOD = 2.0  # the listener is up for 2 s, then down (refused) for 2 s
 INTERVAL = 0.5  # 4 background probes per period
@@ -84,15 +88,20 @@ targets:
 """)
         )
         scrapes = 0
-        text = ""
-        # Bounded wait for the samples (32 s expected; generous limit for a loaded machine).
-        for _ in range(240):
-            response = await client.get("/metrics")
-            text = await response.text()
+
+        async def scrape() -> str:
+            nonlocal scrapes
             scrapes += 1
-            if sum(results(text, "every_500ms").values()) >= SAMPLES:
-                break
-            await asyncio.sleep(1.0)
+            return await (await client.get("/metrics")).text()
+
+        # One scrape a second, as Prometheus would, until the samples are there (32 s expected).
+        text = await eventually(
+            scrape,
+            until=lambda text: sum(results(text, "every_500ms").values()) >= SAMPLES,
+            what=f"{SAMPLES} background probes",
+            timeout=240,
+            interval=1.0,
+        )
         counted = results(text, "every_500ms")
         total = sum(counted.values())
         assert total >= SAMPLES, f"only {total} background probes in time"

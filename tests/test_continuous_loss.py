@@ -1,5 +1,5 @@
 """Loss and latency seen by continuous probing through a real firewall: nftables in a private
-network namespace drops one SYN in five (tests/helpers/continuous_netns.py). Needs root; skipped otherwise."""
+network namespace drops one SYN in five (tests/scenarios/continuous_loss.py). Needs root; skipped otherwise."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import pytest
 from exporter.core.histogram import quantile
 from tests.helpers.netns import netns_unavailable_reason
 
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parent.parent
 # 2,000 probes with a true drop rate of 1/5: the counted share has a standard deviation of
 # sqrt(0.2 * 0.8 / 2000) = 0.9 %, so 15-25 % is a bound of 5.6 sd (a false failure about once in
@@ -29,7 +31,7 @@ def outcome() -> dict:
         pytest.skip(reason)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
-        ["unshare", "-n", sys.executable, str(ROOT / "tests" / "helpers" / "continuous_netns.py"), str(LOSS_SAMPLES)],
+        ["unshare", "-n", sys.executable, str(ROOT / "tests" / "scenarios" / "continuous_loss.py"), str(LOSS_SAMPLES)],
         capture_output=True,
         text=True,
         timeout=240,

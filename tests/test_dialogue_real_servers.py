@@ -10,6 +10,8 @@ from tests.helpers.metrics_text import samples, state_of, value
 from tests.helpers.real_servers import dovecot, postgres, sshd
 from tests.helpers.smtp_servers import Pki
 
+pytestmark = pytest.mark.mta
+
 
 async def test_sshd_banner_with_version_label(tmp_path):
     config = """

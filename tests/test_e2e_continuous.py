@@ -27,6 +27,9 @@ from tests.helpers.e2e_stack import (
     start_exporter,
     start_prometheus,
 )
+from tests.helpers.eventually import eventually
+
+pytestmark = pytest.mark.e2e
 
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules" / "continuous.rules.yml"
 STARTUP_SECONDS = 30
@@ -133,18 +136,22 @@ targets:
             or "probe_tcp_connect_time_seconds" in q["expr"]
             or "probe_state_changes_total" in q["expr"]
         ]
-        settle = time.monotonic() + SETTLE_SECONDS
-        while True:
-            processes.check_alive()
+
+        def snapshot() -> tuple[set, dict]:
             firing = {
                 (alert["labels"]["alertname"], alert["labels"].get("case"))
                 for alert in api.alerts()
                 if alert["state"] == "firing"
             }
-            counts = {f"{q['panel']} {q['ref']}": len(api.query(q["promql"])) for q in queries}
-            if (wanted <= firing and all(counts.values())) or time.monotonic() > settle:
-                break
-            time.sleep(0.5)
+            return firing, {f"{q['panel']} {q['ref']}": len(api.query(q["promql"])) for q in queries}
+
+        firing, counts = eventually(
+            processes.watching(snapshot),
+            until=lambda seen: wanted <= seen[0] and all(seen[1].values()),
+            what=f"alerts {sorted(wanted)} firing and every continuous panel with data",
+            timeout=SETTLE_SECONDS,
+            interval=0.5,
+        )
         ratio = api.query(
             'sum by (case) (rate(probe_results_total{state!="open"}[1m])) '
             "/ sum by (case) (rate(probe_results_total[1m]))"

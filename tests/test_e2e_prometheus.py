@@ -1,7 +1,7 @@
 """End to end with a real Prometheus (and Alertmanager): the shipped scrape configs, rules, routing and
 dashboard, run against the real exporter on loopback.
 
-The scenarios run in a subprocess (tests/helpers/e2e_scenario.py) so that, as root, the whole stack can live in
+The scenarios run in a subprocess (tests/scenarios/e2e_prometheus.py) so that, as root, the whole stack can live in
 a private network namespace with nftables rules: there the timeout, unreachable and dns_error states
 exist too. Without root only the loopback states (open, refused) are checked, and the rest skips.
 """
@@ -20,6 +20,8 @@ import pytest
 
 from tests.helpers.e2e_stack import REPO, binary, needs_smtp
 
+pytestmark = pytest.mark.e2e
+
 SCENARIO_TIMEOUT = 120
 
 
@@ -32,7 +34,7 @@ def netns_available() -> bool:
 def run_scenario(name: str, workdir, netns: bool = False) -> dict:
     if binary("prometheus") is None:
         pytest.skip("prometheus is not installed (Debian package 'prometheus'; .ci/run installs it)")
-    argv = [sys.executable, "-m", "tests.helpers.e2e_scenario", name, str(workdir)]
+    argv = [sys.executable, "-m", "tests.scenarios.e2e_prometheus", name, str(workdir)]
     if netns:
         argv = ["unshare", "-n", *argv, "--netns"]
     process = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=SCENARIO_TIMEOUT)

@@ -22,6 +22,7 @@ from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.tcp.prober import probe_tcp
 from exporter.probing.runner import ProbeRunner
+from tests.helpers.eventually import eventually
 
 MODULE = Module(name="tcp_connect", prober="tcp", timeout=2.0)
 
@@ -152,7 +153,12 @@ def test_cancelled_connect_closes_its_socket(run, full_listener):
                 Resolver(max_workers=1),
             )
         )
-        await asyncio.sleep(0.05)
+
+        async def descriptors() -> int:
+            return open_fds()
+
+        # Cancelled while its socket is open (connecting to a listener whose backlog is full).
+        await eventually(descriptors, until=lambda n: n > before, what="the probe's socket to be open")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

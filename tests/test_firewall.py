@@ -1,6 +1,6 @@
 """Real firewall rules in a private network namespace: every state told apart.
 
-Runs tests/helpers/netns_scenarios.py under ``unshare -n``; skipped (with the reason) when not root
+Runs tests/scenarios/firewall.py under ``unshare -n``; skipped (with the reason) when not root
 or nftables is missing. CI runs as root and installs nftables.
 """
 

@@ -19,7 +19,7 @@ def test_bad_http_input_never_yields_5xx_or_hang():
     if reason:
         pytest.skip(f"{reason} (the fuzzer invents arbitrary targets, so it only runs where nothing can leave)")
     done = subprocess.run(
-        ["unshare", "-n", sys.executable, str(ROOT / "tests" / "helpers" / "netns_fuzz_http.py"), "400"],
+        ["unshare", "-n", sys.executable, str(ROOT / "tests" / "scenarios" / "fuzz_http.py"), "400"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -17,10 +17,11 @@ import textwrap
 import pytest
 
 from tests.helpers.dns_server import ROOT, MailLab, lab_unavailable_reason
+from tests.helpers.eventually import eventually
 from tests.helpers.exim import exim_command, exim_root, exim_workdir
 from tests.helpers.exporter_process import start_exporter
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.mta]
 
 MX_A, MX_DOWN, MX_BLOCK, MX_GREY, MX_SILENT = "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14", "192.0.2.15"
 EXIM_OPEN, EXIM_CLOSED = "192.0.2.21", "192.0.2.22"
@@ -140,7 +141,7 @@ def lab(tmp_path_factory):
             ["dns_silent", DNS_SILENT, 53],
         ]
         servers = lab.popen(
-            [sys.executable, "-m", "tests.helpers.maildomain_servers", json.dumps(spec)],
+            [sys.executable, "-m", "tests.scenarios.maildomain_servers", json.dumps(spec)],
             stdout=subprocess.PIPE,
             text=True,
             cwd=ROOT,
@@ -434,20 +435,21 @@ def test_metrics_scrape_of_domain_targets_through_probe_workers(lab, tmp_path):
     finally:
         exporter.stop()
     lines = metrics.splitlines()
-    assert 'probe_mail_domain_state{target="primary-ok.test:25",module="mx",site="lab",state="ok"} 1' in lines
-    assert 'probe_mail_domain_state{target="degraded.test:25",module="mx",state="degraded"} 1' in lines
-    assert 'probe_mail_domain_state{target="null.test:25",module="mx",state="null_mx"} 1' in lines
+    # The target label is the domain as configured (issue 21: it was "primary-ok.test:25").
+    assert 'probe_mail_domain_state{target="primary-ok.test",module="mx",site="lab",state="ok"} 1' in lines
+    assert 'probe_mail_domain_state{target="degraded.test",module="mx",state="degraded"} 1' in lines
+    assert 'probe_mail_domain_state{target="null.test",module="mx",state="null_mx"} 1' in lines
     assert (
-        'probe_mx_success{target="degraded.test:25",module="mx",mx="exim-closed.example.test",preference="20"} 1'
+        'probe_mx_success{target="degraded.test",module="mx",mx="exim-closed.example.test",preference="20"} 1'
     ) in lines
-    assert 'probe_success{target="null.test:25",module="mx"} 0' in lines
+    assert 'probe_success{target="null.test",module="mx"} 0' in lines
     lint = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True, timeout=60)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+@pytest.mark.e2e
 def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_path):
     """The dashboard's Mail domains row, queried in a real Prometheus scraping the exporter in the lab."""
-    import time
 
     import yaml
 
@@ -500,22 +502,22 @@ def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_
         "print(json.dumps(out))\n"
     )
     try:
-        results: dict = {}
-        for _ in range(120):  # bounded: Prometheus starts, scrapes every second
-            done = lab.run(
-                [
-                    sys.executable,
-                    "-c",
-                    ask,
-                    f"http://127.0.0.1:{prometheus_port}",
-                    *[query["promql"] for query in queries],
-                ]
-            )
-            if done.returncode == 0:
-                results = json.loads(done.stdout)
-                if all(results.values()):
-                    break
-            time.sleep(0.5)
+
+        def answers() -> dict:
+            argv = [sys.executable, "-c", ask, f"http://127.0.0.1:{prometheus_port}"]
+            done = lab.run([*argv, *[query["promql"] for query in queries]])
+            if done.returncode != 0:
+                raise OSError(f"Prometheus not answering yet: {done.stderr[-300:]}")
+            return json.loads(done.stdout)
+
+        # Prometheus starts and scrapes every second; each panel's query must return data.
+        results = eventually(
+            answers,
+            until=lambda results: all(results.values()),
+            what="every mail-domain panel's query to return data",
+            interval=0.5,
+            ignoring=(OSError,),
+        )
     finally:
         exporter.stop()
         server.terminate()
@@ -528,4 +530,4 @@ def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_
         if query["panel"] == "Mail domain verdict"
         for series in results[query["promql"]]
     }
-    assert verdicts == {"primary-ok.test:25": "ok", "degraded.test:25": "degraded"}
+    assert verdicts == {"primary-ok.test": "ok", "degraded.test": "degraded"}

@@ -61,6 +61,7 @@ async def test_metrics_is_plain_when_gzip_is_not_accepted(make_client, listener,
     assert state_of(body.decode(), target=f"127.0.0.1:{listener}") == "open"
 
 
+@pytest.mark.slow
 async def test_large_chunks_are_compressed_off_the_event_loop_with_the_same_result(
     make_client, closed_port, monkeypatch
 ):

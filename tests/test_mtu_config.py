@@ -46,5 +46,6 @@ def test_check_says_it_in_one_line_without_a_traceback(tmp_path: Path) -> None:
         timeout=60,
         cwd=ROOT,
     )
-    assert done.returncode != 0
+    assert done.returncode == 2, done.stderr  # check's exit code for a usage or configuration error
     assert "Traceback" not in done.stderr and "mtu_check" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -18,7 +18,7 @@ import pytest
 from tests.helpers.mtu_network import SILENT_PORT, SMTP_PORT, TLS_PORT, mtu_network
 from tests.helpers.topology import R1_4, R1_6
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 CONFIG = """modules:
   tls_mtu:

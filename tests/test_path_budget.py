@@ -7,15 +7,15 @@ the exporter itself accounts for."""
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
 from exporter.pathdiag.trace import DEFAULT_SETTINGS
+from tests.helpers.eventually import eventually
 from tests.helpers.metrics_text import samples, value
 from tests.helpers.topology import SERVER4, ClientExporter, Topology, built_topology, in_client
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 TARGETS = 1000
 FIRST_PORT = 20000
 CAP = 4
@@ -91,15 +91,13 @@ targets:
         found = samples(first)
         assert sum(1 for (name, _), v in found.items() if name == "probe_success" and v == 0) == TARGETS
         # Diagnoses run after the scrape, a few at a time; wait (bounded) until the first ones finished.
-        deadline = time.monotonic() + 120
-        while True:
-            own = exporter.get("/metrics", scrape_timeout=0.5)  # a short scrape: cut targets, but our own metrics
-            if (
-                value(own, "connectivity_exporter_path_diagnoses_finished_total") >= 2 * CAP
-                or time.monotonic() > deadline
-            ):
-                break
-            time.sleep(1)
+        eventually(
+            lambda: exporter.get("/metrics", scrape_timeout=0.5),  # a short scrape: cut targets, our own metrics
+            until=lambda own: value(own, "connectivity_exporter_path_diagnoses_finished_total") >= 2 * CAP,
+            what=f"{2 * CAP} finished diagnoses",
+            timeout=120,
+            interval=1.0,
+        )
         elapsed, second = timed_scrape(exporter, scrape_timeout)  # diagnoses in flight meanwhile
         assert elapsed < scrape_timeout, f"with diagnoses running the scrape took {elapsed:.2f} s"
         sent = counter(network, "diagnosis_tcp") + counter(network, "diagnosis_udp")

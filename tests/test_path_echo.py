@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 
 SCENARIO = r"""

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.helpers.eventually import GaveUp, eventually
 from tests.helpers.metrics_text import samples
 from tests.helpers.topology import (
     R1_4,
@@ -31,7 +31,7 @@ from tests.helpers.topology import (
     topology_unavailable_reason,
 )
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 # (case, IPv4 target, IPv6 target, verdict, blocked_by v4, blocked_by v6, words check must print)
 CASES = [
@@ -234,18 +234,22 @@ def outcomes(network, tmp_path_factory):
             text_runs = [pool.submit(check_text, network, target, config) for target in targets]
             as_json = {target: run.result() for target, run in zip(targets, json_runs, strict=False)}
             as_text = {target: run.result() for target, run in zip(targets, text_runs, strict=False)}
-        deadline = time.monotonic() + 120
-        while True:  # diagnoses appear on later scrapes; bounded wait
-            text = exporter.get("/metrics")
-            diagnosed = {
-                dict(labels)["target"]
-                for (name, labels), v in samples(text).items()
-                if name == "probe_path_diagnosis" and v == 1
-            }
-            failing = {t for t in targets if as_json[t]["tcp_state"] != "open"}
-            if failing <= diagnosed or time.monotonic() > deadline:
-                break
-            time.sleep(1)
+        failing = {t for t in targets if as_json[t]["tcp_state"] != "open"}
+
+        def diagnosed(text: str) -> set[str]:
+            found = samples(text).items()
+            return {dict(labels)["target"] for (name, labels), v in found if name == "probe_path_diagnosis" and v == 1}
+
+        try:  # diagnoses appear on later scrapes; if some never do, the tests name them
+            text = eventually(
+                lambda: exporter.get("/metrics"),
+                until=lambda text: failing <= diagnosed(text),
+                what=f"path diagnoses of the {len(failing)} failing targets",
+                timeout=120,
+                interval=1.0,
+            )
+        except GaveUp as gave_up:
+            text = gave_up.last
         status_page = exporter.get("/")
     finally:
         exporter.close()

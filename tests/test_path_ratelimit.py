@@ -14,15 +14,16 @@ import pytest
 
 from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, built_topology, check_json, in_client
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 # Empties r2's ICMP token bucket for us (a burst of UDP datagrams that expire at r2), then diagnoses
 # at once, in the same process, so the bucket is still empty when the trace reaches hop 2.
 EXHAUST_THEN_DIAGNOSE = """
-import asyncio, json, socket, sys, time
+import asyncio, json, socket, sys
 from exporter.pathdiag.icmp import enable_recverr, read_icmp_errors, set_ttl
 from exporter.pathdiag.render import path_json
 from exporter.pathdiag.trace import diagnose
+from tests.helpers.eventually import eventually
 
 address, port = sys.argv[1], int(sys.argv[2])
 family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -34,7 +35,14 @@ for n in range(30):
     sock.connect((address, 40000 + n))
     sock.send(b"burst")
     burst.append(sock)
-time.sleep(0.3)
+# A marker to a closed UDP port of the host itself: its answer (port unreachable, from the host) passes r2
+# after r2's answers to the burst (first in, first out on the same links), so once it is here, every answer
+# r2 gave the burst is in the error queues.
+marker = socket.socket(family, socket.SOCK_DGRAM)
+enable_recverr(marker)
+marker.connect((address, 40999))
+marker.send(b"marker")
+eventually(lambda: read_icmp_errors(marker), what="the host's answer to the marker sent after the burst")
 answered = sum(1 for sock in burst if read_icmp_errors(sock))
 path = path_json(asyncio.run(diagnose(address, port)))
 print(json.dumps({"burst_answered": answered, "path": path}))
@@ -78,7 +86,7 @@ def test_rate_limited_router_does_not_change_dropped_at_last_hop(network, sysctl
         # The limit really bites: r2 answered only part of the burst.
         assert outcome["burst_answered"] < 30, outcome
     if "icmp_ratelimit=2000" in sysctls[0]:
-        # The trace reached hop 2 ~0.3 s after the burst, well inside r2's 2 s refill: its first SYN there
+        # The trace reached hop 2 right after the burst's answers, well inside r2's 2 s refill: its first SYN there
         # drew nothing, and only the paced retry got r2's answer.
         assert path["hops"][1]["tries"] >= 2 and path["hops"][1]["reply"] == "time_exceeded", path
     assert path["verdict"] == "dropped_at_last_hop", path

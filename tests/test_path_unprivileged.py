@@ -11,9 +11,9 @@ import tempfile
 import pytest
 
 from tests.helpers.topology import R2_4, R2_6, SERVER4, SERVER6, Topology, built_topology, in_client
+from tests.helpers.unprivileged import UID, Runtime
 
 pytestmark = pytest.mark.netns
-NOBODY = 65532
 FIREWALL = """table inet pd {
   chain forward {
     type filter hook forward priority 0;
@@ -38,7 +38,7 @@ def network():
 
 @pytest.fixture(scope="module")
 def readable_config():
-    directory = tempfile.mkdtemp(prefix="pd-unpriv-")
+    directory = tempfile.mkdtemp(prefix="pd-unpriv-")  # not tmp_path: pytest makes its base mode 700
     os.chmod(directory, 0o755)
     path = os.path.join(directory, "config.yml")
     with open(path, "w") as handle:
@@ -49,47 +49,43 @@ def readable_config():
     os.rmdir(directory)
 
 
-def unprivileged(network: Topology, *argv: str):
-    probe = in_client(
+def unprivileged(network: Topology, runtime: Runtime, *argv: str):
+    who = in_client(
         network,
         "-c",
         "import os; print(os.geteuid(), open('/proc/self/status').read().split('CapEff:')[1].split()[0])",
-        user=NOBODY,
+        runtime=runtime,
     )
-    if probe.returncode != 0:
-        pytest.skip(
-            f"this test's Python cannot run as uid {NOBODY} (install it where that user can read it): "
-            f"{probe.stderr.strip()[:200]}"
-        )
-    assert probe.stdout.split() == [str(NOBODY), "0000000000000000"], probe.stdout  # no capability at all
-    return in_client(network, *argv, user=NOBODY)
+    assert who.returncode == 0, who.stderr
+    assert who.stdout.split() == [str(UID), "0000000000000000"], who.stdout  # no capability at all
+    return in_client(network, *argv, runtime=runtime)
 
 
 @pytest.mark.parametrize(
-    "target, verdict, blocked_by",
+    "target, state, verdict, blocked_by",
     [
-        (f"{SERVER4}:8103", "network_rejected", R2_4),
-        (f"[{SERVER6}]:8103", "network_rejected", R2_6),
-        (f"{SERVER4}:8106", "dropped_at_last_hop", R2_4),
-        (f"[{SERVER6}]:8106", "dropped_at_last_hop", R2_6),
+        (f"{SERVER4}:8103", "unreachable", "network_rejected", R2_4),
+        (f"[{SERVER6}]:8103", "unreachable", "network_rejected", R2_6),
+        (f"{SERVER4}:8106", "timeout", "dropped_at_last_hop", R2_4),
+        (f"[{SERVER6}]:8106", "timeout", "dropped_at_last_hop", R2_6),
     ],
 )
-def test_check_diagnoses_without_privileges(network, readable_config, target, verdict, blocked_by):
+def test_check_diagnoses_without_privileges(
+    network, readable_config, unprivileged_runtime, target, state, verdict, blocked_by
+):
     done = unprivileged(
         network,
-        "-m",
-        "exporter",
-        "check",
-        "--json",
-        "--config.file",
-        readable_config,
-        "--module",
-        "diag",
-        target,
+        unprivileged_runtime,
+        *("-m", "exporter", "check", "--json", "--config.file", readable_config, "--module", "diag", target),
     )
+    # Exit 1 is "the probe failed" only with the failed probe's JSON: not a crash, not an unreadable module.
     assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
     result = json.loads(done.stdout)
+    assert (result["target"], result["success"], result["state"]) == (target, False, state), done.stdout
     assert (result["path"]["verdict"], result["path"]["blocked_by"]) == (verdict, blocked_by), result["path"]
     assert result["path"]["hops"][0]["reply"] == "time_exceeded"  # TTL-limited SYNs and their ICMP answers
     if verdict == "network_rejected":
-        assert result["icmp"]["by"] == "network" and result["icmp"]["sender"] == blocked_by
+        assert (result["icmp"]["by"], result["icmp"]["sender"]) == ("network", blocked_by)
+    else:
+        assert result["icmp"] is None  # a drop sends nothing back

@@ -22,6 +22,7 @@ from exporter.probing.diagnosis_scheduler import DiagnosisScheduler
 from exporter.probing.path_metrics import render_path_families
 from exporter.web.app import EXPORTER, create_app
 from tests.helpers.configs import require_binary
+from tests.helpers.eventually import eventually
 from tests.helpers.metrics_text import samples, value
 
 T, R1, R2 = "10.0.3.2", "10.0.1.1", "10.0.2.2"
@@ -474,15 +475,22 @@ async def test_loopback_open_port(listener):
     assert result.packets == 1
 
 
+def finished(scheduler: DiagnosisScheduler):
+    """How many diagnoses ``scheduler`` finished, as an async probe for ``eventually`` (they run on this loop)."""
+
+    async def count() -> int:
+        return scheduler.finished
+
+    return count
+
+
 async def test_scheduler_caps_diagnoses_in_flight_and_repeats_none_within_the_interval(closed_port):
     scheduler = DiagnosisScheduler(max_in_flight=2)
     keys = [(f"127.0.0.{n}:{closed_port}", "m") for n in range(1, 7)]
     for n, key in enumerate(keys, 1):
         assert scheduler.submit(key, f"127.0.0.{n}", closed_port, interval=600)
     assert not scheduler.submit(keys[0], "127.0.0.1", closed_port, interval=600)  # queued already
-    async with asyncio.timeout(60):
-        while scheduler.finished < len(keys):
-            await asyncio.sleep(0.05)
+    await eventually(finished(scheduler), until=lambda n: n == len(keys), what=f"{len(keys)} finished diagnoses")
     assert scheduler.peak_in_flight == 2
     assert scheduler.started == len(keys)
     assert all(scheduler.latest(key).verdict is Verdict.REACHED for key in keys)
@@ -514,9 +522,7 @@ async def test_scrape_submits_failures_and_later_scrapes_show_the_diagnosis(aioh
     first = await (await client.get("/metrics")).text()
     assert "probe_path_diagnosis{" not in first  # never on the scrape's own time
     scheduler = app[EXPORTER].diagnoses
-    async with asyncio.timeout(60):
-        while scheduler.finished < 1:
-            await asyncio.sleep(0.05)
+    await eventually(finished(scheduler), until=lambda n: n >= 1, what="the first diagnosis to finish")
     text = await (await client.get("/metrics")).text()
     closed = f"127.0.0.1:{closed_port}"
     assert value(text, "probe_path_diagnosis", target=closed, verdict="reached") == 1
@@ -545,9 +551,7 @@ async def test_a_target_cut_at_the_scrape_deadline_is_still_diagnosed_by_its_ip_
     cut = deadline_result(plan.targets[0].module, 2.0)  # no address: it never got an outcome
     scheduler = DiagnosisScheduler(max_in_flight=2)
     assert scheduler.after_scrape(plan.targets, [cut, cut]) == 2
-    async with asyncio.timeout(60):
-        while scheduler.finished < 2:
-            await asyncio.sleep(0.05)
+    await eventually(finished(scheduler), until=lambda n: n == 2, what="both diagnoses to finish")
     assert scheduler.latest((f"127.0.0.1:{closed_port}", "diag")).target == "127.0.0.1"
     assert scheduler.latest((f"[::1]:{closed_port}", "diag")).target == "::1"
     assert len(scheduler.entries(plan.targets)) == 2

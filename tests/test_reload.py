@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
+from tests.helpers.eventually import eventually
 from tests.helpers.exporter_process import free_port, http, start_exporter
 from tests.helpers.metrics_text import state_of, value
 
@@ -37,14 +37,11 @@ def metrics(base: str) -> str:
     return body
 
 
-def wait_for_metric(base: str, name: str, expected: float, timeout: float = 10.0) -> str:
-    """SIGHUP is handled asynchronously: poll /metrics (bounded) until the gauge shows the outcome."""
-    deadline = time.monotonic() + timeout
-    while True:
-        text = metrics(base)
-        if value(text, name) == expected or time.monotonic() > deadline:
-            return text
-        time.sleep(0.05)
+def wait_for_metric(base: str, name: str, expected: float) -> str:
+    """SIGHUP is handled asynchronously: /metrics once the gauge shows the outcome."""
+    return eventually(
+        lambda: metrics(base), until=lambda text: value(text, name) == expected, what=f"{name} == {expected:g}"
+    )
 
 
 def test_sighup_applies_a_valid_config_and_keeps_the_old_one_on_errors(server, listener, closed_port):

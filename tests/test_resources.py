@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers.netns import run_in_netns
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 
 def test_soak_of_100k_mixed_probes_leaks_nothing():

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import smtp_servers
 from tests.helpers.aiosmtpd_server import start_aiosmtpd, tls_config
+from tests.helpers.eventually import eventually
 from tests.helpers.exporter_process import free_port, http, start_exporter
 from tests.helpers.metrics_text import samples
 from tests.helpers.smtp_servers import Pki
@@ -67,20 +67,19 @@ targets:
 """
 
 
-async def wait_probed(port: int, limit: float = 30.0) -> str:
+async def wait_probed(port: int) -> str:
     """A scrape once both continuous targets were probed at least twice (their series are all there)."""
-    deadline = time.monotonic() + limit
-    while True:
-        text = await scrape(port)
+
+    def probed_twice(text: str) -> bool:
         cases = by_case(text)
-        probed = [
-            case
+        return all(
+            sum(value for _, value in of(cases.get(case, []), "probe_results_total")) >= 2
             for case in ("continuous tcp", "continuous tcp by name")
-            if sum(value for _, value in of(cases.get(case, []), "probe_results_total")) >= 2
-        ]
-        if len(probed) == 2 or time.monotonic() > deadline:
-            return text
-        await asyncio.sleep(0.2)
+        )
+
+    return await eventually(
+        lambda: scrape(port), until=probed_twice, what="two probes of each continuous target", interval=0.2
+    )
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -24,7 +24,7 @@ def run_scenario(grace: str, probe_timeout: str) -> dict:
         if shutil.which(binary) is None:
             pytest.skip(f"{binary} is not installed (packages util-linux, nftables, iproute2)")
     done = subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "tests.helpers.shutdown_scenario", grace, probe_timeout],
+        ["unshare", "-n", sys.executable, "-m", "tests.scenarios.shutdown", grace, probe_timeout],
         cwd=REPO,
         capture_output=True,
         text=True,

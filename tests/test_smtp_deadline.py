@@ -19,10 +19,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
-    reason="needs root, unshare and ip (a private network and mount namespace)",
-)
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
+        reason="needs root, unshare and ip (a private network and mount namespace)",
+    ),
+]
 
 CHILD = textwrap.dedent("""
     import asyncio, socket, time

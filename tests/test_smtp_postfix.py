@@ -16,7 +16,7 @@ import trustme
 from tests.helpers import mta
 from tests.helpers.smtp_servers import probe
 
-pytestmark = pytest.mark.skipif(mta.missing() is not None, reason=f"Postfix tests: {mta.missing()}")
+pytestmark = [pytest.mark.mta, pytest.mark.skipif(mta.missing() is not None, reason=f"Postfix tests: {mta.missing()}")]
 
 
 @pytest.fixture(scope="module")

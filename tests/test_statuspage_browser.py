@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers.exporter_process import REPO, free_port, http, start_exporter
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = REPO / "test-artifacts"

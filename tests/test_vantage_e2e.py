@@ -4,7 +4,7 @@ Prometheus (the shipped deploy/vantage files), a shared set of targets, nftables
 unreachable from every site and another from one site, then a site's exporter killed, then the central
 Prometheus stopped and started again.
 
-The scenario runs in tests/helpers/vantage_scenario.py inside the central namespace; this module builds and removes
+The scenario runs in tests/scenarios/vantage.py inside the central namespace; this module builds and removes
 the namespaces (names "vp" + this process' pid + a letter) and asserts on the scenario's JSON report.
 """
 
@@ -19,7 +19,9 @@ import sys
 import pytest
 
 from tests.helpers.e2e_stack import REPO, binary
-from tests.helpers.vantage_scenario import DOWN_EVERYWHERE, DOWN_FROM_A, OK, SITES, TARGET_IP
+from tests.scenarios.vantage import DOWN_EVERYWHERE, DOWN_FROM_A, OK, SITES, TARGET_IP
+
+pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 
 SCENARIO_TIMEOUT = 400  # a bound for a hung run; the scenario itself takes ~1 minute
 
@@ -74,7 +76,7 @@ def report(topology, tmp_path_factory) -> dict:
     prefix, central = topology
     workdir = tmp_path_factory.mktemp("vantage")
     done = subprocess.run(
-        ["ip", "netns", "exec", central, sys.executable, "-m", "tests.helpers.vantage_scenario", prefix, str(workdir)],
+        ["ip", "netns", "exec", central, sys.executable, "-m", "tests.scenarios.vantage", prefix, str(workdir)],
         cwd=REPO,
         capture_output=True,
         text=True,

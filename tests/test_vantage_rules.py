@@ -236,6 +236,7 @@ def test_dashboard_queries_parse_and_use_only_its_variables():
 # --- the inhibitions, in a real Alertmanager with the shipped config ------------------------------------
 
 
+@pytest.mark.e2e
 def test_alertmanager_inhibits_each_cause_once(tmp_path):
     """Alerts posted to a real Alertmanager (loopback only): each inhibition rule silences what it should,
     and nothing of another target or site."""
@@ -244,6 +245,7 @@ def test_alertmanager_inhibits_each_cause_once(tmp_path):
     import urllib.request
 
     from tests.helpers.e2e_stack import Processes, binary, free_port, readdress, wait_until_ready
+    from tests.helpers.eventually import eventually
 
     alertmanager = binary("prometheus-alertmanager", "alertmanager")
     if alertmanager is None:
@@ -308,18 +310,22 @@ def test_alertmanager_inhibits_each_cause_once(tmp_path):
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
-        deadline = time.monotonic() + 60
-        while True:  # inhibition is computed as alerts arrive; wait for all to be processed
+
+        def alert_states() -> dict:
             with urllib.request.urlopen(f"{base}/api/v2/alerts", timeout=10) as response:
                 alerts = json.loads(response.read())
             states = {}
             for a in alerts:
                 labels = a["labels"]
-                key = (labels["alertname"], labels.get("target", ""), labels.get("vantage", ""))
-                states[key] = a["status"]["state"]
-            if len(states) == len(posted) and "unprocessed" not in states.values() or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+                states[labels["alertname"], labels.get("target", ""), labels.get("vantage", "")] = a["status"]["state"]
+            return states
+
+        # Inhibition is computed as alerts arrive: wait until every posted alert has been processed.
+        states = eventually(
+            alert_states,
+            until=lambda states: len(states) == len(posted) and "unprocessed" not in states.values(),
+            what=f"Alertmanager to process all {len(posted)} posted alerts",
+        )
     active = sorted(list(key) for key, state in states.items() if state == "active")
     assert active == notified
     assert sorted(state for state in states.values() if state != "active") == ["suppressed"] * 6

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers.eventually import eventually
 from tests.helpers.exporter_process import REPO, free_port, http, start_exporter
 from tests.helpers.metrics_text import state_of, value
 
@@ -99,13 +100,11 @@ def worker_pids(process) -> dict[int, int]:
     return {int(number): int(pid) for number, pid in re.findall(r"probe worker (\d+) ready\" pid=(\d+)", process.log)}
 
 
-def wait_for_value(base: str, name: str, expected: float, seconds: float = 15.0) -> str:
-    deadline = time.monotonic() + seconds
-    while True:
-        text, _ = scrape(base)
-        if value(text, name) == expected or time.monotonic() > deadline:
-            return text
-        time.sleep(0.1)
+def wait_for_value(base: str, name: str, expected: float) -> str:
+    """/metrics once ``name`` shows ``expected`` (a replaced worker registers asynchronously)."""
+    return eventually(
+        lambda: scrape(base)[0], until=lambda text: value(text, name) == expected, what=f"{name} == {expected:g}"
+    )
 
 
 @pytest.fixture
@@ -190,10 +189,11 @@ def test_workers_end_with_the_exporter(server):
     assert len(pids) == PROCESSES - 1
     process.signal(signal.SIGTERM)
     assert process.wait() == 0
-    deadline = time.monotonic() + 10
-    while any(os.path.exists(f"/proc/{pid}") for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}")], "a worker outlived the exporter"
+    eventually(
+        lambda: [pid for pid in pids if os.path.exists(f"/proc/{pid}")],
+        until=lambda alive: not alive,
+        what="every worker to end with the exporter (the pids still alive are shown)",
+    )
 
 
 @pytest.mark.parametrize("flag", ["0", "65", "two", "-1", "²"])

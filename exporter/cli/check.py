@@ -78,9 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def builtin_module(name: str) -> Module:
-    return parse_config(f"modules:\n  {name}: {BUILTIN_MODULES[name]}\n", source=f"<built-in module {name}>").modules[
-        name
-    ]
+    text = f"modules:\n  {name}: {BUILTIN_MODULES[name]}\n"
+    return parse_config(text, source=f"<built-in module {name}>", blackbox=False).modules[name]
 
 
 def find_module(name: str, config_file: str | None) -> Module:
@@ -162,7 +161,8 @@ def json_report(address: HostPort, module: Module, result: ProbeResult) -> str:
         if f.name not in ("details", "icmp", "path", "addresses", "mtu")
     }
     document = {
-        "target": str(address),
+        "target": str(address),  # as written on the command line (or in the config)
+        "port": address.port,  # the port connected to, the module's default when the target has none
         "module": module.name,
         "prober": module.prober,
         "timeout_seconds": module.timeout,

@@ -8,17 +8,20 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter.cli.usage import OneLineArgumentParser
 from exporter.config.loader import Config, ConfigError, load_config
+from exporter.config.unusable import warning_text
 from exporter.core.durations import parse_duration
 from exporter.core.logs import LEVELS, setup_logging
 from exporter.core.runtime import MAX_PROBE_PROCESSES, EventLoopUnavailable, new_event_loop, raise_fd_limit
 from exporter.core.vantage import Site, central_url_problem, vantage_problem
 
 if TYPE_CHECKING:
+    from exporter.service.exporter import Exporter
     from exporter.web.config import WebConfig
     from exporter.workers.pool import WorkerOptions
 
@@ -119,7 +122,7 @@ def _process_count(text: str) -> int:
     return int(text)
 
 
-def _checked(problem_of):
+def _checked(problem_of: Callable[[str], str | None]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         problem = problem_of(text)
         if problem is not None:
@@ -170,9 +173,9 @@ async def serve(
     try:
         for host, port in addresses:
             try:
-                site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
-                await site.start()
-                sites.append(site)
+                listener = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+                await listener.start()
+                sites.append(listener)
             except OSError as exc:
                 reason = os.strerror(exc.errno) if exc.errno else str(exc)
                 log.error("cannot listen on %s:%d: %s", host or "*", port, reason)
@@ -182,24 +185,24 @@ async def serve(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        reloads: set[asyncio.Task] = set()  # referenced until done, so they are not collected mid-way
+        reloads: set[asyncio.Task[None]] = set()  # referenced until done, so they are not collected mid-way
         loop.add_signal_handler(signal.SIGHUP, _start_reload, app[EXPORTER], reloads)
         await stop.wait()
-        for site in sites:  # closes the listening sockets: new connections are refused from here on
-            await site.stop()
+        for listener in sites:  # closes the listening sockets: new connections are refused from here on
+            await listener.stop()
         log.info("shutting down: no new connections, in-flight scrapes get up to %gs", shutdown_timeout)
     finally:
         await runner.cleanup()
     return 0
 
 
-def _start_reload(exporter, reloads: set[asyncio.Task]) -> None:
+def _start_reload(exporter: Exporter, reloads: set[asyncio.Task[None]]) -> None:
     task = asyncio.ensure_future(_reload(exporter))
     reloads.add(task)
     task.add_done_callback(reloads.discard)
 
 
-async def _reload(exporter) -> None:
+async def _reload(exporter: Exporter) -> None:
     try:
         await exporter.reload()
     except ConfigError as exc:
@@ -229,8 +232,19 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(exc.errors), file=sys.stderr)
             return 1
     if args.config_check:
+        # An unreadable file is an error here (as in `promtool check config`), reported once per file
+        # instead of the module's warning; the server itself loads such a config (exporter/config/unusable.py).
+        unusable_warnings = {
+            f"{config.source}: modules.{name}: {warning_text(module.unusable)}"
+            for name, module in config.modules.items()
+            if module.unusable is not None
+        }
         for warning in config.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+            if warning not in unusable_warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+        if config.unreadable_files:
+            print("\n".join(config.unreadable_files), file=sys.stderr)
+            return 1
         print("config OK")
         return 0
     for warning in config.warnings:

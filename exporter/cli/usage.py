@@ -18,6 +18,8 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 def _did_you_mean(message: str, parser: argparse.ArgumentParser) -> str:
     if not message.startswith("unrecognized arguments: "):
         return ""
+    # argparse has no public list of a parser's options; its ``_actions`` is the attribute its own
+    # subclasses (like ours) are built on, stable since Python 3.2.
     known = [flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")]
     by_case = {flag.lower(): flag for flag in known}
     for word in message.removeprefix("unrecognized arguments: ").split():

@@ -51,11 +51,12 @@ class ProbeGate:
         access = self.access
         if access is None:
             return
-        if self._buckets is not None and not self._buckets.allow(client, time.monotonic()):
+        rate = access.rate_limit
+        if self._buckets is not None and rate is not None and not self._buckets.allow(client, time.monotonic()):
             raise Denied(
                 "rate_limit",
                 f"too many probe requests from {client}: the limit is "
-                f"{access.rate_limit.requests_per_second:g}/s (burst {access.rate_limit.burst})",
+                f"{rate.requests_per_second:g}/s (burst {rate.burst})",
                 429,
             )
         if access.allowed_modules is not None and module not in access.allowed_modules:

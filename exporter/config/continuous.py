@@ -17,7 +17,7 @@ from exporter.core.histogram import (
     MAX_BUCKETS,
     HistogramBuckets,
 )
-from exporter.core.schema import INVALID, Errors, Field
+from exporter.core.schema import INVALID, Errors, Field, Invalid
 from exporter.probers.table import PROBERS
 
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 86400.0
@@ -66,7 +66,7 @@ MODULE_FIELDS = {
 }
 
 
-def _histogram_names(value: Any, prober: str, path: str, errs: Errors) -> Any:
+def _histogram_names(value: Any, prober: str, path: str, errs: Errors) -> tuple[str, ...] | Invalid:
     """The histograms a module's continuous targets have (each costs its buckets + 3 series per target)."""
     if value is None:
         return DEFAULT_HISTOGRAMS
@@ -89,7 +89,7 @@ def _histogram_names(value: Any, prober: str, path: str, errs: Errors) -> Any:
 
 def histogram_buckets(
     raw: Any, prober: str, path: str, errs: Errors, histograms: Any = None, histograms_path: str = "histograms"
-) -> Any:
+) -> HistogramBuckets | Invalid | None:
     """The module's histograms and buckets, None when it sets neither (the defaults apply), or INVALID.
 
     ``histograms`` is the raw ``histograms:`` list, found at ``histograms_path``."""

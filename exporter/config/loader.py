@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from exporter.config import blackbox_file, unusable
 from exporter.config import continuous as continuous_config
 from exporter.config.model import (
     DEFAULT_MAX_CONCURRENCY,
@@ -28,7 +29,7 @@ from exporter.config.model import (
 from exporter.core import schema
 from exporter.core.address import AddressError, parse_host_port
 from exporter.core.configfile import ConfigError, load_yaml, read_config_text
-from exporter.core.schema import INVALID, Errors, Field, join, kind, section
+from exporter.core.schema import INVALID, Errors, Field, Invalid, join, kind, section
 from exporter.core.vantage import VANTAGE_LABEL, central_url_problem, vantage_problem
 from exporter.probers.module import Module
 from exporter.probers.table import PROBERS
@@ -208,7 +209,7 @@ def unsupported_reason(name: str, prober: str) -> str:
     )
 
 
-def _blackbox_only_prober(raw: Any, path: str, errs: Errors) -> str | object | None:
+def _blackbox_only_prober(raw: Any, path: str, errs: Errors) -> str | Invalid | None:
     """For a module of another blackbox_exporter prober, its prober (keys checked by name only); else None."""
     if not isinstance(raw, dict) or raw.get("prober") not in BLACKBOX_ONLY_PROBERS:
         return None
@@ -235,10 +236,13 @@ class _Modules:
         return module
 
 
-def _module(name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Errors) -> Module | object:
+def _module(
+    name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Errors, blackbox: bool = False
+) -> Module | Invalid:
     path = join("modules", name)
     if not isinstance(name, str) or not MODULE_NAME.match(name):
         return errs.add(path, f"invalid module name {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
+    unreadable_before = len(errs.unreadable)
     fields = section(raw, path, module_fields, errs)
     if fields is INVALID:
         return INVALID
@@ -250,6 +254,8 @@ def _module(name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Error
         ):
             errs.add(join(path, key), f"not used by prober {prober.name!r}; remove it or change the prober")
     tcp = prober.tcp_section.parse(fields["tcp"], join(path, "tcp"), errs)
+    if blackbox and prober.name == "tcp" and tcp is not INVALID:
+        tcp = blackbox_file.with_blackbox_defaults(tcp, fields["tcp"])
     settings = None
     if prober.section is not None:
         own, spec = prober.section
@@ -264,6 +270,10 @@ def _module(name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Error
     )
     if tcp is INVALID or settings is INVALID or buckets is INVALID:
         return INVALID
+    unreadable = errs.unreadable[unreadable_before:]
+    reason = unusable.module_reason(path, unreadable) if unreadable else None
+    if reason is not None:
+        errs.warn(path, unusable.warning_text(reason))
     module = Module(
         name=name,
         prober=prober.name,
@@ -272,13 +282,14 @@ def _module(name: Any, raw: Any, module_fields: Mapping[str, Field], errs: Error
         settings=settings,
         interval=fields["interval"],
         histogram_buckets=buckets,
+        unusable=reason,
     )
     for warning in prober.warnings(module):
         errs.warn(path, warning)
     return module
 
 
-def _modules(raw: Any, errs: Errors) -> _Modules:
+def _modules(raw: Any, errs: Errors, blackbox: bool = False) -> _Modules:
     modules = _Modules()
     if not isinstance(raw, dict) or not raw:
         modules.section_ok = False
@@ -296,13 +307,17 @@ def _modules(raw: Any, errs: Errors) -> _Modules:
             modules.unsupported[name] = other
             errs.warn(join("modules", name), f"skipped: {unsupported_reason(name, other)}")
             continue
-        module = INVALID if other is INVALID else _module(name, raw_module, module_fields, errs)
+        module = INVALID if other is INVALID else _module(name, raw_module, module_fields, errs, blackbox)
         if isinstance(module, Module):
             modules.loaded[name] = module
         elif isinstance(name, str):
             modules.broken.add(name)
     if modules.unsupported and not modules.loaded and not modules.broken:
-        errs.add("modules", f"no module uses a supported prober ({', '.join(PROBERS)})")
+        # A blackbox.yml such as the Helm chart's default (one http module) still loads: the exporter
+        # serves its own metrics and reloads; /probe answers 400 for those modules.
+        errs.warn(
+            "modules", f"no module uses a supported prober ({', '.join(PROBERS)}): this configuration probes nothing"
+        )
     return modules
 
 
@@ -340,7 +355,7 @@ def _targets(raw: Any, modules: _Modules, errs: Errors) -> list[TargetConfig]:
     return targets
 
 
-def _probe_access(raw: Any, modules: _Modules, errs: Errors) -> ProbeAccess | None | object:
+def _probe_access(raw: Any, modules: _Modules, errs: Errors) -> ProbeAccess | Invalid | None:
     if raw is None:
         return None
     fields = section(raw, "probe_access", PROBE_ACCESS_FIELDS, errs)
@@ -363,7 +378,9 @@ def _probe_access(raw: Any, modules: _Modules, errs: Errors) -> ProbeAccess | No
     )
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
+def parse_config(text: str, source: str = "<config>", blackbox: bool | None = None) -> Config:
+    """The configuration in ``text``. ``blackbox``: read it as a blackbox.yml (tcp modules take
+    blackbox_exporter's defaults, exporter/config/blackbox_file.py); None: decide from its keys."""
     errs = Errors(source)
     raw = load_yaml(text, source)
     if raw is None:
@@ -372,10 +389,15 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     if top is INVALID:  # not a mapping at all
         raise ConfigError(errs.lines)
     settings = section(top["global"], "global", GLOBAL_FIELDS, errs)
-    modules = _modules(top["modules"], errs)
+    if blackbox is None:
+        blackbox = blackbox_file.is_blackbox_file(raw)
+    modules = _modules(top["modules"], errs, blackbox)
     targets = _targets(top["targets"], modules, errs)
     probe_access = _probe_access(top["probe_access"], modules, errs)
-    if errs.lines:
+    for path, problem in errs.unreadable:
+        if not path.startswith("modules."):  # only a module's own probes can fail in its place
+            errs.add(path, problem)
+    if errs.lines or settings is INVALID or probe_access is INVALID:  # INVALID comes with its error line
         raise ConfigError(errs.lines)
     return Config(
         modules=MappingProxyType(modules.loaded),
@@ -385,6 +407,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         probe_access=probe_access,
         warnings=tuple(errs.warnings),
         unsupported_modules=MappingProxyType(modules.unsupported),
+        unreadable_files=errs.unreadable_lines(),
     )
 
 

@@ -69,3 +69,6 @@ class Config:
     # Modules of blackbox_exporter probers not implemented here (name -> prober): skipped with a warning,
     # so an unchanged blackbox.yml loads; /probe answers 400 for them.
     unsupported_modules: Mapping[str, str] = field(default_factory=dict)
+    # One line per file a module names that cannot be read (exporter/config/unusable.py): warnings at load
+    # (one per module, in ``warnings``), errors for ``--config.check``.
+    unreadable_files: tuple[str, ...] = ()

@@ -17,6 +17,7 @@ import functools
 import heapq
 import itertools
 import time
+from array import array
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from exporter.continuous.schedule import first_tick, following_tick, phase
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
+from exporter.core.exposition import Family
 from exporter.core.histogram import HistogramBuckets, Layout, TargetTally, render_tallies
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.table import PROBERS
@@ -73,10 +75,15 @@ def module_buckets(module: Module) -> HistogramBuckets:
 class Planned(Protocol):
     """What the plan holds for a target (service.PlannedTarget)."""
 
-    address: HostPort
-    module: Module
-    labels: str
-    families: frozenset
+    # Read-only: the plan's targets are frozen dataclasses.
+    @property
+    def address(self) -> HostPort: ...
+    @property
+    def module(self) -> Module: ...
+    @property
+    def labels(self) -> str: ...
+    @property
+    def families(self) -> frozenset[Family[ProbeResult]]: ...
 
 
 class ContinuousTarget:
@@ -111,7 +118,7 @@ class ContinuousTarget:
         self.running = False
         self.active = True  # False once a reload removed it
         # (unix time, counts) for the status page's window; the first is the zero it started from.
-        self.snapshots: list[tuple[float, object]] = [(time.time(), tally.window_counts())]
+        self.snapshots: list[tuple[float, array[int]]] = [(time.time(), tally.window_counts())]
         self._reads_greeting = PROBERS[planned.module.prober].reads_greeting
 
     def record(self, result: ProbeResult, when: float) -> None:
@@ -144,8 +151,10 @@ class ContinuousProber:
         self._runner: Callable[[], ProbeRunner | None] = lambda: None
         self._timer: asyncio.TimerHandle | None = None
         self._window_timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task] = set()
-        self._outcomes: Tally = Tally()  # (module, state) -> probes, handed to the scrape's self-metrics
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes: Tally[tuple[str, str]] = (
+            Tally()
+        )  # (module, state) -> probes, handed to the scrape's self-metrics
         registry = registry if registry is not None else CollectorRegistry()
         self.lateness = Histogram(
             "connectivity_exporter_continuous_start_lateness_seconds",
@@ -301,12 +310,12 @@ class ContinuousProber:
 
     # --- reading (scrapes and the status page) -----------------------------------------------
 
-    def take_outcomes(self) -> Tally:
+    def take_outcomes(self) -> Tally[tuple[str, str]]:
         """(module, state) -> background probes since the last call, for the exporter's probe counter."""
         outcomes, self._outcomes = self._outcomes, Tally()
         return outcomes
 
-    def latest_results(self) -> list[tuple[str, ProbeResult, frozenset]]:
+    def latest_results(self) -> list[tuple[str, ProbeResult, frozenset[Family[ProbeResult]]]]:
         """(labels, latest result, families) of every target probed at least once, for the gauges."""
         return [(entry.labels, entry.latest, entry.families) for entry in self.targets if entry.latest is not None]
 
@@ -335,7 +344,7 @@ class ContinuousProber:
         states = len(layout.states)
         base = layout.hist_base[0]
         when, old = entry.snapshots[0]
-        delta = [a - b for a, b in zip(current, old, strict=False)]  # type: ignore[call-overload]
+        delta = [a - b for a, b in zip(current, old, strict=False)]
         probes = sum(delta[:states])
         failures = probes - delta[states + 2]
         return WindowStats(now - when, probes, failures, delta[base:])

@@ -19,8 +19,16 @@ class HostPort:
     port: int
     # Set when host is an IP literal, so the hot path never resolves it.
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    # The target exactly as configured (``example.com`` for an smtp module's default port 25): the
+    # ``target`` label and every view show it byte for byte. Empty for addresses built by the exporter.
+    written: str = ""
 
     def __str__(self) -> str:
+        return self.written or self.endpoint
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` with the port filled in (IPv6 in brackets): what is connected to."""
         if self.ip is not None and self.ip.version == 6:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
@@ -35,6 +43,7 @@ def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
     if any(c.isspace() or ord(c) < 0x20 or c == "/" for c in text):
         raise AddressError(f"target {text!r} contains whitespace, control characters or '/'; expected host:port")
 
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
     if text.startswith("["):
         close = text.find("]")
         if close < 0:
@@ -69,7 +78,7 @@ def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
         port = int(port_text)
         if not 1 <= port <= 65535:
             raise AddressError(f"target {text!r}: port {port} is out of range 1-65535")
-    return HostPort(host=str(ip) if ip is not None else host, port=port, ip=ip)
+    return HostPort(host=str(ip) if ip is not None else host, port=port, ip=ip, written=text)
 
 
 def _unbracketed_ipv6_hint(text: str) -> str:

@@ -25,9 +25,12 @@ class ConfigError(Exception):
 class FileProblem(Exception):
     """A file could not be used; ``reason`` says why in words that name it."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, unreadable: bool = False):
         super().__init__(reason)
         self.reason = reason
+        # True when the file could not be opened or read (missing, permissions): a module naming it
+        # still loads and its probes fail (exporter/config/unusable.py); other problems are config errors.
+        self.unreadable = unreadable
 
 
 def read_bounded(path: str, limit: int, subject: str) -> str:
@@ -37,7 +40,7 @@ def read_bounded(path: str, limit: int, subject: str) -> str:
         with open(path, "rb") as handle:
             data = handle.read(limit + 1)
     except OSError as exc:
-        raise FileProblem(f"cannot read {subject}: {exc.strerror or exc}") from None
+        raise FileProblem(f"cannot read {subject}: {exc.strerror or exc}", unreadable=True) from None
     if len(data) > limit:
         size = f"{limit // (1024 * 1024)} MiB" if limit >= 1024 * 1024 else f"{limit} bytes"
         raise FileProblem(f"{subject} is larger than {size}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -167,7 +167,7 @@ class TargetTally:
         base = self.layout.hist_base[which]
         return list(self.counts[base : base + len(self.layout.bounds[which]) + 1])
 
-    def window_counts(self) -> array:
+    def window_counts(self) -> array[int]:
         """What the status page compares over time: state counts and the connect histogram."""
         end = self.layout.hist_base[CONNECT] + len(self.layout.bounds[CONNECT]) + 1
         return self.counts[:end]
@@ -233,9 +233,10 @@ FAMILY_NAMES = (
 
 Tallied = Sequence[tuple[str, TargetTally]]  # (escaped label prefix, tally)
 TARGETS_PER_CHUNK = 1000
+_Writer = Callable[[str, TargetTally], str]  # (label prefix, tally) -> its lines of one family
 
 
-def _chunked(tallies: Tallied, header: str, write) -> Iterator[str]:
+def _chunked(tallies: Tallied, header: str, write: _Writer) -> Iterator[str]:
     for start in range(0, len(tallies), TARGETS_PER_CHUNK):
         body = "".join(
             [text for prefix, tally in tallies[start : start + TARGETS_PER_CHUNK] if (text := write(prefix, tally))]
@@ -283,7 +284,7 @@ def render_tallies(tallies: Tallied) -> Iterator[str]:
         yield from _chunked(tallies, _header(family.name, "histogram", family.help), _histogram_writer(family))
 
 
-def _histogram_writer(family: HistogramFamily):
+def _histogram_writer(family: HistogramFamily) -> _Writer:
     which = family.which
     bucket, total, count = family.name + "_bucket{", family.name + "_sum{", family.name + "_count{"
 

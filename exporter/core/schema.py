@@ -7,19 +7,36 @@ in a file is reported at once. Used by the main configuration, each prober's own
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import os
 import re
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Generic, TypeVar
 
 from exporter.core.configfile import FileProblem, read_bounded
 from exporter.core.durations import parse_duration
 
+
+class Invalid(enum.Enum):
+    """The type of ``INVALID``: one member, so ``value is INVALID`` narrows ``T | Invalid`` to ``T``."""
+
+    INVALID = "INVALID"
+
+
 REQUIRED = object()
-INVALID = object()
+INVALID: Final = Invalid.INVALID  # what a parser returns after recording its problem
+
+
+class Unreadable(enum.Enum):
+    """The type of ``UNREADABLE``: a file that could not be read (its module is marked unusable)."""
+
+    UNREADABLE = "UNREADABLE"
+
+
+UNREADABLE: Final = Unreadable.UNREADABLE  # the field gets a stand-in; exporter/config/unusable.py
 MAX_SMALL_FILE_BYTES = 1024 * 1024
 
 
@@ -30,10 +47,21 @@ class Errors:
         self.source = source
         self.lines: list[str] = []
         self.warnings: list[str] = []
+        # (path, problem) of each file a module names that cannot be read: not an error at load, the
+        # module's probes fail instead (exporter/config/unusable.py); ``--config.check`` reports them as errors.
+        self.unreadable: list[tuple[str, str]] = []
 
-    def add(self, path: str, problem: str) -> object:
+    def add(self, path: str, problem: str) -> Invalid:
         self.lines.append(self._line(path, problem))
         return INVALID
+
+    def unreadable_file(self, path: str, problem: str) -> None:
+        """A file named at ``path`` cannot be read (missing, permissions): recorded, not an error."""
+        self.unreadable.append((path, problem))
+
+    def unreadable_lines(self) -> tuple[str, ...]:
+        """One line per unreadable file, in the form of an error line (for ``--config.check``)."""
+        return tuple(self._line(path, problem) for path, problem in self.unreadable)
 
     def warn(self, path: str, problem: str) -> None:
         """Something that loads but that a person should know about (logged once at load)."""
@@ -53,17 +81,20 @@ class Field:
     default: Any = REQUIRED
 
 
+Built = TypeVar("Built", covariant=True)
+
+
 @dataclass(frozen=True)
-class Section:
+class Section(Generic[Built]):
     """A configuration section: its fields and the (frozen dataclass) type they build.
 
     The type's ``__post_init__`` may raise ValueError for rules across fields; the message becomes the
     section's error line."""
 
     fields: Mapping[str, Field]
-    build: Callable[..., Any]
+    build: Callable[..., Built]
 
-    def parse(self, raw: Any, path: str, errs: Errors) -> Any:
+    def parse(self, raw: Any, path: str, errs: Errors) -> Built | Invalid:
         values = section(raw, path, self.fields, errs)
         if values is INVALID:
             return INVALID
@@ -97,7 +128,7 @@ def join(path: str, key: Any) -> str:
     return f"{path}[{shown}]"
 
 
-def unknown_keys(raw: dict, path: str, allowed: Iterable[str], errs: Errors) -> list[Any]:
+def unknown_keys(raw: dict[Any, Any], path: str, allowed: Iterable[str], errs: Errors) -> list[Any]:
     """Record one error per key of ``raw`` not in ``allowed``; return those keys."""
     allowed = list(allowed)
     unknown = [key for key in raw if key not in allowed]
@@ -106,7 +137,7 @@ def unknown_keys(raw: dict, path: str, allowed: Iterable[str], errs: Errors) -> 
     return unknown
 
 
-def section(raw: Any, path: str, fields: Mapping[str, Field], errs: Errors) -> dict[str, Any] | object:
+def section(raw: Any, path: str, fields: Mapping[str, Field], errs: Errors) -> dict[str, Any] | Invalid:
     """The parsed values of a mapping with exactly these keys (unknown keys are errors)."""
     if raw is None:
         raw = {}
@@ -126,7 +157,7 @@ def section(raw: Any, path: str, fields: Mapping[str, Field], errs: Errors) -> d
     return out
 
 
-def subsection(spec: Section) -> Parser:
+def subsection(spec: Section[object]) -> Parser:
     return spec.parse
 
 
@@ -205,7 +236,7 @@ def regex(value: Any, path: str, errs: Errors) -> Any:
         return errs.add(path, f"invalid regular expression {value!r}: {exc.msg} at position {exc.pos}")
 
 
-def token(what: str, example: str, pattern: re.Pattern) -> Parser:
+def token(what: str, example: str, pattern: re.Pattern[str]) -> Parser:
     """A word sent on a protocol command line, matching ``pattern``."""
 
     def parse(value: Any, path: str, errs: Errors) -> Any:
@@ -264,6 +295,9 @@ def small_file(what: str) -> Parser:
         try:
             return read_bounded(location, MAX_SMALL_FILE_BYTES, f"{what} {value!r}")
         except FileProblem as problem:
+            if problem.unreadable:
+                errs.unreadable_file(path, problem.reason)
+                return UNREADABLE
             return errs.add(path, problem.reason)
 
     return parse
@@ -273,6 +307,8 @@ def ca_file(value: Any, path: str, errs: Errors) -> Any:
     text = small_file("CA file")(value, path, errs)
     if text is INVALID:
         return INVALID
+    if text is UNREADABLE:
+        return None  # the system store stands in: the module is never probed (exporter/config/unusable.py)
     try:
         ssl.create_default_context(cadata=text)
     except (ssl.SSLError, ValueError):
@@ -284,6 +320,8 @@ def password_file(value: Any, path: str, errs: Errors) -> Any:
     text = small_file("password file")(value, path, errs)
     if text is INVALID:
         return INVALID
+    if text is UNREADABLE:
+        return Secret("")  # a stand-in: the module is never probed (exporter/config/unusable.py)
     password = text.rstrip("\r\n")
     if not password or "\n" in password:
         return errs.add(path, f"password file {value!r} must hold the password on one line")

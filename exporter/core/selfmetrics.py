@@ -22,7 +22,7 @@ from exporter.core.vantage import VantageLabelled
 try:  # `_created` series are noise for an exporter; blackbox_exporter has none.
     from prometheus_client import disable_created_metrics
 
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 except ImportError:  # pragma: no cover - older prometheus_client
     pass
 
@@ -93,7 +93,7 @@ class ExporterMetrics:
         )
         build.labels(__version__, platform.python_version()).set(1)
 
-    def count_probes(self, outcomes: Tally) -> None:
+    def count_probes(self, outcomes: Tally[tuple[str, str]]) -> None:
         """Add a scrape's tally of (module, state) pairs: one counter update per pair, not per probe."""
         for (module, state), count in outcomes.items():
             self.probes.labels(module, state).inc(count)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 VANTAGE_LABEL = "vantage"
@@ -62,7 +63,7 @@ class VantageLabelled:
     """A view of a prometheus_client registry whose samples all carry ``vantage="NAME"``, for
     ``generate_latest``; the registry itself stays unlabelled (the name may change on reload)."""
 
-    def __init__(self, registry, vantage: str):
+    def __init__(self, registry: Collector, vantage: str):
         self.registry = registry
         self.vantage = vantage
 

@@ -16,16 +16,19 @@ lets the later one win).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import yaml
 from yaml.constructor import ConstructorError
+from yaml.error import Mark
 from yaml.events import (
     AliasEvent,
+    CollectionStartEvent,
     DocumentEndEvent,
     DocumentStartEvent,
     MappingEndEvent,
     MappingStartEvent,
+    NodeEvent,
     ScalarEvent,
     SequenceEndEvent,
     SequenceStartEvent,
@@ -34,45 +37,57 @@ from yaml.events import (
 )
 from yaml.nodes import ScalarNode
 
+if TYPE_CHECKING:  # libyaml's compiled module: only its type, and only where PyYAML has it
+    from yaml._yaml import Mark as _CMark
+
 # libyaml's parser when PyYAML has it (its wheels do): about five times faster than the pure-Python one.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Loader: type[yaml.CSafeLoader | yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAP_TAGS = (None, "!", "tag:yaml.org,2002:map")
 _SEQ_TAGS = (None, "!", "tag:yaml.org,2002:seq")
 _NO_KEY = object()
 
 
+# A position in the text: PyYAML's own Mark, or libyaml's (yaml._yaml.Mark) from CSafeLoader.
+_AnyMark: TypeAlias = "Mark | _CMark"
+
+
+def _error(problem: str, mark: _AnyMark | None) -> ConstructorError:
+    """A ConstructorError at ``mark``. PyYAML's own composer passes libyaml's marks to its errors too
+    (both have the name, line and column the message and exporter.core.configfile read), but
+    types-PyYAML declares ConstructorError's mark as the pure-Python Mark only."""
+    return ConstructorError(None, None, problem, mark)  # type: ignore[arg-type]  # libyaml's Mark, see above
+
+
 class _Mapping:
     __slots__ = ("value", "key", "key_mark", "merged")
 
     def __init__(self) -> None:
-        self.value: dict = {}
+        self.value: dict[Any, Any] = {}
         self.key: Any = _NO_KEY
-        self.key_mark = None
-        self.merged: list[dict] = []  # from '<<', in order of precedence
+        self.key_mark: _AnyMark | None = None
+        self.merged: list[dict[Any, Any]] = []  # from '<<', in order of precedence
 
-    def add(self, item: Any, mark) -> None:
+    def add(self, item: Any, mark: _AnyMark | None) -> None:
         if self.key is _NO_KEY:
             try:
                 hash(item)
             except TypeError:
-                raise ConstructorError(None, None, "a mapping key must be a scalar", mark) from None
+                raise _error("a mapping key must be a scalar", mark) from None
             self.key, self.key_mark = item, mark
             return
         key, self.key = self.key, _NO_KEY
         if key is _MergeKey:
             sources = item if isinstance(item, list) else [item]
             if not all(isinstance(source, dict) for source in sources):
-                raise ConstructorError(
-                    None, None, "a merge key ('<<') needs a mapping or a list of mappings", self.key_mark
-                )
+                raise _error("a merge key ('<<') needs a mapping or a list of mappings", self.key_mark)
             self.merged += sources
         elif key in self.value:
-            raise ConstructorError(None, None, f"duplicate key {key!r}", self.key_mark)
+            raise _error(f"duplicate key {key!r}", self.key_mark)
         else:
             self.value[key] = item
 
-    def finish(self) -> dict:
+    def finish(self) -> dict[Any, Any]:
         if not self.merged:
             return self.value
         explicit = dict(self.value)
@@ -96,19 +111,21 @@ def load(text: str) -> Any:
         loader.dispose()
 
 
-def _build(loader: Any) -> Any:
-    stack: list[_Mapping | list] = []
+def _build(loader: yaml.CSafeLoader | yaml.SafeLoader) -> Any:
+    stack: list[_Mapping | list[Any]] = []
     anchors: dict[str, Any] = {}
     document: Any = None
     documents = 0
     while loader.check_event():
         event = loader.get_event()
+        if event is None:  # check_event() said there is one; libyaml's stub allows None
+            break
         if isinstance(event, (StreamStartEvent, StreamEndEvent, DocumentEndEvent)):
             continue
         if isinstance(event, DocumentStartEvent):
             documents += 1
             if documents > 1:
-                raise ConstructorError(None, None, "expected a single document, found another", event.start_mark)
+                raise _error("expected a single document, found another", event.start_mark)
             continue
         if isinstance(event, MappingStartEvent):
             _check_tag(event, _MAP_TAGS)
@@ -118,7 +135,7 @@ def _build(loader: Any) -> Any:
             continue
         if isinstance(event, SequenceStartEvent):
             _check_tag(event, _SEQ_TAGS)
-            items: list = []
+            items: list[Any] = []
             _anchor(anchors, event, items)
             stack.append(items)
             continue
@@ -127,13 +144,13 @@ def _build(loader: Any) -> Any:
             value = done.finish() if isinstance(done, _Mapping) else done
         elif isinstance(event, AliasEvent):
             if event.anchor not in anchors:
-                raise ConstructorError(None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+                raise _error(f"found undefined alias {event.anchor!r}", event.start_mark)
             value = anchors[event.anchor]
         elif isinstance(event, ScalarEvent):
             value = _scalar(loader, event)
             _anchor(anchors, event, value)
         else:  # pragma: no cover - PyYAML has no other event types
-            raise ConstructorError(None, None, f"unexpected {type(event).__name__}", event.start_mark)
+            raise _error(f"unexpected {type(event).__name__}", event.start_mark)
         if not stack:
             document = value
         elif isinstance(stack[-1], _Mapping):
@@ -143,30 +160,30 @@ def _build(loader: Any) -> Any:
     return document
 
 
-def _anchor(anchors: dict[str, Any], event: Any, value: Any) -> None:
+def _anchor(anchors: dict[str, Any], event: NodeEvent, value: Any) -> None:
     if event.anchor is not None:
         anchors[event.anchor] = value
 
 
-def _check_tag(event: Any, allowed: tuple) -> None:
+def _check_tag(event: CollectionStartEvent, allowed: tuple[str | None, ...]) -> None:
     if event.tag not in allowed:
-        raise ConstructorError(None, None, f"unsupported tag {event.tag!r} in a configuration file", event.start_mark)
+        raise _error(f"unsupported tag {event.tag!r} in a configuration file", event.start_mark)
 
 
-def _scalar(loader: Any, event: ScalarEvent) -> Any:
+def _scalar(loader: yaml.CSafeLoader | yaml.SafeLoader, event: ScalarEvent) -> Any:
     tag = event.tag
     if tag is None or tag == "!":
-        tag = loader.resolve(ScalarNode, event.value, event.implicit)
+        tag = loader.resolve(ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]  # untyped stub
     if tag == _MERGE_TAG:
         return _MergeKey
-    node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+    # The constructors read the node's marks only for their errors: libyaml's serve as well (see _error).
+    marks = event.start_mark, event.end_mark
+    node = ScalarNode(tag, event.value, *marks, style=event.style)  # type: ignore[arg-type]  # libyaml's Mark
     construct = loader.yaml_constructors.get(tag)
     if construct is None:
-        raise ConstructorError(None, None, f"unsupported tag {tag!r} in a configuration file", event.start_mark)
+        raise _error(f"unsupported tag {tag!r} in a configuration file", event.start_mark)
     try:
         return construct(loader, node)
     except (ValueError, KeyError, AttributeError, TypeError, OverflowError):
         # e.g. "!!float x", "!!bool maybe", "!!timestamp never": PyYAML's constructors raise plain errors.
-        raise ConstructorError(
-            None, None, f"{event.value[:50]!r} is not a valid {tag.rsplit(':', 1)[-1]}", event.start_mark
-        ) from None
+        raise _error(f"{event.value[:50]!r} is not a valid {tag.rsplit(':', 1)[-1]}", event.start_mark) from None

@@ -82,7 +82,7 @@ class IcmpReply:
         return describe(self.version, self.type, self.code)
 
     def sent_by_host(self, target: str) -> bool:
-        return _same_address(self.sender, target)
+        return same_address(self.sender, target)
 
 
 def classify(version: int, icmp_type: int, code: int) -> IcmpKind:
@@ -126,7 +126,7 @@ def who_sent(reply: IcmpReply, target: str) -> str:
     return "a router on the way, not the host"
 
 
-def _same_address(left: str, right: str) -> bool:
+def same_address(left: str, right: str) -> bool:
     if left == right:
         return True
     try:

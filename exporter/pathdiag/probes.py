@@ -49,7 +49,7 @@ def tcp_answer(code: int, errors: list[IcmpReply], target: str, rtt: float) -> A
     return Answer(Reply.ERROR, None, rtt)
 
 
-def _sockaddr(family: int, address: str, port: int) -> tuple:
+def _sockaddr(family: int, address: str, port: int) -> tuple[str, int] | tuple[str, int, int, int]:
     return (address, port, 0, 0) if family == socket.AF_INET6 else (address, port)
 
 
@@ -85,7 +85,12 @@ async def tcp_probe(
         if code == errno.EINPROGRESS:
             done: asyncio.Future[float] = loop.create_future()
             fd = sock.fileno()
-            loop.add_writer(fd, lambda: done.done() or done.set_result(time.perf_counter()))
+
+            def writable() -> None:
+                if not done.done():
+                    done.set_result(time.perf_counter())
+
+            loop.add_writer(fd, writable)
             try:
                 async with asyncio.timeout(wait):
                     stamp = await done

@@ -3,8 +3,6 @@ object of ``check --json``, and one-line words for the status page and reports."
 
 from __future__ import annotations
 
-from typing import Any
-
 from exporter.pathdiag.model import Answer, PathDiagnosis, Reply, Verdict
 
 REPLY_WORDS = {
@@ -97,7 +95,7 @@ def hop_table(diagnosis: PathDiagnosis) -> list[str]:
     return lines
 
 
-def path_json(diagnosis: PathDiagnosis) -> dict[str, Any]:
+def path_json(diagnosis: PathDiagnosis) -> dict[str, object]:
     """The ``path`` object of ``check --json`` (its first keys are a contract)."""
     decision = diagnosis.decision
     return {

@@ -8,9 +8,10 @@ evidence leaves several verdicts open the decision is ``unknown`` and says which
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple, TypedDict
 
-from exporter.pathdiag.icmp import _same_address
-from exporter.pathdiag.model import ICMP_REJECTIONS, TERMINAL_TCP, Decision, HopEvidence, Reply, Verdict
+from exporter.pathdiag.icmp import same_address
+from exporter.pathdiag.model import ICMP_REJECTIONS, TERMINAL_TCP, Answer, Decision, HopEvidence, Reply, Verdict
 
 # For an unknown verdict: what each remaining possibility would mean, in words.
 POSSIBILITIES = {
@@ -22,6 +23,20 @@ POSSIBILITIES = {
     Verdict.NO_ROUTE: "a router has no route to the host",
     Verdict.HOST_REJECTED: "the host's firewall rejects the connection",
 }
+
+
+class _Witness(NamedTuple):
+    """A hop whose TCP probe drew silence while its UDP probe drew an answer."""
+
+    ttl: int
+    udp: Answer
+
+
+class _Distances(TypedDict):
+    """The two distances every decision carries (``Decision`` fields of the same names)."""
+
+    hops_to_host: int | None
+    last_responding_hop: int | None
 
 
 def _hops(count: int) -> str:
@@ -46,18 +61,18 @@ def decide(
         for answer in (hop.tcp, hop.udp):
             if answer is not None and answer.reply is Reply.TIME_EXCEEDED and answer.address:
                 router_at.setdefault(hop.ttl, answer.address)
-    first_ttl_of = {}
+    first_ttl_of: dict[str, int] = {}
     for ttl, address in sorted(router_at.items()):
         first_ttl_of.setdefault(address, ttl)
 
-    def from_host(answer) -> bool:
+    def from_host(answer: Answer | None) -> bool:
         # A reset is no proof: a middlebox forging one writes the target's address into it.
         return (
             answer is not None
             and answer.answered
             and answer.address is not None
             and answer.reply not in (Reply.TIME_EXCEEDED, Reply.RESET)
-            and _same_address(answer.address, target)
+            and same_address(answer.address, target)
         )
 
     # The host's distance: the smallest TTL at which the host itself answered anything.
@@ -65,34 +80,35 @@ def decide(
     host_up = hops_to_host is not None or bool(host_echo)
     tcp_answered = [hop.ttl for hop in hops if hop.tcp is not None and hop.tcp.answered]
     last_responding = max(tcp_answered) if tcp_answered else None
-    common = {"hops_to_host": hops_to_host, "last_responding_hop": last_responding}
+    common = _Distances(hops_to_host=hops_to_host, last_responding_hop=last_responding)
     shown = f"[{target}]:{port}" if ":" in target else f"{target}:{port}"
 
-    terminal = next((hop for hop in hops if hop.tcp is not None and hop.tcp.reply in TERMINAL_TCP), None)
+    terminal = next(((hop.ttl, hop.tcp) for hop in hops if hop.tcp is not None and hop.tcp.reply in TERMINAL_TCP), None)
     if terminal is not None:
-        answer = terminal.tcp
-        ttl = terminal.ttl
+        ttl, answer = terminal
         if answer.reply is Reply.SYN_ACK:
             distance = hops_to_host or ttl
             return Decision(
                 Verdict.REACHED,
                 f"the host {target} itself answered: port {port} accepted the "
                 f"connection, {distance} hop{'s' if distance != 1 else ''} away; the path is clear",
-                **{**common, "hops_to_host": distance},
+                hops_to_host=distance,
+                last_responding_hop=last_responding,
             )
-        if answer.reply in ICMP_REJECTIONS and answer.address is None:
-            what = "has no route" if answer.reply is Reply.NO_ROUTE else "cannot reach its next hop"
-            return Decision(Verdict.NO_ROUTE, f"this machine {what} towards {target}: nothing left it", **common)
         if answer.reply in ICMP_REJECTIONS:
             sender = answer.address
+            if sender is None:
+                what = "has no route" if answer.reply is Reply.NO_ROUTE else "cannot reach its next hop"
+                return Decision(Verdict.NO_ROUTE, f"this machine {what} towards {target}: nothing left it", **common)
             description = answer.icmp.description if answer.icmp else str(answer.reply)
-            if _same_address(sender, target):
+            if same_address(sender, target):
                 return Decision(
                     Verdict.HOST_REJECTED,
                     f"{description} by {target} itself — the host's own firewall rejects port {port}, not the network",
                     blocked_by=target,
                     blocked_at_hop=hops_to_host or ttl,
-                    **{**common, "hops_to_host": hops_to_host or ttl},
+                    hops_to_host=hops_to_host or ttl,
+                    last_responding_hop=last_responding,
                 )
             position = first_ttl_of.get(sender)
             at_hop = position if position is not None else ttl
@@ -163,7 +179,7 @@ def decide(
     # A router beyond that point that could not deliver even the UDP probe speaks for the host.
     for hop in beyond:
         udp = hop.udp
-        if udp is None or not udp.answered or udp.address is None or _same_address(udp.address, target):
+        if udp is None or not udp.answered or udp.address is None or same_address(udp.address, target):
             continue
         position = first_ttl_of.get(udp.address)
         description = udp.icmp.description if udp.icmp else str(udp.reply)
@@ -186,7 +202,7 @@ def decide(
                 blocked_at_hop=position or hop.ttl,
                 **common,
             )
-    tried = [hop for hop in beyond if hop.tcp is not None]
+    tried = [(hop.ttl, hop.tcp, hop.udp) for hop in beyond if hop.tcp is not None]
     if not tried:
         return _unknown(
             "the trace ended before the SYN's fate was seen", _failures(host_up), host_up, common, cut_short
@@ -195,7 +211,12 @@ def decide(
     # The first hop past the last TCP answer that answered *us* (UDP) while the SYN drew silence:
     # the SYN never got there.
     witness = next(
-        (hop for hop in tried if hop.tcp.reply is Reply.SILENCE and hop.udp is not None and hop.udp.answered), None
+        (
+            _Witness(ttl, udp)
+            for ttl, tcp, udp in tried
+            if tcp.reply is Reply.SILENCE and udp is not None and udp.answered
+        ),
+        None,
     )
     if witness is not None and from_host(witness.udp):
         if witness.ttl == last + 1:
@@ -262,7 +283,7 @@ def _failures(host_up: bool) -> tuple[Verdict, ...]:
 
 
 def _unknown(
-    reason: str, remaining: tuple[Verdict, ...], host_up: bool, common: dict, cut_short: str | None
+    reason: str, remaining: tuple[Verdict, ...], host_up: bool, common: _Distances, cut_short: str | None
 ) -> Decision:
     if cut_short:
         reason = f"{reason} ({cut_short})"

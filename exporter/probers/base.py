@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from exporter.core.deadline import Deadline
     from exporter.probers.connect.resolve import Resolver
     from exporter.probers.connect.result import ProbeResult
+    from exporter.probers.connect.settings import TcpSettings
     from exporter.probers.module import Module
 
 
@@ -51,11 +52,11 @@ class Prober:
     # Reported when the probe had not finished at the scrape deadline.
     cut_state: str
     # Every family this prober's results are written with, common ones included, in order.
-    families: tuple[Family, ...]
+    families: tuple[Family[ProbeResult], ...]
     # The ``tcp:`` section as this prober reads it (the connect step's fields, perhaps extended).
-    tcp_section: Section
+    tcp_section: Section[TcpSettings]
     # The prober's own section (name, schema), e.g. ("smtp", SMTP_SECTION); None if it has none.
-    section: tuple[str, Section] | None = None
+    section: tuple[str, Section[object]] | None = None
     # The port used when a target leaves it out (None: the port is required).
     default_port: Callable[[Module], int | None] = _no_port
     # Lines a person should read when a module is loaded (e.g. a default that servers will refuse).
@@ -70,7 +71,7 @@ class Prober:
     # turns up anyway (a bug) is counted under ``error_state``, which the list must hold.
     counted_states: Callable[[Module, HostPort], tuple[str, ...]] | None = None
     # Built once: every planned target refers to it.
-    family_set: frozenset[Family] = field(init=False)
+    family_set: frozenset[Family[ProbeResult]] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "family_set", frozenset(self.families))

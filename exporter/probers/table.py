@@ -6,15 +6,16 @@ from collections.abc import Iterable
 
 from exporter.core.exposition import Family
 from exporter.probers.base import Prober
+from exporter.probers.connect.result import ProbeResult
 from exporter.probers.smtp import prober as smtp_plugin
 from exporter.probers.tcp import prober as tcp
 
 PROBERS: dict[str, Prober] = {prober.name: prober for prober in (tcp.PROBER, smtp_plugin.PROBER)}
 
 
-def families_in_order(probers: Iterable[Prober]) -> list[Family]:
+def families_in_order(probers: Iterable[Prober]) -> list[Family[ProbeResult]]:
     """The union of several probers' families, each once, in first-seen order."""
-    seen: dict[Family, None] = {}
+    seen: dict[Family[ProbeResult], None] = {}
     for prober in probers:
         for family in prober.families:
             seen.setdefault(family)

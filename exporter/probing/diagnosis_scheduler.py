@@ -12,18 +12,36 @@ import ipaddress
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
+from exporter.core.address import HostPort
 from exporter.pathdiag.model import PathDiagnosis
 from exporter.pathdiag.trace import DEFAULT_SETTINGS, DiagnosisSettings, diagnose
 from exporter.probers.connect.result import ProbeResult
+from exporter.probers.module import Module
 from exporter.probing.diagnose import diagnosis_address, wants_diagnosis
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 log = logging.getLogger("exporter.pathdiag")
 
 Key = tuple[str, str]  # (target as configured, module name)
 MAX_QUEUED = 100_000  # more than any config's targets: a bound, not a policy
+
+
+class Diagnosed(Protocol):
+    """A target a scrape reports: a planned one (``PlannedTarget``) or a continuous one."""
+
+    # Read-only: the plan's targets are frozen dataclasses.
+    @property
+    def address(self) -> HostPort: ...
+    @property
+    def module(self) -> Module: ...
+    @property
+    def labels(self) -> str: ...
 
 
 @dataclass(slots=True)
@@ -55,7 +73,7 @@ class DiagnosisScheduler:
         self._started_at: dict[Key, float] = {}
         self._queue: deque[_Job] = deque()
         self._waiting: set[Key] = set()  # queued or running
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         # Counters for the exporter's own metrics and for tests of the budget.
         self.started = 0
         self.finished = 0
@@ -64,7 +82,7 @@ class DiagnosisScheduler:
         self.dropped = 0
 
     # --- called by the scrape -------------------------------------------------------------
-    def after_scrape(self, targets: Sequence, results: Sequence[ProbeResult]) -> int:
+    def after_scrape(self, targets: Sequence[Diagnosed], results: Sequence[ProbeResult]) -> int:
         """Submit the failures that want a diagnosis; forget those that succeed. Returns how many
         were submitted. O(targets) with cheap checks: runs on the scrape's path."""
         submitted = 0
@@ -85,8 +103,10 @@ class DiagnosisScheduler:
                 if self.submit(key, address, target.address.port, tcp.diagnose_interval, tcp.source_ip_address):
                     submitted += 1
                 continue
-            if wants_diagnosis(result, tcp.diagnose) and self.submit(
-                key, address, target.address.port, tcp.diagnose_interval, tcp.source_ip_address
+            if (
+                wants_diagnosis(result, tcp.diagnose)
+                and address is not None
+                and self.submit(key, address, target.address.port, tcp.diagnose_interval, tcp.source_ip_address)
             ):
                 submitted += 1
         return submitted
@@ -108,7 +128,7 @@ class DiagnosisScheduler:
     def latest(self, key: Key) -> PathDiagnosis | None:
         return self._latest.get(key)
 
-    def entries(self, targets: Iterable) -> list[tuple[str, PathDiagnosis | None]]:
+    def entries(self, targets: Iterable[Diagnosed]) -> list[tuple[str, PathDiagnosis | None]]:
         """(label prefix, diagnosis) of the planned targets that have one."""
         latest = self._latest
         if not latest:
@@ -156,7 +176,7 @@ class DiagnosisScheduler:
         self.packets += diagnosis.packets
         self._latest[job.key] = diagnosis
 
-    def _done(self, task: asyncio.Task) -> None:
+    def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled():
             self._start_more()
@@ -177,7 +197,7 @@ class SchedulerCollector:
     def __init__(self, scheduler: DiagnosisScheduler):
         self.scheduler = scheduler
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         s = self.scheduler

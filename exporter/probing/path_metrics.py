@@ -12,39 +12,34 @@ from collections.abc import Iterable, Iterator
 
 from exporter.core.exposition import Family, escape_label_value, labelled, one_hot, render_chunks, single
 from exporter.pathdiag.model import PathDiagnosis, Verdict
-from exporter.probers.connect.result import ProbeResult
 
 VERDICTS = tuple(verdict.value for verdict in Verdict)
 
 
-def _decision(result: ProbeResult):
-    return result.path.decision
-
-
-def _blocked_by(result: ProbeResult) -> Iterable[tuple[str, float]]:
-    blocked_by = _decision(result).blocked_by
+def _blocked_by(diagnosis: PathDiagnosis) -> Iterable[tuple[str, float]]:
+    blocked_by = diagnosis.decision.blocked_by
     return () if blocked_by is None else ((f'address="{escape_label_value(blocked_by)}"', 1),)
 
 
-# Written for the targets that have a diagnosis, each given as a result whose ``path`` is set.
-PATH_FAMILIES = (
+# Written for the targets that have a diagnosis, from the diagnosis itself.
+PATH_FAMILIES: tuple[Family[PathDiagnosis], ...] = (
     Family(
         "probe_path_diagnosis",
         "gauge",
         "Path diagnosis verdict of the latest failed connect: exactly one of " + ", ".join(VERDICTS) + " is 1.",
-        one_hot("verdict", VERDICTS, lambda r: str(_decision(r).verdict)),
+        one_hot("verdict", VERDICTS, lambda d: str(d.decision.verdict)),
     ),
     Family(
         "probe_path_last_responding_hop",
         "gauge",
         "Highest TTL at which a device answered the diagnosis' TCP SYN.",
-        single(lambda r: _decision(r).last_responding_hop),
+        single(lambda d: d.decision.last_responding_hop),
     ),
     Family(
         "probe_path_hops_to_host",
         "gauge",
         "Hops to the target host, when the diagnosis saw the host answer.",
-        single(lambda r: _decision(r).hops_to_host),
+        single(lambda d: d.decision.hops_to_host),
     ),
     Family(
         "probe_path_blocked_by_info",
@@ -57,13 +52,13 @@ PATH_FAMILIES = (
         "probe_path_blocked_at_hop",
         "gauge",
         "Hop (TTL) of the device in probe_path_blocked_by_info, when known.",
-        single(lambda r: _decision(r).blocked_at_hop),
+        single(lambda d: d.decision.blocked_at_hop),
     ),
     Family(
         "probe_path_diagnosis_timestamp_seconds",
         "gauge",
         "Unix time the latest path diagnosis finished.",
-        single(lambda r: float(r.path.finished_at)),
+        single(lambda d: float(d.finished_at)),
     ),
 )
 _PATH_FAMILY_SET = frozenset(PATH_FAMILIES)
@@ -72,9 +67,5 @@ _PATH_FAMILY_SET = frozenset(PATH_FAMILIES)
 def render_path_families(entries: Iterable[tuple[str, PathDiagnosis | None]]) -> Iterator[str]:
     """Text of the path families for (target label prefix, diagnosis) pairs; targets without a
     diagnosis write nothing, and a family with no sample at all writes no header either."""
-    holders = [
-        (prefix, ProbeResult(path=diagnosis), _PATH_FAMILY_SET)
-        for prefix, diagnosis in entries
-        if diagnosis is not None
-    ]
+    holders = [(prefix, diagnosis, _PATH_FAMILY_SET) for prefix, diagnosis in entries if diagnosis is not None]
     return render_chunks(holders, PATH_FAMILIES)

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from exporter.config.unusable import probe_detail
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.probers.connect.every import apply_verdict, settle, start_collecting, stop_collecting
@@ -39,6 +40,15 @@ def deadline_result(module: Module, waited: float) -> ProbeResult:
         f"(module {module.name}, timeout {module.timeout:g}s)"
     )
     result.note(result.detail)
+    return result
+
+
+def unusable_result(module: Module) -> ProbeResult:
+    """The failed result of a module that names a file that cannot be read (exporter/config/unusable.py)."""
+    assert module.unusable is not None
+    detail = probe_detail(module.name, module.unusable)
+    result = ProbeResult(state=PROBERS[module.prober].error_state, tcp_state=TcpState.ERROR, detail=detail)
+    result.note(detail)
     return result
 
 
@@ -111,6 +121,8 @@ class ProbeRunner:
                 # near-zero "connect time" for a target that was never really tried.
                 return deadline_result(module, 0.0)
             started = time.perf_counter()
+            if module.unusable is not None:  # a file it names cannot be read: nothing is sent
+                return unusable_result(module)
             own_deadline = deadline.within(module.timeout)
             # tcp.probe_addresses: all leaves connects running while the prober works (connect_all.py).
             collecting = start_collecting() if module.tcp.probe_addresses == "all" else None

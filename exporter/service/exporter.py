@@ -21,7 +21,7 @@ from exporter.core.selfmetrics import ExporterMetrics
 from exporter.core.vantage import VANTAGE_LABEL, Site
 from exporter.probers.connect.result import ProbeResult
 from exporter.probers.table import PROBERS
-from exporter.probing.diagnosis_scheduler import DiagnosisScheduler, SchedulerCollector
+from exporter.probing.diagnosis_scheduler import Diagnosed, DiagnosisScheduler, SchedulerCollector
 from exporter.probing.path_metrics import render_path_families
 from exporter.probing.plan import Plan, PlannedTarget, build_plan
 from exporter.probing.runner import ProbeRunner, deadline_result
@@ -146,9 +146,9 @@ class Exporter:
             chunks = [chunk.encode() for chunk in pieces]
         # Failures (of this scrape, and the latest of continuous targets) go to the background path
         # diagnosis; the latest diagnoses are shown.
-        probed_continuously = [entry for entry in self.continuous.targets if entry.latest is not None]
-        everything = [*plan.targets, *probed_continuously]
-        self.diagnoses.after_scrape(everything, [*results, *(entry.latest for entry in probed_continuously)])
+        probed_continuously = [(entry, entry.latest) for entry in self.continuous.targets if entry.latest is not None]
+        everything: list[Diagnosed] = [*plan.targets, *(entry for entry, _ in probed_continuously)]
+        self.diagnoses.after_scrape(everything, [*results, *(latest for _, latest in probed_continuously)])
         chunks += [chunk.encode() for chunk in render_path_families(self.diagnoses.entries(everything))]
         self._finish_seconds = loop.time() - probed
         return chunks
@@ -178,7 +178,7 @@ class Exporter:
 
     def _count(self, results: list[ProbeResult], targets: Sequence[PlannedTarget]) -> None:
         # Tallied in C (a Counter over pairs), states stringified per distinct pair, not per probe.
-        tally: Tally = Tally()
+        tally: Tally[tuple[str, str]] = Tally()
         pairs = Tally(
             zip([target.module.name for target in targets], [result.state for result in results], strict=False)
         )
@@ -216,6 +216,6 @@ def render_single(result: ProbeResult, module: Module, vantage: str | None = Non
 
 
 @functools.cache
-def _single_layout(prober_name: str) -> tuple[tuple[Family, ...], frozenset[Family]]:
+def _single_layout(prober_name: str) -> tuple[tuple[Family[ProbeResult], ...], frozenset[Family[ProbeResult]]]:
     prober = PROBERS[prober_name]
     return prober.families, prober.family_set

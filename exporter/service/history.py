@@ -27,8 +27,11 @@ DEFAULT_AD_HOC = 1000
 class Probed(Protocol):
     """What a scrape probes: service.PlannedTarget, or anything with these two attributes."""
 
-    address: HostPort
-    module: Module
+    # Read-only: the plan's targets are frozen dataclasses.
+    @property
+    def address(self) -> HostPort: ...
+    @property
+    def module(self) -> Module: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,14 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter.config.access import Denied
 from exporter.config.loader import Config, ConfigError, GlobalSettings, default_port, unsupported_reason
-from exporter.core.address import AddressError, parse_host_port
+from exporter.core.address import AddressError, HostPort, parse_host_port
 from exporter.core.deadline import Deadline
 from exporter.core.exposition import CONTENT_TYPE
 from exporter.core.selfmetrics import ExporterMetrics
 from exporter.core.vantage import Site
 from exporter.pathdiag.render import summary as path_summary
 from exporter.probers.connect.resolve import Resolver
+from exporter.probers.module import Module
 from exporter.probing.diagnose import diagnose_inline, wants_diagnosis
 from exporter.probing.report import debug_report
 from exporter.probing.runner import ProbeRunner
@@ -28,7 +29,7 @@ from exporter.web.config import WebConfig
 from exporter.web.continuous_status import continuous_section
 from exporter.web.guard import install as install_web_config
 from exporter.web.gzip import accepts_gzip, write_gzip
-from exporter.web.statuspage import render_status_page, render_transcript
+from exporter.web.statuspage import PathWords, render_status_page, render_transcript
 from exporter.workers.pool import WorkerOptions, WorkerPool
 
 log = logging.getLogger("exporter.http")
@@ -241,10 +242,10 @@ async def landing_page(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
-def path_words(exporter: Exporter):
+def path_words(exporter: Exporter) -> PathWords:
     """The status page's words for a target's latest path diagnosis (made in the background)."""
 
-    def words(address, module) -> str | None:
+    def words(address: HostPort, module: Module) -> str | None:
         diagnosis = exporter.diagnoses.latest((str(address), module.name))
         return None if diagnosis is None else path_summary(diagnosis)
 

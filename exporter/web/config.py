@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.core.configfile import ConfigError, load_yaml, read_config_text
-from exporter.core.schema import INVALID, Errors, Field, boolean, choice, kind, section
+from exporter.core.schema import INVALID, Errors, Field, Invalid, boolean, choice, kind, section
 from exporter.web.tls import CIPHER_SUITES, CLIENT_AUTH_TYPES, TLS_VERSIONS, TlsSettings, build_ssl_context
 
 # Go accepts a client certificate without verifying it for these two; Python's ssl module always
@@ -107,14 +107,15 @@ def _headers(value: Any, path: str, errs: Errors) -> Any:
     headers, ok = {}, True
     for name, header_value in value.items():
         where = f"{path}.{name}"
+        allowed = HEADER_RULES.get(name)
         if name not in HEADER_RULES:
             ok = errs.add(where, f"unknown header (valid: {', '.join(HEADER_RULES)})") is None
         elif not isinstance(header_value, str) or any(c in header_value for c in "\r\n"):
             ok = errs.add(where, f"expected a one-line string, got {kind(header_value)}") is None
         elif not header_value:
             continue  # blank means unset, as in exporter-toolkit
-        elif HEADER_RULES[name] is not None and header_value.lower() not in HEADER_RULES[name]:
-            ok = errs.add(where, f"expected one of {', '.join(HEADER_RULES[name])}, got {header_value!r}") is None
+        elif allowed is not None and header_value.lower() not in allowed:
+            ok = errs.add(where, f"expected one of {', '.join(allowed)}, got {header_value!r}") is None
         else:
             headers[name] = header_value
     return headers if ok else INVALID
@@ -173,7 +174,7 @@ TOP_FIELDS = {
 }
 
 
-def _tls(raw: Any, errs: Errors, directory: str) -> TlsSettings | None | object:
+def _tls(raw: Any, errs: Errors, directory: str) -> TlsSettings | Invalid | None:
     if raw is None:
         return None
     fields = section(raw, "tls_server_config", TLS_FIELDS, errs)
@@ -240,7 +241,7 @@ def parse_web_config(text: str, source: str = "<web config>", directory: str = "
             )
     tls = _tls(top["tls_server_config"], errs, directory)
     http = section(top["http_server_config"], "http_server_config", HTTP_FIELDS, errs)
-    if errs.lines:
+    if errs.lines or tls is INVALID or http is INVALID:  # INVALID comes with its error line
         raise ConfigError(errs.lines)
     context = build_ssl_context(tls, errs) if tls is not None else None
     if errs.lines:

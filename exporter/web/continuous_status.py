@@ -44,7 +44,7 @@ def continuous_section(
         + "<th>Flaps</th><th>Failures in a row</th><th>Skipped</th><th>Probed</th><th>Debug</th>"
         "</tr></thead><tbody>",
     ]
-    bounds_of = {}
+    bounds_of: dict[int, tuple[float, ...]] = {}  # id(layout) -> its connect bounds
     for _failure_ratio, entry, stats in rows[:max_rows]:
         start, end = target_cells(entry.address, entry.module.name)
         bounds = bounds_of.get(id(entry.tally.layout))

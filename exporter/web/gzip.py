@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from typing import Protocol
 
 from aiohttp import web
 
@@ -43,7 +44,15 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def gzip_compressor(level: int = GZIP_LEVEL):
+class Compressor(Protocol):
+    """What zlib.compressobj returns (the stdlib does not export its class)."""
+
+    def compress(self, data: bytes, /) -> bytes: ...
+
+    def flush(self, mode: int = zlib.Z_FINISH, /) -> bytes: ...
+
+
+def gzip_compressor(level: int = GZIP_LEVEL) -> Compressor:
     return zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import html
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from exporter.config.model import Config
@@ -20,11 +19,16 @@ from exporter.core.address import HostPort
 from exporter.pathdiag.render import summary as path_summary
 from exporter.probers.connect.addresses import summary as address_summary
 from exporter.probers.connect.result import ProbeResult, TcpState
+from exporter.probers.module import Module
 from exporter.probers.table import PROBERS
 from exporter.probing.report import debug_report
 from exporter.service.history import Recorded, Row
 
 MAX_DETAIL = 300
+# The words of a target's latest background path diagnosis, if it has one.
+PathWords = Callable[[HostPort, Module], str | None]
+# (state, success) -> targets in it: the summary line above a table.
+StateTally = Counter[tuple[str, bool]]
 MAX_ROWS = 2000
 KNOWN_STATES = frozenset(state.value for state in TcpState)
 
@@ -75,7 +79,7 @@ def link(path: str, **query: str) -> str:
     return esc(f"{path}?{urlencode(query)}") if query else esc(path)
 
 
-def ms(seconds: Any) -> str:
+def ms(seconds: float | None) -> str:
     return f"{seconds * 1000:.2f} ms" if isinstance(seconds, (int, float)) else ""
 
 
@@ -123,7 +127,12 @@ def state_cell(result: ProbeResult) -> str:
 
 
 def status_table(
-    table_id: str, rows: Iterable[Row], now: float, tally: Counter, max_rows: int = MAX_ROWS, path_words=None
+    table_id: str,
+    rows: Iterable[Row],
+    now: float,
+    tally: StateTally,
+    max_rows: int = MAX_ROWS,
+    path_words: PathWords | None = None,
 ) -> list[str]:
     rows = list(rows)
     for _, _, _, result in rows:
@@ -166,7 +175,7 @@ def status_table(
     return out
 
 
-def _path_cell(address: HostPort, module, result: ProbeResult, path_words) -> str:
+def _path_cell(address: HostPort, module: Module, result: ProbeResult, path_words: PathWords | None) -> str:
     """Issue 13: the words of the target's latest path diagnosis, under the detail."""
     if result.success:
         return ""
@@ -176,7 +185,7 @@ def _path_cell(address: HostPort, module, result: ProbeResult, path_words) -> st
     return f"<br><span class=path>{esc(words)}</span>" if words else ""
 
 
-def summary(tally: Counter) -> str:
+def summary(tally: StateTally) -> str:
     return "".join(
         f'<span class="state {summary_class(state, success)}">{esc(state)}: {count}</span>'
         for (state, success), count in sorted(tally.items())
@@ -215,7 +224,7 @@ def render_status_page(
     max_rows: int = MAX_ROWS,
     vantage: str | None = None,
     central_url: str | None = None,
-    path_words=None,
+    path_words: PathWords | None = None,
     sections: Iterable[str] = (),
 ) -> str:
     """``sections``: more HTML after the targets table (the continuous targets' section)."""
@@ -226,9 +235,9 @@ def render_status_page(
         if example
         else link("/probe", target="127.0.0.1:22", module="tcp_connect", debug="true")
     )
-    tally: Counter = Counter()
+    tally: StateTally = Counter()
     table = status_table("targets", rows, now, tally, max_rows, path_words)
-    ad_hoc_tally: Counter = Counter()
+    ad_hoc_tally: StateTally = Counter()
     ad_hoc = list(ad_hoc)
     ad_hoc_table = status_table("adhoc", ad_hoc, now, ad_hoc_tally, max_rows) if ad_hoc else []
     head_refresh = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""

@@ -76,7 +76,7 @@ def build_ssl_context(tls: TlsSettings, errs: Errors) -> ssl.SSLContext | None:
     context.maximum_version = TLS_VERSIONS[tls.max_version]
     if tls.prefer_server_cipher_suites:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    ciphers = [CIPHER_SUITES[name] for name in tls.cipher_suites if CIPHER_SUITES[name]]
+    ciphers = [cipher for name in tls.cipher_suites if (cipher := CIPHER_SUITES[name])]
     if ciphers:
         try:
             context.set_ciphers(":".join(ciphers))
@@ -109,13 +109,15 @@ def build_ssl_context(tls: TlsSettings, errs: Errors) -> ssl.SSLContext | None:
 
 def _load_cert_chain(context: ssl.SSLContext, tls: TlsSettings) -> None:
     """load_cert_chain reads files only: inline PEM goes through a private temporary directory."""
-    if tls.cert is None and tls.key is None:
+    if tls.cert is None and tls.key is None and tls.cert_file is not None and tls.key_file is not None:
         context.load_cert_chain(tls.cert_file, tls.key_file)
         return
     with tempfile.TemporaryDirectory(prefix="connectivity-exporter-tls-") as directory:
-        paths = []
+        paths: list[str] = []
         for name, inline, file in (("cert.pem", tls.cert, tls.cert_file), ("key.pem", tls.key, tls.key_file)):
             if inline is None:
+                if file is None:  # the web config's loader requires one of the two
+                    raise ValueError(f"neither inline PEM nor a file for {name}")
                 paths.append(file)
                 continue
             path = os.path.join(directory, name)

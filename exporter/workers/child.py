@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import os
 import signal
 import sys
+from typing import Any
 
+from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.core.logs import LEVELS, setup_logging
 from exporter.core.runtime import new_event_loop, raise_fd_limit
 from exporter.probers.connect.resolve import Resolver
+from exporter.probers.module import Module
 from exporter.probing.runner import ProbeRunner
 from exporter.workers import frames
 
@@ -49,10 +53,10 @@ class WorkerServer:
         self._writer = writer
         self._resolver = Resolver(max_workers=DNS_WORKERS)
         self._runner: ProbeRunner | None = None
-        self._plans: dict[int, list] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._plans: dict[int, list[tuple[HostPort, Module]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def handle(self, message: tuple) -> None:
+    def handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "plan":
             _, version, max_concurrency, targets = message
@@ -90,7 +94,7 @@ class WorkerServer:
         self._resolver.close()
 
 
-async def serve(stdin, stdout) -> None:
+async def serve(stdin: io.FileIO, stdout: io.FileIO) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)

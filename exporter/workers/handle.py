@@ -11,9 +11,14 @@ import logging
 import sys
 from dataclasses import dataclass
 
+from exporter.probers.connect.result import ProbeResult
 from exporter.workers import frames
 
 log = logging.getLogger("exporter.workers")
+
+# A worker's answer to a probe request: the results of its share, in order; None when it did not
+# hold the plan or could not probe (the serving process then probes the share itself).
+Answer = list[ProbeResult] | None
 
 STOP_SECONDS = 5.0
 
@@ -41,10 +46,10 @@ class WorkerHandle:
         self.process: asyncio.subprocess.Process | None = None
         self.ready = False
         self.stalls = 0
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[int, asyncio.Future[Answer]] = {}
         self._next_id = 0
-        self._reader: asyncio.Task | None = None
-        self.exited: asyncio.Future[int] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.exited: asyncio.Future[int | None] | None = None  # its exit code; None: it never started
         self.started_at = 0.0
 
     async def start(self) -> None:
@@ -65,7 +70,7 @@ class WorkerHandle:
         self.exited = asyncio.get_running_loop().create_future()
         self._reader = asyncio.ensure_future(self._read_replies(self.process, self.exited))
 
-    def send(self, message: tuple) -> bool:
+    def send(self, message: tuple[object, ...]) -> bool:
         process = self.process
         if process is None or process.stdin is None or process.stdin.is_closing():
             return False
@@ -75,18 +80,19 @@ class WorkerHandle:
             return False
         return True
 
-    def request(self, version: int, budget: float) -> asyncio.Future | None:
+    def request(self, version: int, budget: float) -> asyncio.Future[Answer] | None:
         """Ask for the results of plan ``version`` within ``budget`` seconds; None if it cannot be asked."""
         request_id = self._next_id = self._next_id + 1
         if not self.ready or not self.send(("probe", request_id, version, budget)):
             return None
-        reply = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = reply
         reply.add_done_callback(lambda _: self._pending.pop(request_id, None))
         return reply
 
-    async def _read_replies(self, process: asyncio.subprocess.Process, exited: asyncio.Future) -> None:
+    async def _read_replies(self, process: asyncio.subprocess.Process, exited: asyncio.Future[int | None]) -> None:
         reason = "its output ended"
+        assert process.stdout is not None  # started with stdout=PIPE
         try:
             while True:
                 try:

@@ -43,7 +43,7 @@ class WorkerPool:
         # Plans the workers hold, newest last: (plan, version, shares); share 0 is ours.
         self._plans: list[tuple[Plan, int, list[list[int]]]] = []
         self._closing = False
-        self._watchers: set[asyncio.Task] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
 
     async def start(self, plan: Plan) -> None:
         self.set_plan(plan, send=False)

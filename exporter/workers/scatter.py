@@ -18,7 +18,7 @@ from exporter.probers.connect.result import ProbeResult
 from exporter.probers.module import Module
 from exporter.probing.runner import DEADLINE_GRACE, fill_cut
 from exporter.workers.child import reply_margin
-from exporter.workers.handle import WorkerGone
+from exporter.workers.handle import Answer, WorkerGone
 
 log = logging.getLogger("exporter.workers")
 
@@ -35,7 +35,7 @@ class Worker(Protocol):
     number: int
     stalls: int
 
-    def request(self, version: int, budget: float) -> asyncio.Future | None: ...
+    def request(self, version: int, budget: float) -> asyncio.Future[Answer] | None: ...
 
     def kill(self) -> None: ...
 
@@ -59,7 +59,7 @@ async def scatter_gather(
     loop = asyncio.get_running_loop()
     started = loop.time()
     local = list(shares[0])
-    asked: list[tuple[Worker, Sequence[int], asyncio.Future]] = []
+    asked: list[tuple[Worker, Sequence[int], asyncio.Future[Answer]]] = []
     for worker in workers:
         share = shares[worker.number]
         reply = worker.request(version, deadline.remaining()) if share else None

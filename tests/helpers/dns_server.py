@@ -12,8 +12,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from tests.helpers.eventually import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 DNS_ADDRESS = "192.0.2.53"
@@ -82,16 +83,14 @@ class MailLab:
             f"dns.query.udp(dns.message.make_query('ready.invalid', 'A'), '{DNS_ADDRESS}', timeout=1)"
         )
 
-    def wait_for(self, code: str, attempts: int = 40) -> None:
+    def wait_for(self, code: str) -> None:
         """Run ``code`` in the namespace until it succeeds (bounded)."""
-        last = ""
-        for _ in range(attempts):
-            done = self.run([sys.executable, "-c", code], timeout=20)
-            if done.returncode == 0:
-                return
-            last = done.stderr[-500:]
-            time.sleep(0.25)
-        raise AssertionError(f"not ready in namespace {self.name}: {code}: {last}")
+        eventually(
+            lambda: self.run([sys.executable, "-c", code], timeout=20),
+            until=lambda done: done.returncode == 0,
+            what=f"{code!r} to succeed in namespace {self.name}",
+            interval=0.25,
+        )
 
     # --- running things inside -------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Helpers for the end-to-end tests: real processes on loopback, the shipped deploy files adapted to them.
 
-Used by tests/helpers/e2e_scenario.py (which may run inside a private network namespace) and by the pytest
+Used by tests/scenarios/e2e_prometheus.py (which may run inside a private network namespace) and by the pytest
 tests that read its report. Every wait is bounded; every process started is stopped on exit.
 """
 
@@ -16,11 +16,16 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
+from tests.helpers.eventually import eventually
+
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
@@ -53,6 +58,10 @@ def binary(*names: str) -> str | None:
     return next((path for path in map(shutil.which, names) if path), None)
 
 
+class ProcessExited(Exception):
+    """A process of the stack ended early: waiting on it any longer is pointless (never "not yet")."""
+
+
 class Processes(ExitStack):
     """Starts processes with their output in files under ``logs``; terminates them all on exit."""
 
@@ -72,7 +81,16 @@ class Processes(ExitStack):
     def check_alive(self) -> None:
         for name, (process, log) in self.started.items():
             if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail(log)}")
+                raise ProcessExited(f"{name} exited with {process.returncode}:\n{tail(log)}")
+
+    def watching(self, probe: Callable[[], T]) -> Callable[[], T]:
+        """``probe``, after checking that every process still runs (for ``eventually``)."""
+
+        def checked() -> T:
+            self.check_alive()
+            return probe()
+
+        return checked
 
     def log_text(self, name: str) -> str:
         return self.started[name][1].read_text(errors="replace")
@@ -103,12 +121,13 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
 
 
 def wait_until_ready(url: str, processes: Processes, deadline: float) -> None:
-    while time.monotonic() < deadline:
+    """Until ``url`` answers 200, by ``deadline`` (monotonic); a process that exits meanwhile ends the wait."""
+
+    def status() -> int:
         processes.check_alive()
-        if http_get(url, timeout=1.0)[0] == 200:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready in time")
+        return http_get(url, timeout=1.0)[0]
+
+    eventually(status, until=lambda code: code == 200, what=f"{url} to answer 200", timeout=deadline - time.monotonic())
 
 
 class PrometheusApi:

@@ -29,9 +29,10 @@ import pwd
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.helpers.eventually import eventually
 
 MASTER = "/usr/lib/postfix/sbin/master"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -66,15 +67,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, seconds: float = 30.0) -> None:
+def wait_for_port(port: int) -> None:
     """Until 127.0.0.1:port accepts a connection (bounded)."""
-    for _ in range(int(seconds / 0.1)):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {seconds:g} s")
+
+    def connects() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+
+    eventually(connects, what=f"a listener on 127.0.0.1:{port}", ignoring=(OSError,))
 
 
 @dataclass

@@ -8,7 +8,7 @@
 ``output`` chain): a path-MTU black hole. Every case builds a fresh network, so no path MTU learnt
 by an earlier case (a route exception, ~10 minutes) hides anything. The servers run in the server
 namespace: a TLS server whose certificate chain fills several full-size segments, and aiosmtpd with
-STARTTLS (tests/helpers/mtu_servers.py).
+STARTTLS (tests/scenarios/mtu_servers.py).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def mtu_network(
         ca_file = directory / "ca.pem"
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         servers = subprocess.Popen(
-            ["ip", "netns", "exec", topology.server, sys.executable, str(ROOT / "tests/helpers/mtu_servers.py")]
+            ["ip", "netns", "exec", topology.server, sys.executable, str(ROOT / "tests/scenarios/mtu_servers.py")]
             + [str(ca_file), str(TLS_PORT), str(SMTP_PORT), str(SILENT_PORT)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -31,7 +31,7 @@ def netns_unavailable_reason() -> str | None:
 
 
 def run_in_netns(scenario: str, *args: str, timeout: float = 60, mount_namespace: bool = False) -> dict:
-    """Run ``tests/helpers/netns_scenarios.py SCENARIO ARGS`` in a fresh netns; return the JSON it prints.
+    """Run ``tests/scenarios/firewall.py SCENARIO ARGS`` in a fresh netns; return the JSON it prints.
 
     ``mount_namespace`` adds a private mount namespace, so a scenario may bind-mount its own
     /etc/resolv.conf without touching the host's.
@@ -42,7 +42,7 @@ def run_in_netns(scenario: str, *args: str, timeout: float = 60, mount_namespace
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     flags = ["-n", "-m"] if mount_namespace else ["-n"]
     done = subprocess.run(
-        ["unshare", *flags, sys.executable, str(ROOT / "tests" / "helpers" / "netns_scenarios.py"), scenario, *args],
+        ["unshare", *flags, sys.executable, str(ROOT / "tests" / "scenarios" / "firewall.py"), scenario, *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -14,12 +14,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.eventually import eventually
 from tests.helpers.smtp_servers import Pki
 
 READY_TIMEOUT = 60.0  # generous: two cores shared by many sessions
@@ -33,18 +33,15 @@ def free_port() -> int:
 
 def wait_for_banner(port: int, process: subprocess.Popen, log: Path, needs_bytes: bool = True) -> None:
     """Until the port accepts a connection (and sends something, if ``needs_bytes``); bounded."""
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                if not needs_bytes or sock.recv(1):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server not ready on port {port} after {READY_TIMEOUT:g}s: {log.read_text()[-2000:]}")
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            return not needs_bytes or bool(sock.recv(1))
+
+    what = f"a server on port {port} to {'send its banner' if needs_bytes else 'accept'} (log: {log})"
+    eventually(answers, what=what, timeout=READY_TIMEOUT, interval=0.2, ignoring=(OSError,))
 
 
 def _require(path: str, package: str) -> None:

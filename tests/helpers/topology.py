@@ -17,13 +17,46 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+
+from tests.helpers.eventually import eventually
+from tests.helpers.unprivileged import Runtime, as_user
 
 SERVER4, SERVER6 = "10.61.3.2", "fd61:3::2"
 R1_4, R1_6 = "10.61.1.1", "fd61:1::1"  # r1 as the client sees it (the address its ICMP comes from)
 R2_4, R2_6 = "10.61.2.2", "fd61:2::2"  # r2 as the client sees it
 CLIENT4, CLIENT6 = "10.61.1.2", "fd61:1::2"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# Run in the client namespace: argv = repository, IPv4 and IPv6 address of the server. IP_RECVERR (11) /
+# IPV6_RECVERR (25) queue the ICMP answer on the socket; MSG_ERRQUEUE (0x2000) reads it. A datagram is sent
+# again each second (the server rate-limits its ICMP errors), and only while no answer came.
+WARM_UP = """
+import socket, sys, time
+sys.path.insert(0, sys.argv[1])
+from tests.helpers.eventually import eventually
+for family, level, option, address in (
+    (socket.AF_INET, socket.IPPROTO_IP, 11, sys.argv[2]), (socket.AF_INET6, socket.IPPROTO_IPV6, 25, sys.argv[3])
+):
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(level, option, 1)
+        sent = [0.0]
+
+        def answered() -> bool:
+            if time.monotonic() - sent[0] >= 1.0:
+                sock.sendto(b"warm-up", (address, 9))
+                sent[0] = time.monotonic()
+            try:
+                sock.recvmsg(512, 1024, 0x2000 | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            return True
+
+        eventually(answered, what=f"{address}'s port unreachable for a warm-up datagram", interval=0.02)
+"""
 
 
 def topology_unavailable_reason() -> str | None:
@@ -147,15 +180,9 @@ class Topology:
             self.exec(ns, *argv)
 
     def warm_up(self) -> None:
-        """Resolve every neighbour once (ARP/ND), so a first probe is not lost to a pending lookup."""
-        script = (
-            "import socket, time\n"
-            f"for family, address in ((socket.AF_INET, {SERVER4!r}), (socket.AF_INET6, {SERVER6!r})):\n"
-            "    with socket.socket(family, socket.SOCK_DGRAM) as sock:\n"
-            "        sock.sendto(b'warm-up', (address, 9))\n"
-            "time.sleep(0.3)\n"
-        )
-        self.exec(self.client, sys.executable, "-c", script, check=False)
+        """Resolve every neighbour once (ARP/ND), so a first probe is not lost to a pending lookup: done when
+        the server's answer to a datagram for its closed port 9 (port unreachable) is back, per family."""
+        self.exec(self.client, sys.executable, "-c", WARM_UP, str(ROOT), SERVER4, SERVER6, timeout=120)
 
     def nft(self, role_ns: str, ruleset: str) -> None:
         """Replace the test table of one namespace with ``ruleset`` (a full ``table inet pd { … }``)."""
@@ -204,22 +231,17 @@ def built_topology(suffix: str = "", firewalls: dict[str, str] | None = None) ->
         topology.close()
 
 
-# --- running the exporter's own commands inside the client namespace ------------------------------------
-
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
-
-
 def in_client(
-    topology: Topology, *argv: str, timeout: float = 120, user: int | None = None, python: str | None = None
+    topology: Topology, *argv: str, timeout: float = 120, runtime: Runtime | None = None
 ) -> subprocess.CompletedProcess:
-    """Run ``python ARGV`` in the client namespace (as ``user`` without any capability, if given)."""
+    """Run ``python ARGV`` in the client namespace; with a ``runtime``, as its unprivileged user (no capability
+    at all) with the interpreter and readable copy of the exporter it provides."""
     prefix = ["ip", "netns", "exec", topology.client]
-    if user is not None:
-        prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [*prefix, python or sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
-    )
+    if runtime is None:
+        command, env, cwd = [*prefix, sys.executable, *argv], dict(os.environ, PYTHONPATH=str(ROOT)), ROOT
+    else:
+        command, env, cwd = [*prefix, *as_user(runtime.python, *argv)], runtime.environ(), runtime.root
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def check_json(topology: Topology, target: str, config: str, module: str = "diag") -> dict:
@@ -273,16 +295,17 @@ class ClientExporter:
             env=env,
             cwd=ROOT,
         )
-        import time
 
-        for _ in range(300):  # bounded: up to ~30 s for the process to start serving
+        def ready() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the exporter exited: {self.process.stderr.read()[:2000]}")
-            if in_client(topology, "-c", FETCH, f"http://127.0.0.1:{port}/-/ready", "5", timeout=30).returncode == 0:
-                return
-            time.sleep(0.1)
-        self.close()
-        raise RuntimeError("the exporter did not become ready in 30 s")
+            return in_client(topology, "-c", FETCH, f"http://127.0.0.1:{port}/-/ready", "5", timeout=30).returncode == 0
+
+        try:
+            eventually(ready, what=f"the exporter in the client namespace to serve on port {port}")
+        except BaseException:
+            self.close()
+            raise
 
     def get(self, path: str, scrape_timeout: float = 10) -> str:
         done = in_client(self.topology, "-c", FETCH, f"http://127.0.0.1:{self.port}{path}", str(scrape_timeout))

@@ -63,12 +63,6 @@ def _not_probed(result: ProbeResult) -> float | None:
     return None if result.addresses is None else result.addresses.cut
 
 
-def _count(report: AddressesReport) -> Iterable[tuple[str, float]]:
-    return [
-        (f'ip_protocol="{version}"', sum(1 for o in report.counted if o.ip_protocol == version)) for version in (4, 6)
-    ]
-
-
 def _no_route(report: AddressesReport) -> Iterable[tuple[str, float]]:
     return [(f'ip_protocol="{version}"', 1) for version in report.no_route_families]
 
@@ -110,12 +104,6 @@ ADDRESS_FAMILIES: tuple[Family[ProbeResult], ...] = (
         single(_happy_eyeballs, only_if=has_addresses),
     ),
     Family(
-        "probe_addresses",
-        "gauge",
-        "With tcp.probe_addresses: all, how many addresses of each IP version were probed and counted.",
-        labelled(_report(_count), only_if=has_addresses),
-    ),
-    Family(
         "probe_addresses_not_probed",
         "gauge",
         "With tcp.probe_addresses: all, how many addresses of the name were left out by tcp.probe_addresses_max.",
@@ -129,3 +117,4 @@ ADDRESS_FAMILIES: tuple[Family[ProbeResult], ...] = (
         labelled(_report(_no_route), only_if=has_addresses),
     ),
 )
+ADDRESS_FAMILY_SET = frozenset(ADDRESS_FAMILIES)

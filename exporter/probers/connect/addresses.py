@@ -7,7 +7,6 @@ Pure logic over per-address outcomes; the connects themselves are in ``exporter.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from exporter.probers.connect.result import AddressesReport, AddressesState, AddressOutcome, TcpState
 
@@ -67,6 +66,14 @@ def happy_eyeballs_seconds(outcomes: Sequence[AddressOutcome], delay: float = CO
         # Section 5: never within MIN_ATTEMPT_SPACING of the previous attempt.
         start = max(start + MIN_ATTEMPT_SPACING, min(start + delay, all_failed_at))
     return best
+
+
+def distinct(report: AddressesReport) -> AddressesReport:
+    """Each address once (two MX hosts may share one), its first outcome kept."""
+    seen: dict[str, AddressOutcome] = {}
+    for outcome in report.outcomes:
+        seen.setdefault(outcome.address, outcome)
+    return AddressesReport(list(seen.values()), len(seen) + report.cut)
 
 
 def classify(report: AddressesReport) -> AddressesState:
@@ -179,7 +186,7 @@ def summary(report: AddressesReport) -> str:
     return words
 
 
-def to_json(report: AddressesReport) -> dict[str, Any]:
+def to_json(report: AddressesReport) -> dict[str, object]:
     """``check --json``'s "addresses" object (a documented contract)."""
     return {
         "state": report.state.value,

@@ -13,13 +13,14 @@ import socket
 import time
 import weakref
 from collections import deque
+from collections.abc import Awaitable, Sequence
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
-from exporter.probers.connect.every import connect_every_address, every_address
-from exporter.probers.connect.resolve import ResolveError, Resolver, literal
-from exporter.probers.connect.result import ProbeResult, TcpState, classify_errno, describe_errno
+from exporter.probers.connect.every import connect_each_beside, connect_every_address, every_address
+from exporter.probers.connect.resolve import ResolveError, Resolver, SockAddr, literal
+from exporter.probers.connect.result import AddressesReport, ProbeResult, TcpState, classify_errno, describe_errno
 from exporter.probers.connect.settings import TcpSettings
 
 # Kept apart so `check` can say how long it waited before giving the same causes.
@@ -56,12 +57,12 @@ async def connect_target(
                 resolved = await resolver.resolve(target, tcp)
         except ResolveError as exc:
             result.dns_lookup_seconds = time.perf_counter() - started
-            return _failed(result, TcpState.DNS_ERROR, exc.reason)
+            _failed(result, TcpState.DNS_ERROR, exc.reason)
+            return None
         except TimeoutError:
             result.dns_lookup_seconds = time.perf_counter() - started
-            return _failed(
-                result, TcpState.DNS_ERROR, f"no answer from the resolver for {target.host} before the deadline"
-            )
+            _failed(result, TcpState.DNS_ERROR, f"no answer from the resolver for {target.host} before the deadline")
+            return None
         result.dns_lookup_seconds = time.perf_counter() - started
         result.note(f"Resolved {target.host} to {resolved.ip} in {result.dns_lookup_seconds * 1000:.1f} ms")
     result.ip_protocol = resolved.ip_protocol
@@ -120,6 +121,21 @@ async def connect_target(
             sock.close()
 
 
+async def connect_beside(
+    work: Awaitable[None],
+    addresses: Sequence[str],
+    port: int,
+    tcp: TcpSettings,
+    deadline: Deadline,
+    resolver: Resolver,
+    every: AddressesReport,
+) -> None:
+    """``tcp.probe_addresses: all`` for a prober that finds and walks the addresses itself (a mail domain's MX
+    hosts): ``work`` runs with ``connect_target`` on one address each time, while every address (at most
+    ``tcp.probe_addresses_max``) is connected to at once and closed; their outcomes are added to ``every``."""
+    await connect_each_beside(work, addresses, port, tcp, deadline, resolver, every, connect_target)
+
+
 def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:
     result.tcp_state = result.state = state
     result.note(reason)
@@ -128,11 +144,11 @@ def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:
 
 
 async def _connect(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: tuple, deadline: Deadline
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: SockAddr, deadline: Deadline
 ) -> tuple[int | None, float]:
     """Return (errno or 0, seconds), or (None, seconds) when the deadline passed first."""
     started = time.perf_counter()
-    code = sock.connect_ex(sockaddr)
+    code: int | None = sock.connect_ex(sockaddr)
     if code != errno.EINPROGRESS:
         return code, time.perf_counter() - started
     fd = sock.fileno()

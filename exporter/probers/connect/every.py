@@ -15,12 +15,13 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from exporter.core.address import HostPort
+from exporter.core.deadline import Deadline
 from exporter.probers.connect.addresses import experience, finish, happy_eyeballs_order
 from exporter.probers.connect.resolve import Resolved, ResolveError, Resolver
 from exporter.probers.connect.result import AddressesReport, AddressOutcome, ProbeResult, TcpState
@@ -28,7 +29,7 @@ from exporter.probers.connect.result import AddressesReport, AddressOutcome, Pro
 if TYPE_CHECKING:
     from exporter.probers.connect.settings import TcpSettings
 
-ConnectTarget = Callable[[ProbeResult, HostPort, "TcpSettings", float, Resolver], Awaitable[socket.socket | None]]
+ConnectTarget = Callable[[ProbeResult, HostPort, "TcpSettings", Deadline, Resolver], Awaitable[socket.socket | None]]
 
 log = logging.getLogger("exporter.addresses")
 
@@ -40,6 +41,15 @@ _PENDING: ContextVar[list[_Pending] | None] = ContextVar("pending_addresses", de
 _CUT_LOGGED: set[str] = set()
 _CUT_LOGGED_MAX = 10_000
 _NO_ROUTE_LOGGED: list[bool] = [False]
+# The per-address connects end this much before the probe's deadline (at most a tenth of the time left): an
+# address still silent then is a timeout, and the verdict over all of them (computed after the last connect,
+# several event-loop turns later) is ready before the deadline instead of racing the handler's cut on a loaded
+# machine.
+CONNECT_RESERVE = 0.1
+
+
+def _connects_deadline(deadline: Deadline) -> Deadline:
+    return deadline.earlier(min(CONNECT_RESERVE, deadline.remaining() / 10))
 
 
 Collecting = tuple[list["_Pending"], Token[list["_Pending"] | None]]
@@ -63,7 +73,7 @@ async def connect_every_address(
     result: ProbeResult,
     target: HostPort,
     tcp: TcpSettings,
-    deadline: float,
+    deadline: Deadline,
     resolver: Resolver,
     connect_target: ConnectTarget,
 ) -> socket.socket | None:
@@ -99,6 +109,7 @@ async def connect_every_address(
     outcomes = [AddressOutcome(r.ip, r.ip_protocol) for r in probed]
     report.outcomes = outcomes
     subs = [ProbeResult() for _ in probed]
+    connects_deadline = _connects_deadline(deadline)
     loop = asyncio.get_running_loop()
     first: asyncio.Future[int] = loop.create_future()  # the index of the first address that connected
     sockets: list[socket.socket | None] = [None] * len(probed)
@@ -106,7 +117,7 @@ async def connect_every_address(
     async def one(index: int, resolved: Resolved) -> None:
         _PER_ADDRESS.set(True)  # this task's own context: its connect_target is the single-address step
         literal = HostPort(resolved.ip, target.port, ipaddress.ip_address(resolved.ip))
-        sock = await connect_target(subs[index], literal, tcp, deadline, resolver)
+        sock = await connect_target(subs[index], literal, tcp, connects_deadline, resolver)
         _record(outcomes[index], subs[index])
         if sock is None:
             return
@@ -118,7 +129,8 @@ async def connect_every_address(
 
     connects = asyncio.gather(*(one(index, resolved) for index, resolved in enumerate(probed)))
     try:
-        await asyncio.wait([first, connects], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+        waited: list[asyncio.Future[Any]] = [first, connects]  # two result types: no common Future[T]
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
         connects.cancel()
         _close_chosen(first, sockets)
@@ -142,6 +154,42 @@ async def connect_every_address(
             raise
         _conclude(pending)
     return sock
+
+
+async def connect_each_beside(
+    work: Awaitable[None],
+    addresses: Sequence[str],
+    port: int,
+    tcp: TcpSettings,
+    deadline: Deadline,
+    resolver: Resolver,
+    every: AddressesReport,
+    connect_target: ConnectTarget,
+) -> None:
+    """dial.connect_beside: ``work`` connects to one address at a time; every address is connected at once."""
+    probed = list(addresses)[: tcp.probe_addresses_max]
+    every.resolved += len(addresses)
+    outcomes = [AddressOutcome(address, 6 if ":" in address else 4) for address in probed]
+    connects_deadline = _connects_deadline(deadline)
+
+    async def one(outcome: AddressOutcome) -> None:
+        _PER_ADDRESS.set(True)
+        sub = ProbeResult()
+        literal = HostPort(outcome.address, port, ipaddress.ip_address(outcome.address))
+        sock = await connect_target(sub, literal, tcp, connects_deadline, resolver)
+        if sock is not None:
+            sock.close()
+        _record(outcome, sub)
+
+    connects = asyncio.gather(*(one(outcome) for outcome in outcomes))
+    token = _PER_ADDRESS.set(True)  # the work's own connects: one address each, as it asks
+    try:
+        await work
+        await connects
+    finally:
+        _PER_ADDRESS.reset(token)
+        connects.cancel()  # a no-op once done; a cancelled probe leaves nothing running
+    every.outcomes += outcomes
 
 
 def _ordered(found: list[Resolved]) -> list[Resolved]:

@@ -10,7 +10,7 @@ from exporter.probers.connect.mtu_report import MTU_FAMILIES
 from exporter.probers.connect.result import ProbeResult, TcpState
 
 # Owned by the handler, with blackbox_exporter's names and meaning.
-COMMON_FAMILIES = (
+COMMON_FAMILIES: tuple[Family[ProbeResult], ...] = (
     Family(
         "probe_success", "gauge", "Whether the probe succeeded (1) or not (0).", single(lambda r: 1 if r.success else 0)
     ),
@@ -34,7 +34,7 @@ COMMON_FAMILIES = (
     ),
 )
 
-TCP_FAMILIES = (
+TCP_FAMILIES: tuple[Family[ProbeResult], ...] = (
     Family(
         "probe_tcp_connect_duration_seconds",
         "gauge",

@@ -6,7 +6,6 @@ Every family is absent for a probe that did not run the check (``mtu_check`` off
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from exporter.core.exposition import Family, escape_label_value, labelled, one_hot, single
 from exporter.probers.connect.mtu import MtuReport, MtuState
@@ -57,7 +56,7 @@ MTU_FAMILIES: tuple[Family[ProbeResult], ...] = (
 )
 
 
-def mtu_json(report: MtuReport | None) -> dict[str, Any] | None:
+def mtu_json(report: MtuReport | None) -> dict[str, object] | None:
     """``check --json``'s ``"mtu"`` object (contract: state, path_mtu, reported_by, tested)."""
     if report is None:
         return None

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from exporter.core.address import HostPort
 from exporter.probers.connect.settings import TcpSettings
 
+# What connect() takes for an IPv4 (host, port) or an IPv6 (host, port, flowinfo, scope_id) address.
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
+
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
     family: socket.AddressFamily
-    sockaddr: tuple
+    sockaddr: SockAddr
     ip: str
 
     @property
@@ -76,7 +79,9 @@ class Resolver:
             raise ResolveError(f"{target.host} is not a valid name for DNS") from None
         seen: dict[str, Resolved] = {}
         for info_family, _, _, _, sockaddr in infos:
-            ip = str(sockaddr[0])
+            if isinstance(sockaddr[0], int):  # (int, bytes): AF_INET6 in a Python built without IPv6
+                continue
+            ip = sockaddr[0]
             if info_family in (socket.AF_INET, socket.AF_INET6) and ip not in seen:
                 seen[ip] = Resolved(info_family, sockaddr, ip)
         if not seen:
@@ -118,4 +123,6 @@ class Resolver:
                 f"{target.host} has no {tcp.preferred_ip_protocol} address and ip_protocol_fallback is off"
             )
         family, _, _, _, sockaddr = chosen
+        if isinstance(sockaddr[0], int):  # (int, bytes): AF_INET6 in a Python built without IPv6
+            raise ResolveError(f"{target.host}: this Python cannot use IPv6 addresses")
         return Resolved(family, sockaddr, sockaddr[0])

@@ -29,19 +29,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import dns.asyncresolver
 import dns.exception
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
-from exporter.core.exposition import Family, Samples, escape_label_value, labelled
+from exporter.core.exposition import Family, Samples, labelled
 from exporter.core.transcript import printable
 from exporter.probers.base import Prober
+from exporter.probers.connect.addresses import distinct, experience, finish
+from exporter.probers.connect.dial import connect_beside
 from exporter.probers.connect.resolve import Resolver
-from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, ProbeResult, TcpState
+from exporter.probers.connect.result import AddressesReport, DetailsBase, Fact, JsonObject, ProbeResult, TcpState
 from exporter.probers.module import Module
+from exporter.probers.smtp import mail_tls
 from exporter.probers.smtp.mx import HostAddresses, MxLookup, lookup_addresses, lookup_mx, new_resolver
+from exporter.probers.smtp.mx_series import host_labels, per_host, per_host_one_hot
+from exporter.probers.smtp.replies import Reply
 from exporter.probers.smtp.result import REPLY_STAGES, SmtpDetails, SmtpState
 from exporter.probers.smtp.session import probe_smtp
+from exporter.probers.smtp.settings import SmtpSettings, smtp_settings
 
 # An MX host whose addresses all fail to connect is given up after this many addresses.
 MAX_ADDRESSES_TRIED = 2
@@ -107,12 +114,13 @@ class MxHost:
     duration_seconds: float = 0.0
     smtp: SmtpDetails | None = None
     dns_temporary: bool = False  # no address because a lookup failed for now
+    refused_by: str | None = None  # why senders enforcing MTA-STS refuse this host (smtp.mta_sts)
 
     @property
     def probed(self) -> bool:
         return self.state != NOT_PROBED
 
-    def reply(self, stage: str):
+    def reply(self, stage: str) -> Reply | None:
         return self.smtp.replies.get(stage) if self.smtp is not None else None
 
 
@@ -127,6 +135,7 @@ class MailDomainDetails(DetailsBase):
     mx: list[MxHost] = field(default_factory=list)
     lookup_seconds: float = 0.0
     verdict: str = ""
+    tls: mail_tls.MailTls | None = None  # smtp.mta_sts / smtp.dane (exporter.probers.smtp.mail_tls)
 
     def facts(self, state: str, now: float) -> list[Fact]:
         return [Fact("Mail domain", f"{self.state} ({STATE_WORDS[self.state]})")]
@@ -173,6 +182,7 @@ class MailDomainDetails(DetailsBase):
                 }
                 for host in self.mx
             ],
+            **(self.tls.contract() if self.tls is not None else {"mta_sts": None, "tls_rpt": None, "dane": None}),
         }
 
 
@@ -186,7 +196,8 @@ def mail_domain(result: ProbeResult) -> MailDomainDetails | None:
 
 async def probe_smtp_target(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
     """The smtp prober's entry in the prober table: a mail domain with ``mx: true``, else one host."""
-    if module.settings is not None and module.settings.mx:
+    settings = module.settings
+    if isinstance(settings, SmtpSettings) and settings.mx:
         return await probe_mail_domain(target, module, deadline, resolver)
     return await probe_smtp(target, module, deadline, resolver)
 
@@ -198,8 +209,7 @@ def with_mail_domains(smtp: Prober) -> Prober:
 
 
 async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
-    settings = module.settings
-    assert settings is not None
+    settings = smtp_settings(module)
     details = MailDomainDetails(domain=target.host)
     result = ProbeResult(state=SmtpState.CONNECT_FAILED, tcp_state=TcpState.DNS_ERROR, details=details)
     if target.ip is not None:
@@ -232,24 +242,39 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
         f"DNS: {len(details.mx)} mail host(s) in {answer.seconds * 1000:.1f} ms: "
         + ", ".join(f"{host.preference} {host.host}" for host in details.mx)
     )
+    loop = asyncio.get_running_loop()
+    details.tls = mail_tls.MailTls.of(details.domain, settings.mta_sts, settings.dane)
+    discovery = mail_tls.start_discovery(details.tls, deadline)
     probed = details.mx[: settings.mx_max_hosts]
     if len(details.mx) > len(probed):
         result.note(f"Probing the first {len(probed)} of {len(details.mx)} MX hosts (mx_max_hosts)")
-    loop = asyncio.get_running_loop()
+    every = AddressesReport()  # tcp.probe_addresses: all: every address of every probed MX host if module.tcp.probe_addresses == "all" else None
     for index, host in enumerate(probed):
         remaining = deadline - loop.time()
         if remaining <= 0.01:
             result.note(f"No time left for MX {host.host}: not probed")
             break
         share = deadline.share(len(probed) - index)
-        await _probe_host(host, target.port, module, share, resolver, dns_resolver, result)
+        await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, every, details.tls)
+    if every is not None:
+        result.addresses = finish(distinct(every))
+        result.note(f"Every address of the MX hosts: {result.addresses.state}; {experience(result.addresses)}")
+    await mail_tls.apply_policy(details.tls, discovery, probed, result.note)
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)
     return _finish(result, details)
 
 
 async def _probe_host(
-    host: MxHost, port: int, module: Module, deadline: Deadline, resolver: Resolver, dns_resolver, result: ProbeResult
+    host: MxHost,
+    port: int,
+    module: Module,
+    deadline: Deadline,
+    resolver: Resolver,
+    dns_resolver: dns.asyncresolver.Resolver,
+    result: ProbeResult,
+    every: AddressesReport | None,
+    tls: mail_tls.MailTls | None = None,
 ) -> None:
     started = time.perf_counter()
     found: HostAddresses = await lookup_addresses(host.host, deadline, module.tcp, dns_resolver)
@@ -266,17 +291,28 @@ async def _probe_host(
         host.duration_seconds = time.perf_counter() - started
         return
     host_module = _module_for(module, host.host)
+    ehlo = smtp_settings(module).ehlo_name
+    tls_check = mail_tls.start_host_check(tls, host.host, host.preference, found.addresses, port, ehlo, deadline)
     loop = asyncio.get_running_loop()
     candidates = found.addresses[:MAX_ADDRESSES_TRIED]
-    for index, address in enumerate(candidates):
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        own_deadline = deadline.share(len(candidates) - index)
-        outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
-        _record(host, address, outcome, result)
-        if outcome.state != SmtpState.CONNECT_FAILED:
-            break  # a host that answered decides; only a failed connect moves on to its next address
+
+    async def sessions() -> None:
+        for index, address in enumerate(candidates):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            own_deadline = deadline.share(len(candidates) - index)
+            outcome = await probe_smtp(_literal(address, port), host_module, own_deadline, resolver)
+            _record(host, address, outcome, result)
+            if outcome.state != SmtpState.CONNECT_FAILED:
+                break  # a host that answered decides; only a failed connect moves on to its next address
+
+    if every is None:
+        await sessions()
+    else:  # tcp.probe_addresses: all: every address of the host, at once, beside the sessions
+        await connect_beside(sessions(), found.addresses, port, module.tcp, deadline, resolver, every)
+    if tls_check is not None:
+        await tls_check
     host.duration_seconds = time.perf_counter() - started
 
 
@@ -286,12 +322,13 @@ def _literal(address: str, port: int) -> HostPort:
 
 def _module_for(module: Module, host: str) -> Module:
     """The module as one MX host is probed: its certificate is checked against the MX host's name."""
-    smtp = module.settings
-    assert smtp is not None
+    smtp = smtp_settings(module)
     tls_config = smtp.tls_config
     if tls_config.server_name is None:
         tls_config = dataclasses.replace(tls_config, server_name=host)
-    return dataclasses.replace(module, settings=dataclasses.replace(smtp, mx=False, tls_config=tls_config))
+    return dataclasses.replace(
+        module, settings=dataclasses.replace(smtp, mx=False, mta_sts=False, dane=False, tls_config=tls_config)
+    )
 
 
 def _record(host: MxHost, address: str, outcome: ProbeResult, result: ProbeResult) -> None:
@@ -315,33 +352,41 @@ def _record(host: MxHost, address: str, outcome: ProbeResult, result: ProbeResul
 
 def _verdict(hosts: list[MxHost]) -> MailDomainState:
     tried = [host for host in hosts if host.probed]
-    accepting = [host for host in tried if host.success]
+    accepting = [host for host in tried if _accepts(host)]
     if not accepting:
         return MailDomainState.ALL_MX_FAILED
     best = min(host.preference for host in accepting)
     # A sender tries hosts of lower preference first, and equal ones in random order: any of
     # them failing delays some mail.
-    if any(not host.success and host.preference <= best for host in tried):
+    if any(not _accepts(host) and host.preference <= best for host in tried):
         return MailDomainState.DEGRADED
     return MailDomainState.OK
+
+
+def _accepts(host: MxHost) -> bool:
+    """Whether senders deliver to the host: its SMTP test passes and no enforced MTA-STS policy refuses it."""
+    return host.success and host.refused_by is None
 
 
 def _deciding(details: MailDomainDetails) -> MxHost | None:
     """The host whose outcome the top-level series show: the first accepting one, else the first tried."""
     tried = [host for host in details.mx if host.probed]
-    return next((host for host in tried if host.success), tried[0] if tried else None)
+    return next((host for host in tried if _accepts(host)), tried[0] if tried else None)
 
 
 def _verdict_words(details: MailDomainDetails) -> str:
     domain, state = details.domain, details.state
     tried = [host for host in details.mx if host.probed]
-    failed = [host for host in tried if not host.success]
+    failed = [host for host in tried if not _accepts(host)]
     kind = "its implicit MX (the domain's own address)" if details.implicit else f"{len(tried)} MX host(s)"
     if state is MailDomainState.OK:
         first = _deciding(details)
         assert first is not None
         extra = (
-            (f"; but {len(failed)} backup host(s) fail: " + ", ".join(f"{host.host} ({host.state})" for host in failed))
+            (
+                f"; but {len(failed)} backup host(s) fail: "
+                + ", ".join(f"{host.host} ({_short(host) if host.refused_by else host.state})" for host in failed)
+            )
             if failed
             else ""
         )
@@ -352,7 +397,7 @@ def _verdict_words(details: MailDomainDetails) -> str:
         ahead = [host for host in failed if host.preference <= first.preference]
         return (
             f"mail to {domain} is delayed, not lost: "
-            + ", ".join(f"{host.host} (preference {host.preference}) fails with {host.state}" for host in ahead)
+            + ", ".join(f"{host.host} (preference {host.preference}) {mail_tls.fails(host)}" for host in ahead)
             + f"; senders retry and reach {first.host} (preference {first.preference}), which accepts"
         )
     if not tried:
@@ -371,7 +416,7 @@ def _verdict_words(details: MailDomainDetails) -> str:
     return f"no MX host of {domain} accepts mail ({kind} tried): {reasons}"
 
 
-def _failing_reply(host: MxHost):
+def _failing_reply(host: MxHost) -> Reply | None:
     """The reply that ended the host's dialogue (the last one of 400 or more), if any."""
     replies = [host.reply(stage) for stage in REPLY_STAGES]
     replies += [host.reply("relay_rcpt")]
@@ -380,6 +425,8 @@ def _failing_reply(host: MxHost):
 
 def _short(host: MxHost) -> str:
     """A host's failure in a few words: its state, and the reply code or TCP outcome behind it."""
+    if host.success and host.refused_by is not None:
+        return f"refused by senders that enforce MTA-STS: {host.refused_by}"
     if host.state == SmtpState.OPEN_RELAY:
         return "open relay (accepted a foreign recipient)"
     reply = _failing_reply(host)
@@ -393,6 +440,8 @@ def _short(host: MxHost) -> str:
 
 def _temporary(host: MxHost) -> bool:
     """Whether a sender would queue and retry this host (as opposed to bouncing or never trying)."""
+    if host.success and host.refused_by is not None:
+        return True  # RFC 8461 §5: an enforcing sender defers the mail rather than bounce it
     if host.state in (SmtpState.CONNECT_FAILED, SmtpState.BANNER_TIMEOUT, SmtpState.TIMEOUT):
         return host.tcp_state != TcpState.DNS_ERROR or host.dns_temporary
     reply = _failing_reply(host)
@@ -417,37 +466,17 @@ def _finish(result: ProbeResult, details: MailDomainDetails) -> ProbeResult:
 # --- metric families ------------------------------------------------------------------------
 
 
-def _host_labels(host: MxHost) -> str:
-    return f'mx="{escape_label_value(host.host)}",preference="{host.preference}"'
+def _probed(result: ProbeResult) -> list[MxHost] | None:
+    details = mail_domain(result)
+    return None if details is None else [host for host in details.mx if host.probed]
 
 
 def _per_host(value: Callable[[MxHost], float | None]) -> Samples[ProbeResult]:
-    def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
-        details = mail_domain(result)
-        if details is None:
-            return ()
-        out = []
-        for host in details.mx:
-            if host.probed and (got := value(host)) is not None:
-                out.append((_host_labels(host), got))
-        return out
-
-    return labelled(samples)
+    return per_host(_probed, value)
 
 
 def _per_host_one_hot(values: list[str], current: Callable[[MxHost], str | None]) -> Samples[ProbeResult]:
-    def samples(result: ProbeResult) -> Iterable[tuple[str, float]]:
-        details = mail_domain(result)
-        if details is None:
-            return ()
-        out = []
-        for host in details.mx:
-            if host.probed:
-                labels, now = _host_labels(host), current(host)
-                out += [(f'{labels},state="{value}"', 1 if value == now else 0) for value in values]
-        return out
-
-    return labelled(samples)
+    return per_host_one_hot(_probed, values, current)
 
 
 def _domain_state(result: ProbeResult) -> Iterable[tuple[str, float]]:
@@ -467,7 +496,7 @@ def _reply_codes(result: ProbeResult) -> Iterable[tuple[str, float]]:
     if details is None:
         return ()
     return [
-        (f'{_host_labels(host)},stage="{stage}"', reply.code)
+        (f'{host_labels(host.host, host.preference)},stage="{stage}"', reply.code)
         for host in details.mx
         if host.probed
         for stage in REPLY_STAGES
@@ -531,6 +560,7 @@ MAIL_DOMAIN_FAMILIES = (
         "How long probing this MX host took (its address lookup included), in seconds.",
         _per_host(lambda host: host.duration_seconds),
     ),
+    *mail_tls.families(lambda result: details.tls if (details := mail_domain(result)) is not None else None),
 )
 
 
@@ -541,7 +571,7 @@ def render_text(details: MailDomainDetails) -> list[str]:
     """The MX table, in the order tried; [] for results that are not a mail domain's or have no MX host.
     (The verdict is the probe's detail and the plugin's "Mail domain" fact.)"""
     if not details.mx:
-        return []
+        return mail_tls.render_text(details.tls)
     lines = [f"MX hosts of {details.domain}, in the order tried:"]
     rows = [("PREF", "MX HOST", "ADDRESSES", "STATE", "GREETING")]
     for host in details.mx:
@@ -563,4 +593,4 @@ def render_text(details: MailDomainDetails) -> list[str]:
         "  " + "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
         for row in rows
     ]
-    return lines
+    return lines + mail_tls.render_text(details.tls)

@@ -387,9 +387,9 @@ def _party(stage: str, code: int, enhanced: str | None, text: str) -> Party | No
     subject = None
     if enhanced:
         _, subject, detail = enhanced.split(".")
-        party = _DETAIL_PARTY.get(f"{subject}.{detail}")
-        if party is not None:
-            return party
+        by_detail = _DETAIL_PARTY.get(f"{subject}.{detail}")
+        if by_detail is not None:
+            return by_detail
     for party, words in _PARTY_WORDS:
         if words.search(text):
             return party
@@ -457,17 +457,18 @@ class Explanation:
             parts.append(f"{self.enhanced}: {self.enhanced_meaning}")
         if self.greylisting:
             parts.append(GREYLISTING_ADVICE)
-        elif self._names_party():
-            parts.append(_PARTY_WORDING[self.refused])
+        elif (named := self._named_party()) is not None:
+            parts.append(_PARTY_WORDING[named])
         return "; ".join(parts)
 
-    def _names_party(self) -> bool:
-        """Whether to say what was refused: when the stage alone does not say it (a client refused at RCPT)."""
-        if self.refused is None or self.greylisting:
-            return False
-        if self.refused is not _STAGE_PARTY.get(self.stage):
-            return True
-        return self.refused is Party.RELAY or (self.refused is Party.CLIENT and self.stage != "banner")
+    def _named_party(self) -> Party | None:
+        """What was refused, to be said when the stage alone does not say it (a client refused at RCPT)."""
+        refused = self.refused
+        if refused is None or self.greylisting:
+            return None
+        if refused is not _STAGE_PARTY.get(self.stage):
+            return refused
+        return refused if refused is Party.RELAY or (refused is Party.CLIENT and self.stage != "banner") else None
 
     @property
     def summary(self) -> str:
@@ -481,8 +482,8 @@ class Explanation:
                 parts.append(specific)
         if self.greylisting:
             parts.append(GREYLISTING_ADVICE)
-        elif self._names_party():
-            parts.append(_PARTY_WORDING[self.refused])
+        elif (named := self._named_party()) is not None:
+            parts.append(_PARTY_WORDING[named])
         return "; ".join(parts)
 
     def line(self) -> str:

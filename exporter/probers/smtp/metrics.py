@@ -74,7 +74,7 @@ def _flags(
     return labelled(samples)
 
 
-SMTP_FAMILIES = (
+SMTP_FAMILIES: tuple[Family[ProbeResult], ...] = (
     Family(
         "probe_smtp_state",
         "gauge",

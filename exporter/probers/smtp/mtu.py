@@ -19,6 +19,7 @@ from exporter.core.deadline import Deadline
 from exporter.probers.smtp.replies import ConnectionClosed, MalformedReply, ReplyReader, ReplyTimeout, open_stream
 from exporter.probers.smtp.settings import SmtpSettings
 from exporter.probers.tls.handshake import client_context, server_name
+from exporter.probers.tls.stdlib_adapter import abort_transport
 
 NOOP_HEAD = b"NOOP "
 
@@ -72,6 +73,5 @@ async def replay(settings: SmtpSettings, host: str, sock: socket.socket, deadlin
         return False
     finally:
         if writer is not None:
-            with contextlib.suppress(AttributeError, OSError):  # see smtp.abort_transport
-                if getattr(writer.transport, "_ssl_protocol", True) is not None:
-                    writer.transport.abort()
+            with contextlib.suppress(AttributeError, OSError):
+                abort_transport(writer.transport)

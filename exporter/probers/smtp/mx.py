@@ -100,7 +100,9 @@ def _describe_failure(name: str, exc: BaseException) -> str:
     return f"the DNS lookup of {name} failed ({type(exc).__name__})"
 
 
-async def _query(resolver: dns.asyncresolver.Resolver, name: dns.name.Name, rdtype: str, deadline: Deadline):
+async def _query(
+    resolver: dns.asyncresolver.Resolver, name: dns.name.Name, rdtype: str, deadline: Deadline
+) -> dns.resolver.Answer | None:
     """The answer, or None for NOERROR without records; raises NXDOMAIN and other DNS exceptions."""
     try:
         async with asyncio.timeout_at(deadline):
@@ -185,7 +187,8 @@ def _families(tcp: TcpSettings) -> list[str]:
     if tcp.source_ip_address:
         return ["AAAA" if ":" in tcp.source_ip_address else "A"]
     preferred, other = ("AAAA", "A") if tcp.preferred_ip_protocol == "ip6" else ("A", "AAAA")
-    return [preferred, other] if tcp.ip_protocol_fallback else [preferred]
+    # probe_addresses: all probes every address of both families.
+    return [preferred, other] if tcp.ip_protocol_fallback or tcp.probe_addresses == "all" else [preferred]
 
 
 async def lookup_addresses(

@@ -12,18 +12,12 @@ from exporter.probers.smtp.domain import with_mail_domains
 from exporter.probers.smtp.metrics import SMTP_FAMILIES
 from exporter.probers.smtp.result import BANNER, CERTIFICATE, REPLIES, SmtpState
 from exporter.probers.smtp.session import probe_smtp
-from exporter.probers.smtp.settings import SMTP_SECTION, SmtpSettings, default_port, ehlo_fallback_problem, local_fqdn
+from exporter.probers.smtp.settings import SMTP_SECTION, default_port, ehlo_fallback_problem, local_fqdn, smtp_settings
 from exporter.probers.tls.families import TLS_FAMILIES
 
 
-def _settings(module: Module) -> SmtpSettings:
-    settings = module.settings
-    assert isinstance(settings, SmtpSettings), f"module {module.name}: not an smtp module"
-    return settings
-
-
 def warnings(module: Module) -> list[str]:
-    if _settings(module).ehlo is not None:
+    if smtp_settings(module).ehlo is not None:
         return []
     problem = ehlo_fallback_problem(local_fqdn())
     return [problem] if problem else []
@@ -39,7 +33,7 @@ _SERVER = Prober(
     families=CONNECT_FAMILIES + SMTP_FAMILIES + TLS_FAMILIES,
     tcp_section=TCP_SECTION,
     section=("smtp", SMTP_SECTION),
-    default_port=lambda module: default_port(_settings(module)),
+    default_port=lambda module: default_port(smtp_settings(module)),
     warnings=warnings,
     columns=(BANNER, REPLIES, CERTIFICATE),
     reads_greeting=True,

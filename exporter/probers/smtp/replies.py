@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from dataclasses import dataclass
 from enum import IntEnum
+from ssl import SSLContext
 
 from exporter.core.deadline import Deadline
+from exporter.probers.tls.stdlib_adapter import read_ahead
 
 # RFC 5321 allows 512 octets per reply line; real servers exceed it a little, so be lenient but bounded.
 MAX_LINE_BYTES = 2048
@@ -124,9 +127,14 @@ def parse_line(raw: bytes) -> tuple[int, bool, bytes]:
     return int(code), separator != b"-", text
 
 
-async def open_stream(sock, **tls) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Streams on a connected socket whose buffer limit bounds the length of one reply line."""
-    return await asyncio.open_connection(sock=sock, limit=MAX_LINE_BYTES, **tls)
+async def open_stream(
+    sock: socket.socket, *, ssl: SSLContext | None = None, server_hostname: str | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Streams on a connected socket whose buffer limit bounds the length of one reply line; with
+    ``ssl``, after the TLS handshake (implicit TLS)."""
+    if ssl is None:  # asyncio refuses server_hostname without ssl
+        return await asyncio.open_connection(sock=sock, limit=MAX_LINE_BYTES)
+    return await asyncio.open_connection(sock=sock, limit=MAX_LINE_BYTES, ssl=ssl, server_hostname=server_hostname)
 
 
 class ReplyReader:
@@ -141,7 +149,7 @@ class ReplyReader:
 
     def buffered(self) -> int:
         """Bytes received but not read yet (after STARTTLS's 220 there must be none: RFC 3207 section 5)."""
-        return len(getattr(self.reader, "_buffer", b""))
+        return read_ahead(self.reader)
 
     async def read(self, deadline: Deadline) -> Reply:
         """The next complete reply, before ``deadline`` (loop time)."""

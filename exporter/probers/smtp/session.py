@@ -46,9 +46,10 @@ from exporter.probers.smtp.replies import (
     open_stream,
 )
 from exporter.probers.smtp.result import SmtpDetails, SmtpState
-from exporter.probers.smtp.settings import SmtpSettings, ehlo_fallback_problem
+from exporter.probers.smtp.settings import SmtpSettings, ehlo_fallback_problem, smtp_settings
 from exporter.probers.tls.errors import describe_handshake_failure, describe_verify_failure
 from exporter.probers.tls.handshake import TlsInfo, client_context, describe, server_name
+from exporter.probers.tls.stdlib_adapter import abort_transport
 
 MASK = "********"
 # A reply to a line that carried credentials may echo them: its text is withheld (by position, not by
@@ -76,22 +77,12 @@ class _Stop(Exception):
         self.detail = detail
 
 
-def abort_transport(transport: asyncio.BaseTransport) -> None:
-    """Drop the connection now. On CPython before 3.11.7 (Debian 12 ships 3.11.2), ``abort()`` on an SSL
-    transport whose connection is already lost raises AttributeError (its protocol reference is gone);
-    such a transport has nothing left to drop."""
-    if getattr(transport, "_ssl_protocol", True) is None:
-        return
-    transport.abort()
-
-
 class _Unverified(Exception):
     """The certificate did not verify and the policy says: carry on without verification."""
 
 
 async def probe_smtp(target: HostPort, module: Module, deadline: Deadline, resolver: Resolver) -> ProbeResult:
-    settings = module.settings
-    assert settings is not None  # the config loader sets it for every smtp module
+    settings = smtp_settings(module)
     result = ProbeResult(state=SmtpState.CONNECT_FAILED)
     tls_config = settings.tls_config
     verify = settings.encrypted and not tls_config.insecure_skip_verify
@@ -170,7 +161,7 @@ class _Session:
             # The verdict itself is printed once, by whoever shows the result; the transcript only marks the end.
             result.note(f"Outcome: {result.state}")
 
-    async def _dialogue(self, sock, verify_error: str | None) -> None:
+    async def _dialogue(self, sock: socket.socket, verify_error: str | None) -> None:
         settings = self.settings
         if settings.tls:
             await self._handshake(sock=sock)
@@ -191,7 +182,7 @@ class _Session:
         if settings.auth is not None:
             await self._authenticate()
         if settings.mail_from:
-            await self._envelope()
+            await self._envelope(settings.mail_from)
         # The open-relay check (smtp.relay_check_rcpt_to) runs in its own transaction: see smtp_relay.py.
         if (relay_stop := await check_relay(self)) is not None:
             raise _Stop(*relay_stop)
@@ -288,7 +279,7 @@ class _Session:
         await self._handshake(verify_error=verify_error)
         await self._hello()
 
-    async def _handshake(self, sock=None, verify_error: str | None = None) -> None:
+    async def _handshake(self, sock: socket.socket | None = None, verify_error: str | None = None) -> None:
         """Implicit TLS on ``sock``, or STARTTLS on the open stream; fills ``details.tls``."""
         tls_config = self.settings.tls_config
         context = client_context(tls_config, self.verify)
@@ -379,10 +370,10 @@ class _Session:
         if reply.code != ReplyCode.AUTH_SUCCEEDED:
             raise self._refusal(SmtpState.AUTH_FAILED, "auth", f"AUTH {mechanism} as {user}", reply)
 
-    async def _envelope(self) -> None:
+    async def _envelope(self, sender: str) -> None:
         """MAIL FROM, then RCPT TO (each refusal classified by what was refused), then RSET or DATA."""
         settings = self.settings
-        await self._mail_from(settings.mail_from)
+        await self._mail_from(sender)
         if settings.rcpt_to:
             await self._rcpt_to(settings.rcpt_to)
         if settings.send_test_message:

@@ -10,6 +10,7 @@ from typing import Any
 
 from exporter.core import schema
 from exporter.core.schema import Errors, Field, Secret, Section
+from exporter.probers.module import Module
 from exporter.probers.tls.settings import TLS_CONFIG_SECTION, TlsConfig
 
 SMTP_PORT = 25
@@ -45,7 +46,7 @@ class SmtpAuth:
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
     ehlo: str | None = None  # None: this host's FQDN, looked up when the probe runs
-    expect_banner: re.Pattern | None = None
+    expect_banner: re.Pattern[str] | None = None
     starttls: str = "opportunistic"  # no | opportunistic | required (ignored with tls: true)
     tls: bool = False  # implicit TLS from the first byte (port 465)
     tls_config: TlsConfig = TlsConfig()
@@ -59,8 +60,13 @@ class SmtpSettings:
     mx: bool = False  # the target is a mail domain: probe its MX hosts (RFC 5321 5.1)
     mx_max_hosts: int = 5  # at most this many MX hosts probed, the module's timeout shared among them
     relay_check_rcpt_to: str | None = None  # RCPT TO this foreign address must be refused (open-relay check)
+    # Mail TLS policies of a mail domain (exporter/probers/smtp/mail_tls.py).
+    mta_sts: bool = False  # MTA-STS (RFC 8461) and TLS-RPT (RFC 8460)
+    dane: bool = False  # DANE TLSA records of every MX host (RFC 7672)
 
     def __post_init__(self) -> None:
+        if (self.mta_sts or self.dane) and not self.mx:
+            raise ValueError("mta_sts and dane need mx: true (they judge the MX hosts of a mail domain)")
         if self.relay_check_rcpt_to and not self.mail_from:
             raise ValueError("relay_check_rcpt_to needs mail_from (the relay check starts with MAIL FROM)")
         if self.rcpt_to and not self.mail_from:
@@ -120,6 +126,8 @@ SMTP_SECTION = Section(
             ),
             None,
         ),
+        "mta_sts": Field(schema.boolean, False),
+        "dane": Field(schema.boolean, False),
     },
     SmtpSettings,
 )
@@ -127,3 +135,10 @@ SMTP_SECTION = Section(
 
 def default_port(settings: SmtpSettings) -> int:
     return SMTPS_PORT if settings.tls else SMTP_PORT
+
+
+def smtp_settings(module: Module) -> SmtpSettings:
+    """The module's ``smtp:`` section: the config loader sets it for every module of the smtp prober."""
+    settings = module.settings
+    assert isinstance(settings, SmtpSettings), f"module {module.name}: not an smtp module"
+    return settings

@@ -18,6 +18,7 @@ Sent lines appear in the transcript as their first word only: a dialogue may car
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import time
@@ -30,6 +31,7 @@ from exporter.probers.connect.result import DetailsBase, Fact, JsonObject, Probe
 from exporter.probers.tcp.dialogue_config import DialogueStep, TcpTlsConfig, client_context
 from exporter.probers.tls.families import LeafIdentity, describe_session, expiry_words, handshake_failure
 from exporter.probers.tls.handshake import TlsInfo
+from exporter.probers.tls.stdlib_adapter import discard_read_ahead
 
 MAX_LINE_BYTES = 64 * 1024  # Go's bufio.MaxScanTokenSize
 READ_CHUNK = 16 * 1024
@@ -127,7 +129,7 @@ def masked(line: bytes) -> str:
     return f"{shown} [{len(rest)} more bytes]" if rest else shown
 
 
-def expand(template: bytes, pattern, match) -> bytes:
+def expand(template: bytes, pattern: re.Pattern[bytes], match: re.Match[bytes]) -> bytes:
     """Go's ``Regexp.Expand``: ``$1``, ``${1}``, ``$name``, ``${name}``, ``$$``; unknown groups give nothing."""
     out = bytearray()
     i, n = 0, len(template)
@@ -240,10 +242,7 @@ class _Conversation:
     def discard_before_tls(self) -> None:
         pending = len(self.buffer)
         self.buffer.clear()
-        inner = getattr(self.reader, "_buffer", None)  # read ahead by asyncio: also plaintext
-        if isinstance(inner, bytearray):
-            pending += len(inner)
-            inner.clear()
+        pending += discard_read_ahead(self.reader)  # read ahead by asyncio: also plaintext
         if pending:
             self.result.note(f"(discarded {pending} bytes received before the TLS handshake)")
 

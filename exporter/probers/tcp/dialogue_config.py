@@ -202,7 +202,10 @@ def _read_file(value: Any, path: str, errs: Errors, what: str) -> Any:
         with open(location, "rb") as handle:
             data = handle.read(1024 * 1024 + 1)
     except OSError as exc:
-        return errs.add(path, f"cannot read {what} {value!r}: {exc.strerror or exc}")
+        # Not a config error: the module loads and its probes fail (exporter/config/unusable.py), as
+        # blackbox_exporter does for a file that exists only on another machine.
+        errs.unreadable_file(path, f"cannot read {what} {value!r}: {exc.strerror or exc}")
+        return schema.UNREADABLE
     if len(data) > 1024 * 1024:
         return errs.add(path, f"{what} {value!r} is larger than 1 MiB")
     try:
@@ -216,7 +219,7 @@ def parse_tls_config(value: Any, path: str, errs: Errors) -> Any:
         return TcpTlsConfig()
     if not isinstance(value, dict):
         return errs.add(path, f"expected a mapping, got {schema.kind(value)}")
-    before = len(errs.lines)
+    before, unreadable_before = len(errs.lines), len(errs.unreadable)
     schema.unknown_keys(value, path, TLS_CONFIG_KEYS, errs)
     out: dict[str, Any] = {}
     if "ca_file" in value:
@@ -252,8 +255,18 @@ def parse_tls_config(value: Any, path: str, errs: Errors) -> Any:
                 out[key] = value[key]
     if len(errs.lines) > before:
         return INVALID
-    if ("cert_file" in out) != ("key_file" in out):
+    if (
+        "min_version" in out
+        and "max_version" in out
+        and TLS_VERSIONS[out["min_version"]] > TLS_VERSIONS[out["max_version"]]
+    ):
+        return errs.add(path, "min_version is above max_version")
+    if ("cert_file" in value) != ("key_file" in value):  # as written, whether or not they can be read
         return errs.add(path, "cert_file and key_file go together: give both or neither")
+    if len(errs.unreadable) > unreadable_before:
+        # A stand-in without the files: the module is never probed, and the check that needs both
+        # files (a matching pair) can only run once they can be read.
+        return TcpTlsConfig(**{key: item for key, item in out.items() if key not in ("cert_file", "key_file")})
     if "cert_file" in out:
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(out["cert_file"], out["key_file"])
@@ -263,12 +276,6 @@ def parse_tls_config(value: Any, path: str, errs: Errors) -> Any:
                 f"cert_file {value['cert_file']!r} and key_file {value['key_file']!r} "
                 "are not a matching PEM certificate and private key",
             )
-    if (
-        "min_version" in out
-        and "max_version" in out
-        and TLS_VERSIONS[out["min_version"]] > TLS_VERSIONS[out["max_version"]]
-    ):
-        return errs.add(path, "min_version is above max_version")
     return TcpTlsConfig(**out)
 
 

@@ -171,7 +171,9 @@ DIALOGUE_FAMILIES = (
 # --- what people read, and the plugin -------------------------------------------------------
 
 # Every state a tcp probe reports: the connect's, and (for a module with a dialogue or TLS) the dialogue's.
-TcpProberState = StrEnum(
+# Built from both enums so the lists cannot drift apart; mypy reads members only from a literal list,
+# and no code names these members statically (the Prober takes the class as ``type[StrEnum]``).
+TcpProberState = StrEnum(  # type: ignore[misc]  # members built at import, see above
     "TcpProberState", {state.name: state.value for enum in (TcpState, DialogueState) for state in enum}
 )
 

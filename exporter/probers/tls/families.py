@@ -14,16 +14,17 @@ exposition with smtp and tcp modules has each family once.
 from __future__ import annotations
 
 import hashlib
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from exporter.core.exposition import Family, Samples, escape_label_value, labelled, single
 from exporter.probers.connect.result import ProbeResult, has_details
 from exporter.probers.tls import errors as tls_errors
 from exporter.probers.tls import handshake
 from exporter.probers.tls.handshake import TLS_VERSIONS, TlsInfo
+from exporter.probers.tls.stdlib_adapter import CertInfo, peer_chain
 
 # Bound on each label value of probe_ssl_last_chain_info (subjects come from the server).
 MAX_NAME_LENGTH = 512
@@ -47,18 +48,20 @@ def handshake_failure(exc: BaseException) -> str:
     return tls_errors.describe_handshake_failure(exc)
 
 
-def describe_session(ssl_object: Any, verified: bool | None) -> tuple[TlsInfo, LeafIdentity | None]:
+def describe_session(
+    ssl_object: ssl.SSLObject | ssl.SSLSocket, verified: bool | None
+) -> tuple[TlsInfo, LeafIdentity | None]:
     info = TlsInfo()
     handshake.describe(info, ssl_object, verified)
     return info, leaf_identity(ssl_object)
 
 
-def leaf_identity(ssl_object: Any) -> LeafIdentity | None:
+def leaf_identity(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> LeafIdentity | None:
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return None
-    chain = handshake.peer_chain(ssl_object, verified=False)
-    leaf = chain[0] if chain else (ssl_object.getpeercert() or {})
+    chain = peer_chain(ssl_object, verified=False)
+    leaf: CertInfo = chain[0] if chain else (ssl_object.getpeercert() or {})
     return LeafIdentity(
         fingerprint_sha256=hashlib.sha256(der).hexdigest(),
         subject=_bounded(go_name(leaf.get("subject", ()))),
@@ -96,7 +99,7 @@ _GO_ORDER = (
 _GO_SHORT = dict(_GO_ORDER)
 
 
-def go_name(rdns: Iterable) -> str:
+def go_name(rdns: Iterable[Iterable[tuple[str, str]]]) -> str:
     """A distinguished name as Go's ``pkix.Name.String()`` writes it, from ``getpeercert()``'s tuples.
 
     Attributes Go knows by a short name come in Go's fixed order; others keep OpenSSL's long name

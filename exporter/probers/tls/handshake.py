@@ -12,7 +12,8 @@ Certificate expiry comes from the chain the server sent (``probe_ssl_earliest_ce
 and from the chain OpenSSL verified, trust anchor included
 (``probe_ssl_last_chain_expiry_timestamp_seconds``, only when verified). Python 3.11 has
 these chains only on the private ``_ssl`` object (public as ``get_unverified_chain`` /
-``get_verified_chain`` in 3.13); when neither is there, the leaf alone is used if verified.
+``get_verified_chain`` in 3.13): ``stdlib_adapter.peer_chain`` reads them; when neither is there, the
+leaf alone is used if verified.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from __future__ import annotations
 import functools
 import ssl
 from dataclasses import dataclass
-from typing import Any
 
 from exporter.probers.tls.settings import TlsConfig
+from exporter.probers.tls.stdlib_adapter import CertInfo, peer_chain
 
 _VERSIONS = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
 TLS_VERSIONS = tuple(_VERSIONS.values())
@@ -57,24 +58,12 @@ def server_name(tls: TlsConfig, host: str) -> str:
     return tls.server_name or host
 
 
-def version_label(ssl_object: Any) -> str | None:
+def version_label(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> str | None:
     raw = ssl_object.version()
     return _VERSIONS.get(raw, "unknown") if raw else None
 
 
-def peer_chain(ssl_object: Any, verified: bool) -> list[dict]:
-    name = "get_verified_chain" if verified else "get_unverified_chain"
-    getter = getattr(ssl_object, name, None) or getattr(getattr(ssl_object, "_sslobj", None), name, None)
-    if getter is None:
-        leaf = ssl_object.getpeercert() if verified else None
-        return [leaf] if leaf else []
-    try:
-        return [cert.get_info() for cert in getter() or ()]
-    except (ssl.SSLError, ValueError, AttributeError):
-        return []
-
-
-def _earliest_expiry(chain: list[dict]) -> float | None:
+def _earliest_expiry(chain: list[CertInfo]) -> float | None:
     times = []
     for info in chain:
         try:
@@ -84,7 +73,7 @@ def _earliest_expiry(chain: list[dict]) -> float | None:
     return min(times) if times else None
 
 
-def _subject(info: dict) -> str | None:
+def _subject(info: CertInfo) -> str | None:
     names = [value for rdn in info.get("subject", ()) for key, value in rdn if key == "commonName"]
     if names:
         return f"CN={names[0]}"
@@ -92,7 +81,7 @@ def _subject(info: dict) -> str | None:
     return f"SAN {sans[0]}" if sans else None
 
 
-def describe(info: TlsInfo, ssl_object: Any, verified: bool | None) -> None:
+def describe(info: TlsInfo, ssl_object: ssl.SSLObject | ssl.SSLSocket, verified: bool | None) -> None:
     """Fill ``info`` from a completed handshake."""
     info.version = version_label(ssl_object)
     cipher = ssl_object.cipher()

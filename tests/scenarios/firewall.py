@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.config.loader import parse_config
 from exporter.web.app import create_app
+from tests.helpers.eventually import eventually
 from tests.helpers.metrics_text import samples
 
 FIREWALL = """
@@ -145,8 +146,17 @@ targets:
     return asyncio.run(run())
 
 
+def counted_syns() -> int:
+    """Packets the ``counter drop`` rule for port 9010 has seen (the probes' SYNs)."""
+    ruleset = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    rules = [item["rule"] for item in json.loads(ruleset)["nftables"] if "rule" in item]
+    return sum(expr["counter"]["packets"] for rule in rules for expr in rule["expr"] if "counter" in expr)
+
+
 def overlap() -> dict:
     """Two overlapping scrapes of one filtered target: one SYN, one shared result."""
+    # Under the kernel's 1 s initial SYN retransmission (a retransmit would count as a second SYN), and long
+    # enough for the second request to arrive once the first SYN has been seen.
     config = """
 modules: {tcp_connect: {prober: tcp, timeout: 700ms}}
 targets:
@@ -157,7 +167,12 @@ targets:
         app = create_app(parse_config(config), registry=CollectorRegistry())
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             first = asyncio.ensure_future(client.get("/metrics"))
-            await asyncio.sleep(0.2)  # the second scrape arrives while the first probe is in flight
+
+            async def syns() -> int:
+                return await asyncio.to_thread(counted_syns)
+
+            # The second request arrives while the first probe is in flight: its SYN has been dropped.
+            await eventually(syns, until=lambda n: n >= 1, what="the first probe's SYN at the firewall")
             second = asyncio.ensure_future(client.get("/probe", params={"target": "127.0.0.1:9010"}))
             texts = [await (await request).text() for request in (first, second)]
         return {
@@ -169,11 +184,7 @@ targets:
         }
 
     result = asyncio.run(run())
-    counter = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
-    rules = [item["rule"] for item in json.loads(counter)["nftables"] if "rule" in item]
-    for rule in rules:
-        if any("counter" in expr for expr in rule["expr"]):
-            result["syn_packets"] = next(expr["counter"]["packets"] for expr in rule["expr"] if "counter" in expr)
+    result["syn_packets"] = counted_syns()
     return result
 
 
@@ -262,7 +273,14 @@ def soak(total_probes: int) -> dict:
     """Many probes of mixed outcomes through repeated scrapes: no fd, task or memory growth."""
     # A separate process accepts and closes, so the backlog never fills and its sockets are not ours.
     acceptor = subprocess.Popen([sys.executable, "-c", ACCEPT_AND_CLOSE, "9005"])
-    time.sleep(0.3)
+
+    def accepts() -> bool:
+        if acceptor.poll() is not None:
+            raise RuntimeError(f"the acceptor exited with {acceptor.returncode}")
+        socket.create_connection(("127.0.0.1", 9005), timeout=2).close()
+        return True
+
+    eventually(accepts, what="the acceptor on port 9005", ignoring=(OSError,))
 
     # Per 1,000 targets: open, refused (reset and closed), unreachable, timeout, dns_error.
     kinds = [(9005, "open"), (9002, "refused"), (9006, "refused"), (9003, "unreachable"), (9001, "timeout")]

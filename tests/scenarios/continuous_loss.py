@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from prometheus_client import CollectorRegistry
 from bench.pcap import handshakes
 from exporter.config.loader import parse_config
 from exporter.web.app import EXPORTER, create_app
+from tests.helpers.eventually import eventually
 from tests.helpers.metrics_text import samples
 
 LOSS_PORT, DELAY_PORT = 9301, 9302
@@ -111,18 +113,32 @@ targets:
     try:
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             exporter = app[EXPORTER]
-            for _ in range(1200):  # bounded: 2 minutes at most (~25 s expected)
-                counted = sum(
-                    entry.tally.total for entry in exporter.continuous.targets if entry.module.name == "lossy"
-                )
-                if counted >= loss_samples:
-                    break
-                await asyncio.sleep(0.1)
+
+            async def counted() -> int:  # async: the probes run on this loop meanwhile
+                return sum(entry.tally.total for entry in exporter.continuous.targets if entry.module.name == "lossy")
+
+            # ~25 s expected; the limit is generous for a loaded machine.
+            await eventually(
+                counted, until=lambda n: n >= loss_samples, what=f"{loss_samples} lossy probes", timeout=120
+            )
             await exporter.continuous.stop()  # no more probes: the capture below sees them all
             text = await (await client.get("/metrics")).text()
+        if capture is not None:
+            # tcpdump -U writes each packet as it handles it: every delayed probe that connected has its
+            # handshake in the file once tcpdump has caught up (a record still being written is "not yet").
+            connected = sum(
+                value
+                for (name, labels), value in samples(text).items()
+                if name == "probe_results_total" and ("module", "delayed") in labels and ("state", "open") in labels
+            )
+            eventually(
+                lambda: len(wire_handshakes(pcap, DELAY_PORT)),
+                until=lambda n: n >= connected,
+                what=f"tcpdump to have written the {connected:g} handshakes of the delayed probes",
+                ignoring=(struct.error, IndexError, FileNotFoundError),
+            )
     finally:
         if capture is not None:
-            await asyncio.sleep(1.0)  # let tcpdump write out its buffer
             capture.terminate()
             capture.wait(timeout=10)
         stop.set()

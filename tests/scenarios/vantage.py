@@ -1,7 +1,7 @@
 """Many vantage points, one view, end to end: three sites, each with its own exporter and its own Prometheus in
 agent mode remote-writing to a central Prometheus that runs the shipped vantage rules and sends to Alertmanager.
 
-    ip netns exec PREFIXc python3 -m tests.helpers.vantage_scenario PREFIX WORKDIR
+    ip netns exec PREFIXc python3 -m tests.scenarios.vantage PREFIX WORKDIR
 
 Runs inside the central namespace PREFIXc that tests/test_vantage_e2e.py built, with one veth link to each
 site namespace PREFIXa, PREFIXb, PREFIXc... (see SITES). The shared targets listen on TARGET_IP inside the
@@ -14,6 +14,7 @@ every wait is bounded; every process started is stopped on exit.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 import socket
@@ -23,12 +24,17 @@ import threading
 import time
 import traceback
 import urllib.parse
+from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
 from tests.helpers.e2e_stack import REPO, Processes, binary, free_port, http_get, readdress, wait_until_ready
+from tests.helpers.eventually import eventually
+
+T = TypeVar("T")
 
 VANTAGE = REPO / "deploy" / "vantage"
 CONNECTIVITY_RULES = REPO / "deploy" / "prometheus" / "rules" / "connectivity.rules.yml"
@@ -39,7 +45,8 @@ EXPORTER_PORT, AGENT_PORT = 9816, 9091  # inside each site namespace
 # The sites' scrape interval (and timeout). The probes' timeout is 1 s and the exporter answers 1 s before the
 # scrape timeout: a loaded machine gets slack before a scrape fails (which would be a SiteBlind of its own).
 SCRAPE_SECONDS = 3
-FOR = "2s"  # every `for:` of the shipped rules, shortened so alerts fire within seconds
+FOR_SECONDS = 2
+FOR = f"{FOR_SECONDS}s"  # every `for:` of the shipped rules, shortened so alerts fire within seconds
 STARTUP_SECONDS = 30
 SETTLE_SECONDS = 90  # generous bound on each wait for data or alerts
 BUFFERED_SECONDS = 12  # the agents must hold this much unsent data before the central one comes back
@@ -239,6 +246,21 @@ def query(base: str, expr: str, at: float | None = None) -> list[dict]:
     return get_json(f"{base}/api/v1/query?{urllib.parse.urlencode(params)}")["data"]["result"]
 
 
+def rules_evaluated_at(base: str) -> float:
+    """When the least recently evaluated rule group of a Prometheus was last evaluated (Unix seconds)."""
+    groups = get_json(f"{base}/api/v1/rules")["data"]["groups"]
+    if not groups:
+        raise RuntimeError("no rule groups loaded yet")
+    return min(rfc3339_seconds(group["lastEvaluation"]) for group in groups)
+
+
+def rfc3339_seconds(stamp: str) -> float:
+    """Prometheus' RFC 3339 UTC time stamps (nanoseconds; Python parses at most microseconds) in seconds."""
+    whole, fraction = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z", stamp).groups()
+    parsed = datetime.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.UTC)
+    return parsed.timestamp() + float(fraction or 0)
+
+
 def firing(base: str) -> list[list]:
     """The central Prometheus' firing alerts as sorted [alertname, target, vantage] triples."""
     alerts = get_json(f"{base}/api/v1/alerts")["data"]["alerts"]
@@ -285,21 +307,17 @@ def agent_metric_at(base: str, name: str) -> float:
     return sum(value for key, value in values.items() if re.fullmatch(rf"{name}(\{{.*\}})?", key))
 
 
-def wait_for(what: str, probe, done, processes: Processes, seconds: float = SETTLE_SECONDS):
-    """Call ``probe`` until ``done(result)``; on timeout raise with the last result (never a tight bound)."""
-    deadline = time.monotonic() + seconds
-    last = None
-    while time.monotonic() < deadline:
-        processes.check_alive()
-        try:
-            last = probe()
-        except RuntimeError as exc:  # a component not answering yet (the central one restarting)
-            last = f"error: {exc}"
-        else:
-            if done(last):
-                return last
-        time.sleep(POLL_SECONDS)
-    raise RuntimeError(f"timed out waiting for {what}; last seen: {last}")
+def wait_for(what: str, probe: Callable[[], T], done: Callable[[T], object], processes: Processes) -> T:
+    """``eventually`` with this scenario's limits: a component not answering yet (RuntimeError: the central
+    Prometheus restarting) is "not yet"; a process of the stack that exited ends the wait at once."""
+    return eventually(
+        processes.watching(probe),
+        until=done,
+        what=what,
+        timeout=SETTLE_SECONDS,
+        interval=POLL_SECONDS,
+        ignoring=(RuntimeError,),
+    )
 
 
 # --- the scenario -------------------------------------------------------------------------------------
@@ -380,9 +398,15 @@ def phase(report: dict, name: str, central: str, alertmanager: str, blind_c: boo
         lambda got: got.get("active") == pages and got.get("suppressed") == suppressed,
         processes,
     )
-    # Only them: a few evaluations later the set is still (or again) exactly that; an alert that was merely
-    # pending a moment ago would be firing now.
-    time.sleep(3)
+    # Only them: once every rule group has been evaluated again a whole `for:` later, an alert that was merely
+    # pending a moment ago would be firing now; the set must still (or again) be exactly that.
+    seen = time.time()
+    wait_for(
+        f"{name}: every central rule group evaluated {FOR} after {seen:.3f}",
+        lambda: rules_evaluated_at(central),
+        lambda evaluated: evaluated >= seen + FOR_SECONDS,
+        processes,
+    )
     report[name]["firing"] = wait_for(
         f"{name}: the firing alerts to stay {want}", lambda: firing(central), lambda got: got == want, processes
     )

@@ -1,4 +1,4 @@
-"""SMTP and DNS helpers run INSIDE the mail lab's namespace: ``python tests/helpers/maildomain_servers.py SPEC``.
+"""SMTP and DNS helpers run INSIDE the mail lab's namespace: ``python tests/scenarios/maildomain_servers.py SPEC``.
 
 SPEC is JSON: a list of ``[kind, address, port]``. Kinds:
 - ``accept``: aiosmtpd, every recipient accepted.

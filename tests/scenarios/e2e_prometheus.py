@@ -1,8 +1,8 @@
 """End-to-end scenarios with real processes: the exporter, Prometheus running the shipped configs and
 rules, Alertmanager with the shipped routing, and the shipped webhook logger as its receiver.
 
-    python3 -m tests.helpers.e2e_scenario stack WORKDIR [--netns]
-    python3 -m tests.helpers.e2e_scenario sharding WORKDIR
+    python3 -m tests.scenarios.e2e_prometheus stack WORKDIR [--netns]
+    python3 -m tests.scenarios.e2e_prometheus sharding WORKDIR
 
 Prints one JSON report on stdout; tests/test_e2e_prometheus.py asserts on it. With --netns the
 scenario must already run inside a private network namespace (``unshare -n``): it brings up ``lo``
@@ -48,6 +48,7 @@ from tests.helpers.e2e_stack import (
     start_prometheus,
     wait_until_ready,
 )
+from tests.helpers.eventually import GaveUp, eventually
 
 STARTUP_SECONDS = 20
 SETTLE_SECONDS = 40  # bound on waiting for data and alerts once everything runs
@@ -198,21 +199,23 @@ targets:
         api = start_prometheus(processes, workdir, config, deadline)
         report["startup_seconds"] = round(time.monotonic() - started, 2)
 
-        # Mail-domain panels need MX records from a DNS server: tests/test_maildomain_netns.py runs those. The
-        # router that reports a smaller path MTU needs routers: tests/test_mtu_paths.py checks that series.
-        queries = [
-            query
-            for query in dashboard_queries()
-            if not re.search(r"\bprobe_(mx|mail_domain)_|\bprobe_path_mtu_reported_by_info\b", query["expr"])
-        ]
+        # Mail-domain panels need MX records from a DNS server: tests/test_maildomain_netns.py runs those; the
+        # every-address panels names with several addresses: tests/test_addresses_netns.py runs those; the router
+        # that reports a smaller path MTU needs routers: tests/test_mtu_paths.py checks that series.
+        queries = [query for query in dashboard_queries() if not re.search(NEEDS_ANOTHER_NETWORK, query["expr"])]
         variables = dashboard_variable_queries()
-        settle_deadline = time.monotonic() + SETTLE_SECONDS
-        while True:
-            processes.check_alive()
-            snapshot = stack_snapshot(api, queries, variables, alertmanager, processes)
-            if stack_complete(snapshot, report) or time.monotonic() > settle_deadline:
-                break
-            time.sleep(POLL_SECONDS)
+        # Until everything the tests look at is there; if it never is, the report holds the last snapshot and each
+        # test says what is missing from it.
+        try:
+            snapshot = eventually(
+                processes.watching(lambda: stack_snapshot(api, queries, variables, alertmanager, processes)),
+                until=lambda snapshot: stack_complete(snapshot, report),
+                what="every case's series, alerts, dashboard data and notifications",
+                timeout=SETTLE_SECONDS,
+                interval=POLL_SECONDS,
+            )
+        except GaveUp as gave_up:
+            snapshot = gave_up.last
         report.update(snapshot)
         report["settle_seconds"] = round(time.monotonic() - started - report["startup_seconds"], 2)
         report["prometheus_targets"] = [
@@ -229,6 +232,8 @@ targets:
 
 
 SMTP_SERVER_NAME = "mx.e2e.test"
+ADDRESS_OR_MAIL_DOMAIN = r"\bprobe_(mx_|mail_domain_|address_|addresses|happy_eyeballs_)"
+NEEDS_ANOTHER_NETWORK = ADDRESS_OR_MAIL_DOMAIN + r"|\bprobe_path_mtu_reported_by_info\b"
 BLOCKED_GREETING = b"554 5.7.1 Service unavailable; client host blocked using a test block list\r\n"
 
 
@@ -401,9 +406,7 @@ def sharding_scenario(workdir: Path) -> dict:
         )
         api = start_prometheus(processes, workdir, copy.deepcopy(config), deadline)
 
-        settle_deadline = time.monotonic() + SETTLE_SECONDS
-        while True:
-            processes.check_alive()
+        def sharded() -> tuple[list, dict]:
             # One series per (target, exporter) that ever probed it in this run: a target probed by both
             # exporters, even once, shows up twice.
             series = [item["metric"] for item in api.query("count_over_time(probe_success[10m])")]
@@ -411,11 +414,24 @@ def sharding_scenario(workdir: Path) -> dict:
                 item["metric"]["instance"]: float(item["value"][1])
                 for item in api.query("sum by (instance) (connectivity_exporter_probes_total)")
             }
-            if (
+            return series, probes
+
+        def complete(seen: tuple[list, dict]) -> bool:
+            series, probes = seen
+            return (
                 len({s["target"] for s in series}) == len(SHARD_TARGETS) and len(probes) == 2 and all(probes.values())
-            ) or time.monotonic() > settle_deadline:
-                break
-            time.sleep(POLL_SECONDS)
+            )
+
+        try:  # if it never completes, the tests say what is missing from the last look
+            series, probes = eventually(
+                processes.watching(sharded),
+                until=complete,
+                what="every target probed by both exporters",
+                timeout=SETTLE_SECONDS,
+                interval=POLL_SECONDS,
+            )
+        except GaveUp as gave_up:
+            series, probes = gave_up.last
         report["series"] = series
         report["probes_by_exporter"] = probes
         report["prometheus_targets"] = [
