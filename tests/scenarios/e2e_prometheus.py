@@ -86,13 +86,13 @@ def setup_namespace() -> None:
     subprocess.run(["nft", "-f", "-"], input=NFT_RULES, text=True, check=True, timeout=10)
 
 
-def listening_socket(stack: ExitStack, greeting: bytes = b"") -> int:
+def listening_socket(stack: ExitStack, greeting: bytes = b"", read_until_closed: bool = False) -> int:
     """A port in state "open" for the whole run: connections are accepted, sent ``greeting`` and closed at
     once, so the backlog never fills up (a full backlog drops SYNs: the port would turn into "timeout")."""
     sock = stack.enter_context(socket.socket())
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
-    threading.Thread(target=_accept_and_close, args=(sock, greeting), daemon=True).start()
+    threading.Thread(target=_accept_and_close, args=(sock, greeting, read_until_closed), daemon=True).start()
     stack.callback(_wake_accept, sock)  # runs before the socket's close (LIFO)
     return sock.getsockname()[1]
 
@@ -104,18 +104,22 @@ def _wake_accept(sock: socket.socket) -> None:
         pass
 
 
-def _accept_and_close(sock: socket.socket, greeting: bytes) -> None:
+def _accept_and_close(sock: socket.socket, greeting: bytes, read_until_closed: bool) -> None:
     while True:
         try:
             connection, _ = sock.accept()
         except OSError:  # the listening socket was shut down: the scenario is over
             return
         with connection:
-            if greeting:
-                try:
+            try:
+                if greeting:
                     connection.sendall(greeting)
-                except OSError:
-                    pass  # the prober hung up first
+                # tcp.mtu_check's data must find the connection open (a server closing at once resets it).
+                connection.settimeout(5)
+                while read_until_closed and connection.recv(65536):
+                    pass
+            except OSError:
+                pass  # the prober hung up first, or went quiet for 5 s
 
 
 def closed_port() -> int:
@@ -132,6 +136,7 @@ def stack_scenario(workdir: Path, netns: bool) -> dict:
         if netns:
             setup_namespace()
         open_port = listening_socket(stack)
+        reading_port = listening_socket(stack, read_until_closed=True)
         refused_port = closed_port()
 
         # Pattern (1): targets in the exporter's config, probed on /metrics; `case` names the expectation.
@@ -139,7 +144,7 @@ def stack_scenario(workdir: Path, netns: bool) -> dict:
             "open": (f"127.0.0.1:{open_port}", "tcp_connect"),
             "refused": (f"127.0.0.1:{refused_port}", "tcp_connect"),
             "continuous": (f"127.0.0.1:{open_port}", "tcp_every_1s"),  # background probing (docs/continuous.md)
-            "mtu": (f"127.0.0.1:{open_port}", "tcp_mtu"),  # the dashboard's Path MTU table (docs/mtu.md)
+            "mtu": (f"127.0.0.1:{reading_port}", "tcp_mtu"),  # the dashboard's Path MTU table (docs/mtu.md)
         }
         if netns:
             cases |= {

@@ -33,6 +33,7 @@ from exporter.core.deadline import Deadline
 from exporter.probers.connect import mtu_socket as ms
 
 TO_TARGET, FROM_TARGET = "to_target", "from_target"
+DIRECTION_WORDS = {TO_TARGET: "toward the target", FROM_TARGET: "from the target"}
 # The segment stays unacknowledged through this many retransmission timeouts (about 0.2 + 0.4 + 0.8 s
 # with Linux's minimum RTO; the kernel's timers, not ours, so a loaded machine does not shorten it).
 BLACKHOLE_RETRANSMITS = 3
@@ -365,7 +366,7 @@ class MtuCheck:
             remember(self.address, mtu_now, report.reported_by)
             report.largest_sent = info.snd_mss
             return Finding.REDUCED
-        sent_mss = min(sent_mss, MAX_TESTED_MSS)
+        before_mss, sent_mss = sent_mss, min(sent_mss, MAX_TESTED_MSS)
         if info.snd_mss < sent_mss and not report.learnt_before:
             # Acknowledged only after this host shrank its segments by itself, with no ICMP and the path MTU
             # unchanged: the kernel's packetization-layer probing (tcp_mtu_probing, RFC 4821) found a hole.
@@ -378,8 +379,9 @@ class MtuCheck:
             report.reported_by = recalled(self.address, mtu_now)
             return Finding.REDUCED
         report.path_mtu = min(mtu_now, sent_mss + ms.header_bytes(self.sock, info))
-        if sent_mss < info.advmss:
-            # The target's MSS is below ours: nothing larger is ever sent to it, so nothing larger was tested.
+        if before_mss < min(mtu_now - ms.header_bytes(self.sock, info), MAX_TESTED_MSS):
+            # Segments smaller than the path allows (the target's MSS, or half its window): nothing larger is
+            # ever sent on such a connection, so nothing larger was tested.
             self._peer_mss_limit = sent_mss
         return Finding.PASSED
 
@@ -433,12 +435,12 @@ class MtuCheck:
         else:
             report.state = MtuState.OK
             report.detail = "full-size segments pass " + (
-                "both ways" if len(set(report.tested)) == 2 else f"{report.tested[0].replace('_', ' ')}"
+                "both ways" if len(set(report.tested)) == 2 else DIRECTION_WORDS[report.tested[0]]
             )
             if self._peer_mss_limit is not None:
                 report.detail += (
-                    f" (towards the target, segments of {self._peer_mss_limit} bytes of data: the target's MSS "
-                    "allows no larger ones)"
+                    f" (toward the target, segments of {self._peer_mss_limit} bytes of data: the connection allows "
+                    "no larger ones, by the target's MSS or window)"
                 )
         return report
 
