@@ -14,7 +14,10 @@ window in which /metrics is scraped every 15 s as Prometheus would. Reported per
 - scrape duration and size of /metrics.
 The ladder runs larger counts for a shorter window, stopping at the first that does not hold the
 interval (see HELD). Every loop is bounded; traffic goes to 127.0.0.0/8 only.
-Continuous targets run in the serving process only, so --runtime.probe-processes does not apply.
+With --processes N the exporter runs N processes (--runtime.probe-processes) and the continuous targets are
+spread over them (issue 23): CPU and RSS are then the whole process tree's (CPU in cores, RSS summed).
+--buckets default uses the module defaults (what a deployment writes); fine adds the 20 µs connect buckets
+the connect-accuracy figures need (and a larger scrape).
 Prints one JSON object on stdout and a Markdown table on stderr.
 """
 
@@ -53,13 +56,14 @@ def target_address(index: int, block: int = 1) -> str:
     return f"127.{block + index // 62500}.{index // 250 % 250 + 1}.{index % 250 + 1}"
 
 
-def config_text(count: int, port: int) -> str:
+def config_text(count: int, port: int, fine: bool = True) -> str:
     lines = "\n".join(f"  - {{target: '{target_address(i)}:{port}', module: every_10s}}" for i in range(count))
     bounds = ", ".join(format(b, "f") for b in CONNECT_BUCKETS)
+    buckets = f", histogram_buckets: {{connect: [{bounds}]}}" if fine else ""
     return (
         "global: {max_concurrency: 512}\n"
         "modules:\n"
-        f"  every_10s: {{prober: tcp, timeout: 5s, interval: 10s, histogram_buckets: {{connect: [{bounds}]}}}}\n"
+        f"  every_10s: {{prober: tcp, timeout: 5s, interval: 10s{buckets}}}\n"
         f"targets:\n{lines}\n"
     )
 
@@ -112,25 +116,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def measure(native: tools.NativeTools, count: int, seconds: float, workdir: Path) -> dict:
+def measure(
+    native: tools.NativeTools, count: int, seconds: float, workdir: Path, processes: int = 1, fine: bool = True
+) -> dict:
     target_port, exporter_port = free_port(), free_port()
     acceptor = tools.start_acceptor(native, target_port)
     exporter = None
     try:
         started = time.monotonic()
-        exporter = tools.start_exporter(config_text(count, target_port), exporter_port, "auto", workdir)
+        exporter = tools.start_exporter(
+            config_text(count, target_port, fine), exporter_port, "auto", workdir, processes=processes
+        )
         startup = time.monotonic() - started
-        time.sleep(INTERVAL + 2)  # warm-up: every target probed once
-        rss_before_scrapes = exporter.memory_mb()["rss_mb"]  # the targets' state, before any scrape's text
+        time.sleep(INTERVAL + 2)  # warm-up: every target probed once (and the workers took their shares)
+        rss_before_scrapes = exporter.tree_rss_mb()  # the targets' state, before any scrape's text
         _, body, _ = tools.http_get(exporter_port, "/metrics")
-        before, cpu_before, t_before = read_counts(body), exporter.cpu_seconds(), time.monotonic()
+        before, cpu_before, t_before = read_counts(body), exporter.tree_cpu_seconds(), time.monotonic()
         acceptor_cpu_before = acceptor.cpu_seconds()
         rss, scrapes, sizes, rtts = [], [], [], []
         next_scrape = t_before + SCRAPE_EVERY
         end = t_before + seconds
         while (now := time.monotonic()) < end:
             exporter.check_alive()
-            rss.append(exporter.memory_mb()["rss_mb"])
+            rss.append(exporter.tree_rss_mb())
             if now >= next_scrape:
                 status, body, took = tools.http_get(exporter_port, "/metrics")
                 if status != 200:
@@ -141,7 +149,7 @@ def measure(native: tools.NativeTools, count: int, seconds: float, workdir: Path
                 rtts.append(kernel_rtt_us(target_port, 50))
             time.sleep(min(1.0, max(0.0, end - time.monotonic())))
         _, body, _ = tools.http_get(exporter_port, "/metrics")
-        after, cpu_after, t_after = read_counts(body), exporter.cpu_seconds(), time.monotonic()
+        after, cpu_after, t_after = read_counts(body), exporter.tree_cpu_seconds(), time.monotonic()
         acceptor_cpu = acceptor.cpu_seconds() - acceptor_cpu_before
     finally:
         if exporter is not None:
@@ -153,9 +161,12 @@ def measure(native: tools.NativeTools, count: int, seconds: float, workdir: Path
     scheduled = count * window / INTERVAL
     lateness_bounds = [float(le) for le in after["lateness"] if le != "+Inf"]
     late = per_bucket(delta(after["lateness"], before["lateness"]), lateness_bounds)
-    connect = per_bucket(delta(after["connect"], before["connect"]), CONNECT_BUCKETS)
+    connect_bounds = sorted(float(le) for le in after["connect"] if le != "+Inf")
+    connect = per_bucket(delta(after["connect"], before["connect"]), connect_bounds)
     row = {
         "targets": count,
+        "processes": processes,
+        "buckets": "fine" if fine else "default",
         "window_seconds": round(window, 1),
         "startup_seconds": round(startup, 2),
         "cpu_share_of_one_core": round((cpu_after - cpu_before) / window, 3),
@@ -171,8 +182,8 @@ def measure(native: tools.NativeTools, count: int, seconds: float, workdir: Path
         "late_p50_ms": round(1000 * (quantile(0.5, lateness_bounds, late) or 0), 2),
         "late_p99_ms": round(1000 * (quantile(0.99, lateness_bounds, late) or 0), 2),
         "late_over_100ms_share": round(1 - sum(late[: lateness_bounds.index(0.1) + 1]) / max(1, sum(late)), 5),
-        "connect_p50_us": round(1e6 * (quantile(0.5, CONNECT_BUCKETS, connect) or 0), 1),
-        "connect_p99_us": round(1e6 * (quantile(0.99, CONNECT_BUCKETS, connect) or 0), 1),
+        "connect_p50_us": round(1e6 * (quantile(0.5, connect_bounds, connect) or 0), 1),
+        "connect_p99_us": round(1e6 * (quantile(0.99, connect_bounds, connect) or 0), 1),
         "kernel_rtt_us_median": statistics.median(rtts) if rtts else None,
         "scrape_seconds_median": round(statistics.median(scrapes), 3) if scrapes else None,
         "scrape_mb": round(statistics.median(sizes) / 1e6, 1) if sizes else None,
@@ -266,12 +277,13 @@ def side_window(proc: tools.Proc, port: int, seconds: float) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     head = (
-        "| targets @10 s | window | CPU (1 core) | RSS MB | probes/s | ran | failed | skipped/missed | "
-        "late p50 | late p99 | connect p50 / p99 | kernel RTT | scrape (MB) | held |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| targets @10 s | processes | window | CPU (cores) | RSS MB before scrapes / max | probes/s | ran | failed | "
+        "skipped/missed | late p50 | late p99 | connect p50 / p99 | kernel RTT | scrape (MB) | held |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     return head + "".join(
-        f"| {r['targets']:,} | {r['window_seconds']:.0f} s | {100 * r['cpu_share_of_one_core']:.0f} % | "
+        f"| {r['targets']:,} | {r['processes']} | {r['window_seconds']:.0f} s | {r['cpu_share_of_one_core']:.2f} | "
+        f"{r['rss_mb_before_scrapes']:.0f} / "
         f"{r['rss_mb_max']} | {r['probes_per_second']:,.0f} | {100 * r['ran_share']:.1f} % | {r['failed']:.0f} | "
         f"{r['skipped']:.0f}/{r['missed_ticks']:.0f} | {r['late_p50_ms']} ms | {r['late_p99_ms']} ms | "
         f"{r['connect_p50_us']:.0f} / {r['connect_p99_us']:.0f} µs | {r['kernel_rtt_us_median']} µs | "
@@ -294,6 +306,8 @@ def main() -> int:
         help="also run smokeping_prober and the exporter side by side, N targets at 1 s",
     )
     parser.add_argument("--only-versus", action="store_true", help="run only the side-by-side comparison")
+    parser.add_argument("--processes", default="1", help="comma-separated --runtime.probe-processes values to run")
+    parser.add_argument("--buckets", choices=["default", "fine"], default="fine")
     args = parser.parse_args()
     with tools.scratch_dir() as scratch:
         workdir = Path(scratch)
@@ -302,14 +316,16 @@ def main() -> int:
         versus = versus_smokeping(native, args.versus_smokeping, 60.0, workdir) if args.versus_smokeping else None
         if versus is not None:
             print(json.dumps(versus), file=sys.stderr, flush=True)
-        rows = [] if args.only_versus else [measure(native, args.targets, args.seconds, workdir)]
-        if rows:
+        rows: list[dict] = []
+        fine = args.buckets == "fine"
+        for processes in [] if args.only_versus else [int(p) for p in args.processes.split(",")]:
+            rows.append(measure(native, args.targets, args.seconds, workdir, processes, fine))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        for count in [int(c) for c in args.ladder.split(",") if c and rows]:
-            rows.append(measure(native, count, args.ladder_seconds, workdir))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-            if not rows[-1]["held"]:
-                break
+            for count in [int(c) for c in args.ladder.split(",") if c]:
+                rows.append(measure(native, count, args.ladder_seconds, workdir, processes, fine))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                if not rows[-1]["held"]:
+                    break
         report = {
             "rows": rows,
             "versus_smokeping": versus,

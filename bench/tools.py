@@ -93,6 +93,17 @@ class Proc:
                 pass
         return total
 
+    def tree_rss_mb(self) -> float:
+        """Current resident memory (VmRSS) of the process and its live children, summed."""
+        total = self.memory_mb()["rss_mb"]
+        for pid in self.children():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+            except (OSError, StopIteration):
+                pass
+        return total
+
     def children_peak_memory_mb(self) -> float:
         """Sum of the children's peak resident memory (VmHWM), an upper bound of their simultaneous peak."""
         total = 0.0
@@ -166,9 +177,9 @@ def wait_ready(proc: Proc, port: int, path: str, seconds: float = 20.0) -> None:
 
 
 def start_exporter(
-    config_text: str, port: int, event_loop: str, workdir: Path, processes: int = 1, repo: Path = REPO
+    config_text: str, port: int, event_loop: str, workdir: Path, processes: int = 1, repo: Path | None = None
 ) -> Proc:
-    """``repo``: the checkout whose ``exporter`` package runs (the working directory comes first on sys.path)."""
+    """The exporter of this checkout, or of ``repo`` (another checkout, e.g. an older commit's worktree)."""
     config = workdir / f"exporter-{port}.yml"
     config.write_text(config_text)
     proc = Proc(
@@ -183,10 +194,11 @@ def start_exporter(
             f"--runtime.probe-processes={processes}",
             "--log.level=warn",
         ],
-        cwd=repo,
+        cwd=repo or REPO,
+        env={**os.environ, "PYTHONPATH": str(repo or REPO)},
         stdout=subprocess.DEVNULL,
     )
-    wait_ready(proc, port, "/-/ready")
+    wait_ready(proc, port, "/-/ready", seconds=120.0)
     return proc
 
 

@@ -205,3 +205,10 @@ def test_a_plan_writes_the_address_families_only_for_all_modules() -> None:
     assert set(plan.families) >= ADDRESS_FAMILY_SET
     by_module = {target.module.name: target.families for target in plan.targets}
     assert not ADDRESS_FAMILY_SET & by_module["m"] and by_module["a"] >= ADDRESS_FAMILY_SET
+
+
+def test_the_table_does_not_repeat_the_verdict() -> None:
+    found = report(v6("2001:db8::1", TIMEOUT, 5), v4("192.0.2.1", OPEN, 0.001))
+    sentence = experience(found)
+    assert any(sentence[1:] in line for line in table(found))
+    assert not any(sentence[1:] in line for line in table(found, said=sentence))

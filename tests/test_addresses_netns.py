@@ -20,7 +20,7 @@ import pytest
 from tests.helpers.dns_server import MailLab, lab_unavailable_reason
 from tests.helpers.e2e_stack import binary
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.e2e, pytest.mark.slow]  # a real Prometheus too; ~90 s
 
 ROOT = Path(__file__).resolve().parent.parent
 V4_OK, V4_OK2, V4_DROP, V4_REFUSE = "192.0.2.11", "192.0.2.12", "192.0.2.13", "192.0.2.14"
@@ -172,18 +172,21 @@ def test_no_address_connects_no_happy_eyeballs_time(report: dict[str, Any]) -> N
 def test_what_users_experience_in_one_sentence_and_a_table(report: dict[str, Any]) -> None:
     human = case(report, "ipv6_drop")["human"]
     # 0.25 s plus the IPv4 connect time (more than 5 ms on a loaded machine: then "0.26 s").
-    waited = re.search(
-        r"Clients with IPv6 wait (\d+\.\d\d) s, then connect over IPv4: the IPv6 path drops packets\.", human
-    )
+    sentence = r"^Clients with IPv6 wait (\d+\.\d\d) s, then connect over IPv4: the IPv6 path drops packets$"
+    waited = re.search(sentence, human, re.MULTILINE)  # the verdict line
     assert waited is not None, human
     assert 0.25 <= float(waited.group(1)) < 0.75
+    assert human.count("then connect over IPv4: the IPv6 path drops packets") == 1, human  # said once
     assert re.search(rf"^  {re.escape(V6_DROP)}\s+v6\s+timeout\s", human, re.MULTILINE)
     assert re.search(rf"^  {re.escape(V4_OK2)}\s+v4\s+open\s", human, re.MULTILINE)
     refused = case(report, "ipv6_refuse")["human"]
     assert "then connect over IPv4: every IPv6 address refuses connections (TCP reset)" in refused
     pool = case(report, "some_failing")["human"]
     assert f"1 of 3 addresses fail ({V4_REFUSE} refuses connections)" in pool
-    assert "no client can connect: every address drops packets" in case(report, "all_failing")["human"]
+    assert (
+        "What users experience: No client can connect: every address drops packets"
+        in case(report, "all_failing")["human"]
+    )
 
 
 def test_json_contract(report: dict[str, Any]) -> None:
@@ -252,6 +255,12 @@ def test_an_mx_hosts_every_address(report: dict[str, Any]) -> None:
         f'address="{V4_OK2}",ip_protocol="4"': 1.0,
         f'address="{V6_DROP}",ip_protocol="6"': 0.0,
     }
+
+
+def test_a_mail_domain_with_one_is_todays_probe(report: dict[str, Any]) -> None:
+    document = case(report, "mail_domain_one")["json"]
+    assert document["addresses"] is None and document["success"] is True
+    assert "probe_address" not in case(report, "mail_domain_one")["probe"]
 
 
 def test_path_diagnosis_runs_for_the_failing_address(report: dict[str, Any]) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 import tempfile
 from pathlib import Path
 
 import pytest
+import trustme
 
 from exporter.config.loader import parse_config
 from exporter.core.address import parse_host_port
@@ -145,3 +147,39 @@ async def test_postfix_answers_the_padded_noop_and_the_envelope_goes_on(postfix)
     noop = result.transcript.index(next(line for line in result.transcript if line.startswith("C: NOOP")))
     assert result.transcript[noop + 1].startswith("S: 250"), result.transcript[noop : noop + 2]
     assert result.details.replies["rcpt"].code == 250
+
+
+async def test_a_server_that_stalls_only_the_first_handshake_is_no_black_hole(tmp_path: Path) -> None:
+    """The first TLS handshake stalls; later connections are served. The small-MSS retry succeeds, but so does
+    the control with the full MSS: no black hole is claimed, and the report says what remains possible."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("tls.test").configure_cert(context)
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        if connections > 1:
+            await writer.start_tls(context)
+        while await reader.read(65536):
+            pass
+
+    servers = Servers()
+    try:
+        port = await servers.start(handler)
+        result = await run(
+            f"{{prober: tcp, timeout: 4s, tcp: {{tls: true, mtu_check: true, "
+            f"tls_config: {{ca_file: '{ca_file}', server_name: tls.test}}}}}}",
+            port,
+            timeout=4.0,
+        )
+    finally:
+        await servers.close()
+    assert result.state == "tls_error", result.detail
+    assert result.mtu is not None and result.mtu.state == "unknown", result.mtu
+    assert any("whatever the packet size" in cause for cause in result.mtu.possible), result.mtu.possible
+    assert "black hole" not in result.detail
+    assert connections == 3  # the probe's own, the small-MSS retry and the control

@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_process_count,
         default=1,
         metavar="N",
-        help="processes that share each scrape of the configured targets, this one included "
-        f"(1-{MAX_PROBE_PROCESSES}; default 1). One process uses one core: raise it when "
+        help="processes that share each scrape of the configured targets and the continuous targets, "
+        f"this one included (1-{MAX_PROBE_PROCESSES}; default 1). One process uses one core: raise it when "
         "a large scrape is CPU-bound. Each extra process costs ~30-40 MB.",
     )
     parser.add_argument(

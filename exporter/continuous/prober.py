@@ -7,7 +7,8 @@ global ``max_concurrency`` bounds background probes and scrape probes together. 
 previous probe is still running at its tick is not probed again (no overlap): the tick is counted
 in ``probe_skipped_total``.
 
-Runs in the serving process only: ``--runtime.probe-processes`` workers take scrape-time probes.
+With ``--runtime.probe-processes`` each process runs one of these for the targets it owns
+(``exporter.continuous.assign``); a scrape reads every process's (``exporter.continuous.shard``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import itertools
 import time
 from array import array
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -323,16 +324,6 @@ class ContinuousProber:
         """Status page rows (address, module, when, latest result), as ``ProbeHistory.latest`` gives."""
         for entry in self.targets:
             yield entry.address, entry.module, entry.latest_at, entry.latest
-
-    @staticmethod
-    async def encode_yielding(pieces: Iterable[str]) -> list[bytes]:
-        """Encode ``pieces`` (up to 1,000 targets' lines each), returning to the event loop after each
-        one, so a large scrape does not hold up the background ticks due meanwhile."""
-        chunks = []
-        for piece in pieces:
-            chunks.append(piece.encode())
-            await asyncio.sleep(0)
-        return chunks
 
     def render(self) -> Iterator[str]:
         return render_tallies([(entry.labels, entry.tally) for entry in self.targets])

@@ -252,36 +252,50 @@ def _header(name: str, kind: str, help_text: str) -> str:
     return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
 
 
+def _results(prefix: str, tally: TargetTally) -> str:
+    counts = tally.counts
+    return "".join(
+        [f"probe_results_total{{{prefix},{text}}} {counts[i]}\n" for i, text in enumerate(tally.layout.state_texts)]
+    )
+
+
+def _changes(prefix: str, tally: TargetTally) -> str:
+    return f"probe_state_changes_total{{{prefix}}} {tally.counts[len(tally.layout.states)]}\n"
+
+
+def _skipped(prefix: str, tally: TargetTally) -> str:
+    # Absent until a tick is skipped: a skip needs a probe that outlasts its interval, which a
+    # healthy target with timeout < interval never has, so a zero here would be a series per
+    # target that says nothing.
+    count = tally.counts[len(tally.layout.states) + 1]
+    return f"probe_skipped_total{{{prefix}}} {count}\n" if count else ""
+
+
+def _consecutive(prefix: str, tally: TargetTally) -> str:
+    return f"probe_consecutive_failures{{{prefix}}} {tally.consecutive_failures}\n"
+
+
+def tally_families() -> list[tuple[str, str, _Writer]]:
+    """(name, header, writer) of every counter and histogram family of continuous targets, in order; a
+    writer gives one target's lines (or nothing). Several processes' lines of a family join under one header."""
+    return [
+        ("probe_results_total", _header("probe_results_total", "counter", RESULTS_HELP), _results),
+        ("probe_state_changes_total", _header("probe_state_changes_total", "counter", CHANGES_HELP), _changes),
+        ("probe_skipped_total", _header("probe_skipped_total", "counter", SKIPPED_HELP), _skipped),
+        ("probe_consecutive_failures", _header("probe_consecutive_failures", "gauge", CONSECUTIVE_HELP), _consecutive),
+        *(
+            (family.name, _header(family.name, "histogram", family.help), _histogram_writer(family))
+            for family in HISTOGRAMS
+        ),
+    ]
+
+
 def render_tallies(tallies: Tallied) -> Iterator[str]:
     """The counter and histogram families of continuous targets, family by family, in pieces."""
     if not tallies:
         return
-
-    def results(prefix: str, tally: TargetTally) -> str:
-        counts = tally.counts
-        return "".join(
-            [f"probe_results_total{{{prefix},{text}}} {counts[i]}\n" for i, text in enumerate(tally.layout.state_texts)]
-        )
-
-    def changes(prefix: str, tally: TargetTally) -> str:
-        return f"probe_state_changes_total{{{prefix}}} {tally.counts[len(tally.layout.states)]}\n"
-
-    def skipped(prefix: str, tally: TargetTally) -> str:
-        # Absent until a tick is skipped: a skip needs a probe that outlasts its interval, which a
-        # healthy target with timeout < interval never has, so a zero here would be a series per
-        # target that says nothing.
-        count = tally.counts[len(tally.layout.states) + 1]
-        return f"probe_skipped_total{{{prefix}}} {count}\n" if count else ""
-
-    def consecutive(prefix: str, tally: TargetTally) -> str:
-        return f"probe_consecutive_failures{{{prefix}}} {tally.consecutive_failures}\n"
-
-    yield from _chunked(tallies, _header("probe_results_total", "counter", RESULTS_HELP), results)
-    yield from _chunked(tallies, _header("probe_state_changes_total", "counter", CHANGES_HELP), changes)
-    yield from _chunked(tallies, _header("probe_skipped_total", "counter", SKIPPED_HELP), skipped)
-    yield from _chunked(tallies, _header("probe_consecutive_failures", "gauge", CONSECUTIVE_HELP), consecutive)
-    for family in HISTOGRAMS:
-        yield from _chunked(tallies, _header(family.name, "histogram", family.help), _histogram_writer(family))
+    for _, header, write in tally_families():
+        yield from _chunked(tallies, header, write)
 
 
 def _histogram_writer(family: HistogramFamily) -> _Writer:

@@ -23,7 +23,7 @@ def details_lines(result: ProbeResult, now: float | None = None) -> list[str]:
         lines += [f"  {printable(heading)}: {printable(meaning)}" for heading, meaning in explanations]
     lines += [printable(line) for line in details.report_lines()]
     if result.addresses is not None:  # tcp.probe_addresses: all: the table and what users experience
-        lines += [printable(line) for line in address_table(result.addresses)]
+        lines += [printable(line) for line in address_table(result.addresses, said=result.detail)]
     lines += [printable(line) for line in mtu_lines(result.mtu)]  # tcp.mtu_check (docs/mtu.md)
     return lines
 

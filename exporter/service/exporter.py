@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
 import time
 from collections import Counter as Tally
@@ -14,9 +13,10 @@ from collections.abc import Sequence
 from exporter.config.access import ProbeGate
 from exporter.config.loader import Config, ConfigError, Module, load_config
 from exporter.continuous.prober import ContinuousProber
+from exporter.continuous.shard import ContinuousStats, Pacer, Stats, collect, joined, outcomes_of
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
-from exporter.core.exposition import Family, label_prefix, render, render_chunks
+from exporter.core.exposition import TARGETS_PER_CHUNK, Family, label_prefix, render
 from exporter.core.selfmetrics import ExporterMetrics
 from exporter.core.vantage import VANTAGE_LABEL, Site
 from exporter.probers.connect.result import ProbeResult
@@ -45,9 +45,13 @@ class Exporter:
         # Path diagnoses of failed targets, in the background.
         self.diagnoses = DiagnosisScheduler(config.settings.max_diagnoses_in_flight)
         metrics.registry.register(SchedulerCollector(self.diagnoses))
-        self.continuous = ContinuousProber(metrics.registry)  # started by the app (cleanup context)
+        # This process's continuous targets (all of them, or its share with probe workers), started by the
+        # app (cleanup context); its self-metrics are written summed with the workers' (ContinuousStats).
+        self.continuous = ContinuousProber()
         self.continuous.update(self.plan.continuous)
+        metrics.registry.register(ContinuousStats(self.continuous, self._worker_stats))
         self._reloading = asyncio.Lock()
+        self._by_key: tuple[Plan | None, dict[tuple[str, str], PlannedTarget]] = (None, {})
         self._loaded(config)
 
     @property
@@ -98,12 +102,22 @@ class Exporter:
             self.diagnoses.retain(
                 {(str(t.address), t.module.name) for t in [*plan.targets, *(planned for planned, _ in plan.continuous)]}
             )
-            self.continuous.update(plan.continuous)  # keeps the counters of unchanged targets
             if self.pool is not None:
-                self.pool.set_plan(plan)
+                self.pool.set_plan(plan)  # and the continuous targets to their owners (workers.spread)
+            else:
+                self.continuous.update(plan.continuous)  # keeps the counters of unchanged targets
             self._loaded(config)
         log.info("configuration reloaded: %d modules, %d targets", len(config.modules), len(config.targets))
         return config
+
+    def _worker_stats(self) -> Stats | None:
+        return self.pool.spread.stats if self.pool is not None else None
+
+    def _continuous_by_key(self, plan: Plan) -> dict[tuple[str, str], PlannedTarget]:
+        """The plan's continuous targets by (target, module), built once per plan."""
+        if self._by_key[0] is not plan:
+            self._by_key = (plan, {(str(p.address), p.module.name): p for p, _ in plan.continuous})
+        return self._by_key[1]
 
     def _require_runner(self) -> ProbeRunner:
         if self.runner is None:
@@ -121,6 +135,8 @@ class Exporter:
         # with 10,000 targets ~0.1 s each), at most a quarter of the budget.
         reserve = min(2 * self._finish_seconds, budget / 4)
         deadline = Deadline.after(budget).earlier(reserve)
+        # The workers render their continuous targets meanwhile.
+        shards_asked = asyncio.ensure_future(self.pool.collect_continuous(deadline)) if self.pool is not None else None
         if self.pool is not None:
             results = await self.pool.probe_all(plan, self._require_runner(), deadline)
         else:
@@ -131,24 +147,42 @@ class Exporter:
         self.metrics.scrape_duration.labels("metrics").observe(probed - started)
         self._count(results, plan.targets)
         self.history.record_scrape(plan.targets, results, time.time())
-        # Continuous targets are only read: their latest result joins the gauges (a family's lines
-        # must stay together), then their counters and histograms follow.
-        self.metrics.count_probes(self.continuous.take_outcomes())
-        pieces = render_chunks(
-            [(target.labels, result, target.families) for target, result in zip(plan.targets, results, strict=False)]
-            + self.continuous.latest_results(),
-            plan.families,
-        )
-        if self.continuous.targets:
-            # Rendering 10,000 continuous targets takes ~0.5 s: let their ticks fire between pieces.
-            chunks = await self.continuous.encode_yielding(itertools.chain(pieces, self.continuous.render()))
-        else:
-            chunks = [chunk.encode() for chunk in pieces]
+        # Continuous targets are only read: each process renders its own (the workers in parallel), and
+        # each family is written once, with the scrape-time targets' lines and every process's.
+        local = await collect(self.continuous, plan.families) if self.continuous.targets else None
+        shards = [*([local] if local is not None else []), *(await shards_asked if shards_asked else [])]
+        self.metrics.count_probes(outcomes_of(shards))
+        scraped = [
+            (target.labels, result, target.families) for target, result in zip(plan.targets, results, strict=True)
+        ]
+        own = []
+        pacer = Pacer()
+        for family in plan.families:
+            write = family.samples.writer(family.name)
+            parts = []
+            for start in range(0, len(scraped), TARGETS_PER_CHUNK):
+                body = "".join(
+                    [write(p, r) for p, r, present in scraped[start : start + TARGETS_PER_CHUNK] if family in present]
+                )
+                if body:
+                    parts.append(body.encode())
+                if shards:  # let the continuous targets' ticks fire meanwhile
+                    await pacer.pause()
+            own.append((family, parts))
+        chunks = joined(own, shards)
         # Failures (of this scrape, and the latest of continuous targets) go to the background path
         # diagnosis; the latest diagnoses are shown.
-        probed_continuously = [(entry, entry.latest) for entry in self.continuous.targets if entry.latest is not None]
-        everything: list[Diagnosed] = [*plan.targets, *(entry for entry, _ in probed_continuously)]
-        self.diagnoses.after_scrape(everything, [*results, *(latest for _, latest in probed_continuously)])
+        continuous = self._continuous_by_key(plan)
+        diagnosed = [
+            (planned, result)
+            for shard in shards
+            for target, module, result in shard.diagnosed
+            if (planned := continuous.get((target, module))) is not None
+        ]
+        self.diagnoses.after_scrape(
+            [*plan.targets, *(planned for planned, _ in diagnosed)], [*results, *(result for _, result in diagnosed)]
+        )
+        everything: list[Diagnosed] = [*plan.targets, *(planned for planned, _ in plan.continuous)]
         chunks += [chunk.encode() for chunk in render_path_families(self.diagnoses.entries(everything))]
         self._finish_seconds = loop.time() - probed
         return chunks

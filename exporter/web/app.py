@@ -94,7 +94,7 @@ async def _probe_workers(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     exporter = app[EXPORTER]
-    pool = WorkerPool(options, exporter.metrics)
+    pool = WorkerPool(options, exporter.metrics, exporter.continuous.update)
     await pool.start(exporter.plan)
     exporter.pool = pool
     try:
@@ -232,7 +232,12 @@ async def landing_page(request: web.Request) -> web.Response:
         path_words=path_words(exporter),
         rows=[*exporter.history.latest(exporter.plan.targets), *exporter.continuous.latest_rows()],
         ad_hoc=exporter.history.ad_hoc([*exporter.plan.targets, *(t for t, _ in exporter.plan.continuous)]),
-        sections=continuous_section(exporter.continuous),
+        sections=continuous_section(
+            exporter.continuous,
+            elsewhere=sum(n for process, n in exporter.pool.spread.owners.items() if process)
+            if exporter.pool is not None
+            else 0,
+        ),
         recent=exporter.history.recent,
         failures=exporter.history.failures,
         refresh=min(max(seconds, 5), MAX_REFRESH) if seconds else None,

@@ -20,11 +20,14 @@ def _ratio(failures: int, probes: int) -> str:
 
 
 def continuous_section(
-    prober: ContinuousProber, now: float | None = None, max_rows: int = MAX_CONTINUOUS_ROWS
+    prober: ContinuousProber, now: float | None = None, max_rows: int = MAX_CONTINUOUS_ROWS, elsewhere: int = 0
 ) -> list[str]:
-    """HTML for the continuous targets (worst failure ratio first), or nothing without any."""
-    if not prober.targets:
+    """HTML for this process's continuous targets (worst failure ratio first), or nothing without any;
+    ``elsewhere``: how many more the probe workers own (listed in /metrics, not here)."""
+    if not prober.targets and not elsewhere:
         return []
+    if not prober.targets:
+        return ["<h2>Continuous targets</h2>", _elsewhere(elsewhere)]
     now = time.time() if now is None else now
     rows = []
     for entry in prober.targets:
@@ -38,6 +41,7 @@ def continuous_section(
         f"{2 * WINDOW_STEP / 60:g} minutes (the Window column says exactly), worst failure ratio first. "
         "Percentiles are estimated from the connect-time histogram's buckets as Prometheus' "
         "<code>histogram_quantile</code> does, over successful connects only.</p>",
+        *([_elsewhere(elsewhere)] if elsewhere else []),
         "<table id=continuous><thead><tr><th>Target</th><th>Module</th><th>Interval</th><th>State</th>"
         "<th>Window</th><th>Probes</th><th>Failed</th><th>Failure ratio</th>"
         + "".join(f"<th>Connect p{round(q * 100)}</th>" for q in QUANTILES)
@@ -71,3 +75,11 @@ def continuous_section(
             'shown; <a href="/metrics">/metrics</a> has them all.</p>'
         )
     return out
+
+
+def _elsewhere(count: int) -> str:
+    return (
+        f"<p>{count:,} more continuous targets are probed by the probe worker processes "
+        "(<code>--runtime.probe-processes</code>): their counters are in <code>/metrics</code>; "
+        "this table lists the serving process's own.</p>"
+    )

@@ -8,6 +8,8 @@ no metrics registry and no config file: the serving process sends it its targets
 Messages on stdin (see ``exporter.frames``), replies on stdout, logs on stderr:
   ("plan", version, max_concurrency, [(HostPort, Module), ...])   the targets of this worker
   ("probe", request_id, version, budget_seconds)   ->  ("results", request_id, [ProbeResult, ...])
+  ("continuous", [(HostPort, Module, labels, interval), ...])   the continuous targets this worker owns
+  ("collect", request_id)   ->  ("shard", request_id, Shard)   what they add to a scrape (only read)
 It sends ("ready", pid) once it can take requests, and exits when stdin closes: it ignores SIGINT and
 SIGTERM so that a signal sent to the whole process group lets the serving process finish its
 in-flight scrapes first.
@@ -24,12 +26,18 @@ import signal
 import sys
 from typing import Any
 
+from exporter.continuous.prober import ContinuousProber
+from exporter.continuous.shard import collect
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
+from exporter.core.exposition import Family
 from exporter.core.logs import LEVELS, setup_logging
 from exporter.core.runtime import new_event_loop, raise_fd_limit
 from exporter.probers.connect.resolve import Resolver
+from exporter.probers.connect.result import ProbeResult
 from exporter.probers.module import Module
+from exporter.probers.table import PROBERS, families_in_order
+from exporter.probing.plan import PlannedTarget
 from exporter.probing.runner import ProbeRunner
 from exporter.workers import frames
 
@@ -55,6 +63,10 @@ class WorkerServer:
         self._runner: ProbeRunner | None = None
         self._plans: dict[int, list[tuple[HostPort, Module]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # The continuous targets this worker owns (exporter.continuous.assign), probed here in the background.
+        self._continuous = ContinuousProber()
+        self._continuous_started = False
+        self._families: list[Family[ProbeResult]] = []
 
     def handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -66,6 +78,12 @@ class WorkerServer:
             self._plans[version] = targets
             for old in sorted(self._plans)[:-PLANS_KEPT]:
                 del self._plans[old]
+        elif kind == "continuous":
+            self._take_continuous(message[1])
+        elif kind == "collect":
+            task = asyncio.ensure_future(self._collect(message[1]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif kind == "probe":
             _, request_id, version, budget = message
             task = asyncio.ensure_future(self._probe(request_id, version, budget))
@@ -88,9 +106,30 @@ class WorkerServer:
             reply = frames.encode(("results", request_id, None))
         self._writer.write(reply)
 
-    def close(self) -> None:
+    def _take_continuous(self, targets: list[tuple[HostPort, Module, str, float]]) -> None:
+        # Families are functions, not sent: each target's come from its prober, as build_plan gives them.
+        planned = [
+            (PlannedTarget(address, module, labels, PROBERS[module.prober].family_set), interval)
+            for address, module, labels, interval in targets
+        ]
+        self._continuous.update(planned)
+        self._families = families_in_order(PROBERS[name] for name in dict.fromkeys(m.prober for _, m, _, _ in targets))
+        if not self._continuous_started:
+            self._continuous_started = True
+            self._continuous.start(lambda: self._runner)
+
+    async def _collect(self, request_id: int) -> None:
+        try:
+            reply = frames.encode(("shard", request_id, await collect(self._continuous, self._families)))
+        except Exception:  # a bug: this scrape goes without this worker's continuous targets
+            log.exception("probe worker: collect %d failed", request_id)
+            reply = frames.encode(("shard", request_id, None))
+        self._writer.write(reply)
+
+    async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        await self._continuous.stop()
         self._resolver.close()
 
 
@@ -114,7 +153,7 @@ async def serve(stdin: io.FileIO, stdout: io.FileIO) -> None:
             worker.handle(message)
             await writer.drain()
     finally:
-        worker.close()
+        await worker.close()
         writer.close()
 
 

@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from exporter.probers.connect.result import ProbeResult
 from exporter.workers import frames
@@ -46,11 +48,14 @@ class WorkerHandle:
         self.process: asyncio.subprocess.Process | None = None
         self.ready = False
         self.stalls = 0
-        self._pending: dict[int, asyncio.Future[Answer]] = {}
+        # Replies owed: an Answer for "probe", a continuous Shard for "collect".
+        self._pending: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 0
         self._reader: asyncio.Task[None] | None = None
         self.exited: asyncio.Future[int | None] | None = None  # its exit code; None: it never started
         self.started_at = 0.0
+        # Called when the worker says it is ready (the pool hands it its continuous targets then).
+        self.on_ready: Callable[[WorkerHandle], None] | None = None
 
     async def start(self) -> None:
         self.ready = False
@@ -90,6 +95,16 @@ class WorkerHandle:
         reply.add_done_callback(lambda _: self._pending.pop(request_id, None))
         return reply
 
+    def request_shard(self) -> asyncio.Future[Any] | None:
+        """Ask for what its continuous targets add to a scrape (a ``Shard``); None if it cannot be asked."""
+        request_id = self._next_id = self._next_id + 1
+        if not self.ready or not self.send(("collect", request_id)):
+            return None
+        reply = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = reply
+        reply.add_done_callback(lambda _: self._pending.pop(request_id, None))
+        return reply
+
     async def _read_replies(self, process: asyncio.subprocess.Process, exited: asyncio.Future[int | None]) -> None:
         reason = "its output ended"
         assert process.stdout is not None  # started with stdout=PIPE
@@ -105,7 +120,9 @@ class WorkerHandle:
                 if message[0] == "ready":
                     self.ready = True
                     log.info("probe worker %d ready", self.number, extra={"pid": message[1]})
-                elif message[0] == "results":
+                    if self.on_ready is not None:
+                        self.on_ready(self)
+                elif message[0] in ("results", "shard"):
                     reply = self._pending.get(message[1])
                     if reply is not None and not reply.done():
                         reply.set_result(message[2])

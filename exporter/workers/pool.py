@@ -3,6 +3,7 @@
 A scrape of the configured targets is split by target: target i of the plan is always probed by
 process i mod N (0 is the serving process), so the probes of one target never run in two processes
 at once and overlapping scrapes still share them (the split and the gathering: ``exporter.scatter``).
+Continuous targets are spread over all processes with a stable owner each (``exporter.workers.spread``).
 Everything else stays in the serving process: /probe, results, the status page, the exporter's own
 metrics, reloads. A worker that exits is started again after a back-off that grows while it keeps failing.
 """
@@ -19,8 +20,12 @@ from exporter.probers.connect.result import ProbeResult
 from exporter.probing.runner import ProbeRunner
 from exporter.workers.handle import WorkerHandle, WorkerOptions
 from exporter.workers.scatter import scatter_gather
+from exporter.workers.spread import Continuous, Spread
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from exporter.continuous.shard import Shard
     from exporter.core.selfmetrics import ExporterMetrics
     from exporter.probing.plan import Plan
 
@@ -33,7 +38,12 @@ HEALTHY_SECONDS = 60.0
 
 
 class WorkerPool:
-    def __init__(self, options: WorkerOptions, metrics: ExporterMetrics | None = None):
+    def __init__(
+        self,
+        options: WorkerOptions,
+        metrics: ExporterMetrics | None = None,
+        local_continuous: Callable[[Continuous], None] | None = None,
+    ):
         if not 2 <= options.processes <= MAX_PROBE_PROCESSES:
             raise ValueError(f"probe processes must be between 2 and {MAX_PROBE_PROCESSES}")
         self.processes = options.processes
@@ -44,6 +54,10 @@ class WorkerPool:
         self._plans: list[tuple[Plan, int, list[list[int]]]] = []
         self._closing = False
         self._watchers: set[asyncio.Task[None]] = set()
+        # Continuous targets on every process (exporter.workers.spread); ``local_continuous`` takes ours.
+        self.spread = Spread(self._workers, local_continuous or (lambda share: None))
+        for worker in self._workers:
+            worker.on_ready = lambda _: self.spread.reassign()
 
     async def start(self, plan: Plan) -> None:
         self.set_plan(plan, send=False)
@@ -58,6 +72,7 @@ class WorkerPool:
         if send:
             for worker in self._workers:
                 self._send_plan(worker)
+        self.spread.set_targets(plan.continuous)
 
     def _send_plan(self, worker: WorkerHandle) -> None:
         plan, version, shares = self._plans[-1]
@@ -86,6 +101,7 @@ class WorkerPool:
             self._set_alive()
             if self._closing:
                 return
+            self.spread.reassign()  # its continuous targets move to the processes still up
             if asyncio.get_running_loop().time() - worker.started_at > HEALTHY_SECONDS:
                 failures = 0  # it had been running fine: a new failure starts the back-off over
             if self._metrics is not None:
@@ -124,6 +140,9 @@ class WorkerPool:
             return await runner.probe_all(targets, deadline)
         _, version, shares = held
         return await scatter_gather(targets, shares, version, self._workers, runner, deadline)
+
+    async def collect_continuous(self, deadline: Deadline) -> list[Shard]:
+        return await self.spread.collect(deadline)
 
     async def close(self) -> None:
         self._closing = True

@@ -5,8 +5,8 @@
                                         (server -> client) when ``narrow_return``: an asymmetric path
 
 ``drop_frag_needed(router)`` makes that router's ICMP "fragmentation needed" vanish (nftables in its
-``output`` chain): a path-MTU black hole. Every case builds a fresh network, so no path MTU learnt
-by an earlier case (a route exception, ~10 minutes) hides anything. The servers run in the server
+``output`` chain): a path-MTU black hole. ``forget()`` clears what client and server learnt (a route
+exception, ~10 minutes), so no earlier check hides anything from the next. The servers run in the server
 namespace: a TLS server whose certificate chain fills several full-size segments, and aiosmtpd with
 STARTTLS (tests/scenarios/mtu_servers.py).
 """
@@ -43,6 +43,22 @@ class MtuNetwork:
     ca_file: Path
     config: Path
     servers: subprocess.Popen[str]
+
+    def forget(self) -> None:
+        """Make both hosts forget every path MTU they learnt. A learnt path MTU lives ~10 minutes in a route
+        exception on the host that received the ICMP (client or server) and shrinks later connections; a
+        link taken down and up drops its routes with their exceptions (tests only). Routes are put back and
+        the neighbours resolved again."""
+        topology = self.topology
+        for ns, dev, gateways in (
+            (topology.client, "c0", ("10.61.1.1", "fd61:1::1")),
+            (topology.server, "s0", ("10.61.3.1", "fd61:3::1")),
+        ):
+            topology.exec(ns, "ip", "link", "set", dev, "down")
+            topology.exec(ns, "ip", "link", "set", dev, "up")
+            topology.exec(ns, "ip", "route", "replace", "default", "via", gateways[0])
+            topology.exec(ns, "ip", "-6", "route", "replace", "default", "via", gateways[1])
+        topology.warm_up()
 
     def check(self, module: str, port: int, ipv6: bool = False) -> dict:
         from tests.helpers.topology import SERVER4, SERVER6, check_json

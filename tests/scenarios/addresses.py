@@ -50,6 +50,7 @@ modules:
     tcp: {{probe_addresses: all, query_response: [{{expect: "^hello"}}]}}
   smtp_all: {{prober: smtp, timeout: 3s, tcp: {{probe_addresses: all}}, smtp: {{starttls: "no"}}}}
   mx_all: {{prober: smtp, timeout: 4s, tcp: {{probe_addresses: all}}, smtp: {{mx: true, starttls: "no"}}}}
+  mx_one: {{prober: smtp, timeout: 4s, smtp: {{mx: true, starttls: "no"}}}}
   tcp_all_diagnose: {{prober: tcp, timeout: 2s, tcp: {{probe_addresses: all, diagnose: on_failure}}}}
 targets:
   - {{target: "dual-ok.test:{TCP_PORT}", module: tcp_all}}
@@ -72,6 +73,7 @@ CASES = [
     ("dialogue", f"v6-drop.test:{TCP_PORT}", "hello_all"),
     ("smtp", f"v6-drop.test:{SMTP_PORT}", "smtp_all"),
     ("mail_domain", f"mail.test:{SMTP_PORT}", "mx_all"),
+    ("mail_domain_one", f"mail.test:{SMTP_PORT}", "mx_one"),
 ]
 
 

@@ -86,13 +86,13 @@ def setup_namespace() -> None:
     subprocess.run(["nft", "-f", "-"], input=NFT_RULES, text=True, check=True, timeout=10)
 
 
-def listening_socket(stack: ExitStack, greeting: bytes = b"") -> int:
+def listening_socket(stack: ExitStack, greeting: bytes = b"", read_until_closed: bool = False) -> int:
     """A port in state "open" for the whole run: connections are accepted, sent ``greeting`` and closed at
     once, so the backlog never fills up (a full backlog drops SYNs: the port would turn into "timeout")."""
     sock = stack.enter_context(socket.socket())
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
-    threading.Thread(target=_accept_and_close, args=(sock, greeting), daemon=True).start()
+    threading.Thread(target=_accept_and_close, args=(sock, greeting, read_until_closed), daemon=True).start()
     stack.callback(_wake_accept, sock)  # runs before the socket's close (LIFO)
     return sock.getsockname()[1]
 
@@ -104,18 +104,22 @@ def _wake_accept(sock: socket.socket) -> None:
         pass
 
 
-def _accept_and_close(sock: socket.socket, greeting: bytes) -> None:
+def _accept_and_close(sock: socket.socket, greeting: bytes, read_until_closed: bool) -> None:
     while True:
         try:
             connection, _ = sock.accept()
         except OSError:  # the listening socket was shut down: the scenario is over
             return
         with connection:
-            if greeting:
-                try:
+            try:
+                if greeting:
                     connection.sendall(greeting)
-                except OSError:
-                    pass  # the prober hung up first
+                # tcp.mtu_check's data must find the connection open (a server closing at once resets it).
+                connection.settimeout(5)
+                while read_until_closed and connection.recv(65536):
+                    pass
+            except OSError:
+                pass  # the prober hung up first, or went quiet for 5 s
 
 
 def closed_port() -> int:
@@ -132,14 +136,16 @@ def stack_scenario(workdir: Path, netns: bool) -> dict:
         if netns:
             setup_namespace()
         open_port = listening_socket(stack)
+        reading_port = listening_socket(stack, read_until_closed=True)
         refused_port = closed_port()
 
         # Pattern (1): targets in the exporter's config, probed on /metrics; `case` names the expectation.
         cases = {
             "open": (f"127.0.0.1:{open_port}", "tcp_connect"),
             "refused": (f"127.0.0.1:{refused_port}", "tcp_connect"),
-            "continuous": (f"127.0.0.1:{open_port}", "tcp_every_1s"),
-        }  # background probing (docs/continuous.md)
+            "continuous": (f"127.0.0.1:{open_port}", "tcp_every_1s"),  # background probing (docs/continuous.md)
+            "mtu": (f"127.0.0.1:{reading_port}", "tcp_mtu"),  # the dashboard's Path MTU table (docs/mtu.md)
+        }
         if netns:
             cases |= {
                 "timeout": (DROPPED, "tcp_short"),
@@ -160,6 +166,7 @@ modules:
   tcp_connect: {{prober: tcp, timeout: 2s, tcp: {{diagnose: on_failure}}}}  # the dashboard's path columns
   tcp_short: {{prober: tcp, timeout: 300ms}}
   tcp_every_1s: {{prober: tcp, timeout: 2s, interval: 1s}}
+  tcp_mtu: {{prober: tcp, timeout: 2s, tcp: {{mtu_check: true}}}}
 {smtp_modules}
 targets:
 {targets}
@@ -198,8 +205,9 @@ targets:
         report["startup_seconds"] = round(time.monotonic() - started, 2)
 
         # Mail-domain panels need MX records from a DNS server: tests/test_maildomain_netns.py runs those; the
-        # every-address panels names with several addresses: tests/test_addresses_netns.py runs those.
-        queries = [query for query in dashboard_queries() if not re.search(ADDRESS_OR_MAIL_DOMAIN, query["expr"])]
+        # every-address panels names with several addresses: tests/test_addresses_netns.py runs those; the router
+        # that reports a smaller path MTU needs routers: tests/test_mtu_paths.py checks that series.
+        queries = [query for query in dashboard_queries() if not re.search(NEEDS_ANOTHER_NETWORK, query["expr"])]
         variables = dashboard_variable_queries()
         # Until everything the tests look at is there; if it never is, the report holds the last snapshot and each
         # test says what is missing from it.
@@ -230,6 +238,7 @@ targets:
 
 SMTP_SERVER_NAME = "mx.e2e.test"
 ADDRESS_OR_MAIL_DOMAIN = r"\bprobe_(mx_|mail_domain_|address_|addresses|happy_eyeballs_)"
+NEEDS_ANOTHER_NETWORK = ADDRESS_OR_MAIL_DOMAIN + r"|\bprobe_path_mtu_reported_by_info\b"
 BLOCKED_GREETING = b"554 5.7.1 Service unavailable; client host blocked using a test block list\r\n"
 
 

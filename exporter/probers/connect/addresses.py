@@ -209,8 +209,9 @@ def to_json(report: AddressesReport) -> dict[str, object]:
     }
 
 
-def table(report: AddressesReport) -> list[str]:
-    """The per-address table and the sentence of what users experience, as report lines."""
+def table(report: AddressesReport, said: str = "") -> list[str]:
+    """The per-address table and the sentence of what users experience, as report lines (the sentence left
+    out when it is ``said`` already, as the verdict)."""
     rows = [("ADDRESS", "IP", "STATE", "CONNECT")]
     for o in report.outcomes:
         took = "-" if o.connect_seconds is None else f"{o.connect_seconds * 1000:.2f} ms"
@@ -228,8 +229,9 @@ def table(report: AddressesReport) -> list[str]:
         lines.append(f"  ... {report.cut} more not probed (tcp.probe_addresses_max)")
     he = report.happy_eyeballs_seconds
     lines.append(f"Happy Eyeballs (RFC 8305): {_seconds(he)}" + ("" if he is not None else " (no address connects)"))
-    if (said := note(report)) is not None:
-        lines.append(f"Note: {said}")
+    if (noted := note(report)) is not None:
+        lines.append(f"Note: {noted}")
     sentence = experience(report)
-    lines.append("What users experience: " + sentence[:1].upper() + sentence[1:] + ".")
+    if sentence != said:
+        lines.append("What users experience: " + sentence[:1].upper() + sentence[1:] + ".")
     return lines

@@ -257,7 +257,7 @@ def _conclude(pending: _Pending) -> None:
     if report.no_route_families and not _NO_ROUTE_LOGGED[0]:
         _NO_ROUTE_LOGGED[0] = True
         log.warning("this exporter cannot reach IPv6: no route (IPv6 addresses of names are not counted)")
-    result.note(f"Every address: {report.state}; {experience(report)}")
+    result.note(f"Every address: {report.state}")
 
 
 def apply_verdict(result: ProbeResult) -> None:

@@ -33,6 +33,7 @@ from exporter.core.deadline import Deadline
 from exporter.probers.connect import mtu_socket as ms
 
 TO_TARGET, FROM_TARGET = "to_target", "from_target"
+DIRECTION_WORDS = {TO_TARGET: "toward the target", FROM_TARGET: "from the target"}
 # The segment stays unacknowledged through this many retransmission timeouts (about 0.2 + 0.4 + 0.8 s
 # with Linux's minimum RTO; the kernel's timers, not ours, so a loaded machine does not shorten it).
 BLACKHOLE_RETRANSMITS = 3
@@ -40,6 +41,8 @@ POLL = 0.02  # TCP_INFO has no event for "acknowledged": polled while the test r
 SMALL_MSS = {socket.AF_INET: 536, socket.AF_INET6: 1220}  # RFC 879 / RFC 8200's minimum MTU - 60
 # The largest segment tested: a 9000-byte jumbo frame's (the payload is one segment and a bit more).
 MAX_TESTED_MSS = 8948
+# After the small-MSS retry succeeded, the full-MSS control retry gets at least this long to succeed too.
+CONTROL_GRACE = 1.0
 # How long the UDP datagram's answer is awaited at least (silence: UDP filtered, or a black hole).
 REPORTER_WAIT = 0.2
 # How long a learnt path MTU's reporter is remembered: the kernel keeps the exception ~10 minutes.
@@ -166,7 +169,8 @@ class MtuCheck:
 
     async def from_target_stalled(self, exchange: ExchangeFn) -> bool:
         """The exchange stalled: repeat it on a new connection that advertises a small MSS. True when that
-        succeeded while the first did not: the target's full-size segments are dropped on the way."""
+        succeeded while the first, and a control retry with our full MSS, did not: the target's full-size segments
+        are dropped on the way."""
         info = ms.tcp_info(self.sock) if self.sock.fileno() >= 0 else self._last_info
         self.report.largest_received = info.rcv_mss if info else None
         if info is not None and info.rcv_mss >= info.advmss:
@@ -175,28 +179,68 @@ class MtuCheck:
             self.report.from_target = Finding.PASSED
             return False
         self.report.tested.append(FROM_TARGET)
-        small = await self._small_connection()
+        small, control = await asyncio.gather(self._small_connection(), self._small_connection(small=False))
         if small is None:
+            if control is not None:
+                control.close()
             self.report.from_target = Finding.UNKNOWN
             self.report.possible += ["the target stopped answering new connections too (not only large packets)"]
             return False
-        try:
-            completed = await exchange(small, self.deadline)
-        except (OSError, EOFError, TimeoutError):
-            completed = False
-        finally:
-            small.close()
-        if completed:
+        small_done, control_done = await self._race(exchange, small, control)
+        if small_done and control is not None and not control_done:
             self.report.from_target = Finding.BLACKHOLE
             return True
         self.report.from_target = Finding.UNKNOWN
-        self.report.possible += [
-            "the server is slow or stalls this exchange whatever the packet size",
-            "large packets from the target are dropped and the small-segment retry ran out of time",
-        ]
+        if small_done:
+            self.report.possible += [
+                "the server stalled once and answered a retry whatever the packet size (a slow or tarpitting server)"
+            ]
+        else:
+            self.report.possible += [
+                "the server is slow or stalls this exchange whatever the packet size",
+                "large packets from the target are dropped and the small-segment retry ran out of time",
+            ]
         return False
 
-    async def _small_connection(self) -> socket.socket | None:
+    async def _race(
+        self, exchange: ExchangeFn, small: socket.socket, control: socket.socket | None
+    ) -> tuple[bool, bool]:
+        """The exchange on the small-MSS connection and, as a control, on one with our full MSS, at once.
+        Once the small one is done the control gets as long again (at least CONTROL_GRACE) before it counts
+        as stalled: a server that merely stalled the first time answers both."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def attempt(sock: socket.socket) -> bool:
+            try:
+                return await exchange(sock, self.deadline)
+            except (OSError, EOFError, TimeoutError):
+                return False
+            finally:
+                sock.close()
+
+        small_task = asyncio.ensure_future(attempt(small))
+        control_task = asyncio.ensure_future(attempt(control)) if control is not None else None
+        try:
+            small_done = await small_task
+            if control_task is None:
+                return small_done, False
+            if not small_done:
+                control_task.cancel()
+                return False, False
+            grace = max(CONTROL_GRACE, loop.time() - started)
+            try:
+                async with asyncio.timeout_at(min(self.deadline, loop.time() + grace)):
+                    return True, await control_task
+            except TimeoutError:
+                return True, False
+        finally:
+            for task in (small_task, control_task):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    async def _small_connection(self, small: bool = True) -> socket.socket | None:
+        """A new connection to the target advertising a small MSS (``small``), or our usual one (a control)."""
         family = self.sock.family
         if self.peer is None:
             return None
@@ -205,7 +249,8 @@ class MtuCheck:
         except OSError:  # EMFILE and the like: no retry possible
             return None
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, SMALL_MSS.get(family, 536))
+            if small:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, SMALL_MSS.get(family, 536))
             ms.set_dont_fragment(sock)
             loop = asyncio.get_running_loop()
             async with asyncio.timeout_at(self.deadline):
@@ -321,7 +366,7 @@ class MtuCheck:
             remember(self.address, mtu_now, report.reported_by)
             report.largest_sent = info.snd_mss
             return Finding.REDUCED
-        sent_mss = min(sent_mss, MAX_TESTED_MSS)
+        before_mss, sent_mss = sent_mss, min(sent_mss, MAX_TESTED_MSS)
         if info.snd_mss < sent_mss and not report.learnt_before:
             # Acknowledged only after this host shrank its segments by itself, with no ICMP and the path MTU
             # unchanged: the kernel's packetization-layer probing (tcp_mtu_probing, RFC 4821) found a hole.
@@ -334,8 +379,9 @@ class MtuCheck:
             report.reported_by = recalled(self.address, mtu_now)
             return Finding.REDUCED
         report.path_mtu = min(mtu_now, sent_mss + ms.header_bytes(self.sock, info))
-        if sent_mss < info.advmss:
-            # The target's MSS is below ours: nothing larger is ever sent to it, so nothing larger was tested.
+        if before_mss < min(mtu_now - ms.header_bytes(self.sock, info), MAX_TESTED_MSS):
+            # Segments smaller than the path allows (the target's MSS, or half its window): nothing larger is
+            # ever sent on such a connection, so nothing larger was tested.
             self._peer_mss_limit = sent_mss
         return Finding.PASSED
 
@@ -376,7 +422,7 @@ class MtuCheck:
             report.detail = (
                 "large packets from the target are dropped — a path-MTU black hole: its full-size segments "
                 "never arrived, while the same exchange with a small MSS advertised "
-                f"({SMALL_MSS.get(self.sock.family, 536)} bytes) succeeded"
+                f"({SMALL_MSS.get(self.sock.family, 536)} bytes) succeeded and a control with the full MSS stalled again"
             )
         elif Finding.REDUCED in (to, back):
             report.state = MtuState.REDUCED
@@ -389,12 +435,12 @@ class MtuCheck:
         else:
             report.state = MtuState.OK
             report.detail = "full-size segments pass " + (
-                "both ways" if len(set(report.tested)) == 2 else f"{report.tested[0].replace('_', ' ')}"
+                "both ways" if len(set(report.tested)) == 2 else DIRECTION_WORDS[report.tested[0]]
             )
             if self._peer_mss_limit is not None:
                 report.detail += (
-                    f" (towards the target, segments of {self._peer_mss_limit} bytes of data: the target's MSS "
-                    "allows no larger ones)"
+                    f" (toward the target, segments of {self._peer_mss_limit} bytes of data: the connection allows "
+                    "no larger ones, by the target's MSS or window)"
                 )
         return report
 

@@ -37,7 +37,7 @@ from exporter.core.deadline import Deadline
 from exporter.core.exposition import Family, Samples, labelled
 from exporter.core.transcript import printable
 from exporter.probers.base import Prober
-from exporter.probers.connect.addresses import distinct, experience, finish
+from exporter.probers.connect.addresses import distinct, finish
 from exporter.probers.connect.dial import connect_beside
 from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import AddressesReport, DetailsBase, Fact, JsonObject, ProbeResult, TcpState
@@ -248,7 +248,8 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
     probed = details.mx[: settings.mx_max_hosts]
     if len(details.mx) > len(probed):
         result.note(f"Probing the first {len(probed)} of {len(details.mx)} MX hosts (mx_max_hosts)")
-    every = AddressesReport()  # tcp.probe_addresses: all: every address of every probed MX host if module.tcp.probe_addresses == "all" else None
+    # tcp.probe_addresses: all: every address of every probed MX host.
+    every = AddressesReport() if module.tcp.probe_addresses == "all" else None
     for index, host in enumerate(probed):
         remaining = deadline - loop.time()
         if remaining <= 0.01:
@@ -258,7 +259,7 @@ async def probe_mail_domain(target: HostPort, module: Module, deadline: Deadline
         await _probe_host(host, target.port, module, share, resolver, dns_resolver, result, every, details.tls)
     if every is not None:
         result.addresses = finish(distinct(every))
-        result.note(f"Every address of the MX hosts: {result.addresses.state}; {experience(result.addresses)}")
+        result.note(f"Every address of the MX hosts: {result.addresses.state}")
     await mail_tls.apply_policy(details.tls, discovery, probed, result.note)
     details.state = _verdict(details.mx)
     details.verdict = _verdict_words(details)

@@ -41,7 +41,7 @@ def blackhole_words(sent: int | None) -> str:
 def stall_words(after: str) -> str:
     return (
         f"{after} then silence: large packets from the server are dropped — a path-MTU black hole "
-        "(the same exchange on a connection advertising a small MSS succeeded)"
+        "(the same exchange succeeded on a connection advertising a small MSS and stalled again with the full MSS)"
     )
 
 

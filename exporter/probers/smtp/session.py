@@ -156,7 +156,7 @@ class _Session:
                 sock.close()
             await self._quit_and_close(clean)
         if self.mtu is not None:
-            await self._mtu_verdict(module, resolver)
+            await self._mtu_verdict()
         if result.state is not SmtpState.OK:
             # The verdict itself is printed once, by whoever shows the result; the transcript only marks the end.
             result.note(f"Outcome: {result.state}")
@@ -443,7 +443,7 @@ class _Session:
         for raw in reply.raw_lines:
             self._log(f"S: {decode(raw)}")
 
-    async def _mtu_verdict(self, module: Module, resolver: Resolver) -> None:
+    async def _mtu_verdict(self) -> None:
         """After the session: a stalled TLS handshake is retried with a small MSS; the report is kept."""
         check, result = self.mtu, self.result
         assert check is not None

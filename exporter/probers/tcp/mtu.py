@@ -78,7 +78,7 @@ async def after_stall(check: MtuCheck, tcp: TcpProberSettings, host: str, result
     if await check.from_target_stalled(replay(tcp, host, failed_step)):
         result.detail = (
             f"{result.detail}; then silence: large packets from the target are dropped — a path-MTU black hole "
-            "(the same exchange on a connection advertising a small MSS succeeded)"
+            "(the same exchange succeeded on a connection advertising a small MSS and stalled again with the full MSS)"
         )
 
 

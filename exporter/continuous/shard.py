@@ -1,0 +1,191 @@
+"""One process's share of the continuous targets as a scrape reads it, and the shares joined into one reply.
+
+With ``--runtime.probe-processes=N`` each process probes its own continuous targets (``exporter.continuous.
+assign``). On a scrape the serving process asks every worker for its ``Shard`` (the worker renders it: the
+text is written where the counters are, in parallel, and only encoded bytes cross the pipe), builds its own,
+and writes each family once: its header, then every process's lines of it. A scrape only reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from exporter.continuous.prober import LATENESS_BUCKETS, ContinuousProber
+from exporter.core.exposition import Family
+from exporter.core.histogram import TARGETS_PER_CHUNK, tally_families
+from exporter.probers.connect.result import ProbeResult
+
+Pieces = dict[str, list[bytes]]
+
+
+@dataclass
+class Stats:
+    """The continuous self-metrics of one process, summed over processes on the serving side."""
+
+    lateness_buckets: list[float] = field(default_factory=list)  # cumulative, as prometheus_client keeps them
+    lateness_sum: float = 0.0
+    missed: float = 0.0
+    targets: int = 0
+
+    def add(self, other: Stats) -> None:
+        if not self.lateness_buckets:
+            self.lateness_buckets = [0.0] * len(other.lateness_buckets)
+        self.lateness_buckets = [a + b for a, b in zip(self.lateness_buckets, other.lateness_buckets, strict=True)]
+        self.lateness_sum += other.lateness_sum
+        self.missed += other.missed
+        self.targets += other.targets
+
+
+@dataclass
+class Shard:
+    """What one process's continuous targets add to a scrape."""
+
+    gauges: Pieces  # latest-result family name -> encoded lines (no header)
+    tallies: Pieces  # counter/histogram family name -> encoded lines (no header)
+    outcomes: dict[tuple[str, str], int]  # (module, state) -> probes since the last scrape
+    # (target, module, latest result) of the targets whose module wants path diagnoses (tcp.diagnose):
+    # the serving process runs them, and forgets one when its target succeeds again.
+    diagnosed: list[tuple[str, str, ProbeResult]]
+    stats: Stats
+
+
+def stats_of(prober: ContinuousProber) -> Stats:
+    stats = Stats(targets=len(prober.targets))
+    for metric in prober.lateness.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_bucket"):
+                stats.lateness_buckets.append(sample.value)
+            elif sample.name.endswith("_sum"):
+                stats.lateness_sum = sample.value
+    for metric in prober.missed.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                stats.missed = sample.value
+    return stats
+
+
+# Rendering returns to the event loop once it has run this long (not after every piece: under load each
+# loop iteration runs hundreds of probe callbacks, and a thousand yields made a 30,000-target scrape take
+# tens of seconds), so a tick due meanwhile starts at most about this late.
+YIELD_EVERY = 0.01
+
+
+class Pacer:
+    """``await pacer.pause()`` returns to the event loop when YIELD_EVERY has passed since the last time."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._since = self._loop.time()
+
+    async def pause(self) -> None:
+        if self._loop.time() - self._since >= YIELD_EVERY:
+            await asyncio.sleep(0)
+            self._since = self._loop.time()
+
+
+async def collect(prober: ContinuousProber, families: Sequence[Family[ProbeResult]]) -> Shard:
+    """Render this process's continuous targets in pieces of up to TARGETS_PER_CHUNK targets, returning to
+    the event loop every YIELD_EVERY seconds, so the probes due meanwhile still start on time."""
+    pacer = Pacer()
+    latest = prober.latest_results()
+    gauges: Pieces = {}
+    for family in families:
+        write = family.samples.writer(family.name)
+        for start in range(0, len(latest), TARGETS_PER_CHUNK):
+            body = "".join(
+                [
+                    write(prefix, result)
+                    for prefix, result, present in latest[start : start + TARGETS_PER_CHUNK]
+                    if family in present
+                ]
+            )
+            if body:
+                gauges.setdefault(family.name, []).append(body.encode())
+            await pacer.pause()
+    tallies: Pieces = {}
+    rows = [(entry.labels, entry.tally) for entry in prober.targets]
+    for name, _, write_tally in tally_families():
+        for start in range(0, len(rows), TARGETS_PER_CHUNK):
+            body = "".join(
+                [
+                    text
+                    for prefix, tally in rows[start : start + TARGETS_PER_CHUNK]
+                    if (text := write_tally(prefix, tally))
+                ]
+            )
+            if body:
+                tallies.setdefault(name, []).append(body.encode())
+            await pacer.pause()
+    diagnosed = [
+        (str(entry.address), entry.module.name, entry.latest)
+        for entry in prober.targets
+        if entry.latest is not None and entry.module.tcp.diagnose == "on_failure"
+    ]
+    return Shard(gauges, tallies, dict(prober.take_outcomes()), diagnosed, stats_of(prober))
+
+
+def joined(
+    own_gauges: Iterable[tuple[Family[ProbeResult], list[bytes]]],
+    shards: Sequence[Shard],
+) -> list[bytes]:
+    """The reply's target families: each latest-result family (with the scrape-time targets' lines given in
+    ``own_gauges``, in the plan's family order), then each counter and histogram family, every one under one
+    header with all processes' lines."""
+    chunks: list[bytes] = []
+    for family, own in own_gauges:
+        parts = own + [piece for shard in shards for piece in shard.gauges.get(family.name, [])]
+        if parts:
+            chunks.append(family.header().encode())
+            chunks.extend(parts)
+    for name, header, _ in tally_families():
+        parts = [piece for shard in shards for piece in shard.tallies.get(name, [])]
+        if parts:
+            chunks.append(header.encode())
+            chunks.extend(parts)
+    return chunks
+
+
+def outcomes_of(shards: Iterable[Shard]) -> Tally[tuple[str, str]]:
+    total: Tally[tuple[str, str]] = Tally()
+    for shard in shards:
+        total.update(shard.outcomes)
+    return total
+
+
+class ContinuousStats(Collector):
+    """The continuous self-metrics of the serving process summed with the workers' (as of the last scrape):
+    ``connectivity_exporter_continuous_start_lateness_seconds``, ``..._missed_ticks_total``, ``..._targets``.
+    A worker that restarts starts its part again from 0: the sums drop, which Prometheus reads as a reset."""
+
+    def __init__(self, local: ContinuousProber, workers: Callable[[], Stats | None]):
+        self._local = local
+        self._workers = workers
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        total = stats_of(self._local)
+        others = self._workers()
+        if others is not None and others.lateness_buckets:
+            total.add(others)
+        lateness = HistogramMetricFamily(
+            "connectivity_exporter_continuous_start_lateness_seconds",
+            "How long after its scheduled tick each background probe started (before waiting for a concurrency slot).",
+        )
+        bounds = [repr(float(b)) for b in LATENESS_BUCKETS] + ["+Inf"]
+        lateness.add_metric([], list(zip(bounds, total.lateness_buckets, strict=True)), total.lateness_sum)
+        yield lateness
+        yield CounterMetricFamily(
+            "connectivity_exporter_continuous_missed_ticks",
+            "Ticks of continuous targets passed over because the event loop was stalled for longer than their interval.",
+            value=total.missed,
+        )
+        yield GaugeMetricFamily(
+            "connectivity_exporter_continuous_targets",
+            "Targets probed continuously in the background.",
+            value=total.targets,
+        )

@@ -1,0 +1,96 @@
+"""Continuous targets spread over the serving process and its probe workers, and their shards collected.
+
+Each continuous target is probed by one process, its owner by rendezvous hashing over the processes that
+are up (``exporter.continuous.assign``): process 0 (the serving process) always, a worker once it said it
+is ready. Whenever that set changes (a worker ready, a worker gone) or a reload changes the targets, every
+process gets its share again; a process keeps the counters of the targets it keeps. A scrape asks every
+ready worker for its ``Shard`` and waits for it until the scrape's deadline; a worker that does not answer
+in time leaves its targets out of that one scrape (their counters are intact: nothing is lost, the next
+scrape has them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from exporter.continuous.assign import identity, split
+from exporter.continuous.shard import Shard, Stats
+from exporter.core.deadline import Deadline
+from exporter.probing.runner import DEADLINE_GRACE
+from exporter.workers.handle import WorkerGone, WorkerHandle
+
+if TYPE_CHECKING:
+    from exporter.probing.plan import PlannedTarget
+
+log = logging.getLogger("exporter.workers")
+
+Continuous = Sequence[tuple["PlannedTarget", float]]
+
+
+class Spread:
+    """Who owns which continuous target, and the collection of the workers' shards."""
+
+    def __init__(self, workers: Sequence[WorkerHandle], local: Callable[[Continuous], None]):
+        self._workers = workers
+        self._local = local  # takes the serving process's share (its ContinuousProber.update)
+        self._targets: Continuous = ()
+        self._identities: list[bytes] = []
+        self.owners: dict[int, int] = {}  # process -> targets it owns, for tests and the log
+        self.stats = Stats()  # the workers' self-metrics as of the last scrape
+
+    def set_targets(self, targets: Continuous) -> None:
+        self._targets = targets
+        self._identities = [identity(str(planned.address), planned.module.name) for planned, _ in targets]
+        self.reassign()
+
+    def reassign(self) -> None:
+        """Give every process up its share (called when the set of processes up or the targets change)."""
+        up = [0, *(worker.number for worker in self._workers if worker.ready)]
+        shares = split(list(self._targets), self._identities, up)
+        self.owners = {process: len(share) for process, share in shares.items()}
+        if self._targets:
+            log.info(
+                "continuous targets per process: %s",
+                ", ".join(f"{process}={count}" for process, count in sorted(self.owners.items())),
+            )
+        self._local(shares[0])
+        for worker in self._workers:
+            if worker.ready:
+                worker.send(
+                    (
+                        "continuous",
+                        [
+                            (planned.address, planned.module, planned.labels, interval)
+                            for planned, interval in shares[worker.number]
+                        ],
+                    )
+                )
+
+    async def collect(self, deadline: Deadline) -> list[Shard]:
+        """The shards of the workers that own continuous targets, as far as they answer by ``deadline``."""
+        if not self._targets:
+            return []
+        asked = [
+            (worker, reply)
+            for worker in self._workers
+            if self.owners.get(worker.number) and (reply := worker.request_shard()) is not None
+        ]
+        shards: list[Shard] = []
+        stats = Stats()
+        loop = asyncio.get_running_loop()
+        for worker, reply in asked:
+            try:
+                shard = await asyncio.wait_for(reply, max(deadline - loop.time() + DEADLINE_GRACE, 0.0))
+            except TimeoutError:
+                log.warning("probe worker %d sent no continuous shard by the deadline", worker.number)
+                continue
+            except WorkerGone:
+                continue
+            if shard is not None:
+                shards.append(shard)
+                stats.add(shard.stats)
+        self.stats = stats
+        return shards
