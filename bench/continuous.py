@@ -117,15 +117,22 @@ def free_port() -> int:
 
 
 def measure(
-    native: tools.NativeTools, count: int, seconds: float, workdir: Path, processes: int = 1, fine: bool = True
+    native: tools.NativeTools,
+    count: int,
+    seconds: float,
+    workdir: Path,
+    processes: int = 1,
+    fine: bool = True,
+    repo: Path | None = None,
 ) -> dict:
+    load_before = os.getloadavg()
     target_port, exporter_port = free_port(), free_port()
     acceptor = tools.start_acceptor(native, target_port)
     exporter = None
     try:
         started = time.monotonic()
         exporter = tools.start_exporter(
-            config_text(count, target_port, fine), exporter_port, "auto", workdir, processes=processes
+            config_text(count, target_port, fine), exporter_port, "auto", workdir, processes=processes, repo=repo
         )
         startup = time.monotonic() - started
         time.sleep(INTERVAL + 2)  # warm-up: every target probed once (and the workers took their shares)
@@ -164,6 +171,9 @@ def measure(
     connect_bounds = sorted(float(le) for le in after["connect"] if le != "+Inf")
     connect = per_bucket(delta(after["connect"], before["connect"]), connect_bounds)
     row = {
+        "code": str(repo) if repo is not None else "this checkout",
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "targets": count,
         "processes": processes,
         "buckets": "fine" if fine else "default",
@@ -277,12 +287,12 @@ def side_window(proc: tools.Proc, port: int, seconds: float) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     head = (
-        "| targets @10 s | processes | window | CPU (cores) | RSS MB before scrapes / max | probes/s | ran | failed | "
+        "| code | load | targets @10 s | processes | window | CPU (cores) | RSS MB before scrapes / max | probes/s | ran | failed | "
         "skipped/missed | late p50 | late p99 | connect p50 / p99 | kernel RTT | scrape (MB) | held |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     return head + "".join(
-        f"| {r['targets']:,} | {r['processes']} | {r['window_seconds']:.0f} s | {r['cpu_share_of_one_core']:.2f} | "
+        f"| {Path(r['code']).name} | {r['loadavg_before'][0]:.1f} | {r['targets']:,} | {r['processes']} | {r['window_seconds']:.0f} s | {r['cpu_share_of_one_core']:.2f} | "
         f"{r['rss_mb_before_scrapes']:.0f} / "
         f"{r['rss_mb_max']} | {r['probes_per_second']:,.0f} | {100 * r['ran_share']:.1f} % | {r['failed']:.0f} | "
         f"{r['skipped']:.0f}/{r['missed_ticks']:.0f} | {r['late_p50_ms']} ms | {r['late_p99_ms']} ms | "
@@ -308,6 +318,10 @@ def main() -> int:
     parser.add_argument("--only-versus", action="store_true", help="run only the side-by-side comparison")
     parser.add_argument("--processes", default="1", help="comma-separated --runtime.probe-processes values to run")
     parser.add_argument("--buckets", choices=["default", "fine"], default="fine")
+    parser.add_argument(
+        "--compare", default="", help="another checkout (git worktree) whose exporter runs each row too"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="run the whole ladder this many times")
     args = parser.parse_args()
     with tools.scratch_dir() as scratch:
         workdir = Path(scratch)
@@ -318,14 +332,21 @@ def main() -> int:
             print(json.dumps(versus), file=sys.stderr, flush=True)
         rows: list[dict] = []
         fine = args.buckets == "fine"
-        for processes in [] if args.only_versus else [int(p) for p in args.processes.split(",")]:
-            rows.append(measure(native, args.targets, args.seconds, workdir, processes, fine))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-            for count in [int(c) for c in args.ladder.split(",") if c]:
-                rows.append(measure(native, count, args.ladder_seconds, workdir, processes, fine))
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-                if not rows[-1]["held"]:
-                    break
+        # Each row of this checkout is followed by the same row of --compare's checkout (if given), so the
+        # two see the same machine load; --repeat runs the whole ladder again.
+        codes: list[Path | None] = [None, *([Path(args.compare).resolve()] if args.compare else [])]
+        for _ in range(args.repeat):
+            for processes in [] if args.only_versus else [int(p) for p in args.processes.split(",")]:
+                counts = [args.targets, *(int(c) for c in args.ladder.split(",") if c)]
+                for index, count in enumerate(counts):
+                    seconds = args.seconds if index == 0 else args.ladder_seconds
+                    held = []
+                    for repo in codes:
+                        rows.append(measure(native, count, seconds, workdir, processes, fine, repo))
+                        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                        held.append(rows[-1]["held"])
+                    if not any(held):
+                        break
         report = {
             "rows": rows,
             "versus_smokeping": versus,

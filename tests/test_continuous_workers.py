@@ -190,3 +190,18 @@ def test_two_processes_write_what_one_process_writes(tmp_path: Path, listener: i
             assert series[2][key] == value, key
         if name == "probe_results_total":
             assert (series[2][key] > 0) == (value > 0), key
+
+
+def test_a_shard_sent_in_pieces_is_put_back_by_its_layout() -> None:
+    from exporter.continuous.shard import Layout, Shard, Stats, add_to_layout, refill
+
+    sent = [(True, "probe_success", b"a"), (True, "probe_success", b"b"), (False, "probe_results_total", b"c")]
+    layout: Layout = []
+    for gauge, name, _ in sent:
+        add_to_layout(layout, gauge, name)
+    assert layout == [(True, "probe_success", 2), (False, "probe_results_total", 1)]
+    shard = refill(Shard({}, {}, {}, [], Stats()), layout, [piece for _, _, piece in sent])
+    assert shard.gauges == {"probe_success": [b"a", b"b"]}
+    assert shard.tallies == {"probe_results_total": [b"c"]}
+    with pytest.raises(ValueError, match="2 pieces received, 3 announced"):
+        refill(Shard({}, {}, {}, [], Stats()), layout, [b"a", b"b"])

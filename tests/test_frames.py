@@ -32,6 +32,35 @@ async def test_messages_round_trip_in_order_then_end_cleanly():
     assert await frames.read(reader) is None
 
 
+class Collected:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+async def test_raw_frames_carry_bytes_as_they_are_between_pickled_messages():
+    sink = Collected()
+    frames.write_raw(sink, 7, b'probe_success{target="a"} 1\n')
+    frames.write(sink, ("results", 3, None))  # another reply may come between a shard's pieces
+    frames.write_raw(sink, 7, b"")
+    frames.write(sink, ("shard", 7, None, []))
+    reader = reader_with(bytes(sink.data))
+    assert await frames.read(reader) == frames.Raw(7, b'probe_success{target="a"} 1\n')
+    assert await frames.read(reader) == ("results", 3, None)
+    assert await frames.read(reader) == frames.Raw(7, b"")
+    assert await frames.read(reader) == ("shard", 7, None, [])
+    assert await frames.read(reader) is None
+
+
+async def test_a_truncated_raw_frame_is_a_frame_error():
+    sink = Collected()
+    frames.write_raw(sink, 1, b"x" * 100)
+    with pytest.raises(frames.FrameError, match="stream ended inside a frame of 104 bytes"):
+        await frames.read(reader_with(bytes(sink.data[:50])))
+
+
 @pytest.mark.parametrize(
     "data, message",
     [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import heapq
 import itertools
 import time
@@ -46,6 +47,10 @@ DEADLINE_SAFETY = 1.0
 EARLY = 0.0005
 # The status page compares counts with a snapshot taken between WINDOW_STEP and 2 * WINDOW_STEP ago.
 WINDOW_STEP = 150.0
+# From this many continuous targets on, the objects alive after a (re)load are frozen out of the cyclic garbage
+# collector (``settle_heap``): with 30,000 targets a full collection walked ~450,000 long-lived objects and
+# stopped the event loop for 0.3-0.7 s (measured), the largest cause of late ticks.
+FREEZE_FROM = 1000
 LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -71,6 +76,16 @@ def target_layout(module: Module, address: HostPort) -> Layout:
 
 def module_buckets(module: Module) -> HistogramBuckets:
     return module.histogram_buckets or HistogramBuckets()
+
+
+def settle_heap() -> None:
+    """Collect once, then freeze what is left (the plan, the targets, their counters) out of the cyclic
+    garbage collector: it never walks them again, so a full collection only walks what changes between
+    probes. Thawed and collected first, so what a reload dropped is freed: one pause per (re)load instead of
+    one every few seconds."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class Planned(Protocol):
@@ -209,6 +224,8 @@ class ContinuousProber:
                 entry.active = False
         self.targets, self._by_key = targets, by_key
         self.target_count.set(len(targets))
+        if len(targets) >= FREEZE_FROM:
+            settle_heap()
         if self._loop is not None:
             self._reschedule()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -89,45 +89,88 @@ class Pacer:
             self._since = self._loop.time()
 
 
-async def collect(prober: ContinuousProber, families: Sequence[Family[ProbeResult]]) -> Shard:
-    """Render this process's continuous targets in pieces of up to TARGETS_PER_CHUNK targets, returning to
-    the event loop every YIELD_EVERY seconds, so the probes due meanwhile still start on time."""
+# What render_pieces yields: (a latest-result family?, the family's name, lines of up to TARGETS_PER_CHUNK targets).
+Piece = tuple[bool, str, bytes]
+# How a shard's pieces were sent apart from it (exporter.workers): (latest-result family?, name, pieces) in order.
+Layout = list[tuple[bool, str, int]]
+
+
+async def render_pieces(prober: ContinuousProber, families: Sequence[Family[ProbeResult]]) -> AsyncIterator[Piece]:
+    """This process's continuous targets written in pieces of up to TARGETS_PER_CHUNK targets, family by family
+    (the latest-result families of ``families``, then the counters and histograms), returning to the event loop
+    every YIELD_EVERY seconds, so the probes due meanwhile still start on time. Only reads: no object per target
+    is made (each would be walked by the garbage collector once the scrape had made enough of them)."""
     pacer = Pacer()
-    latest = prober.latest_results()
-    gauges: Pieces = {}
+    targets = prober.targets  # a reload replaces the list, never changes it
+    probed = [entry for entry in targets if entry.latest is not None]
     for family in families:
-        write = family.samples.writer(family.name)
-        for start in range(0, len(latest), TARGETS_PER_CHUNK):
+        write = family.write_one
+        for start in range(0, len(probed), TARGETS_PER_CHUNK):
             body = "".join(
                 [
-                    write(prefix, result)
-                    for prefix, result, present in latest[start : start + TARGETS_PER_CHUNK]
-                    if family in present
+                    write(entry.labels, entry.latest)  # type: ignore[arg-type]  # probed: latest is set
+                    for entry in probed[start : start + TARGETS_PER_CHUNK]
+                    if family in entry.families
                 ]
             )
             if body:
-                gauges.setdefault(family.name, []).append(body.encode())
+                yield True, family.name, body.encode()
             await pacer.pause()
-    tallies: Pieces = {}
-    rows = [(entry.labels, entry.tally) for entry in prober.targets]
     for name, _, write_tally in tally_families():
-        for start in range(0, len(rows), TARGETS_PER_CHUNK):
+        for start in range(0, len(targets), TARGETS_PER_CHUNK):
             body = "".join(
                 [
                     text
-                    for prefix, tally in rows[start : start + TARGETS_PER_CHUNK]
-                    if (text := write_tally(prefix, tally))
+                    for entry in targets[start : start + TARGETS_PER_CHUNK]
+                    if (text := write_tally(entry.labels, entry.tally))
                 ]
             )
             if body:
-                tallies.setdefault(name, []).append(body.encode())
+                yield False, name, body.encode()
             await pacer.pause()
+
+
+def summary(prober: ContinuousProber) -> Shard:
+    """A shard without its pieces: the outcomes since the last scrape, the diagnosed targets, the self-metrics."""
     diagnosed = [
         (str(entry.address), entry.module.name, entry.latest)
         for entry in prober.targets
         if entry.latest is not None and entry.module.tcp.diagnose == "on_failure"
     ]
-    return Shard(gauges, tallies, dict(prober.take_outcomes()), diagnosed, stats_of(prober))
+    return Shard({}, {}, dict(prober.take_outcomes()), diagnosed, stats_of(prober))
+
+
+def add_piece(shard: Shard, gauge: bool, name: str, piece: bytes) -> None:
+    (shard.gauges if gauge else shard.tallies).setdefault(name, []).append(piece)
+
+
+def add_to_layout(layout: Layout, gauge: bool, name: str) -> None:
+    """Count one more piece of family ``name`` in ``layout`` (pieces of one family are sent one after another)."""
+    if layout and layout[-1][0] == gauge and layout[-1][1] == name:
+        layout[-1] = (gauge, name, layout[-1][2] + 1)
+    else:
+        layout.append((gauge, name, 1))
+
+
+def refill(shard: Shard, layout: Layout, pieces: Sequence[bytes]) -> Shard:
+    """``shard`` with the pieces that were sent apart from it, by ``layout``; ValueError if they do not match."""
+    if sum(count for _, _, count in layout) != len(pieces):
+        raise ValueError(f"{len(pieces)} pieces received, {sum(count for _, _, count in layout)} announced")
+    index = 0
+    for gauge, name, count in layout:
+        for piece in pieces[index : index + count]:
+            add_piece(shard, gauge, name, piece)
+        index += count
+    return shard
+
+
+async def collect(prober: ContinuousProber, families: Sequence[Family[ProbeResult]]) -> Shard:
+    """This process's continuous targets as a scrape reads them (``render_pieces``, then ``summary``)."""
+    pieces = [piece async for piece in render_pieces(prober, families)]
+    shard = summary(prober)
+    for gauge, name, piece in pieces:
+        add_piece(shard, gauge, name, piece)
+    return shard
 
 
 def joined(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.continuous.shard import refill
 from exporter.probers.connect.result import ProbeResult
 from exporter.workers import frames
 
@@ -50,6 +51,8 @@ class WorkerHandle:
         self.stalls = 0
         # Replies owed: an Answer for "probe", a continuous Shard for "collect".
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        # The raw frames (rendered text) received so far for each "collect" still owed.
+        self._pieces: dict[int, list[bytes]] = {}
         self._next_id = 0
         self._reader: asyncio.Task[None] | None = None
         self.exited: asyncio.Future[int | None] | None = None  # its exit code; None: it never started
@@ -102,8 +105,24 @@ class WorkerHandle:
             return None
         reply = asyncio.get_running_loop().create_future()
         self._pending[request_id] = reply
-        reply.add_done_callback(lambda _: self._pending.pop(request_id, None))
+        self._pieces[request_id] = []
+
+        def forget(_: object) -> None:
+            self._pending.pop(request_id, None)
+            self._pieces.pop(request_id, None)
+
+        reply.add_done_callback(forget)
         return reply
+
+    def _shard(self, shard: Any, layout: Any, pieces: list[bytes]) -> Any:
+        """The worker's Shard with its text put back (None: it could not render, or the pieces do not match)."""
+        if shard is None:
+            return None
+        try:
+            return refill(shard, layout, pieces)
+        except ValueError as exc:
+            log.error("probe worker %d: continuous shard dropped: %s", self.number, exc)
+            return None
 
     async def _read_replies(self, process: asyncio.subprocess.Process, exited: asyncio.Future[int | None]) -> None:
         reason = "its output ended"
@@ -117,15 +136,25 @@ class WorkerHandle:
                     break
                 if message is None:
                     break
+                if isinstance(message, frames.Raw):
+                    pieces = self._pieces.get(message.request_id)
+                    if pieces is not None:  # else the scrape that asked stopped waiting: dropped
+                        pieces.append(message.data)
+                    continue
                 if message[0] == "ready":
                     self.ready = True
                     log.info("probe worker %d ready", self.number, extra={"pid": message[1]})
                     if self.on_ready is not None:
                         self.on_ready(self)
-                elif message[0] in ("results", "shard"):
+                elif message[0] == "results":
                     reply = self._pending.get(message[1])
                     if reply is not None and not reply.done():
                         reply.set_result(message[2])
+                elif message[0] == "shard":
+                    reply = self._pending.get(message[1])
+                    pieces = self._pieces.pop(message[1], [])
+                    if reply is not None and not reply.done():
+                        reply.set_result(self._shard(message[2], message[3], pieces))
         finally:
             self.ready = False
             for reply in list(self._pending.values()):
