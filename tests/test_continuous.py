@@ -459,3 +459,33 @@ targets:
 
     verdict = (await eventually(verdicts, what="a path diagnosis of the failing continuous target"))[0]
     assert 'verdict="reached"' in verdict and f'target="127.0.0.1:{closed_port}"' in verdict
+
+
+async def test_a_running_prober_times_full_collections_and_a_large_plan_is_frozen():
+    """Issue 23: the cyclic GC's full collections run on the prober's timer while it runs (never on the
+    collector's count, which with tens of thousands of targets stopped the loop for up to a second every few
+    seconds), and a plan of FREEZE_FROM targets or more is frozen out of the collector; stopping gives the
+    collector its own threshold back."""
+    import gc
+
+    from exporter.continuous import prober as continuous
+    from exporter.probing.plan import build_plan
+
+    threshold = gc.get_threshold()
+    config = parse_config(
+        "modules:\n  bg: {prober: tcp, timeout: 1s, interval: 1h}\ntargets:\n"
+        + "".join(f"  - {{target: '127.0.9.{i % 250 + 1}:{1000 + i}', module: bg}}\n" for i in range(1000))
+    )
+    plan = build_plan(config)
+    prober = continuous.ContinuousProber()
+    try:
+        gc.unfreeze()
+        prober.update(plan.continuous)
+        assert gc.get_freeze_count() > 1000  # the targets and what they hold
+        prober.start(lambda: None)
+        assert gc.get_threshold()[2] == continuous.FULL_COLLECT_NEVER
+        assert gc.get_threshold()[:2] == threshold[:2]
+    finally:
+        await prober.stop()
+        gc.unfreeze()
+    assert gc.get_threshold() == threshold

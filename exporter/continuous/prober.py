@@ -52,8 +52,8 @@ WINDOW_STEP = 150.0
 # 60,000-450,000 objects every 1-5 s and stopped the event loop for 0.1-1.6 s each (measured), the largest cause
 # of late ticks.
 FREEZE_FROM = 1000
-# Then a full collection runs every this many seconds (~0.1-0.2 s of CPU with 30,000 targets in the process:
-# a fraction of a percent of the ticks late, instead of a tenth), and never on its own.
+# While a prober runs, a full collection runs every this many seconds (~0.05-0.2 s of CPU with 20,000-30,000
+# targets in the process: a fraction of a percent of the ticks late, instead of a tenth), and never on its own.
 FULL_COLLECT_EVERY = 60.0
 FULL_COLLECT_NEVER = 1 << 30
 LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -86,18 +86,33 @@ def module_buckets(module: Module) -> HistogramBuckets:
 def settle_heap() -> None:
     """Collect once, then freeze what is left (the plan, the targets, their counters) out of the cyclic
     garbage collector: it never walks them again. Thawed and collected first, so what a reload dropped is
-    freed: one pause per (re)load. From then on a full collection runs only when the prober asks
-    (``collect_cycles``, every FULL_COLLECT_EVERY seconds); the young generations are collected as usual."""
+    freed: one pause per (re)load."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECT_NEVER)
 
 
-def collect_cycles() -> None:
-    """A full collection of what is not frozen (results, tasks, heap entries made since the last one)."""
-    gc.collect()
+class _FullCollections:
+    """While any prober runs, full collections happen only on its timer (every FULL_COLLECT_EVERY seconds), never
+    on the collector's own count; the young generations are collected as usual. The last prober to stop gives
+    the collector its own threshold back."""
+
+    running = 0
+    saved = 10
+
+    @classmethod
+    def take(cls) -> None:
+        if cls.running == 0:
+            young, middle, cls.saved = gc.get_threshold()
+            gc.set_threshold(young, middle, FULL_COLLECT_NEVER)
+        cls.running += 1
+
+    @classmethod
+    def give_back(cls) -> None:
+        cls.running -= 1
+        if cls.running == 0:
+            young, middle, _ = gc.get_threshold()
+            gc.set_threshold(young, middle, cls.saved)
 
 
 class Planned(Protocol):
@@ -251,8 +266,11 @@ class ContinuousProber:
         self._reschedule()
         self._window_timer = self._loop.call_later(WINDOW_STEP, self._rotate_windows)
         self._collect_timer = self._loop.call_later(FULL_COLLECT_EVERY, self._collect_cycles)
+        _FullCollections.take()
 
     async def stop(self) -> None:
+        if self._collect_timer is not None:
+            _FullCollections.give_back()
         for timer in (self._timer, self._window_timer, self._collect_timer):
             if timer is not None:
                 timer.cancel()
@@ -341,8 +359,7 @@ class ContinuousProber:
             self._window_timer = self._loop.call_later(WINDOW_STEP, self._rotate_windows)
 
     def _collect_cycles(self) -> None:
-        if gc.get_threshold()[2] == FULL_COLLECT_NEVER:  # settle_heap took the full collections over
-            collect_cycles()
+        gc.collect()  # what is not frozen: results, tasks, heap entries made since the last one
         if self._loop is not None:
             self._collect_timer = self._loop.call_later(FULL_COLLECT_EVERY, self._collect_cycles)
 
