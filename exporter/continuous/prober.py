@@ -14,6 +14,8 @@ With ``--runtime.probe-processes`` each process runs one of these for the target
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import functools
 import gc
 import heapq
@@ -90,6 +92,20 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+# malloc's M_MMAP_THRESHOLD (glibc): blocks this large or larger get their own pages, returned when freed. Without
+# a fixed value glibc raises its threshold after the first large block is freed, and then a scrape's pieces of
+# text (64-600 KB each, ~125 MB with 60,000 targets) come from the heap, which keeps the pages (measured: the
+# serving process's RSS stayed 60-190 MB higher after a scrape).
+MMAP_THRESHOLD = 64 * 1024
+_M_MMAP_THRESHOLD = -3
+
+
+def return_large_blocks() -> None:
+    """Have malloc give large blocks their own pages (glibc; elsewhere nothing happens)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 class _FullCollections:
@@ -267,6 +283,7 @@ class ContinuousProber:
         self._window_timer = self._loop.call_later(WINDOW_STEP, self._rotate_windows)
         self._collect_timer = self._loop.call_later(FULL_COLLECT_EVERY, self._collect_cycles)
         _FullCollections.take()
+        return_large_blocks()
 
     async def stop(self) -> None:
         if self._collect_timer is not None:
