@@ -24,6 +24,7 @@ Prints one JSON object on stdout and a Markdown table on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -31,6 +32,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -116,6 +118,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+RSS_EVERY = 0.05
+
+
+def sample_rss(exporter: tools.Proc, into: list[float], end: float) -> None:
+    while time.monotonic() < end:  # bounded: ends with the window
+        with contextlib.suppress(OSError, ValueError):  # a worker exiting between listing and reading
+            into.append(exporter.tree_rss_mb())
+        time.sleep(RSS_EVERY)
+
+
 def measure(
     native: tools.NativeTools,
     count: int,
@@ -146,9 +158,12 @@ def measure(
         rss, scrapes, sizes, rtts = [], [], [], []
         next_scrape = t_before + SCRAPE_EVERY
         end = t_before + seconds
+        # RSS sampled every RSS_EVERY seconds by a thread, through the scrapes too: their text is the peak, and
+        # since the exporter returns it to the system once written, samples between scrapes would miss it.
+        sampler = threading.Thread(target=sample_rss, args=(exporter, rss, end), daemon=True)
+        sampler.start()
         while (now := time.monotonic()) < end:
             exporter.check_alive()
-            rss.append(exporter.tree_rss_mb())
             if now >= next_scrape:
                 status, body, took = tools.http_get(exporter_port, "/metrics")
                 if status != 200:
@@ -158,6 +173,7 @@ def measure(
                 next_scrape += SCRAPE_EVERY
                 rtts.append(kernel_rtt_us(target_port, 50))
             time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        sampler.join()
         _, body, took = tools.http_get(exporter_port, "/metrics")
         after, cpu_after, t_after = read_counts(body), exporter.tree_cpu_seconds(), time.monotonic()
         counted_after = t_after - took / 2

@@ -2,8 +2,9 @@
 
 With ``--runtime.probe-processes=N`` each process probes its own continuous targets (``exporter.continuous.
 assign``). On a scrape the serving process asks every worker for its ``Shard`` (the worker renders it: the
-text is written where the counters are, in parallel, and only encoded bytes cross the pipe), builds its own,
-and writes each family once: its header, then every process's lines of it. A scrape only reads.
+text is written where the counters are, in parallel; ``render_pieces`` gives it piece by piece, which the worker
+sends as raw byte frames as they come, and ``refill`` puts back together), builds its own, and writes each family
+once: its header, then every process's lines of it. A scrape only reads.
 """
 
 from __future__ import annotations
