@@ -218,3 +218,37 @@ def test_human_report_names_each_failure(lab):
     )
     assert "DANE: bogus" in done.stdout
     assert "mx-mismatch.test: mismatch: none of mx-mismatch.test's 1 validated TLSA record(s)" in done.stdout
+
+
+@pytest.mark.e2e
+def test_dashboard_dane_panel_query_returns_data_in_a_real_prometheus(lab, tmp_path):
+    """The Mail TLS policies panel's DANE query, in a real Prometheus scraping the exporter in the lab (the
+    main e2e stack has no signed zone or validating resolver)."""
+    from tests.helpers.lab_prometheus import panel_queries, query_in_lab_prometheus, series_of
+
+    queries = panel_queries("probe_dane_")
+    assert {query["panel"] for query in queries} == {"Mail TLS policies (MTA-STS, DANE)"} and queries
+    config = tmp_path / "targets.yml"
+    config.write_text(CONFIG + "targets:\n  - {target: dane.test, module: dane}\n")
+    expected = {
+        "mx-ee.test": "valid",
+        "mx-ta.test": "valid",
+        "mx-mismatch.test": "mismatch",
+        "mx.unsigned.test": "unsigned",
+        "mx-none.test": "absent",
+        "mx-bogus.test": "bogus",
+    }
+
+    def states(results: dict) -> dict:
+        return {series["mx"]: series["state"] for series in series_of(results, queries, queries[0]["panel"])}
+
+    # Six MX hosts, each a TLSA lookup and a handshake: a 5 s scrape gives the probe room on a busy machine.
+    query_in_lab_prometheus(
+        lab,
+        tmp_path,
+        config,
+        queries,
+        what=f"the DANE panel to show {expected}",
+        scrape_seconds=5,
+        until=lambda results: states(results) == expected,
+    )

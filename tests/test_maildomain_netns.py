@@ -17,7 +17,6 @@ import textwrap
 import pytest
 
 from tests.helpers.dns_server import ROOT, MailLab, lab_unavailable_reason
-from tests.helpers.eventually import eventually
 from tests.helpers.exim import exim_command, exim_root, exim_workdir
 from tests.helpers.exporter_process import start_exporter
 
@@ -450,84 +449,16 @@ def test_metrics_scrape_of_domain_targets_through_probe_workers(lab, tmp_path):
 @pytest.mark.e2e
 def test_dashboard_mail_domain_panels_return_data_in_a_real_prometheus(lab, tmp_path):
     """The dashboard's Mail domains row, queried in a real Prometheus scraping the exporter in the lab."""
+    from tests.helpers.lab_prometheus import panel_queries, query_in_lab_prometheus, series_of
 
-    import yaml
-
-    from tests.helpers.e2e_stack import binary, dashboard_queries
-    from tests.helpers.exporter_process import free_port
-
-    prometheus = binary("prometheus")
-    if prometheus is None:
-        pytest.skip("prometheus is not installed (Debian package prometheus)")
-    queries = [
-        query for query in dashboard_queries() if "probe_mx_" in query["expr"] or "probe_mail_domain_" in query["expr"]
-    ]
+    queries = panel_queries("probe_mx_", "probe_mail_domain_")
     assert len(queries) >= 4
     config = tmp_path / "targets.yml"
     config.write_text(
         CONFIG + "targets:\n  - {target: primary-ok.test, module: mx}\n  - {target: degraded.test, module: mx}\n"
     )
-    port, prometheus_port = free_port(), free_port()
-    (tmp_path / "prometheus.yml").write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {"job_name": "connectivity", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-                ],
-            }
-        )
+    results = query_in_lab_prometheus(
+        lab, tmp_path, config, queries, what="every mail-domain panel's query to return data"
     )
-    exporter = start_exporter(
-        "--config.file", str(config), f"--web.listen-address=127.0.0.1:{port}", prefix=tuple(lab.command([]))
-    )
-    server = lab.popen(
-        [
-            prometheus,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prometheus_port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    ask = (
-        "import json, sys, urllib.parse, urllib.request\n"
-        "base = sys.argv[1]\n"
-        "out = {}\n"
-        "for expr in sys.argv[2:]:\n"
-        "    url = base + '/api/v1/query?' + urllib.parse.urlencode({'query': expr})\n"
-        "    out[expr] = json.load(urllib.request.urlopen(url, timeout=10))['data']['result']\n"
-        "print(json.dumps(out))\n"
-    )
-    try:
-
-        def answers() -> dict:
-            argv = [sys.executable, "-c", ask, f"http://127.0.0.1:{prometheus_port}"]
-            done = lab.run([*argv, *[query["promql"] for query in queries]])
-            if done.returncode != 0:
-                raise OSError(f"Prometheus not answering yet: {done.stderr[-300:]}")
-            return json.loads(done.stdout)
-
-        # Prometheus starts and scrapes every second; each panel's query must return data.
-        results = eventually(
-            answers,
-            until=lambda results: all(results.values()),
-            what="every mail-domain panel's query to return data",
-            interval=0.5,
-            ignoring=(OSError,),
-        )
-    finally:
-        exporter.stop()
-        server.terminate()
-        server.wait(timeout=20)
-    empty = [query["panel"] for query in queries if not results.get(query["promql"])]
-    assert not empty, f"mail-domain panels without data: {empty}"
-    verdicts = {
-        series["metric"]["target"]: series["metric"]["state"]
-        for query in queries
-        if query["panel"] == "Mail domain verdict"
-        for series in results[query["promql"]]
-    }
+    verdicts = {series["target"]: series["state"] for series in series_of(results, queries, "Mail domain verdict")}
     assert verdicts == {"primary-ok.test": "ok", "degraded.test": "degraded"}

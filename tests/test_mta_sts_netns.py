@@ -357,3 +357,37 @@ def test_exporter_series(lab):
     for page in pages.values():
         lint = subprocess.run(["promtool", "check", "metrics"], input=page.stdout, capture_output=True, text=True)
         assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr
+
+
+@pytest.mark.e2e
+def test_dashboard_mta_sts_panel_queries_return_data_in_a_real_prometheus(lab, tmp_path):
+    """The Mail TLS policies panel's MTA-STS queries, in a real Prometheus scraping the exporter in the lab
+    (the main e2e stack has no DNS or policy host). unlisted.test gives a failing MX."""
+    from tests.helpers.lab_prometheus import panel_queries, query_in_lab_prometheus, series_of
+
+    queries = panel_queries("probe_mta_sts_")
+    assert {query["panel"] for query in queries} == {"Mail TLS policies (MTA-STS, DANE)"} and len(queries) >= 2
+    config = tmp_path / "targets.yml"
+    config.write_text(
+        CONFIG + "targets:\n  - {target: enforce-ok.test, module: sts}\n  - {target: unlisted.test, module: sts}\n"
+    )
+    panel = "Mail TLS policies (MTA-STS, DANE)"
+
+    def shown(results: dict) -> tuple[dict, list]:
+        states = {series["target"]: series["state"] for series in series_of(results, queries, panel, "A")}
+        failing = [(series["target"], series["mx"]) for series in series_of(results, queries, panel, "B")]
+        return states, failing
+
+    expected = (
+        {"enforce-ok.test": "enforce_ok", "unlisted.test": "enforce_failing"},
+        [("unlisted.test", "mx2.good.test")],
+    )
+    query_in_lab_prometheus(
+        lab,
+        tmp_path,
+        config,
+        queries,
+        what=f"the MTA-STS panel queries to show {expected}",
+        scrape_seconds=5,
+        until=lambda results: shown(results) == expected,
+    )

@@ -238,7 +238,10 @@ targets:
 
 SMTP_SERVER_NAME = "mx.e2e.test"
 ADDRESS_OR_MAIL_DOMAIN = r"\bprobe_(mx_|mail_domain_|address_|addresses|happy_eyeballs_)"
-NEEDS_ANOTHER_NETWORK = ADDRESS_OR_MAIL_DOMAIN + r"|\bprobe_path_mtu_reported_by_info\b"
+# MTA-STS, TLS-RPT and DANE need DNS, an HTTPS policy host and a signed zone: their panels are queried in a real
+# Prometheus inside the mail TLS labs (tests/test_mta_sts_netns.py, tests/test_dane_netns.py).
+MAIL_TLS_POLICY = r"\bprobe_(mta_sts_|dane_|tls_rpt_)"
+NEEDS_ANOTHER_NETWORK = ADDRESS_OR_MAIL_DOMAIN + "|" + MAIL_TLS_POLICY + r"|\bprobe_path_mtu_reported_by_info\b"
 BLOCKED_GREETING = b"554 5.7.1 Service unavailable; client host blocked using a test block list\r\n"
 
 
