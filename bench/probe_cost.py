@@ -11,7 +11,8 @@ machine affects them alike); every figure is the median and (min–max) of the r
   them (``max_concurrency: 512``, uvloop): probes/s, CPU µs per probe, peak RSS while scraping, every state
   checked; the ratio to C is taken per repetition.
 - probe: ``/probe`` with a new open target per request (wrk, concurrency 64) against the exporter and
-  Debian's blackbox_exporter: CPU µs per request (/proc), p99, requests/s.
+  Debian's blackbox_exporter: CPU µs per request (/proc), p99, requests/s; the 1-minute load average is
+  recorded at each repetition.
 - continuous: N targets on ``interval: 5s`` probed in the background; CPU µs per probe over a window
   (probes counted from ``probe_results_total``).
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -147,7 +149,9 @@ def probe_section(exporters: dict[str, Path], reps: int, seconds: float, workdir
         for _, port in contenders.values():  # warm-up
             tools.run_wrk(f"http://127.0.0.1:{port}/", PROBE_CONCURRENCY, 2.0, (OPEN_PORT, PROBE_TARGETS))
         order = list(contenders.items())
+        loads: list[float] = []
         for rep in range(reps):
+            loads.append(os.getloadavg()[0])
             for name, (proc, port) in order[rep % len(order) :] + order[: rep % len(order)]:
                 before = proc.cpu_seconds()
                 run = tools.run_wrk(f"http://127.0.0.1:{port}/", PROBE_CONCURRENCY, seconds, (OPEN_PORT, PROBE_TARGETS))
@@ -159,7 +163,8 @@ def probe_section(exporters: dict[str, Path], reps: int, seconds: float, workdir
         for proc, _ in contenders.values():
             proc.stop()
     blackbox = runs["blackbox_exporter"]
-    out = {}
+    out: dict = {"load_average_1m": loads}
+    log(f"  load average (1 min) at each repetition: {', '.join(f'{v:.1f}' for v in loads)}")
     for name, rs in runs.items():
         out[name] = {
             "requests_per_second": [r["requests_per_second"] for r in rs],

@@ -311,7 +311,7 @@ async def _probe_host(
     if every is None:
         await sessions()
     else:  # tcp.probe_addresses: all: every address of the host, at once, beside the sessions
-        await connect_beside(sessions(), found.addresses, port, module.tcp, deadline, resolver, every)
+        await connect_beside(sessions(), found.addresses, port, module.tcp, deadline, resolver, every, host.host)
     if tls_check is not None:
         await tls_check
     host.duration_seconds = time.perf_counter() - started
