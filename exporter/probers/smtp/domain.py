@@ -138,7 +138,8 @@ class MailDomainDetails(DetailsBase):
     tls: mail_tls.MailTls | None = None  # smtp.mta_sts / smtp.dane (exporter.probers.smtp.mail_tls)
 
     def facts(self, state: str, now: float) -> list[Fact]:
-        return [Fact("Mail domain", f"{self.state} ({STATE_WORDS[self.state]})")]
+        words = mail_tls.refused_words([host for host in self.mx if host.probed]) or STATE_WORDS[self.state]
+        return [Fact("Mail domain", f"{self.state} ({words})")]
 
     def explanations(self) -> list[tuple[str, str]]:
         """Each host's explained replies, headed by the host (read by `check` and /probe?debug=true)."""
