@@ -403,6 +403,8 @@ def _verdict_words(details: MailDomainDetails) -> str:
         )
     if not tried:
         return f"no MX host of {domain} could be probed before the deadline"
+    if (outage := mail_tls.enforced_outage(domain, tried)) is not None:
+        return outage
     codes = {
         reply.code for host in tried for stage in ("banner", "rcpt", "mail") if (reply := host.reply(stage)) is not None
     }

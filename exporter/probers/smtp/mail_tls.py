@@ -11,7 +11,7 @@ MTA-STS refuse, which the domain verdict counts as not accepting.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -147,6 +147,17 @@ def fails(host: PolicyHost) -> str:
     if host.success and host.refused_by is not None:
         return f"is refused by senders that enforce MTA-STS ({host.refused_by})"
     return f"fails with {host.state}"
+
+
+def enforced_outage(domain: str, hosts: Sequence[PolicyHost]) -> str | None:
+    """The verdict when every host tried takes mail but an enforced MTA-STS policy refuses them all."""
+    if not hosts or not all(host.success and host.refused_by is not None for host in hosts):
+        return None
+    reasons = "; ".join(f"{host.host}: {host.refused_by}" for host in hosts)
+    return (
+        f"senders that enforce MTA-STS cannot deliver to {domain}, a delivery outage for them (they defer the "
+        f"mail and retry; senders that do not apply MTA-STS still deliver): {reasons}"
+    )
 
 
 # --- discovery: TXT records and the policy ---------------------------------------------------
