@@ -290,6 +290,17 @@ def test_path_diagnosis_runs_for_the_failing_address(report: dict[str, Any]) -> 
     document = case(report, "diagnose")["json"]
     assert document["path"] is not None
     assert document["path"]["target"] == V6_DROP
+    paths = {entry["address"]: entry["path"] for entry in document["addresses"]["list"]}
+    assert paths[V6_DROP]["target"] == V6_DROP and paths[V4_OK2] is None  # the working address is not traced
+
+
+def test_path_diagnosis_runs_for_every_failing_address(report: dict[str, Any]) -> None:
+    document = case(report, "diagnose_all_failing")["json"]
+    paths = {entry["address"]: entry["path"] for entry in document["addresses"]["list"]}
+    assert {address: path["target"] for address, path in paths.items()} == {V6_DROP: V6_DROP, V4_DROP: V4_DROP}
+    assert document["path"]["target"] == V6_DROP  # the first in RFC 8305 order: IPv6 first
+    human = case(report, "diagnose_all_failing")["human"]
+    assert f"Path to {V6_DROP} port 8080" in human and f"Path to {V4_DROP} port 8080" in human, human
 
 
 def test_alert_rules_in_a_real_prometheus(report: dict[str, Any]) -> None:

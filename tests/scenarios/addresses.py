@@ -173,6 +173,14 @@ def run(workdir: Path, with_prometheus: bool) -> dict[str, object]:
         report["workers_metrics"] = workers_metrics
         diagnosed = check(f"v6-drop.test:{TCP_PORT}", "tcp_all_diagnose", config, "--json")
         cases["diagnose"] = {"exit": diagnosed.returncode, "json": json.loads(diagnosed.stdout)}
+        # Both addresses fail: each is traced (at once), each with its hop table.
+        both = check(f"all-fail.test:{TCP_PORT}", "tcp_all_diagnose", config, "--json")
+        both_human = check(f"all-fail.test:{TCP_PORT}", "tcp_all_diagnose", config)
+        cases["diagnose_all_failing"] = {
+            "exit": both.returncode,
+            "json": json.loads(both.stdout),
+            "human": both_human.stdout,
+        }
         report["cases"] = cases
         if with_prometheus:
             report["prometheus"] = prometheus_part(processes, workdir, exporter)
