@@ -1,6 +1,6 @@
 """Python per probe (issue 25): the exporter's cost per probe against C and blackbox_exporter, in one run.
 
-    sudo python3 bench/probe_cost.py [--sections scrape,probe,continuous] [--reps 3]
+    sudo python3 bench/probe_cost.py [--sections scrape,probe,continuous,inprocess] [--reps 3]
                                      [--exporter NAME=CHECKOUT ...]
 
 Three measures, each repeated ``--reps`` times with the contenders interleaved (so drift on a shared
@@ -11,9 +11,13 @@ machine affects them alike); every figure is the median and (min–max) of the r
   them (``max_concurrency: 512``, uvloop): probes/s, CPU µs per probe, peak RSS while scraping, every state
   checked; the ratio to C is taken per repetition.
 - probe: ``/probe`` with a new open target per request (wrk, concurrency 64) against the exporter and
-  Debian's blackbox_exporter: CPU µs per request (/proc), p99, requests/s.
+  Debian's blackbox_exporter: CPU µs per request (/proc), p99, requests/s; the 1-minute load average is
+  recorded at each repetition.
 - continuous: N targets on ``interval: 5s`` probed in the background; CPU µs per probe over a window
   (probes counted from ``probe_results_total``).
+- inprocess: what a /probe request costs below aiohttp, without HTTP or wrk: ``Exporter.probe`` and
+  ``render_single`` of a new open target, one at a time on uvloop, in a process of its own per checkout (thread
+  CPU time per request; levers on the request path resolve here when the whole-request figure is too noisy).
 
 ``--exporter NAME=CHECKOUT`` (repeatable) compares several checkouts of the exporter in the same run
 (each started with its directory as the working directory, so ``python -m exporter`` imports it); the
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -147,7 +152,9 @@ def probe_section(exporters: dict[str, Path], reps: int, seconds: float, workdir
         for _, port in contenders.values():  # warm-up
             tools.run_wrk(f"http://127.0.0.1:{port}/", PROBE_CONCURRENCY, 2.0, (OPEN_PORT, PROBE_TARGETS))
         order = list(contenders.items())
+        loads: list[float] = []
         for rep in range(reps):
+            loads.append(os.getloadavg()[0])
             for name, (proc, port) in order[rep % len(order) :] + order[: rep % len(order)]:
                 before = proc.cpu_seconds()
                 run = tools.run_wrk(f"http://127.0.0.1:{port}/", PROBE_CONCURRENCY, seconds, (OPEN_PORT, PROBE_TARGETS))
@@ -159,7 +166,8 @@ def probe_section(exporters: dict[str, Path], reps: int, seconds: float, workdir
         for proc, _ in contenders.values():
             proc.stop()
     blackbox = runs["blackbox_exporter"]
-    out = {}
+    out: dict = {"load_average_1m": loads}
+    log(f"  load average (1 min) at each repetition: {', '.join(f'{v:.1f}' for v in loads)}")
     for name, rs in runs.items():
         out[name] = {
             "requests_per_second": [r["requests_per_second"] for r in rs],
@@ -218,6 +226,67 @@ def continuous_section(exporters: dict[str, Path], n: int, reps: int, window: fl
     return out
 
 
+INPROCESS = """
+import asyncio, sys, time
+from prometheus_client import CollectorRegistry
+from exporter.config.loader import parse_config
+from exporter.core.address import parse_host_port
+from exporter.core.selfmetrics import ExporterMetrics
+from exporter.probers.connect.resolve import Resolver
+from exporter.probing.runner import ProbeRunner
+from exporter.service.exporter import Exporter, render_single
+import uvloop
+
+async def main(n, port, count):
+    exporter = Exporter(parse_config(sys.stdin.read()), ExporterMetrics(CollectorRegistry()))
+    resolver = Resolver(max_workers=4)
+    exporter.runner = ProbeRunner(resolver, 512)
+    module = exporter.config.modules["tcp_connect"]
+    targets = [parse_host_port(f"127.1.{i // 250}.{i % 250 + 1}:{port}", 0) for i in range(count)]
+    for i in range(500):  # warm-up
+        await exporter.probe(targets[i % count], module, 5.0)
+    started = time.thread_time()
+    for i in range(n):
+        result = await exporter.probe(targets[i % count], module, 5.0)
+        render_single(result, module, None).encode()
+    spent = time.thread_time() - started
+    resolver.close()
+    print(spent / n * 1e6, result.success)
+
+uvloop.install()
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+def inprocess_section(exporters: dict[str, Path], reps: int, requests: int) -> dict:
+    out: dict = {"requests": requests, "load_average_1m": []}
+    names = list(exporters)
+    for name in names:
+        out[name] = {"cpu_us_per_request": []}
+    for rep in range(reps):
+        out["load_average_1m"].append(os.getloadavg()[0])
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            run = subprocess.run(
+                [sys.executable, "-c", INPROCESS, str(requests), str(OPEN_PORT), str(PROBE_TARGETS)],
+                input=exporter_config([]),
+                capture_output=True,
+                text=True,
+                cwd=exporters[name],
+                env={**os.environ, "PYTHONPATH": str(exporters[name])},
+                timeout=300,
+            )
+            if run.returncode:
+                raise BenchError(f"in-process run of {name} failed: {run.stderr[-500:]}")
+            cpu, ok = run.stdout.split()
+            if ok != "True":
+                raise BenchError(f"in-process run of {name}: the last probe failed")
+            out[name]["cpu_us_per_request"].append(float(cpu))
+    log(f"  load average (1 min) at each repetition: {', '.join(f'{v:.1f}' for v in out['load_average_1m'])}")
+    for name in names:
+        log(f"  in-process {name}: {fmt(out[name]['cpu_us_per_request'], 1)} µs CPU/request (probe + reply text)")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sections", default="scrape,probe,continuous")
@@ -225,6 +294,7 @@ def main() -> int:
     parser.add_argument("--targets", type=int, default=10_000)
     parser.add_argument("--probe-seconds", type=float, default=8.0)
     parser.add_argument("--continuous-targets", type=int, default=5_000)
+    parser.add_argument("--inprocess-requests", type=int, default=5_000)
     parser.add_argument("--exporter", action="append", default=[], help="NAME=CHECKOUT (repeatable)")
     parser.add_argument("--json", type=Path, default=RESULTS / "probe-cost-latest.json")
     args = parser.parse_args()
@@ -247,6 +317,9 @@ def main() -> int:
             if "probe" in sections:
                 log("/probe vs blackbox_exporter ...")
                 report["probe"] = probe_section(exporters, args.reps, args.probe_seconds, workdir)
+            if "inprocess" in sections:
+                log("in-process Exporter.probe + render_single ...")
+                report["inprocess"] = inprocess_section(exporters, args.reps, args.inprocess_requests)
             if "continuous" in sections:
                 log("continuous probing ...")
                 report["continuous"] = continuous_section(exporters, args.continuous_targets, args.reps, 10.0, workdir)

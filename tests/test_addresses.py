@@ -212,3 +212,43 @@ def test_the_table_does_not_repeat_the_verdict() -> None:
     sentence = experience(found)
     assert any(sentence[1:] in line for line in table(found))
     assert not any(sentence[1:] in line for line in table(found, said=sentence))
+
+
+def test_the_cap_bounds_the_addresses_of_several_names_together(caplog: pytest.LogCaptureFixture) -> None:
+    """A mail domain's MX hosts (dial.connect_beside): an address two hosts share is connected once, and
+    tcp.probe_addresses_max bounds all of them together, so the per-address series stay within the cap. The
+    connects are real ones to closed loopback ports (refused at once)."""
+    import asyncio
+    import logging
+
+    from exporter.core.deadline import Deadline
+    from exporter.probers.connect.dial import connect_beside
+    from exporter.probers.connect.resolve import Resolver
+    from exporter.probers.connect.settings import TcpSettings
+
+    tcp = TcpSettings(probe_addresses="all", probe_addresses_max=3)
+    every = AddressesReport()
+
+    async def nothing() -> None:
+        return None
+
+    async def main() -> None:
+        resolver = Resolver(max_workers=1)
+        try:
+            deadline = Deadline.after(10.0)
+            for name, addresses in (("mx1.test", ["127.0.0.1", "127.0.0.2"]), ("mx2.test", ["127.0.0.2", "127.0.0.3"])):
+                await connect_beside(nothing(), addresses, 9, tcp, deadline, resolver, every, name)
+            await connect_beside(nothing(), ["127.0.0.4", "127.0.0.5"], 9, tcp, deadline, resolver, every, "mx3.test")
+        finally:
+            resolver.close()
+
+    with caplog.at_level(logging.WARNING, logger="exporter.addresses"):
+        asyncio.run(main())
+    assert [o.address for o in every.outcomes] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    assert all(o.state is REFUSED for o in every.outcomes)
+    assert every.resolved == 5 and every.cut == 2
+    assert [r.getMessage() for r in caplog.records] == [
+        "mx3.test with the names probed before it: 5 addresses; probing the first 3 (tcp.probe_addresses_max): "
+        "2 not probed"
+    ]
+    assert any("2 more not probed" in line for line in table(finish(every)))

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from pathlib import Path
 
 import pytest
@@ -66,7 +66,18 @@ def test_connect_time_histogram_quantiles_agree_with_the_wire(outcome):
     # The retransmitted connects (~1/5 of them) must have landed around 1 s, as on the wire.
     retransmitted = sum(1 for seconds in wire if seconds > 0.9) / len(wire)
     assert 0.1 <= retransmitted <= 0.3
+    # The exporter's and the wire's distributions agree at every bucket bound. The two sets differ by
+    # the few probes in flight when probing stopped (on the wire, never counted), hence 3 points.
+    total = cumulative[-1]
+    assert total >= 100
+    for bound, counted, seen in zip(bounds, cumulative, accumulate(wire_buckets), strict=False):
+        assert abs(counted / total - seen / len(wire)) <= 0.03, (bound, counted, total, seen, len(wire))
     for q in (0.5, 0.85, 0.9, 0.95, 0.99):
+        if abs((1 - q) - retransmitted) < 0.04:
+            # This rank sits at the step between the fast mode and the ~1 s mode: one probe more or
+            # less on either side moves the quantile from milliseconds to a second. The bound-by-bound
+            # check above covers it; comparing quantiles there would test sampling luck.
+            continue
         exporter_q = quantile(q, bounds, per_bucket)
         wire_q = quantile(q, bounds, wire_buckets)
         exact_q = wire[min(len(wire) - 1, int(q * len(wire)))]

@@ -83,6 +83,7 @@ DOMAINS: dict[str, tuple[list[tuple[str, int]], dict | None, str | None]] = {
     "huge.test": (GOOD[:1], {"kind": "huge"}, None),
     "down.test": (GOOD[:1], {"kind": "policy", "body": ""}, None),  # mta-sts.down.test: nothing listens
     "badcert.test": (GOOD[:1], {"kind": "policy", "body": policy("enforce", "mx1.good.test")}, None),
+    "nohost.test": (GOOD[:1], {"kind": "policy", "body": ""}, None),  # mta-sts.nohost.test: no address record
 }
 MX_ADDRESSES = {
     "mx1.good.test": MX1,
@@ -102,7 +103,8 @@ def dns_records() -> list[str]:
         if site is not None:
             records.append(f"--txt-record=_mta-sts.{domain},v=STSv1; id=20261206T1{len(domain)}")
             address = {"down.test": POLICY_DOWN, "badcert.test": POLICY_BADCERT}.get(domain, POLICY)
-            records.append(f"--host-record=mta-sts.{domain},{address}")
+            if domain != "nohost.test":
+                records.append(f"--host-record=mta-sts.{domain},{address}")
         if rpt is not None:
             records.append(f"--txt-record=_smtp._tls.{domain},{rpt}")
     # Two v=STSv1 records: senders assume no policy (RFC 8461 §3.1).
@@ -217,6 +219,9 @@ def test_enforce_ok_and_tls_rpt_present(lab):
     assert got["state"] == "enforce_ok" and got["mode"] == "enforce" and got["max_age"] == 604800
     assert got["id"] == "20261206T115" and got["mx_patterns"] == ["mx1.good.test", "mx2.good.test"]
     assert got["failing_mx"] == []
+    # The contract names (issue 24); more keys (reason, verdict, mx) may follow them.
+    assert {"state", "mode", "id", "max_age", "mx_patterns", "failing_mx"} <= set(got)
+    assert {"present", "rua"} <= set(doc["mail_domain"]["tls_rpt"])
     assert doc["mail_domain"]["tls_rpt"] == {"present": True, "rua": ["mailto:tlsrpt@enforce-ok.test"], "reason": ""}
 
 
@@ -256,7 +261,11 @@ def test_listed_mx_with_a_wrong_certificate_enforce_is_an_outage(lab):
     assert check_mx["reason"] == "the certificate is for someone-else.test, not mx.wrongcert.test"
     assert code == 1 and doc["success"] is False and doc["mail_domain"]["state"] == "all_mx_failed"
     verdict = doc["mail_domain"]["verdict"]
-    assert "every failure is temporary" in verdict and "refused by senders that enforce MTA-STS" in verdict
+    assert verdict == (
+        "senders that enforce MTA-STS cannot deliver to wrongcert.test, a delivery outage for them (they defer the "
+        "mail and retry; senders that do not apply MTA-STS still deliver): mx.wrongcert.test: the certificate is for "
+        "someone-else.test, not mx.wrongcert.test"
+    )
 
 
 def test_testing_mode_reports_but_delivers(lab):
@@ -282,6 +291,7 @@ def test_mx_without_starttls_fails_enforce(lab):
         ("redirect.test", "policy_unavailable", "answers with a redirect (HTTP 301"),
         ("down.test", "policy_unavailable", "no HTTPS connection to mta-sts.down.test (ECONNREFUSED)"),
         ("badcert.test", "policy_unavailable", "the certificate of mta-sts.badcert.test does not verify"),
+        ("nohost.test", "policy_unavailable", "mta-sts.nohost.test does not resolve"),
         ("huge.test", "policy_unavailable", "larger than 64 KiB"),
         ("slow.test", "policy_unavailable", "did not send the whole policy before the deadline"),
     ],
@@ -320,6 +330,14 @@ def test_human_report_explains_the_failure(lab):
         in done.stdout
     )
     assert "the certificate is for someone-else.test, not mx.wrongcert.test" in done.stdout
+    # The account is given once, after the MX table; the transcript says only when the policy was judged.
+    assert done.stdout.count("MTA-STS: enforce_failing") == 1, done.stdout
+    assert "MTA-STS policy judged: enforce_failing" in done.stdout
+    # The host takes mail: the domain's words must not say that no host accepts it.
+    assert (
+        "Mail domain: all_mx_failed (every MX host tried takes mail, but senders that enforce MTA-STS refuse them all)"
+        in done.stdout
+    ), done.stdout
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian package prometheus)")

@@ -43,6 +43,8 @@ class ExporterMetrics:
             ["module", "state"],
             registry=registry,
         )
+        # Children of ``probes`` by (module, state), for counting one probe at a time.
+        self._probe_counts: dict[tuple[str, str], Counter] = {}
         self.scrape_duration = Histogram(
             "connectivity_exporter_scrape_duration_seconds",
             "Time spent probing for one request, by endpoint (metrics or probe).",
@@ -92,6 +94,13 @@ class ExporterMetrics:
             registry=registry,
         )
         build.labels(__version__, platform.python_version()).set(1)
+
+    def count_probe(self, module: str, state: str) -> None:
+        """Count one probe (a /probe request): its counter child looked up once per (module, state)."""
+        child = self._probe_counts.get((module, state))
+        if child is None:
+            child = self._probe_counts[(module, state)] = self.probes.labels(module, str(state))
+        child.inc()
 
     def count_probes(self, outcomes: Tally[tuple[str, str]]) -> None:
         """Add a scrape's tally of (module, state) pairs: one counter update per pair, not per probe."""

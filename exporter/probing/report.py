@@ -30,7 +30,14 @@ def details_lines(result: ProbeResult, now: float | None = None) -> list[str]:
 
 def path_lines(result: ProbeResult) -> list[str]:
     """The hop table of a path diagnosis run for this probe, after a blank line; [] without one."""
-    return [] if result.path is None else ["", *hop_table(result.path)]
+    if result.path is None:
+        return []
+    lines = ["", *hop_table(result.path)]
+    if result.addresses is not None:  # tcp.probe_addresses: all: every failing address traced, each its table
+        for outcome in result.addresses.outcomes:
+            if outcome.path is not None and outcome.path is not result.path:
+                lines += ["", *hop_table(outcome.path)]
+    return lines
 
 
 def debug_report(heading: list[str], result: ProbeResult, module: Module, metrics_text: str) -> str:

@@ -153,17 +153,33 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# A /probe query string's (module, target, debug) as aiohttp's ``request.query`` reads them, by the raw query
+# string: Prometheus asks for the same few targets again and again (bounded: the oldest entry goes first).
+_PROBE_QUERIES: dict[str, tuple[str, str | None, str]] = {}
+MAX_PROBE_QUERIES = 4096
+
+
+def probe_query(request: web.Request) -> tuple[str, str | None, str]:
+    raw = request.rel_url.raw_query_string
+    parsed = _PROBE_QUERIES.get(raw)
+    if parsed is None:
+        query = request.query
+        parsed = (query.get("module", DEFAULT_PROBE_MODULE), query.get("target"), query.get("debug", "false"))
+        if len(_PROBE_QUERIES) >= MAX_PROBE_QUERIES:
+            del _PROBE_QUERIES[next(iter(_PROBE_QUERIES))]
+        _PROBE_QUERIES[raw] = parsed
+    return parsed
+
+
 async def probe(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER]
     config = exporter.config
-    query = request.query
-    module_name = query.get("module", DEFAULT_PROBE_MODULE)
+    module_name, target_text, debug = probe_query(request)
     module = config.modules.get(module_name)
     if module is None and module_name in config.unsupported_modules:
         raise _bad_request(unsupported_reason(module_name, config.unsupported_modules[module_name]))
     if module is None:
         raise _bad_request(f"unknown module {module_name[:100]!r} (defined: {', '.join(sorted(config.modules))})")
-    target_text = query.get("target")
     if not target_text:
         raise _bad_request("missing parameter 'target' (expected target=HOST:PORT)")
     try:
@@ -180,14 +196,14 @@ async def probe(request: web.Request) -> web.Response:
         )
         refusal = web.HTTPTooManyRequests if denied.status == 429 else web.HTTPForbidden
         raise refusal(text=denied.message + "\n") from None
-    debug = query.get("debug", "false").lower()
+    debug = debug.lower()
     if debug not in ("true", "false"):
         raise _bad_request(f"invalid parameter 'debug' {debug[:20]!r}: expected true or false")
 
-    budget = min(scrape_budget(request, config.settings), module.timeout)
+    scrape_seconds = scrape_budget(request, config.settings)
     # Path diagnosis runs inline, in what the scrape timeout leaves after the probe.
-    diagnosis_deadline = Deadline.after(scrape_budget(request, config.settings))
-    result = await exporter.probe(address, module, budget)
+    diagnosis_deadline = Deadline.after(scrape_seconds)
+    result = await exporter.probe(address, module, min(scrape_seconds, module.timeout))
     if wants_diagnosis(result, module.tcp.diagnose):
         await diagnose_inline(result, address.port, diagnosis_deadline, source=module.tcp.source_ip_address)
     text = render_single(result, module, exporter.vantage)

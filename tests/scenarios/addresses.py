@@ -63,11 +63,13 @@ CASES = [
     ("all_ok", f"dual-ok.test:{TCP_PORT}", "tcp_all"),
     ("ipv6_drop", f"v6-drop.test:{TCP_PORT}", "tcp_all"),
     ("ipv6_refuse", f"v6-refuse.test:{TCP_PORT}", "tcp_all"),
+    ("ipv6_prohibited", f"v6-prohibit.test:{TCP_PORT}", "tcp_all"),
     ("ipv4_drop", f"v4-drop.test:{TCP_PORT}", "tcp_all"),
     ("some_failing", f"pool.test:{TCP_PORT}", "tcp_all"),
     ("all_failing", f"all-fail.test:{TCP_PORT}", "tcp_all"),
     ("dns_error", f"missing.test:{TCP_PORT}", "tcp_all"),
     ("no_ipv6_route", f"noroute6.test:{TCP_PORT}", "tcp_all"),
+    ("no_ipv6_route_again", f"noroute6-b.test:{TCP_PORT}", "tcp_all"),
     ("one", f"v6-drop.test:{TCP_PORT}", "tcp_one"),
     ("cap", f"pool.test:{TCP_PORT}", "tcp_all_max2"),
     ("dialogue", f"v6-drop.test:{TCP_PORT}", "hello_all"),
@@ -138,6 +140,9 @@ def run(workdir: Path, with_prometheus: bool) -> dict[str, object]:
         http_get(f"http://{exporter}/metrics", timeout=30)  # the status page shows the latest scrape
         status_page = http_get(f"http://{exporter}/", timeout=10)[1].decode(errors="replace")
         report["status_page"] = status_page
+        # "this exporter cannot reach IPv6: no route" is logged once per process, however many names say it.
+        log_text = (workdir / "exporter.log").read_text(errors="replace")
+        report["no_route_log_lines"] = log_text.count("cannot reach IPv6: no route")
         # The same configured targets probed by worker processes: results (per-address outcomes included) cross
         # a process boundary.
         port = free_port()
@@ -168,6 +173,14 @@ def run(workdir: Path, with_prometheus: bool) -> dict[str, object]:
         report["workers_metrics"] = workers_metrics
         diagnosed = check(f"v6-drop.test:{TCP_PORT}", "tcp_all_diagnose", config, "--json")
         cases["diagnose"] = {"exit": diagnosed.returncode, "json": json.loads(diagnosed.stdout)}
+        # Both addresses fail: each is traced (at once), each with its hop table.
+        both = check(f"all-fail.test:{TCP_PORT}", "tcp_all_diagnose", config, "--json")
+        both_human = check(f"all-fail.test:{TCP_PORT}", "tcp_all_diagnose", config)
+        cases["diagnose_all_failing"] = {
+            "exit": both.returncode,
+            "json": json.loads(both.stdout),
+            "human": both_human.stdout,
+        }
         report["cases"] = cases
         if with_prometheus:
             report["prometheus"] = prometheus_part(processes, workdir, exporter)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from exporter.pathdiag.render import path_json
+from exporter.pathdiag.render import summary as path_summary
 from exporter.probers.connect.result import AddressesReport, AddressesState, AddressOutcome, TcpState
 
 # RFC 8305 section 8 ("Summary of Configurable Values"): the recommended Connection Attempt Delay.
-# Section 5 also bounds it (at least 100 ms, at most 2 s); a client with no RTT history uses 250 ms.
+# Section 5 recommends bounds for a delay computed from RTT history (Minimum Connection Attempt Delay 100 ms,
+# never under 10 ms; Maximum 2 s); the 250 ms is the one for a client without RTT data, which we model.
 CONNECTION_ATTEMPT_DELAY = 0.25
 # RFC 8305 section 8: First Address Family Count, how many addresses of the preferred family (IPv6,
 # RFC 6724's default policy) come before the first address of the other family in the interleaved list.
@@ -203,6 +206,7 @@ def to_json(report: AddressesReport) -> dict[str, object]:
                 "state": o.state.value,
                 "connect_seconds": o.connect_seconds,
                 "counted": o.ip_protocol not in report.no_route_families,
+                "path": None if o.path is None else path_json(o.path),
             }
             for o in report.outcomes
         ],
@@ -227,6 +231,7 @@ def table(report: AddressesReport, said: str = "") -> list[str]:
     ]
     if report.cut:
         lines.append(f"  ... {report.cut} more not probed (tcp.probe_addresses_max)")
+    lines += [f"  {o.address}: {path_summary(o.path)}" for o in report.outcomes if o.path is not None]
     he = report.happy_eyeballs_seconds
     lines.append(f"Happy Eyeballs (RFC 8305): {_seconds(he)}" + ("" if he is not None else " (no address connects)"))
     if (noted := note(report)) is not None:

@@ -107,11 +107,13 @@ async def connect_beside(
     deadline: Deadline,
     resolver: Resolver,
     every: AddressesReport,
+    name: str = "",
 ) -> None:
     """``tcp.probe_addresses: all`` for a prober that finds and walks the addresses itself (a mail domain's MX
-    hosts): ``work`` runs with ``connect_target`` on one address each time, while every address (at most
-    ``tcp.probe_addresses_max``) is connected to at once and closed; their outcomes are added to ``every``."""
-    await connect_each_beside(work, addresses, port, tcp, deadline, resolver, every, connect_target)
+    hosts): ``work`` runs with ``connect_target`` on one address each time, while every address of ``name`` not
+    yet in ``every`` is connected to at once and closed; their outcomes are added to ``every``, which holds at
+    most ``tcp.probe_addresses_max`` addresses for all the names together."""
+    await connect_each_beside(work, addresses, port, tcp, deadline, resolver, every, connect_target, name)
 
 
 def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:

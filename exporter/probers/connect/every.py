@@ -43,9 +43,13 @@ _CUT_LOGGED_MAX = 10_000
 _NO_ROUTE_LOGGED: list[bool] = [False]
 # The per-address connects end this much before the probe's deadline (at most a tenth of the time left): an
 # address still silent then is a timeout, and the verdict over all of them (computed after the last connect,
-# several event-loop turns later) is ready before the deadline instead of racing the handler's cut on a loaded
-# machine.
-CONNECT_RESERVE = 0.1
+# several event-loop turns later) is ready before the deadline instead of racing the handler's cut. The handler
+# cuts 20 ms after the deadline, so a process that gets no CPU across the whole window between the connects' end
+# and that cut loses the verdict (/probe answers with the deadline's timeout result, without the per-address
+# series). At 100 ms one scheduling delay on a loaded 2-core machine was enough (the lab's dropping cases); 250 ms
+# widens the window 2.5 times and costs a dropped address at most 0.15 s of waiting it would have reported as a
+# timeout anyway.
+CONNECT_RESERVE = 0.25
 
 
 def _connects_deadline(deadline: Deadline) -> Deadline:
@@ -105,7 +109,7 @@ async def connect_every_address(
             + ", ".join(r.ip for r in probed)
         )
     if len(found) > len(probed):
-        _warn_cut(result, target, len(found), len(probed))
+        _warn_cut(result.note, target.host, len(found), len(probed))
     outcomes = [AddressOutcome(r.ip, r.ip_protocol) for r in probed]
     report.outcomes = outcomes
     subs = [ProbeResult() for _ in probed]
@@ -165,11 +169,25 @@ async def connect_each_beside(
     resolver: Resolver,
     every: AddressesReport,
     connect_target: ConnectTarget,
+    name: str = "",
 ) -> None:
-    """dial.connect_beside: ``work`` connects to one address at a time; every address is connected at once."""
-    probed = list(addresses)[: tcp.probe_addresses_max]
-    every.resolved += len(addresses)
+    """dial.connect_beside: ``work`` connects to one address at a time; every address is connected at once.
+
+    ``every`` gathers the addresses of several names (a mail domain's MX hosts): an address already in it is
+    not connected again, and ``tcp.probe_addresses_max`` bounds all of them together (the series stay within
+    the cap however many MX hosts there are); a cut is warned about as for a single name."""
+    known = {outcome.address for outcome in every.outcomes}
+    new = [address for address in dict.fromkeys(addresses) if address not in known]
+    room = max(0, tcp.probe_addresses_max - len(every.outcomes))
+    probed = new[:room]
+    every.resolved += len(new)
+    if len(new) > len(probed):
+        # Shown by check's table and probe_addresses_not_probed (every.cut); the log says it once per name.
+        shown = name or "addresses " + ", ".join(new[:3]) + (", ..." if len(new) > 3 else "")
+        shown += " with the names probed before it" if known else ""
+        _warn_cut(None, shown, len(every.outcomes) + len(new), tcp.probe_addresses_max)
     outcomes = [AddressOutcome(address, 6 if ":" in address else 4) for address in probed]
+    every.outcomes += outcomes  # reserved now: a later name sees them as known
     connects_deadline = _connects_deadline(deadline)
 
     async def one(outcome: AddressOutcome) -> None:
@@ -189,7 +207,6 @@ async def connect_each_beside(
     finally:
         _PER_ADDRESS.reset(token)
         connects.cancel()  # a no-op once done; a cancelled probe leaves nothing running
-    every.outcomes += outcomes
 
 
 def _ordered(found: list[Resolved]) -> list[Resolved]:
@@ -198,14 +215,15 @@ def _ordered(found: list[Resolved]) -> list[Resolved]:
     return [by_ip[o.address] for o in happy_eyeballs_order([AddressOutcome(r.ip, r.ip_protocol) for r in found])]
 
 
-def _warn_cut(result: ProbeResult, target: HostPort, resolved: int, probed: int) -> None:
+def _warn_cut(note: Callable[[str], None] | None, name: str, resolved: int, probed: int) -> None:
     words = (
-        f"{target.host} has {resolved} addresses; probing the first {probed} (tcp.probe_addresses_max): "
+        f"{name}: {resolved} addresses; probing the first {probed} (tcp.probe_addresses_max): "
         f"{resolved - probed} not probed"
     )
-    result.note(f"Warning: {words}")
-    if target.host not in _CUT_LOGGED and len(_CUT_LOGGED) < _CUT_LOGGED_MAX:
-        _CUT_LOGGED.add(target.host)
+    if note is not None:
+        note(f"Warning: {words}")
+    if name not in _CUT_LOGGED and len(_CUT_LOGGED) < _CUT_LOGGED_MAX:
+        _CUT_LOGGED.add(name)
         log.warning("%s", words)
 
 

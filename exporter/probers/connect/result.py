@@ -150,6 +150,8 @@ class AddressOutcome:
     detail: str = ""
     # The local kernel had no route for it (ENETUNREACH before any packet left, no ICMP sender).
     no_local_route: bool = False
+    # The path diagnosis of this failing address, when check or /probe ran one (tcp.diagnose: on_failure).
+    path: PathDiagnosis | None = None
 
     @property
     def ok(self) -> bool:

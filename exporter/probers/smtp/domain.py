@@ -138,7 +138,8 @@ class MailDomainDetails(DetailsBase):
     tls: mail_tls.MailTls | None = None  # smtp.mta_sts / smtp.dane (exporter.probers.smtp.mail_tls)
 
     def facts(self, state: str, now: float) -> list[Fact]:
-        return [Fact("Mail domain", f"{self.state} ({STATE_WORDS[self.state]})")]
+        words = mail_tls.refused_words([host for host in self.mx if host.probed]) or STATE_WORDS[self.state]
+        return [Fact("Mail domain", f"{self.state} ({words})")]
 
     def explanations(self) -> list[tuple[str, str]]:
         """Each host's explained replies, headed by the host (read by `check` and /probe?debug=true)."""
@@ -311,7 +312,7 @@ async def _probe_host(
     if every is None:
         await sessions()
     else:  # tcp.probe_addresses: all: every address of the host, at once, beside the sessions
-        await connect_beside(sessions(), found.addresses, port, module.tcp, deadline, resolver, every)
+        await connect_beside(sessions(), found.addresses, port, module.tcp, deadline, resolver, every, host.host)
     if tls_check is not None:
         await tls_check
     host.duration_seconds = time.perf_counter() - started
@@ -403,6 +404,8 @@ def _verdict_words(details: MailDomainDetails) -> str:
         )
     if not tried:
         return f"no MX host of {domain} could be probed before the deadline"
+    if (outage := mail_tls.enforced_outage(domain, tried)) is not None:
+        return outage
     codes = {
         reply.code for host in tried for stage in ("banner", "rcpt", "mail") if (reply := host.reply(stage)) is not None
     }

@@ -11,7 +11,7 @@ MTA-STS refuse, which the domain verdict counts as not accepting.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -138,8 +138,9 @@ async def apply_policy(
     refusals = details.refusals()
     for host in hosts:
         host.refused_by = refusals.get(host.host)
-    for line in render_text(details):
-        note(line)
+    # One line in the transcript, where it happened; the full account follows the MX table (report_lines).
+    if details.mta_sts is not None:
+        note(f"MTA-STS policy judged: {details.mta_sts.state}")
 
 
 def fails(host: PolicyHost) -> str:
@@ -147,6 +148,28 @@ def fails(host: PolicyHost) -> str:
     if host.success and host.refused_by is not None:
         return f"is refused by senders that enforce MTA-STS ({host.refused_by})"
     return f"fails with {host.state}"
+
+
+def _all_refused(hosts: Sequence[PolicyHost]) -> bool:
+    return bool(hosts) and all(host.success and host.refused_by is not None for host in hosts)
+
+
+def refused_words(tried: Sequence[PolicyHost]) -> str | None:
+    """The domain's state in a few words when the hosts tried take mail but an enforced policy refuses them all."""
+    if not _all_refused(tried):
+        return None
+    return "every MX host tried takes mail, but senders that enforce MTA-STS refuse them all"
+
+
+def enforced_outage(domain: str, hosts: Sequence[PolicyHost]) -> str | None:
+    """The verdict when every host tried takes mail but an enforced MTA-STS policy refuses them all."""
+    if not _all_refused(hosts):
+        return None
+    reasons = "; ".join(f"{host.host}: {host.refused_by}" for host in hosts)
+    return (
+        f"senders that enforce MTA-STS cannot deliver to {domain}, a delivery outage for them (they defer the "
+        f"mail and retry; senders that do not apply MTA-STS still deliver): {reasons}"
+    )
 
 
 # --- discovery: TXT records and the policy ---------------------------------------------------
