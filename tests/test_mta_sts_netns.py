@@ -343,19 +343,21 @@ def test_human_report_explains_the_failure(lab):
             str(lab.config),
         ]
     )
+    # Every assert keeps the output: a failure here once went undiagnosed for want of it.
+    output = done.stdout + "\n--- stderr ---\n" + done.stderr[-3000:]
     assert (
         "MTA-STS: enforce_failing: MTA-STS enforce: senders that enforce MTA-STS refuse to deliver to mx.wrongcert.test"
         in done.stdout
-    )
-    assert "the certificate is for someone-else.test, not mx.wrongcert.test" in done.stdout
+    ), output
+    assert "the certificate is for someone-else.test, not mx.wrongcert.test" in done.stdout, output
     # The account is given once, after the MX table; the transcript says only when the policy was judged.
-    assert done.stdout.count("MTA-STS: enforce_failing") == 1, done.stdout
-    assert "MTA-STS policy judged: enforce_failing" in done.stdout
+    assert done.stdout.count("MTA-STS: enforce_failing") == 1, output
+    assert "MTA-STS policy judged: enforce_failing" in done.stdout, output
     # The host takes mail: the domain's words must not say that no host accepts it.
     assert (
         "Mail domain: all_mx_failed (every MX host tried takes mail, but senders that enforce MTA-STS refuse them all)"
         in done.stdout
-    ), done.stdout
+    ), output
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian package prometheus)")
