@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -70,7 +71,14 @@ def fmt(values: list[float], digits: int = 0, scale: float = 1.0) -> str:
     return f"{s['median']:,.{digits}f} ({s['min']:,.{digits}f}–{s['max']:,.{digits}f})"
 
 
-def c_loop(native: tools.NativeTools, n: int) -> float:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def c_loop(native: tools.NativeTools, n: int) -> tuple[float, float]:
+    """(connects/s, CPU seconds) of the C loop making the scrape's N connects."""
+    cpu = children_cpu()
     out = subprocess.run(
         native.connect_loop + ["many", str(n), str(IN_FLIGHT), str(OPEN_PORT), str(CLOSED_PORT)],
         capture_output=True,
@@ -78,10 +86,30 @@ def c_loop(native: tools.NativeTools, n: int) -> float:
         check=True,
         timeout=120,
     )
+    cpu = children_cpu() - cpu
     opened, refused, other, elapsed = out.stdout.split()
     if int(other) or int(refused) != sum(1 for i in range(n) if i % 5 == 4):
         raise BenchError(f"the C loop saw {opened} open, {refused} refused, {other} other")
-    return n / float(elapsed)
+    return n / float(elapsed), cpu
+
+
+FLOOR = tools.BENCH / "native" / "connect_floor.py"
+
+
+def python_floor(mode: str, n: int, python: str) -> tuple[float, float]:
+    """(connects/s, CPU seconds of the connecting) of bench/native/connect_floor.py MODE: the same connects with
+    the least Python (no results, no exposition), the floor under any Python exporter on this loop."""
+    out = subprocess.run(
+        [python, str(FLOOR), mode, str(n), str(IN_FLIGHT), str(OPEN_PORT), str(CLOSED_PORT)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    opened, refused, other, elapsed, cpu = out.stdout.split()
+    if int(other) or int(refused) != sum(1 for i in range(n) if i % 5 == 4):
+        raise BenchError(f"the Python floor ({mode}) saw {opened} open, {refused} refused, {other} other")
+    return n / float(elapsed), float(cpu)
 
 
 def scrape_once(proc: tools.Proc, port: int, n: int) -> tuple[float, float, int]:
@@ -97,10 +125,25 @@ def scrape_once(proc: tools.Proc, port: int, n: int) -> tuple[float, float, int]
     return wall, cpu, n - opened - refused + abs(refused - expected_refused)
 
 
-def scrape_section(native: tools.NativeTools, exporters: dict[str, Path], n: int, reps: int, workdir: Path) -> dict:
+def scrape_section(
+    native: tools.NativeTools,
+    exporters: dict[str, Path],
+    n: int,
+    reps: int,
+    workdir: Path,
+    floors: list[str],
+    python: str,
+) -> dict:
     targets = [f"{target_address(i)}:{CLOSED_PORT if i % 5 == 4 else OPEN_PORT}" for i in range(n)]
     procs: dict[str, tools.Proc] = {}
-    out: dict = {"targets": n, "c_loop": [], "exporters": {}}
+    out: dict = {
+        "targets": n,
+        "load_average_1m": [],
+        "c_loop": [],
+        "c_loop_cpu_us": [],
+        "floors": {mode: {"rate": [], "cpu_us": [], "ratio": []} for mode in floors},
+        "exporters": {},
+    }
     try:
         for index, (name, checkout) in enumerate(exporters.items()):
             port = EXPORTER_PORT + index
@@ -110,8 +153,16 @@ def scrape_section(native: tools.NativeTools, exporters: dict[str, Path], n: int
             out["exporters"][name] = {"wall": [], "cpu": [], "wrong": 0, "ratio": []}
         names = list(exporters)
         for rep in range(reps):
-            c_rate = c_loop(native, n)
+            out["load_average_1m"].append(os.getloadavg()[0])
+            c_rate, c_cpu = c_loop(native, n)
             out["c_loop"].append(c_rate)
+            out["c_loop_cpu_us"].append(c_cpu / n * 1e6)
+            for mode in floors[rep % max(len(floors), 1) :] + floors[: rep % max(len(floors), 1)]:
+                rate, cpu = python_floor(mode, n, python)
+                floor = out["floors"][mode]
+                floor["rate"].append(rate)
+                floor["cpu_us"].append(cpu / n * 1e6)
+                floor["ratio"].append(rate / c_rate)
             # Each repetition in another order: a later scrape meets the earlier ones' TIME_WAIT sockets.
             for name in names[rep % len(names) :] + names[: rep % len(names)]:
                 index = names.index(name)
@@ -126,7 +177,16 @@ def scrape_section(native: tools.NativeTools, exporters: dict[str, Path], n: int
     finally:
         for proc in procs.values():
             proc.stop()
-    log(f"  C loop, {n:,} connects, {IN_FLIGHT} in flight: {fmt(out['c_loop'])} connects/s")
+    log(f"  load average (1 min) at each repetition: {', '.join(f'{v:.1f}' for v in out['load_average_1m'])}")
+    log(
+        f"  C loop, {n:,} connects, {IN_FLIGHT} in flight: {fmt(out['c_loop'])} connects/s, "
+        f"{fmt(out['c_loop_cpu_us'], 1)} µs CPU/connect"
+    )
+    for mode, floor in out["floors"].items():
+        log(
+            f"  Python floor {mode}: {fmt(floor['rate'])} connects/s, {fmt(floor['cpu_us'], 1)} µs CPU/connect, "
+            f"{fmt(floor['ratio'], 2)}× C"
+        )
     for name, row in out["exporters"].items():
         log(
             f"  {name}: {fmt([n / w for w in row['wall']])} probes/s, {fmt(row['cpu'], scale=1e6 / n)} µs CPU/probe, "
@@ -295,6 +355,12 @@ def main() -> int:
     parser.add_argument("--probe-seconds", type=float, default=8.0)
     parser.add_argument("--continuous-targets", type=int, default=5_000)
     parser.add_argument("--inprocess-requests", type=int, default=5_000)
+    parser.add_argument(
+        "--floor",
+        default="epoll,uvloop,uvloop-timer",
+        help="Python floor contenders in the scrape section (bench/native/connect_floor.py modes; '' for none)",
+    )
+    parser.add_argument("--floor-python", default=sys.executable, help="the Python (with uvloop) the floor runs on")
     parser.add_argument("--exporter", action="append", default=[], help="NAME=CHECKOUT (repeatable)")
     parser.add_argument("--json", type=Path, default=RESULTS / "probe-cost-latest.json")
     args = parser.parse_args()
@@ -313,7 +379,10 @@ def main() -> int:
         try:
             if "scrape" in sections:
                 log("scrape vs the C loop ...")
-                report["scrape"] = scrape_section(native, exporters, args.targets, args.reps, workdir)
+                floors = [mode for mode in args.floor.split(",") if mode]
+                report["scrape"] = scrape_section(
+                    native, exporters, args.targets, args.reps, workdir, floors, args.floor_python
+                )
             if "probe" in sections:
                 log("/probe vs blackbox_exporter ...")
                 report["probe"] = probe_section(exporters, args.reps, args.probe_seconds, workdir)
