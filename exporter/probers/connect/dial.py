@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
-from exporter.pathdiag.icmp import disable_recverr, enable_recverr, read_icmp_errors, who_sent
+from exporter.pathdiag.icmp import IP_RECVERR, IPV6_RECVERR, read_icmp_errors, who_sent
 from exporter.probers.connect.every import connect_each_beside, connect_every_address, every_address
 from exporter.probers.connect.resolve import Resolved, ResolveError, Resolver, literal
 from exporter.probers.connect.result import AddressesReport, ProbeResult, TcpState, classify_errno, describe_errno
@@ -86,16 +86,22 @@ Done = Callable[[ProbeResult, "socket.socket | None"], None]
 
 
 def start_connect(
-    result: ProbeResult, target: HostPort, tcp: TcpSettings, deadline: Deadline, done: Done
+    result: ProbeResult,
+    target: HostPort,
+    tcp: TcpSettings,
+    deadline: Deadline,
+    done: Done,
+    closes_at_once: bool = False,
 ) -> Dial | None:
     """``connect_target`` without a coroutine, for an IP-literal target of a single-address module:
     ``done(result, socket or None)`` is called once with the outcome (perhaps before this returns).
+    ``closes_at_once``: ``done`` closes a connected socket without using it (the socket's IP_RECVERR is left on).
     None: this target needs ``connect_target`` (a name to resolve, or ``probe_addresses: all``).
     Cancel with the returned ``Dial.cancel()`` (``done`` is then never called)."""
     resolved = literal(target)
     if resolved is None or every_address(tcp):
         return None
-    dial = Dial(asyncio.get_running_loop(), result, target.port, resolved, tcp, deadline, done)
+    dial = Dial(asyncio.get_running_loop(), result, target.port, resolved, tcp, deadline, done, closes_at_once)
     dial.start()
     return dial
 
@@ -126,6 +132,12 @@ def _failed(result: ProbeResult, state: TcpState, reason: str) -> None:
 
 _WAITING, _CONNECTING, _OVER = 0, 1, 2
 
+# Computed once: ``SOCK_STREAM | SOCK_NONBLOCK`` is an enum.Flag operation (Python code) on every call.
+_STREAM_NONBLOCK = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+# (level, option) of IP_RECVERR per IP version, chosen by the resolved address's version (an int): asking the
+# socket for its family (``sock.family``) builds an AddressFamily enum member per call.
+_RECVERR = {4: (socket.IPPROTO_IP, IP_RECVERR), 6: (socket.IPPROTO_IPV6, IPV6_RECVERR)}
+
 
 def _ignore(result: ProbeResult, sock: socket.socket | None) -> None:
     return
@@ -151,6 +163,7 @@ class Dial:
         "_started",
         "_pacer",
         "_epoch",
+        "_closes",
     )
 
     def __init__(
@@ -162,6 +175,7 @@ class Dial:
         tcp: TcpSettings,
         deadline: float,
         done: Done,
+        closes_at_once: bool = False,
     ):
         self._loop = loop
         self._result = result
@@ -177,6 +191,8 @@ class Dial:
         self._started = 0.0
         self._pacer: _ConnectPacer | None = None
         self._epoch = 0  # the _Watcher's dispatch round this connect began waiting in
+        # The receiver closes the connected socket at once (a plain connect probe): IP_RECVERR need not be undone.
+        self._closes = closes_at_once
 
     def start(self) -> None:
         result, resolved = self._result, self._resolved
@@ -214,9 +230,10 @@ class Dial:
             return True
         try:
             # SOCK_NONBLOCK: non-blocking from birth, one syscall fewer than setblocking(False).
-            sock = self._sock = socket.socket(self._resolved.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            sock = self._sock = socket.socket(self._resolved.family, _STREAM_NONBLOCK)
             # ICMP errors for this SYN are queued with their sender: who rejected (host or network).
-            enable_recverr(sock)
+            level, option = _RECVERR[self._resolved.ip_protocol]
+            sock.setsockopt(level, option, 1)
             if self._tcp.source_ip_address:
                 sock.bind((self._tcp.source_ip_address, 0))
             self._started = time.perf_counter()
@@ -276,8 +293,11 @@ class Dial:
         shown, port = self._shown(), self._port
         if state is TcpState.OPEN:
             # Connected: from now on an ICMP error would abort the session outright with IP_RECVERR set
-            # (instead of being a soft error TCP rides out), so the option ends with the connect.
-            disable_recverr(sock)
+            # (instead of being a soft error TCP rides out), so the option ends with the connect, unless the
+            # receiver closes the socket at once anyway (one syscall less per open plain probe).
+            if not self._closes:
+                level, option = _RECVERR[self._resolved.ip_protocol]
+                sock.setsockopt(level, option, 0)
             result.note(f"Connected to {shown}:{port} in {seconds * 1000:.2f} ms")
             result.detail = EXPLANATIONS[state]
             self._finish(sock)
