@@ -25,8 +25,8 @@ from exporter.probers.smtp.domain import (
     _verdict,
     _verdict_words,
     probe_mail_domain,
-    render_text,
 )
+from exporter.probers.smtp.domain_details import render_text
 from exporter.probers.smtp.replies import Reply
 from exporter.probers.smtp.result import SmtpDetails
 from exporter.service.exporter import render_single

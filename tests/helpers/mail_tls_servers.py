@@ -5,9 +5,12 @@ SPEC keys:
 - ``smtp``: list of ``{"address", "port", "cert": PEM path (certificate chain + key) or null}`` —
   aiosmtpd accepting every recipient, offering STARTTLS when it has a certificate.
 - ``https``: list of ``{"address", "port", "cert"}`` — policy hosts (aiohttp), all serving ``sites``.
+- ``stall``: list of ``{"address", "port"}`` — TCP listeners that accept and never send a byte, so a
+  TLS client's handshake never finishes.
 - ``sites``: ``{"mta-sts.<domain>": {"kind": ..., "body": ..., "content_type": ...}}`` chosen by the
   Host header. Kinds: ``policy`` (200 with body), ``redirect`` (301), ``slow`` (headers, then one
-  byte every half second, forever), ``huge`` (an endless 200 body, fast), ``status`` (``status``).
+  byte every half second, forever), ``huge`` (an endless 200 body, fast), ``status`` (``status``),
+``silent`` (the request is read, no answer is ever sent).
 Prints "ready" once everything listens; runs until terminated.
 """
 
@@ -47,6 +50,12 @@ def _app(sites: dict[str, dict[str, Any]]) -> web.Application:
             raise web.HTTPMovedPermanently("https://elsewhere.example/.well-known/mta-sts.txt")
         if kind == "status":
             return web.Response(status=site["status"], text="nope")
+        if kind == "silent":
+            for _ in range(600):  # bounded (5 minutes); the client hangs up long before
+                if request.transport is None or request.transport.is_closing():
+                    break
+                await asyncio.sleep(0.5)
+            raise web.HTTPGatewayTimeout()
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
         for _ in range(100_000):  # bounded; the client hangs up long before
@@ -79,6 +88,13 @@ async def main(spec: dict[str, Any]) -> None:
                 server["port"],
             )
         )
+    stalled: list[asyncio.StreamWriter] = []  # held open, never written to
+
+    async def stall(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stalled.append(writer)
+
+    for server in spec.get("stall", []):
+        keep.append(await asyncio.start_server(stall, server["address"], server["port"]))
     runner = web.AppRunner(_app(spec.get("sites", {})), access_log=None)
     await runner.setup()
     for server in spec.get("https", []):

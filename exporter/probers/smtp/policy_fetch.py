@@ -5,7 +5,8 @@
 (§3.3); no compression is asked for, so the size cap is on the bytes the server sends; the body is
 read in pieces and given up past 64 KiB; everything ends at the probe's deadline, so a slow,
 huge or redirecting policy host costs at most the time given. Failures are classified from the
-exception type and errno, never from message text.
+exception type and errno, never from message text; a deadline is explained by the phase it cut
+(connecting, waiting for the answer, reading the body), learnt from aiohttp's tracing signals.
 """
 
 from __future__ import annotations
@@ -35,9 +36,36 @@ def policy_url(domain: str) -> str:
     return f"https://mta-sts.{domain}/.well-known/mta-sts.txt"
 
 
-def _failure(host: str, exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
+class _Phase:
+    """How far the fetch got, so a deadline can say where it stopped."""
+
+    __slots__ = ("connected", "answered")
+
+    def __init__(self) -> None:
+        self.connected = False  # TCP connected and TLS handshake finished
+        self.answered = False  # the status line and headers arrived
+
+    def tracing(self) -> aiohttp.TraceConfig:
+        trace = aiohttp.TraceConfig()
+
+        async def connected(*_: object) -> None:
+            self.connected = True
+
+        trace.on_connection_create_end.append(connected)
+        return trace
+
+    def timed_out(self, host: str) -> str:
+        if not self.connected:
+            # TCP and TLS are one step in aiohttp's connector: the evidence cannot tell them apart.
+            return f"{host} did not finish the connection (TCP connect or TLS handshake) before the deadline"
+        if not self.answered:
+            return f"{host} accepted the HTTPS connection but sent no HTTP answer before the deadline"
         return f"{host} did not send the whole policy before the deadline"
+
+
+def _failure(host: str, exc: BaseException, phase: _Phase) -> str:
+    if isinstance(exc, TimeoutError):
+        return phase.timed_out(host)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         cert_error = exc.certificate_error
         message = getattr(cert_error, "verify_message", None) or "it does not verify"
@@ -64,21 +92,25 @@ def _failure(host: str, exc: BaseException) -> str:
 async def fetch_policy(domain: str, deadline: float, context: ssl.SSLContext) -> Fetched:
     host = f"mta-sts.{domain}"
     loop = asyncio.get_running_loop()
+    phase = _Phase()
     try:
         async with asyncio.timeout_at(deadline):
             timeout = aiohttp.ClientTimeout(total=max(0.001, deadline - loop.time()))
             connector = aiohttp.TCPConnector(ssl=context, force_close=True, limit=1, family=socket.AF_UNSPEC)
             async with (
-                aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as session,
+                aiohttp.ClientSession(
+                    connector=connector, timeout=timeout, trust_env=False, trace_configs=[phase.tracing()]
+                ) as session,
                 session.get(
                     policy_url(domain),
                     allow_redirects=False,
                     headers={"Accept-Encoding": "identity", "User-Agent": "connectivity-exporter (MTA-STS check)"},
                 ) as response,
             ):
+                phase.answered = True
                 return await _read(host, response)
     except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError) as exc:
-        return Fetched(None, _failure(host, exc))
+        return Fetched(None, _failure(host, exc, phase))
 
 
 async def _read(host: str, response: aiohttp.ClientResponse) -> Fetched:
