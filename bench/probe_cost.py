@@ -357,7 +357,7 @@ def main() -> int:
     parser.add_argument("--inprocess-requests", type=int, default=5_000)
     parser.add_argument(
         "--floor",
-        default="epoll,uvloop,uvloop-timer",
+        default="epoll,uvloop,uvloop-timer,uvloop-epoll",
         help="Python floor contenders in the scrape section (bench/native/connect_floor.py modes; '' for none)",
     )
     parser.add_argument("--floor-python", default=sys.executable, help="the Python (with uvloop) the floor runs on")

@@ -11,7 +11,9 @@ can make these connects faster than this floor. Modes:
 - ``epoll``: a ``select.epoll`` loop in pure Python, the C loop's structure line for line;
 - ``uvloop``: non-blocking sockets and one ``loop.add_writer`` callback each, on uvloop (the exporter's loop);
 - ``uvloop-timer``: ``uvloop`` plus one ``loop.call_at`` deadline timer per connect, cancelled on the outcome
-  (the least an exporter with a per-probe deadline must add).
+  (the least an exporter with a per-probe deadline must add);
+- ``uvloop-epoll``: ``uvloop-timer``, but the sockets wait in one ``select.epoll`` set of the process's own that
+  uvloop watches with a single ``add_reader`` (no libuv poll handle per socket).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def run_epoll(todo: list[tuple[str, int]], inflight: int) -> tuple[int, int, int
     return opened, refused, other
 
 
-def run_uvloop(todo: list[tuple[str, int]], inflight: int, timer: bool) -> tuple[int, int, int]:
+def run_uvloop(todo: list[tuple[str, int]], inflight: int, timer: bool, own_epoll: bool) -> tuple[int, int, int]:
     import uvloop
 
     counts = [0, 0, 0]
@@ -84,6 +86,17 @@ def run_uvloop(todo: list[tuple[str, int]], inflight: int, timer: bool) -> tuple
         state = {"next": 0, "done": 0}
         new = socket.socket
         flags = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+        ep = select.epoll()
+        waiting: dict[int, object] = {}
+
+        def ready() -> None:
+            for fd, _ in ep.poll(0):
+                callback = waiting.pop(fd, None)
+                if callback is not None:
+                    callback()  # type: ignore[operator]
+
+        if own_epoll:
+            loop.add_reader(ep.fileno(), ready)
 
         def outcome(code: int) -> None:
             counts[0 if code == 0 else 1 if code == errno.ECONNREFUSED else 2] += 1
@@ -106,18 +119,26 @@ def run_uvloop(todo: list[tuple[str, int]], inflight: int, timer: bool) -> tuple
             handle = loop.call_at(loop.time() + 5.0, lambda: None) if timer else None
 
             def writable() -> None:
-                loop.remove_writer(fd)
+                if not own_epoll:
+                    loop.remove_writer(fd)
                 if handle is not None:
                     handle.cancel()
                 code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                 sock.close()
                 outcome(code)
 
-            loop.add_writer(fd, writable)
+            if own_epoll:
+                waiting[fd] = writable
+                ep.register(fd, select.EPOLLOUT)
+            else:
+                loop.add_writer(fd, writable)
 
         for _ in range(min(inflight, n)):
             start()
         await finished
+        if own_epoll:
+            loop.remove_reader(ep.fileno())
+        ep.close()
 
     uvloop.run(main())
     return counts[0], counts[1], counts[2]
@@ -129,8 +150,8 @@ def main() -> int:
     cpu, began = time.process_time(), time.perf_counter()
     if mode == "epoll":
         opened, refused, other = run_epoll(todo, inflight)
-    elif mode in ("uvloop", "uvloop-timer"):
-        opened, refused, other = run_uvloop(todo, inflight, mode == "uvloop-timer")
+    elif mode in ("uvloop", "uvloop-timer", "uvloop-epoll"):
+        opened, refused, other = run_uvloop(todo, inflight, mode != "uvloop", mode == "uvloop-epoll")
     else:
         print(f"unknown mode {mode}", file=sys.stderr)
         return 2

@@ -74,7 +74,7 @@ def start_tcp(module: Module) -> Starter | None:
 
     def start(target: HostPort, deadline: Deadline, done: Callable[[ProbeResult], None]) -> Cancel:
         dial = start_connect(
-            ProbeResult(), target, tcp, deadline, lambda result, sock: done(_connected_only(result, sock, tcp))
+            ProbeResult(), target, tcp, deadline, lambda result, sock: done(_connected_only(result, sock, tcp)), True
         )
         if dial is None:
             raise ValueError(f"{target} is not an IP literal: the runner must use probe_tcp")
