@@ -192,16 +192,39 @@ def test_two_processes_write_what_one_process_writes(tmp_path: Path, listener: i
             assert (series[2][key] > 0) == (value > 0), key
 
 
-def test_a_shard_sent_in_pieces_is_put_back_by_its_layout() -> None:
-    from exporter.continuous.shard import Layout, Shard, Stats, add_to_layout, refill
+def test_the_merge_writes_each_family_once_with_every_sources_lines_and_drops_a_piece_out_of_order() -> None:
+    import asyncio
 
-    sent = [(True, "probe_success", b"a"), (True, "probe_success", b"b"), (False, "probe_results_total", b"c")]
-    layout: Layout = []
-    for gauge, name, _ in sent:
-        add_to_layout(layout, gauge, name)
-    assert layout == [(True, "probe_success", 2), (False, "probe_results_total", 1)]
-    shard = refill(Shard({}, {}, {}, [], Stats()), layout, [piece for _, _, piece in sent])
-    assert shard.gauges == {"probe_success": [b"a", b"b"]}
-    assert shard.tallies == {"probe_results_total": [b"c"]}
-    with pytest.raises(ValueError, match="2 pieces received, 3 announced"):
-        refill(Shard({}, {}, {}, [], Stats()), layout, [b"a", b"b"])
+    from exporter.continuous.stream import merged
+
+    class Pieces:
+        def __init__(self, pieces: list[tuple[bool, str, bytes]]):
+            self.pieces = list(pieces)
+
+        async def next(self) -> tuple[bool, str, bytes] | None:
+            return self.pieces.pop(0) if self.pieces else None
+
+    order = [
+        ((True, "a"), "#a\n", lambda: [b"a0\n"]),
+        ((True, "b"), "#b\n", list),
+        ((True, "c"), "#c\n", None),
+        ((False, "t"), "#t\n", None),
+    ]
+    local = Pieces([(True, "a", b"a1\n"), (True, "c", b"c1\n"), (False, "t", b"t1\n")])
+    # The worker's: a family the serving process does not know, and a piece of "a" after "c" (both dropped).
+    worker = Pieces(
+        [
+            (True, "a", b"a2\n"),
+            (True, "x", b"x2\n"),
+            (True, "c", b"c2\n"),
+            (True, "a", b"late\n"),
+            (False, "t", b"t2\n"),
+        ]
+    )
+
+    async def run() -> bytes:
+        return b"".join([chunk async for chunk in merged(order, [local, worker])])
+
+    # "b" has no lines anywhere: no header either.
+    assert asyncio.run(run()) == b"#a\na0\na1\na2\n#c\nc1\nc2\n#t\nt1\nt2\n"
+    assert local.pieces == [] and worker.pieces == []  # every source read to its end (a worker's summary follows)

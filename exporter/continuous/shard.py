@@ -1,17 +1,17 @@
-"""One process's share of the continuous targets as a scrape reads it, and the shares joined into one reply.
+"""One process's share of the continuous targets as a scrape reads it.
 
 With ``--runtime.probe-processes=N`` each process probes its own continuous targets (``exporter.continuous.
-assign``). On a scrape the serving process asks every worker for its ``Shard`` (the worker renders it: the
-text is written where the counters are, in parallel; ``render_pieces`` gives it piece by piece, which the worker
-sends as raw byte frames as they come, and ``refill`` puts back together), builds its own, and writes each family
-once: its header, then every process's lines of it. A scrape only reads.
+assign``). On a scrape every process renders its own (the text is written where the counters are, in parallel):
+``render_pieces`` gives it piece by piece, which a worker sends as raw byte frames as the serving process takes
+them, and ``summary`` the rest (outcomes, diagnosed targets, self-metrics). The serving process writes each family
+once: its header, then every process's lines of it (``exporter.continuous.stream``). A scrape only reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -21,8 +21,6 @@ from exporter.continuous.prober import LATENESS_BUCKETS, ContinuousProber
 from exporter.core.exposition import Family
 from exporter.core.histogram import TARGETS_PER_CHUNK, tally_families
 from exporter.probers.connect.result import ProbeResult
-
-Pieces = dict[str, list[bytes]]
 
 
 @dataclass
@@ -45,10 +43,8 @@ class Stats:
 
 @dataclass
 class Shard:
-    """What one process's continuous targets add to a scrape."""
+    """What one process's continuous targets add to a scrape besides their text (``render_pieces``)."""
 
-    gauges: Pieces  # latest-result family name -> encoded lines (no header)
-    tallies: Pieces  # counter/histogram family name -> encoded lines (no header)
     outcomes: dict[tuple[str, str], int]  # (module, state) -> probes since the last scrape
     # (target, module, latest result) of the targets whose module wants path diagnoses (tcp.diagnose):
     # the serving process runs them, and forgets one when its target succeeds again.
@@ -92,11 +88,11 @@ class Pacer:
 
 # What render_pieces yields: (a latest-result family?, the family's name, lines of up to TARGETS_PER_CHUNK targets).
 Piece = tuple[bool, str, bytes]
-# How a shard's pieces were sent apart from it (exporter.workers): (latest-result family?, name, pieces) in order.
-Layout = list[tuple[bool, str, int]]
 
 
-async def render_pieces(prober: ContinuousProber, families: Sequence[Family[ProbeResult]]) -> AsyncIterator[Piece]:
+async def render_pieces(
+    prober: ContinuousProber, families: Sequence[Family[ProbeResult]]
+) -> AsyncGenerator[Piece, None]:
     """This process's continuous targets written in pieces of up to TARGETS_PER_CHUNK targets, family by family
     (the latest-result families of ``families``, then the counters and histograms), returning to the event loop
     every YIELD_EVERY seconds, so the probes due meanwhile still start on time. Only reads: no object per target
@@ -138,61 +134,7 @@ def summary(prober: ContinuousProber) -> Shard:
         for entry in prober.targets
         if entry.latest is not None and entry.module.tcp.diagnose == "on_failure"
     ]
-    return Shard({}, {}, dict(prober.take_outcomes()), diagnosed, stats_of(prober))
-
-
-def add_piece(shard: Shard, gauge: bool, name: str, piece: bytes) -> None:
-    (shard.gauges if gauge else shard.tallies).setdefault(name, []).append(piece)
-
-
-def add_to_layout(layout: Layout, gauge: bool, name: str) -> None:
-    """Count one more piece of family ``name`` in ``layout`` (pieces of one family are sent one after another)."""
-    if layout and layout[-1][0] == gauge and layout[-1][1] == name:
-        layout[-1] = (gauge, name, layout[-1][2] + 1)
-    else:
-        layout.append((gauge, name, 1))
-
-
-def refill(shard: Shard, layout: Layout, pieces: Sequence[bytes]) -> Shard:
-    """``shard`` with the pieces that were sent apart from it, by ``layout``; ValueError if they do not match."""
-    if sum(count for _, _, count in layout) != len(pieces):
-        raise ValueError(f"{len(pieces)} pieces received, {sum(count for _, _, count in layout)} announced")
-    index = 0
-    for gauge, name, count in layout:
-        for piece in pieces[index : index + count]:
-            add_piece(shard, gauge, name, piece)
-        index += count
-    return shard
-
-
-async def collect(prober: ContinuousProber, families: Sequence[Family[ProbeResult]]) -> Shard:
-    """This process's continuous targets as a scrape reads them (``render_pieces``, then ``summary``)."""
-    pieces = [piece async for piece in render_pieces(prober, families)]
-    shard = summary(prober)
-    for gauge, name, piece in pieces:
-        add_piece(shard, gauge, name, piece)
-    return shard
-
-
-def joined(
-    own_gauges: Iterable[tuple[Family[ProbeResult], list[bytes]]],
-    shards: Sequence[Shard],
-) -> list[bytes]:
-    """The reply's target families: each latest-result family (with the scrape-time targets' lines given in
-    ``own_gauges``, in the plan's family order), then each counter and histogram family, every one under one
-    header with all processes' lines."""
-    chunks: list[bytes] = []
-    for family, own in own_gauges:
-        parts = own + [piece for shard in shards for piece in shard.gauges.get(family.name, [])]
-        if parts:
-            chunks.append(family.header().encode())
-            chunks.extend(parts)
-    for name, header, _ in tally_families():
-        parts = [piece for shard in shards for piece in shard.tallies.get(name, [])]
-        if parts:
-            chunks.append(header.encode())
-            chunks.extend(parts)
-    return chunks
+    return Shard(dict(prober.take_outcomes()), diagnosed, stats_of(prober))
 
 
 def outcomes_of(shards: Iterable[Shard]) -> Tally[tuple[str, str]]:

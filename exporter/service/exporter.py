@@ -4,19 +4,22 @@ derived from it once per load, the probe runner and the exporter's own metrics."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 
 from exporter.config.access import ProbeGate
 from exporter.config.loader import Config, ConfigError, Module, load_config
 from exporter.continuous.prober import ContinuousProber
-from exporter.continuous.shard import ContinuousStats, Pacer, Stats, collect, joined, outcomes_of
+from exporter.continuous.shard import ContinuousStats, Stats, outcomes_of, render_pieces, summary
+from exporter.continuous.stream import LocalSource, Reply, Slot, Source, merged
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
-from exporter.core.exposition import TARGETS_PER_CHUNK, Guard, Writer, label_prefix
+from exporter.core.exposition import TARGETS_PER_CHUNK, Family, Guard, Writer, label_prefix
+from exporter.core.histogram import tally_families
 from exporter.core.selfmetrics import ExporterMetrics
 from exporter.core.vantage import VANTAGE_LABEL, Site
 from exporter.probers.connect.result import ProbeResult
@@ -27,10 +30,11 @@ from exporter.probing.plan import Plan, PlannedTarget, build_plan
 from exporter.probing.runner import DEADLINE_GRACE, ProbeRunner, deadline_result
 from exporter.service.history import ProbeHistory
 from exporter.workers.pool import WorkerPool
+from exporter.workers.stream import ShardStream
 
 log = logging.getLogger("exporter")
 
-FINISH_SECONDS_PER_TARGET = 10e-6  # measured: ~6-10 µs per target to tally and render, on 2 cores
+FINISH_SECONDS_PER_TARGET = 10e-6  # a first guess: ~6-10 µs per target to tally and render, on 2 cores
 
 
 class Exporter:
@@ -125,52 +129,71 @@ class Exporter:
             raise RuntimeError("the exporter is not started")
         return self.runner
 
-    async def scrape(self, budget: float) -> list[bytes]:
-        """Probe every configured target within ``budget`` seconds; return their metrics, encoded,
-        one chunk per family (10,000 targets make ~12 MB: never held as text and bytes at once)."""
+    async def scrape(self, budget: float) -> Reply:
+        """Probe every configured target within ``budget`` seconds; return their metrics as a ``Reply``: encoded
+        chunks of up to TARGETS_PER_CHUNK targets of one family, rendered (here and in the workers) as the
+        reply is written, so the reply is never held whole (60,000 continuous targets make ~120 MB)."""
         plan = self.plan  # a reload during the scrape must not mix two configs
         loop = asyncio.get_running_loop()
         started = loop.time()
-        # Stop probing early enough to write the reply by the deadline: twice as long before it as
-        # tallying and rendering took last time (sending the reply takes about as long again;
-        # with 10,000 targets ~0.1 s each), at most a quarter of the budget.
-        reserve = min(2 * self._finish_seconds, budget / 4)
+        # Stop probing early enough to write the reply by the deadline: as long before it as rendering and
+        # writing the reply took last time, at most a quarter of the budget.
+        reserve = min(self._finish_seconds, budget / 4)
         deadline = Deadline.after(budget).earlier(reserve)
-        # The workers render their continuous targets meanwhile.
-        shards_asked = asyncio.ensure_future(self.pool.collect_continuous(deadline)) if self.pool is not None else None
-        if self.pool is not None:
-            results = await self.pool.probe_all(plan, self._require_runner(), deadline)
-        else:
-            results = await self._require_runner().probe_all(
-                [(target.address, target.module) for target in plan.targets], deadline
-            )
+        # The workers start rendering their continuous targets meanwhile (a window ahead: workers.stream).
+        names = [family.name for family in plan.families]
+        streams = self.pool.open_continuous(names, Deadline.after(budget)) if self.pool is not None else []
+        try:
+            if self.pool is not None:
+                results = await self.pool.probe_all(plan, self._require_runner(), deadline)
+            else:
+                results = await self._require_runner().probe_all(
+                    [(target.address, target.module) for target in plan.targets], deadline
+                )
+        except BaseException:
+            _stop(streams)
+            raise
         probed = loop.time()
         self.metrics.scrape_duration.labels("metrics").observe(probed - started)
         self._count(results, plan.targets)
         self.history.record_scrape(plan.targets, results, time.time())
-        # Continuous targets are only read: each process renders its own (the workers in parallel), and
-        # each family is written once, with the scrape-time targets' lines and every process's.
-        local = await collect(self.continuous, plan.families) if self.continuous.targets else None
-        shards = [*([local] if local is not None else []), *(await shards_asked if shards_asked else [])]
-        self.metrics.count_probes(outcomes_of(shards))
+        return Reply(self._written(plan, results, streams, probed), lambda: _stop(streams))
+
+    async def _written(
+        self, plan: Plan, results: list[ProbeResult], streams: list[ShardStream], probed: float
+    ) -> AsyncGenerator[bytes, None]:
+        """The reply's target families (continuous targets are only read: each process renders its own, the
+        workers in parallel, and each family is written once, with the scrape-time targets' lines and every
+        process's), then the path families."""
         scraped = [
             (target.labels, result, target.families) for target, result in zip(plan.targets, results, strict=True)
         ]
-        own = []
-        pacer = Pacer()
-        for family in plan.families:
-            write = family.samples.writer(family.name)
-            parts = []
-            for start in range(0, len(scraped), TARGETS_PER_CHUNK):
-                body = "".join(
-                    [write(p, r) for p, r, present in scraped[start : start + TARGETS_PER_CHUNK] if family in present]
-                )
-                if body:
-                    parts.append(body.encode())
-                if shards:  # let the continuous targets' ticks fire meanwhile
-                    await pacer.pause()
-            own.append((family, parts))
-        chunks = joined(own, shards)
+
+        def own(family: Family[ProbeResult]) -> Callable[[], Iterator[bytes]]:
+            def lines() -> Iterator[bytes]:
+                write = family.samples.writer(family.name)
+                for start in range(0, len(scraped), TARGETS_PER_CHUNK):
+                    chunk = scraped[start : start + TARGETS_PER_CHUNK]
+                    if body := "".join([write(p, r) for p, r, present in chunk if family in present]):
+                        yield body.encode()
+
+            return lines
+
+        order: list[Slot] = [((True, family.name), family.header(), own(family)) for family in plan.families]
+        order += [((False, name), header, None) for name, header, _ in tally_families()]
+        local = LocalSource(render_pieces(self.continuous, plan.families)) if self.continuous.targets else None
+        sources: list[Source] = [*([local] if local is not None else []), *streams]
+        try:
+            async with contextlib.aclosing(merged(order, sources)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:  # also when the client went away: the rendering stops here and in the workers
+            if local is not None:
+                await local.aclose()
+            _stop(streams)
+        shards = [*([summary(self.continuous)] if local is not None else [])]
+        shards += self.pool.spread.finished(streams) if self.pool is not None else []
+        self.metrics.count_probes(outcomes_of(shards))
         # Failures (of this scrape, and the latest of continuous targets) go to the background path
         # diagnosis; the latest diagnoses are shown.
         continuous = self._continuous_by_key(plan)
@@ -184,9 +207,9 @@ class Exporter:
             [*plan.targets, *(planned for planned, _ in diagnosed)], [*results, *(result for _, result in diagnosed)]
         )
         everything: list[Diagnosed] = [*plan.targets, *(planned for planned, _ in plan.continuous)]
-        chunks += [chunk.encode() for chunk in render_path_families(self.diagnoses.entries(everything))]
-        self._finish_seconds = loop.time() - probed
-        return chunks
+        for text in render_path_families(self.diagnoses.entries(everything)):
+            yield text.encode()
+        self._finish_seconds = asyncio.get_running_loop().time() - probed
 
     async def probe(self, address: HostPort, module: Module, budget: float) -> ProbeResult:
         loop = asyncio.get_running_loop()
@@ -226,6 +249,11 @@ class Exporter:
             for target, result in zip(targets, results, strict=False):
                 if not result.success:
                     _log_failure(target.address, target.module, result)
+
+
+def _stop(streams: list[ShardStream]) -> None:
+    for stream in streams:
+        stream.stop()
 
 
 def _log_failure(address: HostPort, module: Module, result: ProbeResult) -> None:

@@ -28,7 +28,7 @@ from exporter.service.exporter import Exporter, render_single
 from exporter.web.config import WebConfig
 from exporter.web.continuous_status import continuous_section
 from exporter.web.guard import install as install_web_config
-from exporter.web.gzip import accepts_gzip, write_gzip
+from exporter.web.gzip import Body, accepts_gzip
 from exporter.web.statuspage import PathWords, render_status_page, render_transcript
 from exporter.workers.pool import WorkerOptions, WorkerPool
 
@@ -138,18 +138,22 @@ def scrape_budget(request: web.Request, settings: GlobalSettings) -> float:
 async def metrics(request: web.Request) -> web.StreamResponse:
     exporter = request.app[EXPORTER]
     budget = scrape_budget(request, exporter.config.settings)
-    target_chunks = await exporter.scrape(budget)
-    # The exporter's own metrics after the probes, so they already count this scrape.
-    chunks = [exporter.metrics.exposition(exporter.vantage), *target_chunks]
-    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"})
-    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
-        await write_gzip(request, response, chunks)
-        return response
-    response.content_length = sum(map(len, chunks))
-    await response.prepare(request)
-    for chunk in chunks:
-        await response.write(chunk)
-    await response.write_eof()
+    reply = await exporter.scrape(budget)
+    try:
+        # Streamed (chunked): the targets' families go out as they are rendered, here and in the workers, so
+        # the reply is never held whole. Once the headers are out an error can only cut the reply short, which
+        # the client sees as a failed scrape (no final chunk), never as a well-formed partial one.
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"})
+        body = Body(response, accepts_gzip(request.headers.get("Accept-Encoding", "")))
+        await response.prepare(request)
+        async for chunk in reply:
+            await body.write(chunk)
+        # The exporter's own metrics last, so they already count this scrape (its continuous targets' outcomes
+        # come with the workers' shards, at their end).
+        await body.write(exporter.metrics.exposition(exporter.vantage))
+        await body.finish()
+    finally:
+        await reply.aclose()
     return response
 
 

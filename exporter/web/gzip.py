@@ -2,9 +2,9 @@
 
 Prometheus sends ``Accept-Encoding: gzip`` on every scrape, and blackbox_exporter and
 client_python answer it. A 10,000-target reply is ~12 MB of text; compressed it is a few
-hundred kB. The reply is already a list of encoded chunks (one per metric family); each is
-compressed and written as it comes, so memory grows by the compressor's window, not by a
-second copy of the reply. Large chunks are compressed in a thread (zlib releases the GIL) so
+hundred kB. The reply comes as encoded chunks (up to 1,000 targets of one family), rendered as
+it is written; each is compressed and written as it comes, so memory grows by the compressor's
+window, not by a copy of the reply. Large chunks are compressed in a thread (zlib releases the GIL) so
 concurrent ``/probe`` requests are not held up behind a big scrape.
 """
 
@@ -56,20 +56,29 @@ def gzip_compressor(level: int = GZIP_LEVEL) -> Compressor:
     return zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
 
 
-async def write_gzip(request: web.BaseRequest, response: web.StreamResponse, chunks: list[bytes]) -> None:
-    """Send ``chunks`` gzip-compressed as the body of ``response`` (not yet prepared). Each chunk
-    is dropped from the list once compressed."""
-    response.headers["Content-Encoding"] = "gzip"
-    await response.prepare(request)
-    compressor = gzip_compressor()
-    loop = asyncio.get_running_loop()
-    for index, chunk in enumerate(chunks):
-        chunks[index] = b""
+class Body:
+    """The body of a streamed reply, written chunk by chunk as it is rendered: as it is, or gzip-compressed.
+    Each write waits for the socket to take what is queued (aiohttp's drain), so a slow client holds back the
+    rendering rather than filling memory."""
+
+    def __init__(self, response: web.StreamResponse, gzip: bool):
+        self._response = response
+        self._compressor = gzip_compressor() if gzip else None
+        if gzip:
+            response.headers["Content-Encoding"] = "gzip"
+
+    async def write(self, chunk: bytes) -> None:
+        if self._compressor is None:
+            await self._response.write(chunk)
+            return
         if len(chunk) > _THREAD_ABOVE_BYTES:
-            data = await loop.run_in_executor(None, compressor.compress, chunk)
+            data = await asyncio.get_running_loop().run_in_executor(None, self._compressor.compress, chunk)
         else:
-            data = compressor.compress(chunk)
+            data = self._compressor.compress(chunk)
         if data:
-            await response.write(data)
-    await response.write(compressor.flush())
-    await response.write_eof()
+            await self._response.write(data)
+
+    async def finish(self) -> None:
+        if self._compressor is not None:
+            await self._response.write(self._compressor.flush())
+        await self._response.write_eof()

@@ -9,8 +9,12 @@ Messages on stdin (see ``exporter.frames``), replies on stdout, logs on stderr:
   ("plan", version, max_concurrency, [(HostPort, Module), ...])   the targets of this worker
   ("probe", request_id, version, budget_seconds)   ->  ("results", request_id, [ProbeResult, ...])
   ("continuous", [(HostPort, Module, labels, interval), ...])   the continuous targets this worker owns
-  ("collect", request_id)   ->  raw frames of request_id, then ("shard", request_id, Shard, Layout): what they
-                              add to a scrape (only read); the text goes as raw frames, the Shard without it
+  ("collect", request_id, [family name, ...], window)   ->  ("family", request_id, gauge?, name) whenever the family
+                              changes, raw frames of request_id, then ("shard", request_id, Shard): what they add
+                              to a scrape (only read), in the given family order; the text goes as raw frames, at
+                              most ``window`` bytes ahead of the credit given back:
+  ("more", request_id, bytes)   credit: the serving process took that many bytes
+  ("stop", request_id)   the serving process gave up on this shard (exporter.workers.stream)
 It sends ("ready", pid) once it can take requests, and exits when stdin closes: it ignores SIGINT and
 SIGTERM so that a signal sent to the whole process group lets the serving process finish its
 in-flight scrapes first.
@@ -30,7 +34,7 @@ import sys
 from typing import Any
 
 from exporter.continuous.prober import ContinuousProber
-from exporter.continuous.shard import Layout, add_to_layout, render_pieces, summary
+from exporter.continuous.shard import render_pieces, summary
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
 from exporter.core.exposition import Family
@@ -51,6 +55,37 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_BYTES = 1 << 20
 # Plans kept: the current one and the one before, for a scrape that started just before a reload.
 PLANS_KEPT = 2
+# A shard whose credit does not come back for this long is given up (the serving process is wedged; when it
+# gives up itself it says "stop", and when it dies our stdin ends).
+CREDIT_WAIT_SECONDS = 120.0
+
+
+class Credit:
+    """How many bytes of one shard may still be sent before the serving process takes some."""
+
+    def __init__(self, window: int):
+        self.left = window
+        self.stopped = False
+        self._changed = asyncio.Event()
+
+    def grant(self, size: int) -> None:
+        self.left += size
+        self._changed.set()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._changed.set()
+
+    async def spend(self, size: int) -> bool:
+        """Count ``size`` bytes sent; wait while none are left. False: stop sending."""
+        self.left -= size
+        while self.left <= 0 and not self.stopped:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), CREDIT_WAIT_SECONDS)
+            except TimeoutError:
+                return False
+        return not self.stopped
 
 
 def reply_margin(targets: int) -> float:
@@ -72,6 +107,7 @@ class WorkerServer:
         self._continuous = ContinuousProber()
         self._continuous_started = False
         self._families: list[Family[ProbeResult]] = []
+        self._credits: dict[int, Credit] = {}  # of the shards being sent
 
     def handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -86,9 +122,17 @@ class WorkerServer:
         elif kind == "continuous":
             self._take_continuous(message[1])
         elif kind == "collect":
-            task = asyncio.ensure_future(self._collect(message[1]))
+            _, request_id, names, window = message
+            credit = self._credits[request_id] = Credit(window)
+            task = asyncio.ensure_future(self._collect(request_id, names, credit))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        elif kind == "more":
+            if (granted := self._credits.get(message[1])) is not None:
+                granted.grant(message[2])
+        elif kind == "stop":
+            if (stopped := self._credits.get(message[1])) is not None:
+                stopped.stop()
         elif kind == "probe":
             _, request_id, version, budget = message
             task = asyncio.ensure_future(self._probe(request_id, version, budget))
@@ -123,20 +167,33 @@ class WorkerServer:
             self._continuous_started = True
             self._continuous.start(lambda: self._runner)
 
-    async def _collect(self, request_id: int) -> None:
+    async def _collect(self, request_id: int, names: list[str], credit: Credit) -> None:
         # Each piece is sent as soon as it is written (a raw frame: no pickle, no joined reply), and the next one
-        # written once the pipe has taken it, so the worker never holds its whole shard (~1 KB per target).
-        layout: Layout = []
+        # written once the pipe has taken it and the serving process has credit left, so neither process holds
+        # the shard (~1 KB per target). The families in the serving process's order: it writes each family once.
+        by_name = {family.name: family for family in self._families}
+        families = [by_name[name] for name in names if name in by_name]
+        current: tuple[bool, str] | None = None
+        reply: tuple[object, ...] | None = None
         try:
-            async for gauge, name, piece in render_pieces(self._continuous, self._families):
-                frames.write_raw(self._writer, request_id, piece)
-                add_to_layout(layout, gauge, name)
-                await self._writer.drain()
-            reply: tuple[object, ...] = ("shard", request_id, summary(self._continuous), layout)
-        except Exception:  # a bug: this scrape goes without this worker's continuous targets
+            async with contextlib.aclosing(render_pieces(self._continuous, families)) as pieces:
+                async for gauge, name, piece in pieces:
+                    if current != (gauge, name):
+                        current = (gauge, name)
+                        frames.write(self._writer, ("family", request_id, gauge, name))
+                    frames.write_raw(self._writer, request_id, piece)
+                    await self._writer.drain()
+                    if not await credit.spend(len(piece)):
+                        break  # given up: no summary, so the outcomes since the last scrape stay for the next one
+                else:
+                    reply = ("shard", request_id, summary(self._continuous))
+        except Exception:  # a bug: this scrape goes without the rest of this worker's continuous targets
             log.exception("probe worker: collect %d failed", request_id)
-            reply = ("shard", request_id, None, [])
-        frames.write(self._writer, reply)
+            reply = ("shard", request_id, None)
+        finally:
+            self._credits.pop(request_id, None)
+        if reply is not None:
+            frames.write(self._writer, reply)
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.continuous.shard import refill
+from exporter.core.deadline import Deadline
 from exporter.probers.connect.result import ProbeResult
 from exporter.workers import frames
+from exporter.workers.stream import ShardStream
 
 log = logging.getLogger("exporter.workers")
 
@@ -49,10 +50,9 @@ class WorkerHandle:
         self.process: asyncio.subprocess.Process | None = None
         self.ready = False
         self.stalls = 0
-        # Replies owed: an Answer for "probe", a continuous Shard for "collect".
+        # Replies owed: an Answer for "probe"; and the continuous shards being streamed, for "collect".
         self._pending: dict[int, asyncio.Future[Any]] = {}
-        # The raw frames (rendered text) received so far for each "collect" still owed.
-        self._pieces: dict[int, list[bytes]] = {}
+        self._streams: dict[int, ShardStream] = {}
         self._next_id = 0
         self._reader: asyncio.Task[None] | None = None
         self.exited: asyncio.Future[int | None] | None = None  # its exit code; None: it never started
@@ -98,31 +98,19 @@ class WorkerHandle:
         reply.add_done_callback(lambda _: self._pending.pop(request_id, None))
         return reply
 
-    def request_shard(self) -> asyncio.Future[Any] | None:
-        """Ask for what its continuous targets add to a scrape (a ``Shard``); None if it cannot be asked."""
+    def request_shard(self, names: list[str], deadline: Deadline) -> ShardStream | None:
+        """Ask for what its continuous targets add to a scrape, as a stream: its latest-result families in the
+        order of ``names`` (the counters and histograms follow in their fixed order); None if it cannot be asked."""
         request_id = self._next_id = self._next_id + 1
-        if not self.ready or not self.send(("collect", request_id)):
+        stream = ShardStream(self.number, request_id, self.send, deadline)
+        if not self.ready or not self.send(("collect", request_id, names, stream.window)):
             return None
-        reply = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = reply
-        self._pieces[request_id] = []
+        self._streams[request_id] = stream
+        stream.on_done = self._forget
+        return stream
 
-        def forget(_: object) -> None:
-            self._pending.pop(request_id, None)
-            self._pieces.pop(request_id, None)
-
-        reply.add_done_callback(forget)
-        return reply
-
-    def _shard(self, shard: Any, layout: Any, pieces: list[bytes]) -> Any:
-        """The worker's Shard with its text put back (None: it could not render, or the pieces do not match)."""
-        if shard is None:
-            return None
-        try:
-            return refill(shard, layout, pieces)
-        except ValueError as exc:
-            log.error("probe worker %d: continuous shard dropped: %s", self.number, exc)
-            return None
+    def _forget(self, stream: ShardStream) -> None:
+        self._streams.pop(stream.request_id, None)
 
     async def _read_replies(self, process: asyncio.subprocess.Process, exited: asyncio.Future[int | None]) -> None:
         reason = "its output ended"
@@ -137,9 +125,9 @@ class WorkerHandle:
                 if message is None:
                     break
                 if isinstance(message, frames.Raw):
-                    pieces = self._pieces.get(message.request_id)
-                    if pieces is not None:  # else the scrape that asked stopped waiting: dropped
-                        pieces.append(message.data)
+                    stream = self._streams.get(message.request_id)
+                    if stream is not None:  # else the scrape that asked gave up on it: dropped
+                        stream.piece(message.data)
                     continue
                 if message[0] == "ready":
                     self.ready = True
@@ -150,16 +138,21 @@ class WorkerHandle:
                     reply = self._pending.get(message[1])
                     if reply is not None and not reply.done():
                         reply.set_result(message[2])
+                elif message[0] == "family":
+                    stream = self._streams.get(message[1])
+                    if stream is not None:
+                        stream.family(message[2], message[3])
                 elif message[0] == "shard":
-                    reply = self._pending.get(message[1])
-                    pieces = self._pieces.pop(message[1], [])
-                    if reply is not None and not reply.done():
-                        reply.set_result(self._shard(message[2], message[3], pieces))
+                    stream = self._streams.get(message[1])
+                    if stream is not None:
+                        stream.end(message[2])
         finally:
             self.ready = False
             for reply in list(self._pending.values()):
                 if not reply.done():
                     reply.set_exception(WorkerGone(f"probe worker {self.number} gone: {reason}"))
+            for stream in list(self._streams.values()):
+                stream.fail(f"probe worker {self.number} gone: {reason}")
             if process.returncode is None:
                 try:
                     process.kill()

@@ -25,9 +25,9 @@ from exporter.workers.spread import Continuous, Spread
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from exporter.continuous.shard import Shard
     from exporter.core.selfmetrics import ExporterMetrics
     from exporter.probing.plan import Plan
+    from exporter.workers.stream import ShardStream
 
 __all__ = ["WorkerOptions", "WorkerPool"]
 
@@ -141,8 +141,8 @@ class WorkerPool:
         _, version, shares = held
         return await scatter_gather(targets, shares, version, self._workers, runner, deadline)
 
-    async def collect_continuous(self, deadline: Deadline) -> list[Shard]:
-        return await self.spread.collect(deadline)
+    def open_continuous(self, names: list[str], deadline: Deadline) -> list[ShardStream]:
+        return self.spread.open(names, deadline)
 
     async def close(self) -> None:
         self._closing = True

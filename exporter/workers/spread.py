@@ -4,14 +4,13 @@ Each continuous target is probed by one process, its owner by rendezvous hashing
 are up (``exporter.continuous.assign``): process 0 (the serving process) always, a worker once it said it
 is ready. Whenever that set changes (a worker ready, a worker gone) or a reload changes the targets, every
 process gets its share again; a process keeps the counters of the targets it keeps. A scrape asks every
-ready worker for its ``Shard`` and waits for it until the scrape's deadline; a worker that does not answer
-in time leaves its targets out of that one scrape (their counters are intact: nothing is lost, the next
-scrape has them).
+ready worker for its ``Shard`` as a stream, read piece by piece as the reply is written
+(``exporter.workers.stream``); a worker that dies or stalls leaves the rest of its targets out of that one
+scrape (their counters are intact: nothing is lost, the next scrape has them).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -19,8 +18,8 @@ from typing import TYPE_CHECKING
 from exporter.continuous.assign import identity, split
 from exporter.continuous.shard import Shard, Stats
 from exporter.core.deadline import Deadline
-from exporter.probing.runner import DEADLINE_GRACE
-from exporter.workers.handle import WorkerGone, WorkerHandle
+from exporter.workers.handle import WorkerHandle
+from exporter.workers.stream import ShardStream
 
 if TYPE_CHECKING:
     from exporter.probing.plan import PlannedTarget
@@ -69,28 +68,22 @@ class Spread:
                     )
                 )
 
-    async def collect(self, deadline: Deadline) -> list[Shard]:
-        """The shards of the workers that own continuous targets, as far as they answer by ``deadline``."""
+    def open(self, names: list[str], deadline: Deadline) -> list[ShardStream]:
+        """Ask the workers that own continuous targets for their shards, as streams (``ShardStream``) rendered in
+        the order of the latest-result families ``names``; a stream ends early if its worker dies or stalls."""
         if not self._targets:
             return []
-        asked = [
-            (worker, reply)
+        return [
+            stream
             for worker in self._workers
-            if self.owners.get(worker.number) and (reply := worker.request_shard()) is not None
+            if self.owners.get(worker.number) and (stream := worker.request_shard(names, deadline)) is not None
         ]
-        shards: list[Shard] = []
+
+    def finished(self, streams: Sequence[ShardStream]) -> list[Shard]:
+        """The summaries of the streams that came to their end (the workers' self-metrics kept from them)."""
+        shards = [stream.summary for stream in streams if stream.summary is not None]
         stats = Stats()
-        loop = asyncio.get_running_loop()
-        for worker, reply in asked:
-            try:
-                shard = await asyncio.wait_for(reply, max(deadline - loop.time() + DEADLINE_GRACE, 0.0))
-            except TimeoutError:
-                log.warning("probe worker %d sent no continuous shard by the deadline", worker.number)
-                continue
-            except WorkerGone:
-                continue
-            if shard is not None:
-                shards.append(shard)
-                stats.add(shard.stats)
+        for shard in shards:
+            stats.add(shard.stats)
         self.stats = stats
         return shards
