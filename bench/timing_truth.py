@@ -4,7 +4,9 @@ Runs ``ProbeRunner.probe_all`` — the scheduling a /metrics scrape uses — ove
 with a prober that is ``connect_target`` (the code every prober connects through) plus one extra
 step: before closing the socket it reads ``TCP_INFO`` and keeps ``tcpi_rtt``, the kernel's own
 measurement of the SYN -> SYN-ACK time of that very connection. ``reported - tcpi_rtt`` is then
-what the event loop (and the connect syscall) add to the figure under that load.
+what the event loop (and the connect syscall) add to the figure under that load. A plain tcp scrape
+runs the coroutine-free entry (``start_connect``) instead; both stamp the connect time in the same
+``Dial``, so the figure holds for it too, minus a coroutine step per probe.
 
     python3 bench/timing_truth.py --port P --targets 1000 --reps 5 --event-loop uvloop
 prints one JSON object.
@@ -30,11 +32,20 @@ from exporter.core.deadline import Deadline
 from exporter.core.runtime import new_event_loop
 from exporter.probers.connect.dial import connect_target
 from exporter.probers.connect.resolve import Resolver
-from exporter.probers.connect.result import ProbeResult
+from exporter.probers.connect.result import DetailsBase, ProbeResult
 from exporter.probers.table import PROBERS
 from exporter.probing.runner import ProbeRunner
 
 TCPI_RTT_OFFSET = 68  # struct tcp_info: 8 one-byte fields, then 15 u32 before tcpi_rtt (microseconds)
+
+
+class KernelRtt(DetailsBase):
+    """The kernel's RTT of the probe's own connection, carried as the result's typed details."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
 
 
 async def probe_with_kernel_rtt(target: HostPort, module: Module, deadline: float, resolver: Resolver) -> ProbeResult:
@@ -43,7 +54,7 @@ async def probe_with_kernel_rtt(target: HostPort, module: Module, deadline: floa
     if sock is not None:
         try:
             info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-            result.details = struct.unpack_from("I", info, TCPI_RTT_OFFSET)[0] / 1e6
+            result.details = KernelRtt(struct.unpack_from("I", info, TCPI_RTT_OFFSET)[0] / 1e6)
         finally:
             sock.close()
     return result
@@ -56,7 +67,12 @@ def percentile(values: list[float], q: float) -> float:
 
 async def measure(port: int, targets: int, reps: int) -> dict:
     PROBERS["bench_kernel_rtt"] = dataclasses.replace(
-        PROBERS["tcp"], name="bench_kernel_rtt", probe=probe_with_kernel_rtt
+        # start=None: the callback-only path would skip probe_with_kernel_rtt; connect_target is the same
+        # connect step (start_connect is its coroutine-free entry).
+        PROBERS["tcp"],
+        name="bench_kernel_rtt",
+        probe=probe_with_kernel_rtt,
+        start=None,
     )
     module = Module(name="bench", prober="bench_kernel_rtt", timeout=10.0)
     addresses = [parse_host_port(f"127.60.{i // 250}.{i % 250 + 1}:{port}") for i in range(targets)]
@@ -65,7 +81,11 @@ async def measure(port: int, targets: int, reps: int) -> dict:
     reps_out = []
     for _ in range(reps + 1):  # the first round warms up and is not counted
         results = await runner.probe_all([(a, module) for a in addresses], Deadline.after(10.0))
-        pairs = [(r.connect_seconds, r.details) for r in results if r.details is not None]
+        pairs = [
+            (r.connect_seconds, r.details.seconds)
+            for r in results
+            if isinstance(r.details, KernelRtt) and r.connect_seconds is not None
+        ]
         diffs = [(reported - rtt) * 1e6 for reported, rtt in pairs]
         reps_out.append(
             {

@@ -233,3 +233,72 @@ def test_connect_pacer_starts_a_bounded_number_per_iteration_in_order(run):
     assert released[0] == CONNECTS_PER_ITERATION
     assert released[-1] == 2 * CONNECTS_PER_ITERATION - 1
     assert order_kept
+
+
+class _Waiting:
+    """What the connect step's _Watcher calls back (a Dial's role): records each writability report with the
+    watcher's dispatch round it came in."""
+
+    def __init__(
+        self,
+        name: str,
+        watcher: connect._Watcher,
+        reports: list[tuple[str, int]],
+        then: Callable[[], None] | None = None,
+    ):
+        self.name, self.watcher, self.reports, self.then = name, watcher, reports, then
+        self._epoch = 0
+
+    def _on_writable(self, stamp: float) -> None:
+        self.reports.append((self.name, self.watcher._epoch))
+        if self.then is not None:
+            self.then()
+
+
+def test_watcher_never_hands_an_old_event_to_a_socket_that_reused_its_descriptor(run):
+    """Within one dispatch round, a socket closed and its descriptor number taken by a new socket: the event epoll
+    reported for the old one is not the new one's (it is reported in a later round, once it is really writable)."""
+
+    async def go():
+        watcher = connect._Watcher()
+        reports: list[tuple[str, int]] = []
+        first, first_peer = socket.socketpair()
+        second, second_peer = socket.socketpair()
+        replacement: list[socket.socket] = []
+
+        def swap(gone: socket.socket) -> Callable[[], None]:
+            def close_and_reuse() -> None:
+                if replacement:
+                    return
+                fd = gone.fileno()
+                watcher.forget(fd, closing=True)
+                gone.close()
+                fresh, fresh_peer = socket.socketpair()  # usually the lowest free number: the one just closed
+                if fresh.fileno() != fd:  # made so when something else took it
+                    os.dup2(fresh.fileno(), fd)
+                    fresh.close()
+                    fresh = socket.socket(fileno=fd)
+                replacement.extend([fresh, fresh_peer])
+                watcher.watch(fd, _Waiting("fresh", watcher, reports))
+
+            return close_and_reuse
+
+        # Both sockets are writable at once: whichever is reported first closes the other and reuses its number.
+        watcher.watch(first.fileno(), _Waiting("first", watcher, reports, swap(second)))
+        watcher.watch(second.fileno(), _Waiting("second", watcher, reports, swap(first)))
+        await eventually(lambda: _now(reports), until=lambda r: len(r) >= 2, what="the fresh socket's own report")
+        for sock in [first_peer, second_peer, *replacement]:
+            sock.close()
+        for sock in (first, second):
+            with contextlib.suppress(OSError):
+                sock.close()
+        return reports
+
+    reports = run(go)
+    (opener, opened_round), (fresh, fresh_round) = reports[:2]
+    assert opener in ("first", "second") and fresh == "fresh"  # the closed one was never reported
+    assert fresh_round > opened_round  # not in the round that reported the old socket's event
+
+
+async def _now(value: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    return list(value)

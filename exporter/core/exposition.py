@@ -54,11 +54,15 @@ class Family(Generic[R]):
     # was a fifth of its CPU).
     text_header: str = field(init=False, repr=False)
     write_piece: PieceWriter[R] = field(init=False, repr=False)
+    # ``write_piece`` for a piece whose results the caller already passed through ``samples.only_if`` (a scrape
+    # filters a chunk once for every family sharing that guard: ``passing``).
+    write_passed: PieceWriter[R] = field(init=False, repr=False)
     write_one: Writer[R] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_header", f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.type}\n")
-        object.__setattr__(self, "write_piece", self.samples.piece_writer(self))
+        object.__setattr__(self, "write_passed", self.samples.piece_writer(self))
+        object.__setattr__(self, "write_piece", _guard_piece(self.write_passed, self.samples.only_if))
         object.__setattr__(self, "write_one", self.samples.writer(self.name))
 
     def header(self) -> str:
@@ -99,10 +103,15 @@ class Samples(Generic[R]):
         raise NotImplementedError
 
     def writer(self, name: str) -> Writer[R]:
+        return self._guarded(self.raw_writer(name))
+
+    def raw_writer(self, name: str) -> Writer[R]:
+        """``writer`` without the ``only_if`` test."""
         raise NotImplementedError
 
     def piece_writer(self, family: Family[R]) -> PieceWriter[R]:
-        write = self.writer(family.name)
+        """The family's lines for a piece of results, ``only_if`` not asked (the caller filtered: ``passing``)."""
+        write = self.raw_writer(family.name)
 
         def write_piece(piece: Results[R]) -> str:
             return "".join([write(prefix, result) for prefix, result, present in piece if family in present])
@@ -144,10 +153,27 @@ class _OneHot(Samples[R]):
     def writer(self, name: str) -> Writer[R]:
         write = self._writers.get(name)
         if write is None:
-            write = self._writers[name] = self._guarded(self._make_writer(name))
+            write = self._writers[name] = self._guarded(self.raw_writer(name))
         return write
 
-    def _make_writer(self, name: str) -> Writer[R]:
+    def raw_writer(self, name: str) -> Writer[R]:
+        return self._make_writer(name)[0]
+
+    def piece_writer(self, family: Family[R]) -> PieceWriter[R]:
+        # Without a call per target: the target's lines are its label prefix joined into prepared pieces.
+        layout = self._make_writer(family.name)[1]
+
+        def write_piece(piece: Results[R]) -> str:
+            out: list[str] = []
+            for prefix, result, present in piece:
+                if family in present:
+                    pieces, bare = layout(result)
+                    out.append(prefix.join(pieces) if prefix else bare)
+            return "".join(out)
+
+        return write_piece
+
+    def _make_writer(self, name: str) -> tuple[Writer[R], Callable[[R], tuple[list[str], str]]]:
         current, known, rendered = self.current, self._known, self.rendered
         other = object()  # every value 0: ``current`` returned something outside the set
         # Per current value: the pieces that, joined with a target's label prefix as separator,
@@ -165,7 +191,11 @@ class _OneHot(Samples[R]):
             pieces, bare = layouts[now if now in known else other]
             return prefix.join(pieces) if prefix else bare
 
-        return write
+        def layout(result: R) -> tuple[list[str], str]:
+            now = current(result)
+            return layouts[now if now in known else other]
+
+        return write, layout
 
 
 class _Single(Samples[R]):
@@ -181,7 +211,7 @@ class _Single(Samples[R]):
         value = self.get(result)
         return () if value is None else (("", value),)
 
-    def writer(self, name: str) -> Writer[R]:
+    def raw_writer(self, name: str) -> Writer[R]:
         get, labelled, bare = self.get, name + "{", name + " "
 
         def write(prefix: str, result: R) -> str:
@@ -192,14 +222,12 @@ class _Single(Samples[R]):
                 return f"{labelled}{prefix}}} {format_value(value)}\n"
             return f"{bare}{format_value(value)}\n"
 
-        return self._guarded(write)
+        return write
 
     def piece_writer(self, family: Family[R]) -> PieceWriter[R]:
         # The most common family kind, written without a call per sample: the value read and formatted
         # inline (floats and ints, the usual values, without format_value's call).
-        get, only_if, labelled = self.get, self.only_if, family.name + "{"
-        if only_if is not None:
-            return super().piece_writer(family)
+        get, labelled = self.get, family.name + "{"
 
         def write_piece(piece: Results[R]) -> str:
             out: list[str] = []
@@ -230,13 +258,13 @@ class _Labelled(Samples[R]):
     def pairs(self, result: R) -> Iterable[tuple[str, float]]:
         return self.read(result)
 
-    def writer(self, name: str) -> Writer[R]:
+    def raw_writer(self, name: str) -> Writer[R]:
         read = self.read
 
         def write(prefix: str, result: R) -> str:
             return "".join([sample_line(name, prefix, extra, value) for extra, value in read(result)])
 
-        return self._guarded(write)
+        return write
 
 
 def one_hot(
@@ -265,6 +293,23 @@ def current_only(label: str, current: Callable[[R], str | None], only_if: Guard[
         return () if now is None else ((f'{label}="{escape_label_value(now)}"', 1),)
 
     return _Labelled(read, only_if)
+
+
+def passing(piece: Results[R], only_if: Guard[R]) -> Results[R]:
+    """The entries of ``piece`` whose result passes ``only_if`` (all of them without a guard)."""
+    if only_if is None:
+        return piece
+    return [entry for entry in piece if only_if(entry[1])]
+
+
+def _guard_piece(write_passed: PieceWriter[R], only_if: Guard[R]) -> PieceWriter[R]:
+    if only_if is None:
+        return write_passed
+
+    def write_piece(piece: Results[R]) -> str:
+        return write_passed(passing(piece, only_if))
+
+    return write_piece
 
 
 def render(results: Results[R], families: Sequence[Family[R]]) -> str:

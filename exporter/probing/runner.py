@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from exporter.config.unusable import probe_detail
 from exporter.core.address import HostPort
@@ -77,13 +77,34 @@ class _CallbackProbe:
 
     Cancelling ``outcome`` (the awaiting task was cancelled) stops the probe and frees its slot."""
 
-    __slots__ = ("runner", "key", "target", "module", "deadline", "outcome", "handle", "started", "slot", "starter")
+    __slots__ = (
+        "runner",
+        "key",
+        "target",
+        "module",
+        "deadline",
+        "outcome",
+        "handle",
+        "started",
+        "slot",
+        "starter",
+        "then",
+    )
 
     def __init__(
-        self, runner: ProbeRunner, key: Key, target: HostPort, module: Module, deadline: Deadline, starter: Starter
+        self,
+        runner: ProbeRunner,
+        key: Key,
+        target: HostPort,
+        module: Module,
+        deadline: Deadline,
+        starter: Starter,
+        then: Callable[[ProbeResult], None] | None,
     ):
         self.runner, self.key, self.target, self.module, self.deadline = runner, key, target, module, deadline
         self.starter = starter
+        # Called with the result after ``outcome`` is resolved (probe_all's _Chain), instead of awaiting it.
+        self.then = then
         self.outcome: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
         self.handle: Cancel | None = None
         self.started = 0.0
@@ -113,10 +134,14 @@ class _CallbackProbe:
         self.handle = None  # the handle refers back to ``done``: no cycle left for the GC
         self._leave()
         self.outcome.set_result(result)
+        if self.then is not None:
+            then, self.then = self.then, None
+            then(result)
 
     def stopped(self, outcome: asyncio.Future[ProbeResult]) -> None:
         """``outcome``'s done callback: a cancelled probe stops at once."""
         if outcome.cancelled():
+            self.then = None
             if self.handle is not None:
                 self.handle.cancel()
                 self.handle = None
@@ -134,6 +159,88 @@ class _CallbackProbe:
 Key = tuple[str, int, int]
 
 
+class _Chain:
+    """One of probe_all's workers while its targets run on callbacks: the next target starts in the callback that
+    delivered the last one's result, with no coroutine step and no awaited future per probe (issue 25).
+    ``run()`` resolves to the index of a target that needs the coroutine path, or None when none is left to
+    start (or the deadline passed: the rest are filled in as cut). Cancelling the awaiting worker stops the
+    probe in flight (its result stays missing: cut, as with a cancelled coroutine)."""
+
+    __slots__ = ("runner", "targets", "results", "pending", "deadline", "waiter", "current", "index", "busy", "again")
+
+    def __init__(
+        self,
+        runner: ProbeRunner,
+        targets: Sequence[tuple[HostPort, Module]],
+        results: list[ProbeResult | None],
+        pending: Iterator[int],
+        deadline: Deadline,
+    ):
+        self.runner, self.targets, self.results, self.pending, self.deadline = (
+            runner,
+            targets,
+            results,
+            pending,
+            deadline,
+        )
+        self.waiter: asyncio.Future[int | None] | None = None
+        self.current: _CallbackProbe | None = None
+        self.index = -1
+        # Re-entry guard: a probe that finishes while it is being started (refused at once, the deadline
+        # passed) asks for the next one from inside _advance; the loop there starts it, no recursion.
+        self.busy = False
+        self.again = False
+
+    async def run(self) -> int | None:
+        waiter: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self.waiter = waiter
+        self._advance()
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            self._stop()
+            raise
+
+    def _advance(self) -> None:
+        if self.busy:
+            self.again = True
+            return
+        self.busy = True
+        try:
+            runner, loop_time = self.runner, asyncio.get_running_loop().time
+            while True:
+                self.again = False
+                index = next(self.pending, None)
+                if index is None or loop_time() >= self.deadline:
+                    self._finish(None)  # this and the remaining targets were never started: filled in as cut
+                    return
+                target, module = self.targets[index]
+                self.index = index
+                probe = self.current = runner._on_callbacks(target, module, self.deadline, self._done)
+                if probe is None:
+                    self._finish(index)
+                    return
+                if not self.again:
+                    return  # in flight: its callback continues the chain
+        finally:
+            self.busy = False
+
+    def _done(self, result: ProbeResult) -> None:
+        self.results[self.index] = result
+        self.current = None
+        self._advance()
+
+    def _finish(self, index: int | None) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(index)
+
+    def _stop(self) -> None:
+        probe, self.current = self.current, None
+        if probe is not None and probe.outcome.cancel():
+            probe.stopped(probe.outcome)
+
+
 class ProbeRunner:
     def __init__(self, resolver: Resolver, max_concurrency: int):
         self.resolver = resolver
@@ -147,23 +254,33 @@ class ProbeRunner:
 
     def probe(self, target: HostPort, module: Module, deadline: Deadline) -> Awaitable[ProbeResult]:
         """Probe one target before ``deadline`` (loop time), sharing an in-flight probe of it."""
-        key = (target.host, target.port, id(module))
-        start = PROBERS[module.prober].start
-        starter = None
-        if start is not None and target.ip is not None and module.unusable is None and key not in self._inflight:
-            starter = start(module)
-        if starter is not None:
-            # An IP literal whose prober runs on callbacks for this module: no coroutine per probe (issue 25).
-            probe = _CallbackProbe(self, key, target, module, deadline, starter)
-            if self._slots.try_take():
-                probe.granted()
-            else:
-                self._slots.queue(probe.granted)
+        probe = self._on_callbacks(target, module, deadline, None)
+        if probe is not None:
             if not probe.outcome.done():
-                self._inflight[key] = (probe.outcome, deadline)
                 probe.outcome.add_done_callback(probe.stopped)
             return probe.outcome
-        return self._probe(key, target, module, deadline)
+        return self._probe((target.host, target.port, id(module)), target, module, deadline)
+
+    def _on_callbacks(
+        self, target: HostPort, module: Module, deadline: Deadline, then: Callable[[ProbeResult], None] | None
+    ) -> _CallbackProbe | None:
+        """The probe started on its prober's callbacks (an IP literal, a prober and module that have them, not in
+        flight already), no coroutine per probe (issue 25); None: it needs ``_probe``. ``then`` gets the result."""
+        key = (target.host, target.port, id(module))
+        start = PROBERS[module.prober].start
+        if start is None or target.ip is None or module.unusable is not None or key in self._inflight:
+            return None
+        starter = start(module)
+        if starter is None:
+            return None
+        probe = _CallbackProbe(self, key, target, module, deadline, starter, then)
+        if not probe.outcome.done():
+            self._inflight[key] = (probe.outcome, deadline)
+        if self._slots.try_take():
+            probe.granted()
+        else:
+            self._slots.queue(probe.granted)
+        return probe
 
     def internal_error(self, target: HostPort, module: Module, exc: Exception) -> ProbeResult:
         log.error("prober %s raised for target %s", module.prober, target, exc_info=exc)
@@ -240,9 +357,8 @@ class ProbeRunner:
         started = loop.time()
 
         async def worker() -> None:
-            for index in pending_indices:
-                if loop.time() >= deadline:
-                    return  # this and the remaining targets were never started: filled in below
+            chain = _Chain(self, targets, results, pending_indices, deadline)
+            while (index := await chain.run()) is not None:
                 target, module = targets[index]
                 results[index] = await self.probe(target, module, deadline)
 

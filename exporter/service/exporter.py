@@ -18,7 +18,7 @@ from exporter.continuous.shard import ContinuousStats, Stats, outcomes_of, rende
 from exporter.continuous.stream import LocalSource, Reply, Slot, Source, merged
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
-from exporter.core.exposition import TARGETS_PER_CHUNK, Family, Guard, Writer, label_prefix
+from exporter.core.exposition import TARGETS_PER_CHUNK, Family, Guard, Results, Writer, label_prefix, passing
 from exporter.core.histogram import tally_families
 from exporter.core.selfmetrics import ExporterMetrics
 from exporter.core.vantage import VANTAGE_LABEL, Site
@@ -168,13 +168,21 @@ class Exporter:
         scraped = [
             (target.labels, result, target.families) for target, result in zip(plan.targets, results, strict=True)
         ]
+        # Each chunk filtered once per guard (``only_if``), for every family sharing it: a plain tcp scrape asks
+        # its 22 guarded families' 3 guards once per target each, not twice per family (issue 25).
+        passed: dict[tuple[Guard[ProbeResult], int], Results[ProbeResult]] = {}
 
         def own(family: Family[ProbeResult]) -> Callable[[], Iterator[bytes]]:
             def lines() -> Iterator[bytes]:
-                write = family.samples.writer(family.name)
+                only_if, write = family.samples.only_if, family.write_passed
                 for start in range(0, len(scraped), TARGETS_PER_CHUNK):
-                    chunk = scraped[start : start + TARGETS_PER_CHUNK]
-                    if body := "".join([write(p, r) for p, r, present in chunk if family in present]):
+                    chunk: Results[ProbeResult] = scraped[start : start + TARGETS_PER_CHUNK]
+                    if only_if is not None:
+                        key = (only_if, start)
+                        if key not in passed:
+                            passed[key] = passing(chunk, only_if)
+                        chunk = passed[key]
+                    if chunk and (body := write(chunk)):
                         yield body.encode()
 
             return lines

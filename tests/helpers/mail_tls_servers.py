@@ -9,7 +9,7 @@ SPEC keys:
   TLS client's handshake never finishes.
 - ``sites``: ``{"mta-sts.<domain>": {"kind": ..., "body": ..., "content_type": ...}}`` chosen by the
   Host header. Kinds: ``policy`` (200 with body), ``redirect`` (301), ``slow`` (headers, then one
-  byte every half second, forever), ``huge`` (an endless 200 body, fast), ``status`` (``status``),
+  byte every half second, for minutes), ``huge`` (a 200 body of 1.3 MB, fast), ``status`` (``status``),
 ``silent`` (the request is read, no answer is ever sent).
 Prints "ready" once everything listens; runs until terminated.
 """
@@ -58,7 +58,10 @@ def _app(sites: dict[str, dict[str, Any]]) -> web.Application:
             raise web.HTTPGatewayTimeout()
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
-        for _ in range(100_000):  # bounded; the client hangs up long before
+        # Bounded: slow writes for at most ~8 minutes; huge writes 16 chunks (1.3 MB, 20x the client's
+        # 64 KiB cap) and ends. An endless huge writer kept this process busy after the client had hung
+        # up (writes into a lost TLS transport do not fail at once) and starved the next test's handshake.
+        for _ in range(1_000 if kind == "slow" else 16):
             if request.transport is None or request.transport.is_closing():
                 break  # the client gave up: stop, or this process would starve its other servers
             if kind == "slow":
