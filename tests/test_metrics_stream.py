@@ -174,6 +174,25 @@ def test_a_slow_client_does_not_make_the_serving_process_hold_the_reply(exporter
     assert peak - resident < reply_mb / 2, (peak, resident, reply_mb)
 
 
+def test_a_client_gone_mid_reply_is_one_log_line_and_the_next_scrape_is_whole(
+    exporter: tuple[ExporterProcess, int],
+) -> None:
+    process, port = exporter
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.settimeout(READ_TIMEOUT)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        received = 0
+        while received < 65536 and (chunk := sock.recv(16384)):
+            received += len(chunk)
+    # Closed with the reply unread (a reset): the serving process stops rendering and tells the worker to stop.
+    process.wait_for_log("scrape client went away before the end of the reply")
+    families = families_of(get(port).decode())
+    assert len(targets_in(families["probe_success"])) == TARGETS + SCRAPED
+    assert "Error handling request" not in process.log
+
+
 def test_a_worker_killed_mid_scrape_leaves_a_well_formed_reply(exporter: tuple[ExporterProcess, int]) -> None:
     process, port = exporter
     (worker,) = worker_pids(process)

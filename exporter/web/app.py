@@ -146,12 +146,17 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"})
         body = Body(response, accepts_gzip(request.headers.get("Accept-Encoding", "")))
         await response.prepare(request)
-        async for chunk in reply:
-            await body.write(chunk)
-        # The exporter's own metrics last, so they already count this scrape (its continuous targets' outcomes
-        # come with the workers' shards, at their end).
-        await body.write(exporter.metrics.exposition(exporter.vantage))
-        await body.finish()
+        try:
+            async for chunk in reply:
+                await body.write(chunk)
+            # The exporter's own metrics last, so they already count this scrape (its continuous targets'
+            # outcomes come with the workers' shards, at their end).
+            await body.write(exporter.metrics.exposition(exporter.vantage))
+            await body.finish()
+        except ConnectionError:
+            # The client went away mid-reply (Prometheus gives up at its scrape timeout): one line, not a
+            # traceback; the rest is not rendered (aclose, below, stops the workers too).
+            log.info("scrape client went away before the end of the reply", extra={"client": request.remote})
     finally:
         await reply.aclose()
     return response
