@@ -17,6 +17,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,28 @@ def test_a_client_gone_mid_reply_is_one_log_line_and_the_next_scrape_is_whole(
     families = families_of(get(port).decode())
     assert len(targets_in(families["probe_success"])) == TARGETS + SCRAPED
     assert "Error handling request" not in process.log
+
+
+def results_counted(families: dict[str, list]) -> float:
+    return sum(sample.value for sample in families["probe_results"] if sample.name == "probe_results_total")
+
+
+def test_concurrent_scrapes_are_each_whole_and_counters_never_go_back(exporter: tuple[ExporterProcess, int]) -> None:
+    """Two Prometheus servers (an HA pair) and a person scraping at once: three streams from the same worker,
+    interleaved on its pipe. Each reply has every target; the counters a later scrape shows are never below what
+    any of the concurrent replies showed (a count handed to one scrape is never lost to the next)."""
+    _, port = exporter
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda encoding: get(port, encoding), ["identity", "gzip", "identity"]))
+    counted = []
+    for body in replies:
+        families = families_of(body.decode())
+        assert len(targets_in(families["probe_success"])) == TARGETS + SCRAPED
+        assert len(targets_in(families["probe_results"])) == TARGETS
+        counted.append(results_counted(families))
+    assert min(counted) >= TARGETS  # every continuous target counted at least once in each reply
+    later = results_counted(families_of(get(port).decode()))
+    assert later >= max(counted), (later, counted)
 
 
 def test_a_worker_killed_mid_scrape_leaves_a_well_formed_reply(exporter: tuple[ExporterProcess, int]) -> None:
