@@ -48,11 +48,7 @@ def main() -> int:
         workdir = Path(scratch)
         native = tools.build_native(workdir)
         acceptor = tools.start_acceptor(native, OPEN_PORT)
-        targets = (
-            [f"{target_address(i)}:{CLOSED_PORT if i % 5 == 4 else OPEN_PORT}" for i in range(args.targets)]
-            if args.load == "scrape"
-            else []
-        )
+        targets = scrape_targets(args)
         config = workdir / "profile.yml"
         config.write_text(exporter_config(targets))
         proc = tools.Proc(
@@ -93,6 +89,13 @@ def main() -> int:
     return 0
 
 
+def scrape_targets(args: argparse.Namespace) -> list[str]:
+    """The scrape load's targets: every fifth on the closed port (refused), the rest open; none for /probe."""
+    if args.load != "scrape":
+        return []
+    return [f"{target_address(i)}:{CLOSED_PORT if i % 5 == 4 else OPEN_PORT}" for i in range(args.targets)]
+
+
 def with_py_spy(args: argparse.Namespace) -> int:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     raw = RESULTS / f"profile-{args.load}-pyspy.txt"
@@ -100,11 +103,7 @@ def with_py_spy(args: argparse.Namespace) -> int:
         workdir = Path(scratch)
         native = tools.build_native(workdir)
         acceptor = tools.start_acceptor(native, OPEN_PORT)
-        targets = (
-            [f"{target_address(i)}:{CLOSED_PORT if i % 5 == 4 else OPEN_PORT}" for i in range(args.targets)]
-            if args.load == "scrape"
-            else []
-        )
+        targets = scrape_targets(args)
         proc = tools.start_exporter(exporter_config(targets), EXPORTER_PORT, args.event_loop, workdir, repo=args.repo)
         spy = None
         try:

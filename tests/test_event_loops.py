@@ -22,6 +22,7 @@ from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.tcp.prober import probe_tcp
 from exporter.probing.runner import ProbeRunner
+from tests.helpers.descriptors import open_fds
 from tests.helpers.eventually import eventually
 
 MODULE = Module(name="tcp_connect", prober="tcp", timeout=2.0)
@@ -88,19 +89,6 @@ def draining_listener() -> Iterator[int]:
         stop.set()
         thread.join(timeout=2)
         sock.close()
-
-
-def open_fds() -> int:
-    """Open descriptors, epoll sets left out: the connect step keeps one for a second after its last socket
-    (exporter/probers/connect/dial.py, _Watcher), as the event loop keeps its own."""
-    return sum(1 for fd in os.listdir("/proc/self/fd") if not _is_epoll(fd))
-
-
-def _is_epoll(fd: str) -> bool:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventpoll]"
-    except OSError:  # closed meanwhile (the listing's own descriptor)
-        return False
 
 
 def test_open_and_refused_on_both_loops(run, listener, closed_port):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.config.loader import parse_config
 from exporter.web.app import create_app
+from tests.helpers.descriptors import open_fds
 from tests.helpers.eventually import eventually
 from tests.helpers.metrics_text import samples
 
@@ -100,19 +100,6 @@ targets:
         listener.close()
         v6.close()
     return {"targets": per_target(text), "elapsed": elapsed}
-
-
-def open_fds() -> int:
-    """Open descriptors, epoll sets left out: the connect step keeps one for a second after its last socket
-    (exporter/probers/connect/dial.py, _Watcher), as the event loop keeps its own."""
-    return sum(1 for fd in os.listdir("/proc/self/fd") if not _is_epoll(fd))
-
-
-def _is_epoll(fd: str) -> bool:
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventpoll]"
-    except OSError:  # closed meanwhile (the listing's own descriptor)
-        return False
 
 
 def deadline_1000() -> dict:
