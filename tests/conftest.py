@@ -41,13 +41,14 @@ targets:
 
 
 @pytest.fixture
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound once, then released)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+def closed_port() -> Iterator[int]:
+    """A loopback port nothing listens on, held for the test: bound and never listening, so connects to it are
+    refused and no other socket (an exporter's free_port, another test's server) can take it meanwhile. A port
+    released at once can be handed out again; that is one cause that fits a CI failure where a 'refused' target
+    came out otherwise, and this rules it out."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 @pytest.fixture
