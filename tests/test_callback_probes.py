@@ -18,6 +18,7 @@ from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import TcpState
 from exporter.probing.runner import ProbeRunner
 from exporter.probing.slots import Slots
+from exporter.service.exporter import render_single
 
 MODULE = parse_config("modules:\n  plain: {prober: tcp, timeout: 5s}\ntargets: []\n", "test.yml").modules["plain"]
 
@@ -123,3 +124,28 @@ async def test_callback_and_coroutine_results_say_the_same():
         runner.resolver.close()
         server.close()
         closed.close()
+
+
+async def test_times_are_whole_nanoseconds_so_the_exposition_writes_them_short():
+    """Connect and probe times are measured in integer nanoseconds and divided once: the value is the double
+    nearest a 9-decimal number, and the exposition writes it with at most 9 decimals (a difference of two float
+    stamps needs up to 17 significant digits, and over twice the time to write; issue 25)."""
+    server = listener()
+    port = server.getsockname()[1]
+    runner = ProbeRunner(Resolver(), max_concurrency=4)
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(runner.probe(literal(port, i), MODULE, Deadline.after(10)) for i in range(20))), 30
+        )
+    finally:
+        runner.resolver.close()
+        server.close()
+    assert [r.tcp_state for r in results] == [TcpState.OPEN] * 20
+    for result in results:
+        for seconds in (result.connect_seconds, result.duration_seconds):
+            assert seconds > 0
+            assert round(seconds * 1e9) / 1e9 == seconds
+            text = render_single(result, MODULE)
+            assert f" {seconds!r}\n" in text
+            digits = repr(seconds).split("e")[0].replace(".", "").lstrip("0")
+            assert len(digits) <= 9, repr(seconds)

@@ -237,7 +237,7 @@ class _Waiting:
         self.name, self.watcher, self.reports, self.then = name, watcher, reports, then
         self._epoch = 0
 
-    def _on_writable(self, stamp: float) -> None:
+    def _on_writable(self, stamp: int) -> None:
         self.reports.append((self.name, self.watcher._epoch))
         if self.then is not None:
             self.then()

@@ -21,6 +21,8 @@ from exporter.core.exposition import Family
 from exporter.core.schema import Section
 
 if TYPE_CHECKING:
+    import asyncio
+
     from exporter.core.address import HostPort
     from exporter.core.deadline import Deadline
     from exporter.probers.connect.resolve import Resolver
@@ -37,10 +39,11 @@ class Cancel(Protocol):
     def cancel(self) -> None: ...
 
 
-# The same probe without a coroutine (issue 25): given a module, a starter (target, deadline, done) -> a
+# The same probe without a coroutine (issue 25): given a module, a starter (target, deadline, done, loop) -> a
 # handle to cancel the probe, or None when this module needs ``probe``. The starter takes IP-literal
 # targets only; ``done(result)`` is called once, perhaps before the starter returns, never after ``cancel()``.
-Starter = Callable[["HostPort", "Deadline", Callable[["ProbeResult"], None]], Cancel]
+# ``loop`` is the running loop (passed: asking for it costs a system call on Python 3.11).
+Starter = Callable[["HostPort", "Deadline", Callable[["ProbeResult"], None], "asyncio.AbstractEventLoop"], Cancel]
 StartFn = Callable[["Module"], Starter | None]
 
 

@@ -21,6 +21,7 @@ from exporter.probers.connect.resolve import Resolver
 from exporter.probers.connect.result import ProbeResult, TcpState
 from exporter.probers.module import Module
 from exporter.probers.table import PROBERS
+from exporter.probing.collector import collector_held_off
 from exporter.probing.slots import Slots
 
 log = logging.getLogger("exporter.probing.runner")
@@ -28,6 +29,9 @@ log = logging.getLogger("exporter.probing.runner")
 # Lets a probe that stopped at its own deadline report its classified result before the
 # scrape-level safety net cancels it.
 DEADLINE_GRACE = 0.02
+
+# Modules whose starters ProbeRunner keeps (a config has a few; reloads add new ones).
+MAX_STARTERS = 1024
 
 
 def deadline_result(module: Module, waited: float) -> ProbeResult:
@@ -89,6 +93,7 @@ class _CallbackProbe:
         "slot",
         "starter",
         "then",
+        "loop",
     )
 
     def __init__(
@@ -100,14 +105,18 @@ class _CallbackProbe:
         deadline: Deadline,
         starter: Starter,
         then: Callable[[ProbeResult], None] | None,
+        loop: asyncio.AbstractEventLoop,
     ):
         self.runner, self.key, self.target, self.module, self.deadline = runner, key, target, module, deadline
         self.starter = starter
+        # Passed in, not asked for: asyncio.get_running_loop() costs a getpid() system call on Python 3.11, and
+        # this was five of them per probe (issue 25).
+        self.loop = loop
         # Called with the result after ``outcome`` is resolved (probe_all's _Chain), instead of awaiting it.
         self.then = then
-        self.outcome: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
+        self.outcome: asyncio.Future[ProbeResult] = loop.create_future()
         self.handle: Cancel | None = None
-        self.started = 0.0
+        self.started = 0
         self.slot = False
 
     def granted(self) -> bool:
@@ -115,14 +124,16 @@ class _CallbackProbe:
         if self.outcome.done():
             return False
         self.slot = True
-        if self.deadline.passed():
+        now = self.loop.time()
+        if now >= self.deadline:
             # The slot came too late: starting a connect now would only report a meaningless
             # near-zero "connect time" for a target that was never really tried.
             self.done(deadline_result(self.module, 0.0))
             return True
-        self.started = time.perf_counter()
+        self.started = time.perf_counter_ns()  # see Dial._outcome: a short decimal form
         try:
-            self.handle = self.starter(self.target, self.deadline.within(self.module.timeout), self.done)
+            own_deadline = Deadline(min(self.deadline, now + self.module.timeout))  # Deadline.within, loop passed
+            self.handle = self.starter(self.target, own_deadline, self.done, self.loop)
         except Exception as exc:  # a bug in a prober must not take the scrape down
             self.done(self.runner.internal_error(self.target, self.module, exc))
         return True
@@ -130,7 +141,7 @@ class _CallbackProbe:
     def done(self, result: ProbeResult) -> None:
         if self.outcome.done():
             return
-        result.duration_seconds = time.perf_counter() - self.started if self.started else 0.0
+        result.duration_seconds = (time.perf_counter_ns() - self.started) / 1e9 if self.started else 0.0
         self.handle = None  # the handle refers back to ``done``: no cycle left for the GC
         self._leave()
         self.outcome.set_result(result)
@@ -166,7 +177,19 @@ class _Chain:
     start (or the deadline passed: the rest are filled in as cut). Cancelling the awaiting worker stops the
     probe in flight (its result stays missing: cut, as with a cancelled coroutine)."""
 
-    __slots__ = ("runner", "targets", "results", "pending", "deadline", "waiter", "current", "index", "busy", "again")
+    __slots__ = (
+        "runner",
+        "targets",
+        "results",
+        "pending",
+        "deadline",
+        "waiter",
+        "current",
+        "index",
+        "busy",
+        "again",
+        "loop",
+    )
 
     def __init__(
         self,
@@ -183,6 +206,7 @@ class _Chain:
             pending,
             deadline,
         )
+        self.loop = asyncio.get_running_loop()
         self.waiter: asyncio.Future[int | None] | None = None
         self.current: _CallbackProbe | None = None
         self.index = -1
@@ -192,7 +216,7 @@ class _Chain:
         self.again = False
 
     async def run(self) -> int | None:
-        waiter: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[int | None] = self.loop.create_future()
         self.waiter = waiter
         self._advance()
         try:
@@ -207,16 +231,16 @@ class _Chain:
             return
         self.busy = True
         try:
-            runner, loop_time = self.runner, asyncio.get_running_loop().time
+            runner, loop = self.runner, self.loop
             while True:
                 self.again = False
                 index = next(self.pending, None)
-                if index is None or loop_time() >= self.deadline:
+                if index is None or loop.time() >= self.deadline:
                     self._finish(None)  # this and the remaining targets were never started: filled in as cut
                     return
                 target, module = self.targets[index]
                 self.index = index
-                probe = self.current = runner._on_callbacks(target, module, self.deadline, self._done)
+                probe = self.current = runner._on_callbacks(target, module, self.deadline, self._done, loop)
                 if probe is None:
                     self._finish(index)
                     return
@@ -251,10 +275,13 @@ class ProbeRunner:
         # The module object is alive while its probe is in flight, so its id cannot be reused.
         # Each in-flight probe with the deadline it runs to.
         self._inflight: dict[Key, tuple[asyncio.Future[ProbeResult], float]] = {}
+        # Each module's starter (None: the module needs ``_probe``), asked of its prober once, not per probe. Keyed
+        # by id(module) with the module kept beside it, so the id is never reused while listed.
+        self._starters: dict[int, tuple[Module, Starter | None]] = {}
 
     def probe(self, target: HostPort, module: Module, deadline: Deadline) -> Awaitable[ProbeResult]:
         """Probe one target before ``deadline`` (loop time), sharing an in-flight probe of it."""
-        probe = self._on_callbacks(target, module, deadline, None)
+        probe = self._on_callbacks(target, module, deadline, None, asyncio.get_running_loop())
         if probe is not None:
             if not probe.outcome.done():
                 probe.outcome.add_done_callback(probe.stopped)
@@ -262,18 +289,22 @@ class ProbeRunner:
         return self._probe((target.host, target.port, id(module)), target, module, deadline)
 
     def _on_callbacks(
-        self, target: HostPort, module: Module, deadline: Deadline, then: Callable[[ProbeResult], None] | None
+        self,
+        target: HostPort,
+        module: Module,
+        deadline: Deadline,
+        then: Callable[[ProbeResult], None] | None,
+        loop: asyncio.AbstractEventLoop,
     ) -> _CallbackProbe | None:
         """The probe started on its prober's callbacks (an IP literal, a prober and module that have them, not in
         flight already), no coroutine per probe (issue 25); None: it needs ``_probe``. ``then`` gets the result."""
+        if target.ip is None:
+            return None
         key = (target.host, target.port, id(module))
-        start = PROBERS[module.prober].start
-        if start is None or target.ip is None or module.unusable is not None or key in self._inflight:
+        starter = self._starter(module)
+        if starter is None or key in self._inflight:
             return None
-        starter = start(module)
-        if starter is None:
-            return None
-        probe = _CallbackProbe(self, key, target, module, deadline, starter, then)
+        probe = _CallbackProbe(self, key, target, module, deadline, starter, then, loop)
         if not probe.outcome.done():
             self._inflight[key] = (probe.outcome, deadline)
         if self._slots.try_take():
@@ -281,6 +312,17 @@ class ProbeRunner:
         else:
             self._slots.queue(probe.granted)
         return probe
+
+    def _starter(self, module: Module) -> Starter | None:
+        entry = self._starters.get(id(module))
+        if entry is not None and entry[0] is module:
+            return entry[1]
+        start = PROBERS[module.prober].start
+        starter = start(module) if start is not None and module.unusable is None else None
+        if len(self._starters) >= MAX_STARTERS:  # modules of configs reloaded away: kept bounded
+            self._starters.clear()
+        self._starters[id(module)] = (module, starter)
+        return starter
 
     def internal_error(self, target: HostPort, module: Module, exc: Exception) -> ProbeResult:
         log.error("prober %s raised for target %s", module.prober, target, exc_info=exc)
@@ -328,7 +370,7 @@ class ProbeRunner:
                 # The slot came too late: starting a connect now would only report a meaningless
                 # near-zero "connect time" for a target that was never really tried.
                 return deadline_result(module, 0.0)
-            started = time.perf_counter()
+            started = time.perf_counter_ns()
             if module.unusable is not None:  # a file it names cannot be read: nothing is sent
                 return unusable_result(module)
             own_deadline = deadline.within(module.timeout)
@@ -344,7 +386,7 @@ class ProbeRunner:
             finally:
                 if collecting is not None:
                     stop_collecting(collecting)
-            result.duration_seconds = time.perf_counter() - started
+            result.duration_seconds = (time.perf_counter_ns() - started) / 1e9
             return result
         finally:
             self._slots.give()
@@ -362,15 +404,16 @@ class ProbeRunner:
                 target, module = targets[index]
                 results[index] = await self.probe(target, module, deadline)
 
-        workers = [asyncio.ensure_future(worker()) for _ in range(min(len(targets), self.max_concurrency))]
-        try:
-            if workers:
-                await asyncio.wait(workers, timeout=max(0.0, deadline - loop.time()) + DEADLINE_GRACE)
-        finally:
-            unfinished = [task for task in workers if not task.done()]
-            for task in unfinished:
-                task.cancel()
-            if unfinished:
-                # Cancelled probes close their sockets in ``finally``; this returns at once.
-                await asyncio.wait(unfinished, timeout=1.0)
+        with collector_held_off():
+            workers = [asyncio.ensure_future(worker()) for _ in range(min(len(targets), self.max_concurrency))]
+            try:
+                if workers:
+                    await asyncio.wait(workers, timeout=max(0.0, deadline - loop.time()) + DEADLINE_GRACE)
+            finally:
+                unfinished = [task for task in workers if not task.done()]
+                for task in unfinished:
+                    task.cancel()
+                if unfinished:
+                    # Cancelled probes close their sockets in ``finally``; this returns at once.
+                    await asyncio.wait(unfinished, timeout=1.0)
         return fill_cut(results, targets, loop.time() - started)

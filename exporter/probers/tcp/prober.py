@@ -7,6 +7,7 @@ with one, ``result.state`` is a ``DialogueState`` and ``result.details`` the ``D
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 from collections.abc import Callable, Iterable
@@ -72,9 +73,17 @@ def start_tcp(module: Module) -> Starter | None:
     if not _plain(tcp) or tcp.probe_addresses == "all" or tcp.mtu_check:
         return None
 
-    def start(target: HostPort, deadline: Deadline, done: Callable[[ProbeResult], None]) -> Cancel:
+    def start(
+        target: HostPort, deadline: Deadline, done: Callable[[ProbeResult], None], loop: asyncio.AbstractEventLoop
+    ) -> Cancel:
         dial = start_connect(
-            ProbeResult(), target, tcp, deadline, lambda result, sock: done(_connected_only(result, sock, tcp)), True
+            ProbeResult(),
+            target,
+            tcp,
+            deadline,
+            lambda result, sock: done(_connected_only(result, sock, tcp)),
+            loop,
+            closes_at_once=True,
         )
         if dial is None:
             raise ValueError(f"{target} is not an IP literal: the runner must use probe_tcp")
