@@ -190,7 +190,7 @@ def _offender(raw: bytes) -> str | None:
     return None
 
 
-def read_icmp_errors(sock: socket.socket, limit: int = 8) -> list[IcmpReply]:
+def read_icmp_errors(sock: socket.SocketType, limit: int = 8) -> list[IcmpReply]:
     """Drain the socket's error queue (non-blocking); the ICMP errors in it, oldest first."""
     replies: list[IcmpReply] = []
     for _ in range(limit):

@@ -19,6 +19,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 from exporter.core.address import HostPort
 from exporter.core.deadline import Deadline
@@ -71,7 +72,16 @@ async def connect_target(
         result.dns_lookup_seconds = time.perf_counter() - started
         result.note(f"Resolved {target.host} to {resolved.ip} in {result.dns_lookup_seconds * 1000:.1f} ms")
     outcome: asyncio.Future[socket.socket | None] = loop.create_future()
-    dial = Dial(loop, result, target.port, resolved, tcp, deadline, lambda _, sock: outcome.set_result(sock))
+    # Not closed at once: the Dial makes a socket.socket.
+    dial = Dial(
+        loop,
+        result,
+        target.port,
+        resolved,
+        tcp,
+        deadline,
+        lambda _, sock: outcome.set_result(cast(socket.socket, sock)),
+    )
     dial.start()
     try:
         return await outcome
@@ -82,7 +92,8 @@ async def connect_target(
         raise
 
 
-Done = Callable[[ProbeResult, "socket.socket | None"], None]
+# The socket is a ``socket.socket``, or a ``socket.SocketType`` for a receiver that closes it at once.
+Done = Callable[[ProbeResult, "socket.SocketType | None"], None]
 
 
 def start_connect(
@@ -141,7 +152,7 @@ _STREAM_NONBLOCK = int(socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
 _RECVERR = {4: (socket.IPPROTO_IP, IP_RECVERR), 6: (socket.IPPROTO_IPV6, IPV6_RECVERR)}
 
 
-def _ignore(result: ProbeResult, sock: socket.socket | None) -> None:
+def _ignore(result: ProbeResult, sock: socket.SocketType | None) -> None:
     return
 
 
@@ -186,7 +197,7 @@ class Dial:
         self._tcp = tcp
         self._deadline = deadline
         self._done = done
-        self._sock: socket.socket | None = None
+        self._sock: socket.SocketType | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._fd = -1
         self._phase = _WAITING
@@ -228,7 +239,12 @@ class Dial:
             return True
         try:
             # SOCK_NONBLOCK: non-blocking from birth, one syscall fewer than setblocking(False).
-            sock = self._sock = socket.socket(self._resolved.family, _STREAM_NONBLOCK)
+            # A socket its receiver closes at once is of the C socket type itself (``socket.SocketType``), without
+            # ``socket.socket``'s Python ``__init__`` and ``close``: -3.5 % instructions per plain probe (issue 25).
+            # A receiver that uses the connection (asyncio streams, the dialogues) gets a ``socket.socket``.
+            sock = self._sock = (socket.SocketType if self._closes else socket.socket)(
+                self._resolved.family, _STREAM_NONBLOCK
+            )
             # ICMP errors for this SYN are queued with their sender: who rejected (host or network).
             level, option = _RECVERR[self._resolved.ip_protocol]
             sock.setsockopt(level, option, 1)
@@ -319,7 +335,7 @@ class Dial:
             sock.close()
         self._finish(None)
 
-    def _finish(self, sock: socket.socket | None) -> None:
+    def _finish(self, sock: socket.SocketType | None) -> None:
         # The receiver usually holds this Dial (to cancel it): dropping ``done`` and the socket here breaks
         # that reference cycle, so a finished probe is freed at once instead of by the cyclic GC (which,
         # 10,000 probes at a time, ran 6x as often and cost more than the coroutines it replaced).

@@ -46,7 +46,7 @@ def _plain(tcp: object) -> bool:
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
-def reset_on_close(sock: socket.socket | None, tcp: object) -> bool:
+def reset_on_close(sock: socket.SocketType | None, tcp: object) -> bool:
     """Arm ``tcp.close_with_reset`` on a connected socket before it is closed; whether it was."""
     if sock is None or not (isinstance(tcp, TcpProberSettings) and tcp.close_with_reset):
         return False
@@ -57,7 +57,7 @@ def reset_on_close(sock: socket.socket | None, tcp: object) -> bool:
     return True
 
 
-def _connected_only(result: ProbeResult, sock: socket.socket | None, tcp: object) -> ProbeResult:
+def _connected_only(result: ProbeResult, sock: socket.SocketType | None, tcp: object) -> ProbeResult:
     """The end of a plain connect probe: the connection (if any) closed, success is being open."""
     if sock is not None:
         reset = reset_on_close(sock, tcp)
