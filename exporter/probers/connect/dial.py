@@ -240,7 +240,7 @@ class Dial:
         try:
             # SOCK_NONBLOCK: non-blocking from birth, one syscall fewer than setblocking(False).
             # A socket its receiver closes at once is of the C socket type itself (``socket.SocketType``), without
-            # ``socket.socket``'s Python ``__init__`` and ``close``: -3.5 % instructions per plain probe (issue 25).
+            # ``socket.socket``'s Python ``__init__`` and ``close``: -3 % instructions per plain probe (issue 25).
             # A receiver that uses the connection (asyncio streams, the dialogues) gets a ``socket.socket``.
             sock = self._sock = (socket.SocketType if self._closes else socket.socket)(
                 self._resolved.family, _STREAM_NONBLOCK
