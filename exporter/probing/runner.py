@@ -404,7 +404,7 @@ class ProbeRunner:
                 target, module = targets[index]
                 results[index] = await self.probe(target, module, deadline)
 
-        with collector_held_off():
+        with collector_held_off(loop):
             workers = [asyncio.ensure_future(worker()) for _ in range(min(len(targets), self.max_concurrency))]
             try:
                 if workers:
