@@ -14,8 +14,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -26,6 +28,15 @@ MAX_TARGET_LIFETIME = 1800  # seconds; the acceptors exit by themselves after th
 
 class BenchError(Exception):
     pass
+
+
+def exit_with(main: Callable[[], int]) -> NoReturn:
+    """Run a benchmark's ``main`` as the program: its status, or one line and status 1 for a BenchError."""
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 @dataclass
