@@ -101,10 +101,7 @@ def main() -> int:
             raise BenchError(f"{binary} is not installed (Debian package valgrind)")
     if enter_netns() is None:
         setup_netns()
-    exporters = {}
-    for item in args.exporter or [f"this checkout={tools.REPO}"]:
-        name, _, checkout = item.partition("=")
-        exporters[name] = Path(checkout).resolve()
+    exporters = tools.checkouts(args.exporter)
     n = args.targets
     config = exporter_config([f"{target_address(i)}:{CLOSED_PORT if i % 5 == 4 else OPEN_PORT}" for i in range(n)])
     rows = []

@@ -366,10 +366,7 @@ def main() -> int:
     args = parser.parse_args()
     if enter_netns() is None:
         setup_netns()
-    exporters = {}
-    for item in args.exporter or [f"this checkout={tools.REPO}"]:
-        name, _, checkout = item.partition("=")
-        exporters[name] = Path(checkout).resolve()
+    exporters = tools.checkouts(args.exporter)
     sections = set(args.sections.split(","))
     report: dict = {"reps": args.reps, "exporters": {k: str(v) for k, v in exporters.items()}}
     with tools.scratch_dir() as scratch:

@@ -30,6 +30,15 @@ class BenchError(Exception):
     pass
 
 
+def checkouts(items: list[str]) -> dict[str, Path]:
+    """The ``--exporter NAME=CHECKOUT`` arguments (repeatable) by name; this checkout when there are none."""
+    found = {}
+    for item in items or [f"this checkout={REPO}"]:
+        name, _, checkout = item.partition("=")
+        found[name] = Path(checkout).resolve()
+    return found
+
+
 def exit_with(main: Callable[[], int]) -> NoReturn:
     """Run a benchmark's ``main`` as the program: its status, or one line and status 1 for a BenchError."""
     try:
